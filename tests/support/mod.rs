@@ -1,0 +1,14 @@
+//! Test helpers shared by the integration tests: include with `mod support;`.
+//!
+//! - [`waker`]: an instrumented waker counting clones, wakes and drops, and a
+//!   `block_on` built on it;
+//! - [`drops`]: values that record when (and in what order) they are dropped;
+//! - `alloc` (not declared here): a counting global allocator, included only
+//!   by the test binary that installs it (`tests/alloc_count.rs`).
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+pub mod drops;
+pub mod waker;
+
+pub use drops::{DropCounter, DropLog};
+pub use waker::{WakeCounter, block_on, poll_once};
