@@ -31,8 +31,21 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod ambient;
 mod context;
+mod panic;
 mod promise;
 mod queue;
 mod scope;
 mod slab;
+mod thunk;
+#[cfg(feature = "alloc")]
+mod wake_set;
+
+#[cfg(feature = "std")]
+pub use ambient::{NoScope, defer, defer_async};
+pub use scope::{
+    DEFAULT_CAPACITY, Defer, DeferScope, Deferred, Full, Guard, Order, ScopeBuilder, scope,
+};
+#[cfg(feature = "alloc")]
+pub use slab::BoxedThunk;

@@ -1,0 +1,124 @@
+//! The ambient API: `deferral::defer` registers on the innermost scope whose
+//! body is being polled on this thread, like the seed's `AsyncLocalStorage`.
+//!
+//! A scope publishes its slab in a thread-local only for the duration of each
+//! poll of its body, and restores the previous value afterwards (also on
+//! unwind), so the pointer is never used after the slab is gone.
+
+#[cfg(feature = "std")]
+pub use enabled::*;
+
+#[cfg(feature = "std")]
+mod enabled {
+    use core::cell::Cell;
+    use core::fmt;
+
+    use crate::slab::RawSlab;
+    use crate::thunk::{AsyncThunk, Thunk};
+
+    std::thread_local! {
+        static CURRENT: Cell<Option<RawSlab<'static>>> = const { Cell::new(None) };
+    }
+
+    /// Makes `slab` the ambient scope while `f` runs.
+    pub(crate) fn enter<R>(slab: RawSlab<'_>, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<RawSlab<'static>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.set(self.0);
+            }
+        }
+        // SAFETY: the detached copy is only reachable through `CURRENT`
+        // until `Restore` puts the previous value back, which happens before
+        // `enter` returns or unwinds, while the slab is certainly alive (our
+        // caller, the scope's driver, borrows it).
+        let _restore = Restore(CURRENT.replace(Some(unsafe { slab.detach() })));
+        f()
+    }
+
+    /// `defer`/`defer_async` was called outside any scope's body.
+    ///
+    /// Carries the thunk back: nothing is lost.
+    pub struct NoScope<X>(X);
+
+    impl<X> NoScope<X> {
+        /// The thunk that could not be registered.
+        pub fn into_inner(self) -> X {
+            self.0
+        }
+    }
+
+    impl<X> fmt::Debug for NoScope<X> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("NoScope(..)")
+        }
+    }
+
+    impl<X> fmt::Display for NoScope<X> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("`deferral::defer` called outside any scope")
+        }
+    }
+
+    impl<X> core::error::Error for NoScope<X> {}
+
+    /// Registers `f` on the innermost [`scope`](crate::scope) whose body is
+    /// being polled on this thread; `Err(NoScope)` outside any.
+    ///
+    /// The seed's `defer`, for code that has no [`Defer`](crate::Defer)
+    /// handle at hand. A thunk running during a scope's cleanup is no
+    /// longer inside that scope's body: it registers on an enclosing one.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// async fn open_and_read() -> u32 {
+    ///     deferral::defer(|| println!("closed")).unwrap();
+    ///     7
+    /// }
+    /// assert_eq!(deferral::scope(async |_| open_and_read().await).await, 7);
+    /// assert!(deferral::defer(|| ()).is_err()); // no scope here
+    /// # });
+    /// ```
+    pub fn defer<F>(f: F) -> Result<(), NoScope<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        match CURRENT.get() {
+            Some(slab) => slab
+                .push::<(), _>(Thunk(f))
+                .map(drop)
+                .map_err(|Thunk(f)| NoScope(f)),
+            None => Err(NoScope(f)),
+        }
+    }
+
+    /// Registers a future on the innermost scope being polled on this
+    /// thread (see [`defer`]); `Err(NoScope)` outside any.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     deferral::defer_async(async { println!("async cleanup") }).unwrap();
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn defer_async<Fut>(fut: Fut) -> Result<(), NoScope<Fut>>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        match CURRENT.get() {
+            Some(slab) => slab
+                .push::<(), _>(AsyncThunk(fut))
+                .map(drop)
+                .map_err(|AsyncThunk(fut)| NoScope(fut)),
+            None => Err(NoScope(fut)),
+        }
+    }
+}
+
+/// Without `std` there is no thread-local: nothing to publish.
+#[cfg(not(feature = "std"))]
+pub(crate) fn enter<R>(_slab: crate::slab::RawSlab<'_>, f: impl FnOnce() -> R) -> R {
+    f()
+}

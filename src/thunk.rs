@@ -1,0 +1,224 @@
+//! The kinds of deferred work a scope stores in its slab: plain closures,
+//! closures that see the output, futures, and guarded values with their
+//! sync or async cleanup. Each is a [`Payload`] the slab can run, poll, drop
+//! or hand back without knowing its type.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use pin_project::pin_project;
+
+#[cfg(feature = "alloc")]
+use crate::slab::BoxedThunk;
+use crate::slab::Payload;
+
+/// `FnOnce()`.
+pub(crate) struct Thunk<F>(pub(crate) F);
+
+/// `FnOnce(&mut Out)`: runs only if there is an output.
+pub(crate) struct ThunkWith<F>(pub(crate) F);
+
+/// A future, polled to completion during cleanup.
+#[pin_project]
+pub(crate) struct AsyncThunk<Fut>(#[pin] pub(crate) Fut);
+
+/// A future whose output (a `FnOnce(&mut Out)`) is applied to the output.
+#[pin_project]
+pub(crate) struct AsyncThunkWith<Fut>(#[pin] pub(crate) Fut);
+
+/// A guarded value and its sync cleanup.
+pub(crate) struct GuardThunk<V, F> {
+    pub(crate) value: V,
+    pub(crate) cleanup: F,
+}
+
+/// A guarded value and its async cleanup: armed until cleanup starts, then
+/// the future the cleanup returned.
+#[pin_project(project = GuardAsyncProj, project_replace = GuardAsyncOwn)]
+pub(crate) enum GuardAsync<V, F, Fut> {
+    Armed { value: V, cleanup: F },
+    Running(#[pin] Fut),
+    Done,
+}
+
+fn never_polled() -> ! {
+    unreachable!("deferral: a sync thunk was polled")
+}
+
+fn never_run() -> ! {
+    unreachable!("deferral: an async thunk was run as a sync one")
+}
+
+impl<Out, F: FnOnce() + Send + 'static> Payload<Out> for Thunk<F> {
+    type Taken = F;
+    const ASYNC: bool = false;
+    fn run(self, _: Option<&mut Out>) {
+        (self.0)()
+    }
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+        never_polled()
+    }
+    fn take(self) -> F {
+        self.0
+    }
+    #[cfg(feature = "alloc")]
+    fn into_boxed(self) -> Result<BoxedThunk, Self> {
+        Err(self)
+    }
+}
+
+impl<Out, F: FnOnce(&mut Out) + Send + 'static> Payload<Out> for ThunkWith<F> {
+    type Taken = F;
+    const ASYNC: bool = false;
+    fn run(self, out: Option<&mut Out>) {
+        if let Some(out) = out {
+            (self.0)(out)
+        }
+    }
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+        never_polled()
+    }
+    fn take(self) -> F {
+        self.0
+    }
+    #[cfg(feature = "alloc")]
+    fn into_boxed(self) -> Result<BoxedThunk, Self> {
+        Err(self)
+    }
+}
+
+impl<Out, Fut: Future<Output = ()> + Send + 'static> Payload<Out> for AsyncThunk<Fut> {
+    type Taken = Fut;
+    const ASYNC: bool = true;
+    fn run(self, _: Option<&mut Out>) {
+        never_run()
+    }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+        self.project().0.poll(cx)
+    }
+    fn take(self) -> Fut {
+        self.0
+    }
+    #[cfg(feature = "alloc")]
+    fn into_boxed(self) -> Result<BoxedThunk, Self> {
+        Ok(alloc::boxed::Box::pin(self.0))
+    }
+}
+
+impl<Out, Fut> Payload<Out> for AsyncThunkWith<Fut>
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: FnOnce(&mut Out),
+{
+    type Taken = Fut;
+    const ASYNC: bool = true;
+    fn run(self, _: Option<&mut Out>) {
+        never_run()
+    }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, out: Option<&mut Out>) -> Poll<()> {
+        let amend = core::task::ready!(self.project().0.poll(cx));
+        if let Some(out) = out {
+            amend(out);
+        }
+        Poll::Ready(())
+    }
+    fn take(self) -> Fut {
+        self.0
+    }
+    #[cfg(feature = "alloc")]
+    fn into_boxed(self) -> Result<BoxedThunk, Self> {
+        Ok(alloc::boxed::Box::pin(IgnoreOutput(self.0)))
+    }
+}
+
+/// Runs a future for its effect, dropping its output (an amendment nobody
+/// can apply once the scope was cancelled).
+#[cfg(feature = "alloc")]
+#[pin_project]
+struct IgnoreOutput<Fut>(#[pin] Fut);
+
+#[cfg(feature = "alloc")]
+impl<Fut: Future> Future for IgnoreOutput<Fut> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().0.poll(cx).map(drop)
+    }
+}
+
+impl<Out, V, F> Payload<Out> for GuardThunk<V, F>
+where
+    V: Send + 'static,
+    F: FnOnce(V) + Send + 'static,
+{
+    type Taken = V;
+    const ASYNC: bool = false;
+    fn run(self, _: Option<&mut Out>) {
+        (self.cleanup)(self.value)
+    }
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+        never_polled()
+    }
+    fn take(self) -> V {
+        self.value
+    }
+    #[cfg(feature = "alloc")]
+    fn into_boxed(self) -> Result<BoxedThunk, Self> {
+        Err(self)
+    }
+}
+
+impl<V, F, Fut> Future for GuardAsync<V, F, Fut>
+where
+    F: FnOnce(V) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let GuardAsyncProj::Armed { .. } = self.as_mut().project() {
+            // `Done` while the cleanup runs: if it panics, nothing is left
+            // to drop twice.
+            let GuardAsyncOwn::Armed { value, cleanup } =
+                self.as_mut().project_replace(GuardAsync::Done)
+            else {
+                unreachable!()
+            };
+            let fut = cleanup(value);
+            self.as_mut().project_replace(GuardAsync::Running(fut));
+        }
+        match self.as_mut().project() {
+            GuardAsyncProj::Running(fut) => {
+                core::task::ready!(fut.poll(cx));
+                self.project_replace(GuardAsync::Done);
+                Poll::Ready(())
+            }
+            _ => panic!("deferral: guard cleanup polled after completion"),
+        }
+    }
+}
+
+impl<Out, V, F, Fut> Payload<Out> for GuardAsync<V, F, Fut>
+where
+    V: Send + 'static,
+    F: FnOnce(V) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    type Taken = V;
+    const ASYNC: bool = true;
+    fn run(self, _: Option<&mut Out>) {
+        never_run()
+    }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+        Future::poll(self, cx)
+    }
+    fn take(self) -> V {
+        match self {
+            GuardAsync::Armed { value, .. } => value,
+            _ => unreachable!("deferral: a started guard was defused"),
+        }
+    }
+    #[cfg(feature = "alloc")]
+    fn into_boxed(self) -> Result<BoxedThunk, Self> {
+        Ok(alloc::boxed::Box::pin(self))
+    }
+}
