@@ -51,8 +51,8 @@ pub enum Order {
     Lifo,
     /// First registered, first run.
     Fifo,
-    /// Every thunk is started at once, in LIFO order (sync thunks run as they
-    /// are reached), and the async ones are then polled together, like the
+    /// The sync thunks run first (LIFO), then every async thunk is started
+    /// (first polled in LIFO order) and they are polled together, like the
     /// seed's `Promise.all`. With `alloc`, each async thunk gets its own
     /// waker and a wake-up polls only the thunks that were woken; without
     /// it, a wake-up polls every unfinished thunk.
