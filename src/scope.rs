@@ -617,8 +617,9 @@ struct Driver<'s, B, T> {
     cleaning: bool,
     /// Concurrent mode: every armed thunk has been started.
     started_all: bool,
+    /// Boxed: only concurrent cleanup needs it, and it allocates anyway.
     #[cfg(feature = "alloc")]
-    wake_set: Option<crate::wake_set::WakeSet>,
+    wake_set: Option<alloc::boxed::Box<crate::wake_set::WakeSet>>,
 }
 
 #[pin_project(project = BodyProj, project_replace = BodyOwn)]
@@ -777,7 +778,9 @@ impl<B, T> Driver<'_, B, T> {
                     #[cfg(feature = "alloc")]
                     {
                         // SAFETY: as above.
-                        *wake_set = Some(crate::wake_set::WakeSet::new(unsafe { slab.running() }));
+                        *wake_set = Some(alloc::boxed::Box::new(crate::wake_set::WakeSet::new(
+                            unsafe { slab.running() },
+                        )));
                     }
                 }
                 #[cfg(feature = "alloc")]

@@ -263,16 +263,25 @@ struct State {
 struct Bytes<const N: usize>([MaybeUninit<u8>; N]);
 
 /// `N` bytes of inline storage for deferred thunks. See the module docs.
+///
+/// `repr(C)`: the bytes sit at the same offset after the core whatever `N`
+/// is, so a one-pointer [`RawSlab`] can find them.
+#[repr(C)]
 pub(crate) struct Slab<const N: usize> {
     core: SlabCore,
     bytes: UnsafeCell<Bytes<N>>,
 }
+
+/// Where a slab's bytes start, relative to its core (the same for every `N`).
+const BYTES_OFFSET: usize = core::mem::offset_of!(Slab<0>, bytes);
 
 /// The part of a [`Slab`] that does not depend on `N`.
 pub(crate) struct SlabCore {
     /// Serialises every change to `state` made through a shared reference.
     lock: AtomicBool,
     state: UnsafeCell<State>,
+    /// `N`, the number of inline bytes.
+    cap: usize,
     /// Headers point into our own bytes.
     _pinned: PhantomPinned,
 }
@@ -323,6 +332,7 @@ impl<const N: usize> Slab<N> {
                     armed: List::EMPTY,
                     running: List::EMPTY,
                 }),
+                cap: N,
                 _pinned: PhantomPinned,
             },
             bytes: UnsafeCell::new(Bytes([MaybeUninit::uninit(); N])),
@@ -331,26 +341,27 @@ impl<const N: usize> Slab<N> {
 
     /// The `N`-erased view every operation goes through.
     pub(crate) fn raw(self: Pin<&Self>) -> RawSlab<'_> {
-        let this = self.get_ref();
+        debug_assert_eq!(core::mem::offset_of!(Self, bytes), BYTES_OFFSET);
+        // Derived from a reference to the whole slab, so the pointer may
+        // reach the bytes too (they are in an `UnsafeCell`: writable).
         RawSlab {
-            core: &this.core,
-            base: this.bytes.get().cast::<u8>(),
-            cap: N,
+            slab: NonNull::from(self.get_ref()).cast(),
+            _life: core::marker::PhantomData,
         }
     }
 }
 
-/// A pinned slab with its capacity erased; `Copy`, so handles can keep one.
+/// A pinned slab with its capacity erased: one pointer, `Copy`, so handles
+/// and tokens can keep one.
 #[derive(Clone, Copy)]
 pub(crate) struct RawSlab<'a> {
-    core: &'a SlabCore,
-    /// Start of the inline bytes, with provenance over all `cap` of them.
-    base: *mut u8,
-    cap: usize,
+    /// The slab's core, with provenance over the whole `Slab<N>`.
+    slab: NonNull<SlabCore>,
+    _life: core::marker::PhantomData<&'a SlabCore>,
 }
 
-// SAFETY: `base` points into the slab that `core` belongs to; see
-// `SlabCore`'s `Send`/`Sync` impls.
+// SAFETY: a `RawSlab` is a shared reference to a slab; see `SlabCore`'s
+// `Send`/`Sync` impls.
 unsafe impl Send for RawSlab<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for RawSlab<'_> {}
@@ -369,18 +380,31 @@ impl Drop for Locked<'_> {
 }
 
 impl<'a> RawSlab<'a> {
+    fn core(self) -> &'a SlabCore {
+        // SAFETY: a `RawSlab<'a>` comes from a `Pin<&'a Slab<N>>` (or is a
+        // detached copy whose user keeps the slab alive).
+        unsafe { self.slab.as_ref() }
+    }
+
+    /// Start of the inline bytes.
+    fn base(self) -> *mut u8 {
+        // SAFETY: the bytes follow the core at `BYTES_OFFSET` inside the
+        // same `Slab<N>`, which `slab`'s provenance covers.
+        unsafe { self.slab.as_ptr().cast::<u8>().add(BYTES_OFFSET) }
+    }
+
     fn lock(self) -> Locked<'a> {
         // ORDERING: Acquire pairs with the Release in `Locked::drop`, so we
         // see every change made under the lock before us.
         while self
-            .core
+            .core()
             .lock
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             core::hint::spin_loop();
         }
-        Locked { core: self.core }
+        Locked { core: self.core() }
     }
 
     /// # Safety
@@ -388,7 +412,7 @@ impl<'a> RawSlab<'a> {
     #[allow(clippy::mut_from_ref)]
     unsafe fn state(self) -> &'a mut State {
         // SAFETY: exclusive access is guaranteed by the caller.
-        unsafe { &mut *self.core.state.get() }
+        unsafe { &mut *self.core().state.get() }
     }
 
     /// Registers `payload`, or hands it back if it does not fit (without
@@ -431,13 +455,14 @@ impl<'a> RawSlab<'a> {
         let payload_at =
             (header_at + size_of::<Header>()).checked_next_multiple_of(layout.align())?;
         let end = payload_at.checked_add(layout.size())?;
-        if end > self.cap {
+        if end > self.core().cap {
             return None;
         }
         state.used = end;
+        let base = self.base();
         // SAFETY: both offsets are within the `cap` bytes at `base` (checked
         // above), and aligned because `base` is `INLINE_ALIGN`-aligned.
-        unsafe { Some((self.base.add(header_at).cast(), self.base.add(payload_at))) }
+        unsafe { Some((base.add(header_at).cast(), base.add(payload_at))) }
     }
 
     /// Defuses an armed entry: unlinks it and writes what was deferred
