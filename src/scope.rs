@@ -302,7 +302,6 @@ unsafe fn guard_async_value<V, F, Fut>(payload: *mut u8) -> *mut V {
 /// .await;
 /// # });
 /// ```
-#[must_use = "dropping the token keeps the registration; call `cancel` to defuse it"]
 pub struct Deferred<'d, X> {
     slab: RawSlab<'d>,
     entry: Entry,

@@ -116,7 +116,10 @@ fn scope_overhead_is_small_and_reported() {
     // with no features; see the `scope` docs).
     let bound = if cfg!(feature = "alloc") { 224 } else { 144 };
     if cfg!(target_pointer_width = "64") {
-        assert!(overhead <= bound, "scope overhead grew to {overhead} bytes (bound {bound})");
+        assert!(
+            overhead <= bound,
+            "scope overhead grew to {overhead} bytes (bound {bound})"
+        );
     }
     drop(scope);
 }
