@@ -1,12 +1,33 @@
 //! Go-style `defer` and lazily-started (deferred) promises for async Rust, on
 //! any executor, with or without a heap.
 //!
+//! ```
+//! # futures::executor::block_on(async {
+//! use std::sync::{Arc, Mutex};
+//!
+//! let log = Arc::new(Mutex::new(Vec::new()));
+//! let l = log.clone();
+//! let out = deferral::scope(async |d| {
+//!     // Moved into the scope, `&mut` for the body, closed after it (LIFO).
+//!     let mut conn = d.guard(vec!["open"], move |c| l.lock().unwrap().extend(c)).unwrap();
+//!     conn.push("query");
+//!     d.defer_async(async { /* awaited after the body, before `out` */ }).unwrap();
+//!     Ok::<_, std::io::Error>(conn.len())
+//! })
+//! .await;
+//! assert_eq!(out.unwrap(), 2);
+//! assert_eq!(*log.lock().unwrap(), ["open", "query"]);
+//! # });
+//! ```
+//!
 //! # Architecture
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | `slab` | the inline, const-generic, type-erased storage of deferred thunks (the unsafe heart of [`DeferScope`](crate)) |
-//! | `scope` | `DeferScope`, the poll-driven future that runs a body, then its deferred thunks |
+//! | `slab` | the inline, const-generic, type-erased storage of deferred thunks (the unsafe heart of [`DeferScope`]) |
+//! | `thunk` | the kinds of deferred work: closures, futures, guarded values with sync or async cleanup |
+//! | `scope` | [`scope`], [`Defer`], [`DeferScope`]: run a body, then its deferred thunks |
+//! | `ambient` | [`defer()`] and [`defer_async()`] without a handle (`std`) |
 //! | `promise` | `DeferredPromise`, its `Resolver`, the `static`-friendly `PromiseCell`, combinators and `SharedPromise` |
 //! | `context` | `ContextVar` and `Snapshot`: values that follow a computation across polls and into deferred work |
 //! | `queue` | `TaskQueue`: deferred work started under a concurrency limit, results as a `Stream` |
@@ -49,3 +70,8 @@ pub use scope::{
 };
 #[cfg(feature = "alloc")]
 pub use slab::BoxedThunk;
+
+/// The README's examples, compiled and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -425,6 +425,20 @@ impl<X> fmt::Display for Full<X> {
 
 impl<X> core::error::Error for Full<X> {}
 
+/// So that `?` works in bodies returning `io::Result`; the refused thunk is
+/// dropped (with `std` the slab spills to the heap, so this never happens
+/// unless allocation itself fails).
+#[cfg(feature = "std")]
+impl<X> From<Full<X>> for std::io::Error {
+    fn from(full: Full<X>) -> Self {
+        drop(full);
+        std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            "the scope's defer slab is full",
+        )
+    }
+}
+
 /// Configures a scope: slab capacity, cleanup order, cancel handler.
 ///
 /// ```
@@ -564,6 +578,13 @@ struct Config {
 /// assert_eq!(*log.lock().unwrap(), ["unlock", "close file"]);
 /// # });
 /// ```
+///
+/// # Size
+///
+/// On x86_64 an empty scope adds 208 bytes (with `std`; 128 with no
+/// features) to its body's future, plus the `N` bytes of its slab
+/// ([`DEFAULT_CAPACITY`] here). A registration takes a 40-byte header plus
+/// the thunk, aligned. `tests/scope_capacity.rs` prints the figures.
 ///
 /// # Panics and cancellation
 ///

@@ -214,7 +214,7 @@ fn cancel_tokens_defuse_registrations() {
             .guard_async(5_u8, |_| async { panic!("defused") })
             .unwrap();
         let five = Guard::defuse(guard);
-        drop(keep); // dropping a token keeps its registration
+        let _ = keep; // dropping a token keeps its registration
         thunk(); // the handed-back thunk still works
         (value, five)
     }));
