@@ -11,7 +11,9 @@ use support::{Gate, WakeCounter, poll_once};
 
 fn gated_scope(gates: &[Gate]) -> impl Future<Output = ()> + use<> {
     let waits: Vec<_> = gates.iter().map(Gate::wait).collect();
+    // 16 gates do not fit the default slab without `alloc`.
     ScopeBuilder::new()
+        .capacity::<4096>()
         .order(Order::Concurrent)
         .run(async move |d| {
             for w in waits {

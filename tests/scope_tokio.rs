@@ -53,6 +53,7 @@ async fn concurrent_cleanup_is_woken_from_timers_on_other_threads() {
     let d2 = done.clone();
     let out = tokio::spawn(
         ScopeBuilder::new()
+            .capacity::<4096>() // five tokio `Sleep`s do not fit 512 bytes
             .order(Order::Concurrent)
             .run(async move |d| {
                 for ms in [5, 1, 3, 2, 4] {
