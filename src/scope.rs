@@ -77,12 +77,25 @@ pub enum Order {
 /// assert_eq!(out, 42);
 /// # });
 /// ```
+///
+/// The handle is invariant in `T`, so a thunk cannot pretend a borrowed
+/// output lives longer than it does:
+///
+/// ```compile_fail
+/// # use deferral::Defer;
+/// fn widen<'d, 'a>(d: &'d Defer<&'a str>) -> &'d Defer<&'static str> {
+///     d // error: lifetime may not live long enough
+/// }
+/// ```
 pub struct Defer<T> {
     /// Points at the slab in the same `async fn` frame; see [`scope`].
     slab: RawSlab<'static>,
-    /// Registrations are typed by the output; `fn(T)` keeps `Defer: Send +
-    /// Sync` whatever `T` is (no `T` is ever stored here).
-    _out: PhantomData<fn(T)>,
+    /// Registrations are typed by the output. `fn(T) -> T` keeps `Defer:
+    /// Send + Sync` whatever `T` is (no `T` is stored here) and makes it
+    /// *invariant* in `T`: were it contravariant (`fn(T)`), a
+    /// `&Defer<&'short U>` would coerce to `&Defer<&'static U>` and a
+    /// `defer_with` thunk could keep the short reference forever.
+    _out: PhantomData<fn(T) -> T>,
 }
 
 impl<T> fmt::Debug for Defer<T> {
@@ -618,7 +631,10 @@ where
         slab: unsafe { raw.detach() },
         _out: PhantomData,
     };
-    let body = body(&handle);
+    // Calling the body may already run user code (a closure returning a
+    // future runs its synchronous prefix now): give it the same treatment
+    // as a poll, the ambient scope and panic catching.
+    let body = panicking::catch(|| crate::ambient::enter(raw, || body(&handle)));
     Driver::new(body, raw, config).await
 }
 
@@ -649,14 +665,20 @@ enum Body<B> {
 }
 
 impl<'s, B: Future<Output = T>, T> Driver<'s, B, T> {
-    fn new(body: B, slab: RawSlab<'s>, config: Config) -> Self {
+    /// `body` is `Err` if creating the body future panicked: cleanup then
+    /// starts at once, and the panic resumes after it.
+    fn new(body: Result<B, Panic>, slab: RawSlab<'s>, config: Config) -> Self {
+        let (body, panic) = match body {
+            Ok(body) => (Body::Running(body), None),
+            Err(panic) => (Body::Gone, Some(panic)),
+        };
         Driver {
-            body: Body::Running(body),
+            cleaning: panic.is_some(),
+            body,
             slab,
             config,
             out: None,
-            panic: None,
-            cleaning: false,
+            panic,
             started_all: false,
             #[cfg(feature = "alloc")]
             wake_set: None,

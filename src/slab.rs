@@ -419,18 +419,23 @@ impl<'a> RawSlab<'a> {
     /// `alloc`).
     pub(crate) fn push<Out, P: Payload<Out>>(self, payload: P) -> Result<Entry, P> {
         let vtable: &'static EntryVTable = &VTableOf::<Out, P>::VTABLE;
-        let _locked = self.lock();
+        let locked = self.lock();
         // SAFETY: we hold the lock.
-        let state = unsafe { self.state() };
-        let (header, spot, _heap) = match self.bump(state, vtable.layout) {
-            Some((h, p)) => (h, p, false),
-            None => match spill(vtable.layout) {
-                Some((h, p)) => (h, p, true),
-                None => return Err(payload),
-            },
+        let inline = self.bump(unsafe { self.state() }, vtable.layout);
+        let (locked, (header, spot), heap) = match inline {
+            Some(room) => (locked, room, false),
+            None => {
+                // Allocate without holding the lock.
+                drop(locked);
+                let Some(room) = spill(vtable.layout) else {
+                    return Err(payload);
+                };
+                (self.lock(), room, true)
+            }
         };
         // SAFETY: `bump`/`spill` returned fresh, suitably aligned, writable
-        // memory for a header and for a `P`, owned by this slab.
+        // memory for a header and for a `P`, owned by this slab; we hold the
+        // lock to link the entry.
         unsafe {
             spot.cast::<P>().write(payload);
             header.write(Header {
@@ -439,10 +444,13 @@ impl<'a> RawSlab<'a> {
                 prev: ptr::null_mut(),
                 next: ptr::null_mut(),
                 #[cfg(feature = "alloc")]
-                heap: _heap,
+                heap,
             });
-            state.armed.push_back(header);
+            self.state().armed.push_back(header);
         }
+        #[cfg(not(feature = "alloc"))]
+        let _ = heap;
+        drop(locked);
         Ok(Entry(header))
     }
 
@@ -669,14 +677,28 @@ impl Drop for SlabCore {
         // A scope finishes or cancels every entry itself; this is the last
         // line of defence (a scope leaked mid-cleanup by a panic that
         // escaped, say): drop whatever is left, unlinking first.
-        let state = self.state.get_mut();
-        for list in [&mut state.running, &mut state.armed] {
-            while let Some(e) = list.pop(true) {
-                // SAFETY: we own the whole slab (`&mut self`), the entry is
-                // unlinked and its payload initialised.
-                unsafe { e.drop_payload() };
-            }
+        drain(self.state.get_mut());
+    }
+}
+
+/// Drops every entry left, unlinking each first; if a destructor panics, the
+/// rest are still dropped while unwinding (a second panic aborts).
+fn drain(state: &mut State) {
+    struct KeepDraining<'a>(&'a mut State);
+    impl Drop for KeepDraining<'_> {
+        fn drop(&mut self) {
+            drain(self.0);
         }
+    }
+    loop {
+        let Some(e) = state.running.pop(true).or_else(|| state.armed.pop(true)) else {
+            return;
+        };
+        let guard = KeepDraining(state);
+        // SAFETY: we own the whole slab (`&mut`), the entry is unlinked and
+        // its payload initialised.
+        unsafe { e.drop_payload() };
+        core::mem::forget(guard);
     }
 }
 
@@ -775,5 +797,35 @@ mod tests {
             }
         }
         assert_eq!(drops.load(Ordering::Relaxed), 20);
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    fn a_panicking_destructor_does_not_stop_the_drain() {
+        extern crate std;
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Loud(bool);
+        impl Drop for Loud {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::Relaxed);
+                if self.0 {
+                    panic!("loud");
+                }
+            }
+        }
+        let result = std::panic::catch_unwind(|| {
+            let slab = core::pin::pin!(Slab::<1024>::new());
+            let raw = slab.as_ref().raw();
+            for i in 0..5 {
+                let loud = Loud(i == 3); // dropped second (drain is LIFO)
+                let _ = raw.push::<(), _>(Sync(move || drop(loud)));
+            }
+        });
+        assert!(result.is_err());
+        assert_eq!(
+            DROPS.load(Ordering::Relaxed),
+            5,
+            "every payload dropped once"
+        );
     }
 }

@@ -177,3 +177,32 @@ fn cancellation_with_a_panicking_sync_thunk_runs_the_rest_then_panics() {
     assert_eq!(panic_message(err), "thunk during cancel");
     assert_eq!(log.events(), ["newer", "older"]);
 }
+
+#[test]
+fn a_panic_in_the_bodys_synchronous_prefix_still_runs_the_thunks() {
+    // A closure returning a future satisfies `AsyncFnOnce`; its synchronous
+    // part runs when the scope calls it, and must be covered too.
+    let log = DropLog::new();
+    let l = log.clone();
+    let err = catch_unwind(AssertUnwindSafe(|| {
+        block_on(scope(move |d: &deferral::Defer<()>| {
+            d.defer(move || l.push("thunk")).unwrap();
+            if true {
+                panic!("sync prefix");
+            }
+            async {}
+        }))
+    }))
+    .unwrap_err();
+    assert_eq!(panic_message(err), "sync prefix");
+    assert_eq!(log.events(), ["thunk"]);
+}
+
+#[test]
+fn the_ambient_scope_is_set_during_the_bodys_synchronous_prefix() {
+    let registered = block_on(scope(|_: &deferral::Defer<bool>| {
+        let ok = deferral::defer(|| ()).is_ok();
+        async move { ok }
+    }));
+    assert!(registered);
+}
