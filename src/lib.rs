@@ -36,3 +36,4 @@ mod promise;
 mod queue;
 mod scope;
 mod slab;
+mod sync;
