@@ -32,8 +32,13 @@ extern crate alloc;
 extern crate std;
 
 mod context;
-mod promise;
+pub mod promise;
 mod queue;
 mod scope;
 mod slab;
 mod sync;
+
+pub use promise::{
+    Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
+    PromiseState, Reaction, Refusal, Resolver, SettleError, Start,
+};
