@@ -90,8 +90,10 @@ impl<E: core::error::Error + 'static> core::error::Error for PromiseError<E> {
 pub enum Refusal {
     /// The promise was already settled: the first settlement wins.
     AlreadySettled,
-    /// The resolver belongs to an earlier use of a reused
-    /// [`PromiseCell`](crate::PromiseCell).
+    /// The resolver's promise already finished (it took the settlement, or
+    /// was dropped after it) and the shared state moved on: for a reused
+    /// [`PromiseCell`](crate::PromiseCell), the resolver belongs to an
+    /// earlier use and must not touch the current one.
     Stale,
     /// The promise was dropped: nobody will read the value.
     Closed,
