@@ -38,6 +38,8 @@ mod scope;
 mod slab;
 mod sync;
 
+#[cfg(feature = "alloc")]
+pub use promise::SharedPromise;
 pub use promise::{
     Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
     PromiseState, Reaction, Refusal, Resolver, SettleError, Start,

@@ -564,3 +564,121 @@ fn works_on_tokio_multi_thread() {
         }
     });
 }
+
+#[cfg(feature = "alloc")]
+mod shared {
+    use super::*;
+    use deferral::SharedPromise;
+
+    #[test]
+    fn started_by_the_first_polled_clone_and_every_clone_gets_the_settlement() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let a = SharedPromise::new(DeferredPromise::<String, String>::new(move |res| {
+            r.fetch_add(1, SeqCst);
+            res.reject("no".into())
+        }));
+        let b = a.clone();
+        let c = b.clone();
+        assert_eq!(runs.load(SeqCst), 0);
+        let expected = Err(PromiseError::Rejected("no".to_string()));
+        assert_eq!(block_on(c), expected);
+        assert_eq!(runs.load(SeqCst), 1);
+        assert_eq!(block_on(a), expected);
+        assert_eq!(block_on(b), expected);
+        assert_eq!(runs.load(SeqCst), 1, "the source ran once");
+    }
+
+    #[test]
+    fn latest_wakers_of_all_waiting_clones_are_woken() {
+        static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+        let (p, r) = CELL.promise().unwrap();
+        let a = SharedPromise::new(p);
+        let mut a = pin!(a);
+        let mut b = pin!(a.clone());
+        let (a_old, a_new, b_w) = (WakeCounter::new(), WakeCounter::new(), WakeCounter::new());
+        assert_eq!(poll_once(a.as_mut(), &a_old), Poll::Pending);
+        assert_eq!(poll_once(b.as_mut(), &b_w), Poll::Pending);
+        assert_eq!(poll_once(a.as_mut(), &a_new), Poll::Pending);
+        assert_eq!(a_old.live(), 0, "the replaced waker was dropped");
+        r.resolve(4).unwrap();
+        assert_eq!((a_old.wakes(), a_new.wakes(), b_w.wakes()), (0, 1, 1));
+        assert_eq!(poll_once(b.as_mut(), &b_w), Poll::Ready(Ok(4)));
+        assert_eq!(poll_once(a.as_mut(), &a_new), Poll::Ready(Ok(4)));
+        assert!(a.is_terminated() && b.is_terminated());
+    }
+
+    #[test]
+    fn dropped_clones_unregister_their_waker() {
+        static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+        let (p, r) = CELL.promise().unwrap();
+        let a = SharedPromise::new(p);
+        let mut b = Box::pin(a.clone());
+        let w = WakeCounter::new();
+        assert_eq!(poll_once(b.as_mut(), &w), Poll::Pending);
+        assert_eq!(w.live(), 1, "the waiter list holds a clone");
+        drop(b);
+        assert_eq!(w.live(), 0, "dropping the clone dropped its waker");
+        r.resolve(1).unwrap();
+        assert_eq!(w.wakes(), 0, "a dropped clone is not woken");
+        assert_eq!(block_on(a), Ok(1));
+    }
+
+    #[test]
+    fn a_woken_clone_dropped_before_repolling_passes_the_wake_on() {
+        static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+        let (p, r) = CELL.promise().unwrap();
+        let mut a = Box::pin(SharedPromise::new(p));
+        let mut b = Box::pin(a.clone());
+        let (wa, wb) = (WakeCounter::new(), WakeCounter::new());
+        assert_eq!(poll_once(a.as_mut(), &wa), Poll::Pending); // a drives the source
+        assert_eq!(poll_once(b.as_mut(), &wb), Poll::Pending);
+        // The source's waker fires without the source being ready (here: by
+        // hand), waking both; `a` goes away without re-polling.
+        drop(r); // abandons: wakes the source's waker, which wakes a and b
+        assert_eq!((wa.wakes(), wb.wakes()), (1, 1));
+        drop(a);
+        assert_eq!(
+            poll_once(b.as_mut(), &wb),
+            Poll::Ready(Err(PromiseError::Abandoned))
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "`SharedPromise` polled after completion")]
+    fn shared_poll_after_completion_panics() {
+        let mut a = Box::pin(SharedPromise::new(DeferredPromise::<u8, ()>::resolved(1)));
+        let w = WakeCounter::new();
+        assert!(poll_once(a.as_mut(), &w).is_ready());
+        let _ = poll_once(a.as_mut(), &w);
+    }
+
+    #[test]
+    fn clones_on_many_threads() {
+        let threads = if cfg!(miri) { 2 } else { 8 };
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let shared = SharedPromise::new(DeferredPromise::<u32, ()>::detached(move |res| {
+            r.fetch_add(1, SeqCst);
+            thread::spawn(move || res.resolve(77).unwrap());
+        }));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let clone = shared.clone();
+                thread::spawn(move || block_on(clone))
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), Ok(77));
+        }
+        assert_eq!(runs.load(SeqCst), 1);
+        assert_eq!(block_on(shared), Ok(77));
+    }
+
+    #[test]
+    fn shared_promise_is_send_and_sync_when_its_parts_are() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        let s = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(1));
+        send_sync(&s);
+    }
+}

@@ -37,6 +37,8 @@ mod detached;
 mod error;
 mod ext;
 mod resolver;
+#[cfg(feature = "alloc")]
+mod shared;
 mod state;
 
 pub use cell::{CellPromise, CellRun, PromiseCell};
@@ -46,4 +48,6 @@ pub use detached::{Detached, DetachedPromise};
 pub use error::{CellBusy, PromiseError, Refusal, SettleError};
 pub use ext::{Catch, Finally, Follow, PromiseExt, Reaction, Then, ThenCatch};
 pub use resolver::{Adopt, Resolver};
+#[cfg(feature = "alloc")]
+pub use shared::SharedPromise;
 pub use state::{Pending, PromiseState};

@@ -5,31 +5,23 @@
 //! Only 32-bit and pointer-sized atomics are used, so everything here builds
 //! (with compare-and-swap) on `thumbv7m-none-eabi`.
 
-// Used by `promise` (and by `scope` for concurrent cleanup).
-#[allow(dead_code)]
 pub(crate) mod atomic_waker;
 
-#[allow(unused_imports)]
 pub(crate) use atomic_waker::AtomicWaker;
 
 #[cfg(not(loom))]
-#[allow(unused_imports)]
 pub(crate) use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 #[cfg(loom)]
-#[allow(unused_imports)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 #[cfg(all(not(loom), feature = "alloc"))]
-#[allow(unused_imports)]
 pub(crate) use alloc::sync::Arc;
 #[cfg(all(loom, feature = "alloc"))]
-#[allow(unused_imports)]
 pub(crate) use loom::sync::Arc;
 
 /// Busy-wait hint for the few places that spin (never on a path an interrupt
 /// handler can take).
 #[cfg(feature = "alloc")]
-#[allow(dead_code)]
 pub(crate) fn spin_loop() {
     #[cfg(loom)]
     loom::thread::yield_now();
@@ -41,11 +33,9 @@ pub(crate) fn spin_loop() {
 /// `--cfg loom` every access is checked for data races.
 #[cfg(not(loom))]
 #[derive(Debug)]
-#[allow(dead_code)]
 pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
-#[allow(dead_code)]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         Self(core::cell::UnsafeCell::new(value))
@@ -53,6 +43,7 @@ impl<T> UnsafeCell<T> {
 
     /// Calls `f` with a shared raw pointer to the contents.
     #[inline(always)]
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
         f(self.0.get())
     }
