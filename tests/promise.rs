@@ -547,7 +547,7 @@ fn auto_traits() {
 }
 
 #[test]
-#[cfg(feature = "alloc")]
+#[cfg(all(feature = "alloc", not(loom)))]
 fn works_on_tokio_multi_thread() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
