@@ -682,3 +682,49 @@ mod shared {
         send_sync(&s);
     }
 }
+
+/// An "interrupt" that fires in the middle of the promise's waker
+/// registration (from inside `Waker::clone`) and settles the promise from
+/// there: nothing spins or deadlocks, and the wake-up is not lost (the
+/// registration delivers it, the poll's re-check sees the value).
+#[test]
+fn resolve_from_an_interrupt_preempting_registration() {
+    use std::sync::Mutex;
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+
+    static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    static ISR_RESOLVER: Mutex<Option<Resolver<'static, u32, ()>>> = Mutex::new(None);
+    static WAKES: AtomicUsize = AtomicUsize::new(0);
+    static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+    fn interrupt() {
+        if let Some(r) = ISR_RESOLVER.lock().unwrap().take() {
+            INTERRUPTS.fetch_add(1, SeqCst);
+            r.resolve(42).unwrap();
+        }
+    }
+    unsafe fn clone(_: *const ()) -> RawWaker {
+        interrupt(); // the "interrupt" pre-empts `register` right here
+        RawWaker::new(std::ptr::null(), &VTABLE)
+    }
+    unsafe fn wake(_: *const ()) {
+        WAKES.fetch_add(1, SeqCst);
+    }
+    unsafe fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, noop);
+
+    let (p, r) = CELL.promise().unwrap();
+    *ISR_RESOLVER.lock().unwrap() = Some(r);
+    // SAFETY: the vtable functions ignore the (null) data pointer.
+    let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let mut p = pin!(p);
+    let poll = p.as_mut().poll(&mut Context::from_waker(&waker));
+    assert_eq!(INTERRUPTS.load(SeqCst), 1);
+    assert_eq!(poll, Poll::Ready(Ok(42)));
+    assert_eq!(
+        WAKES.load(SeqCst),
+        1,
+        "the registrant delivered the wake-up"
+    );
+    assert!(CELL.is_free());
+}

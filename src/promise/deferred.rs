@@ -22,7 +22,7 @@ pub(crate) use sealed::Sealed;
 /// What a [`DeferredPromise`] holds before its first poll, and how it starts.
 ///
 /// Implemented by the crate's source types ([`Run`], [`Lazy`], [`Settled`],
-/// the cell and shared sources, the combinators); sealed. The third type
+/// the cell and detached sources, the combinators); sealed. The third type
 /// parameter of `DeferredPromise<T, E, S>` is one of these.
 ///
 /// ```
@@ -80,8 +80,8 @@ enum Stage<S, R> {
 /// | constructor | `S` | output | shared state |
 /// |---|---|---|---|
 /// | [`new`](DeferredPromise::new) | [`Run`] | `Result<T, PromiseError<E>>` | none: settled inside the executor |
-/// | [`PromiseCell::promise`](crate::PromiseCell::promise) / [`defer`](crate::PromiseCell::defer) | [`CellPromise`](crate::CellPromise) / [`CellRun`](crate::CellRun) | `Result<T, PromiseError<E>>` | a `static` cell, no heap |
-/// | `shared` (`alloc`) | `SharedRun` | `Result<T, PromiseError<E>>` | `Arc` |
+/// | [`PromiseCell::promise`](crate::PromiseCell::promise) / [`defer`](crate::PromiseCell::defer) | [`CellPromise`](crate::promise::CellPromise) / [`CellRun`](crate::promise::CellRun) | `Result<T, PromiseError<E>>` | a `static` cell, no heap |
+/// | `detached` (`alloc`) | `Detached` | `Result<T, PromiseError<E>>` | `Arc` |
 /// | [`lazy`](DeferredPromise::lazy) | [`Lazy`] | the future's `Result<T, E>` | none |
 /// | [`resolved`](DeferredPromise::resolved) / [`rejected`](DeferredPromise::rejected) | [`Settled`] (the default) | `Result<T, E>` | none |
 ///
@@ -129,7 +129,7 @@ impl<T, E> DeferredPromise<T, E> {
     /// allocation): if the executor returns without settling, the promise
     /// fails with [`PromiseError::Abandoned`]. To settle later or elsewhere,
     /// use a [`PromiseCell`](crate::PromiseCell) or, with `alloc`,
-    /// `DeferredPromise::shared`. The executor's return value is ignored
+    /// `DeferredPromise::detached`. The executor's return value is ignored
     /// (so `|r| r.resolve(v)` works).
     ///
     /// ```

@@ -7,7 +7,7 @@ use core::fmt;
 ///
 /// Promises made from a [`Resolver`](crate::Resolver)
 /// ([`DeferredPromise::new`](crate::DeferredPromise::new),
-/// [`PromiseCell`](crate::PromiseCell), `DeferredPromise::shared`) resolve to
+/// [`PromiseCell`](crate::PromiseCell), `DeferredPromise::detached`) resolve to
 /// `Result<T, PromiseError<E>>`. Promises that cannot be abandoned
 /// (`lazy`, `resolved`, `rejected`, combinators) keep their plain error type.
 ///

@@ -24,7 +24,7 @@ enum Target<'a, T, E> {
     ),
     /// A [`PromiseCell`](crate::PromiseCell), for one generation.
     Cell(&'a RawSlot<T, E>, u32),
-    /// Heap-shared state (`DeferredPromise::shared`).
+    /// Heap-shared state (`DeferredPromise::detached`).
     #[cfg(feature = "alloc")]
     Shared(Arc<RawSlot<T, E>>, u32),
 }
@@ -41,7 +41,7 @@ enum Target<'a, T, E> {
 ///   executor (the `'a` lifetime keeps it there; no shared state, no heap);
 /// - [`PromiseCell`](crate::PromiseCell): anywhere the cell's borrow reaches
 ///   (`'static` for a `static` cell): other tasks, threads, interrupt handlers;
-/// - `DeferredPromise::shared` (`alloc`): anywhere, `'static`.
+/// - `DeferredPromise::detached` (`alloc`): anywhere, `'static`.
 ///
 /// A resolver is `Send` when `T` and `E` are, and never `Sync` (settling
 /// takes `&self`, but only one place may hold it).
