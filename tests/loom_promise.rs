@@ -245,3 +245,40 @@ fn cell_resolve_vs_poll_then_drop() {
         assert!(cell.is_free());
     });
 }
+
+/// Two clones of a `SharedPromise` polled on two threads while the source is
+/// resolved on one of them: exactly one drives the source at a time, every
+/// clone that returned `Pending` is woken, both get the value.
+#[test]
+fn shared_clones_poll_vs_resolve() {
+    use deferral::SharedPromise;
+    loom::model(|| {
+        let cell = leak_cell::<u32, ()>();
+        let (source, resolver) = cell.promise().unwrap();
+        let a = SharedPromise::new(source);
+        let b = a.clone();
+        let t = thread::spawn(move || {
+            let (flag, w) = waker();
+            let mut b = Box::pin(b);
+            let first = poll(&mut b, &w);
+            resolver.resolve(3).unwrap();
+            (b, flag, w, first)
+        });
+        let mut a = Box::pin(a);
+        let (flag_a, wa) = waker();
+        let first_a = poll(&mut a, &wa);
+        let (mut b, flag_b, wb, first_b) = t.join().unwrap();
+        for (first, flag, clone, w) in [
+            (first_a, flag_a, &mut a, &wa),
+            (first_b, flag_b, &mut b, &wb),
+        ] {
+            match first {
+                Poll::Ready(v) => assert_eq!(v, Ok(3)),
+                Poll::Pending => {
+                    assert!(flag.0.load(SeqCst) >= 1, "a waiting clone was not woken");
+                    assert_eq!(poll(clone, w), Poll::Ready(Ok(3)));
+                }
+            }
+        }
+    });
+}
