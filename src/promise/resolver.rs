@@ -46,6 +46,23 @@ enum Target<'a, T, E> {
 /// A resolver is `Send` when `T` and `E` are, and never `Sync` (settling
 /// takes `&self`, but only one place may hold it).
 ///
+/// The resolver of [`DeferredPromise::new`](crate::DeferredPromise::new)
+/// cannot escape its executor — this does not compile:
+///
+/// ```compile_fail
+/// use deferral::{DeferredPromise, Resolver};
+///
+/// let mut stash: Option<Resolver<'_, u8, ()>> = None;
+/// let p = DeferredPromise::<u8, ()>::new(|r| stash = Some(r));
+/// ```
+///
+/// and a resolver cannot be shared between threads (it is `!Sync`):
+///
+/// ```compile_fail
+/// fn sync<T: Sync>() {}
+/// sync::<deferral::Resolver<'static, u8, ()>>();
+/// ```
+///
 /// ```
 /// use deferral::{DeferredPromise, Refusal};
 /// use futures::executor::block_on;
