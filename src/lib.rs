@@ -55,16 +55,23 @@ extern crate std;
 mod ambient;
 mod context;
 mod panic;
-mod promise;
+pub mod promise;
 mod queue;
 mod scope;
 mod slab;
+mod sync;
 mod thunk;
 #[cfg(feature = "alloc")]
 mod wake_set;
 
 #[cfg(feature = "std")]
 pub use ambient::{NoScope, defer, defer_async};
+#[cfg(feature = "alloc")]
+pub use promise::SharedPromise;
+pub use promise::{
+    Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
+    PromiseState, Reaction, Refusal, Resolver, SettleError, Start,
+};
 pub use scope::{
     DEFAULT_CAPACITY, Defer, DeferScope, Deferred, Full, Guard, Order, ScopeBuilder, scope,
 };

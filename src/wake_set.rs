@@ -2,52 +2,28 @@
 //! the thunks that were woken.
 //!
 //! Each running async thunk gets an index and a waker that sets its bit in a
-//! shared bitset, then wakes the scope's latest waker. The scope's poll
-//! first publishes its waker, then takes (swaps out) the set bits and polls
-//! exactly those thunks: a wake that lands after the swap finds the new
-//! waker, one that lands before is in the bits — no wake-up is lost.
+//! shared bitset, then wakes the scope through an [`AtomicWaker`]. The
+//! scope's poll first registers its waker, then takes (swaps out) the set
+//! bits and polls exactly those thunks — "publish, then wake" against
+//! "register, then re-check", so no wake-up is lost. Nothing here spins or
+//! locks: a thunk's waker may run in an interrupt handler that pre-empted the
+//! scope's poll, or the other way round.
 
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 
 use crate::slab::Entry;
+use crate::sync::AtomicWaker;
 
 const BITS: usize = usize::BITS as usize;
 
 struct Shared {
     woken: Vec<AtomicUsize>,
-    /// Guards `waker`. The scope spins on it (briefly: wakers never block
-    /// on it); a waker only `try`s it, so a waker running in an interrupt
-    /// cannot deadlock against the scope it interrupted.
-    lock: AtomicBool,
-    waker: UnsafeCell<Option<Waker>>,
-}
-
-// SAFETY: `waker` is only accessed by whoever holds `lock`; everything else
-// is atomic.
-unsafe impl Sync for Shared {}
-// SAFETY: as above; `Waker` is `Send`.
-unsafe impl Send for Shared {}
-
-impl Shared {
-    fn try_lock(&self) -> bool {
-        // ORDERING: SeqCst, with the SeqCst bit updates, orders "set bit,
-        // then find the lock taken" before "release the lock, then swap the
-        // bits": a waker that cannot take the lock is seen by the scope's
-        // scan that follows the unlock.
-        self.lock
-            .compare_exchange(false, true, SeqCst, SeqCst)
-            .is_ok()
-    }
-
-    fn unlock(&self) {
-        // ORDERING: see `try_lock`.
-        self.lock.store(false, SeqCst);
-    }
+    /// The scope's latest waker.
+    scope: AtomicWaker,
 }
 
 struct SlotWaker {
@@ -62,18 +38,12 @@ impl Wake for SlotWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         let shared = &self.shared;
-        // ORDERING: see `Shared::try_lock`.
-        shared.woken[self.index / BITS].fetch_or(1 << (self.index % BITS), SeqCst);
-        if shared.try_lock() {
-            // SAFETY: we hold the lock.
-            let waker = unsafe { (*shared.waker.get()).clone() };
-            shared.unlock();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        }
-        // Else the scope holds the lock to publish a new waker, and scans
-        // the bits after releasing it.
+        // ORDERING: `AcqRel`: the bit is published before the `AtomicWaker`
+        // read-modify-write in `wake`, which the scope's `register` (an RMW
+        // of the same word) either follows — then the scope's later `swap`
+        // sees the bit — or precedes, and then `wake` finds its new waker.
+        shared.woken[self.index / BITS].fetch_or(1 << (self.index % BITS), Ordering::AcqRel);
+        shared.scope.wake();
     }
 }
 
@@ -93,8 +63,7 @@ impl WakeSet {
         let words = running.len().div_ceil(BITS);
         let shared = Arc::new(Shared {
             woken: (0..words).map(|_| AtomicUsize::new(usize::MAX)).collect(),
-            lock: AtomicBool::new(false),
-            waker: UnsafeCell::new(None),
+            scope: AtomicWaker::new(),
         });
         let entries: Vec<_> = running
             .into_iter()
@@ -121,21 +90,12 @@ impl WakeSet {
         cx: &mut Context<'_>,
         mut poll: impl FnMut(Entry, &mut Context<'_>) -> Poll<()>,
     ) -> Poll<()> {
-        // Publish our waker first, then take the bits.
-        while !self.shared.try_lock() {
-            core::hint::spin_loop();
-        }
-        // SAFETY: we hold the lock.
-        let slot = unsafe { &mut *self.shared.waker.get() };
-        match slot {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
-        }
-        self.shared.unlock();
+        // Register first, then take the bits (see the module docs).
+        self.shared.scope.register(cx.waker());
 
         for (w, word) in self.shared.woken.iter().enumerate() {
-            // ORDERING: see `Shared::try_lock`.
-            let mut bits = word.swap(0, SeqCst);
+            // ORDERING: `AcqRel`, see `SlotWaker::wake_by_ref`.
+            let mut bits = word.swap(0, Ordering::AcqRel);
             while bits != 0 {
                 let index = w * BITS + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -154,5 +114,13 @@ impl WakeSet {
         } else {
             Poll::Pending
         }
+    }
+}
+
+impl Drop for WakeSet {
+    fn drop(&mut self) {
+        // Thunk wakers may outlive the scope (stored by a timer, say): let
+        // them keep only the bitset, not the scope's task alive.
+        drop(self.shared.scope.take());
     }
 }

@@ -15,11 +15,9 @@ use counting_alloc::{assert_no_alloc, count_allocations};
 use deferral::{Order, ScopeBuilder};
 use support::{WakeCounter, yield_now};
 
-static RAN: AtomicUsize = AtomicUsize::new(0);
-
-fn bump() {
-    RAN.fetch_add(1, SeqCst);
-}
+// One counter per test: the tests of this binary run in parallel.
+static RAN_INLINE: AtomicUsize = AtomicUsize::new(0);
+static RAN_CONCURRENT: AtomicUsize = AtomicUsize::new(0);
 
 fn drive<F: Future>(fut: F, cx: &mut Context<'_>) -> F::Output {
     let mut fut = pin!(fut);
@@ -30,21 +28,24 @@ fn drive<F: Future>(fut: F, cx: &mut Context<'_>) -> F::Output {
     }
 }
 
-fn scenario(order: Order) -> impl Future<Output = u32> {
+fn scenario(order: Order, ran: &'static AtomicUsize) -> impl Future<Output = u32> {
+    let bump = move || {
+        ran.fetch_add(1, SeqCst);
+    };
     ScopeBuilder::new()
         .capacity::<1024>()
         .order(order)
-        .run(async |d| {
+        .run(async move |d| {
             d.defer(bump).unwrap();
             d.defer_with(|out: &mut u32| *out += 1).unwrap();
-            d.defer_async(async {
+            d.defer_async(async move {
                 yield_now().await;
                 bump();
             })
             .unwrap();
             let mut g = d.guard([0_u8; 32], |buf| assert_eq!(buf[0], 9)).unwrap();
             g[0] = 9;
-            d.guard_async(5_u64, |n| async move {
+            d.guard_async(5_u64, move |n| async move {
                 yield_now().await;
                 assert_eq!(n, 5);
                 bump();
@@ -67,10 +68,10 @@ fn a_scope_that_fits_inline_does_not_allocate() {
         &[Order::Lifo, Order::Fifo, Order::Concurrent]
     };
     for &order in orders {
-        let before = RAN.load(SeqCst);
-        let out = assert_no_alloc(|| drive(scenario(order), &mut cx));
+        let before = RAN_INLINE.load(SeqCst);
+        let out = assert_no_alloc(|| drive(scenario(order, &RAN_INLINE), &mut cx));
         assert_eq!(out, 42, "{order:?}");
-        assert_eq!(RAN.load(SeqCst) - before, 3, "{order:?}");
+        assert_eq!(RAN_INLINE.load(SeqCst) - before, 3, "{order:?}");
     }
 }
 
@@ -79,7 +80,8 @@ fn a_scope_that_fits_inline_does_not_allocate() {
 fn concurrent_cleanup_with_alloc_allocates_only_its_wakers() {
     let waker = WakeCounter::new().waker();
     let mut cx = Context::from_waker(&waker);
-    let (out, n) = count_allocations(|| drive(scenario(Order::Concurrent), &mut cx));
+    let (out, n) =
+        count_allocations(|| drive(scenario(Order::Concurrent, &RAN_CONCURRENT), &mut cx));
     assert_eq!(out, 42);
     // The wake set (box, shared state, bitset, index), one waker per async
     // thunk (2 here); nothing per poll.

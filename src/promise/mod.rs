@@ -1,3 +1,53 @@
-//! `DeferredPromise`: a promise whose executor runs on first poll.
+//! Deferred (lazy) promises: a promise whose executor runs inside its first
+//! poll, never before — the Rust form of the TC39 `Promise.defer` strawman.
 //!
-//! Not implemented yet: see the "DeferredPromise" issue. Nothing public lives here.
+//! - [`DeferredPromise`]: the state machine (`Pending(Unstarted)` →
+//!   `Pending(Started)` → `Fulfilled` | `Rejected`), with the constructors
+//!   `new` (a JS-style executor receiving a [`Resolver`]), `lazy`,
+//!   `resolved`, `rejected`, and `detached` (`alloc`).
+//! - [`Resolver`]: `resolve`, `reject`, `adopt`; first settlement wins, a
+//!   refused one hands its value back ([`SettleError`]); dropped unsettled ⇒
+//!   [`PromiseError::Abandoned`].
+//! - Storage of the shared state: none (the resolver settles inside the
+//!   executor), a `static` [`PromiseCell`] (no heap, interrupt-safe,
+//!   generation-checked reuse), or an `Arc` (`alloc`).
+//! - [`PromiseExt`]: `deferred_then`, `deferred_catch`, `deferred_finally`,
+//!   `deferred_then_catch` on any `Future<Output = Result<T, E>>`; handlers
+//!   run only when the returned promise is polled, and may return a value
+//!   or a future ([`Reaction`]).
+//! - `SharedPromise` (`alloc`): a cloneable promise every clone of which gets
+//!   the settlement.
+//!
+//! ```
+//! use deferral::{DeferredPromise, PromiseExt};
+//! use futures::executor::block_on;
+//!
+//! let chain = DeferredPromise::<u32, &str>::new(|res| res.resolve(123))
+//!     .deferred_then(|v| Ok(v * 2))
+//!     .deferred_catch(|_e| Ok::<_, core::convert::Infallible>(0))
+//!     .deferred_finally(|| println!("done"));
+//! // Nothing has run yet: the whole chain exists first.
+//! assert_eq!(block_on(chain), Ok(246));
+//! ```
+
+mod cell;
+mod deferred;
+#[cfg(feature = "alloc")]
+mod detached;
+mod error;
+mod ext;
+mod resolver;
+#[cfg(feature = "alloc")]
+mod shared;
+mod state;
+
+pub use cell::{CellPromise, CellRun, PromiseCell};
+pub use deferred::{DeferredPromise, Lazy, Run, Settled, Start};
+#[cfg(feature = "alloc")]
+pub use detached::{Detached, DetachedPromise};
+pub use error::{CellBusy, PromiseError, Refusal, SettleError};
+pub use ext::{Catch, Finally, Follow, PromiseExt, Reaction, Then, ThenCatch};
+pub use resolver::{Adopt, Resolver};
+#[cfg(feature = "alloc")]
+pub use shared::SharedPromise;
+pub use state::{Pending, PromiseState};

@@ -1,0 +1,342 @@
+//! Random operation sequences on a reused `PromiseCell` and on detached
+//! (`Arc`) promises, checked against a model: a promise settles at most once,
+//! with the first accepted settlement; refused settlements hand the value
+//! back with the right reason; the latest registered waker (only) is woken;
+//! `state()` and `is_free()` agree with the model; every value is dropped
+//! exactly once; the cell is free again once its pair is done.
+#![no_main]
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::SeqCst};
+use std::task::{Context, Poll, Wake, Waker};
+
+use arbitrary::Arbitrary;
+use deferral::{
+    DeferredPromise, Pending, PromiseCell, PromiseError, PromiseState, Refusal, Resolver, Start,
+};
+use libfuzzer_sys::fuzz_target;
+
+/// Values alive right now: a lost or doubled drop shows at the end.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Val(u8);
+
+impl Val {
+    fn new(v: u8) -> Self {
+        LIVE.fetch_add(1, SeqCst);
+        Val(v)
+    }
+}
+
+impl Drop for Val {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct Count(AtomicUsize);
+
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+static CELL: PromiseCell<Val, u8> = PromiseCell::new();
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    /// `CELL.promise()` (`lazy == false`) or `CELL.defer(..)`.
+    Create { lazy: bool },
+    /// `DeferredPromise::detached(..)`.
+    Detached,
+    Resolve { resolver: u8, value: u8 },
+    Reject { resolver: u8, error: u8 },
+    DropResolver { resolver: u8 },
+    Poll { waker: bool },
+    DropPromise,
+}
+
+type Out = Result<Val, PromiseError<u8>>;
+
+/// Object-safe view of the different `DeferredPromise` types under test.
+trait TestPromise {
+    fn poll_it(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Out>;
+    fn state_of(&self) -> PromiseState;
+}
+
+impl<S: Start<Val, PromiseError<u8>>> TestPromise for DeferredPromise<Val, PromiseError<u8>, S> {
+    fn poll_it(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Out> {
+        std::future::Future::poll(self, cx)
+    }
+
+    fn state_of(&self) -> PromiseState {
+        self.state()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Settle {
+    Ok(u8),
+    Err(u8),
+    Abandoned,
+}
+
+/// The model of one promise/resolver pair.
+#[derive(Debug)]
+struct Gen {
+    in_cell: bool,
+    /// First accepted settlement (or abandonment).
+    settled: Option<Settle>,
+    promise_live: bool,
+    started: bool,
+    /// The resolver exists and has not been dropped (it may have settled).
+    resolver_live: bool,
+    /// The resolver accepted a settlement.
+    resolver_settled: bool,
+    /// `PromiseCell::promise` (resolver at creation) vs. lazy executors.
+    eager: bool,
+}
+
+impl Gen {
+    /// Holds the cell: the promise is live, or the resolver is live and has
+    /// not settled (a lazy promise dropped unstarted never made one).
+    fn holds_cell(&self) -> bool {
+        self.in_cell && (self.promise_live || (self.resolver_live && !self.resolver_settled))
+    }
+}
+
+struct Harness {
+    promise: Option<(Pin<Box<dyn TestPromise>>, usize)>,
+    resolvers: Vec<(Resolver<'static, Val, u8>, usize)>,
+    gens: Vec<Gen>,
+    wakers: [Arc<Count>; 2],
+    expected_wakes: [usize; 2],
+    registered: Option<usize>,
+    delivered: Rc<RefCell<Option<Resolver<'static, Val, u8>>>>,
+}
+
+impl Harness {
+    fn cell_busy(&self) -> bool {
+        self.gens.iter().any(Gen::holds_cell)
+    }
+
+    fn check(&self) {
+        assert_eq!(CELL.is_free(), !self.cell_busy(), "is_free vs model {:?}", self.gens);
+        for (i, w) in self.wakers.iter().enumerate() {
+            assert_eq!(w.0.load(SeqCst), self.expected_wakes[i], "wake count of waker {i}");
+        }
+        if let Some((p, id)) = &self.promise {
+            let g = &self.gens[*id];
+            let expected = match (g.settled, g.started || g.eager) {
+                (Some(Settle::Ok(_)), true) => PromiseState::Fulfilled,
+                (Some(_), true) => PromiseState::Rejected,
+                _ if g.started => PromiseState::Pending(Pending::Started),
+                _ => PromiseState::Pending(Pending::Unstarted),
+            };
+            assert_eq!(p.state_of(), expected, "state vs model {g:?}");
+        }
+    }
+
+    /// A settlement (or abandonment) reached the promise: wake its waker.
+    fn settled_now(&mut self, id: usize, s: Settle) {
+        self.gens[id].settled = Some(s);
+        if self.promise.as_ref().map(|p| p.1) == Some(id) {
+            if let Some(w) = self.registered.take() {
+                self.expected_wakes[w] += 1;
+            }
+        }
+    }
+
+    fn settle(&mut self, index: u8, outcome: Result<u8, u8>) {
+        if self.resolvers.is_empty() {
+            return;
+        }
+        let i = usize::from(index) % self.resolvers.len();
+        let id = self.resolvers[i].1;
+        let g = &self.gens[id];
+        let expected = if g.resolver_settled {
+            // Its promise finished: the storage moved on (stale); otherwise
+            // the first settlement stands.
+            if g.promise_live { Err(Refusal::AlreadySettled) } else { Err(Refusal::Stale) }
+        } else if !g.promise_live {
+            Err(Refusal::Closed)
+        } else {
+            Ok(())
+        };
+        let r = &self.resolvers[i].0;
+        let got = match outcome {
+            Ok(v) => r.resolve(Val::new(v)).map_err(|e| {
+                assert_eq!(e.reason(), expected.unwrap_err());
+                assert_eq!(e.into_value().0, v, "refused value handed back");
+                e_reason(expected)
+            }),
+            Err(v) => r.reject(v).map_err(|e| {
+                assert_eq!(e.reason(), expected.unwrap_err());
+                assert_eq!(e.into_value(), v, "refused error handed back");
+                e_reason(expected)
+            }),
+        };
+        assert_eq!(got.is_ok(), expected.is_ok(), "settle accepted vs model {g:?}");
+        if got.is_ok() {
+            self.gens[id].resolver_settled = true;
+            let s = match outcome {
+                Ok(v) => Settle::Ok(v),
+                Err(v) => Settle::Err(v),
+            };
+            self.settled_now(id, s);
+        }
+    }
+
+    fn take_delivery(&mut self, id: usize) {
+        if let Some(r) = self.delivered.borrow_mut().take() {
+            self.gens[id].resolver_live = true;
+            self.resolvers.push((r, id));
+        }
+    }
+}
+
+fn e_reason(expected: Result<(), Refusal>) -> Refusal {
+    expected.unwrap_err()
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    assert!(CELL.is_free(), "a previous run left the cell busy");
+    let mut h = Harness {
+        promise: None,
+        resolvers: Vec::new(),
+        gens: Vec::new(),
+        wakers: [Arc::default(), Arc::default()],
+        expected_wakes: [0, 0],
+        registered: None,
+        delivered: Rc::new(RefCell::new(None)),
+    };
+    for op in ops.into_iter().take(96) {
+        match op {
+            Op::Create { lazy } => {
+                let busy = h.cell_busy();
+                let new_gen = |eager| Gen {
+                    in_cell: true,
+                    settled: None,
+                    promise_live: true,
+                    started: false,
+                    resolver_live: eager,
+                    resolver_settled: false,
+                    eager,
+                };
+                let made: Option<(Pin<Box<dyn TestPromise>>, Option<Resolver<'static, Val, u8>>)> =
+                    if lazy {
+                        let slot = h.delivered.clone();
+                        match CELL.defer(move |r| *slot.borrow_mut() = Some(r)) {
+                            Ok(p) => Some((Box::pin(p), None)),
+                            Err(_) => None,
+                        }
+                    } else {
+                        match CELL.promise() {
+                            Ok((p, r)) => Some((Box::pin(p), Some(r))),
+                            Err(_) => None,
+                        }
+                    };
+                assert_eq!(made.is_none(), busy, "CellBusy vs model");
+                let Some((p, r)) = made else { continue };
+                if h.promise.is_some() {
+                    // The harness holds one promise at a time: drop the new
+                    // pair right away (promise first, then resolver).
+                    drop(p);
+                    drop(r);
+                    continue;
+                }
+                let id = h.gens.len();
+                h.gens.push(new_gen(!lazy));
+                h.promise = Some((p, id));
+                if let Some(r) = r {
+                    h.resolvers.push((r, id));
+                }
+            }
+            Op::Detached => {
+                if h.promise.is_some() {
+                    continue;
+                }
+                let slot = h.delivered.clone();
+                let p = DeferredPromise::<Val, u8>::detached(move |r| {
+                    *slot.borrow_mut() = Some(r);
+                });
+                let id = h.gens.len();
+                h.gens.push(Gen {
+                    in_cell: false,
+                    settled: None,
+                    promise_live: true,
+                    started: false,
+                    resolver_live: false,
+                    resolver_settled: false,
+                    eager: false,
+                });
+                h.promise = Some((Box::pin(p), id));
+            }
+            Op::Resolve { resolver, value } => h.settle(resolver, Ok(value)),
+            Op::Reject { resolver, error } => h.settle(resolver, Err(error)),
+            Op::DropResolver { resolver } => {
+                if h.resolvers.is_empty() {
+                    continue;
+                }
+                let i = usize::from(resolver) % h.resolvers.len();
+                let (r, id) = h.resolvers.swap_remove(i);
+                drop(r);
+                h.gens[id].resolver_live = false;
+                let g = &h.gens[id];
+                if !g.resolver_settled && g.promise_live {
+                    h.settled_now(id, Settle::Abandoned);
+                }
+            }
+            Op::Poll { waker } => {
+                let Some((p, id)) = h.promise.as_mut() else { continue };
+                let id = *id;
+                let w = usize::from(waker);
+                let waker = Waker::from(h.wakers[w].clone());
+                let poll = p.as_mut().poll_it(&mut Context::from_waker(&waker));
+                let first = !h.gens[id].started;
+                h.gens[id].started = true;
+                if first {
+                    h.take_delivery(id);
+                }
+                match (poll, h.gens[id].settled) {
+                    (Poll::Pending, None) => h.registered = Some(w),
+                    (Poll::Ready(out), Some(s)) => {
+                        let got = match out {
+                            Ok(Val(v)) => Settle::Ok(v),
+                            Err(PromiseError::Rejected(e)) => Settle::Err(e),
+                            Err(PromiseError::Abandoned) => Settle::Abandoned,
+                        };
+                        assert_eq!(got, s, "settlement vs model");
+                        h.registered = None;
+                        h.gens[id].promise_live = false;
+                        h.promise = None;
+                    }
+                    (poll, s) => panic!("poll gave {poll:?}, model says {s:?}"),
+                }
+            }
+            Op::DropPromise => {
+                if let Some((p, id)) = h.promise.take() {
+                    drop(p);
+                    h.gens[id].promise_live = false;
+                    h.registered = None;
+                }
+            }
+        }
+        h.check();
+    }
+    // Tear down: every value dropped exactly once, the cell free again.
+    if let Some((p, id)) = h.promise.take() {
+        drop(p);
+        h.gens[id].promise_live = false;
+    }
+    h.resolvers.clear();
+    drop(h.delivered.borrow_mut().take());
+    assert!(CELL.is_free(), "cell busy after every pair was dropped");
+    assert_eq!(LIVE.load(SeqCst), 0, "a value was leaked or dropped twice");
+});

@@ -1,0 +1,651 @@
+//! `PromiseCell`: the shared state between a promise and a resolver that left
+//! its executor, with no heap (a `static`) or behind an `Arc`.
+//!
+//! # How it works
+//!
+//! A [`RawSlot`] is one `AtomicU32` state word, an uninitialised value slot and
+//! an [`AtomicWaker`]. The state word packs a generation counter (upper 24
+//! bits) and flags (lower 8 bits):
+//!
+//! | flag | set by | meaning |
+//! |---|---|---|
+//! | `RESERVED` | `reserve` (a new promise) | a promise of this generation exists |
+//! | `LOCKED` | the resolver | it is writing the value slot |
+//! | `OK` / `ERR` | the resolver | the slot holds `Ok` / `Err` (set with the unlock, in one CAS) |
+//! | `ABANDONED` | the resolver's drop | dropped without settling |
+//! | `CLOSED` | the promise's drop | nobody will read the slot any more |
+//!
+//! Lifecycle of one generation `g`: `(g, 0)` free → `(g, RESERVED)` →
+//! the resolver settles (`LOCKED`, then `OK`/`ERR`) or abandons → the promise
+//! takes the value → `(g + 1, 0)` free again. Whichever of promise and
+//! resolver finishes *second* frees the cell (stores `(g + 1, 0)`): the
+//! promise after it took the value (or saw abandonment), or when it is dropped
+//! and the resolver is already done; the resolver when it finds `CLOSED`.
+//! Nobody ever waits for the other side, so every operation is wait-free
+//! apart from CAS retries, and usable from an interrupt handler.
+//!
+//! A resolver carries the generation it was made for; every transition it
+//! makes is a CAS that checks that generation, so a stale resolver (its
+//! promise finished, the cell was reused) can neither settle nor abandon
+//! the newer promise: it gets `Refusal::Stale` and its value back. Only the
+//! value slot's owner (the `LOCKED` resolver; or the promise once `OK`/`ERR`
+//! is set, or once `CLOSED` is set and the resolver is done) touches the
+//! slot. The 24-bit generation wraps after 16,777,216 reuses; a resolver kept
+//! that long while its cell is reused that often could settle a newer
+//! promise (documented ABA limit).
+//!
+//! Orderings: every transition that hands the value slot to the other side
+//! is `Release` (the resolver's unlock that sets `OK`/`ERR`, the free that
+//! ends the promise's read) and every transition that takes it is `Acquire`
+//! (the resolver's `LOCKED` CAS, the promise's loads); see the `ORDERING:`
+//! notes. A stale resolver's wake can reach the next generation's waker:
+//! that is a spurious wake-up, which futures tolerate.
+
+use core::fmt;
+use core::future::Future;
+use core::mem::MaybeUninit;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use super::deferred::{DeferredPromise, Sealed, Start};
+use super::error::{CellBusy, PromiseError, Refusal};
+use super::resolver::Resolver;
+use super::state::{Pending, PromiseState};
+use crate::sync::{AtomicU32, AtomicWaker, Ordering, UnsafeCell};
+
+const RESERVED: u32 = 1 << 0;
+const LOCKED: u32 = 1 << 1;
+const OK: u32 = 1 << 2;
+const ERR: u32 = 1 << 3;
+const ABANDONED: u32 = 1 << 4;
+const CLOSED: u32 = 1 << 5;
+const FLAGS: u32 = 0xff;
+const GEN_ONE: u32 = 1 << 8;
+
+fn generation_of(state: u32) -> u32 {
+    state & !FLAGS
+}
+
+/// The state word of the next generation, free.
+fn next_free(generation: u32) -> u32 {
+    generation.wrapping_add(GEN_ONE)
+}
+
+/// The shared state of one promise/resolver pair (see the module docs).
+pub(crate) struct RawSlot<T, E> {
+    state: AtomicU32,
+    value: UnsafeCell<MaybeUninit<Result<T, E>>>,
+    waker: AtomicWaker,
+}
+
+// SAFETY: the value slot is accessed by one side at a time (the protocol in
+// the module docs); values of `T`/`E` move between threads, hence `Send`.
+unsafe impl<T: Send, E: Send> Send for RawSlot<T, E> {}
+// SAFETY: as for `Send`: shared access never touches the slot concurrently,
+// and no `&T`/`&E` is ever handed out, so `T: Sync` is not needed.
+unsafe impl<T: Send, E: Send> Sync for RawSlot<T, E> {}
+
+impl<T, E> RawSlot<T, E> {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        Self {
+            state: AtomicU32::new(0),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Self {
+            state: AtomicU32::new(0),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// Claims the slot for a new promise; returns its generation.
+    pub(crate) fn reserve(&self) -> Result<u32, CellBusy> {
+        // ORDERING: `Acquire` (load and CAS) pairs with the `Release` of the
+        // free that ended the previous generation, so the previous owner's
+        // slot accesses happen before ours.
+        let state = self.state.load(Ordering::Acquire);
+        if state & FLAGS != 0 {
+            return Err(CellBusy);
+        }
+        match self.state.compare_exchange(
+            state,
+            state | RESERVED,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Ok(generation_of(state)),
+            Err(_) => Err(CellBusy),
+        }
+    }
+
+    /// Ends generation `generation`: the cell is free for the next promise.
+    fn free(&self, generation: u32) {
+        // ORDERING: `Release` publishes our last slot access (a read or a
+        // drop of the value) to the next reserver's `Acquire`.
+        self.state.store(next_free(generation), Ordering::Release);
+    }
+
+    /// The resolver's settlement. On refusal the outcome is handed back.
+    pub(crate) fn settle(
+        &self,
+        generation: u32,
+        outcome: Result<T, E>,
+    ) -> Result<(), (Result<T, E>, Refusal)> {
+        // ORDERING: `Acquire` on the load and the CAS: taking `LOCKED` gives
+        // us the slot, which must happen after the previous generation's
+        // last access (published by `free`'s `Release`).
+        let mut state = self.state.load(Ordering::Acquire);
+        let locked = loop {
+            if generation_of(state) != generation || state & RESERVED == 0 {
+                return Err((outcome, Refusal::Stale));
+            }
+            if state & (OK | ERR | ABANDONED | LOCKED) != 0 {
+                return Err((outcome, Refusal::AlreadySettled));
+            }
+            if state & CLOSED != 0 {
+                return Err((outcome, Refusal::Closed));
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state | LOCKED,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break state | LOCKED,
+                Err(actual) => state = actual,
+            }
+        };
+        let flag = if outcome.is_ok() { OK } else { ERR };
+        // SAFETY: we hold `LOCKED` for our generation: nobody else touches
+        // the slot, and it is empty (no `OK`/`ERR` was set).
+        self.value
+            .with_mut(|slot| unsafe { (*slot).write(outcome) });
+        // Only `CLOSED` can have been added meanwhile (the promise's drop).
+        // ORDERING: `AcqRel` on success: `Release` hands the written value to
+        // the promise's `Acquire` load. On failure `Acquire` pairs with the
+        // promise's `CLOSED` `fetch_or`, after which it no longer touches
+        // the slot.
+        match self.state.compare_exchange(
+            locked,
+            (locked & !LOCKED) | flag,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                self.waker.wake();
+                Ok(())
+            }
+            Err(_) => {
+                // The promise was dropped while we wrote: take the value back
+                // and, being the last side, free the cell.
+                // SAFETY: we still hold `LOCKED`, the slot holds what we wrote.
+                let outcome = self
+                    .value
+                    .with_mut(|slot| unsafe { (*slot).assume_init_read() });
+                self.free(generation);
+                Err((outcome, Refusal::Closed))
+            }
+        }
+    }
+
+    /// The resolver's drop without a settlement.
+    pub(crate) fn abandon(&self, generation: u32) {
+        // ORDERING: `Acquire` so that, if we free the cell after `CLOSED`,
+        // the promise's last accesses happen before the next generation's.
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if generation_of(state) != generation
+                || state & RESERVED == 0
+                || state & (OK | ERR | ABANDONED | LOCKED) != 0
+            {
+                return; // stale, or already settled: nothing to do
+            }
+            let closed = state & CLOSED != 0;
+            let new = if closed {
+                next_free(generation)
+            } else {
+                state | ABANDONED
+            };
+            // ORDERING: `AcqRel`: `Release` publishes `ABANDONED` (or the
+            // free) to the promise / next reserver, `Acquire` as above.
+            match self
+                .state
+                .compare_exchange_weak(state, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if !closed {
+                        self.waker.wake();
+                    }
+                    return;
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// The settlement, if there is one; frees the cell when taking it.
+    fn try_take(&self, generation: u32) -> Option<Result<T, PromiseError<E>>> {
+        // ORDERING: `Acquire` pairs with the resolver's `Release` that set
+        // `OK`/`ERR`/`ABANDONED`, so its write of the slot is visible.
+        let state = self.state.load(Ordering::Acquire);
+        debug_assert_eq!(
+            generation_of(state),
+            generation,
+            "promise outlived its generation"
+        );
+        let outcome = if state & (OK | ERR) != 0 {
+            // SAFETY: `OK`/`ERR` means the resolver wrote the slot and left
+            // it to us; the cell is freed (below) only after this read, so
+            // nobody writes it meanwhile.
+            let value = self
+                .value
+                .with_mut(|slot| unsafe { (*slot).assume_init_read() });
+            value.map_err(PromiseError::Rejected)
+        } else if state & ABANDONED != 0 {
+            Err(PromiseError::Abandoned)
+        } else {
+            return None;
+        };
+        // Our registration must not outlive the generation.
+        drop(self.waker.take());
+        self.free(generation);
+        Some(outcome)
+    }
+
+    /// The promise's poll: publish the waker, then re-check.
+    pub(crate) fn poll(
+        &self,
+        generation: u32,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, PromiseError<E>>> {
+        if let Some(outcome) = self.try_take(generation) {
+            return Poll::Ready(outcome);
+        }
+        self.waker.register(cx.waker());
+        match self.try_take(generation) {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The promise's drop before it took a settlement.
+    pub(crate) fn close(&self, generation: u32) {
+        drop(self.waker.take());
+        // ORDERING: `AcqRel`: `Acquire` so that a value the resolver wrote
+        // (its `Release`) is visible before we drop it; `Release` so that a
+        // resolver seeing `CLOSED` sees our last accesses before it frees.
+        let state = self.state.fetch_or(CLOSED, Ordering::AcqRel);
+        debug_assert_eq!(
+            generation_of(state),
+            generation,
+            "promise outlived its generation"
+        );
+        if state & (OK | ERR) != 0 {
+            // SAFETY: the resolver settled and left: the slot is ours and
+            // initialised; we free the cell after dropping it.
+            self.value
+                .with_mut(|slot| unsafe { (*slot).assume_init_drop() });
+            self.free(generation);
+        } else if state & ABANDONED != 0 {
+            self.free(generation);
+        }
+        // Otherwise the resolver is live (maybe writing): it sees `CLOSED`
+        // and frees the cell itself.
+    }
+
+    /// What the promise of `generation` would find if polled now.
+    pub(crate) fn peek(&self, generation: u32, unstarted: bool) -> PromiseState {
+        // ORDERING: a snapshot for reporting only; `Acquire` for symmetry
+        // with `try_take` (nothing is read from the slot).
+        let state = self.state.load(Ordering::Acquire);
+        if generation_of(state) != generation {
+            // Only reachable for a promise that already took its value.
+            return PromiseState::Pending(Pending::Started);
+        }
+        if state & OK != 0 {
+            PromiseState::Fulfilled
+        } else if state & (ERR | ABANDONED) != 0 {
+            PromiseState::Rejected
+        } else if unstarted {
+            PromiseState::Pending(Pending::Unstarted)
+        } else {
+            PromiseState::Pending(Pending::Started)
+        }
+    }
+
+    fn is_free(&self) -> bool {
+        // ORDERING: a snapshot for reporting only.
+        self.state.load(Ordering::Acquire) & FLAGS == 0
+    }
+}
+
+impl<T, E> Drop for RawSlot<T, E> {
+    fn drop(&mut self) {
+        // Unreachable through the public API (the promise takes or drops
+        // the value before the slot can be dropped), kept as a backstop.
+        // ORDERING: `&mut self`: no other thread can access the slot.
+        let state = self.state.load(Ordering::Acquire);
+        if state & (OK | ERR) != 0 {
+            // SAFETY: `OK`/`ERR` means the slot holds a value nobody took.
+            self.value
+                .with_mut(|slot| unsafe { (*slot).assume_init_drop() });
+        }
+    }
+}
+
+/// A reusable, `const`-constructible home for one promise/resolver pair at a
+/// time: no heap, lock-free, the resolver may settle from another thread or an
+/// interrupt handler.
+///
+/// [`promise`](PromiseCell::promise) hands out a promise and a resolver tagged
+/// with the cell's current generation. Once both are done (the promise took
+/// its settlement or was dropped; the resolver settled or was dropped) the
+/// cell is free again and the generation moves on, so a resolver kept from an
+/// earlier use is refused ([`Refusal::Stale`]) instead of settling the newer
+/// promise. Asking for a promise while the cell is busy returns
+/// [`CellBusy`].
+///
+/// The resolver's `resolve`, `reject` and drop never block and never spin
+/// on the other side, so they are safe in an interrupt handler; the promise's
+/// waker is woken from there (see the module docs of `promise::cell` for the
+/// protocol).
+///
+/// ```
+/// use deferral::{PromiseCell, PromiseError};
+/// use futures::executor::block_on;
+///
+/// static DMA_DONE: PromiseCell<u32, &str> = PromiseCell::new();
+///
+/// let (promise, resolver) = DMA_DONE.promise().unwrap();
+/// // In firmware the resolver goes to the interrupt handler; here a thread.
+/// std::thread::spawn(move || resolver.resolve(512).unwrap());
+/// assert_eq!(block_on(promise), Ok(512));
+///
+/// // The cell is reusable once its pair is done.
+/// let (promise, resolver) = DMA_DONE.promise().unwrap();
+/// resolver.reject("bus error").unwrap();
+/// assert_eq!(block_on(promise), Err(PromiseError::Rejected("bus error")));
+/// ```
+pub struct PromiseCell<T, E> {
+    raw: RawSlot<T, E>,
+}
+
+impl<T, E> PromiseCell<T, E> {
+    /// An empty cell, usable in a `static`.
+    ///
+    /// ```
+    /// static CELL: deferral::PromiseCell<u8, ()> = deferral::PromiseCell::new();
+    /// assert!(CELL.is_free());
+    /// ```
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            raw: RawSlot::new(),
+        }
+    }
+
+    /// An empty cell (not `const` under `--cfg loom`).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            raw: RawSlot::new(),
+        }
+    }
+
+    /// A promise and its resolver, sharing this cell. The promise is
+    /// `Pending(Unstarted)` until first polled (it may already be settled by
+    /// then: the resolver is live from the start).
+    ///
+    /// Errors with [`CellBusy`] while a previous pair is not done.
+    ///
+    /// ```
+    /// use deferral::PromiseCell;
+    ///
+    /// static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+    /// let (promise, resolver) = CELL.promise().unwrap();
+    /// resolver.resolve(1).unwrap();
+    /// assert_eq!(futures::executor::block_on(promise), Ok(1));
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn promise(
+        &self,
+    ) -> Result<
+        (
+            DeferredPromise<T, PromiseError<E>, CellPromise<'_, T, E>>,
+            Resolver<'_, T, E>,
+        ),
+        CellBusy,
+    > {
+        let generation = self.raw.reserve()?;
+        let promise = DeferredPromise::from_start(CellPromise {
+            inner: SlotFuture::new(&self.raw, generation),
+        });
+        Ok((promise, Resolver::cell(&self.raw, generation)))
+    }
+
+    /// A lazy promise sharing this cell: `executor` receives the resolver at
+    /// the promise's first poll, never before (and never, if the promise is
+    /// dropped unpolled: the cell is then free again).
+    ///
+    /// The cell is claimed now, so [`CellBusy`] is reported at creation.
+    ///
+    /// ```
+    /// use deferral::{Pending, PromiseCell, PromiseState};
+    ///
+    /// static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+    /// let promise = CELL
+    ///     .defer(|resolver| {
+    ///         std::thread::spawn(move || resolver.resolve(9).unwrap());
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(promise.state(), PromiseState::Pending(Pending::Unstarted));
+    /// assert_eq!(futures::executor::block_on(promise), Ok(9));
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn defer<'a, X, R>(
+        &'a self,
+        executor: X,
+    ) -> Result<DeferredPromise<T, PromiseError<E>, CellRun<'a, T, E, X>>, CellBusy>
+    where
+        X: FnOnce(Resolver<'a, T, E>) -> R,
+    {
+        let generation = self.raw.reserve()?;
+        Ok(DeferredPromise::from_start(CellRun {
+            slot: &self.raw,
+            generation,
+            executor: Some(executor),
+        }))
+    }
+
+    /// `true` when no promise or resolver of this cell is live.
+    ///
+    /// ```
+    /// static CELL: deferral::PromiseCell<u8, ()> = deferral::PromiseCell::new();
+    /// let pair = CELL.promise().unwrap();
+    /// assert!(!CELL.is_free());
+    /// drop(pair);
+    /// assert!(CELL.is_free());
+    /// ```
+    pub fn is_free(&self) -> bool {
+        self.raw.is_free()
+    }
+}
+
+impl<T, E> Default for PromiseCell<T, E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, E> fmt::Debug for PromiseCell<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PromiseCell")
+            .field("free", &self.is_free())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A promise's side of a shared [`RawSlot`], by reference (a
+/// [`PromiseCell`]) or, with `alloc`, behind an `Arc`.
+pub(crate) struct SlotFuture<P, T, E>
+where
+    P: core::ops::Deref<Target = RawSlot<T, E>>,
+{
+    slot: P,
+    generation: u32,
+    done: bool,
+}
+
+impl<P, T, E> SlotFuture<P, T, E>
+where
+    P: core::ops::Deref<Target = RawSlot<T, E>>,
+{
+    pub(crate) fn new(slot: P, generation: u32) -> Self {
+        Self {
+            slot,
+            generation,
+            done: false,
+        }
+    }
+
+    pub(crate) fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, PromiseError<E>>> {
+        assert!(!self.done, "`DeferredPromise` polled after completion");
+        let poll = self.slot.poll(self.generation, cx);
+        if poll.is_ready() {
+            self.done = true;
+        }
+        poll
+    }
+
+    pub(crate) fn peek(&self, unstarted: bool) -> PromiseState {
+        self.slot.peek(self.generation, unstarted)
+    }
+}
+
+impl<P, T, E> Drop for SlotFuture<P, T, E>
+where
+    P: core::ops::Deref<Target = RawSlot<T, E>>,
+{
+    fn drop(&mut self) {
+        if !self.done {
+            self.slot.close(self.generation);
+        }
+    }
+}
+
+/// The source of a [`PromiseCell::promise`] promise, and the running state of
+/// a [`PromiseCell::defer`] one: the promise's side of the cell.
+///
+/// ```
+/// use deferral::promise::CellPromise;
+/// use deferral::{DeferredPromise, PromiseCell, PromiseError};
+///
+/// static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+/// type Waiting = DeferredPromise<u8, PromiseError<()>, CellPromise<'static, u8, ()>>;
+/// let (promise, resolver): (Waiting, _) = CELL.promise().unwrap();
+/// resolver.resolve(3).unwrap();
+/// assert_eq!(futures::executor::block_on(promise), Ok(3));
+/// ```
+pub struct CellPromise<'a, T, E> {
+    inner: SlotFuture<&'a RawSlot<T, E>, T, E>,
+}
+
+impl<T, E> Future for CellPromise<'_, T, E> {
+    type Output = Result<T, PromiseError<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.poll_slot(cx)
+    }
+}
+
+impl<T, E> Sealed for CellPromise<'_, T, E> {}
+
+impl<T, E> Start<T, PromiseError<E>> for CellPromise<'_, T, E> {
+    type Running = Self;
+
+    fn start(self) -> Self {
+        self
+    }
+
+    fn unstarted_state(&self) -> PromiseState {
+        self.inner.peek(true)
+    }
+
+    fn running_state(running: &Self) -> PromiseState {
+        running.inner.peek(false)
+    }
+}
+
+impl<T, E> fmt::Debug for CellPromise<'_, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CellPromise")
+            .field("state", &self.inner.peek(false))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The source of a [`PromiseCell::defer`] promise: the executor, waiting for
+/// the first poll, and the claimed cell.
+///
+/// ```
+/// use deferral::PromiseCell;
+///
+/// static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+/// let promise = CELL.defer(|r| r.resolve(1)).unwrap();
+/// assert_eq!(futures::executor::block_on(promise), Ok(1));
+/// ```
+pub struct CellRun<'a, T, E, X> {
+    slot: &'a RawSlot<T, E>,
+    generation: u32,
+    executor: Option<X>,
+}
+
+impl<T, E, X> Sealed for CellRun<'_, T, E, X> {}
+
+impl<'a, T, E, X, R> Start<T, PromiseError<E>> for CellRun<'a, T, E, X>
+where
+    X: FnOnce(Resolver<'a, T, E>) -> R,
+{
+    type Running = CellPromise<'a, T, E>;
+
+    fn start(mut self) -> CellPromise<'a, T, E> {
+        let executor = self.executor.take();
+        let running = CellPromise {
+            inner: SlotFuture::new(self.slot, self.generation),
+        };
+        if let Some(executor) = executor {
+            // If the executor panics, `running` is dropped and closes the
+            // generation; the resolver's drop (during unwinding) frees it.
+            drop(executor(Resolver::cell(self.slot, self.generation)));
+        }
+        running
+    }
+
+    fn running_state(running: &CellPromise<'a, T, E>) -> PromiseState {
+        running.inner.peek(false)
+    }
+}
+
+impl<T, E, X> Drop for CellRun<'_, T, E, X> {
+    fn drop(&mut self) {
+        if self.executor.is_some() {
+            // Dropped unstarted: no resolver was ever made, so the promise
+            // side is the only side; free the cell directly.
+            self.slot.free(self.generation);
+        }
+    }
+}
+
+impl<T, E, X> fmt::Debug for CellRun<'_, T, E, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CellRun")
+            .field("started", &self.executor.is_none())
+            .finish_non_exhaustive()
+    }
+}

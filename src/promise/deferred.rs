@@ -1,0 +1,399 @@
+//! `DeferredPromise`: the lazy promise state machine.
+
+use core::fmt;
+use core::future::Future;
+use core::marker::PhantomData;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use futures_core::future::FusedFuture;
+use pin_project::pin_project;
+
+use super::error::PromiseError;
+use super::resolver::Resolver;
+use super::state::{Pending, PromiseState};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+pub(crate) use sealed::Sealed;
+
+/// What a [`DeferredPromise`] holds before its first poll, and how it starts.
+///
+/// Implemented by the crate's source types ([`Run`], [`Lazy`], [`Settled`],
+/// the cell and detached sources, the combinators); sealed. The third type
+/// parameter of `DeferredPromise<T, E, S>` is one of these.
+///
+/// ```
+/// use deferral::{DeferredPromise, Start};
+///
+/// fn unstarted<T, E, S: Start<T, E>>(p: &DeferredPromise<T, E, S>) -> bool {
+///     !p.state().is_settled()
+/// }
+/// assert!(unstarted(&DeferredPromise::<u8, ()>::new(|r| r.resolve(1))));
+/// ```
+pub trait Start<T, E>: Sealed {
+    /// The future the promise polls once started.
+    #[doc(hidden)]
+    type Running: Future<Output = Result<T, E>>;
+
+    /// Runs the executor (or whatever starts this source). Called inside the
+    /// promise's first poll, exactly once.
+    #[doc(hidden)]
+    fn start(self) -> Self::Running;
+
+    /// The state reported before the first poll.
+    #[doc(hidden)]
+    fn unstarted_state(&self) -> PromiseState {
+        PromiseState::Pending(Pending::Unstarted)
+    }
+
+    /// The state reported while running.
+    #[doc(hidden)]
+    fn running_state(_running: &Self::Running) -> PromiseState {
+        PromiseState::Pending(Pending::Started)
+    }
+}
+
+#[pin_project(project = StageProj, project_replace = StageReplace)]
+enum Stage<S, R> {
+    Unstarted(S),
+    Started(#[pin] R),
+    Done { fulfilled: bool },
+}
+
+/// A promise whose executor runs inside its first poll, never before.
+///
+/// `DeferredPromise<T, E, S>` is a `Future<Output = Result<T, E>>`. Creating
+/// it runs nothing (`state()` is `Pending(Unstarted)`); the first `poll` runs
+/// the executor, then the promise is `Pending(Started)` until it settles
+/// (`Fulfilled` / `Rejected`). Never polled ⇒ the executor never runs and is
+/// simply dropped. Polling it again after it returned `Ready` panics with
+/// "`DeferredPromise` polled after completion"; [`FusedFuture::is_terminated`]
+/// tells you when that would happen.
+///
+/// Promises settled by a [`Resolver`] can be abandoned, so their error type is
+/// [`PromiseError<E>`]; `?` on them needs `From<PromiseError<E>>` for your
+/// error. Promises that cannot be abandoned keep their own error type.
+///
+/// | constructor | `S` | output | shared state |
+/// |---|---|---|---|
+/// | [`new`](DeferredPromise::new) | [`Run`] | `Result<T, PromiseError<E>>` | none: settled inside the executor |
+/// | [`PromiseCell::promise`](crate::PromiseCell::promise) / [`defer`](crate::PromiseCell::defer) | [`CellPromise`](crate::promise::CellPromise) / [`CellRun`](crate::promise::CellRun) | `Result<T, PromiseError<E>>` | a `static` cell, no heap |
+/// | `detached` (`alloc`) | `Detached` | `Result<T, PromiseError<E>>` | `Arc` |
+/// | [`lazy`](DeferredPromise::lazy) | [`Lazy`] | the future's `Result<T, E>` | none |
+/// | [`resolved`](DeferredPromise::resolved) / [`rejected`](DeferredPromise::rejected) | [`Settled`] (the default) | `Result<T, E>` | none |
+///
+/// `DeferredPromise<T, E>` names the default `S = Settled<T, E>`. Sizes
+/// (printed by the `sizes` test in `tests/promise.rs`, x86_64):
+/// `DeferredPromise<u32, ()>` (resolved/rejected) is 12 bytes; a `new`
+/// promise with a capture-less executor is 8 bytes (the state tag and the
+/// settled `Result<u32, PromiseError<()>>`; captures add their size); a
+/// [`PromiseCell`](crate::PromiseCell) promise is 24 bytes (the cell
+/// reference, its generation, flags) with or without `defer`.
+///
+/// ```
+/// use deferral::{DeferredPromise, Pending, PromiseState};
+/// use std::sync::atomic::{AtomicBool, Ordering};
+///
+/// static CALLED: AtomicBool = AtomicBool::new(false);
+/// let promise = DeferredPromise::<u32, ()>::new(|res| {
+///     CALLED.store(true, Ordering::SeqCst);
+///     res.resolve(123)
+/// });
+/// // The promise exists but the executor has not run.
+/// assert!(!CALLED.load(Ordering::SeqCst));
+/// assert_eq!(promise.state(), PromiseState::Pending(Pending::Unstarted));
+///
+/// assert_eq!(futures::executor::block_on(promise), Ok(123));
+/// assert!(CALLED.load(Ordering::SeqCst));
+/// ```
+#[pin_project]
+#[must_use = "a deferred promise does nothing until it is polled (awaited)"]
+pub struct DeferredPromise<T, E, S = Settled<T, E>>
+where
+    S: Start<T, E>,
+{
+    #[pin]
+    stage: Stage<S, S::Running>,
+    _output: PhantomData<fn() -> Result<T, E>>,
+}
+
+impl<T, E> DeferredPromise<T, E> {
+    /// A promise whose `executor` runs at the first poll and settles it
+    /// through the [`Resolver`] it receives — the JS `new Promise(executor)`,
+    /// made lazy.
+    ///
+    /// The resolver cannot leave the executor (no shared state, no heap, no
+    /// allocation): if the executor returns without settling, the promise
+    /// fails with [`PromiseError::Abandoned`]. To settle later or elsewhere,
+    /// use a [`PromiseCell`](crate::PromiseCell) or, with `alloc`,
+    /// `DeferredPromise::detached`. The executor's return value is ignored
+    /// (so `|r| r.resolve(v)` works).
+    ///
+    /// ```
+    /// use deferral::DeferredPromise;
+    ///
+    /// let p = DeferredPromise::<u32, ()>::new(|res| res.resolve(123));
+    /// assert_eq!(futures::executor::block_on(p), Ok(123));
+    /// ```
+    pub fn new<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, Run<X>>
+    where
+        X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
+    {
+        DeferredPromise::from_start(Run { executor })
+    }
+
+    /// A promise that calls `make` at its first poll and follows the future
+    /// it returns (the JS executor `res => res(future)`).
+    ///
+    /// ```
+    /// use deferral::DeferredPromise;
+    ///
+    /// let p = DeferredPromise::lazy(|| async { Ok::<_, ()>(2 + 2) });
+    /// assert_eq!(futures::executor::block_on(p), Ok(4));
+    /// ```
+    pub fn lazy<F, Fut>(make: F) -> DeferredPromise<T, E, Lazy<F>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        DeferredPromise::from_start(Lazy { make })
+    }
+
+    /// An already fulfilled promise (`state()` is `Fulfilled`).
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, PromiseState};
+    ///
+    /// let p = DeferredPromise::<_, ()>::resolved(1);
+    /// assert_eq!(p.state(), PromiseState::Fulfilled);
+    /// assert_eq!(futures::executor::block_on(p), Ok(1));
+    /// ```
+    pub fn resolved(value: T) -> Self {
+        DeferredPromise::from_start(Settled(Some(Ok(value))))
+    }
+
+    /// An already rejected promise (`state()` is `Rejected`).
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, PromiseState};
+    ///
+    /// let p = DeferredPromise::<u8, _>::rejected("boom");
+    /// assert_eq!(p.state(), PromiseState::Rejected);
+    /// assert_eq!(futures::executor::block_on(p), Err("boom"));
+    /// ```
+    pub fn rejected(error: E) -> Self {
+        DeferredPromise::from_start(Settled(Some(Err(error))))
+    }
+}
+
+impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
+    pub(crate) fn from_start(source: S) -> Self {
+        DeferredPromise {
+            stage: Stage::Unstarted(source),
+            _output: PhantomData,
+        }
+    }
+
+    /// Where the promise is in its life. After it handed out its settlement
+    /// it keeps reporting `Fulfilled` or `Rejected`.
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, Pending, PromiseState};
+    ///
+    /// let mut p = Box::pin(DeferredPromise::<u8, ()>::new(|r| r.resolve(1)));
+    /// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+    /// assert_eq!(futures::executor::block_on(p.as_mut()), Ok(1));
+    /// assert_eq!(p.state(), PromiseState::Fulfilled);
+    /// ```
+    pub fn state(&self) -> PromiseState {
+        match &self.stage {
+            Stage::Unstarted(source) => source.unstarted_state(),
+            Stage::Started(running) => S::running_state(running),
+            Stage::Done { fulfilled: true } => PromiseState::Fulfilled,
+            Stage::Done { fulfilled: false } => PromiseState::Rejected,
+        }
+    }
+}
+
+impl<T, E, S: Start<T, E>> Future for DeferredPromise<T, E, S> {
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let mut stage = self.project().stage;
+        if let StageProj::Unstarted(_) = stage.as_mut().project() {
+            // Move the source out (it was never pinned: `Unstarted` is not a
+            // structurally pinned field). If `start` panics, the promise is
+            // left `Done` and polling it again panics with the message below.
+            let source = match stage
+                .as_mut()
+                .project_replace(Stage::Done { fulfilled: false })
+            {
+                StageReplace::Unstarted(source) => source,
+                _ => unreachable!("checked just above"),
+            };
+            stage.set(Stage::Started(source.start()));
+        }
+        match stage.as_mut().project() {
+            StageProj::Started(running) => {
+                let outcome = core::task::ready!(running.poll(cx));
+                stage.set(Stage::Done {
+                    fulfilled: outcome.is_ok(),
+                });
+                Poll::Ready(outcome)
+            }
+            StageProj::Done { .. } => panic!("`DeferredPromise` polled after completion"),
+            StageProj::Unstarted(_) => unreachable!("started above"),
+        }
+    }
+}
+
+impl<T, E, S: Start<T, E>> FusedFuture for DeferredPromise<T, E, S> {
+    fn is_terminated(&self) -> bool {
+        matches!(self.stage, Stage::Done { .. })
+    }
+}
+
+impl<T, E, S: Start<T, E>> fmt::Debug for DeferredPromise<T, E, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredPromise")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The source of a [`DeferredPromise::new`] promise: the executor, waiting.
+///
+/// ```
+/// use deferral::promise::Run;
+/// use deferral::{DeferredPromise, PromiseError, Resolver};
+///
+/// fn answer(r: Resolver<'_, u8, ()>) {
+///     r.resolve(42).unwrap();
+/// }
+/// let p: DeferredPromise<u8, PromiseError<()>, Run<fn(Resolver<'_, u8, ()>)>> =
+///     DeferredPromise::new(answer as fn(Resolver<'_, u8, ()>));
+/// assert_eq!(futures::executor::block_on(p), Ok(42));
+/// ```
+pub struct Run<X> {
+    executor: X,
+}
+
+impl<X> Sealed for Run<X> {}
+
+impl<T, E, X, R> Start<T, PromiseError<E>> for Run<X>
+where
+    X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
+{
+    type Running = Settled<T, PromiseError<E>>;
+
+    fn start(self) -> Self::Running {
+        let mut slot = None;
+        drop((self.executor)(Resolver::local(&mut slot)));
+        Settled(Some(match slot {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(error)) => Err(PromiseError::Rejected(error)),
+            None => Err(PromiseError::Abandoned),
+        }))
+    }
+}
+
+impl<X> fmt::Debug for Run<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run").finish_non_exhaustive()
+    }
+}
+
+/// The source of a [`DeferredPromise::lazy`] promise: the function that makes
+/// the future, waiting.
+///
+/// ```
+/// use deferral::{DeferredPromise, Pending, PromiseState};
+///
+/// let p = DeferredPromise::lazy(|| std::future::ready(Ok::<u8, ()>(1)));
+/// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+/// # drop(p);
+/// ```
+pub struct Lazy<F> {
+    make: F,
+}
+
+impl<F> Sealed for Lazy<F> {}
+
+impl<T, E, F, Fut> Start<T, E> for Lazy<F>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Running = Fut;
+
+    fn start(self) -> Fut {
+        (self.make)()
+    }
+}
+
+impl<F> fmt::Debug for Lazy<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lazy").finish_non_exhaustive()
+    }
+}
+
+/// A settlement waiting to be handed out: the source of
+/// [`DeferredPromise::resolved`] / [`rejected`](DeferredPromise::rejected)
+/// (the default `S` of `DeferredPromise<T, E>`), and the running state of a
+/// [`DeferredPromise::new`] promise.
+///
+/// ```
+/// use deferral::DeferredPromise;
+/// use deferral::promise::Settled;
+///
+/// let p: DeferredPromise<u32, (), Settled<u32, ()>> = DeferredPromise::resolved(5);
+/// assert_eq!(futures::executor::block_on(p), Ok(5));
+/// ```
+pub struct Settled<T, E>(Option<Result<T, E>>);
+
+impl<T, E> Sealed for Settled<T, E> {}
+
+impl<T, E> Unpin for Settled<T, E> {}
+
+impl<T, E> Future for Settled<T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        Poll::Ready(
+            self.0
+                .take()
+                .expect("`DeferredPromise` polled after completion"),
+        )
+    }
+}
+
+impl<T, E> Start<T, E> for Settled<T, E> {
+    type Running = Self;
+
+    fn start(self) -> Self {
+        self
+    }
+
+    fn unstarted_state(&self) -> PromiseState {
+        Self::running_state(self)
+    }
+
+    fn running_state(running: &Self) -> PromiseState {
+        match &running.0 {
+            Some(Ok(_)) => PromiseState::Fulfilled,
+            Some(Err(_)) => PromiseState::Rejected,
+            None => PromiseState::Pending(Pending::Started),
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Settled<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Settled")
+            .field(&Self::running_state(self))
+            .finish()
+    }
+}

@@ -1,0 +1,105 @@
+//! `DeferredPromise::detached` (`alloc`): the resolver may go anywhere, the
+//! shared state lives behind an `Arc` allocated at the first poll.
+
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use super::cell::{RawSlot, SlotFuture};
+use super::deferred::{DeferredPromise, Sealed, Start};
+use super::error::PromiseError;
+use super::resolver::Resolver;
+use super::state::PromiseState;
+use crate::sync::Arc;
+
+impl<T: 'static, E: 'static> DeferredPromise<T, E> {
+    /// A promise whose `executor` runs at the first poll and receives a
+    /// `'static` [`Resolver`] that may leave it: be stored, moved to another
+    /// task or thread, settled later. The shared state is allocated (one
+    /// `Arc`) at the first poll, not before; the resolver is `Send` when
+    /// `T` and `E` are.
+    ///
+    /// ```
+    /// use deferral::DeferredPromise;
+    ///
+    /// let p = DeferredPromise::<u32, ()>::detached(|resolver| {
+    ///     std::thread::spawn(move || resolver.resolve(7).unwrap());
+    /// });
+    /// assert_eq!(futures::executor::block_on(p), Ok(7));
+    /// ```
+    pub fn detached<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, Detached<X>>
+    where
+        X: FnOnce(Resolver<'static, T, E>) -> R,
+    {
+        DeferredPromise::from_start(Detached { executor })
+    }
+}
+
+/// The source of a [`DeferredPromise::detached`] promise: the executor,
+/// waiting.
+///
+/// ```
+/// use deferral::{DeferredPromise, Pending, PromiseState};
+///
+/// let p = DeferredPromise::<u8, ()>::detached(|r| drop(r));
+/// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+/// # drop(p);
+/// ```
+pub struct Detached<X> {
+    executor: X,
+}
+
+impl<X> Sealed for Detached<X> {}
+
+impl<T, E, X, R> Start<T, PromiseError<E>> for Detached<X>
+where
+    T: 'static,
+    E: 'static,
+    X: FnOnce(Resolver<'static, T, E>) -> R,
+{
+    type Running = DetachedPromise<T, E>;
+
+    fn start(self) -> DetachedPromise<T, E> {
+        let slot = Arc::new(RawSlot::new());
+        let generation = slot.reserve().expect("a fresh slot is free");
+        let running = DetachedPromise {
+            inner: SlotFuture::new(slot.clone(), generation),
+        };
+        drop((self.executor)(Resolver::shared(slot, generation)));
+        running
+    }
+
+    fn running_state(running: &DetachedPromise<T, E>) -> PromiseState {
+        running.inner.peek(false)
+    }
+}
+
+impl<X> fmt::Debug for Detached<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Detached").finish_non_exhaustive()
+    }
+}
+
+/// The running state of a [`DeferredPromise::detached`] promise: its side of
+/// the `Arc`-shared state. Not constructible by hand; it shows up only as
+/// an associated type.
+pub struct DetachedPromise<T, E> {
+    inner: SlotFuture<Arc<RawSlot<T, E>>, T, E>,
+}
+
+impl<T, E> Future for DetachedPromise<T, E> {
+    type Output = Result<T, PromiseError<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.poll_slot(cx)
+    }
+}
+
+impl<T, E> fmt::Debug for DetachedPromise<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachedPromise")
+            .field("state", &self.inner.peek(false))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,201 @@
+//! Error types of the promise module.
+
+use core::fmt;
+
+/// Why a resolver-backed promise did not fulfil: its resolver rejected it, or
+/// was dropped without settling it.
+///
+/// Promises made from a [`Resolver`](crate::Resolver)
+/// ([`DeferredPromise::new`](crate::DeferredPromise::new),
+/// [`PromiseCell`](crate::PromiseCell), `DeferredPromise::detached`) resolve to
+/// `Result<T, PromiseError<E>>`. Promises that cannot be abandoned
+/// (`lazy`, `resolved`, `rejected`, combinators) keep their plain error type.
+///
+/// ```
+/// use deferral::{DeferredPromise, PromiseError};
+/// use futures::executor::block_on;
+///
+/// let rejected = DeferredPromise::<u8, &str>::new(|r| r.reject("boom"));
+/// assert_eq!(block_on(rejected), Err(PromiseError::Rejected("boom")));
+///
+/// let abandoned = DeferredPromise::<u8, &str>::new(|r| drop(r));
+/// assert_eq!(block_on(abandoned), Err(PromiseError::Abandoned));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PromiseError<E> {
+    /// The resolver rejected the promise with this error.
+    Rejected(E),
+    /// The resolver was dropped without settling the promise.
+    Abandoned,
+}
+
+impl<E> PromiseError<E> {
+    /// The rejection error, or `None` for abandonment.
+    ///
+    /// ```
+    /// use deferral::PromiseError;
+    ///
+    /// assert_eq!(PromiseError::Rejected(3).rejection(), Some(3));
+    /// assert_eq!(PromiseError::<u8>::Abandoned.rejection(), None);
+    /// ```
+    pub fn rejection(self) -> Option<E> {
+        match self {
+            PromiseError::Rejected(e) => Some(e),
+            PromiseError::Abandoned => None,
+        }
+    }
+
+    /// `true` if the resolver was dropped without settling.
+    ///
+    /// ```
+    /// use deferral::PromiseError;
+    ///
+    /// assert!(PromiseError::<()>::Abandoned.is_abandoned());
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        matches!(self, PromiseError::Abandoned)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for PromiseError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PromiseError::Rejected(e) => write!(f, "promise rejected: {e}"),
+            PromiseError::Abandoned => f.write_str("promise abandoned: its resolver was dropped"),
+        }
+    }
+}
+
+impl<E: core::error::Error + 'static> core::error::Error for PromiseError<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            PromiseError::Rejected(e) => Some(e),
+            PromiseError::Abandoned => None,
+        }
+    }
+}
+
+/// Why a settlement was refused.
+///
+/// ```
+/// use deferral::{DeferredPromise, Refusal};
+///
+/// let p = DeferredPromise::<u8, ()>::new(|r| {
+///     r.resolve(1).unwrap();
+///     assert_eq!(r.resolve(2).unwrap_err().reason(), Refusal::AlreadySettled);
+/// });
+/// # drop(p);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The promise was already settled: the first settlement wins.
+    AlreadySettled,
+    /// The resolver's promise already finished (it took the settlement, or
+    /// was dropped after it) and the shared state moved on: for a reused
+    /// [`PromiseCell`](crate::PromiseCell), the resolver belongs to an
+    /// earlier use and must not touch the current one.
+    Stale,
+    /// The promise was dropped: nobody will read the value.
+    Closed,
+}
+
+/// A refused settlement: the value handed back, and why.
+///
+/// ```
+/// use deferral::{DeferredPromise, Refusal};
+///
+/// let p = DeferredPromise::<String, ()>::new(|r| {
+///     r.resolve("first".to_string()).unwrap();
+///     let refused = r.resolve("second".to_string()).unwrap_err();
+///     assert_eq!(refused.reason(), Refusal::AlreadySettled);
+///     assert_eq!(refused.into_value(), "second");
+/// });
+/// # drop(p);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SettleError<V> {
+    value: V,
+    reason: Refusal,
+}
+
+impl<V> SettleError<V> {
+    pub(crate) fn new(value: V, reason: Refusal) -> Self {
+        Self { value, reason }
+    }
+
+    /// Why the settlement was refused.
+    ///
+    /// ```
+    /// # use deferral::{DeferredPromise, Refusal};
+    /// # let p = DeferredPromise::<u8, ()>::new(|r| {
+    /// #     r.resolve(1).unwrap();
+    /// assert_eq!(r.reject(()).unwrap_err().reason(), Refusal::AlreadySettled);
+    /// # });
+    /// # drop(p);
+    /// ```
+    pub fn reason(&self) -> Refusal {
+        self.reason
+    }
+
+    /// The refused value, handed back.
+    ///
+    /// ```
+    /// # use deferral::DeferredPromise;
+    /// # let p = DeferredPromise::<u8, ()>::new(|r| {
+    /// #     r.resolve(1).unwrap();
+    /// assert_eq!(r.resolve(2).unwrap_err().into_value(), 2);
+    /// # });
+    /// # drop(p);
+    /// ```
+    pub fn into_value(self) -> V {
+        self.value
+    }
+
+    pub(crate) fn map<W>(self, f: impl FnOnce(V) -> W) -> SettleError<W> {
+        SettleError::new(f(self.value), self.reason)
+    }
+}
+
+impl<V> fmt::Debug for SettleError<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The value need not be `Debug`: a refused buffer is still reported.
+        f.debug_struct("SettleError")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V> fmt::Display for SettleError<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.reason {
+            Refusal::AlreadySettled => "settlement refused: the promise is already settled",
+            Refusal::Stale => "settlement refused: stale resolver of a reused promise cell",
+            Refusal::Closed => "settlement refused: the promise was dropped",
+        })
+    }
+}
+
+impl<V> core::error::Error for SettleError<V> {}
+
+/// A [`PromiseCell`](crate::PromiseCell) already serves a live promise (or its
+/// resolver has not finished): it is free again once both are done.
+///
+/// ```
+/// use deferral::{CellBusy, PromiseCell};
+///
+/// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+/// let (promise, resolver) = CELL.promise().unwrap();
+/// assert_eq!(CELL.promise().err(), Some(CellBusy));
+/// drop((promise, resolver));
+/// assert!(CELL.promise().is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CellBusy;
+
+impl fmt::Display for CellBusy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("promise cell busy: its previous promise or resolver is still live")
+    }
+}
+
+impl core::error::Error for CellBusy {}

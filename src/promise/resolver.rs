@@ -1,0 +1,310 @@
+//! `Resolver`: the settling half of a promise (the JS executor's `resolve`
+//! and `reject`).
+
+use core::cell::Cell;
+use core::fmt;
+use core::future::Future;
+use core::marker::PhantomData;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use super::cell::RawSlot;
+use super::error::{Refusal, SettleError};
+#[cfg(feature = "alloc")]
+use crate::sync::Arc;
+
+/// Where a resolver writes its settlement.
+enum Target<'a, T, E> {
+    /// A slot on the stack of the promise's first poll
+    /// ([`DeferredPromise::new`](crate::DeferredPromise::new)): the resolver
+    /// cannot leave the executor, no shared state exists.
+    Local(
+        *mut Option<Result<T, E>>,
+        PhantomData<&'a mut Option<Result<T, E>>>,
+    ),
+    /// A [`PromiseCell`](crate::PromiseCell), for one generation.
+    Cell(&'a RawSlot<T, E>, u32),
+    /// Heap-shared state (`DeferredPromise::detached`).
+    #[cfg(feature = "alloc")]
+    Shared(Arc<RawSlot<T, E>>, u32),
+}
+
+/// The settling half of a promise: `resolve`, `reject`, or adopt a future.
+///
+/// The first settlement wins; a later one is refused and hands the value back
+/// ([`SettleError`]). A resolver dropped without settling makes its promise
+/// fail with [`PromiseError::Abandoned`](crate::PromiseError::Abandoned):
+/// never a hang, never a panic.
+///
+/// Where it may go depends on how the promise was made:
+/// - [`DeferredPromise::new`](crate::DeferredPromise::new): only inside the
+///   executor (the `'a` lifetime keeps it there; no shared state, no heap);
+/// - [`PromiseCell`](crate::PromiseCell): anywhere the cell's borrow reaches
+///   (`'static` for a `static` cell): other tasks, threads, interrupt handlers;
+/// - `DeferredPromise::detached` (`alloc`): anywhere, `'static`.
+///
+/// A resolver is `Send` when `T` and `E` are, and never `Sync` (settling
+/// takes `&self`, but only one place may hold it).
+///
+/// The resolver of [`DeferredPromise::new`](crate::DeferredPromise::new)
+/// cannot escape its executor — this does not compile:
+///
+/// ```compile_fail
+/// use deferral::{DeferredPromise, Resolver};
+///
+/// let mut stash: Option<Resolver<'_, u8, ()>> = None;
+/// let p = DeferredPromise::<u8, ()>::new(|r| stash = Some(r));
+/// ```
+///
+/// and a resolver cannot be shared between threads (it is `!Sync`):
+///
+/// ```compile_fail
+/// fn sync<T: Sync>() {}
+/// sync::<deferral::Resolver<'static, u8, ()>>();
+/// ```
+///
+/// ```
+/// use deferral::{DeferredPromise, Refusal};
+/// use futures::executor::block_on;
+///
+/// let p = DeferredPromise::<u32, String>::new(|resolver| {
+///     resolver.resolve(1).unwrap();
+///     let refused = resolver.reject("too late".into()).unwrap_err();
+///     assert_eq!(refused.reason(), Refusal::AlreadySettled);
+///     assert_eq!(refused.into_value(), "too late");
+/// });
+/// assert_eq!(block_on(p), Ok(1));
+/// ```
+pub struct Resolver<'a, T, E> {
+    target: Target<'a, T, E>,
+    /// Set once this resolver's settlement was accepted.
+    settled: Cell<bool>,
+}
+
+// SAFETY: the `Local` pointer is an exclusive borrow (`&'a mut`) of the slot,
+// so moving the resolver moves that borrow, which is `Send` when the slot's
+// contents are; the other targets are `Send` (`RawSlot` is `Sync` when
+// `T, E: Send`). The resolver stays `!Sync` (raw pointer, `Cell`): two
+// threads can never call `resolve` on one resolver at once.
+unsafe impl<T: Send, E: Send> Send for Resolver<'_, T, E> {}
+
+impl<'a, T, E> Resolver<'a, T, E> {
+    pub(crate) fn local(slot: &'a mut Option<Result<T, E>>) -> Self {
+        Self::with(Target::Local(slot, PhantomData))
+    }
+
+    pub(crate) fn cell(slot: &'a RawSlot<T, E>, generation: u32) -> Self {
+        Self::with(Target::Cell(slot, generation))
+    }
+
+    #[cfg(feature = "alloc")]
+    pub(crate) fn shared(slot: Arc<RawSlot<T, E>>, generation: u32) -> Self {
+        Self::with(Target::Shared(slot, generation))
+    }
+
+    fn with(target: Target<'a, T, E>) -> Self {
+        Self {
+            target,
+            settled: Cell::new(false),
+        }
+    }
+
+    /// Fulfils the promise with `value`.
+    ///
+    /// Refused (the value handed back) when the promise is already settled,
+    /// when the resolver is stale (its cell was reused) or when the promise
+    /// was dropped.
+    ///
+    /// ```
+    /// use deferral::DeferredPromise;
+    ///
+    /// let p = DeferredPromise::<&str, ()>::new(|r| r.resolve("done"));
+    /// assert_eq!(futures::executor::block_on(p), Ok("done"));
+    /// ```
+    pub fn resolve(&self, value: T) -> Result<(), SettleError<T>> {
+        self.settle(Ok(value)).map_err(|refused| {
+            refused.map(|outcome| match outcome {
+                Ok(value) => value,
+                Err(_) => unreachable!("a refusal hands back what it was given"),
+            })
+        })
+    }
+
+    /// Rejects the promise with `error`.
+    ///
+    /// Refused (the error handed back) in the same cases as
+    /// [`resolve`](Resolver::resolve).
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, PromiseError};
+    ///
+    /// let p = DeferredPromise::<u8, &str>::new(|r| r.reject("boom"));
+    /// assert_eq!(futures::executor::block_on(p), Err(PromiseError::Rejected("boom")));
+    /// ```
+    pub fn reject(&self, error: E) -> Result<(), SettleError<E>> {
+        self.settle(Err(error)).map_err(|refused| {
+            refused.map(|outcome| match outcome {
+                Err(error) => error,
+                Ok(_) => unreachable!("a refusal hands back what it was given"),
+            })
+        })
+    }
+
+    /// Settles with `outcome`: `Ok` fulfils, `Err` rejects.
+    ///
+    /// ```
+    /// use deferral::DeferredPromise;
+    ///
+    /// let p = DeferredPromise::<u8, ()>::new(|r| r.settle(Ok(4)));
+    /// assert_eq!(futures::executor::block_on(p), Ok(4));
+    /// ```
+    pub fn settle(&self, outcome: Result<T, E>) -> Result<(), SettleError<Result<T, E>>> {
+        let result = match &self.target {
+            Target::Local(slot, _) => {
+                // SAFETY: the pointer comes from an exclusive borrow that
+                // lives for `'a` (see `local`), and the resolver is `!Sync`,
+                // so this is the only access to the slot right now.
+                let slot = unsafe { &mut **slot };
+                if slot.is_some() {
+                    Err((outcome, Refusal::AlreadySettled))
+                } else {
+                    *slot = Some(outcome);
+                    Ok(())
+                }
+            }
+            Target::Cell(slot, generation) => slot.settle(*generation, outcome),
+            #[cfg(feature = "alloc")]
+            Target::Shared(slot, generation) => slot.settle(*generation, outcome),
+        };
+        match result {
+            Ok(()) => {
+                self.settled.set(true);
+                Ok(())
+            }
+            Err((outcome, reason)) => Err(SettleError::new(outcome, reason)),
+        }
+    }
+
+    /// Adopts `future`: returns a future that drives it and settles this
+    /// promise with its output (the JS executor's `res(fetch(..))`).
+    ///
+    /// Someone must poll the returned [`Adopt`] (await it, spawn it, or
+    /// join it with other work); dropping it before it finishes drops the
+    /// resolver, which abandons the promise. To adopt a future at the moment
+    /// the promise starts, without a second task, use
+    /// [`DeferredPromise::lazy`](crate::DeferredPromise::lazy): it *is* the
+    /// executor `res => res(future)`.
+    ///
+    /// ```
+    /// use deferral::PromiseCell;
+    /// use futures::executor::block_on;
+    ///
+    /// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    /// let (promise, resolver) = CELL.promise().unwrap();
+    /// let fetch = async { Ok::<u32, ()>(200) };
+    /// let (driven, status) = block_on(futures::future::join(resolver.adopt(fetch), promise));
+    /// assert!(driven.is_ok());
+    /// assert_eq!(status, Ok(200));
+    /// ```
+    pub fn adopt<F>(self, future: F) -> Adopt<'a, F, T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        Adopt {
+            future,
+            resolver: Some(self),
+        }
+    }
+
+    /// `true` once this resolver's settlement was accepted.
+    ///
+    /// ```
+    /// use deferral::DeferredPromise;
+    ///
+    /// let p = DeferredPromise::<u8, ()>::new(|r| {
+    ///     assert!(!r.is_settled());
+    ///     r.resolve(1).unwrap();
+    ///     assert!(r.is_settled());
+    /// });
+    /// # drop(p);
+    /// ```
+    pub fn is_settled(&self) -> bool {
+        self.settled.get()
+    }
+}
+
+impl<T, E> Drop for Resolver<'_, T, E> {
+    fn drop(&mut self) {
+        if self.settled.get() {
+            return;
+        }
+        match &self.target {
+            // An empty local slot is read as "abandoned" by the promise.
+            Target::Local(..) => {}
+            Target::Cell(slot, generation) => slot.abandon(*generation),
+            #[cfg(feature = "alloc")]
+            Target::Shared(slot, generation) => slot.abandon(*generation),
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Resolver<'_, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let storage = match &self.target {
+            Target::Local(..) => "local",
+            Target::Cell(..) => "cell",
+            #[cfg(feature = "alloc")]
+            Target::Shared(..) => "shared",
+        };
+        f.debug_struct("Resolver")
+            .field("storage", &storage)
+            .field("settled", &self.settled.get())
+            .finish()
+    }
+}
+
+/// A future that drives an adopted future and settles a [`Resolver`] with its
+/// output; made by [`Resolver::adopt`].
+///
+/// Resolves to `Ok(())` when the settlement was accepted, or to the refused
+/// outcome.
+///
+/// ```
+/// use deferral::PromiseCell;
+/// use futures::executor::block_on;
+///
+/// static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+/// let (promise, resolver) = CELL.promise().unwrap();
+/// block_on(resolver.adopt(async { Ok(5) })).unwrap();
+/// assert_eq!(block_on(promise), Ok(5));
+/// ```
+#[pin_project::pin_project]
+#[must_use = "an adopted future settles nothing unless the `Adopt` is polled"]
+pub struct Adopt<'a, F, T, E> {
+    #[pin]
+    future: F,
+    resolver: Option<Resolver<'a, T, E>>,
+}
+
+impl<F, T, E> Future for Adopt<'_, F, T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<(), SettleError<Result<T, E>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        assert!(this.resolver.is_some(), "`Adopt` polled after completion");
+        let outcome = core::task::ready!(this.future.poll(cx));
+        let resolver = this.resolver.take().expect("checked above");
+        Poll::Ready(resolver.settle(outcome))
+    }
+}
+
+impl<F, T, E> fmt::Debug for Adopt<'_, F, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Adopt")
+            .field("resolver", &self.resolver)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,59 @@
+//! Synchronisation primitives shared by the crate's modules, behind a shim so
+//! the same code runs on `core` atomics normally and on `loom`'s model-checked
+//! atomics under `--cfg loom`.
+//!
+//! Only 32-bit and pointer-sized atomics are used, so everything here builds
+//! (with compare-and-swap) on `thumbv7m-none-eabi`.
+
+pub(crate) mod atomic_waker;
+
+pub(crate) use atomic_waker::AtomicWaker;
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+#[cfg(all(not(loom), feature = "alloc"))]
+pub(crate) use alloc::sync::Arc;
+#[cfg(all(loom, feature = "alloc"))]
+pub(crate) use loom::sync::Arc;
+
+/// Busy-wait hint for the few places that spin (never on a path an interrupt
+/// handler can take).
+#[cfg(feature = "alloc")]
+pub(crate) fn spin_loop() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+}
+
+/// An `UnsafeCell` with `loom`'s closure-based access API, so that under
+/// `--cfg loom` every access is checked for data races.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    /// Calls `f` with a shared raw pointer to the contents.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Calls `f` with a mutable raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;

@@ -1,0 +1,284 @@
+//! loom models of every cross-thread handoff of the promise module: settle
+//! vs. poll vs. drop, of promise and resolver, on two threads; and the
+//! `AtomicWaker` they build on.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_promise`
+//! (`.ci/run` bounds `LOOM_MAX_PREEMPTIONS`).
+#![cfg(loom)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::task::{Context, Poll, Wake, Waker};
+
+use deferral::{DeferredPromise, PromiseCell, PromiseError, Refusal};
+use loom::thread;
+
+#[derive(Default)]
+struct Flag(AtomicUsize);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+fn waker() -> (Arc<Flag>, Waker) {
+    let flag = Arc::new(Flag::default());
+    (flag.clone(), Waker::from(flag))
+}
+
+/// A value that counts its drops (in the model's memory).
+struct Tracked(Arc<AtomicUsize>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+fn leak_cell<T, E>() -> &'static PromiseCell<T, E> {
+    Box::leak(Box::new(PromiseCell::new()))
+}
+
+fn poll<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
+    Pin::new(f).poll(&mut Context::from_waker(waker))
+}
+
+/// Resolve on one thread while the other polls: no lost wake-up, the value
+/// arrives exactly once, the cell is free afterwards.
+#[test]
+fn cell_resolve_vs_poll() {
+    loom::model(|| {
+        let cell = leak_cell::<u32, ()>();
+        let (promise, resolver) = cell.promise().unwrap();
+        let mut promise = Box::pin(promise);
+        let t = thread::spawn(move || resolver.resolve(7).unwrap());
+        let (flag, w) = waker();
+        match promise.as_mut().poll(&mut Context::from_waker(&w)) {
+            Poll::Ready(v) => assert_eq!(v, Ok(7)),
+            Poll::Pending => {
+                t.join().unwrap();
+                assert_eq!(flag.0.load(SeqCst), 1, "lost wake-up");
+                assert_eq!(poll(&mut promise, &w), Poll::Ready(Ok(7)));
+                assert!(cell.is_free());
+                return;
+            }
+        }
+        t.join().unwrap();
+        assert!(cell.is_free());
+    });
+}
+
+/// The resolver is dropped (abandons) while the promise polls.
+#[test]
+fn cell_abandon_vs_poll() {
+    loom::model(|| {
+        let cell = leak_cell::<u32, ()>();
+        let (promise, resolver) = cell.promise().unwrap();
+        let mut promise = Box::pin(promise);
+        let t = thread::spawn(move || drop(resolver));
+        let (flag, w) = waker();
+        if let Poll::Ready(v) = poll(&mut promise, &w) {
+            assert_eq!(v, Err(PromiseError::Abandoned));
+            t.join().unwrap();
+        } else {
+            t.join().unwrap();
+            assert_eq!(flag.0.load(SeqCst), 1, "lost wake-up");
+            assert_eq!(
+                poll(&mut promise, &w),
+                Poll::Ready(Err(PromiseError::Abandoned))
+            );
+        }
+        assert!(cell.is_free());
+    });
+}
+
+/// Resolve on one thread while the promise is dropped on the other: the
+/// value is dropped exactly once (by the promise, or handed back), and
+/// whichever side finishes last frees the cell.
+#[test]
+fn cell_resolve_vs_promise_drop() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let cell = leak_cell::<Tracked, ()>();
+        let (promise, resolver) = cell.promise().unwrap();
+        let d = drops.clone();
+        let t = thread::spawn(move || {
+            match resolver.resolve(Tracked(d)) {
+                Ok(()) => {}
+                Err(refused) => {
+                    assert_eq!(refused.reason(), Refusal::Closed);
+                    drop(refused.into_value());
+                }
+            }
+            drop(resolver);
+        });
+        drop(promise);
+        t.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1);
+        assert!(cell.is_free());
+    });
+}
+
+/// Both sides dropped concurrently, nothing settled: the cell ends free.
+#[test]
+fn cell_resolver_drop_vs_promise_drop() {
+    loom::model(|| {
+        let cell = leak_cell::<u32, ()>();
+        let (promise, resolver) = cell.promise().unwrap();
+        let t = thread::spawn(move || drop(resolver));
+        drop(promise);
+        t.join().unwrap();
+        assert!(cell.is_free());
+        // and it is reusable
+        let (promise, resolver) = cell.promise().unwrap();
+        resolver.resolve(1).unwrap();
+        let (_, w) = waker();
+        let mut promise = Box::pin(promise);
+        assert_eq!(poll(&mut promise, &w), Poll::Ready(Ok(1)));
+    });
+}
+
+/// A stale resolver of a finished generation races the next generation's
+/// pair: it is refused and cannot disturb the new promise.
+#[test]
+fn stale_resolver_vs_reuse() {
+    loom::model(|| {
+        let cell = leak_cell::<u32, ()>();
+        let (promise, resolver) = cell.promise().unwrap();
+        resolver.resolve(1).unwrap();
+        let (_, w) = waker();
+        let mut promise = Box::pin(promise);
+        assert_eq!(poll(&mut promise, &w), Poll::Ready(Ok(1)));
+        let t = thread::spawn(move || {
+            let refused = resolver.resolve(2).unwrap_err();
+            assert_eq!(refused.reason(), Refusal::Stale);
+            drop(resolver);
+        });
+        let (promise, fresh) = cell.promise().unwrap();
+        let mut promise = Box::pin(promise);
+        let first = poll(&mut promise, &w);
+        assert_eq!(
+            first,
+            Poll::Pending,
+            "the stale resolver settled the new promise"
+        );
+        fresh.resolve(3).unwrap();
+        t.join().unwrap();
+        assert_eq!(poll(&mut promise, &w), Poll::Ready(Ok(3)));
+    });
+}
+
+/// The `Arc` (detached) mode: the resolver settles from another thread while
+/// the promise polls, then is dropped.
+#[test]
+fn detached_reject_vs_poll() {
+    loom::model(|| {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let s = slot.clone();
+        let mut promise = Box::pin(DeferredPromise::<u32, u8>::detached(move |r| {
+            *s.lock().unwrap() = Some(r);
+        }));
+        let (flag, w) = waker();
+        assert_eq!(poll(&mut promise, &w), Poll::Pending); // runs the executor
+        let resolver = slot.lock().unwrap().take().unwrap();
+        let t = thread::spawn(move || resolver.reject(9).unwrap());
+        let first = poll(&mut promise, &w);
+        t.join().unwrap();
+        match first {
+            Poll::Ready(v) => assert_eq!(v, Err(PromiseError::Rejected(9))),
+            Poll::Pending => {
+                assert!(flag.0.load(SeqCst) >= 1, "lost wake-up");
+                assert_eq!(
+                    poll(&mut promise, &w),
+                    Poll::Ready(Err(PromiseError::Rejected(9)))
+                );
+            }
+        }
+    });
+}
+
+/// Waker replaced between polls while the resolver settles: the latest
+/// waker is woken (or the poll that registered it saw the value).
+#[test]
+fn waker_replaced_vs_resolve() {
+    loom::model(|| {
+        let cell = leak_cell::<u32, ()>();
+        let (promise, resolver) = cell.promise().unwrap();
+        let mut promise = Box::pin(promise);
+        let (_old_flag, old) = waker();
+        let (new_flag, new) = waker();
+        assert_eq!(poll(&mut promise, &old), Poll::Pending);
+        let t = thread::spawn(move || resolver.resolve(5).unwrap());
+        let second = poll(&mut promise, &new);
+        t.join().unwrap();
+        if second.is_pending() {
+            assert_eq!(new_flag.0.load(SeqCst), 1, "the latest waker was not woken");
+            assert_eq!(poll(&mut promise, &new), Poll::Ready(Ok(5)));
+        }
+    });
+}
+
+/// Resolve on one thread; the other polls once and then drops the promise
+/// whatever it saw: the value is dropped exactly once, the cell ends free.
+#[test]
+fn cell_resolve_vs_poll_then_drop() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let cell = leak_cell::<Tracked, ()>();
+        let (promise, resolver) = cell.promise().unwrap();
+        let d = drops.clone();
+        let t = thread::spawn(move || {
+            if let Err(refused) = resolver.resolve(Tracked(d)) {
+                assert_eq!(refused.reason(), Refusal::Closed);
+            }
+        });
+        let mut promise = Box::pin(promise);
+        let (_, w) = waker();
+        let polled = poll(&mut promise, &w);
+        drop(promise);
+        drop(polled);
+        t.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1);
+        assert!(cell.is_free());
+    });
+}
+
+/// Two clones of a `SharedPromise` polled on two threads while the source is
+/// resolved on one of them: exactly one drives the source at a time, every
+/// clone that returned `Pending` is woken, both get the value.
+#[test]
+fn shared_clones_poll_vs_resolve() {
+    use deferral::SharedPromise;
+    loom::model(|| {
+        let cell = leak_cell::<u32, ()>();
+        let (source, resolver) = cell.promise().unwrap();
+        let a = SharedPromise::new(source);
+        let b = a.clone();
+        let t = thread::spawn(move || {
+            let (flag, w) = waker();
+            let mut b = Box::pin(b);
+            let first = poll(&mut b, &w);
+            resolver.resolve(3).unwrap();
+            (b, flag, w, first)
+        });
+        let mut a = Box::pin(a);
+        let (flag_a, wa) = waker();
+        let first_a = poll(&mut a, &wa);
+        let (mut b, flag_b, wb, first_b) = t.join().unwrap();
+        for (first, flag, clone, w) in [
+            (first_a, flag_a, &mut a, &wa),
+            (first_b, flag_b, &mut b, &wb),
+        ] {
+            match first {
+                Poll::Ready(v) => assert_eq!(v, Ok(3)),
+                Poll::Pending => {
+                    assert!(flag.0.load(SeqCst) >= 1, "a waiting clone was not woken");
+                    assert_eq!(poll(clone, w), Poll::Ready(Ok(3)));
+                }
+            }
+        }
+    });
+}
