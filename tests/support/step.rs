@@ -45,7 +45,15 @@ impl Gate {
     /// Opens the gate and wakes the last waker that polled it.
     pub fn open(&self) {
         self.0.open.store(true, SeqCst);
-        if let Some(w) = self.0.waker.lock().unwrap().take() {
+        // Take the waker out first: waking while holding the lock would
+        // poison it if the waker panics.
+        let waker = self
+            .0
+            .waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(w) = waker {
             w.wake();
         }
     }
@@ -60,7 +68,7 @@ impl Gate {
         let state = self.0.clone();
         std::future::poll_fn(move |cx| {
             state.polls.fetch_add(1, SeqCst);
-            *state.waker.lock().unwrap() = Some(cx.waker().clone());
+            *state.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
             if state.open.load(SeqCst) {
                 Poll::Ready(())
             } else {
