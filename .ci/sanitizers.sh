@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# AddressSanitizer and ThreadSanitizer over the library and integration
+# tests, on nightly with a sanitized std (`-Zbuild-std`). Called by .ci/run;
+# runnable alone: `bash .ci/sanitizers.sh [address|thread]...`.
+#
+# Skipped here: the trybuild compile-fail test (it drives cargo itself),
+# doc-tests (rustdoc with sanitizers needs matching flags for every crate),
+# and, under ASan, the test that leaks a scope on purpose (LeakSanitizer
+# would rightly report it).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+host=$(rustc +nightly -vV | sed -n 's/^host: //p')
+sanitizers=("$@")
+[[ ${#sanitizers[@]} -gt 0 ]] || sanitizers=(address thread)
+
+for san in "${sanitizers[@]}"; do
+    echo "---- ${san} sanitizer ----"
+    flags="-Zsanitizer=${san} -Cdebug-assertions"
+    # TSan: std's atomics must be instrumented too, hence -Zbuild-std for
+    # both; `--cfg sanitize` is not needed by this crate.
+    RUSTFLAGS="$flags" \
+    ASAN_OPTIONS="detect_leaks=1" \
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    CARGO_TARGET_DIR="target/sanitize-${san}" \
+        cargo +nightly test -Zbuild-std --target "$host" --all-features \
+        --lib --tests -- --skip misuse_is_a_compile_error \
+        $([[ $san == address ]] && echo --skip forgetting_a_scope_a_promise_or_a_resolver_is_safe)
+done
