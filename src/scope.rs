@@ -23,7 +23,6 @@
 
 use core::fmt;
 use core::marker::PhantomData;
-use core::mem::MaybeUninit;
 use core::pin::{Pin, pin};
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
@@ -944,20 +943,5 @@ impl<Fut: Future> Future for DeferScope<Fut> {
 impl<Fut: Future> FusedFuture for DeferScope<Fut> {
     fn is_terminated(&self) -> bool {
         self.done
-    }
-}
-
-impl<'a> RawSlab<'a> {
-    /// Defuses an armed entry whose payload's `Taken` is `X`.
-    ///
-    /// # Safety
-    /// As [`RawSlab::take`], with `X` the payload's `Taken` type.
-    unsafe fn take_erased<X>(self, entry: Entry) -> X {
-        let mut dst = MaybeUninit::<X>::uninit();
-        // SAFETY: as the caller guarantees.
-        unsafe {
-            self.take_into(entry, dst.as_mut_ptr().cast());
-            dst.assume_init()
-        }
     }
 }

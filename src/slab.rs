@@ -480,7 +480,7 @@ impl<'a> RawSlab<'a> {
     /// `entry` was returned by [`push`](Self::push) on this slab, is still
     /// armed (cleanup has not begun), this is its only take, and `dst` is
     /// valid for a write of the payload's `Taken` type.
-    pub(crate) unsafe fn take_into(self, entry: Entry, dst: *mut ()) {
+    unsafe fn take_into(self, entry: Entry, dst: *mut ()) {
         {
             let _locked = self.lock();
             // SAFETY: we hold the lock; the entry is armed (caller).
@@ -491,6 +491,20 @@ impl<'a> RawSlab<'a> {
         unsafe {
             let _free = FreeOnDrop(entry);
             (entry.vtable().take)(entry.payload(), dst);
+        }
+    }
+
+    /// Defuses an armed entry whose payload's `Taken` is `X`, returning it.
+    ///
+    /// # Safety
+    /// As [`take_into`](Self::take_into), with `X` the payload's `Taken`
+    /// type.
+    pub(crate) unsafe fn take_erased<X>(self, entry: Entry) -> X {
+        let mut dst = MaybeUninit::<X>::uninit();
+        // SAFETY: as the caller guarantees; `dst` is valid for a write of `X`.
+        unsafe {
+            self.take_into(entry, dst.as_mut_ptr().cast());
+            dst.assume_init()
         }
     }
 
