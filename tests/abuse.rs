@@ -260,5 +260,9 @@ fn forgetting_a_scope_a_promise_or_a_resolver_is_safe() {
         CELL.promise().is_err(),
         "the cell stays busy while a resolver is leaked"
     );
-    std::mem::forget(DeferredPromise::<u32, ()>::new(|r| r.resolve(1)));
+    let captured = String::from("leaked with the executor, never run");
+    std::mem::forget(DeferredPromise::<u32, ()>::new(move |r| {
+        drop(captured);
+        r.resolve(1)
+    }));
 }
