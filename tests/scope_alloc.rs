@@ -17,6 +17,7 @@ use support::{WakeCounter, yield_now};
 
 // One counter per test: the tests of this binary run in parallel.
 static RAN_INLINE: AtomicUsize = AtomicUsize::new(0);
+#[cfg(feature = "alloc")]
 static RAN_CONCURRENT: AtomicUsize = AtomicUsize::new(0);
 
 fn drive<F: Future>(fut: F, cx: &mut Context<'_>) -> F::Output {
