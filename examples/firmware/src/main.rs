@@ -29,14 +29,16 @@ use cortex_m::interrupt::{self, Mutex};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hprintln};
-use deferral::{Pending, PromiseCell, PromiseError, PromiseState, Resolver};
+use deferral::{Pending, PromiseCell, PromiseError, PromiseState, Resolver, ScopeBuilder};
 use embassy_executor::Spawner;
 use panic_semihosting as _; // a panic prints its message and exits with status 1
 
-/// What the "sensor" interrupt can fail with.
+/// What the "sensor" (the interrupt, or the body using it) can fail with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SensorError {
     Timeout,
+    /// A scope's inline slab was full (no heap to spill to): `Full`.
+    NoRoom,
 }
 
 /// The one promise/resolver pair the interrupt settles: a `static`, no heap.
@@ -155,30 +157,34 @@ impl Led {
 
 /// A body that registers cleanup, then succeeds or fails.
 async fn blink(fail: bool) -> Result<u32, SensorError> {
-    deferral::scope(async |d| {
-        let led = d.guard(Led, Led::off).map_err(|_| SensorError::Timeout)?;
-        d.defer(|| log(3)).map_err(|_| SensorError::Timeout)?;
-        d.defer_async(async {
-            YieldNow(false).await; // cleanup that suspends
-            log(2);
-        })
-        .map_err(|_| SensorError::Timeout)?;
-        d.defer_with(|out: &mut Result<u32, SensorError>| {
-            // Go's named results: cleanup sees (and may change) the output.
-            if out.is_err() {
-                log(9);
+    // 128 bytes of inline thunk storage instead of the default 512: sized
+    // for what this body registers (a full slab would fail `?` with `Full`).
+    ScopeBuilder::new()
+        .capacity::<128>()
+        .run(async |d| {
+            let led = d.guard(Led, Led::off).map_err(|_| SensorError::NoRoom)?;
+            d.defer(|| log(3)).map_err(|_| SensorError::NoRoom)?;
+            d.defer_async(async {
+                YieldNow(false).await; // cleanup that suspends
+                log(2);
+            })
+            .map_err(|_| SensorError::NoRoom)?;
+            d.defer_with(|out: &mut Result<u32, SensorError>| {
+                // Go's named results: cleanup sees (and may change) the output.
+                if out.is_err() {
+                    log(9);
+                }
+            })
+            .map_err(|_| SensorError::NoRoom)?;
+            log(1);
+            YieldNow(false).await;
+            let _ = &*led;
+            if fail {
+                return Err(SensorError::Timeout);
             }
+            Ok(7)
         })
-        .map_err(|_| SensorError::Timeout)?;
-        log(1);
-        YieldNow(false).await;
-        let _ = &*led;
-        if fail {
-            return Err(SensorError::Timeout);
-        }
-        Ok(7)
-    })
-    .await
+        .await
 }
 
 static CLEANUP_DONE: AtomicU8 = AtomicU8::new(0);
