@@ -87,9 +87,13 @@ pub async fn cleanup_order(_sp: &dyn Spawn) {
                     a.push("async");
                 })
                 .unwrap();
-                let mut conn = d.guard(vec![1, 2], |_| ()).unwrap();
-                let g = l.on("guard");
-                d.defer(g).unwrap();
+                let g = l.clone();
+                let mut conn = d
+                    .guard(vec![1, 2], move |conn| {
+                        assert_eq!(conn, [1, 2, 3], "the body's changes reach the cleanup");
+                        g.push("guard");
+                    })
+                    .unwrap();
                 conn.push(3);
                 yield_now().await;
                 l.push("body");
