@@ -5,17 +5,20 @@
 
 mod support;
 
+#[cfg(feature = "std")]
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::task::{Poll, Waker};
 
 use deferral::{DeferredPromise, Guard, Order, PromiseCell, ScopeBuilder, scope};
 use support::{DropCounter, DropLog, Gate, WakeCounter, block_on, poll_once};
 
 /// A waker whose `wake` panics (and that counts its drops).
-fn panicking_waker(drops: &'static AtomicUsize) -> Waker {
+#[cfg(feature = "std")]
+fn panicking_waker(drops: &'static std::sync::atomic::AtomicUsize) -> Waker {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::task::{RawWaker, RawWakerVTable};
     fn clone(p: *const ()) -> RawWaker {
         RawWaker::new(p, &VTABLE)
     }
@@ -128,7 +131,7 @@ fn stale_thunk_wakers_are_harmless_after_the_scope_is_gone() {
 #[test]
 #[cfg(feature = "std")]
 fn a_panicking_scope_waker_does_not_wedge_concurrent_cleanup() {
-    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    static DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let gate = Gate::new();
     let wait = gate.wait();
     let mut s = pin!(
@@ -139,7 +142,11 @@ fn a_panicking_scope_waker_does_not_wedge_concurrent_cleanup() {
             })
     );
     let bad = panicking_waker(&DROPS);
-    assert!(s.as_mut().poll(&mut Context::from_waker(&bad)).is_pending());
+    assert!(
+        s.as_mut()
+            .poll(&mut std::task::Context::from_waker(&bad))
+            .is_pending()
+    );
     // The thunk's waker wakes the scope's waker, which panics into `open`.
     assert!(catch_unwind(AssertUnwindSafe(|| gate.open())).is_err());
     // The wake-up was recorded before the panic: a good poll finishes.
@@ -149,13 +156,17 @@ fn a_panicking_scope_waker_does_not_wedge_concurrent_cleanup() {
 #[test]
 #[cfg(feature = "std")]
 fn a_panicking_promise_waker_still_delivers_the_value() {
-    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    static DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut p = pin!(DeferredPromise::<u32, ()>::detached(move |r| tx
         .send(r)
         .unwrap()));
     let bad = panicking_waker(&DROPS);
-    assert!(p.as_mut().poll(&mut Context::from_waker(&bad)).is_pending());
+    assert!(
+        p.as_mut()
+            .poll(&mut std::task::Context::from_waker(&bad))
+            .is_pending()
+    );
     let resolver = rx.recv().unwrap();
     assert!(catch_unwind(AssertUnwindSafe(|| resolver.resolve(5))).is_err());
     assert_eq!(

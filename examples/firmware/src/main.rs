@@ -1,0 +1,259 @@
+//! `deferral` on bare metal: an LM3S6965 (Cortex-M3) under QEMU, the Embassy
+//! executor, no heap (no global allocator is linked: `deferral` is built with
+//! `default-features = false`).
+//!
+//! - A task runs a `deferral::scope` that registers deferred cleanup (sync,
+//!   async and a guard) and checks it ran, in LIFO order, on success and on
+//!   error.
+//! - A `DeferredPromise` on a `static PromiseCell` is settled from the
+//!   SysTick exception handler: resolved, then rejected, then a lazy
+//!   `PromiseCell::defer` promise whose executor arms the timer only when the
+//!   promise is first polled.
+//!
+//! The firmware exits QEMU through semihosting: status 0 when every check
+//! passed, 1 on the first failed check or on any panic.
+//!
+//! ```console
+//! $ cargo run --release   # in examples/firmware/, needs qemu-system-arm
+//! ```
+#![no_std]
+#![no_main]
+
+use core::cell::RefCell;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use core::task::{Context, Poll};
+
+use cortex_m::interrupt::{self, Mutex};
+use cortex_m::peripheral::SCB;
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::exception;
+use cortex_m_semihosting::{debug, hprintln};
+use deferral::{Pending, PromiseCell, PromiseError, PromiseState, Resolver, ScopeBuilder};
+use embassy_executor::Spawner;
+use panic_semihosting as _; // a panic prints its message and exits with status 1
+
+/// What the "sensor" (the interrupt, or the body using it) can fail with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SensorError {
+    Timeout,
+    /// A scope's inline slab was full (no heap to spill to): `Full`.
+    NoRoom,
+}
+
+/// The one promise/resolver pair the interrupt settles: a `static`, no heap.
+static SAMPLE: PromiseCell<u32, SensorError> = PromiseCell::new();
+
+/// What the SysTick handler does with the resolver it finds.
+#[derive(Clone, Copy)]
+enum Action {
+    Resolve,
+    Reject,
+}
+
+/// The hand-off of the resolver from thread mode to the SysTick handler.
+///
+/// A `Resolver` is `Send` (it may be settled from another context) but not
+/// `Sync`, and the handler must *take* it (settling consumes the one-shot
+/// right, dropping it afterwards is a no-op). Moving a non-`Sync` value
+/// between thread mode and a handler needs exclusive access to the slot, and
+/// on a single core the cheapest correct exclusion is masking interrupts for
+/// the few instructions of the `Option::take`/`replace`:
+/// `cortex_m::interrupt::Mutex`. The settlement itself (`resolve`/`reject`
+/// and the wake-up) runs outside the critical section and is lock-free: it
+/// never waits for the promise's side.
+static ARMED: Mutex<RefCell<Option<Armed>>> = Mutex::new(RefCell::new(None));
+
+/// A resolver given to the SysTick handler, and what to settle it with.
+type Armed = (Resolver<'static, u32, SensorError>, Action);
+
+/// How many resolvers the SysTick handler settled.
+static SETTLED: AtomicU32 = AtomicU32::new(0);
+
+/// Gives `resolver` to the SysTick handler and starts the timer.
+fn arm(resolver: Resolver<'static, u32, SensorError>, action: Action) {
+    interrupt::free(|cs| {
+        let previous = ARMED.borrow(cs).replace(Some((resolver, action)));
+        check(previous.is_none(), "one resolver armed at a time");
+    });
+    // SAFETY: SysTick is used only here and in its own handler, which stops
+    // the counter; no other code holds the peripheral.
+    let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
+    syst.set_clock_source(SystClkSource::Core);
+    syst.set_reload(20_000);
+    syst.clear_current();
+    syst.enable_interrupt();
+    syst.enable_counter();
+}
+
+#[exception]
+fn SysTick() {
+    // SAFETY: see `arm`: the handler owns SysTick while it is running.
+    let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
+    syst.disable_counter();
+    syst.disable_interrupt();
+    // The counter may have wrapped again before it stopped (QEMU's SysTick
+    // runs on host time): drop that second pending SysTick.
+    SCB::clear_pendst();
+    let armed = interrupt::free(|cs| ARMED.borrow(cs).take());
+    if let Some((resolver, action)) = armed {
+        let n = SETTLED.fetch_add(1, Ordering::Relaxed) + 1;
+        // Settled from the interrupt handler: lock-free, wakes the task.
+        let settled = match action {
+            Action::Resolve => resolver.resolve(1000 + n).is_ok(),
+            Action::Reject => resolver.reject(SensorError::Timeout).is_ok(),
+        };
+        check(settled, "the handler's settlement is accepted");
+    }
+}
+
+/// The order in which cleanup ran, as small numbers (no heap, no `Vec`).
+static LOG: [AtomicU8; 8] = [const { AtomicU8::new(0) }; 8];
+static LOG_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn log(event: u8) {
+    let i = LOG_LEN.fetch_add(1, Ordering::Relaxed);
+    check(i < LOG.len(), "log overflow");
+    LOG[i].store(event, Ordering::Relaxed);
+}
+
+fn take_log() -> [u8; 8] {
+    let mut out = [0; 8];
+    let n = LOG_LEN.swap(0, Ordering::Relaxed);
+    for (o, l) in out.iter_mut().zip(&LOG[..n]) {
+        *o = l.swap(0, Ordering::Relaxed);
+    }
+    out
+}
+
+/// Fails the run: prints `what` and exits QEMU with status 1.
+fn check(ok: bool, what: &str) {
+    if !ok {
+        hprintln!("FAILED: {}", what);
+        debug::exit(debug::EXIT_FAILURE);
+    }
+}
+
+/// Returns `Pending` once (after waking itself): a real suspension point.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A pretend peripheral that must be switched off whatever happens.
+struct Led;
+
+impl Led {
+    fn off(self) {
+        log(4);
+    }
+}
+
+/// A body that registers cleanup, then succeeds or fails.
+async fn blink(fail: bool) -> Result<u32, SensorError> {
+    // 128 bytes of inline thunk storage instead of the default 512: sized
+    // for what this body registers (a full slab would fail `?` with `Full`).
+    ScopeBuilder::new()
+        .capacity::<128>()
+        .run(async |d| {
+            let led = d.guard(Led, Led::off).map_err(|_| SensorError::NoRoom)?;
+            d.defer(|| log(3)).map_err(|_| SensorError::NoRoom)?;
+            d.defer_async(async {
+                YieldNow(false).await; // cleanup that suspends
+                log(2);
+            })
+            .map_err(|_| SensorError::NoRoom)?;
+            d.defer_with(|out: &mut Result<u32, SensorError>| {
+                // Go's named results: cleanup sees (and may change) the output.
+                if out.is_err() {
+                    log(9);
+                }
+            })
+            .map_err(|_| SensorError::NoRoom)?;
+            log(1);
+            YieldNow(false).await;
+            let _ = &*led;
+            if fail {
+                return Err(SensorError::Timeout);
+            }
+            Ok(7)
+        })
+        .await
+}
+
+static CLEANUP_DONE: AtomicU8 = AtomicU8::new(0);
+
+#[embassy_executor::task]
+async fn cleanup_task() {
+    check(blink(false).await == Ok(7), "scope output");
+    // LIFO: the body (1), then defer_with, defer_async (2), defer (3), guard (4).
+    check(
+        take_log() == [1, 2, 3, 4, 0, 0, 0, 0],
+        "cleanup order on success",
+    );
+    check(
+        blink(true).await == Err(SensorError::Timeout),
+        "scope error",
+    );
+    check(
+        take_log() == [1, 9, 2, 3, 4, 0, 0, 0],
+        "cleanup after an error",
+    );
+    CLEANUP_DONE.store(1, Ordering::Release);
+}
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    hprintln!("deferral firmware: start");
+    spawner.spawn(cleanup_task().expect("task pool has room"));
+
+    // 1. Resolved from the interrupt handler.
+    let (promise, resolver) = SAMPLE.promise().expect("the cell is free");
+    arm(resolver, Action::Resolve);
+    check(promise.await == Ok(1001), "resolved from SysTick");
+    check(SAMPLE.is_free(), "the cell is free after the first promise");
+
+    // 2. The same cell, reused: rejected from the interrupt handler.
+    let (promise, resolver) = SAMPLE.promise().expect("the cell is free again");
+    arm(resolver, Action::Reject);
+    check(
+        promise.await == Err(PromiseError::Rejected(SensorError::Timeout)),
+        "rejected from SysTick",
+    );
+
+    // 3. Lazy: the executor (which arms the timer) runs at the first poll.
+    let promise = SAMPLE
+        .defer(|resolver| arm(resolver, Action::Resolve))
+        .expect("the cell is free a third time");
+    YieldNow(false).await;
+    YieldNow(false).await;
+    check(
+        promise.state() == PromiseState::Pending(Pending::Unstarted),
+        "a deferred promise does not start before it is polled",
+    );
+    check(
+        SETTLED.load(Ordering::Relaxed) == 2
+            && interrupt::free(|cs| ARMED.borrow(cs).borrow().is_none()),
+        "no resolver handed to the interrupt yet",
+    );
+    check(
+        promise.await == Ok(1003),
+        "lazy promise resolved from SysTick",
+    );
+
+    while CLEANUP_DONE.load(Ordering::Acquire) == 0 {
+        YieldNow(false).await;
+    }
+    hprintln!("deferral firmware: all checks passed");
+    debug::exit(debug::EXIT_SUCCESS);
+}
