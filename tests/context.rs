@@ -7,12 +7,6 @@ mod support;
 
 use deferral::{ContextVar, Snapshot};
 
-#[derive(Clone, Debug, PartialEq)]
-enum Js {
-    Num(u32),
-    Str(&'static str),
-}
-
 /// The explicit API (what firmware without `std` uses).
 mod explicit {
     use super::*;
@@ -95,6 +89,13 @@ mod current {
     use super::support::{self, Gate, WakeCounter, block_on, poll_once, yield_now};
     use super::*;
 
+    /// The seed's variable holds a number or a string.
+    #[derive(Clone, Debug, PartialEq)]
+    enum Js {
+        Num(u32),
+        Str(&'static str),
+    }
+
     static AC: ContextVar<Js> = ContextVar::new();
     static V: ContextVar<u32> = ContextVar::new();
     static W: ContextVar<&'static str> = ContextVar::new();
@@ -148,7 +149,7 @@ mod current {
     #[test]
     fn with_borrows_the_value() {
         static S: ContextVar<String> = ContextVar::new();
-        assert_eq!(S.with(|s| s.is_none()), true);
+        assert!(S.with(|s| s.is_none()));
         let len = S.run("hello".to_string(), || S.with(|s| s.map(String::len)));
         assert_eq!(len, Some(5));
     }
@@ -196,9 +197,11 @@ mod current {
         assert_eq!(V.get(), None);
     }
 
+    type Log = Arc<Mutex<Vec<(&'static str, Option<u32>)>>>;
+
     /// Records the value of `V` on every poll and when dropped.
     struct Probe {
-        log: Arc<Mutex<Vec<(&'static str, Option<u32>)>>>,
+        log: Log,
         polls: usize,
     }
 
