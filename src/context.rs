@@ -93,6 +93,7 @@ pub(crate) type Captured = ();
 /// Runs `f` in the empty context (the context of a thunk registered outside
 /// any value), restoring the current one afterwards.
 #[cfg(feature = "std")]
+#[inline]
 pub(crate) fn isolated<R>(f: impl FnOnce() -> R) -> R {
     imp::EMPTY.run(f)
 }
@@ -309,6 +310,7 @@ mod imp {
         /// assert!(Snapshot::empty().is_empty());
         /// assert!(!Snapshot::empty().with_value(&V, 1).is_empty());
         /// ```
+        #[inline]
         pub fn is_empty(&self) -> bool {
             self.map.is_none()
         }
@@ -416,11 +418,13 @@ mod imp {
         }
 
         impl Drop for Entered<'_> {
+            #[inline]
             fn drop(&mut self) {
                 CURRENT.with(|c| c.set(self.prev));
             }
         }
 
+        #[inline]
         fn enter(snapshot: &Snapshot) -> Entered<'_> {
             let new = if snapshot.is_empty() {
                 ptr::null()
@@ -434,6 +438,7 @@ mod imp {
         }
 
         /// Calls `f` with the current snapshot.
+        #[inline]
         fn with_current<R>(f: impl FnOnce(&Snapshot) -> R) -> R {
             let current = CURRENT.with(Cell::get);
             if current.is_null() {
@@ -460,6 +465,7 @@ mod imp {
             /// let inside = V.run(1, Snapshot::capture);
             /// assert_eq!(inside.get(&V), Some(&1));
             /// ```
+            #[inline]
             pub fn capture() -> Snapshot {
                 with_current(Snapshot::clone)
             }
@@ -477,6 +483,7 @@ mod imp {
             ///     assert_eq!(V.get(), Some(2));
             /// });
             /// ```
+            #[inline]
             pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
                 let _entered = enter(self);
                 f()
