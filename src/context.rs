@@ -413,14 +413,18 @@ mod imp {
         /// ever locals of the functions below, so they drop in LIFO order on
         /// the thread that made them (a raw pointer field: `!Send`).
         struct Entered<'a> {
-            prev: *const Snapshot,
+            /// The pointer to restore, or `None` if entering changed nothing
+            /// (the common case: empty inside empty).
+            prev: Option<*const Snapshot>,
             _snapshot: PhantomData<&'a Snapshot>,
         }
 
         impl Drop for Entered<'_> {
             #[inline]
             fn drop(&mut self) {
-                CURRENT.with(|c| c.set(self.prev));
+                if let Some(prev) = self.prev {
+                    CURRENT.with(|c| c.set(prev));
+                }
             }
         }
 
@@ -431,8 +435,15 @@ mod imp {
             } else {
                 ptr::from_ref(snapshot)
             };
+            let prev = CURRENT.with(|c| {
+                let prev = c.get();
+                (prev != new).then(|| {
+                    c.set(new);
+                    prev
+                })
+            });
             Entered {
-                prev: CURRENT.with(|c| c.replace(new)),
+                prev,
                 _snapshot: PhantomData,
             }
         }

@@ -24,8 +24,6 @@ mod sealed {
         fn capture() -> Self;
         /// Calls `f` inside the captured context.
         fn run<R>(&self, f: impl FnOnce() -> R) -> R;
-        /// Lets go of the captured values once the promise has settled.
-        fn release(&mut self);
     }
 }
 
@@ -38,8 +36,6 @@ impl ContextSlot for () {
     fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
     }
-    #[inline(always)]
-    fn release(&mut self) {}
 }
 
 #[cfg(feature = "std")]
@@ -51,10 +47,6 @@ impl ContextSlot for crate::Snapshot {
     #[inline]
     fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         crate::Snapshot::run(self, f)
-    }
-    #[inline]
-    fn release(&mut self) {
-        *self = crate::Snapshot::empty();
     }
 }
 
@@ -274,12 +266,14 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
 impl<T, E, S: Start<T, E>> Future for DeferredPromise<T, E, S> {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         let this = self.project();
         let mut stage = this.stage;
         // Everything the promise runs — the executor or handler, then the
-        // future it started — runs in the context captured at creation.
-        let polled = this.context.run(|| {
+        // future it started — runs in the context captured at creation
+        // (kept until the promise is dropped).
+        this.context.run(|| {
             if let StageProj::Unstarted(_) = stage.as_mut().project() {
                 // Move the source out (it was never pinned: `Unstarted` is
                 // not a structurally pinned field). If `start` panics, the
@@ -305,11 +299,7 @@ impl<T, E, S: Start<T, E>> Future for DeferredPromise<T, E, S> {
                 StageProj::Done { .. } => panic!("`DeferredPromise` polled after completion"),
                 StageProj::Unstarted(_) => unreachable!("started above"),
             }
-        });
-        if polled.is_ready() {
-            this.context.release();
-        }
-        polled
+        })
     }
 }
 
