@@ -7,7 +7,7 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use deferral::{ContextVar, Snapshot};
 
 static PROBE: ContextVar<u64> = ContextVar::new();
@@ -58,4 +58,44 @@ fn context(c: &mut Criterion) {
 }
 
 criterion_group!(benches, context);
-criterion_main!(benches);
+
+/// `DEFERRAL_COUNT=<capture|get|run_set_one>:<variables>:<iterations>` runs
+/// one operation that many times inside a snapshot of that many variables
+/// and exits, for instruction counts under
+/// `valgrind --tool=cachegrind --cache-sim=no` (subtract a run with 0
+/// iterations).
+fn count(spec: &str) {
+    let mut parts = spec.split(':');
+    let (op, n, iters) = (
+        parts.next().expect("op"),
+        parts
+            .next()
+            .expect("variables")
+            .parse::<usize>()
+            .expect("variables"),
+        parts
+            .next()
+            .expect("iterations")
+            .parse::<u64>()
+            .expect("iterations"),
+    );
+    let vars: Vec<ContextVar<u64>> = (0..1000).map(|_| ContextVar::new()).collect();
+    snapshot_of(n, &vars).run(|| {
+        for _ in 0..iters {
+            match op {
+                "capture" => drop(black_box(Snapshot::capture())),
+                "get" => drop(black_box(PROBE.get())),
+                "run_set_one" => PROBE.run(black_box(1), || black_box(())),
+                _ => panic!("unknown op {op}"),
+            }
+        }
+    });
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("DEFERRAL_COUNT") {
+        return count(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -202,6 +202,7 @@ mod imp {
         }
 
         /// The id, if the variable was ever set.
+        #[inline]
         fn assigned_id(&self) -> Option<usize> {
             // ORDERING: the id is a bare number published once by a CAS;
             // no other memory is read on the strength of it, so Relaxed
@@ -339,6 +340,7 @@ mod imp {
         /// assert_eq!(s.get(&LEVEL), Some(&3));
         /// assert_eq!(Snapshot::empty().get(&LEVEL), None);
         /// ```
+        #[inline]
         pub fn get<T: Send + Sync + 'static>(&self, var: &ContextVar<T>) -> Option<&T> {
             let map = self.map.as_deref()?;
             let value = map.get(&var.assigned_id()?)?;
@@ -564,6 +566,7 @@ mod imp {
             /// let len = NAME.run("ada".to_string(), || NAME.with(|n| n.map_or(0, String::len)));
             /// assert_eq!(len, 3);
             /// ```
+            #[inline]
             pub fn with<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
                 with_current(|current| f(current.get(self)))
             }
@@ -577,6 +580,7 @@ mod imp {
             /// assert_eq!(V.get(), None);
             /// assert_eq!(V.run(9, || V.get()), Some(9));
             /// ```
+            #[inline]
             pub fn get(&self) -> Option<T>
             where
                 T: Clone,
