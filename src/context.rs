@@ -36,7 +36,8 @@
 //! - A thunk registered on a [`DeferScope`](crate::DeferScope) runs (or is
 //!   polled) in the snapshot that was current when it was registered.
 //!
-//! ```
+#![cfg_attr(feature = "std", doc = "```")]
+#![cfg_attr(not(feature = "std"), doc = "```ignore")]
 //! use deferral::{ContextVar, DeferredPromise};
 //!
 //! static AC: ContextVar<u32> = ContextVar::new();
@@ -58,7 +59,8 @@
 //! `std` — as long as interrupt handlers never read it (they interrupt an
 //! arbitrary task):
 //!
-//! ```
+#![cfg_attr(feature = "alloc", doc = "```")]
+#![cfg_attr(not(feature = "alloc"), doc = "```ignore")]
 //! use deferral::{ContextVar, Snapshot};
 //!
 //! static DEVICE: ContextVar<&'static str> = ContextVar::new();
@@ -165,7 +167,22 @@ mod imp {
     /// to and run on other threads, several at once; `'static` because
     /// values are stored type-erased (`dyn Any`).
     ///
-    /// ```
+    /// With `std`, values propagate by themselves into deferred work: a
+    /// [`DeferredPromise`](crate::DeferredPromise) runs its executor or
+    /// handler in the context current when it was *created* (not at its
+    /// first poll), and a [`DeferScope`](crate::DeferScope) thunk runs in the
+    /// context current when it was registered.
+    ///
+    /// Compared with `tokio::task_local!`, which also scopes a value to a
+    /// future's polls: any number of variables can be captured together in
+    /// one O(1) [`Snapshot`] and restored elsewhere (a spawned task, a
+    /// callback), and deferred promises and thunks capture it for you; no
+    /// runtime is involved. Compared with tracing's `Instrument`, which
+    /// carries one span: the values are arbitrary typed data the code reads
+    /// back.
+    ///
+    #[cfg_attr(feature = "std", doc = "```")]
+    #[cfg_attr(not(feature = "std"), doc = "```ignore")]
     /// use deferral::ContextVar;
     ///
     /// static REQUEST: ContextVar<u64> = ContextVar::new();
@@ -272,7 +289,8 @@ mod imp {
     /// [`with_value`](Self::with_value) and [`get`](Self::get) build and read
     /// snapshots passed explicitly.
     ///
-    /// ```
+    #[cfg_attr(feature = "std", doc = "```")]
+    #[cfg_attr(not(feature = "std"), doc = "```ignore")]
     /// use deferral::{ContextVar, Snapshot};
     ///
     /// static USER: ContextVar<&'static str> = ContextVar::new();
