@@ -272,7 +272,10 @@ impl<T, E, S: Start<T, E>> Future for DeferredPromise<T, E, S> {
         let mut stage = this.stage;
         // Everything the promise runs — the executor or handler, then the
         // future it started — runs in the context captured at creation
-        // (kept until the promise is dropped).
+        // (kept until the promise is dropped). Dropping an unfinished
+        // promise drops its executor or future in the dropper's context:
+        // a `Drop` impl here costs ~30 instructions on every promise
+        // (measured with `benches/context_overhead.rs`).
         this.context.run(|| {
             if let StageProj::Unstarted(_) = stage.as_mut().project() {
                 // Move the source out (it was never pinned: `Unstarted` is
