@@ -66,6 +66,10 @@ mod wake_set;
 
 #[cfg(feature = "std")]
 pub use ambient::{NoScope, defer, defer_async};
+#[cfg(feature = "std")]
+pub use context::WithContext;
+#[cfg(feature = "alloc")]
+pub use context::{ContextVar, Snapshot};
 #[cfg(feature = "alloc")]
 pub use promise::SharedPromise;
 pub use promise::{

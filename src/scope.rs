@@ -709,7 +709,9 @@ impl<B: Future<Output = T>, T> Future for Driver<'_, B, T> {
             }
             *this.cleaning = true;
         }
-        core::task::ready!(self.as_mut().poll_cleanup(cx));
+        // Thunks registered in a context run in it (they carry it, see
+        // `RawSlab::push`); the others were registered in the empty one.
+        core::task::ready!(crate::context::isolated(|| self.as_mut().poll_cleanup(cx)));
         let this = self.project();
         if let Some(panic) = this.panic.take() {
             panicking::resume(panic);
@@ -877,7 +879,7 @@ impl<B, T> PinnedDrop for Driver<'_, B, T> {
         // SAFETY: as above.
         while let Some(entry) = unsafe { slab.pop_armed(true) } {
             if !entry.is_async() {
-                Self::run_sync(entry, ptr::null_mut(), &mut panic);
+                crate::context::isolated(|| Self::run_sync(entry, ptr::null_mut(), &mut panic));
                 continue;
             }
             #[cfg(feature = "alloc")]

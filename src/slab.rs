@@ -416,8 +416,26 @@ impl<'a> RawSlab<'a> {
     }
 
     /// Registers `payload`, or hands it back if it does not fit (without
-    /// `alloc`).
+    /// `alloc`). With `std`, a payload registered while a context variable
+    /// is set is wrapped so that it runs in that context (`InContext`,
+    /// payload first: the entry's payload address is the same); in the empty
+    /// context nothing is captured or wrapped (cleanup runs isolated from
+    /// the context of its poll, see `scope::Driver`).
     pub(crate) fn push<Out, P: Payload<Out>>(self, payload: P) -> Result<Entry, P> {
+        #[cfg(feature = "std")]
+        {
+            let snapshot = crate::Snapshot::capture();
+            if !snapshot.is_empty() {
+                let wrapped = crate::thunk::InContext { payload, snapshot };
+                return self
+                    .push_raw::<Out, _>(wrapped)
+                    .map_err(|wrapped| wrapped.payload);
+            }
+        }
+        self.push_raw(payload)
+    }
+
+    fn push_raw<Out, P: Payload<Out>>(self, payload: P) -> Result<Entry, P> {
         let vtable: &'static EntryVTable = &VTableOf::<Out, P>::VTABLE;
         let locked = self.lock();
         // SAFETY: we hold the lock.

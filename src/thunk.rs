@@ -222,3 +222,43 @@ where
         Ok(alloc::boxed::Box::pin(self))
     }
 }
+
+/// A payload registered while a context variable was set: run, polled (and
+/// boxed for a cancel handler) inside the snapshot current at registration.
+///
+/// `repr(C)` with the payload first: the slab hands out the payload's
+/// address for guards (`&mut V` into a `GuardThunk`/`GuardAsync`), which
+/// must be the address of the wrapped payload too.
+#[cfg(feature = "std")]
+#[pin_project]
+#[repr(C)]
+pub(crate) struct InContext<P> {
+    #[pin]
+    pub(crate) payload: P,
+    pub(crate) snapshot: crate::Snapshot,
+}
+
+#[cfg(feature = "std")]
+impl<Out, P: Payload<Out>> Payload<Out> for InContext<P> {
+    type Taken = P::Taken;
+    const ASYNC: bool = P::ASYNC;
+    fn run(self, out: Option<&mut Out>) {
+        let InContext { payload, snapshot } = self;
+        snapshot.run(|| payload.run(out))
+    }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, out: Option<&mut Out>) -> Poll<()> {
+        let this = self.project();
+        let payload = this.payload;
+        this.snapshot.run(|| payload.poll(cx, out))
+    }
+    fn take(self) -> P::Taken {
+        self.payload.take()
+    }
+    fn into_boxed(self) -> Result<BoxedThunk, Self> {
+        let InContext { payload, snapshot } = self;
+        match payload.into_boxed() {
+            Ok(boxed) => Ok(alloc::boxed::Box::pin(snapshot.wrap(boxed))),
+            Err(payload) => Err(InContext { payload, snapshot }),
+        }
+    }
+}

@@ -568,6 +568,7 @@ impl<T, E> Sealed for CellPromise<'_, T, E> {}
 
 impl<T, E> Start<T, PromiseError<E>> for CellPromise<'_, T, E> {
     type Running = Self;
+    type Context = ();
 
     fn start(self) -> Self {
         self
@@ -613,6 +614,7 @@ where
     X: FnOnce(Resolver<'a, T, E>) -> R,
 {
     type Running = CellPromise<'a, T, E>;
+    type Context = crate::context::Captured;
 
     fn start(mut self) -> CellPromise<'a, T, E> {
         let executor = self.executor.take();

@@ -59,6 +59,7 @@ where
     X: FnOnce(Resolver<'static, T, E>) -> R,
 {
     type Running = DetachedPromise<T, E>;
+    type Context = crate::context::Captured;
 
     fn start(self) -> DetachedPromise<T, E> {
         let slot = Arc::new(RawSlot::new());

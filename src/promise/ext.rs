@@ -281,6 +281,7 @@ where
     R: Reaction<E>,
 {
     type Running = Chain<P, OnFulfilled<H>, R::Future>;
+    type Context = crate::context::Captured;
 
     fn start(self) -> Self::Running {
         Chain::new(self.source, OnFulfilled(self.handler))
@@ -294,6 +295,7 @@ where
     R: Reaction<E2, Value = T>,
 {
     type Running = Chain<P, OnRejected<H, E2>, R::Future>;
+    type Context = crate::context::Captured;
 
     fn start(self) -> Self::Running {
         Chain::new(self.source, OnRejected(self.handler, PhantomData))
@@ -309,6 +311,7 @@ where
     R2: Reaction<E2, Value = R1::Value>,
 {
     type Running = Chain<P, OnEither<H1, H2, E2>, Either<R1::Future, R2::Future>>;
+    type Context = crate::context::Captured;
 
     fn start(self) -> Self::Running {
         Chain::new(
@@ -325,6 +328,7 @@ where
     R: Reaction<E, Value = ()>,
 {
     type Running = Chain<P, OnSettled<H>, Holding<R::Future, T, E>>;
+    type Context = crate::context::Captured;
 
     fn start(self) -> Self::Running {
         Chain::new(self.source, OnSettled(self.handler))
