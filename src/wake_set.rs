@@ -83,21 +83,35 @@ impl WakeBits {
 
     /// Takes the set flags and calls `f` with each index, in increasing
     /// order, until `f` returns `false`: the flags not yet handed to `f`
-    /// are then put back (the owner is expected to poll again).
+    /// are then put back (the owner is expected to poll again). They are put
+    /// back too if `f` panics, so a caught panic loses no wake-up but the
+    /// panicking one's.
     pub(crate) fn for_each_woken(&self, mut f: impl FnMut(usize) -> bool) {
+        /// Puts the untaken flags of one word back when dropped.
+        struct Untaken<'a> {
+            word: &'a AtomicUsize,
+            bits: usize,
+        }
+        impl Drop for Untaken<'_> {
+            fn drop(&mut self) {
+                if self.bits != 0 {
+                    // ORDERING: only the owner's own later `swap` reads these
+                    // bits back; `Relaxed` suffices for that.
+                    self.word.fetch_or(self.bits, Ordering::Relaxed);
+                }
+            }
+        }
         for (w, word) in self.shared.woken.iter().enumerate() {
-            // ORDERING: `AcqRel`, see `SlotWaker::wake_by_ref`.
-            let mut bits = word.swap(0, Ordering::AcqRel);
-            while bits != 0 {
-                let index = w * BITS + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+            let mut untaken = Untaken {
+                word,
+                // ORDERING: `AcqRel`, see `SlotWaker::wake_by_ref`.
+                bits: word.swap(0, Ordering::AcqRel),
+            };
+            while untaken.bits != 0 {
+                let index = w * BITS + untaken.bits.trailing_zeros() as usize;
+                untaken.bits &= untaken.bits - 1;
                 if !f(index) {
-                    if bits != 0 {
-                        // ORDERING: only our own later `swap` reads these
-                        // bits back; `Relaxed` suffices for that.
-                        word.fetch_or(bits, Ordering::Relaxed);
-                    }
-                    return;
+                    return; // `untaken` puts the rest back
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! of tasks). Own binary: it installs the counting allocator.
 
 #[path = "support/alloc.rs"]
+#[cfg_attr(feature = "alloc", allow(dead_code))] // `assert_no_alloc`
 mod counting_alloc;
 mod support;
 
@@ -26,11 +27,7 @@ const TASKS: usize = if cfg!(miri) { 20 } else { 500 };
 /// Keeps the window topped up (one push per result), runs `TASKS` tasks
 /// through a queue of window 8 with concurrency 4, returns the sum.
 fn scenario(order: Yield, cx: &mut Context<'_>) -> usize {
-    let mut queue = pin!(
-        TaskQueue::with_capacity::<8>()
-            .concurrency(4)
-            .order(order)
-    );
+    let mut queue = pin!(TaskQueue::with_capacity::<8>().concurrency(4).order(order));
     let mut pushed = 0;
     while pushed < 8 {
         queue.as_mut().push(task(pushed)).unwrap();
