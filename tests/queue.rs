@@ -180,6 +180,7 @@ fn submission_order_versus_completion_order() {
         let out: Vec<_> = block_on(queue.as_mut().map(Result::unwrap).collect::<Vec<_>>());
         assert_eq!(out, expected, "{order:?}");
         assert_eq!(stats.max_running.load(SeqCst), 2, "both ran together");
+        assert!(queue.is_empty());
     }
 }
 
@@ -317,8 +318,13 @@ fn stop_on_rejection_in_completion_order_cancels_the_rest() {
     queue.as_mut().push(stats.job(1, 1, true)).unwrap();
     queue.as_mut().push(stats.job(2, 5, false)).unwrap();
     queue.as_mut().push(stats.job(3, 0, false)).unwrap();
+    let counter = WakeCounter::new();
+    assert_eq!(poll_next(queue.as_mut(), &counter), Poll::Pending);
+    assert_eq!(queue.len(), 4);
+    assert_eq!(queue.running(), 3);
     let out: Vec<_> = block_on(queue.as_mut().collect::<Vec<_>>());
     assert_eq!(out, [Err(1)]);
+    assert_eq!(queue.len(), 0);
     assert_eq!(stats.running.load(SeqCst), 0);
     let log = stats.log();
     assert!(log.contains(&"cancel 0".to_string()), "{log:?}");
@@ -566,4 +572,32 @@ mod submitter {
         assert_eq!(out, (0..n).collect::<Vec<_>>());
         assert_eq!(stats.max_running.load(SeqCst), 3);
     }
+}
+
+#[test]
+fn len_counts_tasks_not_window_slots() {
+    let stats = Stats::default();
+    let mut queue = pin!(
+        TaskQueue::with_capacity::<4>()
+            .concurrency(3)
+            .order(Yield::InCompletionOrder)
+    );
+    queue.as_mut().push(stats.job(0, 5, false)).unwrap();
+    queue.as_mut().push(stats.job(1, 0, false)).unwrap();
+    queue.as_mut().push(stats.job(2, 5, false)).unwrap();
+    queue.as_mut().push(stats.job(3, 5, false)).unwrap();
+    let counter = WakeCounter::new();
+    assert_eq!(
+        poll_next(queue.as_mut(), &counter),
+        Poll::Ready(Some(Ok(1)))
+    );
+    // Job 1's result came out as soon as it finished (job 2 is not started
+    // yet); its slot stays in use behind the slow job 0: three tasks held.
+    assert_eq!(queue.len(), 3);
+    assert_eq!(queue.running(), 1);
+    assert_eq!(poll_next(queue.as_mut(), &counter), Poll::Pending);
+    assert_eq!((queue.len(), queue.running()), (3, 3));
+    let rest: Vec<_> = block_on(queue.as_mut().map(Result::unwrap).collect::<Vec<_>>());
+    assert_eq!(rest.len(), 3);
+    assert!(queue.is_empty());
 }

@@ -94,9 +94,11 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
 ///
 /// # Storage
 ///
-/// The queue holds an inline window of `N` slots (`ring`): the tasks it
-/// started (running, or finished with an output waiting for its turn) and
-/// the oldest unstarted ones. Without `alloc` a push into a full window hands
+/// The queue holds an inline window of `N` slots, used as a ring in
+/// submission order: the tasks it started (running, or finished with an
+/// output waiting for its turn) and the oldest unstarted ones. The window
+/// spans from the oldest task not yet yielded to the newest, so in
+/// completion order a slow old task keeps the slots after it in use. Without `alloc` a push into a full window hands
 /// the task back ([`PushError::Full`]); with `alloc` the tasks beyond the
 /// window wait in a `VecDeque`, unbounded, and enter the window as it frees
 /// up. Running tasks always live in the window, pinned there, so at most `N`
@@ -384,7 +386,7 @@ impl<F: IntoFuture, const N: usize> TaskQueue<F, N> {
         let waiting = self.state.waiting.len();
         #[cfg(not(feature = "alloc"))]
         let waiting = 0;
-        self.ring.len() + waiting
+        self.ring.held() + waiting
     }
 
     /// Whether [`Self::len`] is 0.

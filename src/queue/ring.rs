@@ -60,9 +60,15 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         }
     }
 
-    /// Entries held (started, finished or queued).
+    /// Window slots in use, from the oldest entry to the newest (vacant
+    /// ones in between included).
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Tasks held: running, finished and not taken, queued.
+    pub(super) fn held(&self) -> usize {
+        self.running + self.finished + (self.len - self.started)
     }
 
     #[cfg_attr(not(feature = "alloc"), allow(dead_code))]

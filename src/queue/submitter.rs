@@ -187,8 +187,8 @@ pub struct Submitter<F> {
 
 impl<F> Submitter<F> {
     /// Hands `task` to the queue (not started here) and wakes it. Refused
-    /// with [`PushError::Closed`] once the queue is dropped, and with
-    /// [`PushError::Closed`] too once it stopped on a rejection.
+    /// with [`PushError::Closed`] once the queue is dropped or has stopped
+    /// on a rejection.
     ///
     /// A submission racing with the queue's drop may be accepted and then
     /// dropped unrun: it is never run after the queue is gone.
