@@ -24,6 +24,11 @@ use deferral::{TaskQueue, Yield};
 use futures::stream::{self, Stream, StreamExt};
 
 const K: usize = 8;
+
+/// The queue under test. With `alloc` (default features) a window of 16 and
+/// the rest waiting on the heap; without it (`cargo bench --bench queue
+/// --no-default-features`) every task must fit the inline window.
+const WINDOW: usize = if cfg!(feature = "alloc") { 16 } else { 4096 };
 const SIZES: [usize; 7] = [1, 4, 16, 64, 256, 1024, 4096];
 
 thread_local! {
@@ -143,7 +148,11 @@ impl Impl {
                 } else {
                     Yield::InCompletionOrder
                 };
-                let mut queue = Box::pin(TaskQueue::new().concurrency(K).order(order));
+                let mut queue = Box::pin(
+                    TaskQueue::<Job>::with_capacity::<WINDOW>()
+                        .concurrency(K)
+                        .order(order),
+                );
                 for job in jobs {
                     queue.as_mut().push(job).unwrap();
                 }
@@ -175,7 +184,13 @@ fn time(imp: Impl, n: usize) -> Duration {
 
 fn print_table() {
     println!(
-        "\nTaskQueue vs futures buffered/buffer_unordered, k = {K}, timer tasks (2 polls each if only woken tasks are polled)\n"
+        "\nTaskQueue (window {}, {}) vs futures buffered/buffer_unordered, k = {K}, timer tasks (2 polls each if only woken tasks are polled)\n",
+        WINDOW,
+        if cfg!(feature = "alloc") {
+            "alloc: per-slot wakers"
+        } else {
+            "no alloc: one waker"
+        },
     );
     println!(
         "| {:<22} | {:>5} | {:>11} | {:>12} | {:>13} | {:>11} | {:>9} |",
