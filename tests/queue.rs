@@ -509,7 +509,6 @@ mod submitter {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // a real thread and parking; the logic is covered above
     fn another_thread_submits_while_the_queue_waits() {
         let mut queue = pin!(TaskQueue::<Task>::new());
         let submit = queue.as_mut().submitter();
@@ -529,6 +528,52 @@ mod submitter {
         let out: Vec<u32> = block_on(queue.as_mut().take(2).collect::<Vec<_>>());
         handle.join().unwrap();
         assert_eq!(out, [1, 2]);
+    }
+
+    #[test]
+    fn threads_submit_concurrently_every_task_comes_out_once() {
+        let (threads, per_thread) = if cfg!(miri) { (3, 10) } else { (4, 500) };
+        let mut queue = pin!(TaskQueue::<Task>::new().concurrency(3));
+        let submit = queue.as_mut().submitter();
+        let gate = Gate::new();
+        let wait = gate.wait();
+        // Keeps the queue alive (not empty) until every thread is done.
+        queue
+            .as_mut()
+            .push(Box::pin(async move {
+                wait.await;
+                u32::MAX
+            }))
+            .unwrap();
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let submit = submit.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        let n = (t * per_thread + i) as u32;
+                        submit
+                            .submit(Box::pin(async move {
+                                yield_now().await;
+                                n
+                            }))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let opener = std::thread::spawn({
+            let gate = gate.clone();
+            move || {
+                handles.into_iter().for_each(|h| h.join().unwrap());
+                gate.open();
+            }
+        });
+        let mut out: Vec<u32> = block_on(queue.as_mut().collect::<Vec<_>>());
+        opener.join().unwrap();
+        out.sort();
+        let mut expected: Vec<u32> = (0..(threads * per_thread) as u32).collect();
+        expected.push(u32::MAX);
+        assert_eq!(out, expected);
     }
 
     #[test]
