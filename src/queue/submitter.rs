@@ -10,17 +10,17 @@
 //! [`AtomicWaker`]. The queue takes the whole list at once (one `swap` with
 //! null, so there is no ABA problem: nodes are never popped one by one),
 //! reverses it into submission order and appends it to its own tasks.
-//! Nothing spins or locks.
+//! Nothing spins or locks. `tests/loom_queue.rs` model-checks submit vs.
+//! poll vs. drop.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use core::task::Waker;
 
 use super::PushError;
-use crate::sync::AtomicWaker;
+use crate::sync::{AtomicBool, AtomicPtr, AtomicWaker, Ordering};
 
 struct Node<F> {
     task: F,
