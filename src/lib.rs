@@ -76,6 +76,9 @@ pub use promise::{
     Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
     PromiseState, Reaction, Refusal, Resolver, SettleError, Start,
 };
+#[cfg(feature = "alloc")]
+pub use queue::Submitter;
+pub use queue::{DEFAULT_QUEUE_CAPACITY, Drain, OnRejection, Outcome, PushError, TaskQueue, Yield};
 pub use scope::{
     DEFAULT_CAPACITY, Defer, DeferScope, Deferred, Full, Guard, Order, ScopeBuilder, scope,
 };

@@ -1,13 +1,14 @@
-//! Per-thunk wakers for concurrent cleanup (`alloc`): a wake-up polls only
-//! the thunks that were woken.
+//! Per-index wakers (`alloc`): a wake-up polls only the futures that were
+//! woken. Used by concurrent cleanup ([`WakeSet`]) and by the task queue
+//! ([`WakeBits`] directly).
 //!
-//! Each running async thunk gets an index and a waker that sets its bit in a
-//! shared bitset, then wakes the scope through an [`AtomicWaker`]. The
-//! scope's poll first registers its waker, then takes (swaps out) the set
-//! bits and polls exactly those thunks — "publish, then wake" against
-//! "register, then re-check", so no wake-up is lost. Nothing here spins or
-//! locks: a thunk's waker may run in an interrupt handler that pre-empted the
-//! scope's poll, or the other way round.
+//! Each running future gets an index and a waker that sets its bit in a
+//! shared bitset, then wakes the owner (the scope, the queue) through an
+//! [`AtomicWaker`]. The owner's poll first registers its waker, then takes
+//! (swaps out) the set bits and polls exactly those futures — "publish, then
+//! wake" against "register, then re-check", so no wake-up is lost. Nothing
+//! here spins or locks: a future's waker may run in an interrupt handler that
+//! pre-empted the owner's poll, or the other way round.
 
 use alloc::sync::Arc;
 use alloc::task::Wake;
@@ -22,8 +23,8 @@ const BITS: usize = usize::BITS as usize;
 
 struct Shared {
     woken: Vec<AtomicUsize>,
-    /// The scope's latest waker.
-    scope: AtomicWaker,
+    /// The owner's latest waker.
+    owner: AtomicWaker,
 }
 
 struct SlotWaker {
@@ -39,17 +40,95 @@ impl Wake for SlotWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         let shared = &self.shared;
         // ORDERING: `AcqRel`: the bit is published before the `AtomicWaker`
-        // read-modify-write in `wake`, which the scope's `register` (an RMW
-        // of the same word) either follows — then the scope's later `swap`
+        // read-modify-write in `wake`, which the owner's `register` (an RMW
+        // of the same word) either follows — then the owner's later `swap`
         // sees the bit — or precedes, and then `wake` finds its new waker.
         shared.woken[self.index / BITS].fetch_or(1 << (self.index % BITS), Ordering::AcqRel);
-        shared.scope.wake();
+        shared.owner.wake();
+    }
+}
+
+/// One wake flag per index `0..len`, and the owner's waker.
+pub(crate) struct WakeBits {
+    shared: Arc<Shared>,
+}
+
+impl WakeBits {
+    /// `len` flags, all set when `woken` (every future must be polled once
+    /// to start), else all clear.
+    pub(crate) fn new(len: usize, woken: bool) -> Self {
+        let init = if woken { usize::MAX } else { 0 };
+        WakeBits {
+            shared: Arc::new(Shared {
+                woken: (0..len.div_ceil(BITS))
+                    .map(|_| AtomicUsize::new(init))
+                    .collect(),
+                owner: AtomicWaker::new(),
+            }),
+        }
+    }
+
+    /// A waker that sets flag `index` and wakes the owner (allocates).
+    pub(crate) fn waker(&self, index: usize) -> Waker {
+        Waker::from(Arc::new(SlotWaker {
+            shared: self.shared.clone(),
+            index,
+        }))
+    }
+
+    /// Registers the owner's waker: call before [`Self::for_each_woken`].
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.shared.owner.register(waker);
+    }
+
+    /// Takes the set flags and calls `f` with each index, in increasing
+    /// order, until `f` returns `false`: the flags not yet handed to `f`
+    /// are then put back (the owner is expected to poll again). They are put
+    /// back too if `f` panics, so a caught panic loses no wake-up but the
+    /// panicking one's.
+    pub(crate) fn for_each_woken(&self, mut f: impl FnMut(usize) -> bool) {
+        /// Puts the untaken flags of one word back when dropped.
+        struct Untaken<'a> {
+            word: &'a AtomicUsize,
+            bits: usize,
+        }
+        impl Drop for Untaken<'_> {
+            fn drop(&mut self) {
+                if self.bits != 0 {
+                    // ORDERING: only the owner's own later `swap` reads these
+                    // bits back; `Relaxed` suffices for that.
+                    self.word.fetch_or(self.bits, Ordering::Relaxed);
+                }
+            }
+        }
+        for (w, word) in self.shared.woken.iter().enumerate() {
+            let mut untaken = Untaken {
+                word,
+                // ORDERING: `AcqRel`, see `SlotWaker::wake_by_ref`.
+                bits: word.swap(0, Ordering::AcqRel),
+            };
+            while untaken.bits != 0 {
+                let index = w * BITS + untaken.bits.trailing_zeros() as usize;
+                untaken.bits &= untaken.bits - 1;
+                if !f(index) {
+                    return; // `untaken` puts the rest back
+                }
+            }
+        }
+    }
+}
+
+impl Drop for WakeBits {
+    fn drop(&mut self) {
+        // Slot wakers may outlive the owner (stored by a timer, say): let
+        // them keep only the bitset, not the owner's task alive.
+        drop(self.shared.owner.take());
     }
 }
 
 /// The running thunks of a concurrent cleanup, indexed, with their wakers.
 pub(crate) struct WakeSet {
-    shared: Arc<Shared>,
+    bits: WakeBits,
     /// `None` once finished.
     entries: Vec<Option<(Entry, Waker)>>,
     remaining: usize,
@@ -60,25 +139,15 @@ impl WakeSet {
     /// once to start).
     pub(crate) fn new(running: impl Iterator<Item = Entry>) -> Self {
         let running: Vec<Entry> = running.collect();
-        let words = running.len().div_ceil(BITS);
-        let shared = Arc::new(Shared {
-            woken: (0..words).map(|_| AtomicUsize::new(usize::MAX)).collect(),
-            scope: AtomicWaker::new(),
-        });
+        let bits = WakeBits::new(running.len(), true);
         let entries: Vec<_> = running
             .into_iter()
             .enumerate()
-            .map(|(index, entry)| {
-                let waker = Waker::from(Arc::new(SlotWaker {
-                    shared: shared.clone(),
-                    index,
-                }));
-                Some((entry, waker))
-            })
+            .map(|(index, entry)| Some((entry, bits.waker(index))))
             .collect();
         WakeSet {
             remaining: entries.len(),
-            shared,
+            bits,
             entries,
         }
     }
@@ -91,36 +160,24 @@ impl WakeSet {
         mut poll: impl FnMut(Entry, &mut Context<'_>) -> Poll<()>,
     ) -> Poll<()> {
         // Register first, then take the bits (see the module docs).
-        self.shared.scope.register(cx.waker());
-
-        for (w, word) in self.shared.woken.iter().enumerate() {
-            // ORDERING: `AcqRel`, see `SlotWaker::wake_by_ref`.
-            let mut bits = word.swap(0, Ordering::AcqRel);
-            while bits != 0 {
-                let index = w * BITS + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let Some(Some((entry, waker))) = self.entries.get(index) else {
-                    continue; // padding bits, or already finished
-                };
+        self.bits.register(cx.waker());
+        let entries = &mut self.entries;
+        let remaining = &mut self.remaining;
+        self.bits.for_each_woken(|index| {
+            // Padding bits, or already finished: skip.
+            if let Some(Some((entry, waker))) = entries.get(index) {
                 let (entry, waker) = (*entry, waker.clone());
                 if poll(entry, &mut Context::from_waker(&waker)).is_ready() {
-                    self.entries[index] = None;
-                    self.remaining -= 1;
+                    entries[index] = None;
+                    *remaining -= 1;
                 }
             }
-        }
+            true
+        });
         if self.remaining == 0 {
             Poll::Ready(())
         } else {
             Poll::Pending
         }
-    }
-}
-
-impl Drop for WakeSet {
-    fn drop(&mut self) {
-        // Thunk wakers may outlive the scope (stored by a timer, say): let
-        // them keep only the bitset, not the scope's task alive.
-        drop(self.shared.scope.take());
     }
 }
