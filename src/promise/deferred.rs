@@ -221,6 +221,7 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
 impl<T, E, S: Start<T, E>> Future for DeferredPromise<T, E, S> {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         let mut stage = self.project().stage;
         if let StageProj::Unstarted(_) = stage.as_mut().project() {
@@ -289,6 +290,7 @@ where
 {
     type Running = Settled<T, PromiseError<E>>;
 
+    #[inline]
     fn start(self) -> Self::Running {
         let mut slot = None;
         drop((self.executor)(Resolver::local(&mut slot)));
@@ -329,6 +331,7 @@ where
 {
     type Running = Fut;
 
+    #[inline]
     fn start(self) -> Fut {
         (self.make)()
     }
@@ -361,6 +364,7 @@ impl<T, E> Unpin for Settled<T, E> {}
 impl<T, E> Future for Settled<T, E> {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         Poll::Ready(
             self.0
