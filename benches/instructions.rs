@@ -488,6 +488,7 @@ fn render(
         "\nNot measured here: the `TaskQueue` case (N = 1..4096) lands with the queue \
          (its own `benches/queue.rs`).\n"
     );
+    let _ = writeln!(md, "{}", include_str!("analysis.md"));
 
     for (group, rows) in groups.iter().zip(results) {
         let _ = writeln!(md, "## {}\n\n{}\n", group.title, group.note);
