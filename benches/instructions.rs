@@ -560,7 +560,7 @@ fn sizes() -> Vec<(String, usize)> {
     let small = ScopeBuilder::new().capacity::<64>().run(async |_d| 0u32);
     let new = DeferredPromise::<u32, ()>::new(|r| r.resolve(1));
     let lazy = DeferredPromise::<u32, ()>::lazy(|| core::future::ready(Ok(1)));
-    let detached = DeferredPromise::<u32, ()>::detached(|r| drop(r));
+    let detached = DeferredPromise::<u32, ()>::detached(drop);
     static CELL: PromiseCell<u32, ()> = PromiseCell::new();
     let (cell_promise, cell_resolver) = CELL.promise().unwrap();
     let (tx, rx) = futures::channel::oneshot::channel::<u32>();
