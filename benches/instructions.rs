@@ -53,6 +53,18 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 /// Iterations per case under callgrind.
 const ITERS: u64 = 500;
 
+/// Fewer iterations for the big linearity cases (they run for milliseconds
+/// under callgrind).
+fn iters_for(gid: &str) -> u64 {
+    if gid.ends_with("_4096") {
+        10
+    } else if gid.ends_with("_512") {
+        50
+    } else {
+        ITERS
+    }
+}
+
 struct Row {
     ours: bool,
     id: &'static str,
@@ -226,13 +238,14 @@ fn report(args: &[&str]) {
 /// Runs one case under callgrind: (instructions, allocations) per iteration.
 fn callgrind(scratch: &Path, gid: &str, rid: &str) -> (Option<f64>, Option<f64>) {
     let file = scratch.join(format!("{gid}.{rid}.callgrind"));
+    let iters = iters_for(gid);
     let exe = std::env::current_exe().expect("current exe");
     let output = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", file.display()))
         .arg("--toggle-collect=*deferral_bench_measure*")
         .arg(&exe)
-        .args(["case", gid, rid, &ITERS.to_string()])
+        .args(["case", gid, rid, &iters.to_string()])
         .output()
         .expect("run valgrind");
     if !output.status.success() {
@@ -246,7 +259,7 @@ fn callgrind(scratch: &Path, gid: &str, rid: &str) -> (Option<f64>, Option<f64>)
         .lines()
         .find_map(|l| l.strip_prefix("allocs "))
         .and_then(|n| n.trim().parse::<f64>().ok())
-        .map(|n| n / ITERS as f64);
+        .map(|n| n / iters as f64);
     let profile = std::fs::read_to_string(&file).unwrap_or_default();
     let total = profile
         .lines()
@@ -255,7 +268,7 @@ fn callgrind(scratch: &Path, gid: &str, rid: &str) -> (Option<f64>, Option<f64>)
                 .or_else(|| l.strip_prefix("totals:"))
         })
         .and_then(|n| n.split_whitespace().next()?.parse::<f64>().ok());
-    (total.map(|t| t / ITERS as f64), allocs)
+    (total.map(|t| t / iters as f64), allocs)
 }
 
 /// The median of criterion's last run of `gid/rid`, in nanoseconds.
@@ -446,7 +459,7 @@ fn render(
     let _ = writeln!(
         md,
         "**Reading the tables.** *Instructions* are callgrind's `Ir` per iteration \
-         ({ITERS} iterations after a warm-up; deterministic, the figure to compare). \
+         ({ITERS} iterations after a warm-up, fewer for the 512 and 4096 cases; deterministic, the figure to compare). \
          *Allocs* are heap allocations per iteration (a counting global allocator). \
          *Time* is criterion's median wall time per iteration; this machine is shared, \
          so times are noisy and only their order of magnitude is reliable. The ratio \
@@ -576,7 +589,7 @@ fn sizes() -> Vec<(String, usize)> {
         ),
         (
             format!(
-                "`deferral::scope(async |_d| 0u32)` (default capacity {} B)",
+                "`deferral::scope(async \\|_d\\| 0u32)` (default capacity {} B)",
                 deferral::DEFAULT_CAPACITY
             ),
             size_of_val(&scope),

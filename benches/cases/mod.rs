@@ -131,6 +131,18 @@ macro_rules! scope_groups {
                 theirs "join_all" "`futures::future::join_all` (boxed)" $crate::cases::scope::async_join_all::<64>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<64>,
             ]
+            "scope_concurrent_512" "Concurrent cleanup, 512 async thunks"
+            "Linearity check (SPEC: total poll work linear in N): 512 `YieldOnce` thunks, `Order::Concurrent` vs `FuturesUnordered` (boxed). Divide by N: the per-thunk cost should stay flat from 64 to 4096. Our slab (8192 B) spills to the heap past about 140 thunks here."
+            [
+                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<512, true>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<512>,
+            ]
+            "scope_concurrent_4096" "Concurrent cleanup, 4096 async thunks"
+            "As above with 4096 thunks (fewer callgrind iterations)."
+            [
+                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<4096, true>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<4096>,
+            ]
             "scope_guard_async" "guard_async"
             "A `u64` guarded for the body (which increments it through the guard), then closed by an async cleanup (`YieldOnce`). The floor is the same body with the close written by hand at its end (not run on early return, panic or cancellation); `async_safe_defer` registers the boxed close after the body."
             [
