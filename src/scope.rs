@@ -652,6 +652,9 @@ struct Driver<'s, B, T> {
     cleaning: bool,
     /// Concurrent mode: every armed thunk has been started.
     started_all: bool,
+    /// `poll` returned `Ready`: the body is gone and every thunk ran, so
+    /// `Drop` has nothing left to do.
+    finished: bool,
     /// Boxed: only concurrent cleanup needs it, and it allocates anyway.
     #[cfg(feature = "alloc")]
     wake_set: Option<alloc::boxed::Box<crate::wake_set::WakeSet>>,
@@ -679,6 +682,7 @@ impl<'s, B: Future<Output = T>, T> Driver<'s, B, T> {
             out: None,
             panic,
             started_all: false,
+            finished: false,
             #[cfg(feature = "alloc")]
             wake_set: None,
         }
@@ -716,6 +720,7 @@ impl<B: Future<Output = T>, T> Future for Driver<'_, B, T> {
         if let Some(panic) = this.panic.take() {
             panicking::resume(panic);
         }
+        *this.finished = true;
         Poll::Ready(this.out.take().expect("deferral: scope output taken twice"))
     }
 }
@@ -853,6 +858,10 @@ impl<B, T> Driver<'_, B, T> {
 impl<B, T> PinnedDrop for Driver<'_, B, T> {
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
+        if *this.finished {
+            // The common case: cleanup completed in `poll`.
+            return;
+        }
         // Cancelled (or unwinding out of `poll` without `std`): the body
         // goes first, then what is left of the cleanup.
         let mut panic = this.panic.take();

@@ -346,6 +346,7 @@ where
     type Running = Settled<T, PromiseError<E>>;
     type Context = crate::context::Captured;
 
+    #[inline]
     fn start(self) -> Self::Running {
         let mut slot = None;
         drop((self.executor)(Resolver::local(&mut slot)));
@@ -387,6 +388,7 @@ where
     type Running = Fut;
     type Context = crate::context::Captured;
 
+    #[inline]
     fn start(self) -> Fut {
         (self.make)()
     }
@@ -419,6 +421,7 @@ impl<T, E> Unpin for Settled<T, E> {}
 impl<T, E> Future for Settled<T, E> {
     type Output = Result<T, E>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         Poll::Ready(
             self.0

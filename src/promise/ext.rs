@@ -481,6 +481,7 @@ where
 {
     type Output = K::Output;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<K::Output> {
         loop {
             let next = match self.as_mut().project() {

@@ -121,6 +121,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// let p = DeferredPromise::<&str, ()>::new(|r| r.resolve("done"));
     /// assert_eq!(futures::executor::block_on(p), Ok("done"));
     /// ```
+    #[inline]
     pub fn resolve(&self, value: T) -> Result<(), SettleError<T>> {
         self.settle(Ok(value)).map_err(|refused| {
             refused.map(|outcome| match outcome {
@@ -141,6 +142,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// let p = DeferredPromise::<u8, &str>::new(|r| r.reject("boom"));
     /// assert_eq!(futures::executor::block_on(p), Err(PromiseError::Rejected("boom")));
     /// ```
+    #[inline]
     pub fn reject(&self, error: E) -> Result<(), SettleError<E>> {
         self.settle(Err(error)).map_err(|refused| {
             refused.map(|outcome| match outcome {
@@ -158,6 +160,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// let p = DeferredPromise::<u8, ()>::new(|r| r.settle(Ok(4)));
     /// assert_eq!(futures::executor::block_on(p), Ok(4));
     /// ```
+    #[inline]
     pub fn settle(&self, outcome: Result<T, E>) -> Result<(), SettleError<Result<T, E>>> {
         let result = match &self.target {
             Target::Local(slot, _) => {
@@ -234,6 +237,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
 }
 
 impl<T, E> Drop for Resolver<'_, T, E> {
+    #[inline]
     fn drop(&mut self) {
         if self.settled.get() {
             return;

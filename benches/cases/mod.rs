@@ -1,0 +1,225 @@
+//! The benchmark cases, shared by the wall-time harnesses (`scope.rs`,
+//! `promise.rs`, criterion) and the instruction-count harness
+//! (`instructions.rs`, callgrind).
+//!
+//! Every case is a plain `fn()` that does one complete iteration of the work
+//! (create, drive by hand with a no-op waker, settle, drop) and `black_box`es
+//! its inputs and outputs. No runtime: the figures measure the crates, not an
+//! executor. Each group lists our implementation(s) (`ours`) first, then the
+//! alternatives a user would pick instead (`theirs`).
+
+pub mod promise;
+pub mod scope;
+
+use core::future::Future;
+use core::pin::{Pin, pin};
+use core::task::{Context, Poll, Waker};
+
+/// Polls `fut` with a no-op waker until it is ready (the futures here wake
+/// themselves or are settled by the case between polls).
+#[inline(always)]
+pub fn block<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+/// Polls `fut` once with a no-op waker.
+#[inline(always)]
+pub fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// An async thunk that yields once (wakes itself, returns `Pending`), then
+/// finishes: the smallest cleanup that really awaits.
+pub struct YieldOnce {
+    yielded: bool,
+    x: u64,
+}
+
+impl YieldOnce {
+    #[inline(always)]
+    pub fn new(x: u64) -> Self {
+        YieldOnce { yielded: false, x }
+    }
+}
+
+impl Future for YieldOnce {
+    type Output = ();
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            core::hint::black_box(self.x);
+            Poll::Ready(())
+        } else {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// The registry of every group: `$cb!` receives, per group, its id (also the
+/// criterion group name), its title, a note explaining the pairing, and its
+/// rows (`ours`/`theirs`, id, label, case function).
+#[allow(unused_macros)]
+macro_rules! scope_groups {
+    ($cb:ident) => {
+        $cb! {
+            "scope_empty" "Empty scope vs. bare body"
+            "The same trivial body (returns a `black_box`ed `u32`), created and polled to completion, with and without `deferral::scope` around it (default capacity, default `std` features: the scope catches panics and publishes the ambient scope while polling)."
+            [
+                ours "scope" "`deferral::scope`, no thunk" $crate::cases::scope::empty_ours,
+                theirs "bare" "bare `async` body" $crate::cases::scope::empty_bare,
+            ]
+            "scope_sync_1" "Register + run 1 sync thunk"
+            "One closure capturing a `u64`, registered in the body and run at its end. Every contender runs inside an `async` block polled once, so they all pay the same future overhead. `scopeguard::defer!` and `async_safe_defer::defer` are stack guards (no type erasure, cannot be cancelled by handle or reordered); the boxed baseline is `Vec<Box<dyn FnOnce() + Send>>` push, then pop-and-call."
+            [
+                ours "scope" "`deferral::scope` + `d.defer`" $crate::cases::scope::sync_ours::<1>,
+                theirs "scopeguard" "`scopeguard::defer!`" $crate::cases::scope::sync_scopeguard_macro,
+                theirs "async_safe_defer" "`async_safe_defer::defer`" $crate::cases::scope::sync_asd::<1>,
+                theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sync_boxed::<1>,
+            ]
+            "scope_sync_8" "Register + run 8 sync thunks"
+            "As above with 8 closures; the stack guards are an array of 8 `scopeguard::guard`s / `async_safe_defer::defer`s built with `array::from_fn` (same closure type, dropped in array order)."
+            [
+                ours "scope" "`deferral::scope` + 8 × `d.defer`" $crate::cases::scope::sync_ours::<8>,
+                theirs "scopeguard" "`[scopeguard::guard; 8]`" $crate::cases::scope::sync_scopeguard::<8>,
+                theirs "async_safe_defer" "`[async_safe_defer::defer; 8]`" $crate::cases::scope::sync_asd::<8>,
+                theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sync_boxed::<8>,
+            ]
+            "scope_sync_64" "Register + run 64 sync thunks"
+            "As above with 64 closures. Our scope gets `capacity::<4096>()` so all 64 stay inline (the default 512 bytes would spill to the heap; that row is shown too)."
+            [
+                ours "scope" "`deferral` (capacity 4096) + 64 × `d.defer`" $crate::cases::scope::sync_ours_big::<64>,
+                ours "scope_spill" "`deferral::scope` (default 512 B, spills)" $crate::cases::scope::sync_ours::<64>,
+                theirs "scopeguard" "`[scopeguard::guard; 64]`" $crate::cases::scope::sync_scopeguard::<64>,
+                theirs "async_safe_defer" "`[async_safe_defer::defer; 64]`" $crate::cases::scope::sync_asd::<64>,
+                theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sync_boxed::<64>,
+            ]
+            "scope_async_1" "Register + run 1 async thunk"
+            "One future (`YieldOnce`: wakes itself and returns `Pending` once, then finishes) registered in the body and awaited after it; the whole scope is polled until ready. `async_safe_defer::AsyncScope` boxes a closure and the future it returns (its documented `async_scope!` usage); the boxed baseline pushes `Pin<Box<dyn Future + Send>>` on a `Vec` and awaits them in LIFO order; `join_all`/`FuturesUnordered` are the concurrent baselines over the same boxed futures."
+            [
+                ours "lifo" "`deferral`, `Order::Lifo`" $crate::cases::scope::async_ours::<1, false>,
+                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<1, true>,
+                theirs "async_safe_defer" "`async_safe_defer::AsyncScope`" $crate::cases::scope::async_asd::<1>,
+                theirs "boxed" "`Vec<Pin<Box<dyn Future>>>`, sequential" $crate::cases::scope::async_boxed::<1>,
+                theirs "join_all" "`futures::future::join_all` (boxed)" $crate::cases::scope::async_join_all::<1>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<1>,
+            ]
+            "scope_async_8" "Register + run 8 async thunks"
+            "As above with 8 `YieldOnce` futures."
+            [
+                ours "lifo" "`deferral`, `Order::Lifo`" $crate::cases::scope::async_ours::<8, false>,
+                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<8, true>,
+                theirs "async_safe_defer" "`async_safe_defer::AsyncScope`" $crate::cases::scope::async_asd::<8>,
+                theirs "boxed" "`Vec<Pin<Box<dyn Future>>>`, sequential" $crate::cases::scope::async_boxed::<8>,
+                theirs "join_all" "`futures::future::join_all` (boxed)" $crate::cases::scope::async_join_all::<8>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<8>,
+            ]
+            "scope_async_64" "Register + run 64 async thunks"
+            "As above with 64 `YieldOnce` futures; our scope gets `capacity::<8192>()` so they stay inline."
+            [
+                ours "lifo" "`deferral`, `Order::Lifo`" $crate::cases::scope::async_ours::<64, false>,
+                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<64, true>,
+                theirs "async_safe_defer" "`async_safe_defer::AsyncScope`" $crate::cases::scope::async_asd::<64>,
+                theirs "boxed" "`Vec<Pin<Box<dyn Future>>>`, sequential" $crate::cases::scope::async_boxed::<64>,
+                theirs "join_all" "`futures::future::join_all` (boxed)" $crate::cases::scope::async_join_all::<64>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<64>,
+            ]
+            "scope_concurrent_512" "Concurrent cleanup, 512 async thunks"
+            "Linearity check (SPEC: total poll work linear in N): 512 `YieldOnce` thunks, `Order::Concurrent` vs `FuturesUnordered` (boxed). Divide by N: the per-thunk cost should stay flat from 64 to 4096. Our slab (8192 B) spills to the heap past about 140 thunks here."
+            [
+                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<512, true>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<512>,
+            ]
+            "scope_concurrent_4096" "Concurrent cleanup, 4096 async thunks"
+            "As above with 4096 thunks (fewer callgrind iterations)."
+            [
+                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<4096, true>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<4096>,
+            ]
+            "scope_guard_async" "guard_async"
+            "A `u64` guarded for the body (which increments it through the guard), then closed by an async cleanup (`YieldOnce`). The floor is the same body with the close written by hand at its end (not run on early return, panic or cancellation); `async_safe_defer` registers the boxed close after the body."
+            [
+                ours "scope" "`d.guard_async`" $crate::cases::scope::guard_async_ours,
+                theirs "manual" "hand-written close at the end" $crate::cases::scope::guard_async_manual,
+                theirs "async_safe_defer" "`async_safe_defer::AsyncScope`" $crate::cases::scope::guard_async_asd,
+            ]
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use scope_groups;
+
+#[allow(unused_macros)]
+macro_rules! promise_groups {
+    ($cb:ident) => {
+        $cb! {
+            "promise_in_executor" "Promise: create + first poll + settle in the executor"
+            "A `u32` produced inside the first poll. `DeferredPromise::new` settles through its (non-escaping) `Resolver`; `DeferredPromise::lazy` follows a `ready` future; `futures::future::lazy` runs its closure at the first poll."
+            [
+                ours "new" "`DeferredPromise::new(\\|r\\| r.resolve(v))`" $crate::cases::promise::in_executor_new,
+                ours "lazy" "`DeferredPromise::lazy(\\|\\| ready(Ok(v)))`" $crate::cases::promise::in_executor_lazy,
+                theirs "futures_lazy" "`futures::future::lazy`" $crate::cases::promise::in_executor_futures_lazy,
+            ]
+            "promise_escaping" "Promise with an escaping resolver"
+            "Create, first poll (`Pending`), settle from outside (send), poll again (`Ready`), drop both halves. Ours: `DeferredPromise::detached` (one `Arc` at the first poll; the resolver leaves the executor through a `Cell`) and a `static PromiseCell` (`CELL.promise()`, no heap). Theirs: the three oneshot channels; `maitake_sync::WaitCell` and `embassy_sync::signal::Signal` are notification primitives (the `WaitCell` carries the value in a `static AtomicU32` set before `wake`). Embassy's `Signal` is shown with `NoopRawMutex` (single-context only) and with `CriticalSectionRawMutex` (interrupt-safe; on this host the `critical-section` std implementation, a global lock)."
+            [
+                ours "detached" "`DeferredPromise::detached` (Arc)" $crate::cases::promise::escaping_detached,
+                ours "cell" "`PromiseCell::promise` (static)" $crate::cases::promise::escaping_cell,
+                theirs "futures_oneshot" "`futures::channel::oneshot`" $crate::cases::promise::escaping_futures_oneshot,
+                theirs "tokio_oneshot" "`tokio::sync::oneshot`" $crate::cases::promise::escaping_tokio_oneshot,
+                theirs "oneshot" "`oneshot`" $crate::cases::promise::escaping_oneshot,
+                theirs "waitcell" "`maitake_sync::WaitCell` (static)" $crate::cases::promise::escaping_waitcell,
+                theirs "signal_noop" "`embassy_sync` `Signal<NoopRawMutex>`" $crate::cases::promise::escaping_signal_noop,
+                theirs "signal_cs" "`embassy_sync` `Signal<CriticalSectionRawMutex>` (static)" $crate::cases::promise::escaping_signal_cs,
+            ]
+            "promise_shared_1" "Shared promise, 1 waiter"
+            "The same source (a `futures::channel::oneshot::Receiver<u32>`) wrapped by `SharedPromise` and by `futures::future::Shared`; the clones are created, each polled (`Pending`), the sender sends, each polled again (`Ready`)."
+            [
+                ours "shared_promise" "`deferral::SharedPromise`" $crate::cases::promise::shared_ours::<1>,
+                theirs "futures_shared" "`futures::future::Shared`" $crate::cases::promise::shared_futures::<1>,
+            ]
+            "promise_shared_8" "Shared promise, 8 waiters"
+            "As above with 8 clones."
+            [
+                ours "shared_promise" "`deferral::SharedPromise`" $crate::cases::promise::shared_ours::<8>,
+                theirs "futures_shared" "`futures::future::Shared`" $crate::cases::promise::shared_futures::<8>,
+            ]
+            "promise_shared_64" "Shared promise, 64 waiters"
+            "As above with 64 clones."
+            [
+                ours "shared_promise" "`deferral::SharedPromise`" $crate::cases::promise::shared_ours::<64>,
+                theirs "futures_shared" "`futures::future::Shared`" $crate::cases::promise::shared_futures::<64>,
+            ]
+            "promise_then_1" "deferred_then chain, length 1"
+            "A settled `u32` source followed by one `+ 1` handler, built then polled to completion: `DeferredPromise::resolved(..).deferred_then(\\|v\\| Ok(v + 1))` vs `futures::future::ready(Ok(..))` with `TryFutureExt::map_ok` and with `and_then(\\|v\\| ready(Ok(v + 1)))`."
+            [
+                ours "deferred_then" "`deferred_then`" $crate::cases::promise::then_ours_1,
+                theirs "map_ok" "`TryFutureExt::map_ok`" $crate::cases::promise::then_map_ok_1,
+                theirs "and_then" "`TryFutureExt::and_then`" $crate::cases::promise::then_and_then_1,
+            ]
+            "promise_then_8" "deferred_then chain, length 8"
+            "As above, 8 handlers."
+            [
+                ours "deferred_then" "`deferred_then`" $crate::cases::promise::then_ours_8,
+                theirs "map_ok" "`TryFutureExt::map_ok`" $crate::cases::promise::then_map_ok_8,
+                theirs "and_then" "`TryFutureExt::and_then`" $crate::cases::promise::then_and_then_8,
+            ]
+            "promise_then_64" "deferred_then chain, length 64"
+            "As above, 64 handlers."
+            [
+                ours "deferred_then" "`deferred_then`" $crate::cases::promise::then_ours_64,
+                theirs "map_ok" "`TryFutureExt::map_ok`" $crate::cases::promise::then_map_ok_64,
+                theirs "and_then" "`TryFutureExt::and_then`" $crate::cases::promise::then_and_then_64,
+            ]
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use promise_groups;

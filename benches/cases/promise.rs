@@ -1,0 +1,243 @@
+//! `DeferredPromise` cases and the alternatives.
+
+use core::cell::Cell;
+use core::hint::black_box;
+use core::pin::{Pin, pin};
+use core::sync::atomic::{AtomicU32, Ordering};
+use core::task::Poll;
+
+use deferral::{DeferredPromise, PromiseCell, PromiseExt, Resolver, SharedPromise};
+use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, NoopRawMutex};
+use embassy_sync::signal::Signal;
+use futures::{FutureExt, TryFutureExt};
+use maitake_sync::WaitCell;
+
+use super::{block, poll_once};
+
+// --------------------------------------------------------- in the executor
+
+pub fn in_executor_new() {
+    black_box(block(DeferredPromise::<u32, ()>::new(|r| {
+        r.resolve(black_box(7))
+    })))
+    .unwrap();
+}
+
+pub fn in_executor_lazy() {
+    black_box(block(DeferredPromise::<u32, ()>::lazy(|| {
+        core::future::ready(Ok(black_box(7)))
+    })))
+    .unwrap();
+}
+
+pub fn in_executor_futures_lazy() {
+    black_box(block(futures::future::lazy(|_| {
+        Ok::<u32, ()>(black_box(7))
+    })))
+    .unwrap();
+}
+
+// ------------------------------------------------------ escaping resolver
+
+/// First poll pending, then `settle`, then the second poll is ready with 7.
+#[inline(always)]
+fn pending_settle_ready<F, T: PartialEq + core::fmt::Debug>(
+    mut fut: Pin<&mut F>,
+    settle: impl FnOnce(),
+    expected: T,
+) where
+    F: core::future::Future<Output = T> + ?Sized,
+{
+    assert!(poll_once(fut.as_mut()).is_pending());
+    settle();
+    match poll_once(fut) {
+        Poll::Ready(out) => assert_eq!(black_box(out), expected),
+        Poll::Pending => panic!("not ready after settling"),
+    }
+}
+
+pub fn escaping_detached() {
+    let slot: Cell<Option<Resolver<'static, u32, ()>>> = Cell::new(None);
+    let promise = pin!(DeferredPromise::<u32, ()>::detached(|r| slot.set(Some(r))));
+    pending_settle_ready(
+        promise,
+        || slot.take().unwrap().resolve(black_box(7)).unwrap(),
+        Ok(7),
+    );
+}
+
+static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+
+pub fn escaping_cell() {
+    let (promise, resolver) = CELL.promise().unwrap();
+    let promise = pin!(promise);
+    pending_settle_ready(promise, || resolver.resolve(black_box(7)).unwrap(), Ok(7));
+}
+
+pub fn escaping_futures_oneshot() {
+    let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+    let rx = pin!(rx);
+    pending_settle_ready(rx, || tx.send(black_box(7)).unwrap(), Ok(7));
+}
+
+pub fn escaping_tokio_oneshot() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+    let rx = pin!(rx);
+    pending_settle_ready(rx, || tx.send(black_box(7)).unwrap(), Ok(7));
+}
+
+pub fn escaping_oneshot() {
+    let (tx, rx) = oneshot::channel::<u32>();
+    let rx = pin!(rx);
+    pending_settle_ready(rx, || tx.send(black_box(7)).unwrap(), Ok(7));
+}
+
+static WAIT_CELL: WaitCell = WaitCell::new();
+static WAIT_VALUE: AtomicU32 = AtomicU32::new(0);
+
+pub fn escaping_waitcell() {
+    let wait = pin!(async {
+        WAIT_CELL.wait().await.unwrap();
+        WAIT_VALUE.load(Ordering::Acquire)
+    });
+    pending_settle_ready(
+        wait,
+        || {
+            WAIT_VALUE.store(black_box(7), Ordering::Release);
+            WAIT_CELL.wake();
+        },
+        7,
+    );
+}
+
+pub fn escaping_signal_noop() {
+    let signal = Signal::<NoopRawMutex, u32>::new();
+    let wait = pin!(signal.wait());
+    pending_settle_ready(wait, || signal.signal(black_box(7)), 7);
+}
+
+static SIGNAL: Signal<CriticalSectionRawMutex, u32> = Signal::new();
+
+pub fn escaping_signal_cs() {
+    let wait = pin!(SIGNAL.wait());
+    pending_settle_ready(wait, || SIGNAL.signal(black_box(7)), 7);
+}
+
+// --------------------------------------------------------- shared promise
+
+pub fn shared_ours<const N: usize>() {
+    let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+    let first = SharedPromise::new(rx);
+    let mut clones = Vec::with_capacity(N);
+    clones.extend((1..N).map(|_| first.clone()));
+    clones.push(first);
+    for c in &mut clones {
+        assert!(poll_once(Pin::new(c)).is_pending());
+    }
+    tx.send(black_box(7)).unwrap();
+    for c in &mut clones {
+        assert_eq!(black_box(poll_once(Pin::new(c))), Poll::Ready(Ok(7)));
+    }
+}
+
+pub fn shared_futures<const N: usize>() {
+    let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+    let first = rx.shared();
+    let mut clones = Vec::with_capacity(N);
+    clones.extend((1..N).map(|_| first.clone()));
+    clones.push(first);
+    for c in &mut clones {
+        assert!(poll_once(Pin::new(c)).is_pending());
+    }
+    tx.send(black_box(7)).unwrap();
+    for c in &mut clones {
+        assert_eq!(black_box(poll_once(Pin::new(c))), Poll::Ready(Ok(7)));
+    }
+}
+
+// ---------------------------------------------------------- then chains
+
+macro_rules! x8 {
+    ($p:expr, $m:ident, $h:expr) => {
+        $p.$m($h).$m($h).$m($h).$m($h).$m($h).$m($h).$m($h).$m($h)
+    };
+}
+
+macro_rules! x64 {
+    ($p:expr, $m:ident, $h:expr) => {
+        x8!(
+            x8!(
+                x8!(
+                    x8!(
+                        x8!(x8!(x8!(x8!($p, $m, $h), $m, $h), $m, $h), $m, $h),
+                        $m,
+                        $h
+                    ),
+                    $m,
+                    $h
+                ),
+                $m,
+                $h
+            ),
+            $m,
+            $h
+        )
+    };
+}
+
+fn source_ours() -> DeferredPromise<u32, ()> {
+    DeferredPromise::resolved(black_box(1))
+}
+
+fn source_futures() -> futures::future::Ready<Result<u32, ()>> {
+    futures::future::ready(Ok(black_box(1)))
+}
+
+pub fn then_ours_1() {
+    let p = source_ours().deferred_then(|v| Ok::<u32, ()>(v + 1));
+    assert_eq!(black_box(block(p)), Ok(2));
+}
+
+pub fn then_ours_8() {
+    let p = x8!(source_ours(), deferred_then, |v| Ok::<u32, ()>(v + 1));
+    assert_eq!(black_box(block(p)), Ok(9));
+}
+
+pub fn then_ours_64() {
+    let p = x64!(source_ours(), deferred_then, |v| Ok::<u32, ()>(v + 1));
+    assert_eq!(black_box(block(p)), Ok(65));
+}
+
+pub fn then_map_ok_1() {
+    let p = source_futures().map_ok(|v| v + 1);
+    assert_eq!(black_box(block(p)), Ok(2));
+}
+
+pub fn then_map_ok_8() {
+    let p = x8!(source_futures(), map_ok, |v| v + 1);
+    assert_eq!(black_box(block(p)), Ok(9));
+}
+
+pub fn then_map_ok_64() {
+    let p = x64!(source_futures(), map_ok, |v| v + 1);
+    assert_eq!(black_box(block(p)), Ok(65));
+}
+
+pub fn then_and_then_1() {
+    let p = source_futures().and_then(|v| futures::future::ready(Ok(v + 1)));
+    assert_eq!(black_box(block(p)), Ok(2));
+}
+
+pub fn then_and_then_8() {
+    let p = x8!(source_futures(), and_then, |v| futures::future::ready(Ok(
+        v + 1
+    )));
+    assert_eq!(black_box(block(p)), Ok(9));
+}
+
+pub fn then_and_then_64() {
+    let p = x64!(source_futures(), and_then, |v| futures::future::ready(Ok(
+        v + 1
+    )));
+    assert_eq!(black_box(block(p)), Ok(65));
+}

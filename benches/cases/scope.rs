@@ -1,0 +1,188 @@
+//! `DeferScope` cases and the alternatives.
+
+use core::future::Future;
+use core::hint::black_box;
+use core::pin::Pin;
+
+use deferral::{Order, ScopeBuilder};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use super::{YieldOnce, block};
+
+type BoxedFut = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+// ---------------------------------------------------------------- empty
+
+pub fn empty_ours() {
+    black_box(block(deferral::scope(async |_d| black_box(1u32))));
+}
+
+pub fn empty_bare() {
+    black_box(block(async { black_box(1u32) }));
+}
+
+// ----------------------------------------------------------- sync thunks
+
+pub fn sync_ours<const N: usize>() {
+    block(deferral::scope(async |d| {
+        for i in 0..N {
+            let x = black_box(i as u64);
+            d.defer(move || {
+                black_box(x);
+            })
+            .unwrap();
+        }
+    }));
+}
+
+pub fn sync_ours_big<const N: usize>() {
+    block(ScopeBuilder::new().capacity::<4096>().run(async |d| {
+        for i in 0..N {
+            let x = black_box(i as u64);
+            d.defer(move || {
+                black_box(x);
+            })
+            .unwrap();
+        }
+    }));
+}
+
+pub fn sync_scopeguard_macro() {
+    block(async {
+        let x = black_box(0u64);
+        scopeguard::defer! {
+            black_box(x);
+        }
+    });
+}
+
+pub fn sync_scopeguard<const N: usize>() {
+    block(async {
+        let guards: [_; N] = core::array::from_fn(|i| {
+            scopeguard::guard(black_box(i as u64), |x| {
+                black_box(x);
+            })
+        });
+        black_box(&guards);
+    });
+}
+
+pub fn sync_asd<const N: usize>() {
+    block(async {
+        let guards: [_; N] = core::array::from_fn(|i| {
+            let x = black_box(i as u64);
+            async_safe_defer::defer(move || {
+                black_box(x);
+            })
+        });
+        black_box(&guards);
+    });
+}
+
+pub fn sync_boxed<const N: usize>() {
+    block(async {
+        let mut thunks: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+        for i in 0..N {
+            let x = black_box(i as u64);
+            thunks.push(Box::new(move || {
+                black_box(x);
+            }));
+        }
+        while let Some(f) = thunks.pop() {
+            f();
+        }
+    });
+}
+
+// ---------------------------------------------------------- async thunks
+
+pub fn async_ours<const N: usize, const CONCURRENT: bool>() {
+    let order = if CONCURRENT {
+        Order::Concurrent
+    } else {
+        Order::Lifo
+    };
+    block(
+        ScopeBuilder::new()
+            .capacity::<8192>()
+            .order(order)
+            .run(async |d| {
+                for i in 0..N {
+                    d.defer_async(YieldOnce::new(black_box(i as u64))).unwrap();
+                }
+            }),
+    );
+}
+
+pub fn async_asd<const N: usize>() {
+    block(async {
+        let mut scope = async_safe_defer::AsyncScope::new();
+        for i in 0..N {
+            let x = black_box(i as u64);
+            scope.defer(move || Box::pin(YieldOnce::new(x)));
+        }
+        scope.run().await;
+    });
+}
+
+fn boxed_futures<const N: usize>() -> Vec<BoxedFut> {
+    let mut futs: Vec<BoxedFut> = Vec::new();
+    for i in 0..N {
+        futs.push(Box::pin(YieldOnce::new(black_box(i as u64))));
+    }
+    futs
+}
+
+pub fn async_boxed<const N: usize>() {
+    block(async {
+        let mut futs = boxed_futures::<N>();
+        while let Some(f) = futs.pop() {
+            f.await;
+        }
+    });
+}
+
+pub fn async_join_all<const N: usize>() {
+    block(async {
+        let futs = boxed_futures::<N>();
+        futures::future::join_all(futs).await;
+    });
+}
+
+pub fn async_unordered<const N: usize>() {
+    block(async {
+        let futs: FuturesUnordered<BoxedFut> = FuturesUnordered::new();
+        for i in 0..N {
+            futs.push(Box::pin(YieldOnce::new(black_box(i as u64))));
+        }
+        futs.for_each(|()| async {}).await;
+    });
+}
+
+// ----------------------------------------------------------- guard_async
+
+pub fn guard_async_ours() {
+    block(deferral::scope(async |d| {
+        let mut conn = d.guard_async(black_box(1u64), YieldOnce::new).unwrap();
+        *conn += 1;
+    }));
+}
+
+pub fn guard_async_manual() {
+    block(async {
+        let mut conn = black_box(1u64);
+        conn += 1;
+        YieldOnce::new(conn).await;
+    });
+}
+
+pub fn guard_async_asd() {
+    block(async {
+        let mut scope = async_safe_defer::AsyncScope::new();
+        let mut conn = black_box(1u64);
+        conn += 1;
+        scope.defer(move || Box::pin(YieldOnce::new(conn)));
+        scope.run().await;
+    });
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every benchmark side by side and writes BENCHMARKS.md:
+#   1. wall time: the criterion benches `scope` and `promise` (short times);
+#   2. instruction counts: `instructions report` runs each case under
+#      `valgrind --tool=callgrind` (apt-get install valgrind if missing),
+#      reads criterion's results and writes the report.
+# Usage: bash benches/report.sh   (from anywhere; about 5 minutes on 2 cores)
+# Knobs: WARM_UP (seconds, default 1), MEASURE (seconds, default 2),
+#        OUT (default BENCHMARKS.md at the crate root).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+WARM_UP=${WARM_UP:-1}
+MEASURE=${MEASURE:-2}
+OUT=${OUT:-$PWD/BENCHMARKS.md}
+
+if ! command -v valgrind >/dev/null; then
+    echo "valgrind not found: instruction counts will be missing (apt-get install valgrind)" >&2
+fi
+
+cargo bench --bench scope --bench promise -- \
+    --warm-up-time "$WARM_UP" --measurement-time "$MEASURE" --noplot
+cargo bench --bench instructions -- report --out "$OUT" --command "bash benches/report.sh"
