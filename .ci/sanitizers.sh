@@ -21,6 +21,7 @@ for san in "${sanitizers[@]}"; do
     # both; `--cfg sanitize` is not needed by this crate.
     RUSTFLAGS="$flags" \
     ASAN_OPTIONS="detect_leaks=1" \
+    LSAN_OPTIONS="suppressions=$PWD/.ci/lsan.supp" \
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     CARGO_TARGET_DIR="target/sanitize-${san}" \
         cargo +nightly test -Zbuild-std --target "$host" --all-features \

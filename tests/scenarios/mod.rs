@@ -330,6 +330,10 @@ pub async fn resolve_from_another_task(sp: &dyn Spawn) {
         assert_eq!(promise.await, Ok(round));
         assert!(cell.is_free());
     }
+    // Give the cell back: every promise and resolver of it is gone (each
+    // round ended with the cell free), so nothing refers to it any more.
+    // SAFETY: `cell` came from `Box::leak` above and is not used again.
+    drop(unsafe { Box::from_raw(std::ptr::from_ref(cell).cast_mut()) });
 }
 
 /// One `SharedPromise` awaited by several spawned tasks and this one: the
