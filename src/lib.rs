@@ -86,6 +86,6 @@ pub use scope::{
 pub use slab::BoxedThunk;
 
 /// The README's examples, compiled and run as doc-tests.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "std"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
