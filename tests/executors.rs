@@ -249,7 +249,6 @@ suite! {
         lazy_start,
         resolve_from_another_task,
         shared_promise,
-        // TaskQueue: add `task_queue` here once its scenario exists (see the
-        // end of `tests/scenarios/mod.rs`).
+        task_queue,
     ]
 }

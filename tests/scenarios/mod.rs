@@ -365,8 +365,45 @@ pub async fn shared_promise(sp: &dyn Spawn) {
     assert_eq!(runs.load(SeqCst), 1, "the source ran once");
 }
 
-// TaskQueue: its scenario goes here once `deferral::TaskQueue` lands (the
-// "TaskQueue" issue, built on another branch): work added to a queue with a
-// concurrency limit starts lazily, never more than the limit at once, and
-// its results arrive as a `Stream`, on every executor. Add it to the list in
-// `tests/executors.rs` too.
+/// A `TaskQueue` with a concurrency limit of 2 over six deferred tasks, each
+/// waiting for a promise that a spawned task resolves: nothing starts before
+/// the queue is polled, never more than two run at once, and the results
+/// arrive as a `Stream` in submission order, woken by the executor's tasks.
+pub async fn task_queue(sp: &dyn Spawn) {
+    use futures::StreamExt;
+    let started = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut queue = std::pin::pin!(deferral::TaskQueue::new().concurrency(2));
+    for n in 0..6_u32 {
+        let (started, running, peak) = (started.clone(), running.clone(), peak.clone());
+        let task = DeferredPromise::<u32, PromiseError<()>>::lazy(move || async move {
+            started.fetch_add(1, SeqCst);
+            peak.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
+            let reply = DeferredPromise::<u32, ()>::detached(|resolver| {
+                sp.spawn(Box::pin(async move {
+                    yield_now().await;
+                    resolver.resolve(n * 10).unwrap();
+                }));
+            });
+            let out = reply.await;
+            running.fetch_sub(1, SeqCst);
+            out
+        });
+        assert!(queue.as_mut().push(task).is_ok());
+    }
+    yield_now().await;
+    assert_eq!(
+        started.load(SeqCst),
+        0,
+        "nothing starts before the queue is polled"
+    );
+    let results: Vec<_> = queue.collect().await;
+    assert_eq!(results, (0..6).map(|n| Ok(n * 10)).collect::<Vec<_>>());
+    assert_eq!(started.load(SeqCst), 6);
+    assert!(
+        peak.load(SeqCst) <= 2,
+        "at most two at once, saw {}",
+        peak.load(SeqCst)
+    );
+}
