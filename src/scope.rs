@@ -239,7 +239,9 @@ impl<T> Defer<T> {
         F: FnOnce(V) + Send + 'static,
     {
         match self.slab().push::<T, _>(GuardThunk { value, cleanup }) {
-            // SAFETY: the payload is a `GuardThunk<V, F>` we just pushed.
+            // SAFETY: we just pushed a `GuardThunk<V, F>`; the entry's payload
+            // address is its address (wrapped in `InContext` when a context
+            // was set, which is `repr(C)` with the payload first).
             Ok(entry) => Ok(unsafe { Guard::new(self.slab(), entry, guard_value::<V, F>) }),
             Err(GuardThunk { value, cleanup }) => Err(Full((value, cleanup))),
         }
@@ -274,7 +276,8 @@ impl<T> Defer<T> {
             .push::<T, _>(GuardAsync::Armed { value, cleanup })
         {
             Ok(entry) => {
-                // SAFETY: the payload is a `GuardAsync<V, F, Fut>` we just pushed.
+                // SAFETY: we just pushed a `GuardAsync<V, F, Fut>`, armed; the
+                // entry's payload address is its address (see `guard`).
                 Ok(unsafe { Guard::new(self.slab(), entry, guard_async_value::<V, F, Fut>) })
             }
             Err(GuardAsync::Armed { value, cleanup }) => Err(Full((value, cleanup))),
@@ -284,7 +287,8 @@ impl<T> Defer<T> {
 }
 
 /// # Safety
-/// `payload` points to a live `GuardThunk<V, F>`.
+/// `payload` points to a live `GuardThunk<V, F>` (alone, or as the first
+/// field of a `repr(C)` `InContext`).
 unsafe fn guard_value<V, F>(payload: *mut u8) -> *mut V {
     // SAFETY: as the caller guarantees.
     unsafe { ptr::addr_of_mut!((*payload.cast::<GuardThunk<V, F>>()).value) }
