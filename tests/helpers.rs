@@ -4,6 +4,7 @@
 mod support;
 
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use support::{DropCounter, DropLog, WakeCounter, block_on, poll_once};
 
@@ -74,4 +75,68 @@ fn panic_on_drop_counts_then_panics() {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value)));
     assert!(result.is_err());
     assert_eq!(drops.get(), 1);
+}
+
+#[test]
+fn hostile_wakers_panic_exactly_on_the_planned_call() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use support::{Call, Hostile};
+    for call in Call::ALL {
+        for k in 1..=3 {
+            let hostile = Hostile::new().panic_on(call, k);
+            let waker = hostile.waker();
+            let mut panicked_at = None;
+            for n in 1..=4 {
+                let result = catch_unwind(AssertUnwindSafe(|| match call {
+                    Call::Clone => drop(waker.clone()),
+                    Call::Wake => waker.clone().wake(),
+                    Call::WakeByRef => waker.wake_by_ref(),
+                    Call::Drop => drop(waker.clone()),
+                }));
+                if result.is_err() {
+                    assert!(panicked_at.is_none(), "{call:?}: only one planned panic");
+                    panicked_at = Some(n);
+                }
+            }
+            assert_eq!(panicked_at, Some(k), "{call:?} panics on call #{k}");
+            assert_eq!(hostile.panics(), 1);
+            assert_eq!(hostile.count(call), 4);
+        }
+    }
+}
+
+#[test]
+fn hostile_wakers_count_live_wakers_even_when_wake_panics() {
+    use support::{Call, Hostile};
+    let hostile = Hostile::new().panic_on(Call::Wake, 1);
+    let waker = hostile.waker();
+    let clone = waker.clone();
+    assert_eq!(hostile.live(), 2);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| clone.wake()));
+    assert!(result.is_err());
+    assert_eq!(
+        hostile.live(),
+        1,
+        "a panicking by-value wake still consumed its waker"
+    );
+    drop(waker);
+    assert_eq!(hostile.live(), 0);
+}
+
+#[test]
+fn hostile_wake_hook_runs_once_before_the_wake() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use support::Hostile;
+    let hostile = Hostile::new();
+    let victim = Arc::new(AtomicUsize::new(0));
+    let v = victim.clone();
+    hostile.on_wake(move || {
+        v.fetch_add(1, SeqCst);
+    });
+    let waker = hostile.waker();
+    waker.wake_by_ref();
+    waker.wake_by_ref();
+    assert!(hostile.hook_ran());
+    assert_eq!(victim.load(SeqCst), 1);
+    assert_eq!(hostile.wakes(), 2);
 }
