@@ -697,7 +697,10 @@ impl<B: Future<Output = T>, T> Future for Driver<'_, B, T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        if !self.cleaning {
+        // Through the projection, never `Deref`: a `&Driver` would be a
+        // shared reference to the pinned body too, which invalidates the
+        // body's pointers into itself (Stacked Borrows UB).
+        if !*self.as_mut().project().cleaning {
             let mut this = self.as_mut().project();
             let BodyProj::Running(body) = this.body.as_mut().project() else {
                 unreachable!("body gone before cleanup")
