@@ -9,10 +9,17 @@
 //! - `REGISTERING` (1): the registering task is writing the cell;
 //! - `WAKING` (2): a waker is taking the waker out of the cell.
 //!
-//! `register` moves `IDLE -> REGISTERING`, writes the cell, then moves
-//! `REGISTERING -> IDLE`. If a wake arrived meanwhile (the state became
+//! `register` moves `IDLE -> REGISTERING`, looks at or writes the cell, then
+//! moves `REGISTERING -> IDLE`. If a wake arrived meanwhile (the state became
 //! `REGISTERING | WAKING`), the wake could not take the waker, so `register`
 //! takes and wakes it itself: a wake is never lost.
+//!
+//! No foreign code runs while the state is `REGISTERING`: a waker's `clone`,
+//! `wake` and `drop` may panic (or re-enter), so `register` first checks
+//! `will_wake` (a pointer comparison) inside, then clones *outside*, enters
+//! again to swap the clone in, and drops the replaced waker and wakes a
+//! pending one only after the state is back to `IDLE`. Whatever panics, the
+//! slot is left usable.
 //!
 //! `take`/`wake` set `WAKING` with one `fetch_or`. If the state was `IDLE` the
 //! caller owns the cell, takes the waker and clears `WAKING`. Otherwise someone
@@ -37,6 +44,10 @@ use super::{AtomicUsize, Ordering, UnsafeCell};
 const IDLE: usize = 0;
 const REGISTERING: usize = 0b01;
 const WAKING: usize = 0b10;
+
+/// Proof that this thread moved the state to `REGISTERING` (see
+/// [`AtomicWaker::enter`]).
+struct Registering(());
 
 /// A waker slot shared between the task that waits and the code that wakes it.
 pub(crate) struct AtomicWaker {
@@ -72,62 +83,79 @@ impl AtomicWaker {
 
     /// Stores `waker` (or keeps the stored one when it `will_wake` the same
     /// task), so that the next `wake` wakes it.
+    ///
+    /// No foreign code runs while this call owns the cell: the waker is
+    /// cloned, woken and the replaced one dropped only with the state back
+    /// to `IDLE`, so a `clone`, `wake` or `drop` that panics leaves the slot
+    /// usable (it was: a panicking clone left it `REGISTERING` for ever, and
+    /// every later `register` and `wake` was ignored).
     pub(crate) fn register(&self, waker: &Waker) {
+        // First look: is the stored waker already the right one? Comparing
+        // (`will_wake`) runs no foreign code.
+        let Some(owned) = self.enter() else {
+            // A wake is running right now and will find the old waker (or
+            // none): make sure the new task is woken too. (Or a concurrent
+            // `register`: unsupported, this one is then a spurious wake.)
+            waker.wake_by_ref();
+            return;
+        };
+        // SAFETY: `enter` moved the state to `REGISTERING`: the cell is ours.
+        let current = self
+            .waker
+            .with(|slot| unsafe { (*slot).as_ref().is_some_and(|w| w.will_wake(waker)) });
+        if current {
+            self.leave(owned);
+            return;
+        }
+        self.leave(owned);
+
+        // Clone outside the critical section: it may panic.
+        let new = waker.clone();
+        let Some(owned) = self.enter() else {
+            new.wake();
+            return;
+        };
+        // SAFETY: as above.
+        let old = self.waker.with_mut(|slot| unsafe { (*slot).replace(new) });
+        self.leave(owned);
+        // Dropped with the state `IDLE`: its drop is foreign code.
+        drop(old);
+    }
+
+    /// Moves `IDLE -> REGISTERING`; `None` if someone else owns the cell.
+    fn enter(&self) -> Option<Registering> {
         // ORDERING: `Acquire` on success pairs with the `Release` that ended
-        // the previous owner's access (a `take`'s `fetch_and` or a
-        // `register`'s final exchange), so our cell access happens after
-        // theirs. On failure we do not touch the cell.
-        match self
-            .state
+        // the previous owner's access (a `take`'s `fetch_and` or a `leave`),
+        // so our cell access happens after theirs. On failure we do not
+        // touch the cell.
+        self.state
             .compare_exchange(IDLE, REGISTERING, Ordering::Acquire, Ordering::Acquire)
+            .ok()
+            .map(|_| Registering(()))
+    }
+
+    /// Moves `REGISTERING -> IDLE`. If a wake arrived meanwhile (the state is
+    /// `REGISTERING | WAKING`) it could not take the waker: take and wake it
+    /// here, after the state is `IDLE` again.
+    fn leave(&self, _owned: Registering) {
+        // ORDERING: `AcqRel` on success: `Release` publishes the cell write
+        // to the next owner (its `Acquire`); on failure `Acquire` is enough
+        // since we only read our own write.
+        if self
+            .state
+            .compare_exchange(REGISTERING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
         {
-            Ok(_) => {
-                // SAFETY: the state is `REGISTERING` and only we set it, so
-                // nobody else accesses the cell until we leave that state.
-                let old = self.waker.with_mut(|slot| unsafe {
-                    match &*slot {
-                        Some(current) if current.will_wake(waker) => None,
-                        _ => (*slot).replace(waker.clone()),
-                    }
-                });
-                // ORDERING: `AcqRel` on success: `Release` publishes the cell
-                // write to the next owner (its `Acquire`); on failure
-                // `Acquire` is enough since we only read our own write.
-                match self.state.compare_exchange(
-                    REGISTERING,
-                    IDLE,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => {}
-                    Err(_) => {
-                        // A `wake` arrived while we were writing (the state is
-                        // `REGISTERING | WAKING`) and could not take the
-                        // waker: deliver the wake-up ourselves.
-                        // SAFETY: we still own the cell (the waker only set
-                        // `WAKING` and left it to us).
-                        let woken = self.waker.with_mut(|slot| unsafe { (*slot).take() });
-                        // ORDERING: `Release` publishes our cell access to
-                        // the next owner; nothing is read here.
-                        self.state.swap(IDLE, Ordering::AcqRel);
-                        if let Some(w) = woken {
-                            w.wake();
-                        }
-                    }
-                }
-                // Drop the replaced waker outside the critical section: its
-                // drop runs foreign code.
-                drop(old);
-            }
-            Err(WAKING) => {
-                // A wake is running right now and will find the old waker (or
-                // none): make sure the new task is woken too.
-                waker.wake_by_ref();
-            }
-            Err(_) => {
-                // Concurrent `register` calls: unsupported, ignored (the
-                // other registration stands).
-            }
+            return;
+        }
+        // SAFETY: we still own the cell (the waker only set `WAKING` and
+        // left the delivery to us).
+        let woken = self.waker.with_mut(|slot| unsafe { (*slot).take() });
+        // ORDERING: `Release` publishes our cell access to the next owner;
+        // `Acquire` for symmetry (nothing is read).
+        self.state.swap(IDLE, Ordering::AcqRel);
+        if let Some(w) = woken {
+            w.wake();
         }
     }
 
@@ -233,5 +261,168 @@ mod tests {
         let remote = slot.clone();
         std::thread::spawn(move || remote.wake()).join().unwrap();
         assert_eq!(count.0.load(SeqCst), 1);
+    }
+}
+
+#[cfg(all(test, not(loom), feature = "std"))]
+mod hostile_tests {
+    //! Wakers that panic in `clone`, `wake` or `drop` must not break the
+    //! slot (finding 4 of the review of bf5d9a4: one panicking `clone` left
+    //! the state `REGISTERING` and every later wake-up was lost).
+    extern crate std;
+
+    use super::AtomicWaker;
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use core::task::{RawWaker, RawWakerVTable, Waker};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    /// A waker whose every `clone` panics, counting wakes.
+    fn clone_panics(wakes: &'static AtomicUsize) -> Waker {
+        fn clone(_: *const ()) -> RawWaker {
+            panic!("clone panics")
+        }
+        fn wake(p: *const ()) {
+            wake_by_ref(p)
+        }
+        fn wake_by_ref(p: *const ()) {
+            // SAFETY: `p` is the `&'static AtomicUsize` below.
+            unsafe { &*p.cast::<AtomicUsize>() }.fetch_add(1, SeqCst);
+        }
+        fn drop(_: *const ()) {}
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop);
+        // SAFETY: the vtable only uses `p` as a `&'static AtomicUsize`.
+        unsafe { Waker::from_raw(RawWaker::new((wakes as *const AtomicUsize).cast(), &VTABLE)) }
+    }
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl alloc::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_panicking_clone_does_not_lose_later_wake_ups() {
+        static WAKES: AtomicUsize = AtomicUsize::new(0);
+        let slot = AtomicWaker::new();
+        let hostile = clone_panics(&WAKES);
+        assert!(catch_unwind(AssertUnwindSafe(|| slot.register(&hostile))).is_err());
+        // A well-behaved task registers next and must be woken.
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        slot.register(&waker);
+        slot.wake();
+        assert_eq!(count.0.load(SeqCst), 1, "the wake-up reached the new waker");
+        slot.register(&waker);
+        assert!(slot.take().is_some(), "the slot still hands out its waker");
+    }
+
+    #[test]
+    fn a_panicking_drop_of_the_replaced_waker_leaves_the_slot_usable() {
+        struct DropPanics;
+        impl alloc::task::Wake for DropPanics {
+            fn wake(self: Arc<Self>) {}
+        }
+        impl Drop for DropPanics {
+            fn drop(&mut self) {
+                panic!("drop panics");
+            }
+        }
+        let slot = AtomicWaker::new();
+        slot.register(&Waker::from(Arc::new(DropPanics)));
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        // Replacing the stored waker drops it: the panic escapes `register`,
+        // but the new waker is in place.
+        assert!(catch_unwind(AssertUnwindSafe(|| slot.register(&waker))).is_err());
+        slot.wake();
+        assert_eq!(count.0.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn a_panicking_wake_leaves_the_slot_usable() {
+        struct WakePanics;
+        impl alloc::task::Wake for WakePanics {
+            fn wake(self: Arc<Self>) {
+                panic!("wake panics");
+            }
+        }
+        let slot = AtomicWaker::new();
+        slot.register(&Waker::from(Arc::new(WakePanics)));
+        assert!(catch_unwind(AssertUnwindSafe(|| slot.wake())).is_err());
+        let count = Arc::new(Count::default());
+        slot.register(&Waker::from(count.clone()));
+        slot.wake();
+        assert_eq!(count.0.load(SeqCst), 1);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_tests`: the
+    //! register/wake handoff under every interleaving.
+    use super::AtomicWaker;
+    use alloc::sync::Arc as StdArc;
+    use core::task::Waker;
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+    struct Flag(std::sync::atomic::AtomicUsize);
+    impl alloc::task::Wake for Flag {
+        fn wake(self: StdArc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    extern crate std;
+
+    /// Publish-then-wake against register-then-recheck: the consumer either
+    /// sees the value on its re-check or is woken.
+    #[test]
+    fn no_lost_wake_up() {
+        loom::model(|| {
+            let slot = Arc::new(AtomicWaker::new());
+            let ready = Arc::new(AtomicBool::new(false));
+            let (s, r) = (slot.clone(), ready.clone());
+            let producer = loom::thread::spawn(move || {
+                r.store(true, SeqCst);
+                s.wake();
+            });
+            let flag = StdArc::new(Flag(Default::default()));
+            let waker = Waker::from(flag.clone());
+            slot.register(&waker);
+            let seen = ready.load(SeqCst);
+            producer.join().unwrap();
+            let woken = flag.0.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(seen || woken == 1, "lost wake-up");
+        });
+    }
+
+    /// Re-registering a different waker while a wake runs: the new waker
+    /// is woken (directly or by the wake), the old one at most once.
+    #[test]
+    fn re_register_vs_wake() {
+        loom::model(|| {
+            let slot = Arc::new(AtomicWaker::new());
+            let ready = Arc::new(AtomicUsize::new(0));
+            let first = StdArc::new(Flag(Default::default()));
+            slot.register(&Waker::from(first.clone()));
+            let (s, r) = (slot.clone(), ready.clone());
+            let producer = loom::thread::spawn(move || {
+                r.store(1, SeqCst);
+                s.wake();
+            });
+            let second = StdArc::new(Flag(Default::default()));
+            slot.register(&Waker::from(second.clone()));
+            let seen = ready.load(SeqCst) == 1;
+            producer.join().unwrap();
+            let (a, b) = (
+                first.0.load(std::sync::atomic::Ordering::SeqCst),
+                second.0.load(std::sync::atomic::Ordering::SeqCst),
+            );
+            assert!(a <= 1 && b <= 1);
+            assert!(seen || b == 1, "the latest waker missed the wake-up");
+        });
     }
 }
