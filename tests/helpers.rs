@@ -89,6 +89,7 @@ fn hostile_wakers_panic_exactly_on_the_planned_call() {
             for n in 1..=4 {
                 let result = catch_unwind(AssertUnwindSafe(|| match call {
                     Call::Clone => drop(waker.clone()),
+                    #[allow(clippy::waker_clone_wake)] // a by-value wake is the point
                     Call::Wake => waker.clone().wake(),
                     Call::WakeByRef => waker.wake_by_ref(),
                     Call::Drop => drop(waker.clone()),
