@@ -282,3 +282,79 @@ fn shared_clones_poll_vs_resolve() {
         }
     });
 }
+
+/// Finding 2 of the review of bf5d9a4: the promise read its value, then
+/// dropped its registered waker *before* freeing the cell; a panicking
+/// destructor there left the state `OK`, and the next poll or the drop read
+/// the value again (double drop). Explored under every interleaving of a
+/// resolver on another thread: whichever side takes the registration out
+/// drops it; the value is dropped exactly once; the cell ends up free.
+#[test]
+fn finding_2_panicking_waker_drop_while_taking_the_value() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::{RawWaker, RawWakerVTable};
+
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, drop_raw);
+    unsafe fn clone(p: *const ()) -> RawWaker {
+        RawWaker::new(p, &VTABLE)
+    }
+    unsafe fn noop(_: *const ()) {}
+    unsafe fn drop_raw(p: *const ()) {
+        // SAFETY: `p` is the leaked `AtomicBool` below.
+        let armed = unsafe { &*p.cast::<std::sync::atomic::AtomicBool>() };
+        if armed.swap(false, SeqCst) {
+            panic!("waker drop panics");
+        }
+    }
+
+    loom::model(|| {
+        let cell = leak_cell::<Tracked, ()>();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (promise, resolver) = cell.promise().unwrap();
+        let mut promise = Box::pin(promise);
+        let value = Tracked(drops.clone());
+        let t = thread::spawn(move || {
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                resolver.resolve(value).map_err(drop).unwrap();
+            }));
+        });
+        let armed: &'static std::sync::atomic::AtomicBool =
+            Box::leak(Box::new(std::sync::atomic::AtomicBool::new(true)));
+        // SAFETY: the vtable only reads `p` as that `AtomicBool`.
+        let hostile = unsafe {
+            Waker::from_raw(RawWaker::new(
+                (armed as *const std::sync::atomic::AtomicBool).cast(),
+                &VTABLE,
+            ))
+        };
+        let mut out = None;
+        for _ in 0..2 {
+            if let Ok(Poll::Ready(v)) =
+                catch_unwind(AssertUnwindSafe(|| poll(&mut promise, &hostile)))
+            {
+                out = Some(v);
+                break;
+            }
+        }
+        t.join().unwrap();
+        let out = match out {
+            Some(v) => v,
+            None => {
+                let (_, w) = waker();
+                match catch_unwind(AssertUnwindSafe(|| poll(&mut promise, &w))) {
+                    Ok(Poll::Ready(v)) => v,
+                    other => panic!(
+                        "still pending after the resolver finished: {:?}",
+                        other.is_ok()
+                    ),
+                }
+            }
+        };
+        assert!(out.is_ok());
+        drop(out);
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(hostile)));
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(promise)));
+        assert_eq!(drops.load(SeqCst), 1, "the value was dropped exactly once");
+        assert!(cell.is_free());
+    });
+}

@@ -694,7 +694,10 @@ mod shared {
 /// An "interrupt" that fires in the middle of the promise's waker
 /// registration (from inside `Waker::clone`) and settles the promise from
 /// there: nothing spins or deadlocks, and the wake-up is not lost (the
-/// registration delivers it, the poll's re-check sees the value).
+/// poll's re-check sees the value). The clone runs outside the slot's
+/// critical section, so the wake finds no waker to wake; a wake landing
+/// *inside* it (delivered by the registrant) is covered by the loom models
+/// of `AtomicWaker`.
 #[test]
 fn resolve_from_an_interrupt_preempting_registration() {
     use std::sync::Mutex;
@@ -729,10 +732,6 @@ fn resolve_from_an_interrupt_preempting_registration() {
     let poll = p.as_mut().poll(&mut Context::from_waker(&waker));
     assert_eq!(INTERRUPTS.load(SeqCst), 1);
     assert_eq!(poll, Poll::Ready(Ok(42)));
-    assert_eq!(
-        WAKES.load(SeqCst),
-        1,
-        "the registrant delivered the wake-up"
-    );
+    assert!(WAKES.load(SeqCst) <= 1, "at most one (spurious) wake-up");
     assert!(CELL.is_free());
 }

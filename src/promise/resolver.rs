@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use super::cell::RawSlot;
+use super::cell::{RawSlot, Settled};
 use super::error::{Refusal, SettleError};
 #[cfg(feature = "alloc")]
 use crate::sync::Arc;
@@ -77,8 +77,20 @@ enum Target<'a, T, E> {
 /// ```
 pub struct Resolver<'a, T, E> {
     target: Target<'a, T, E>,
-    /// Set once this resolver's settlement was accepted.
-    settled: Cell<bool>,
+    phase: Cell<Phase>,
+}
+
+/// Where a resolver is in its life. Once it is not `Live` it never touches
+/// shared state again: that, not the cell's generation counter, is what
+/// keeps a finished resolver away from a reused cell (see `promise::cell`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Holds its generation: may settle, or abandon on drop.
+    Live,
+    /// Its settlement was accepted.
+    Settled,
+    /// It found its promise dropped and freed the cell.
+    Released,
 }
 
 // SAFETY: the `Local` pointer is an exclusive borrow (`&'a mut`) of the slot,
@@ -105,7 +117,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     fn with(target: Target<'a, T, E>) -> Self {
         Self {
             target,
-            settled: Cell::new(false),
+            phase: Cell::new(Phase::Live),
         }
     }
 
@@ -162,29 +174,74 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// ```
     #[inline]
     pub fn settle(&self, outcome: Result<T, E>) -> Result<(), SettleError<Result<T, E>>> {
-        let result = match &self.target {
-            Target::Local(slot, _) => {
+        let slot = match (&self.target, self.phase.get()) {
+            (Target::Local(slot, _), _) => {
                 // SAFETY: the pointer comes from an exclusive borrow that
                 // lives for `'a` (see `local`), and the resolver is `!Sync`,
                 // so this is the only access to the slot right now.
                 let slot = unsafe { &mut **slot };
                 if slot.is_some() {
-                    Err((outcome, Refusal::AlreadySettled))
-                } else {
-                    *slot = Some(outcome);
-                    Ok(())
+                    return Err(SettleError::new(outcome, Refusal::AlreadySettled));
                 }
+                *slot = Some(outcome);
+                self.phase.set(Phase::Settled);
+                return Ok(());
             }
-            Target::Cell(slot, generation) => slot.settle(*generation, outcome),
+            (_, Phase::Released) => return Err(SettleError::new(outcome, Refusal::Closed)),
+            (Target::Cell(slot, generation), phase) => (*slot, *generation, phase),
             #[cfg(feature = "alloc")]
-            Target::Shared(slot, generation) => slot.settle(*generation, outcome),
+            (Target::Shared(slot, generation), phase) => (&**slot, *generation, phase),
         };
-        match result {
-            Ok(()) => {
-                self.settled.set(true);
+        let (slot, generation, phase) = slot;
+        if phase == Phase::Settled {
+            // Finished: never touch the cell again. Still ours if it holds
+            // our settlement; otherwise it moved on.
+            let reason = if slot.peek(generation, false).is_settled() {
+                Refusal::AlreadySettled
+            } else {
+                Refusal::Stale
+            };
+            return Err(SettleError::new(outcome, reason));
+        }
+        match slot.settle(generation, outcome) {
+            Settled::Accepted => {
+                // Recorded before the wake runs foreign code: if it panics,
+                // our drop must not abandon a settled generation.
+                self.phase.set(Phase::Settled);
+                slot.wake();
                 Ok(())
             }
-            Err((outcome, reason)) => Err(SettleError::new(outcome, reason)),
+            Settled::Refused((outcome, reason)) => Err(SettleError::new(outcome, reason)),
+            Settled::ClosedAndFreed(outcome) => {
+                self.phase.set(Phase::Released);
+                Err(SettleError::new(outcome, Refusal::Closed))
+            }
+        }
+    }
+
+    /// `true` when a settlement can no longer reach anyone: the promise was
+    /// dropped (or already took a settlement), like `oneshot`'s
+    /// `Sender::is_closed`. A producer can check it to skip work nobody
+    /// waits for. Always `false` for the resolver of
+    /// [`DeferredPromise::new`](crate::DeferredPromise::new), whose promise
+    /// is the one running the executor.
+    ///
+    /// ```
+    /// use deferral::PromiseCell;
+    ///
+    /// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    /// let (promise, resolver) = CELL.promise().unwrap();
+    /// assert!(!resolver.is_closed());
+    /// drop(promise); // the waiter timed out, say
+    /// assert!(resolver.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        match (&self.target, self.phase.get()) {
+            (Target::Local(..), _) => false,
+            (_, Phase::Released) => true,
+            (Target::Cell(slot, generation), _) => slot.is_closed(*generation),
+            #[cfg(feature = "alloc")]
+            (Target::Shared(slot, generation), _) => slot.is_closed(*generation),
         }
     }
 
@@ -232,22 +289,25 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// # drop(p);
     /// ```
     pub fn is_settled(&self) -> bool {
-        self.settled.get()
+        self.phase.get() == Phase::Settled
     }
 }
 
 impl<T, E> Drop for Resolver<'_, T, E> {
     #[inline]
     fn drop(&mut self) {
-        if self.settled.get() {
+        if self.phase.get() != Phase::Live {
             return;
         }
-        match &self.target {
+        let (slot, generation) = match &self.target {
             // An empty local slot is read as "abandoned" by the promise.
-            Target::Local(..) => {}
-            Target::Cell(slot, generation) => slot.abandon(*generation),
+            Target::Local(..) => return,
+            Target::Cell(slot, generation) => (*slot, *generation),
             #[cfg(feature = "alloc")]
-            Target::Shared(slot, generation) => slot.abandon(*generation),
+            Target::Shared(slot, generation) => (&**slot, *generation),
+        };
+        if slot.abandon(generation) {
+            slot.wake();
         }
     }
 }
@@ -262,7 +322,7 @@ impl<T, E> fmt::Debug for Resolver<'_, T, E> {
         };
         f.debug_struct("Resolver")
             .field("storage", &storage)
-            .field("settled", &self.settled.get())
+            .field("phase", &self.phase.get())
             .finish()
     }
 }

@@ -80,6 +80,8 @@ struct State {
     calls: [AtomicUsize; 4],
     /// Wakers made by `Hostile::waker` (not clones).
     created: AtomicUsize,
+    /// Clones that succeeded (a panicking clone makes no waker).
+    cloned: AtomicUsize,
     /// The 1-based call number at which each kind panics (0: never).
     panic_at: [usize; 4],
     /// Run (once) by the first wake, before anything else it does.
@@ -115,6 +117,7 @@ impl Hostile {
         Hostile(Arc::new(State {
             calls: Default::default(),
             created: AtomicUsize::new(0),
+            cloned: AtomicUsize::new(0),
             panic_at: [0; 4],
             hook: Mutex::new(None),
             panics: AtomicUsize::new(0),
@@ -163,7 +166,7 @@ impl Hostile {
     /// Wakers alive: created plus clones, minus drops and by-value wakes
     /// (which consume their waker, even when they panic).
     pub fn live(&self) -> usize {
-        self.0.created.load(SeqCst) + self.count(Call::Clone)
+        self.0.created.load(SeqCst) + self.0.cloned.load(SeqCst)
             - self.count(Call::Drop)
             - self.count(Call::Wake)
     }
@@ -210,6 +213,7 @@ unsafe fn clone(ptr: *const ()) -> RawWaker {
     // SAFETY: the new waker owns one more strong count (taken only if the
     // clone did not panic).
     unsafe { Arc::increment_strong_count(ptr.cast::<State>()) };
+    s.cloned.fetch_add(1, SeqCst);
     RawWaker::new(ptr, &VTABLE)
 }
 
