@@ -4,6 +4,12 @@
 //! back with the right reason; the latest registered waker (only) is woken;
 //! `state()` and `is_free()` agree with the model; every value is dropped
 //! exactly once; the cell is free again once its pair is done.
+//!
+//! Hostile parties too: wakers whose `clone`, `drop` or `wake` panics, and
+//! values whose destructor panics. Every operation that can run such
+//! foreign code is caught; the model then checks what must hold anyway (the
+//! first accepted settlement is the one delivered, exactly-once drops, the
+//! cell freed) and stops predicting wake counts.
 #![no_main]
 
 use std::cell::RefCell;
@@ -25,6 +31,9 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 #[derive(Debug, PartialEq, Eq)]
 struct Val(u8);
 
+/// Values at or above this panic when dropped (after being counted).
+const PANICKY: u8 = 240;
+
 impl Val {
     fn new(v: u8) -> Self {
         LIVE.fetch_add(1, SeqCst);
@@ -35,7 +44,90 @@ impl Val {
 impl Drop for Val {
     fn drop(&mut self) {
         LIVE.fetch_sub(1, SeqCst);
+        if self.0 >= PANICKY && !std::thread::panicking() {
+            panic!("Val destructor panics");
+        }
     }
+}
+
+/// libfuzzer-sys makes every panic abort (a crash). Planned panics (hostile
+/// wakers, panicking destructors) must unwind to `caught` instead; any other
+/// panic still aborts.
+fn allow_planned_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("");
+            if !(msg.starts_with("hostile waker") || msg.starts_with("Val destructor")) {
+                abort(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, catching a panic: `None` if it panicked.
+fn caught<R>(f: impl FnOnce() -> R) -> Option<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
+/// A waker that panics in one of its functions (every `period`-th call).
+#[derive(Clone, Copy, Debug)]
+enum Hostility {
+    Clone,
+    Drop,
+    Wake,
+}
+
+struct HostileState {
+    hostility: Hostility,
+    calls: AtomicUsize,
+}
+
+impl HostileState {
+    fn call(&self, kind: Hostility) {
+        if std::mem::discriminant(&kind) == std::mem::discriminant(&self.hostility) {
+            let n = self.calls.fetch_add(1, SeqCst);
+            if n % 2 == 0 && !std::thread::panicking() {
+                panic!("hostile waker: {kind:?}");
+            }
+        }
+    }
+}
+
+fn hostile_waker(state: &Arc<HostileState>) -> Waker {
+    use std::task::{RawWaker, RawWakerVTable};
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_raw);
+    unsafe fn clone(p: *const ()) -> RawWaker {
+        // SAFETY: `p` is an `Arc<HostileState>` (see `hostile_waker`).
+        let s = unsafe { &*p.cast::<HostileState>() };
+        s.call(Hostility::Clone);
+        // SAFETY: one more strong count for the new waker.
+        unsafe { Arc::increment_strong_count(p.cast::<HostileState>()) };
+        RawWaker::new(p, &VTABLE)
+    }
+    unsafe fn wake(p: *const ()) {
+        // SAFETY: consumes the waker's strong count, also on unwind.
+        let s = unsafe { Arc::from_raw(p.cast::<HostileState>()) };
+        s.call(Hostility::Wake);
+    }
+    unsafe fn wake_by_ref(p: *const ()) {
+        // SAFETY: a live waker's data.
+        unsafe { &*p.cast::<HostileState>() }.call(Hostility::Wake);
+    }
+    unsafe fn drop_raw(p: *const ()) {
+        // SAFETY: the dropped waker's strong count.
+        let s = unsafe { Arc::from_raw(p.cast::<HostileState>()) };
+        s.call(Hostility::Drop);
+    }
+    let p = Arc::into_raw(state.clone()).cast::<()>();
+    // SAFETY: the vtable treats `p` as the `Arc<HostileState>` it is.
+    unsafe { Waker::from_raw(RawWaker::new(p, &VTABLE)) }
 }
 
 #[derive(Default)]
@@ -58,8 +150,13 @@ enum Op {
     Resolve { resolver: u8, value: u8 },
     Reject { resolver: u8, error: u8 },
     DropResolver { resolver: u8 },
-    Poll { waker: bool },
+    /// Wakers 0 and 1 are well behaved and counted; 2, 3 and 4 panic in
+    /// `clone`, `drop` or `wake` (every other call).
+    Poll { waker: u8 },
     DropPromise,
+    /// Reuse the cell this many times (if it is free): moves the
+    /// generation counter on.
+    Churn { times: u8 },
 }
 
 type Out = Result<Val, PromiseError<u8>>;
@@ -99,6 +196,8 @@ struct Gen {
     resolver_live: bool,
     /// The resolver accepted a settlement.
     resolver_settled: bool,
+    /// The resolver found its promise gone and freed the cell.
+    resolver_released: bool,
     /// `PromiseCell::promise` (resolver at creation) vs. lazy executors.
     eager: bool,
 }
@@ -107,7 +206,9 @@ impl Gen {
     /// Holds the cell: the promise is live, or the resolver is live and has
     /// not settled (a lazy promise dropped unstarted never made one).
     fn holds_cell(&self) -> bool {
-        self.in_cell && (self.promise_live || (self.resolver_live && !self.resolver_settled))
+        self.in_cell
+            && (self.promise_live
+                || (self.resolver_live && !self.resolver_settled && !self.resolver_released))
     }
 }
 
@@ -116,8 +217,12 @@ struct Harness {
     resolvers: Vec<(Resolver<'static, Val, u8>, usize)>,
     gens: Vec<Gen>,
     wakers: [Arc<Count>; 2],
+    hostile: [Arc<HostileState>; 3],
     expected_wakes: [usize; 2],
     registered: Option<usize>,
+    /// A hostile waker or destructor ran: wake counts are no longer
+    /// predicted.
+    chaos: bool,
     delivered: Rc<RefCell<Option<Resolver<'static, Val, u8>>>>,
 }
 
@@ -129,7 +234,9 @@ impl Harness {
     fn check(&self) {
         assert_eq!(CELL.is_free(), !self.cell_busy(), "is_free vs model {:?}", self.gens);
         for (i, w) in self.wakers.iter().enumerate() {
-            assert_eq!(w.0.load(SeqCst), self.expected_wakes[i], "wake count of waker {i}");
+            if !self.chaos {
+                assert_eq!(w.0.load(SeqCst), self.expected_wakes[i], "wake count of waker {i}");
+            }
         }
         if let Some((p, id)) = &self.promise {
             let g = &self.gens[*id];
@@ -170,19 +277,38 @@ impl Harness {
             Ok(())
         };
         let r = &self.resolvers[i].0;
+        // Only an accepted settlement runs foreign code (the wake): a panic
+        // means it was accepted. A refused value comes back and is dropped
+        // here (its destructor may panic too).
         let got = match outcome {
-            Ok(v) => r.resolve(Val::new(v)).map_err(|e| {
-                assert_eq!(e.reason(), expected.unwrap_err());
-                assert_eq!(e.into_value().0, v, "refused value handed back");
-                e_reason(expected)
+            Ok(v) => caught(|| r.resolve(Val::new(v))).map(|r| {
+                r.map_err(|e| {
+                    assert_eq!(e.reason(), expected.unwrap_err());
+                    let back = e.into_value();
+                    assert_eq!(back.0, v, "refused value handed back");
+                    let _ = caught(move || drop(back));
+                    e_reason(expected)
+                })
             }),
-            Err(v) => r.reject(v).map_err(|e| {
-                assert_eq!(e.reason(), expected.unwrap_err());
-                assert_eq!(e.into_value(), v, "refused error handed back");
-                e_reason(expected)
+            Err(v) => caught(|| r.reject(v)).map(|r| {
+                r.map_err(|e| {
+                    assert_eq!(e.reason(), expected.unwrap_err());
+                    assert_eq!(e.into_value(), v, "refused error handed back");
+                    e_reason(expected)
+                })
             }),
         };
+        let got = match got {
+            Some(got) => got,
+            None => {
+                self.chaos = true;
+                Ok(())
+            }
+        };
         assert_eq!(got.is_ok(), expected.is_ok(), "settle accepted vs model {g:?}");
+        if expected == Err(Refusal::Closed) {
+            self.gens[id].resolver_released = true;
+        }
         if got.is_ok() {
             self.gens[id].resolver_settled = true;
             let s = match outcome {
@@ -206,14 +332,18 @@ fn e_reason(expected: Result<(), Refusal>) -> Refusal {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
+    allow_planned_panics();
     assert!(CELL.is_free(), "a previous run left the cell busy");
     let mut h = Harness {
         promise: None,
         resolvers: Vec::new(),
         gens: Vec::new(),
         wakers: [Arc::default(), Arc::default()],
+        hostile: [Hostility::Clone, Hostility::Drop, Hostility::Wake]
+            .map(|hostility| Arc::new(HostileState { hostility, calls: AtomicUsize::new(0) })),
         expected_wakes: [0, 0],
         registered: None,
+        chaos: false,
         delivered: Rc::new(RefCell::new(None)),
     };
     for op in ops.into_iter().take(96) {
@@ -227,6 +357,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     started: false,
                     resolver_live: eager,
                     resolver_settled: false,
+                    resolver_released: false,
                     eager,
                 };
                 let made: Option<(Pin<Box<dyn TestPromise>>, Option<Resolver<'static, Val, u8>>)> =
@@ -274,6 +405,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     started: false,
                     resolver_live: false,
                     resolver_settled: false,
+                    resolver_released: false,
                     eager: false,
                 });
                 h.promise = Some((Box::pin(p), id));
@@ -286,33 +418,55 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
                 let i = usize::from(resolver) % h.resolvers.len();
                 let (r, id) = h.resolvers.swap_remove(i);
-                drop(r);
+                // Abandoning wakes the promise: that wake may panic.
+                if caught(move || drop(r)).is_none() {
+                    h.chaos = true;
+                }
                 h.gens[id].resolver_live = false;
                 let g = &h.gens[id];
-                if !g.resolver_settled && g.promise_live {
+                if !g.resolver_settled && !g.resolver_released && g.promise_live {
                     h.settled_now(id, Settle::Abandoned);
                 }
             }
             Op::Poll { waker } => {
                 let Some((p, id)) = h.promise.as_mut() else { continue };
                 let id = *id;
-                let w = usize::from(waker);
-                let waker = Waker::from(h.wakers[w].clone());
-                let poll = p.as_mut().poll_it(&mut Context::from_waker(&waker));
+                let w = usize::from(waker % 5);
+                let waker = match w {
+                    0 | 1 => Waker::from(h.wakers[w].clone()),
+                    _ => {
+                        h.chaos = true;
+                        hostile_waker(&h.hostile[w - 2])
+                    }
+                };
+                let poll = caught(|| p.as_mut().poll_it(&mut Context::from_waker(&waker)));
+                if caught(move || drop(waker)).is_none() {
+                    h.chaos = true;
+                }
                 let first = !h.gens[id].started;
                 h.gens[id].started = true;
                 if first {
                     h.take_delivery(id);
                 }
+                let Some(poll) = poll else {
+                    // A hostile waker panicked inside the poll: the promise
+                    // did not complete, nothing was taken.
+                    h.chaos = true;
+                    h.registered = None;
+                    continue;
+                };
                 match (poll, h.gens[id].settled) {
-                    (Poll::Pending, None) => h.registered = Some(w),
+                    (Poll::Pending, None) => h.registered = (w < 2).then_some(w),
                     (Poll::Ready(out), Some(s)) => {
-                        let got = match out {
-                            Ok(Val(v)) => Settle::Ok(v),
-                            Err(PromiseError::Rejected(e)) => Settle::Err(e),
+                        let got = match &out {
+                            Ok(Val(v)) => Settle::Ok(*v),
+                            Err(PromiseError::Rejected(e)) => Settle::Err(*e),
                             Err(PromiseError::Abandoned) => Settle::Abandoned,
                         };
                         assert_eq!(got, s, "settlement vs model");
+                        if caught(move || drop(out)).is_none() {
+                            h.chaos = true;
+                        }
                         h.registered = None;
                         h.gens[id].promise_live = false;
                         h.promise = None;
@@ -322,9 +476,20 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::DropPromise => {
                 if let Some((p, id)) = h.promise.take() {
-                    drop(p);
+                    // Drops the registered waker and a settled value.
+                    if caught(move || drop(p)).is_none() {
+                        h.chaos = true;
+                    }
                     h.gens[id].promise_live = false;
                     h.registered = None;
+                }
+            }
+            Op::Churn { times } => {
+                if h.cell_busy() {
+                    continue;
+                }
+                for _ in 0..times {
+                    drop(CELL.defer(|_| ()).unwrap());
                 }
             }
         }
@@ -332,11 +497,14 @@ fuzz_target!(|ops: Vec<Op>| {
     }
     // Tear down: every value dropped exactly once, the cell free again.
     if let Some((p, id)) = h.promise.take() {
-        drop(p);
+        let _ = caught(move || drop(p));
         h.gens[id].promise_live = false;
     }
-    h.resolvers.clear();
-    drop(h.delivered.borrow_mut().take());
+    for (r, _) in h.resolvers.drain(..) {
+        let _ = caught(move || drop(r));
+    }
+    let delivered = h.delivered.borrow_mut().take();
+    let _ = caught(move || drop(delivered));
     assert!(CELL.is_free(), "cell busy after every pair was dropped");
     assert_eq!(LIVE.load(SeqCst), 0, "a value was leaked or dropped twice");
 });
