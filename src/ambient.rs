@@ -12,28 +12,49 @@ pub use enabled::*;
 mod enabled {
     use core::cell::Cell;
     use core::fmt;
+    use core::ptr::NonNull;
 
-    use crate::slab::RawSlab;
+    use crate::defer::Sendable;
+    use crate::slab::{Flavour, SlabCore};
     use crate::thunk::{AsyncThunk, Thunk};
 
+    /// The slab of the scope whose body is being polled on this thread. A
+    /// scope of either flavour is stored as a `SlabCore<Sendable>`: the
+    /// layout is the same, and registering through it locks (which a
+    /// `Local` slab does not need, and does not mind).
+    type Current = Option<NonNull<SlabCore<Sendable>>>;
+
     std::thread_local! {
-        static CURRENT: Cell<Option<RawSlab<'static>>> = const { Cell::new(None) };
+        static CURRENT: Cell<Current> = const { Cell::new(None) };
     }
 
     /// Makes `slab` the ambient scope while `f` runs.
-    pub(crate) fn enter<R>(slab: RawSlab<'_>, f: impl FnOnce() -> R) -> R {
-        struct Restore(Option<RawSlab<'static>>);
+    #[inline]
+    pub(crate) fn enter<K: Flavour, R>(slab: &SlabCore<K>, f: impl FnOnce() -> R) -> R {
+        struct Restore(Current);
         impl Drop for Restore {
+            #[inline]
             fn drop(&mut self) {
                 CURRENT.set(self.0);
             }
         }
-        // SAFETY: the detached copy is only reachable through `CURRENT`
-        // until `Restore` puts the previous value back, which happens before
-        // `enter` returns or unwinds, while the slab is certainly alive (our
-        // caller, the scope's driver, borrows it).
-        let _restore = Restore(CURRENT.replace(Some(unsafe { slab.detach() })));
+        // The pointer is only reachable through `CURRENT` until `Restore`
+        // puts the previous value back, which happens before `enter` returns
+        // or unwinds, while the slab is certainly alive (our caller, the
+        // scope, borrows it).
+        let ours = NonNull::from(slab).cast::<SlabCore<Sendable>>();
+        let _restore = Restore(CURRENT.replace(Some(ours)));
         f()
+    }
+
+    /// The ambient slab, if any.
+    fn current<'a>() -> Option<&'a SlabCore<Sendable>> {
+        // SAFETY: set by `enter` only while the scope's slab is alive and
+        // borrowed by the scope being polled on this thread; the thunks
+        // registered through it are `Send + 'static`, which fits either
+        // flavour; `SlabCore` is `repr(C)` with the flavour a zero-sized
+        // marker, so the cast keeps the layout.
+        CURRENT.get().map(|slab| unsafe { slab.as_ref() })
     }
 
     /// `defer`/`defer_async` was called outside any scope's body.
@@ -83,7 +104,7 @@ mod enabled {
     where
         F: FnOnce() + Send + 'static,
     {
-        match CURRENT.get() {
+        match current() {
             Some(slab) => slab
                 .push::<(), _>(Thunk(f))
                 .map(drop)
@@ -107,7 +128,7 @@ mod enabled {
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
-        match CURRENT.get() {
+        match current() {
             Some(slab) => slab
                 .push::<(), _>(AsyncThunk(fut))
                 .map(drop)
@@ -119,6 +140,7 @@ mod enabled {
 
 /// Without `std` there is no thread-local: nothing to publish.
 #[cfg(not(feature = "std"))]
-pub(crate) fn enter<R>(_slab: crate::slab::RawSlab<'_>, f: impl FnOnce() -> R) -> R {
+#[inline(always)]
+pub(crate) fn enter<K, R>(_slab: &crate::slab::SlabCore<K>, f: impl FnOnce() -> R) -> R {
     f()
 }

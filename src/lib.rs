@@ -53,7 +53,9 @@ extern crate alloc;
 extern crate std;
 
 mod ambient;
+mod cleanup;
 mod context;
+mod defer;
 mod panic;
 pub mod promise;
 mod queue;
@@ -66,10 +68,12 @@ mod wake_set;
 
 #[cfg(feature = "std")]
 pub use ambient::{NoScope, defer, defer_async};
+pub use cleanup::Order;
 #[cfg(feature = "std")]
 pub use context::WithContext;
 #[cfg(feature = "alloc")]
 pub use context::{ContextVar, Snapshot};
+pub use defer::{Defer, Deferred, Fits, Full, Guard, Local, Sendable};
 #[cfg(feature = "alloc")]
 pub use promise::SharedPromise;
 pub use promise::{
@@ -79,11 +83,15 @@ pub use promise::{
 #[cfg(feature = "alloc")]
 pub use queue::Submitter;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Drain, OnRejection, Outcome, PushError, TaskQueue, Yield};
+#[cfg(feature = "alloc")]
+pub use scope::OnCancel;
 pub use scope::{
-    DEFAULT_CAPACITY, Defer, DeferScope, Deferred, Full, Guard, Order, ScopeBuilder, scope,
+    DEFAULT_CAPACITY, DeferScope, IntoCancelHandler, NoHandler, ScopeBody, ScopeBuilder, scope,
+    scope_local,
 };
 #[cfg(feature = "alloc")]
 pub use slab::BoxedThunk;
+pub use slab::Flavour;
 
 /// The README's examples, compiled and run as doc-tests.
 #[cfg(all(doctest, feature = "std"))]

@@ -1,457 +1,104 @@
 //! `DeferScope`: run an async body, then its deferred thunks.
 //!
-//! [`scope`] is the entry point. Its body receives a [`Defer`] handle to
-//! register cleanup; when the body returns (or panics), the scope runs every
-//! registered thunk — closures and futures — and only then resolves to the
-//! body's output.
+//! [`scope`] and [`scope_local`] are the entry points. The body receives a
+//! [`Defer`] handle to register cleanup; when the body returns (or panics),
+//! the scope runs every registered thunk — closures and futures — and only
+//! then resolves to the body's output.
 //!
-//! # Structure
+//! # How it works
 //!
-//! `scope` returns a [`DeferScope`] wrapping an `async fn` whose frame owns
-//! the [`Slab`] (so the slab is pinned for free) and a [`Defer`] handle
-//! pointing at it. That frame calls the body with `&Defer` and awaits a
-//! hand-written, poll-driven [`Driver`] that owns the body future and drives
-//! the thunks after it. The body future type of an async closure cannot be
-//! named on stable Rust, which is why an `async fn` frame, not a struct
-//! field, holds it; everything else is ordinary `poll` code.
+//! [`DeferScope`] is one hand-written future that owns, inline: the slab
+//! (whose core *is* the handle the body borrows), the body closure and then
+//! the body future in the same bytes, how the body ended, and the cleanup
+//! state. Its phases are `Init` (the closure, not called yet) → `Body` (the
+//! future, polled) → `Cleanup` → `Done`, recorded in a one-byte tag so that
+//! the body can be dropped *in place* after the tag moved on (a panicking
+//! destructor can then never be run twice).
 //!
-//! The handle has no lifetime parameter on purpose: a lifetime in the
-//! handle's type defeats rustc's `Send` inference for the whole scope future
-//! (the auto-trait check generalises it), so thunks are `Send + 'static`.
-//! That makes a scope spawnable on multi-threaded runtimes; values a cleanup
-//! needs are moved in with [`Defer::guard`].
+//! The body future borrows the handle, which lives in the scope itself: a
+//! self-reference, so the scope is `!Unpin` and never moves once polled.
+//! Its type cannot be named on stable Rust (`AsyncFnOnce::CallOnceFuture`
+//! is unstable), so [`ScopeBody`] names it: it is implemented for every
+//! closure `for<'d> FnOnce(&'d Defer<..>) -> Fut`, which every
+//! `async |d| ..` closure is. The scope stores the future at the lifetime
+//! `'s` of its own type and hands the body a `&'s Defer` made from a
+//! pointer to itself. That is sound for the same reason a borrow in an
+//! `async fn`'s frame is: the body was type-checked for *every* `'d`, so it
+//! cannot keep the handle beyond the call that lent it, and the scope drops
+//! the body future before anything it borrows.
+//!
+//! Nothing in the scope is touched through a shared reference to the whole
+//! scope (which would assert that the pinned body is not being mutated
+//! through its own pointers — undefined behaviour for a self-borrowing
+//! future under Stacked Borrows): every access is a raw-pointer projection
+//! of one field.
+//!
+//! A scope with nothing registered pays for no cleanup machinery: after the
+//! body it finds the slab empty and returns.
 
+use core::cell::UnsafeCell;
 use core::fmt;
-use core::marker::PhantomData;
-use core::pin::{Pin, pin};
-use core::ptr::{self, NonNull};
+use core::marker::{PhantomData, PhantomPinned};
+use core::mem::ManuallyDrop;
+use core::pin::Pin;
+use core::ptr;
 use core::task::{Context, Poll};
 
 use futures_core::future::FusedFuture;
-use pin_project::{pin_project, pinned_drop};
 
+use crate::cleanup::{Cleaner, Order};
+use crate::defer::{Defer, Local, Sendable};
 use crate::panic::{self as panicking, Panic};
-#[cfg(feature = "alloc")]
-use crate::slab::BoxedThunk;
-use crate::slab::{Entry, Payload, RawSlab, Slab};
-use crate::thunk::{AsyncThunk, AsyncThunkWith, GuardAsync, GuardThunk, Thunk, ThunkWith};
+use crate::slab::{Ending, Flavour, Slab};
 
-/// Inline slab capacity, in bytes, of a scope made by [`scope`].
+/// Inline slab capacity, in bytes, of a scope made by [`scope`] or
+/// [`scope_local`].
 ///
-/// Enough for about eight small closures on a 64-bit target. Choose another
-/// with [`ScopeBuilder::capacity`].
-pub const DEFAULT_CAPACITY: usize = 512;
-
-/// The order in which a scope runs its deferred thunks after the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Order {
-    /// Last registered, first run — Go's `defer` and Rust's drop order.
-    #[default]
-    Lifo,
-    /// First registered, first run.
-    Fifo,
-    /// The sync thunks run first (LIFO), then every async thunk is started
-    /// (first polled in LIFO order) and they are polled together, like the
-    /// seed's `Promise.all`. With `alloc`, each async thunk gets its own
-    /// waker and a wake-up polls only the thunks that were woken; without
-    /// it, a wake-up polls every unfinished thunk.
-    Concurrent,
-}
-
-/// The handle a scope's body uses to register deferred work.
-///
-/// The body gets `&Defer<T>`, where `T` is the body's output type; the
-/// reference cannot escape the body. Every registration returns a token that
-/// can cancel (defuse) it before it runs, or, if the inline slab is full and
-/// the `alloc` feature is off, [`Full`] with the thunk handed back.
+/// Enough for a dozen small closures on a 64-bit target (each takes a
+/// two-word header plus its captures). Choose another with
+/// [`ScopeBuilder::capacity`].
 ///
 /// ```
-/// # futures::executor::block_on(async {
-/// let out = deferral::scope(async |d| {
-///     d.defer(|| println!("second")).unwrap();
-///     d.defer(|| println!("first")).unwrap();
-///     42
-/// })
-/// .await;
-/// assert_eq!(out, 42);
-/// # });
+/// assert_eq!(deferral::DEFAULT_CAPACITY, 256);
 /// ```
+pub const DEFAULT_CAPACITY: usize = 256;
+
+/// The body of a scope: a closure called with the scope's handle that
+/// returns the future to run. Implemented for every `async |d| ..` closure
+/// (and every `FnOnce(&Defer<T, K>) -> impl Future<Output = T>` for all
+/// lifetimes of the borrow); you never implement it.
 ///
-/// The handle is invariant in `T`, so a thunk cannot pretend a borrowed
-/// output lives longer than it does:
-///
-/// ```compile_fail
-/// # use deferral::Defer;
-/// fn widen<'d, 'a>(d: &'d Defer<&'a str>) -> &'d Defer<&'static str> {
-///     d // error: lifetime may not live long enough
-/// }
-/// ```
-pub struct Defer<T> {
-    /// Points at the slab in the same `async fn` frame; see [`scope`].
-    slab: RawSlab<'static>,
-    /// Registrations are typed by the output. `fn(T) -> T` keeps `Defer:
-    /// Send + Sync` whatever `T` is (no `T` is stored here) and makes it
-    /// *invariant* in `T`: were it contravariant (`fn(T)`), a
-    /// `&Defer<&'short U>` would coerce to `&Defer<&'static U>` and a
-    /// `defer_with` thunk could keep the short reference forever.
-    _out: PhantomData<fn(T) -> T>,
-}
-
-impl<T> fmt::Debug for Defer<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Defer").finish_non_exhaustive()
-    }
-}
-
-impl<T> Defer<T> {
-    /// The slab, with its lifetime tied to the borrow of the handle.
-    fn slab(&self) -> RawSlab<'_> {
-        self.slab
-    }
-
-    fn register<P, X>(&self, payload: P) -> Result<Deferred<'_, X>, Full<X>>
-    where
-        P: Payload<T, Taken = X>,
-    {
-        match self.slab().push::<T, P>(payload) {
-            Ok(entry) => Ok(Deferred {
-                slab: self.slab(),
-                entry,
-                _taken: PhantomData,
-            }),
-            Err(p) => Err(Full(p.take())),
-        }
-    }
-
-    /// Defers `f` until the body has returned.
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// use std::sync::atomic::{AtomicBool, Ordering};
-    /// static CLOSED: AtomicBool = AtomicBool::new(false);
-    /// deferral::scope(async |d| {
-    ///     d.defer(|| CLOSED.store(true, Ordering::SeqCst)).unwrap();
-    ///     assert!(!CLOSED.load(Ordering::SeqCst));
-    /// })
-    /// .await;
-    /// assert!(CLOSED.load(Ordering::SeqCst));
-    /// # });
-    /// ```
-    pub fn defer<F>(&self, f: F) -> Result<Deferred<'_, F>, Full<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.register(Thunk(f))
-    }
-
-    /// Defers `f`, which sees and may change the body's output — Go's named
-    /// results. Not run if there is no output (the body panicked, or the
-    /// scope was dropped first).
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// let out = deferral::scope(async |d| {
-    ///     d.defer_with(|out: &mut Result<u8, &str>| {
-    ///         if out.is_ok() {
-    ///             *out = Err("close failed"); // a failing close is not lost
-    ///         }
-    ///     })
-    ///     .unwrap();
-    ///     Ok(1)
-    /// })
-    /// .await;
-    /// assert_eq!(out, Err("close failed"));
-    /// # });
-    /// ```
-    pub fn defer_with<F>(&self, f: F) -> Result<Deferred<'_, F>, Full<F>>
-    where
-        F: FnOnce(&mut T) + Send + 'static,
-    {
-        self.register(ThunkWith(f))
-    }
-
-    /// Defers a future: it is not polled before the body has returned, and
-    /// the scope resolves only after it has finished.
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// deferral::scope(async |d| {
-    ///     d.defer_async(async { /* flush, close, say goodbye */ }).unwrap();
-    /// })
-    /// .await;
-    /// # });
-    /// ```
-    pub fn defer_async<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut>, Full<Fut>>
-    where
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.register(AsyncThunk(fut))
-    }
-
-    /// Defers a future whose output, a `FnOnce(&mut T)`, is then applied to
-    /// the body's output (if there is one): async cleanup that can turn `Ok`
-    /// into `Err`.
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// let out = deferral::scope(async |d| {
-    ///     d.defer_async_with(async {
-    ///         let flushed: Result<(), &str> = Err("disk full"); // an async flush
-    ///         move |out: &mut Result<(), &str>| {
-    ///             if let (Ok(()), Err(e)) = (&*out, flushed) {
-    ///                 *out = Err(e);
-    ///             }
-    ///         }
-    ///     })
-    ///     .unwrap();
-    ///     Ok(())
-    /// })
-    /// .await;
-    /// assert_eq!(out, Err("disk full"));
-    /// # });
-    /// ```
-    pub fn defer_async_with<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut>, Full<Fut>>
-    where
-        Fut: Future + Send + 'static,
-        Fut::Output: FnOnce(&mut T),
-    {
-        self.register(AsyncThunkWith(fut))
-    }
-
-    /// Moves `value` into the scope, gives the body a [`Guard`] to it for
-    /// the whole run, and runs `cleanup(value)` after the body.
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// let len = deferral::scope(async |d| {
-    ///     let mut buf = d.guard(Vec::new(), |buf| assert_eq!(buf, [1, 2])).unwrap();
-    ///     buf.push(1);
-    ///     buf.push(2);
-    ///     buf.len()
-    /// })
-    /// .await;
-    /// assert_eq!(len, 2);
-    /// # });
-    /// ```
-    pub fn guard<V, F>(&self, value: V, cleanup: F) -> Result<Guard<'_, V>, Full<(V, F)>>
-    where
-        V: Send + 'static,
-        F: FnOnce(V) + Send + 'static,
-    {
-        match self.slab().push::<T, _>(GuardThunk { value, cleanup }) {
-            // SAFETY: we just pushed a `GuardThunk<V, F>`; the entry's payload
-            // address is its address (wrapped in `InContext` when a context
-            // was set, which is `repr(C)` with the payload first).
-            Ok(entry) => Ok(unsafe { Guard::new(self.slab(), entry, guard_value::<V, F>) }),
-            Err(GuardThunk { value, cleanup }) => Err(Full((value, cleanup))),
-        }
-    }
-
-    /// Like [`guard`](Self::guard), with an async cleanup: after the body,
-    /// `cleanup(value)` is called and its future polled to completion — the
-    /// Rust form of Go's `defer conn.Close()`.
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// struct Conn;
-    /// impl Conn {
-    ///     async fn close(self) {}
-    ///     fn send(&mut self, _: &str) {}
-    /// }
-    /// deferral::scope(async |d| {
-    ///     let mut conn = d.guard_async(Conn, |c| c.close()).unwrap();
-    ///     conn.send("hello"); // `conn` is `&mut Conn` for the whole body
-    /// })
-    /// .await;
-    /// # });
-    /// ```
-    pub fn guard_async<V, F, Fut>(&self, value: V, cleanup: F) -> Result<Guard<'_, V>, Full<(V, F)>>
-    where
-        V: Send + 'static,
-        F: FnOnce(V) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        match self
-            .slab()
-            .push::<T, _>(GuardAsync::Armed { value, cleanup })
-        {
-            Ok(entry) => {
-                // SAFETY: we just pushed a `GuardAsync<V, F, Fut>`, armed; the
-                // entry's payload address is its address (see `guard`).
-                Ok(unsafe { Guard::new(self.slab(), entry, guard_async_value::<V, F, Fut>) })
-            }
-            Err(GuardAsync::Armed { value, cleanup }) => Err(Full((value, cleanup))),
-            Err(_) => unreachable!(),
-        }
-    }
-}
-
-/// # Safety
-/// `payload` points to a live `GuardThunk<V, F>` (alone, or as the first
-/// field of a `repr(C)` `InContext`).
-unsafe fn guard_value<V, F>(payload: *mut u8) -> *mut V {
-    // SAFETY: as the caller guarantees.
-    unsafe { ptr::addr_of_mut!((*payload.cast::<GuardThunk<V, F>>()).value) }
-}
-
-/// # Safety
-/// `payload` points to a live `GuardAsync<V, F, Fut>` in its `Armed` state.
-unsafe fn guard_async_value<V, F, Fut>(payload: *mut u8) -> *mut V {
-    // SAFETY: as the caller guarantees; a reference to the value is fine
-    // because nobody else touches an armed payload while the body runs.
-    match unsafe { &mut *payload.cast::<GuardAsync<V, F, Fut>>() } {
-        GuardAsync::Armed { value, .. } => value,
-        _ => unreachable!(),
-    }
-}
-
-/// A registration that has not run yet; [`cancel`](Deferred::cancel) it to
-/// take the thunk back. Dropping the token keeps the registration.
+/// `Wf` is an implementation detail: it bounds the lifetime `'d` to those
+/// for which `&'d Defer<T, K>` makes sense, so that bodies may return
+/// borrowed outputs.
 ///
 /// ```
-/// # futures::executor::block_on(async {
-/// deferral::scope(async |d| {
-///     let token = d.defer(|| unreachable!("cancelled")).unwrap();
-///     let thunk = token.cancel(); // defused: handed back, never run
-///     drop(thunk);
-/// })
-/// .await;
-/// # });
+/// use deferral::{Defer, ScopeBody};
+/// fn is_body<F: for<'d> ScopeBody<'d, u8, deferral::Sendable, &'d (u8, deferral::Sendable)>>(_: F) {}
+/// is_body(async |d: &Defer<u8>| {
+///     d.defer(|| ()).unwrap();
+///     1
+/// });
 /// ```
-pub struct Deferred<'d, X> {
-    slab: RawSlab<'d>,
-    entry: Entry,
-    _taken: PhantomData<X>,
+pub trait ScopeBody<'d, T, K: Flavour, Wf = &'d (T, K)> {
+    /// The body's future.
+    type Fut: Future<Output = T>;
+
+    /// Calls the body with the handle.
+    fn call(self, handle: &'d Defer<T, K>) -> Self::Fut;
 }
 
-impl<X> fmt::Debug for Deferred<'_, X> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deferred").finish_non_exhaustive()
-    }
-}
+impl<'d, T, K, F, Fut> ScopeBody<'d, T, K, &'d (T, K)> for F
+where
+    K: Flavour,
+    F: FnOnce(&'d Defer<T, K>) -> Fut,
+    Fut: Future<Output = T>,
+{
+    type Fut = Fut;
 
-impl<X> Deferred<'_, X> {
-    /// Defuses the registration and hands back what was deferred (the
-    /// closure or future), unrun.
-    pub fn cancel(self) -> X {
-        // SAFETY: the token exists only while the body runs (its lifetime
-        // is the handle's borrow), so the entry is still armed; `self` is
-        // consumed, so this is its only take; the entry's payload `Taken`
-        // type is `X` (see `Defer::register`).
-        unsafe { self.slab.take_erased::<X>(self.entry) }
-    }
-}
-
-/// A value guarded by its scope: the body uses it through `Deref` /
-/// `DerefMut`, and its cleanup runs after the body unless it is
-/// [defused](Guard::defuse).
-///
-/// ```
-/// # futures::executor::block_on(async {
-/// deferral::scope(async |d| {
-///     let guard = d.guard(String::from("tmp"), |_| unreachable!()).unwrap();
-///     let value: String = deferral::Guard::defuse(guard); // no cleanup
-///     assert_eq!(value, "tmp");
-/// })
-/// .await;
-/// # });
-/// ```
-pub struct Guard<'d, V> {
-    slab: RawSlab<'d>,
-    entry: Entry,
-    value: NonNull<V>,
-    _owns: PhantomData<&'d mut V>,
-}
-
-// SAFETY: a `Guard` is a unique reference to `V` (`&mut V`): `Send` when `V`
-// is; defusing goes through the slab lock.
-unsafe impl<V: Send> Send for Guard<'_, V> {}
-// SAFETY: through `&Guard` only `&V` is reachable: `Sync` when `V` is.
-unsafe impl<V: Sync> Sync for Guard<'_, V> {}
-
-impl<'d, V> Guard<'d, V> {
-    /// # Safety
-    /// `entry` was just pushed on `slab`, with a payload whose `Taken` is
-    /// `V` and for which `value_of` returns the guarded value's address.
-    unsafe fn new(slab: RawSlab<'d>, entry: Entry, value_of: unsafe fn(*mut u8) -> *mut V) -> Self {
-        // SAFETY: as the caller guarantees.
-        let value = unsafe { NonNull::new_unchecked(value_of(entry.payload())) };
-        Guard {
-            slab,
-            entry,
-            value,
-            _owns: PhantomData,
-        }
-    }
-
-    /// Takes the value back: its cleanup will not run.
-    pub fn defuse(guard: Self) -> V {
-        // SAFETY: as in `Deferred::cancel`; the payload's `Taken` is `V`.
-        unsafe { guard.slab.take_erased::<V>(guard.entry) }
-    }
-}
-
-impl<V> core::ops::Deref for Guard<'_, V> {
-    type Target = V;
-    fn deref(&self) -> &V {
-        // SAFETY: the value lives in the armed payload until the guard is
-        // defused (which consumes it) or the body ends (which outlives it).
-        unsafe { self.value.as_ref() }
-    }
-}
-
-impl<V> core::ops::DerefMut for Guard<'_, V> {
-    fn deref_mut(&mut self) -> &mut V {
-        // SAFETY: as in `deref`; the guard is the value's only accessor.
-        unsafe { self.value.as_mut() }
-    }
-}
-
-impl<V: fmt::Debug> fmt::Debug for Guard<'_, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Guard").field(&**self).finish()
-    }
-}
-
-/// The slab was full: the registration is handed back, nothing is lost.
-///
-/// Only returned without the `alloc` feature; with it a full slab spills to
-/// the heap. Grow the slab with [`ScopeBuilder::capacity`].
-pub struct Full<X>(X);
-
-impl<X> Full<X> {
-    /// What could not be registered (the thunk, or the guarded value and
-    /// its cleanup).
-    pub fn into_inner(self) -> X {
-        self.0
-    }
-}
-
-impl<X> fmt::Debug for Full<X> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Full(..)")
-    }
-}
-
-impl<X> fmt::Display for Full<X> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the scope's defer slab is full")
-    }
-}
-
-impl<X> core::error::Error for Full<X> {}
-
-/// So that `?` works in bodies returning `io::Result`; the refused thunk is
-/// dropped (with `std` the slab spills to the heap, so this never happens
-/// unless allocation itself fails).
-#[cfg(feature = "std")]
-impl<X> From<Full<X>> for std::io::Error {
-    fn from(full: Full<X>) -> Self {
-        drop(full);
-        std::io::Error::new(
-            std::io::ErrorKind::OutOfMemory,
-            "the scope's defer slab is full",
-        )
+    #[inline(always)]
+    fn call(self, handle: &'d Defer<T, K>) -> Fut {
+        self(handle)
     }
 }
 
@@ -473,13 +120,41 @@ impl<X> From<Full<X>> for std::io::Error {
 /// # });
 /// ```
 #[must_use = "a builder does nothing until `run`"]
-pub struct ScopeBuilder<const N: usize = DEFAULT_CAPACITY> {
+pub struct ScopeBuilder<const N: usize = DEFAULT_CAPACITY, H = NoHandler> {
     order: Order,
-    #[cfg(feature = "alloc")]
-    on_cancel: Option<alloc::boxed::Box<dyn FnMut(BoxedThunk) + Send>>,
+    handler: H,
 }
 
-impl<const N: usize> fmt::Debug for ScopeBuilder<N> {
+/// The cancel handler of a [`ScopeBuilder`] that has none (the default).
+///
+/// ```
+/// let _builder: deferral::ScopeBuilder<256, deferral::NoHandler> = deferral::ScopeBuilder::new();
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHandler;
+
+/// What [`ScopeBuilder::on_cancel`] stores.
+#[cfg(feature = "alloc")]
+type CancelHandler = alloc::boxed::Box<dyn FnMut(crate::slab::BoxedThunk) + Send>;
+
+/// The cancel handler of a [`ScopeBuilder`] configured with
+/// [`on_cancel`](ScopeBuilder::on_cancel) (`alloc`): such a builder can only
+/// [`run`](ScopeBuilder::run) a `Send` scope.
+///
+/// ```
+/// let _builder = deferral::ScopeBuilder::new().on_cancel(drop);
+/// ```
+#[cfg(feature = "alloc")]
+pub struct OnCancel(CancelHandler);
+
+#[cfg(feature = "alloc")]
+impl fmt::Debug for OnCancel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnCancel(..)")
+    }
+}
+
+impl<const N: usize, H> fmt::Debug for ScopeBuilder<N, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScopeBuilder")
             .field("capacity", &N)
@@ -496,26 +171,41 @@ impl Default for ScopeBuilder {
 
 impl ScopeBuilder {
     /// A builder with [`DEFAULT_CAPACITY`] and [`Order::Lifo`].
-    pub fn new() -> Self {
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::ScopeBuilder::new().run(async |_| 1).await;
+    /// assert_eq!(out, 1);
+    /// # });
+    /// ```
+    pub const fn new() -> Self {
         ScopeBuilder {
             order: Order::Lifo,
-            #[cfg(feature = "alloc")]
-            on_cancel: None,
+            handler: NoHandler,
         }
     }
 }
 
-impl<const N: usize> ScopeBuilder<N> {
+impl<const N: usize, H> ScopeBuilder<N, H> {
     /// Sets the inline slab capacity to `M` bytes.
-    pub fn capacity<const M: usize>(self) -> ScopeBuilder<M> {
+    ///
+    /// ```
+    /// let builder = deferral::ScopeBuilder::new().capacity::<64>();
+    /// # drop(builder);
+    /// ```
+    pub fn capacity<const M: usize>(self) -> ScopeBuilder<M, H> {
         ScopeBuilder {
             order: self.order,
-            #[cfg(feature = "alloc")]
-            on_cancel: self.on_cancel,
+            handler: self.handler,
         }
     }
 
     /// Sets the cleanup order.
+    ///
+    /// ```
+    /// let builder = deferral::ScopeBuilder::new().order(deferral::Order::Concurrent);
+    /// # drop(builder);
+    /// ```
     pub fn order(mut self, order: Order) -> Self {
         self.order = order;
         self
@@ -524,7 +214,8 @@ impl<const N: usize> ScopeBuilder<N> {
     /// Gives the scope a handler for the async thunks that have not started
     /// when the scope is dropped early (cancelled): they cannot be awaited in
     /// `Drop`, so instead of dropping them unpolled the scope hands each one
-    /// over, boxed, for example to spawn it on a runtime.
+    /// over, boxed, for example to spawn it on a runtime. Only for
+    /// [`run`](Self::run) (`Send + 'static` thunks).
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -545,39 +236,103 @@ impl<const N: usize> ScopeBuilder<N> {
     /// # });
     /// ```
     #[cfg(feature = "alloc")]
-    pub fn on_cancel(mut self, handler: impl FnMut(BoxedThunk) + Send + 'static) -> Self {
-        self.on_cancel = Some(alloc::boxed::Box::new(handler));
-        self
-    }
-
-    /// Runs `body` with a [`Defer`] handle, then its deferred thunks.
-    pub fn run<T, F>(self, body: F) -> DeferScope<impl Future<Output = T>>
-    where
-        F: for<'d> AsyncFnOnce(&'d Defer<T>) -> T,
-    {
-        DeferScope {
-            inner: run_scope::<N, T, F>(self.into_config(), body),
-            done: false,
-        }
-    }
-
-    fn into_config(self) -> Config {
-        Config {
+    pub fn on_cancel(
+        self,
+        handler: impl FnMut(crate::slab::BoxedThunk) + Send + 'static,
+    ) -> ScopeBuilder<N, OnCancel> {
+        ScopeBuilder {
             order: self.order,
-            #[cfg(feature = "alloc")]
-            on_cancel: self.on_cancel,
+            handler: OnCancel(alloc::boxed::Box::new(handler)),
         }
     }
 }
 
-struct Config {
-    order: Order,
+/// What a builder's handler becomes in the scope.
+pub trait IntoCancelHandler: crate::slab::sealed::Sealed {
+    #[doc(hidden)]
     #[cfg(feature = "alloc")]
-    on_cancel: Option<alloc::boxed::Box<dyn FnMut(BoxedThunk) + Send>>,
+    fn into_handler(self) -> Option<CancelHandler>;
+    #[doc(hidden)]
+    #[cfg(not(feature = "alloc"))]
+    fn into_handler(self) -> Option<core::convert::Infallible>;
+}
+
+impl crate::slab::sealed::Sealed for NoHandler {}
+impl IntoCancelHandler for NoHandler {
+    #[cfg(feature = "alloc")]
+    fn into_handler(self) -> Option<CancelHandler> {
+        None
+    }
+    #[cfg(not(feature = "alloc"))]
+    fn into_handler(self) -> Option<core::convert::Infallible> {
+        None
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl crate::slab::sealed::Sealed for OnCancel {}
+#[cfg(feature = "alloc")]
+impl IntoCancelHandler for OnCancel {
+    fn into_handler(self) -> Option<CancelHandler> {
+        Some(self.0)
+    }
+}
+
+impl<const N: usize, H: IntoCancelHandler> ScopeBuilder<N, H> {
+    /// Runs `body` with a [`Defer`] handle, then its deferred thunks: like
+    /// [`scope`], configured.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::ScopeBuilder::new()
+    ///     .run(async |d| {
+    ///         d.defer(|| println!("cleanup")).unwrap();
+    ///         "out"
+    ///     })
+    ///     .await;
+    /// assert_eq!(out, "out");
+    /// # });
+    /// ```
+    pub fn run<'s, T, F>(self, body: F) -> DeferScope<'s, T, F, Sendable, N>
+    where
+        F: for<'d> AsyncFnOnce(&'d Defer<T>) -> T,
+        F: for<'d> ScopeBody<'d, T, Sendable, &'d (T, Sendable)>,
+    {
+        DeferScope::new(body, self.order, self.handler.into_handler())
+    }
+}
+
+impl<const N: usize> ScopeBuilder<N, NoHandler> {
+    /// Runs `body` like [`scope_local`], configured: cleanup may borrow and
+    /// need not be `Send`.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let mut log = Vec::new();
+    /// deferral::ScopeBuilder::new()
+    ///     .order(deferral::Order::Fifo)
+    ///     .run_local(async |d| {
+    ///         d.defer(|| log.push("first")).unwrap();
+    ///     })
+    ///     .await;
+    /// assert_eq!(log, ["first"]);
+    /// # });
+    /// ```
+    pub fn run_local<'s, 'env, T, F>(self, body: F) -> DeferScope<'s, T, F, Local<'env>, N>
+    where
+        F: for<'d> AsyncFnOnce(&'d Defer<T, Local<'env>>) -> T,
+        F: for<'d> ScopeBody<'d, T, Local<'env>, &'d (T, Local<'env>)>,
+    {
+        DeferScope::new(body, self.order, None)
+    }
 }
 
 /// Runs `body` with a [`Defer`] handle; when it returns, runs the deferred
 /// thunks (LIFO), then resolves to the body's output.
+///
+/// Cleanup is `Send + 'static`, so the scope can be spawned on a
+/// multi-threaded runtime; for cleanup that borrows or is not `Send`, use
+/// [`scope_local`].
 ///
 /// ```
 /// # futures::executor::block_on(async {
@@ -595,371 +350,335 @@ struct Config {
 /// # });
 /// ```
 ///
-/// # Size
-///
-/// On x86_64 an empty scope adds 208 bytes (with `std`; 128 with no
-/// features) to its body's future, plus the `N` bytes of its slab
-/// ([`DEFAULT_CAPACITY`] here). A registration takes a 40-byte header plus
-/// the thunk, aligned. `tests/scope_capacity.rs` prints the figures.
-///
 /// # Panics and cancellation
 ///
 /// With `std`, a panic in the body still runs every thunk (async ones are
 /// polled to completion), then the panic resumes from `poll`; a panic in a
 /// thunk does not stop the others, and the first panic resumes after all
 /// ran. If the scope is dropped before it finished, the body is dropped
-/// first, then the remaining sync thunks run (LIFO) and the async ones are
-/// dropped unpolled (or given to [`ScopeBuilder::on_cancel`]). A thunk that
-/// panics while the scope is being dropped *during unwinding* aborts the
-/// process (a double panic), as any panicking destructor would.
-pub fn scope<T, F>(body: F) -> DeferScope<impl Future<Output = T>>
+/// first, then the remaining sync thunks run and the async ones are dropped
+/// unpolled (or given to [`ScopeBuilder::on_cancel`]). A thunk that panics
+/// while the scope is being dropped *during unwinding* aborts the process
+/// (a double panic), as any panicking destructor would.
+pub fn scope<'s, T, F>(body: F) -> DeferScope<'s, T, F>
 where
     F: for<'d> AsyncFnOnce(&'d Defer<T>) -> T,
+    F: for<'d> ScopeBody<'d, T, Sendable, &'d (T, Sendable)>,
 {
-    ScopeBuilder::new().run(body)
+    DeferScope::new(body, Order::Lifo, None)
 }
 
-async fn run_scope<const N: usize, T, F>(config: Config, body: F) -> T
+/// Like [`scope`], for cleanup that borrows or is not `Send`: thunks and
+/// guarded values may borrow anything that outlives the call — a `&mut`
+/// peripheral, a `Vec` on the caller's stack — and may be `!Send`
+/// (`Rc<RefCell<..>>`). The scope future is then `!Send`: await it, or run
+/// it on a thread-mode, current-thread or local executor.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// struct Adc { powered: bool }
+/// impl Adc {
+///     fn power_off(&mut self) { self.powered = false; }
+///     async fn read(&mut self) -> u16 { 512 }
+/// }
+///
+/// let mut adc = Adc { powered: true };
+/// let mut log = Vec::new();
+/// let sample = deferral::scope_local(async |d| {
+///     let mut adc = d.guard(&mut adc, |adc| adc.power_off()).unwrap();
+///     d.defer(|| log.push("sampled")).unwrap(); // Go-style: borrow and push
+///     adc.read().await
+/// })
+/// .await;
+/// assert_eq!(sample, 512);
+/// assert!(!adc.powered);
+/// assert_eq!(log, ["sampled"]);
+/// # });
+/// ```
+pub fn scope_local<'s, 'env, T, F>(body: F) -> DeferScope<'s, T, F, Local<'env>>
 where
-    F: for<'d> AsyncFnOnce(&'d Defer<T>) -> T,
+    F: for<'d> AsyncFnOnce(&'d Defer<T, Local<'env>>) -> T,
+    F: for<'d> ScopeBody<'d, T, Local<'env>, &'d (T, Local<'env>)>,
 {
-    // Pinned in this frame: headers may point into the slab from now on.
-    let slab = pin!(Slab::<N>::new());
-    let raw = slab.as_ref().raw();
-    let handle = Defer {
-        // SAFETY: the handle lives in this frame, is declared after the slab
-        // (so dropped before it), and is only ever lent out as `&Defer`,
-        // whose lifetime cannot outlast this frame. Thunks are `'static`,
-        // so none can keep the handle past the body.
-        slab: unsafe { raw.detach() },
-        _out: PhantomData,
-    };
-    // Calling the body may already run user code (a closure returning a
-    // future runs its synchronous prefix now): give it the same treatment
-    // as a poll, the ambient scope and panic catching.
-    let body = panicking::catch(|| crate::ambient::enter(raw, || body(&handle)));
-    Driver::new(body, raw, config).await
+    DeferScope::new(body, Order::Lifo, None)
 }
 
-/// The hand-written state machine: polls the body, then the thunks.
-#[pin_project(PinnedDrop)]
-struct Driver<'s, B, T> {
-    #[pin]
-    body: Body<B>,
-    slab: RawSlab<'s>,
-    config: Config,
-    /// The body's output, once it returned.
-    out: Option<T>,
-    /// The first panic (body or thunk), resumed after cleanup.
+/// Where a scope is (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Init,
+    Body,
+    Cleanup,
+    Done,
+}
+
+/// The body closure, then its future, in the same bytes.
+union BodyCell<F, Fut> {
+    closure: ManuallyDrop<F>,
+    future: ManuallyDrop<Fut>,
+}
+
+/// The future returned by [`scope`], [`scope_local`] and [`ScopeBuilder`]:
+/// resolves to the body's output after every deferred thunk has finished.
+///
+/// `'s` is the lifetime the body's future is stored at (see the module
+/// docs of `scope`); `K` the flavour ([`Sendable`] or [`Local`]); `N` the
+/// inline slab capacity in bytes.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use futures::future::FusedFuture;
+/// let mut scope = Box::pin(deferral::scope(async |_| 7));
+/// assert!(!scope.is_terminated());
+/// assert_eq!(scope.as_mut().await, 7);
+/// assert!(scope.is_terminated());
+/// # });
+/// ```
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct DeferScope<'s, T, F, K = Sendable, const N: usize = DEFAULT_CAPACITY>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    slab: Slab<K, N>,
+    phase: Phase,
+    /// In an `UnsafeCell`: a `&DeferScope` (`is_terminated`, `Debug`) must
+    /// not claim the self-borrowing body is frozen.
+    body: UnsafeCell<BodyCell<F, F::Fut>>,
+    end: Ending<T>,
     panic: Option<Panic>,
-    /// Cleanup has begun (the body is gone).
-    cleaning: bool,
-    /// Concurrent mode: every armed thunk has been started.
-    started_all: bool,
-    /// `poll` returned `Ready`: the body is gone and every thunk ran, so
-    /// `Drop` has nothing left to do.
-    finished: bool,
-    /// Boxed: only concurrent cleanup needs it, and it allocates anyway.
+    cleaner: Cleaner,
     #[cfg(feature = "alloc")]
-    wake_set: Option<alloc::boxed::Box<crate::wake_set::WakeSet>>,
+    on_cancel: Option<CancelHandler>,
+    _pinned: PhantomPinned,
+    _life: PhantomData<&'s ()>,
 }
 
-#[pin_project(project = BodyProj, project_replace = BodyOwn)]
-enum Body<B> {
-    Running(#[pin] B),
-    Gone,
+// SAFETY: nothing of the body, output or slab is reachable through
+// `&DeferScope` (only `is_terminated` and `Debug`, which read the phase).
+unsafe impl<'s, T, F, K, const N: usize> Sync for DeferScope<'s, T, F, K, N>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
 }
 
-impl<'s, B: Future<Output = T>, T> Driver<'s, B, T> {
-    /// `body` is `Err` if creating the body future panicked: cleanup then
-    /// starts at once, and the panic resumes after it.
-    fn new(body: Result<B, Panic>, slab: RawSlab<'s>, config: Config) -> Self {
-        let (body, panic) = match body {
-            Ok(body) => (Body::Running(body), None),
-            Err(panic) => (Body::Gone, Some(panic)),
-        };
-        Driver {
-            cleaning: panic.is_some(),
-            body,
-            slab,
-            config,
-            out: None,
-            panic,
-            started_all: false,
-            finished: false,
-            #[cfg(feature = "alloc")]
-            wake_set: None,
+impl<'s, T, F, K, const N: usize> DeferScope<'s, T, F, K, N>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    #[cfg(feature = "alloc")]
+    fn new(body: F, order: Order, on_cancel: Option<CancelHandler>) -> Self {
+        DeferScope {
+            slab: Slab::new(),
+            phase: Phase::Init,
+            body: UnsafeCell::new(BodyCell {
+                closure: ManuallyDrop::new(body),
+            }),
+            end: Ending::new(),
+            panic: None,
+            cleaner: Cleaner::new(order),
+            on_cancel,
+            _pinned: PhantomPinned,
+            _life: PhantomData,
+        }
+    }
+
+    #[cfg(not(feature = "alloc"))]
+    fn new(body: F, order: Order, _on_cancel: Option<core::convert::Infallible>) -> Self {
+        DeferScope {
+            slab: Slab::new(),
+            phase: Phase::Init,
+            body: UnsafeCell::new(BodyCell {
+                closure: ManuallyDrop::new(body),
+            }),
+            end: Ending::new(),
+            panic: None,
+            cleaner: Cleaner::new(order),
+            _pinned: PhantomPinned,
+            _life: PhantomData,
         }
     }
 }
 
-impl<B: Future<Output = T>, T> Future for Driver<'_, B, T> {
+impl<'s, T, F, K, const N: usize> Future for DeferScope<'s, T, F, K, N>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
     type Output = T;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        // Through the projection, never `Deref`: a `&Driver` would be a
-        // shared reference to the pinned body too, which invalidates the
-        // body's pointers into itself (Stacked Borrows UB).
-        if !*self.as_mut().project().cleaning {
-            let mut this = self.as_mut().project();
-            let BodyProj::Running(body) = this.body.as_mut().project() else {
-                unreachable!("body gone before cleanup")
-            };
-            let slab = *this.slab;
-            let polled = panicking::catch(|| crate::ambient::enter(slab, || body.poll(cx)));
-            match polled {
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(out)) => *this.out = Some(out),
-                Err(panic) => *this.panic = Some(panic),
-            }
-            // Drop the body before any thunk runs: it may hold guards.
-            if let Err(panic) = panicking::catch(|| {
-                this.body.project_replace(Body::Gone);
-            }) {
-                this.panic.get_or_insert(panic);
-            }
-            *this.cleaning = true;
-        }
-        // Thunks registered in a context run in it (they carry it, see
-        // `RawSlab::push`); the others were registered in the empty one.
-        core::task::ready!(crate::context::isolated(|| self.as_mut().poll_cleanup(cx)));
-        let this = self.project();
-        if let Some(panic) = this.panic.take() {
-            panicking::resume(panic);
-        }
-        *this.finished = true;
-        Poll::Ready(this.out.take().expect("deferral: scope output taken twice"))
-    }
-}
-
-impl<B, T> Driver<'_, B, T> {
-    fn out_ptr(out: &mut Option<T>) -> *mut () {
-        out.as_mut()
-            .map_or(ptr::null_mut(), |o| ptr::from_mut(o).cast())
-    }
-
-    /// Runs a sync entry the caller unlinked, recording a panic.
-    fn run_sync(entry: Entry, out: *mut (), panic: &mut Option<Panic>) {
-        // SAFETY: the caller unlinked the entry (owns it); it is sync; `out`
-        // is null or points to the scope's `T`.
-        if let Err(p) = panicking::catch(|| unsafe { entry.run(out) }) {
-            panic.get_or_insert(p);
-        }
-    }
-
-    /// Polls a running entry; on completion or panic, unlinks and frees it.
-    fn poll_running(
-        slab: RawSlab<'_>,
-        entry: Entry,
-        cx: &mut Context<'_>,
-        out: *mut (),
-        panic: &mut Option<Panic>,
-    ) -> Poll<()> {
-        // SAFETY: cleanup has the slab to itself; the entry is on the running
-        // list with a live, pinned async payload.
-        match panicking::catch(|| unsafe { entry.poll(cx, out) }) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(())) => {
-                // SAFETY: finished: its payload has completed; unlink, then
-                // drop what is left of it (a completed future) and free it.
-                unsafe {
-                    slab.unpark_running(entry);
-                    Self::drop_entry(entry, panic);
-                }
-                Poll::Ready(())
-            }
-            Err(p) => {
-                panic.get_or_insert(p);
-                // SAFETY: as above: a future whose poll panicked is dropped.
-                unsafe {
-                    slab.unpark_running(entry);
-                    Self::drop_entry(entry, panic);
-                }
-                Poll::Ready(())
-            }
-        }
-    }
-
-    /// # Safety
-    /// The caller owns the unlinked entry and its payload is initialised.
-    unsafe fn drop_entry(entry: Entry, panic: &mut Option<Panic>) {
-        // SAFETY: as the caller guarantees.
-        if let Err(p) = panicking::catch(|| unsafe { entry.drop_payload() }) {
-            panic.get_or_insert(p);
-        }
-    }
-
-    fn poll_cleanup(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let slab = *this.slab;
-        let out = Self::out_ptr(this.out);
-        let panic = this.panic;
-        match this.config.order {
-            Order::Lifo | Order::Fifo => {
-                let lifo = this.config.order == Order::Lifo;
-                loop {
-                    // At most one async entry runs at a time in these orders.
-                    // SAFETY: cleanup has the slab to itself.
-                    if let Some(entry) = unsafe { slab.running() }.next() {
-                        core::task::ready!(Self::poll_running(slab, entry, cx, out, panic));
-                        continue;
-                    }
-                    // SAFETY: as above.
-                    let Some(entry) = (unsafe { slab.pop_armed(lifo) }) else {
-                        return Poll::Ready(());
-                    };
-                    if entry.is_async() {
-                        // SAFETY: we own the unlinked entry.
-                        unsafe { slab.park_running(entry) };
-                    } else {
-                        Self::run_sync(entry, out, panic);
-                    }
-                }
-            }
-            Order::Concurrent => {
-                #[cfg(feature = "alloc")]
-                let wake_set = this.wake_set;
-                if !*this.started_all {
-                    // SAFETY: cleanup has the slab to itself.
-                    while let Some(entry) = unsafe { slab.pop_armed(true) } {
-                        if entry.is_async() {
-                            // SAFETY: we own the unlinked entry.
-                            unsafe { slab.park_running(entry) };
-                        } else {
-                            Self::run_sync(entry, out, panic);
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        // SAFETY: the scope is pinned, and nothing is moved out of it but
+        // the body closure (never pinned) and the output. Every field is
+        // reached by a raw projection, never through `&Self` (module docs).
+        let this: *mut Self = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above, for each access below.
+        unsafe {
+            let core = &(*this).slab.core();
+            loop {
+                match (*this).phase {
+                    Phase::Init => {
+                        // The scope's address is final: start the slab.
+                        Slab::init(ptr::addr_of_mut!((*this).slab));
+                        let cell = (*this).body.get();
+                        let body = ManuallyDrop::take(&mut (*cell).closure);
+                        // If calling the body panics, there is no future.
+                        (*this).phase = Phase::Cleanup;
+                        let handle: &'s Defer<T, K> = &*ptr::from_ref(Defer::of(core));
+                        // Calling the body may already run user code (a
+                        // closure returning a future runs its synchronous
+                        // prefix now): the same treatment as a poll.
+                        match panicking::catch(|| crate::ambient::enter(core, || body.call(handle)))
+                        {
+                            Ok(future) => {
+                                ptr::addr_of_mut!((*cell).future).write(ManuallyDrop::new(future));
+                                (*this).phase = Phase::Body;
+                            }
+                            Err(p) => (*this).panic = Some(p),
                         }
                     }
-                    *this.started_all = true;
-                    #[cfg(feature = "alloc")]
-                    {
-                        // SAFETY: as above.
-                        *wake_set = Some(alloc::boxed::Box::new(crate::wake_set::WakeSet::new(
-                            unsafe { slab.running() },
-                        )));
+                    Phase::Body => {
+                        let cell = (*this).body.get();
+                        let future = Pin::new_unchecked(&mut *(*cell).future);
+                        match panicking::catch(|| crate::ambient::enter(core, || future.poll(cx))) {
+                            Ok(Poll::Pending) => return Poll::Pending,
+                            Ok(Poll::Ready(out)) => (*this).end.out = Some(out),
+                            Err(p) => (*this).panic = Some(p),
+                        }
+                        // Dropped in place before any thunk runs (it may
+                        // hold guards), after the tag moved on.
+                        (*this).phase = Phase::Cleanup;
+                        if let Err(p) = panicking::catch(|| ManuallyDrop::drop(&mut (*cell).future))
+                        {
+                            (*this).panic.get_or_insert(p);
+                        }
                     }
-                }
-                #[cfg(feature = "alloc")]
-                if let Some(set) = wake_set {
-                    return set.poll(cx, |entry, cx| {
-                        Self::poll_running(slab, entry, cx, out, panic)
-                    });
-                }
-                // Without per-thunk wakers: poll every unfinished thunk.
-                // SAFETY: as above; `running` snapshots each successor before
-                // we may unlink the entry it yielded.
-                for entry in unsafe { slab.running() } {
-                    let _ = Self::poll_running(slab, entry, cx, out, panic);
-                }
-                // SAFETY: as above.
-                if unsafe { slab.is_empty() } {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
+                    Phase::Cleanup => {
+                        let cleaner = &mut (*this).cleaner;
+                        if !cleaner.is_started() && !core.is_empty() {
+                            cleaner.start(core.start_cleanup(cleaner.lifo()));
+                        }
+                        if cleaner.is_started() {
+                            let end = ptr::addr_of_mut!((*this).end).cast::<()>();
+                            let panic = &mut (*this).panic;
+                            // Thunks registered in a context run in it (they
+                            // carry it); the others in the empty one.
+                            core::task::ready!(crate::context::isolated(
+                                || cleaner.poll(end, cx, panic)
+                            ));
+                        }
+                        (*this).phase = Phase::Done;
+                        if let Some(p) = (*this).panic.take() {
+                            panicking::resume(p);
+                        }
+                        return Poll::Ready(
+                            (*this)
+                                .end
+                                .out
+                                .take()
+                                .expect("deferral: a returned body has an output"),
+                        );
+                    }
+                    Phase::Done => panic!("`DeferScope` polled after completion"),
                 }
             }
         }
     }
 }
 
-#[pinned_drop]
-impl<B, T> PinnedDrop for Driver<'_, B, T> {
-    fn drop(self: Pin<&mut Self>) {
-        let mut this = self.project();
-        if *this.finished {
-            // The common case: cleanup completed in `poll`.
-            return;
-        }
-        // Cancelled (or unwinding out of `poll` without `std`): the body
-        // goes first, then what is left of the cleanup.
-        let mut panic = this.panic.take();
-        if let Err(p) = panicking::catch(|| {
-            this.body.as_mut().project_replace(Body::Gone);
-        }) {
-            panic.get_or_insert(p);
-        }
-        #[cfg(feature = "alloc")]
-        drop(this.wake_set.take());
-        let slab = *this.slab;
-        // Started async thunks cannot finish now: drop them.
-        // SAFETY: the body is gone, so we have the slab to ourselves; each
-        // running entry is unlinked before its payload is dropped.
-        while let Some(entry) = unsafe { slab.running() }.next() {
-            // SAFETY: as above.
-            unsafe {
-                slab.unpark_running(entry);
-                Self::drop_entry(entry, &mut panic);
-            }
-        }
-        // The rest, LIFO: sync thunks run (without the output: it is being
-        // discarded), async ones are dropped unpolled or handed over.
-        // SAFETY: as above.
-        while let Some(entry) = unsafe { slab.pop_armed(true) } {
-            if !entry.is_async() {
-                crate::context::isolated(|| Self::run_sync(entry, ptr::null_mut(), &mut panic));
-                continue;
-            }
-            #[cfg(feature = "alloc")]
-            if let Some(handler) = this.config.on_cancel.as_mut() {
-                // SAFETY: we own the unlinked, never-polled async entry.
-                match panicking::catch(|| unsafe { entry.into_boxed() }) {
-                    Ok(Some(thunk)) => {
-                        if let Err(p) = panicking::catch(move || handler(thunk)) {
-                            panic.get_or_insert(p);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(p) => {
+impl<'s, T, F, K, const N: usize> Drop for DeferScope<'s, T, F, K, N>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    fn drop(&mut self) {
+        let this: *mut Self = self;
+        // SAFETY: as in `poll`: raw projections only; the body is dropped
+        // in place.
+        unsafe {
+            let mut panic = (*this).panic.take();
+            match (*this).phase {
+                Phase::Done => return,
+                Phase::Init => {
+                    (*this).phase = Phase::Done;
+                    ManuallyDrop::drop(&mut (*(*this).body.get()).closure);
+                    return;
+                }
+                Phase::Body => {
+                    // Cancelled: the body goes first.
+                    (*this).phase = Phase::Cleanup;
+                    let cell = (*this).body.get();
+                    if let Err(p) = panicking::catch(|| ManuallyDrop::drop(&mut (*cell).future)) {
                         panic.get_or_insert(p);
                     }
                 }
-                continue;
+                Phase::Cleanup => {}
             }
-            // SAFETY: we own the unlinked entry.
-            unsafe { Self::drop_entry(entry, &mut panic) };
-        }
-        if let Some(p) = panic {
-            panicking::resume_unless_panicking(p);
+            (*this).phase = Phase::Done;
+            // The output is being discarded: thunks see none. It goes last.
+            let out = (*this).end.out.take();
+            let core = (*this).slab.core();
+            let cleaner = &mut (*this).cleaner;
+            let first = if cleaner.is_started() {
+                None
+            } else {
+                core.start_cleanup(cleaner.lifo())
+            };
+            let end = ptr::addr_of_mut!((*this).end).cast::<()>();
+            #[cfg(feature = "alloc")]
+            let handler = &mut (*this).on_cancel;
+            crate::context::isolated(|| {
+                cleaner.cancel(
+                    first,
+                    end,
+                    |live| {
+                        #[cfg(feature = "alloc")]
+                        if let Some(handler) = handler {
+                            // Only `Sendable` scopes have a handler (the
+                            // builder's types see to it): their payloads are
+                            // `Send + 'static`, and this one never started.
+                            handler(live.into_boxed());
+                            return;
+                        }
+                        // Dropped unpolled.
+                        live.drop_payload();
+                    },
+                    &mut panic,
+                )
+            });
+            if let Err(p) = panicking::catch(move || drop(out)) {
+                panic.get_or_insert(p);
+            }
+            if let Some(p) = panic {
+                panicking::resume_unless_panicking(p);
+            }
         }
     }
 }
 
-/// The future returned by [`scope`] and [`ScopeBuilder::run`]: resolves to
-/// the body's output after every deferred thunk has finished.
-#[pin_project]
-#[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct DeferScope<Fut> {
-    #[pin]
-    inner: Fut,
-    done: bool,
+impl<'s, T, F, K, const N: usize> FusedFuture for DeferScope<'s, T, F, K, N>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    fn is_terminated(&self) -> bool {
+        // A plain field read through `&self` is fine here: `&DeferScope`
+        // cannot coexist with a poll (which needs `Pin<&mut>`).
+        self.phase == Phase::Done
+    }
 }
 
-impl<Fut> fmt::Debug for DeferScope<Fut> {
+impl<'s, T, F, K, const N: usize> fmt::Debug for DeferScope<'s, T, F, K, N>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeferScope")
-            .field("done", &self.done)
+            .field("phase", &self.phase)
+            .field("capacity", &N)
             .finish_non_exhaustive()
-    }
-}
-
-impl<Fut: Future> Future for DeferScope<Fut> {
-    type Output = Fut::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Fut::Output> {
-        let this = self.project();
-        assert!(!*this.done, "`DeferScope` polled after completion");
-        // Counted as done while polling, so a poll that panics (resuming a
-        // body's panic) leaves a terminated future, not a resumable one.
-        *this.done = true;
-        let polled = this.inner.poll(cx);
-        if polled.is_pending() {
-            *this.done = false;
-        }
-        polled
-    }
-}
-
-impl<Fut: Future> FusedFuture for DeferScope<Fut> {
-    fn is_terminated(&self) -> bool {
-        self.done
     }
 }

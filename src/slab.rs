@@ -1,105 +1,123 @@
-//! Inline, const-generic, type-erased storage of deferred thunks.
+//! Inline, const-generic, type-erased storage of deferred thunks: the unsafe
+//! heart of [`DeferScope`](crate::DeferScope).
 //!
 //! # How it works
 //!
-//! A [`Slab<N>`] is `N` bytes of 16-aligned inline storage plus a little
-//! bookkeeping. Registering a thunk ("an entry") bump-allocates, inside those
-//! bytes, a [`Header`] followed by the thunk itself (its "payload"): a closure,
-//! a future, or a guarded value with its cleanup. The header records the
-//! payload's address and a `&'static` [`EntryVTable`] of monomorphised
-//! functions that know the payload's real type (run it, poll it, drop it, take
-//! it back). When the inline bytes cannot hold an entry — full, or a payload
-//! aligned to more than 16 — the entry is refused and handed back, or, with
-//! the `alloc` feature, the header and payload go into one heap block of
-//! their own ("spilled"). Bytes are never reused: a slab lives for one scope.
+//! A [`Slab<K, N>`] is `N` bytes of 16-aligned inline storage behind a small
+//! [`SlabCore`]. Registering a thunk ("an entry") bump-allocates a two-word
+//! [`Header`] followed by the thunk itself (its "payload": a closure, a
+//! future, a guarded value with its cleanup). The header holds a
+//! `&'static` [`EntryVTable`] of monomorphised functions that know the
+//! payload's type (run it, poll it, drop it, take it back), and a pointer to
+//! the entry registered before it: the entries form a singly linked chain,
+//! newest first, so LIFO cleanup simply walks it; FIFO and concurrent
+//! cleanup reverse it once, in place, when cleanup starts.
 //!
-//! Entries are threaded on intrusive doubly linked lists through their
-//! headers, whatever storage they sit in:
+//! An entry is *live* while its vtable pointer is set. Whoever clears it
+//! owns the payload and must run, drop or take it exactly once: clearing
+//! comes first (the heapless `truncate` rule), so a payload that panics can
+//! never be touched again. Cancelling a registration is clearing its vtable
+//! and taking the payload back; the entry stays in the chain and cleanup
+//! skips it. If it was the newest entry its bytes are given back to the bump
+//! allocator (and so are those of older cleared entries that become the
+//! newest), so a loop that registers and cancels never fills the slab.
 //!
-//! - `armed`: registered, not yet started, in registration order. LIFO
-//!   cleanup pops its tail, FIFO its head; defusing an entry unlinks it.
-//! - `running`: async entries whose future has been polled at least once and
-//!   has not finished. Their payloads are pinned where they are.
+//! The bump allocator works on addresses, not offsets: it starts when the
+//! scope is first polled ([`SlabCore::init`]), when its address is final, so
+//! any alignment fits. When the inline bytes cannot hold an entry it is
+//! refused and handed back — or, with `alloc`, the allocator moves to a heap
+//! chunk (the first of at least 256 bytes, each next one twice as big), so N
+//! registrations past the inline bytes make O(log N) allocations. Entries
+//! never move once registered: an async payload is polled where it lies.
 //!
-//! An entry is on at most one list. Whoever unlinks an entry owns its
-//! payload: it must run, drop or take the payload exactly once, then free the
-//! entry. Unlinking *before* touching the payload is what makes a panicking
-//! thunk or destructor unable to cause a double drop (the heapless
-//! `truncate` rule): if the payload panics, the entry is already off every
-//! list, so nobody will touch it again.
+//! # Sharing
 //!
-//! # Addresses and sharing
-//!
-//! Headers and payloads hold raw pointers into the slab's own bytes, so a
-//! slab must not move once the first entry is registered: every entry point
-//! takes `Pin<&Self>`. The lists are mutated only under `lock` (a spin flag,
-//! held for a few pointer writes) so the owning scope's handle can be `Sync`
-//! and a body that holds it across `.await` stays `Send`; that is also why
-//! every payload must be `Send`. Cleanup runs after the body (and with it
-//! every handle, token and guard) is gone, so it has the slab to itself.
+//! The body lends the handle (`&Defer`, which *is* the core) to anything it
+//! likes, so every field is a `Cell` and nothing ever makes a `&mut` to the
+//! slab. For `scope` the handle is `Sync` (a body that holds it across
+//! `.await` stays `Send`), so registrations and cancellations are serialised
+//! by a one-word spin lock held for a few pointer writes; `scope_local`'s
+//! handle is `!Sync` and skips it ([`Flavour::LOCKS`]). Cleanup runs after the
+//! body (and with it every handle, token and guard) is gone, so it has the
+//! slab to itself.
 
 use core::alloc::Layout;
-use core::cell::UnsafeCell;
-use core::marker::PhantomPinned;
+use core::cell::{Cell, UnsafeCell};
+use core::marker::PhantomData;
 use core::mem::{MaybeUninit, align_of, size_of};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll};
 
-/// The largest payload alignment the inline bytes can honour: the bytes are
-/// aligned to this, and offsets are computed from their start, so an entry
-/// is correctly aligned whatever address the slab ends up at.
-pub(crate) const INLINE_ALIGN: usize = 16;
+use crate::sync::{AtomicBool, Ordering};
+
+/// What a scope's thunks may hold; sealed. Implemented by
+/// [`Sendable`](crate::Sendable) (`scope`) and [`Local`](crate::Local)
+/// (`scope_local`).
+pub trait Flavour: sealed::Sealed {
+    /// Registrations go through the slab's lock (the handle is `Sync`).
+    #[doc(hidden)]
+    const LOCKS: bool;
+}
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
 
 /// A payload of the slab: something deferred, with a way to finish it.
 ///
-/// `Out` is the scope's output type: thunks that asked for it get
-/// `Some(&mut out)` when there is one (the body returned) and `None` when
-/// there is not (the body panicked or the scope was cancelled).
-pub(crate) trait Payload<Out>: Sized + Send {
+/// `Out` is the scope's output type. Every method gets the scope's
+/// [`Ending`]: how the body ended, and its output if it returned.
+pub(crate) trait Payload<Out>: Sized {
     /// What [`take`](Self::take) hands back when an entry is defused.
     type Taken;
     /// Async payloads are polled; sync ones run once.
     const ASYNC: bool;
 
     /// Runs a sync payload to completion. Never called for async payloads.
-    fn run(self, out: Option<&mut Out>);
+    fn run(self, end: &mut Ending<Out>);
 
     /// Polls an async payload. Never called for sync payloads.
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, out: Option<&mut Out>) -> Poll<()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, end: &mut Ending<Out>) -> Poll<()>;
 
     /// Defuses a payload that has not started: hands back what was deferred.
     fn take(self) -> Self::Taken;
-
-    /// An async payload that has not started, as a boxed `'static` future
-    /// (for a scope's cancel handler); `Err(self)` for sync payloads.
-    #[cfg(feature = "alloc")]
-    fn into_boxed(self) -> Result<BoxedThunk, Self>;
 }
 
-/// A not-yet-started async thunk, as handed to a scope's cancel handler.
-#[cfg(feature = "alloc")]
-pub type BoxedThunk = Pin<alloc::boxed::Box<dyn Future<Output = ()> + Send + 'static>>;
+/// How a scope's body ended, as its cleanup sees it. The slab passes it to
+/// payloads type-erased (`*mut ()`); only the payloads know `Out`.
+pub(crate) struct Ending<Out> {
+    /// The body's output, if it returned.
+    pub(crate) out: Option<Out>,
+}
+
+impl<Out> Ending<Out> {
+    pub(crate) const fn new() -> Self {
+        Ending { out: None }
+    }
+}
 
 /// The monomorphised functions of one payload type.
 pub(crate) struct EntryVTable {
     layout: Layout,
     is_async: bool,
-    /// Reads the payload out and runs it. `out` is a `*mut Out` or null.
-    run: unsafe fn(payload: *mut u8, out: *mut ()),
-    /// Polls the pinned payload in place. `out` is a `*mut Out` or null.
-    poll: unsafe fn(payload: *mut u8, cx: &mut Context<'_>, out: *mut ()) -> Poll<()>,
+    /// Reads the payload out and runs it. `end` is a `*mut Ending<Out>`.
+    run: unsafe fn(payload: *mut u8, end: *mut ()),
+    /// Polls the pinned payload in place.
+    poll: unsafe fn(payload: *mut u8, cx: &mut Context<'_>, end: *mut ()) -> Poll<()>,
     /// Drops the payload in place.
     drop: unsafe fn(payload: *mut u8),
     /// Reads the payload out, takes it, writes the `Taken` to `dst`.
     take: unsafe fn(payload: *mut u8, dst: *mut ()),
-    /// Reads the payload out and boxes it; writes `Option<BoxedThunk>` to `dst`.
-    #[cfg(feature = "alloc")]
-    boxed: unsafe fn(payload: *mut u8, dst: *mut ()),
 }
 
-struct VTableOf<Out, P>(core::marker::PhantomData<(fn(Out), P)>);
+impl EntryVTable {
+    pub(crate) fn is_async(&self) -> bool {
+        self.is_async
+    }
+}
+
+struct VTableOf<Out, P>(PhantomData<(fn(Out), P)>);
 
 impl<Out, P: Payload<Out>> VTableOf<Out, P> {
     const VTABLE: EntryVTable = EntryVTable {
@@ -109,42 +127,43 @@ impl<Out, P: Payload<Out>> VTableOf<Out, P> {
         poll: poll_payload::<Out, P>,
         drop: drop_payload::<P>,
         take: take_payload::<Out, P>,
-        #[cfg(feature = "alloc")]
-        boxed: box_payload::<Out, P>,
     };
 }
 
 /// # Safety
-/// `out` is null or points to a live `Out` nobody else is using.
-unsafe fn out_ref<'a, Out>(out: *mut ()) -> Option<&'a mut Out> {
+/// `end` points to a live `Ending<Out>` nobody else is using.
+unsafe fn ending<'a, Out>(end: *mut ()) -> &'a mut Ending<Out> {
     // SAFETY: guaranteed by the caller.
-    unsafe { out.cast::<Out>().as_mut() }
+    unsafe { &mut *end.cast::<Ending<Out>>() }
 }
 
 /// # Safety
 /// `payload` points to an initialised `P` that the caller owns and gives up;
-/// `out` as for [`out_ref`].
-unsafe fn run_payload<Out, P: Payload<Out>>(payload: *mut u8, out: *mut ()) {
+/// `end` as for [`ending`].
+unsafe fn run_payload<Out, P: Payload<Out>>(payload: *mut u8, end: *mut ()) {
     // SAFETY: the caller owns the payload and never touches it again.
     let p = unsafe { payload.cast::<P>().read() };
     // SAFETY: guaranteed by the caller.
-    p.run(unsafe { out_ref(out) });
+    p.run(unsafe { ending(end) });
 }
 
 /// # Safety
-/// `payload` points to an initialised `P` pinned where it is; `out` as for
-/// [`out_ref`].
+/// `payload` points to an initialised `P` pinned where it is; `end` as for
+/// [`ending`], or null for a thunk polled away from its scope (handed over
+/// after a cancellation: there is no output).
 unsafe fn poll_payload<Out, P: Payload<Out>>(
     payload: *mut u8,
     cx: &mut Context<'_>,
-    out: *mut (),
+    end: *mut (),
 ) -> Poll<()> {
     // SAFETY: the payload is initialised, exclusively ours for this call,
-    // and never moved while it may have been polled (the slab is pinned and
-    // entries are not moved after registration).
+    // and never moved (entries do not move once registered).
     let p = unsafe { Pin::new_unchecked(&mut *payload.cast::<P>()) };
+    if end.is_null() {
+        return p.poll(cx, &mut Ending::new());
+    }
     // SAFETY: guaranteed by the caller.
-    p.poll(cx, unsafe { out_ref(out) })
+    p.poll(cx, unsafe { ending(end) })
 }
 
 /// # Safety
@@ -164,264 +183,173 @@ unsafe fn take_payload<Out, P: Payload<Out>>(payload: *mut u8, dst: *mut ()) {
     unsafe { dst.cast::<P::Taken>().write(taken) }
 }
 
-/// # Safety
-/// As [`run_payload`]; `dst` points to writable `MaybeUninit<Option<BoxedThunk>>`.
-#[cfg(feature = "alloc")]
-unsafe fn box_payload<Out, P: Payload<Out>>(payload: *mut u8, dst: *mut ()) {
-    // SAFETY: the caller owns the payload and never touches it again.
-    let p = unsafe { payload.cast::<P>().read() };
-    let boxed = p.into_boxed().ok();
-    // SAFETY: `dst` is valid for a write of `Option<BoxedThunk>` (caller).
-    unsafe { dst.cast::<Option<BoxedThunk>>().write(boxed) }
-}
-
-/// The bookkeeping in front of every payload.
+/// The bookkeeping in front of every payload: two words.
 struct Header {
-    vtable: &'static EntryVTable,
-    payload: *mut u8,
-    prev: *mut Header,
-    next: *mut Header,
-    /// Spilled to its own heap block (free it when done).
+    /// `None` once the entry finished, was cancelled, or is being run.
+    vtable: Option<&'static EntryVTable>,
+    /// The entry registered before this one (after it, once cleanup
+    /// reversed the chain for FIFO or concurrent order).
+    link: *mut Header,
+}
+
+/// A registered entry: a pointer to its header. Its payload follows the
+/// header, aligned for the payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry(NonNull<Header>);
+
+impl Entry {
+    /// The payload's address.
+    pub(crate) fn payload(self) -> *mut u8 {
+        // SAFETY: an `Entry` points to a valid header with a vtable (live)
+        // or without (then only the layout's alignment matters, and the
+        // caller does not use the pointer).
+        let align = unsafe { (*self.0.as_ptr()).vtable }.map_or(1, |v| v.layout.align());
+        payload_after(self.0.as_ptr(), align)
+    }
+
+    fn vtable(self) -> Option<&'static EntryVTable> {
+        // SAFETY: an `Entry` always points to a valid header; its fields
+        // are only written by whoever holds the lock or has the slab to
+        // itself, which is our caller.
+        unsafe { (*self.0.as_ptr()).vtable }
+    }
+
+    fn link(self) -> *mut Header {
+        // SAFETY: as in `vtable`.
+        unsafe { (*self.0.as_ptr()).link }
+    }
+}
+
+/// Where a payload of alignment `align` starts after its header.
+fn payload_after(header: *mut Header, align: usize) -> *mut u8 {
+    let after = header.cast::<u8>().wrapping_add(size_of::<Header>());
+    after.wrapping_add(after.align_offset(align))
+}
+
+/// A heap chunk of spilled entries (`alloc`): this header, then bytes.
+#[cfg(feature = "alloc")]
+struct Chunk {
+    prev: *mut Chunk,
+    layout: Layout,
+}
+
+/// The part of a [`Slab`] that does not depend on `N`; also what a handle
+/// points to.
+#[repr(C)]
+pub(crate) struct SlabCore<K> {
+    /// The newest entry.
+    top: Cell<*mut Header>,
+    /// Bump allocator: next free byte, end of the current region, and its
+    /// start (to know whether the newest entry can give its bytes back).
+    cursor: Cell<*mut u8>,
+    limit: Cell<*mut u8>,
+    region: Cell<*mut u8>,
+    /// Serialises registrations and cancellations when `K::LOCKS`.
+    lock: AtomicBool,
+    /// Spilled chunks, newest first (`alloc`).
     #[cfg(feature = "alloc")]
-    heap: bool,
+    chunks: Cell<*mut Chunk>,
+    _flavour: PhantomData<K>,
 }
 
-/// An intrusive list of headers.
-struct List {
-    head: *mut Header,
-    tail: *mut Header,
-}
-
-impl List {
-    const EMPTY: List = List {
-        head: ptr::null_mut(),
-        tail: ptr::null_mut(),
-    };
-
-    fn is_empty(&self) -> bool {
-        self.head.is_null()
-    }
-
-    /// # Safety
-    /// `e` is a valid header on no list.
-    unsafe fn push_back(&mut self, e: *mut Header) {
-        // SAFETY: `e` is valid (caller) and so is the tail, which is on
-        // this list.
-        unsafe {
-            (*e).prev = self.tail;
-            (*e).next = ptr::null_mut();
-            if self.tail.is_null() {
-                self.head = e;
-            } else {
-                (*self.tail).next = e;
-            }
-        }
-        self.tail = e;
-    }
-
-    /// # Safety
-    /// `e` is a valid header on this list.
-    unsafe fn unlink(&mut self, e: *mut Header) {
-        // SAFETY: `e` and its neighbours are valid headers on this list.
-        unsafe {
-            let (prev, next) = ((*e).prev, (*e).next);
-            if prev.is_null() {
-                self.head = next;
-            } else {
-                (*prev).next = next;
-            }
-            if next.is_null() {
-                self.tail = prev;
-            } else {
-                (*next).prev = prev;
-            }
-            (*e).prev = ptr::null_mut();
-            (*e).next = ptr::null_mut();
-        }
-    }
-
-    /// Unlinks and returns the newest (`lifo`) or oldest entry.
-    fn pop(&mut self, lifo: bool) -> Option<Entry> {
-        let e = if lifo { self.tail } else { self.head };
-        if e.is_null() {
-            return None;
-        }
-        // SAFETY: `e` is the head or tail of this list, so valid and on it.
-        unsafe { self.unlink(e) };
-        Some(Entry(e))
-    }
-}
-
-struct State {
-    /// Bytes of the inline storage handed out so far.
-    used: usize,
-    armed: List,
-    running: List,
-}
+// SAFETY: the slab owns its payloads. With a `Send` flavour (`Sendable`)
+// every payload is `Send` (the registration bounds guarantee it), and its
+// raw pointers point only into memory it owns (its bytes, its chunks).
+unsafe impl<K: Flavour + Send> Send for SlabCore<K> {}
+// SAFETY: with a `Sync` flavour (`Sendable`, whose `LOCKS` is true) shared
+// access only changes the chain under the lock, a payload is only touched by
+// whoever claimed it or by the guard that owns it, and payloads are `Send`.
+unsafe impl<K: Flavour + Sync> Sync for SlabCore<K> {}
 
 #[repr(C, align(16))]
 struct Bytes<const N: usize>([MaybeUninit<u8>; N]);
 
 /// `N` bytes of inline storage for deferred thunks. See the module docs.
-///
-/// `repr(C)`: the bytes sit at the same offset after the core whatever `N`
-/// is, so a one-pointer [`RawSlab`] can find them.
 #[repr(C)]
-pub(crate) struct Slab<const N: usize> {
-    core: SlabCore,
+pub(crate) struct Slab<K, const N: usize> {
+    core: SlabCore<K>,
     bytes: UnsafeCell<Bytes<N>>,
 }
 
-/// Where a slab's bytes start, relative to its core (the same for every `N`).
-const BYTES_OFFSET: usize = core::mem::offset_of!(Slab<0>, bytes);
-
-/// The part of a [`Slab`] that does not depend on `N`.
-pub(crate) struct SlabCore {
-    /// Serialises every change to `state` made through a shared reference.
-    lock: AtomicBool,
-    state: UnsafeCell<State>,
-    /// `N`, the number of inline bytes.
-    cap: usize,
-    /// Headers point into our own bytes.
-    _pinned: PhantomPinned,
-}
-
-// SAFETY: the slab owns its payloads, which are all `Send` (`Payload:
-// Send`); its raw pointers point only into memory it owns (its bytes and
-// its spilled blocks), so moving the whole slab to another thread moves all
-// of that with it.
-unsafe impl Send for SlabCore {}
-// SAFETY: through `&SlabCore`, `state` is only changed under `lock`, and a
-// payload is only touched by whoever unlinked it (one thread) or by the
-// guard that owns it; all payloads are `Send`, so touching them from
-// whichever thread holds the reference is fine.
-unsafe impl Sync for SlabCore {}
-
-/// A registered entry: a pointer to its header. Owned by whoever unlinked
-/// it, or, while armed, referred to by its registration token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Entry(*mut Header);
-
-// SAFETY: an `Entry` is an address; using it requires the slab (see above),
-// whose own `Send`/`Sync` reasoning covers the pointee.
-unsafe impl Send for Entry {}
-// SAFETY: as above.
-unsafe impl Sync for Entry {}
-
-impl Entry {
-    /// The payload's address.
-    pub(crate) fn payload(self) -> *mut u8 {
-        // SAFETY: an `Entry` always points to a valid header.
-        unsafe { (*self.0).payload }
-    }
-
-    pub(crate) fn is_async(self) -> bool {
-        // SAFETY: an `Entry` always points to a valid header.
-        unsafe { (*self.0).vtable.is_async }
-    }
-}
-
-impl<const N: usize> Slab<N> {
-    /// An empty slab.
+impl<K: Flavour, const N: usize> Slab<K, N> {
+    /// An empty slab; [`SlabCore::init`] starts its allocator.
     pub(crate) const fn new() -> Self {
         Slab {
             core: SlabCore {
+                top: Cell::new(ptr::null_mut()),
+                cursor: Cell::new(ptr::null_mut()),
+                limit: Cell::new(ptr::null_mut()),
+                region: Cell::new(ptr::null_mut()),
                 lock: AtomicBool::new(false),
-                state: UnsafeCell::new(State {
-                    used: 0,
-                    armed: List::EMPTY,
-                    running: List::EMPTY,
-                }),
-                cap: N,
-                _pinned: PhantomPinned,
+                #[cfg(feature = "alloc")]
+                chunks: Cell::new(ptr::null_mut()),
+                _flavour: PhantomData,
             },
             bytes: UnsafeCell::new(Bytes([MaybeUninit::uninit(); N])),
         }
     }
 
-    /// The `N`-erased view every operation goes through.
-    pub(crate) fn raw(self: Pin<&Self>) -> RawSlab<'_> {
-        debug_assert_eq!(core::mem::offset_of!(Self, bytes), BYTES_OFFSET);
-        // Derived from a reference to the whole slab, so the pointer may
-        // reach the bytes too (they are in an `UnsafeCell`: writable).
-        RawSlab {
-            slab: NonNull::from(self.get_ref()).cast(),
-            _life: core::marker::PhantomData,
+    /// Points the bump allocator at the inline bytes.
+    ///
+    /// # Safety
+    /// `this` points to a slab that will not move again (it is pinned) and
+    /// carries provenance over all of it; called once, before any push.
+    pub(crate) unsafe fn init(this: *mut Self) {
+        // SAFETY: `this` is valid (caller); `addr_of_mut!` makes no
+        // reference, so the pointer keeps `this`'s provenance.
+        unsafe {
+            let bytes = ptr::addr_of_mut!((*this).bytes).cast::<u8>();
+            let core = &(*this).core;
+            core.region.set(bytes);
+            core.cursor.set(bytes);
+            core.limit.set(bytes.add(N));
+        }
+    }
+
+    pub(crate) fn core(&self) -> &SlabCore<K> {
+        &self.core
+    }
+}
+
+/// Releases the slab lock when dropped (also on unwind).
+struct Locked<'a>(Option<&'a AtomicBool>);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(lock) = self.0 {
+            // ORDERING: `Release` publishes our writes to the chain and the
+            // payload to the next `Acquire` of the lock.
+            lock.store(false, Ordering::Release);
         }
     }
 }
 
-/// A pinned slab with its capacity erased: one pointer, `Copy`, so handles
-/// and tokens can keep one.
-#[derive(Clone, Copy)]
-pub(crate) struct RawSlab<'a> {
-    /// The slab's core, with provenance over the whole `Slab<N>`.
-    slab: NonNull<SlabCore>,
-    _life: core::marker::PhantomData<&'a SlabCore>,
-}
-
-// SAFETY: a `RawSlab` is a shared reference to a slab; see `SlabCore`'s
-// `Send`/`Sync` impls.
-unsafe impl Send for RawSlab<'_> {}
-// SAFETY: as above.
-unsafe impl Sync for RawSlab<'_> {}
-
-/// Releases the slab lock when dropped (also on unwind).
-struct Locked<'a> {
-    core: &'a SlabCore,
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        // ORDERING: Release publishes our writes to `state` (and to the
-        // payload we may have written) to the next `Acquire` of the lock.
-        self.core.lock.store(false, Ordering::Release);
-    }
-}
-
-impl<'a> RawSlab<'a> {
-    fn core(self) -> &'a SlabCore {
-        // SAFETY: a `RawSlab<'a>` comes from a `Pin<&'a Slab<N>>` (or is a
-        // detached copy whose user keeps the slab alive).
-        unsafe { self.slab.as_ref() }
-    }
-
-    /// Start of the inline bytes.
-    fn base(self) -> *mut u8 {
-        // SAFETY: the bytes follow the core at `BYTES_OFFSET` inside the
-        // same `Slab<N>`, which `slab`'s provenance covers.
-        unsafe { self.slab.as_ptr().cast::<u8>().add(BYTES_OFFSET) }
-    }
-
-    fn lock(self) -> Locked<'a> {
-        // ORDERING: Acquire pairs with the Release in `Locked::drop`, so we
-        // see every change made under the lock before us.
+impl<K: Flavour> SlabCore<K> {
+    #[inline(always)]
+    fn lock(&self) -> Locked<'_> {
+        if !K::LOCKS {
+            return Locked(None);
+        }
+        // ORDERING: `Acquire` pairs with the `Release` in `Locked::drop`, so
+        // we see every change made under the lock before us.
         while self
-            .core()
             .lock
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             core::hint::spin_loop();
         }
-        Locked { core: self.core() }
+        Locked(Some(&self.lock))
     }
 
-    /// # Safety
-    /// The caller holds the lock, or has the slab to itself (cleanup).
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn state(self) -> &'a mut State {
-        // SAFETY: exclusive access is guaranteed by the caller.
-        unsafe { &mut *self.core().state.get() }
-    }
-
-    /// Registers `payload`, or hands it back if it does not fit (without
-    /// `alloc`). With `std`, a payload registered while a context variable
-    /// is set is wrapped so that it runs in that context (`InContext`,
-    /// payload first: the entry's payload address is the same); in the empty
-    /// context nothing is captured or wrapped (cleanup runs isolated from
-    /// the context of its poll, see `scope::Driver`).
-    pub(crate) fn push<Out, P: Payload<Out>>(self, payload: P) -> Result<Entry, P> {
+    /// Registers `payload`; hands it back when the slab is full (only
+    /// without `alloc`) or not started yet. With `std`, a payload registered
+    /// while a context variable is set is wrapped so that it runs in that
+    /// context (`InContext`, payload first: the entry's payload address is
+    /// the same); in the empty context nothing is captured or wrapped
+    /// (cleanup runs isolated from the context of its poll).
+    #[inline]
+    pub(crate) fn push<Out, P: Payload<Out>>(&self, payload: P) -> Result<Entry, P> {
         #[cfg(feature = "std")]
         {
             let snapshot = crate::Snapshot::capture();
@@ -435,429 +363,438 @@ impl<'a> RawSlab<'a> {
         self.push_raw(payload)
     }
 
-    fn push_raw<Out, P: Payload<Out>>(self, payload: P) -> Result<Entry, P> {
+    #[inline]
+    fn push_raw<Out, P: Payload<Out>>(&self, payload: P) -> Result<Entry, P> {
         let vtable: &'static EntryVTable = &VTableOf::<Out, P>::VTABLE;
         let locked = self.lock();
-        // SAFETY: we hold the lock.
-        let inline = self.bump(unsafe { self.state() }, vtable.layout);
-        let (locked, (header, spot), heap) = match inline {
-            Some(room) => (locked, room, false),
-            None => {
-                // Allocate without holding the lock.
-                drop(locked);
-                let Some(room) = spill(vtable.layout) else {
-                    return Err(payload);
-                };
-                (self.lock(), room, true)
-            }
+        let Some((header, spot)) = self.bump(vtable.layout) else {
+            drop(locked);
+            return Err(payload);
         };
-        // SAFETY: `bump`/`spill` returned fresh, suitably aligned, writable
-        // memory for a header and for a `P`, owned by this slab; we hold the
-        // lock to link the entry.
+        // SAFETY: `bump` returned fresh, aligned, writable memory for a
+        // header and a `P`, owned by this slab; we hold the lock (or the
+        // flavour needs none) to link the entry.
         unsafe {
             spot.cast::<P>().write(payload);
             header.write(Header {
-                vtable,
-                payload: spot,
-                prev: ptr::null_mut(),
-                next: ptr::null_mut(),
-                #[cfg(feature = "alloc")]
-                heap,
+                vtable: Some(vtable),
+                link: self.top.get(),
             });
-            self.state().armed.push_back(header);
         }
-        #[cfg(not(feature = "alloc"))]
-        let _ = heap;
+        self.top.set(header);
         drop(locked);
-        Ok(Entry(header))
+        // SAFETY: `header` is non-null (inside our bytes or a chunk).
+        Ok(Entry(unsafe { NonNull::new_unchecked(header) }))
     }
 
-    /// Room for a header and a payload of `layout` in the inline bytes.
-    fn bump(self, state: &mut State, layout: Layout) -> Option<(*mut Header, *mut u8)> {
-        if layout.align() > INLINE_ALIGN {
-            return None;
+    /// Room for a header and a payload of `layout`.
+    #[inline]
+    fn bump(&self, layout: Layout) -> Option<(*mut Header, *mut u8)> {
+        if let Some(room) = fit(self.cursor.get(), self.limit.get(), layout) {
+            self.cursor.set(room.2);
+            return Some((room.0, room.1));
         }
-        let header_at = state.used.checked_next_multiple_of(align_of::<Header>())?;
-        let payload_at =
-            (header_at + size_of::<Header>()).checked_next_multiple_of(layout.align())?;
-        let end = payload_at.checked_add(layout.size())?;
-        if end > self.core().cap {
-            return None;
-        }
-        state.used = end;
-        let base = self.base();
-        // SAFETY: both offsets are within the `cap` bytes at `base` (checked
-        // above), and aligned because `base` is `INLINE_ALIGN`-aligned.
-        unsafe { Some((base.add(header_at).cast(), base.add(payload_at))) }
+        self.spill(layout)
     }
 
-    /// Defuses an armed entry: unlinks it and writes what was deferred
-    /// (its payload's `Taken`) to `dst`.
+    /// Moves the allocator to a new heap chunk big enough for `layout`.
+    #[cfg(feature = "alloc")]
+    #[cold]
+    fn spill(&self, layout: Layout) -> Option<(*mut Header, *mut u8)> {
+        if self.cursor.get().is_null() {
+            return None; // not started: the scope was never polled
+        }
+        let previous = self.chunks.get();
+        let previous_size = if previous.is_null() {
+            0
+        } else {
+            // SAFETY: our own chunk.
+            unsafe { (*previous).layout.size() }
+        };
+        let need = size_of::<Chunk>()
+            + align_of::<Header>()
+            + size_of::<Header>()
+            + layout.align()
+            + layout.size();
+        let size = need.max(256).max(previous_size.saturating_mul(2));
+        let align = layout.align().max(align_of::<Chunk>()).max(16);
+        let chunk_layout = Layout::from_size_align(size, align).ok()?;
+        // SAFETY: `chunk_layout` has a non-zero size.
+        let chunk = unsafe { alloc::alloc::alloc(chunk_layout) }.cast::<Chunk>();
+        if chunk.is_null() {
+            alloc::alloc::handle_alloc_error(chunk_layout);
+        }
+        // SAFETY: fresh memory of `size` bytes, aligned for `Chunk`.
+        unsafe {
+            chunk.write(Chunk {
+                prev: previous,
+                layout: chunk_layout,
+            });
+        }
+        self.chunks.set(chunk);
+        let start = chunk.cast::<u8>().wrapping_add(size_of::<Chunk>());
+        let end = chunk.cast::<u8>().wrapping_add(size);
+        self.region.set(start);
+        let room = fit(start, end, layout).expect("a chunk is sized for its first entry");
+        self.cursor.set(room.2);
+        self.limit.set(end);
+        Some((room.0, room.1))
+    }
+
+    #[cfg(not(feature = "alloc"))]
+    fn spill(&self, _layout: Layout) -> Option<(*mut Header, *mut u8)> {
+        None
+    }
+
+    /// Defuses a live entry and writes what was deferred (its payload's
+    /// `Taken`) to `dst`; if it was the newest entry, its bytes become free
+    /// again.
     ///
     /// # Safety
-    /// `entry` was returned by [`push`](Self::push) on this slab, is still
-    /// armed (cleanup has not begun), this is its only take, and `dst` is
-    /// valid for a write of the payload's `Taken` type.
-    unsafe fn take_into(self, entry: Entry, dst: *mut ()) {
-        {
+    /// `entry` was returned by [`push`](Self::push) on this slab, this is
+    /// its only take (its token is consumed), cleanup has not begun, and
+    /// `dst` is valid for a write of the payload's `Taken` type.
+    pub(crate) unsafe fn take_into(&self, entry: Entry, dst: *mut ()) {
+        // Marked `TAKING` under the lock: cleanup never starts while a token
+        // lives, and `reclaim` leaves the bytes alone until we are done.
+        let vtable = {
             let _locked = self.lock();
-            // SAFETY: we hold the lock; the entry is armed (caller).
-            unsafe { self.state().armed.unlink(entry.0) };
-        }
-        // SAFETY: the entry is off every list, so its payload is ours; `dst`
-        // is writable (caller). The block is freed even if the take panics.
-        unsafe {
-            let _free = FreeOnDrop(entry);
-            (entry.vtable().take)(entry.payload(), dst);
+            // SAFETY: we hold the lock (or the flavour needs none).
+            unsafe { entry.set_vtable(Some(&TAKING)) }
+                .expect("deferral: a registration was taken twice")
+        };
+        // Outside the lock: taking drops what is not handed back (a guard's
+        // cleanup closure), which is foreign code.
+        // SAFETY: the entry is ours (`TAKING`); `dst` is writable (caller).
+        unsafe { (vtable.take)(payload_after(entry.0.as_ptr(), vtable.layout.align()), dst) };
+        let _locked = self.lock();
+        // SAFETY: as above.
+        unsafe { entry.set_vtable(None) };
+        self.reclaim();
+    }
+
+    /// Gives the bytes of the newest entries back while they are cleared
+    /// and lie in the current region. Called under the lock.
+    fn reclaim(&self) {
+        loop {
+            let top = self.top.get();
+            if top.is_null() {
+                return;
+            }
+            // SAFETY: `top` is a valid header; we hold the lock.
+            let (vtable, link) = unsafe { ((*top).vtable, (*top).link) };
+            let here = self.region.get().addr()..self.cursor.get().addr();
+            if vtable.is_some() || !here.contains(&top.addr()) {
+                return;
+            }
+            self.cursor.set(top.cast());
+            self.top.set(link);
         }
     }
 
-    /// Defuses an armed entry whose payload's `Taken` is `X`, returning it.
+    /// Whether nothing was ever registered (or everything registered was
+    /// cancelled and given back): cleanup has nothing to do.
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.top.get().is_null()
+    }
+
+    /// The first entry cleanup looks at: the newest (`lifo`), or, after
+    /// reversing the chain in place, the oldest; every entry links to the
+    /// next one to look at. Cleanup starts once the body is gone.
     ///
     /// # Safety
-    /// As [`take_into`](Self::take_into), with `X` the payload's `Taken`
-    /// type.
-    pub(crate) unsafe fn take_erased<X>(self, entry: Entry) -> X {
-        let mut dst = MaybeUninit::<X>::uninit();
-        // SAFETY: as the caller guarantees; `dst` is valid for a write of `X`.
-        unsafe {
-            self.take_into(entry, dst.as_mut_ptr().cast());
-            dst.assume_init()
+    /// The caller has the slab to itself from now on (the body is gone),
+    /// and calls this once.
+    pub(crate) unsafe fn start_cleanup(&self, lifo: bool) -> Option<Entry> {
+        let mut first = self.top.replace(ptr::null_mut());
+        if !lifo {
+            let mut reversed = ptr::null_mut();
+            while !first.is_null() {
+                // SAFETY: every header in the chain is valid and ours now.
+                unsafe {
+                    let next = (*first).link;
+                    (*first).link = reversed;
+                    reversed = first;
+                    first = next;
+                }
+            }
+            first = reversed;
         }
+        // The chain now belongs to the caller's cursor: `drain` (the last
+        // line of defence in `Drop`) walks it from there.
+        self.top.set(first);
+        NonNull::new(first).map(Entry)
     }
+}
 
-    /// The same slab with its lifetime erased, for the handle and the
-    /// ambient thread-local.
+/// Stands for an entry whose token is taking it back (never called).
+static TAKING: EntryVTable = EntryVTable {
+    layout: Layout::new::<()>(),
+    is_async: false,
+    run: |_, _| unreachable!(),
+    poll: |_, _, _| unreachable!(),
+    drop: |_| unreachable!(),
+    take: |_, _| unreachable!(),
+};
+
+impl Entry {
+    /// Sets the vtable, returning the old one.
     ///
     /// # Safety
-    /// The caller makes sure the copy is not used after the slab is gone.
-    pub(crate) unsafe fn detach(self) -> RawSlab<'static> {
-        // SAFETY: only the lifetime changes; the caller keeps it honest.
-        unsafe { core::mem::transmute::<RawSlab<'a>, RawSlab<'static>>(self) }
+    /// The caller holds the slab's lock or has the slab to itself.
+    unsafe fn set_vtable(
+        self,
+        vtable: Option<&'static EntryVTable>,
+    ) -> Option<&'static EntryVTable> {
+        // SAFETY: a valid header; exclusive access (caller).
+        unsafe { core::mem::replace(&mut (*self.0.as_ptr()).vtable, vtable) }
     }
 
-    /// Unlinks the next armed entry to finish, in LIFO or FIFO order. The
-    /// caller owns it: it must run, start, drop or box it, then free it.
+    /// The entry cleanup looks at after this one.
+    pub(crate) fn next(self) -> Option<Entry> {
+        NonNull::new(self.link()).map(Entry)
+    }
+
+    /// Claims a live entry for cleanup: from now on it is the caller's to
+    /// run, poll or drop, and nobody else's. `None` if it was cancelled or
+    /// already finished.
     ///
     /// # Safety
     /// The caller has the slab to itself (cleanup).
-    pub(crate) unsafe fn pop_armed(self, lifo: bool) -> Option<Entry> {
-        // SAFETY: exclusive access (caller).
-        unsafe { self.state().armed.pop(lifo) }
-    }
-
-    /// Whether any entry is armed or running.
-    ///
-    /// # Safety
-    /// The caller has the slab to itself (cleanup).
-    pub(crate) unsafe fn is_empty(self) -> bool {
-        // SAFETY: exclusive access (caller).
-        let state = unsafe { self.state() };
-        state.armed.is_empty() && state.running.is_empty()
-    }
-
-    /// Puts an unlinked async entry that has been polled on the running list.
-    ///
-    /// # Safety
-    /// Exclusive access; `entry` is owned by the caller and on no list.
-    pub(crate) unsafe fn park_running(self, entry: Entry) {
-        // SAFETY: exclusive access and ownership (caller).
-        unsafe { self.state().running.push_back(entry.0) }
-    }
-
-    /// Unlinks a running entry (it finished, or is being dropped).
-    ///
-    /// # Safety
-    /// Exclusive access; `entry` is on the running list.
-    pub(crate) unsafe fn unpark_running(self, entry: Entry) {
+    pub(crate) unsafe fn claim(self) -> Option<Live> {
         // SAFETY: as the caller guarantees.
-        unsafe { self.state().running.unlink(entry.0) }
+        unsafe { self.set_vtable(None) }.map(|vtable| Live {
+            entry: self,
+            vtable,
+        })
     }
 
-    /// The running entries, oldest first (a snapshot: the caller may unlink
-    /// the entry it was just given).
+    /// A view of a live entry, without claiming it (an async entry stays
+    /// live while it is being polled).
     ///
     /// # Safety
-    /// Exclusive access for as long as the iterator is used.
-    pub(crate) unsafe fn running(self) -> impl Iterator<Item = Entry> + 'a {
-        // SAFETY: exclusive access (caller).
-        let mut next = unsafe { self.state().running.head };
-        core::iter::from_fn(move || {
-            let e = NonNull::new(next)?.as_ptr();
-            // SAFETY: `e` is on the running list, so a valid header; we read
-            // its successor before the caller may unlink it.
-            next = unsafe { (*e).next };
-            Some(Entry(e))
+    /// The caller has the slab to itself (cleanup).
+    pub(crate) unsafe fn live(self) -> Option<Live> {
+        self.vtable().map(|vtable| Live {
+            entry: self,
+            vtable,
+        })
+    }
+
+    /// Whether the entry is live and async (to be started).
+    pub(crate) fn is_live_async(self) -> bool {
+        self.vtable().is_some_and(EntryVTable::is_async)
+    }
+}
+
+/// A live entry as cleanup sees it: its payload and vtable.
+#[derive(Clone, Copy)]
+pub(crate) struct Live {
+    entry: Entry,
+    vtable: &'static EntryVTable,
+}
+
+impl Live {
+    pub(crate) fn is_async(self) -> bool {
+        self.vtable.is_async
+    }
+
+    fn payload(self) -> *mut u8 {
+        payload_after(self.entry.0.as_ptr(), self.vtable.layout.align())
+    }
+
+    /// Runs a sync payload, consuming it.
+    ///
+    /// # Safety
+    /// The payload is sync and was not run, dropped or moved out yet; `end`
+    /// points to the scope's `Ending<Out>` for the payload's `Out`.
+    pub(crate) unsafe fn run(self, end: *mut ()) {
+        // SAFETY: as the caller guarantees.
+        unsafe { (self.vtable.run)(self.payload(), end) }
+    }
+
+    /// Polls an async payload in place.
+    ///
+    /// # Safety
+    /// The payload is async and live (not dropped, not moved out); `end`
+    /// as for [`run`](Self::run), or null.
+    pub(crate) unsafe fn poll(self, cx: &mut Context<'_>, end: *mut ()) -> Poll<()> {
+        // SAFETY: as the caller guarantees.
+        unsafe { (self.vtable.poll)(self.payload(), cx, end) }
+    }
+
+    /// Drops the payload in place.
+    ///
+    /// # Safety
+    /// The payload is live; the caller never touches it again.
+    pub(crate) unsafe fn drop_payload(self) {
+        // SAFETY: as the caller guarantees.
+        unsafe { (self.vtable.drop)(self.payload()) }
+    }
+
+    /// Moves a never-polled async payload into a box of its own (`alloc`),
+    /// for a scope's cancel handler: a `'static` future.
+    ///
+    /// # Safety
+    /// The payload is async, never polled, `Send + 'static` (a `Sendable`
+    /// scope's), and the caller never touches the entry again.
+    #[cfg(feature = "alloc")]
+    pub(crate) unsafe fn into_boxed(self) -> BoxedThunk {
+        let layout = self.vtable.layout;
+        let bytes = if layout.size() == 0 {
+            ptr::without_provenance_mut(layout.align())
+        } else {
+            // SAFETY: non-zero size.
+            let bytes = unsafe { alloc::alloc::alloc(layout) };
+            if bytes.is_null() {
+                alloc::alloc::handle_alloc_error(layout);
+            }
+            bytes
+        };
+        // SAFETY: the payload was never polled, so it is not pinned yet
+        // and may move; `bytes` is fresh and fits its layout.
+        unsafe { ptr::copy_nonoverlapping(self.payload(), bytes, layout.size()) };
+        alloc::boxed::Box::pin(ErasedThunk {
+            bytes,
+            vtable: self.vtable,
+            done: false,
         })
     }
 }
 
-impl Entry {
-    fn vtable(self) -> &'static EntryVTable {
-        // SAFETY: an `Entry` always points to a valid header.
-        unsafe { (*self.0).vtable }
-    }
+/// A not-yet-started async thunk, as handed to a scope's cancel handler.
+#[cfg(feature = "alloc")]
+pub type BoxedThunk = Pin<alloc::boxed::Box<dyn Future<Output = ()> + Send + 'static>>;
 
-    /// Runs a sync payload (consuming it) and frees the entry.
-    ///
-    /// # Safety
-    /// The caller owns the entry (unlinked it), its payload is initialised
-    /// and sync, and `out` is null or a `*mut Out` of the slab's `Out`.
-    pub(crate) unsafe fn run(self, out: *mut ()) {
-        // SAFETY: as the caller guarantees; the block is freed even if the
-        // thunk panics, after the payload was moved out of it.
-        unsafe {
-            let _free = FreeOnDrop(self);
-            (self.vtable().run)(self.payload(), out);
+/// An async payload moved out of its slab into a heap block of its own.
+#[cfg(feature = "alloc")]
+struct ErasedThunk {
+    bytes: *mut u8,
+    vtable: &'static EntryVTable,
+    done: bool,
+}
+
+// SAFETY: only built from `Sendable` payloads (`Live::into_boxed`),
+// which are `Send + 'static`.
+#[cfg(feature = "alloc")]
+unsafe impl Send for ErasedThunk {}
+
+#[cfg(feature = "alloc")]
+impl Future for ErasedThunk {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        assert!(
+            !self.done,
+            "deferral: a cancelled thunk polled after completion"
+        );
+        // SAFETY: the payload is live, pinned in its block (the box is
+        // pinned and the block never moves); no output (null `end`).
+        let poll = unsafe { (self.vtable.poll)(self.bytes, cx, ptr::null_mut()) };
+        if poll.is_ready() {
+            self.done = true;
+            // SAFETY: finished: drop what is left of it, once.
+            unsafe { (self.vtable.drop)(self.bytes) };
         }
-    }
-
-    /// Polls an async payload in place. Does not free the entry.
-    ///
-    /// # Safety
-    /// The caller owns the entry (or it is on the running list and the
-    /// caller has the slab to itself), the payload is initialised and async,
-    /// `out` as for [`run`](Self::run).
-    pub(crate) unsafe fn poll(self, cx: &mut Context<'_>, out: *mut ()) -> Poll<()> {
-        // SAFETY: as the caller guarantees.
-        unsafe { (self.vtable().poll)(self.payload(), cx, out) }
-    }
-
-    /// Drops the payload in place and frees the entry.
-    ///
-    /// # Safety
-    /// The caller owns the entry and its payload is initialised.
-    pub(crate) unsafe fn drop_payload(self) {
-        // SAFETY: as the caller guarantees; the block is freed even if the
-        // destructor panics.
-        unsafe {
-            let _free = FreeOnDrop(self);
-            (self.vtable().drop)(self.payload());
-        }
-    }
-
-    /// Moves an async payload that never started into a box (for a cancel
-    /// handler) and frees the entry. `None` for a sync payload, which is
-    /// then consumed: the caller must not use it.
-    ///
-    /// # Safety
-    /// The caller owns the entry, its payload is initialised and was never
-    /// polled.
-    #[cfg(feature = "alloc")]
-    pub(crate) unsafe fn into_boxed(self) -> Option<BoxedThunk> {
-        let mut dst = MaybeUninit::<Option<BoxedThunk>>::uninit();
-        // SAFETY: as the caller guarantees; `dst` is writable.
-        unsafe {
-            let _free = FreeOnDrop(self);
-            (self.vtable().boxed)(self.payload(), dst.as_mut_ptr().cast());
-            dst.assume_init()
-        }
+        poll
     }
 }
 
-/// Frees a spilled entry's heap block when dropped (no-op for inline ones).
-struct FreeOnDrop(Entry);
-
-impl Drop for FreeOnDrop {
+#[cfg(feature = "alloc")]
+impl Drop for ErasedThunk {
     fn drop(&mut self) {
-        #[cfg(feature = "alloc")]
-        {
-            let header = self.0.0;
-            // SAFETY: the owner handed us a valid header whose payload is
-            // gone; a spilled block was allocated by `spill` with exactly
-            // this layout, and nothing points into it any more.
-            unsafe {
-                if (*header).heap {
-                    let (layout, _) = block_layout((*header).vtable.layout);
-                    alloc::alloc::dealloc(header.cast(), layout);
+        struct Free(*mut u8, Layout);
+        impl Drop for Free {
+            fn drop(&mut self) {
+                if self.1.size() != 0 {
+                    // SAFETY: allocated in `into_boxed` with this layout.
+                    unsafe { alloc::alloc::dealloc(self.0, self.1) };
                 }
             }
         }
-        #[cfg(not(feature = "alloc"))]
-        let _ = self.0;
+        let _free = Free(self.bytes, self.vtable.layout);
+        if !self.done {
+            self.done = true;
+            // SAFETY: live and never to be touched again.
+            unsafe { (self.vtable.drop)(self.bytes) };
+        }
     }
 }
 
-/// The heap block of a spilled entry, and the payload's offset in it.
-#[cfg(feature = "alloc")]
-fn block_layout(payload: Layout) -> (Layout, usize) {
-    Layout::new::<Header>()
-        .extend(payload)
-        .expect("deferred thunk too large to allocate")
-}
-
-/// A heap block for a header and a payload of `layout`.
-#[cfg(feature = "alloc")]
-fn spill(payload: Layout) -> Option<(*mut Header, *mut u8)> {
-    let (layout, offset) = block_layout(payload);
-    // SAFETY: `layout` has non-zero size (it contains a `Header`).
-    let block = unsafe { alloc::alloc::alloc(layout) };
-    if block.is_null() {
-        alloc::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: `offset` is within the block (from `Layout::extend`).
-    Some((block.cast(), unsafe { block.add(offset) }))
-}
-
-#[cfg(not(feature = "alloc"))]
-fn spill(_payload: Layout) -> Option<(*mut Header, *mut u8)> {
-    None
-}
-
-impl Drop for SlabCore {
+impl<K> Drop for SlabCore<K> {
     fn drop(&mut self) {
         // A scope finishes or cancels every entry itself; this is the last
-        // line of defence (a scope leaked mid-cleanup by a panic that
-        // escaped, say): drop whatever is left, unlinking first.
-        drain(self.state.get_mut());
+        // line of defence (a panic escaping its drop, say): drop whatever is
+        // still live, then free the chunks.
+        struct FreeChunks<'a, K>(&'a SlabCore<K>);
+        impl<K> Drop for FreeChunks<'_, K> {
+            fn drop(&mut self) {
+                #[cfg(feature = "alloc")]
+                {
+                    let mut chunk = self.0.chunks.replace(ptr::null_mut());
+                    while !chunk.is_null() {
+                        // SAFETY: our chunks, allocated in `spill` with the
+                        // layout they record; no entry is live any more.
+                        unsafe {
+                            let Chunk { prev, layout } = chunk.read();
+                            alloc::alloc::dealloc(chunk.cast(), layout);
+                            chunk = prev;
+                        }
+                    }
+                }
+                #[cfg(not(feature = "alloc"))]
+                let _ = self.0;
+            }
+        }
+        let _free = FreeChunks(self);
+        drain(self.top.get());
     }
 }
 
-/// Drops every entry left, unlinking each first; if a destructor panics, the
-/// rest are still dropped while unwinding (a second panic aborts).
-fn drain(state: &mut State) {
-    struct KeepDraining<'a>(&'a mut State);
-    impl Drop for KeepDraining<'_> {
+/// Drops every live entry from `first` on; if a destructor panics, the rest
+/// are still dropped while unwinding (a second panic aborts).
+fn drain(first: *mut Header) {
+    struct KeepDraining(*mut Header);
+    impl Drop for KeepDraining {
         fn drop(&mut self) {
             drain(self.0);
         }
     }
-    loop {
-        let Some(e) = state.running.pop(true).or_else(|| state.armed.pop(true)) else {
-            return;
-        };
-        let guard = KeepDraining(state);
-        // SAFETY: we own the whole slab (`&mut`), the entry is unlinked and
-        // its payload initialised.
-        unsafe { e.drop_payload() };
-        core::mem::forget(guard);
+    let mut next = NonNull::new(first).map(Entry);
+    while let Some(entry) = next {
+        next = entry.next();
+        // SAFETY: we own the whole slab (it is being dropped).
+        if let Some(live) = unsafe { entry.claim() } {
+            let guard = KeepDraining(next.map_or(ptr::null_mut(), |e| e.0.as_ptr()));
+            // SAFETY: claimed, live.
+            unsafe { live.drop_payload() };
+            core::mem::forget(guard);
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use core::sync::atomic::AtomicUsize;
-
-    struct Count<'a>(&'a AtomicUsize);
-    impl Drop for Count<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
+/// Carves a header and a payload of `layout` out of `[cursor, limit)`:
+/// returns (header, payload, new cursor).
+#[inline(always)]
+fn fit(cursor: *mut u8, limit: *mut u8, layout: Layout) -> Option<(*mut Header, *mut u8, *mut u8)> {
+    let room = limit.addr().wrapping_sub(cursor.addr());
+    let header_at = cursor.align_offset(align_of::<Header>());
+    let after_header = header_at.checked_add(size_of::<Header>())?;
+    let payload_at = after_header.checked_add(
+        cursor
+            .wrapping_add(after_header)
+            .align_offset(layout.align()),
+    )?;
+    let end = payload_at.checked_add(layout.size())?;
+    if cursor.is_null() || end > room {
+        return None;
     }
-
-    struct Sync<F>(F);
-    impl<F: FnOnce() + Send> Payload<()> for Sync<F> {
-        type Taken = F;
-        const ASYNC: bool = false;
-        fn run(self, _: Option<&mut ()>) {
-            (self.0)()
-        }
-        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: Option<&mut ()>) -> Poll<()> {
-            unreachable!()
-        }
-        fn take(self) -> F {
-            self.0
-        }
-        #[cfg(feature = "alloc")]
-        fn into_boxed(self) -> Result<BoxedThunk, Self> {
-            Err(self)
-        }
-    }
-
-    #[test]
-    fn lifo_and_fifo_pop_in_registration_order() {
-        let slab = core::pin::pin!(Slab::<256>::new());
-        let raw = slab.as_ref().raw();
-        let entries: [Entry; 3] = core::array::from_fn(|i| {
-            raw.push::<(), _>(Sync(move || ()))
-                .ok()
-                .unwrap_or_else(|| panic!("fits {i}"))
-        });
-        // SAFETY: exclusive use in this test.
-        unsafe {
-            assert_eq!(raw.pop_armed(true), Some(entries[2]));
-            assert_eq!(raw.pop_armed(false), Some(entries[0]));
-            assert_eq!(raw.pop_armed(true), Some(entries[1]));
-            assert_eq!(raw.pop_armed(true), None);
-            for e in entries {
-                e.run(ptr::null_mut());
-            }
-        }
-    }
-
-    #[test]
-    fn payloads_are_aligned_and_full_hands_back() {
-        #[repr(align(16))]
-        struct Big([u8; 40]);
-        let slab = core::pin::pin!(Slab::<128>::new());
-        let raw = slab.as_ref().raw();
-        let big = Big([7; 40]);
-        // Move `big` whole: a closure using only `big.0` would capture just
-        // that (align 1) field.
-        let e = raw
-            .push::<(), _>(Sync(move || {
-                let big = big;
-                assert_eq!(big.0[39], 7)
-            }))
-            .ok()
-            .unwrap();
-        assert_eq!(e.payload().addr() % 16, 0);
-        let second = Big([1; 40]);
-        let r = raw.push::<(), _>(Sync(move || {
-            let second = second;
-            assert_eq!(second.0[0], 1)
-        }));
-        #[cfg(not(feature = "alloc"))]
-        assert!(
-            r.is_err(),
-            "128 bytes hold one 40-byte payload and its header, not two"
-        );
-        #[cfg(feature = "alloc")]
-        assert!(r.is_ok(), "with alloc a full slab spills");
-    }
-
-    #[test]
-    fn dropping_a_slab_drops_unfinished_payloads_once() {
-        let drops = AtomicUsize::new(0);
-        {
-            let slab = core::pin::pin!(Slab::<512>::new());
-            let raw = slab.as_ref().raw();
-            for _ in 0..20 {
-                let c = Count(&drops);
-                let _ = raw.push::<(), _>(Sync(move || drop(c)));
-            }
-        }
-        assert_eq!(drops.load(Ordering::Relaxed), 20);
-    }
-
-    #[test]
-    #[cfg(feature = "std")]
-    fn a_panicking_destructor_does_not_stop_the_drain() {
-        extern crate std;
-        static DROPS: AtomicUsize = AtomicUsize::new(0);
-        struct Loud(bool);
-        impl Drop for Loud {
-            fn drop(&mut self) {
-                DROPS.fetch_add(1, Ordering::Relaxed);
-                if self.0 {
-                    panic!("loud");
-                }
-            }
-        }
-        let result = std::panic::catch_unwind(|| {
-            let slab = core::pin::pin!(Slab::<1024>::new());
-            let raw = slab.as_ref().raw();
-            for i in 0..5 {
-                let loud = Loud(i == 3); // dropped second (drain is LIFO)
-                let _ = raw.push::<(), _>(Sync(move || drop(loud)));
-            }
-        });
-        assert!(result.is_err());
-        assert_eq!(
-            DROPS.load(Ordering::Relaxed),
-            5,
-            "every payload dropped once"
-        );
+    // SAFETY: all three offsets are within the `room` bytes after `cursor`.
+    unsafe {
+        Some((
+            cursor.add(header_at).cast(),
+            cursor.add(payload_at),
+            cursor.add(end),
+        ))
     }
 }

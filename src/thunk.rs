@@ -2,6 +2,10 @@
 //! closures that see the output, futures, and guarded values with their
 //! sync or async cleanup. Each is a [`Payload`] the slab can run, poll, drop
 //! or hand back without knowing its type.
+//!
+//! Nothing here requires `Send` or `'static`: what a scope may hold is
+//! decided when a thunk is registered (by its flavour, see
+//! [`Fits`](crate::Fits)), not here.
 
 use core::future::Future;
 use core::pin::Pin;
@@ -9,9 +13,7 @@ use core::task::{Context, Poll};
 
 use pin_project::pin_project;
 
-#[cfg(feature = "alloc")]
-use crate::slab::BoxedThunk;
-use crate::slab::Payload;
+use crate::slab::{Ending, Payload};
 
 /// `FnOnce()`.
 pub(crate) struct Thunk<F>(pub(crate) F);
@@ -50,75 +52,66 @@ fn never_run() -> ! {
     unreachable!("deferral: an async thunk was run as a sync one")
 }
 
-impl<Out, F: FnOnce() + Send + 'static> Payload<Out> for Thunk<F> {
+impl<Out, F: FnOnce()> Payload<Out> for Thunk<F> {
     type Taken = F;
     const ASYNC: bool = false;
-    fn run(self, _: Option<&mut Out>) {
+    #[inline]
+    fn run(self, _: &mut Ending<Out>) {
         (self.0)()
     }
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut Ending<Out>) -> Poll<()> {
         never_polled()
     }
     fn take(self) -> F {
         self.0
     }
-    #[cfg(feature = "alloc")]
-    fn into_boxed(self) -> Result<BoxedThunk, Self> {
-        Err(self)
-    }
 }
 
-impl<Out, F: FnOnce(&mut Out) + Send + 'static> Payload<Out> for ThunkWith<F> {
+impl<Out, F: FnOnce(&mut Out)> Payload<Out> for ThunkWith<F> {
     type Taken = F;
     const ASYNC: bool = false;
-    fn run(self, out: Option<&mut Out>) {
-        if let Some(out) = out {
+    #[inline]
+    fn run(self, end: &mut Ending<Out>) {
+        if let Some(out) = end.out.as_mut() {
             (self.0)(out)
         }
     }
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut Ending<Out>) -> Poll<()> {
         never_polled()
     }
     fn take(self) -> F {
         self.0
     }
-    #[cfg(feature = "alloc")]
-    fn into_boxed(self) -> Result<BoxedThunk, Self> {
-        Err(self)
-    }
 }
 
-impl<Out, Fut: Future<Output = ()> + Send + 'static> Payload<Out> for AsyncThunk<Fut> {
+impl<Out, Fut: Future<Output = ()>> Payload<Out> for AsyncThunk<Fut> {
     type Taken = Fut;
     const ASYNC: bool = true;
-    fn run(self, _: Option<&mut Out>) {
+    fn run(self, _: &mut Ending<Out>) {
         never_run()
     }
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, _: &mut Ending<Out>) -> Poll<()> {
         self.project().0.poll(cx)
     }
     fn take(self) -> Fut {
         self.0
     }
-    #[cfg(feature = "alloc")]
-    fn into_boxed(self) -> Result<BoxedThunk, Self> {
-        Ok(alloc::boxed::Box::pin(self.0))
-    }
 }
 
 impl<Out, Fut> Payload<Out> for AsyncThunkWith<Fut>
 where
-    Fut: Future + Send + 'static,
+    Fut: Future,
     Fut::Output: FnOnce(&mut Out),
 {
     type Taken = Fut;
     const ASYNC: bool = true;
-    fn run(self, _: Option<&mut Out>) {
+    fn run(self, _: &mut Ending<Out>) {
         never_run()
     }
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, out: Option<&mut Out>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, end: &mut Ending<Out>) -> Poll<()> {
         let amend = core::task::ready!(self.project().0.poll(cx));
-        if let Some(out) = out {
+        if let Some(out) = end.out.as_mut() {
             amend(out);
         }
         Poll::Ready(())
@@ -126,45 +119,20 @@ where
     fn take(self) -> Fut {
         self.0
     }
-    #[cfg(feature = "alloc")]
-    fn into_boxed(self) -> Result<BoxedThunk, Self> {
-        Ok(alloc::boxed::Box::pin(IgnoreOutput(self.0)))
-    }
 }
 
-/// Runs a future for its effect, dropping its output (an amendment nobody
-/// can apply once the scope was cancelled).
-#[cfg(feature = "alloc")]
-#[pin_project]
-struct IgnoreOutput<Fut>(#[pin] Fut);
-
-#[cfg(feature = "alloc")]
-impl<Fut: Future> Future for IgnoreOutput<Fut> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().0.poll(cx).map(drop)
-    }
-}
-
-impl<Out, V, F> Payload<Out> for GuardThunk<V, F>
-where
-    V: Send + 'static,
-    F: FnOnce(V) + Send + 'static,
-{
+impl<Out, V, F: FnOnce(V)> Payload<Out> for GuardThunk<V, F> {
     type Taken = V;
     const ASYNC: bool = false;
-    fn run(self, _: Option<&mut Out>) {
+    #[inline]
+    fn run(self, _: &mut Ending<Out>) {
         (self.cleanup)(self.value)
     }
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut Ending<Out>) -> Poll<()> {
         never_polled()
     }
     fn take(self) -> V {
         self.value
-    }
-    #[cfg(feature = "alloc")]
-    fn into_boxed(self) -> Result<BoxedThunk, Self> {
-        Err(self)
     }
 }
 
@@ -199,16 +167,15 @@ where
 
 impl<Out, V, F, Fut> Payload<Out> for GuardAsync<V, F, Fut>
 where
-    V: Send + 'static,
-    F: FnOnce(V) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
+    F: FnOnce(V) -> Fut,
+    Fut: Future<Output = ()>,
 {
     type Taken = V;
     const ASYNC: bool = true;
-    fn run(self, _: Option<&mut Out>) {
+    fn run(self, _: &mut Ending<Out>) {
         never_run()
     }
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, _: Option<&mut Out>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, _: &mut Ending<Out>) -> Poll<()> {
         Future::poll(self, cx)
     }
     fn take(self) -> V {
@@ -217,14 +184,10 @@ where
             _ => unreachable!("deferral: a started guard was defused"),
         }
     }
-    #[cfg(feature = "alloc")]
-    fn into_boxed(self) -> Result<BoxedThunk, Self> {
-        Ok(alloc::boxed::Box::pin(self))
-    }
 }
 
-/// A payload registered while a context variable was set: run, polled (and
-/// boxed for a cancel handler) inside the snapshot current at registration.
+/// A payload registered while a context variable was set: run or polled
+/// inside the snapshot current at registration.
 ///
 /// `repr(C)` with the payload first: the slab hands out the payload's
 /// address for guards (`&mut V` into a `GuardThunk`/`GuardAsync`), which
@@ -242,23 +205,16 @@ pub(crate) struct InContext<P> {
 impl<Out, P: Payload<Out>> Payload<Out> for InContext<P> {
     type Taken = P::Taken;
     const ASYNC: bool = P::ASYNC;
-    fn run(self, out: Option<&mut Out>) {
+    fn run(self, end: &mut Ending<Out>) {
         let InContext { payload, snapshot } = self;
-        snapshot.run(|| payload.run(out))
+        snapshot.run(|| payload.run(end))
     }
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, out: Option<&mut Out>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, end: &mut Ending<Out>) -> Poll<()> {
         let this = self.project();
         let payload = this.payload;
-        this.snapshot.run(|| payload.poll(cx, out))
+        this.snapshot.run(|| payload.poll(cx, end))
     }
     fn take(self) -> P::Taken {
         self.payload.take()
-    }
-    fn into_boxed(self) -> Result<BoxedThunk, Self> {
-        let InContext { payload, snapshot } = self;
-        match payload.into_boxed() {
-            Ok(boxed) => Ok(alloc::boxed::Box::pin(snapshot.wrap(boxed))),
-            Err(payload) => Err(InContext { payload, snapshot }),
-        }
     }
 }

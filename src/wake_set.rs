@@ -1,6 +1,6 @@
 //! Per-index wakers (`alloc`): a wake-up polls only the futures that were
-//! woken. Used by concurrent cleanup ([`WakeSet`]) and by the task queue
-//! ([`WakeBits`] directly).
+//! woken. Used by concurrent cleanup (`cleanup::Indexed`) and by the task
+//! queue.
 //!
 //! Each running future gets an index and a waker that sets its bit in a
 //! shared bitset, then wakes the owner (the scope, the queue) through an
@@ -14,9 +14,8 @@ use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use core::task::{Context, Poll, Waker};
+use core::task::Waker;
 
-use crate::slab::Entry;
 use crate::sync::AtomicWaker;
 
 const BITS: usize = usize::BITS as usize;
@@ -123,61 +122,5 @@ impl Drop for WakeBits {
         // Slot wakers may outlive the owner (stored by a timer, say): let
         // them keep only the bitset, not the owner's task alive.
         drop(self.shared.owner.take());
-    }
-}
-
-/// The running thunks of a concurrent cleanup, indexed, with their wakers.
-pub(crate) struct WakeSet {
-    bits: WakeBits,
-    /// `None` once finished.
-    entries: Vec<Option<(Entry, Waker)>>,
-    remaining: usize,
-}
-
-impl WakeSet {
-    /// Indexes `running`; every thunk starts out woken (it must be polled
-    /// once to start).
-    pub(crate) fn new(running: impl Iterator<Item = Entry>) -> Self {
-        let running: Vec<Entry> = running.collect();
-        let bits = WakeBits::new(running.len(), true);
-        let entries: Vec<_> = running
-            .into_iter()
-            .enumerate()
-            .map(|(index, entry)| Some((entry, bits.waker(index))))
-            .collect();
-        WakeSet {
-            remaining: entries.len(),
-            bits,
-            entries,
-        }
-    }
-
-    /// Polls the woken thunks with `poll`, which returns `Ready` when the
-    /// thunk is finished (and no longer to be touched).
-    pub(crate) fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut poll: impl FnMut(Entry, &mut Context<'_>) -> Poll<()>,
-    ) -> Poll<()> {
-        // Register first, then take the bits (see the module docs).
-        self.bits.register(cx.waker());
-        let entries = &mut self.entries;
-        let remaining = &mut self.remaining;
-        self.bits.for_each_woken(|index| {
-            // Padding bits, or already finished: skip.
-            if let Some(Some((entry, waker))) = entries.get(index) {
-                let (entry, waker) = (*entry, waker.clone());
-                if poll(entry, &mut Context::from_waker(&waker)).is_ready() {
-                    entries[index] = None;
-                    *remaining -= 1;
-                }
-            }
-            true
-        });
-        if self.remaining == 0 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
     }
 }

@@ -4,32 +4,10 @@
 #![allow(dead_code)]
 
 use std::cell::Cell;
-use std::future::Ready;
-use std::marker::PhantomPinned;
 use std::rc::Rc;
 
 use deferral::*;
 use static_assertions::{assert_impl_all as yes, assert_not_impl_any as no};
-
-type SendFut = Ready<()>;
-type PinnedFut = PendingPinned;
-
-/// Holds an `Rc`: neither `Send` nor `Sync`.
-struct LocalFut(Rc<()>);
-impl Future for LocalFut {
-    type Output = ();
-    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        std::task::Poll::Pending
-    }
-}
-
-struct PendingPinned(PhantomPinned);
-impl Future for PendingPinned {
-    type Output = ();
-    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        std::task::Poll::Pending
-    }
-}
 
 // --- DeferScope and its handle ------------------------------------------
 // The handle is shared with the body across `.await`: it must be `Sync` for
@@ -37,20 +15,43 @@ impl Future for PendingPinned {
 yes!(Defer<()>: Send, Sync, Unpin);
 yes!(Defer<Rc<()>>: Send, Sync);
 yes!(Defer<Cell<u8>>: Send, Sync);
-// A scope is exactly as `Send` as what it runs.
-yes!(DeferScope<SendFut>: Send, Sync, Unpin);
-yes!(DeferScope<LocalFut>: Unpin);
-no!(DeferScope<LocalFut>: Send, Sync);
-no!(DeferScope<PinnedFut>: Unpin);
+// `scope_local`'s handle may reach `!Send` cleanup: it stays on its thread.
+no!(Defer<(), Local<'static>>: Send, Sync);
 // Tokens and guards follow what they hold, like `&mut V`.
 yes!(Deferred<'static, fn()>: Send, Sync, Unpin);
 no!(Deferred<'static, Rc<()>>: Send, Sync);
+no!(Deferred<'static, fn(), Local<'static>>: Send);
 yes!(Guard<'static, String>: Send, Sync, Unpin);
 yes!(Guard<'static, Cell<u8>>: Send);
 no!(Guard<'static, Cell<u8>>: Sync);
 no!(Guard<'static, Rc<()>>: Send, Sync);
+no!(Guard<'static, String, Local<'static>>: Send);
 yes!(Full<u8>: Send, Sync, Unpin);
 yes!(ScopeBuilder: Send, Unpin);
+yes!(Sendable: Send, Sync);
+no!(Local<'static>: Send, Sync);
+
+// A scope is exactly as `Send` as what it runs (its type names a closure,
+// so these are checked on values; the `!Send` cases are compile-fail tests
+// in `tests/ui`).
+#[test]
+fn a_scope_is_send_and_sync_when_what_it_runs_is() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let s = scope(async |d: &Defer<u8>| {
+        d.defer(|| ()).unwrap();
+        let guard = d.guard(String::new(), drop).unwrap();
+        std::future::ready(()).await;
+        guard.len() as u8
+    });
+    send_sync(&s);
+    let local = scope_local(async |d| {
+        d.defer(|| ()).unwrap();
+        1
+    });
+    // Sync: nothing is reachable through `&DeferScope`.
+    fn sync<T: Sync>(_: &T) {}
+    sync(&local);
+}
 yes!(Order: Send, Sync, Unpin, Copy);
 #[cfg(feature = "std")]
 yes!(NoScope<u8>: Send, Sync, Unpin);

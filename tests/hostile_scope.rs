@@ -123,7 +123,11 @@ fn scopes_against_every_hostile_waker() {
                 }
             }
             let ended = ended.unwrap_or_else(|| panic!("{order:?} {behaviour:?}: never ended"));
-            if ended == Ended::Returned(7) {
+            // With `std` a thunk's panic is caught and resumed at the end;
+            // without it, it unwinds out of that poll and the thunk whose
+            // poll panicked is dropped (like `FuturesUnordered`): the scope
+            // goes on and may return.
+            if ended == Ended::Returned(7) && cfg!(feature = "std") {
                 assert_eq!(
                     f.ran.get(),
                     Fixture::RUNS,

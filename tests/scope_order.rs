@@ -66,9 +66,10 @@ fn fifo_runs_first_registered_first() {
 #[test]
 fn concurrent_starts_everything_then_polls_async_thunks_together() {
     let events = run(Order::Concurrent);
-    // Sync thunks first (LIFO), then the async ones start in LIFO order and
-    // both start before either ends.
-    assert_eq!(&events[..5], ["body", "c", "a", "d start", "b start"]);
+    // Every thunk starts in registration order, as the seed's
+    // `Promise.all(fns.map(fn => fn()))` calls them: sync ones run, async
+    // ones are polled once; both async ones start before either ends.
+    assert_eq!(&events[..5], ["body", "a", "b start", "c", "d start"]);
     let mut ends = events[5..].to_vec();
     ends.sort();
     assert_eq!(ends, ["b end", "d end"]);

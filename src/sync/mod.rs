@@ -3,20 +3,26 @@
 //! atomics under `--cfg loom`.
 //!
 //! Only 32-bit and pointer-sized atomics are used, so everything here builds
-//! (with compare-and-swap) on `thumbv7m-none-eabi`.
+//! (with compare-and-swap) on `thumbv7m-none-eabi`. With the
+//! `portable-atomic` feature the atomics are `portable-atomic`'s, which
+//! provide compare-and-swap on chips without it (`thumbv6m-none-eabi`) with
+//! a critical section or by disabling interrupts (see the crate features).
 
 pub(crate) mod atomic_waker;
 
 pub(crate) use atomic_waker::AtomicWaker;
 
-#[cfg(all(not(loom), feature = "alloc"))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr};
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-#[cfg(all(loom, feature = "alloc"))]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr};
+pub(crate) use core::sync::atomic::Ordering;
+#[cfg(all(not(loom), not(feature = "portable-atomic")))]
+#[allow(unused_imports)]
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+#[allow(unused_imports)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+#[cfg(all(not(loom), feature = "portable-atomic"))]
+#[allow(unused_imports)]
+pub(crate) use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 
 #[cfg(all(not(loom), feature = "alloc"))]
 pub(crate) use alloc::sync::Arc;

@@ -1,0 +1,480 @@
+//! Running a scope's cleanup — its registered entries, in the scope's
+//! [`Order`], after the body — and finishing what is left of it when the
+//! scope is dropped early.
+//!
+//! Nothing here depends on the body's or the output's type: one copy of
+//! this code serves every scope in a program (it matters for flash). The
+//! typed parts are the entries' vtables (`slab.rs`) and the scope's
+//! `Ending<T>`, passed through as `*mut ()`.
+//!
+//! With `std`, one `catch_unwind` surrounds the whole loop, not each entry:
+//! the loop keeps its state consistent before it runs any entry (an entry
+//! is claimed, and the cursor moved past it, before it runs), so after a
+//! caught panic it records the payload and simply goes on. Without `std` a
+//! panic unwinds out of `poll`, and the scope's drop finishes the rest.
+
+use core::task::{Context, Poll};
+
+use crate::panic::{self as panicking, Panic};
+use crate::slab::{Entry, Live};
+
+/// The order in which a scope runs its deferred thunks after the body.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use std::sync::{Arc, Mutex};
+/// use deferral::{Order, ScopeBuilder};
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// let (a, b) = (log.clone(), log.clone());
+/// ScopeBuilder::new()
+///     .order(Order::Fifo)
+///     .run(async |d| {
+///         d.defer(move || a.lock().unwrap().push(1)).unwrap();
+///         d.defer(move || b.lock().unwrap().push(2)).unwrap();
+///     })
+///     .await;
+/// assert_eq!(*log.lock().unwrap(), [1, 2]);
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Last registered, first run — Go's `defer` and Rust's drop order.
+    #[default]
+    Lifo,
+    /// First registered, first run.
+    Fifo,
+    /// Every thunk is started in registration order — sync ones run, async
+    /// ones are polled once — and then the async ones are polled together
+    /// until all finished, like JavaScript's
+    /// `Promise.all(fns.map(fn => fn()))`. With `alloc`, each async thunk
+    /// gets its own waker and a wake-up polls only the thunks that were
+    /// woken; without it, a wake-up polls every unfinished thunk.
+    Concurrent,
+}
+
+/// Where cleanup is.
+enum Stage {
+    /// The body has not finished.
+    NotStarted,
+    /// Sequential orders: `next` is the entry to look at; `started` whether
+    /// it is an async entry that was polled already.
+    Sequential {
+        next: Option<Entry>,
+        started: bool,
+    },
+    /// Concurrent order, starting the entries one by one from `next`; the
+    /// ones before it were started.
+    Starting {
+        first: Option<Entry>,
+        next: Option<Entry>,
+    },
+    /// Concurrent order: every async entry was started.
+    Running {
+        first: Option<Entry>,
+    },
+    Done,
+}
+
+/// The cleanup state of one scope.
+pub(crate) struct Cleaner {
+    order: Order,
+    stage: Stage,
+    /// The entry being polled right now: if its poll panics, it is dropped.
+    polling: Option<Entry>,
+    /// Concurrent order with `alloc`: the async entries, indexed, and one
+    /// waker each.
+    #[cfg(feature = "alloc")]
+    wake: Option<alloc::boxed::Box<Indexed>>,
+}
+
+// SAFETY: a `Cleaner` is part of its scope: its entries point into the
+// scope's own slab, which moves (between threads too) with it, and they
+// are only used by whoever polls or drops the scope. Whether the scope may
+// move to another thread at all is its slab's business (`SlabCore<K>`).
+unsafe impl Send for Cleaner {}
+// SAFETY: nothing is reachable through `&Cleaner`.
+unsafe impl Sync for Cleaner {}
+
+impl Cleaner {
+    pub(crate) const fn new(order: Order) -> Self {
+        Cleaner {
+            order,
+            stage: Stage::NotStarted,
+            polling: None,
+            #[cfg(feature = "alloc")]
+            wake: None,
+        }
+    }
+
+    /// Cleanup walks the chain newest first (`true`) or reversed.
+    pub(crate) fn lifo(&self) -> bool {
+        self.order == Order::Lifo
+    }
+
+    /// Starts cleanup at `first` (the slab's chain, in this cleaner's order).
+    pub(crate) fn start(&mut self, first: Option<Entry>) {
+        debug_assert!(matches!(self.stage, Stage::NotStarted));
+        self.stage = match self.order {
+            Order::Lifo | Order::Fifo => Stage::Sequential {
+                next: first,
+                started: false,
+            },
+            Order::Concurrent => Stage::Starting { first, next: first },
+        };
+    }
+
+    pub(crate) fn is_started(&self) -> bool {
+        !matches!(self.stage, Stage::NotStarted)
+    }
+
+    /// Drives the cleanup to its end. `end` is the scope's `*mut
+    /// Ending<T>`; the first panic of an entry goes to `panic`, and cleanup
+    /// goes on with the others.
+    pub(crate) fn poll(
+        &mut self,
+        end: *mut (),
+        cx: &mut Context<'_>,
+        panic: &mut Option<Panic>,
+    ) -> Poll<()> {
+        loop {
+            match panicking::catch(|| {
+                self.drop_polled();
+                self.drive(end, cx)
+            }) {
+                Ok(poll) => return poll,
+                Err(p) => {
+                    panic.get_or_insert(p);
+                }
+            }
+        }
+    }
+
+    /// After a panic out of an entry's poll: that entry is finished (its
+    /// future is dropped, as `FuturesUnordered` drops one that panicked).
+    fn drop_polled(&mut self) {
+        let Some(entry) = self.polling.take() else {
+            return;
+        };
+        #[cfg(feature = "alloc")]
+        if let Some(wake) = &mut self.wake {
+            wake.remaining -= 1;
+        }
+        if let Stage::Sequential { next, started } = &mut self.stage {
+            if *next == Some(entry) {
+                *next = entry.next();
+                *started = false;
+            }
+        }
+        // SAFETY: cleanup has the slab to itself; a claimed entry is ours.
+        if let Some(live) = unsafe { entry.claim() } {
+            // SAFETY: live, and never touched again.
+            unsafe { live.drop_payload() };
+        }
+    }
+
+    fn drive(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.stage {
+            Stage::NotStarted => unreachable!("deferral: cleanup polled before it started"),
+            Stage::Done => Poll::Ready(()),
+            Stage::Sequential { next, started } => loop {
+                let Some(entry) = *next else {
+                    self.stage = Stage::Done;
+                    return Poll::Ready(());
+                };
+                // SAFETY: cleanup has the slab to itself.
+                let Some(live) = (unsafe { entry.live() }) else {
+                    *next = entry.next();
+                    continue;
+                };
+                if !live.is_async() {
+                    // Claimed and passed before it runs: if it panics, it is
+                    // gone and cleanup goes on from the next one.
+                    // SAFETY: as above.
+                    unsafe { entry.claim() };
+                    *next = entry.next();
+                    *started = false;
+                    // SAFETY: a live sync payload we just claimed; `end` is
+                    // the scope's ending.
+                    unsafe { live.run(end) };
+                    continue;
+                }
+                *started = true;
+                self.polling = Some(entry);
+                // SAFETY: a live async payload, pinned in the slab.
+                let poll = unsafe { live.poll(cx, end) };
+                self.polling = None;
+                if poll.is_pending() {
+                    return Poll::Pending;
+                }
+                // SAFETY: as above.
+                unsafe { entry.claim() };
+                *next = entry.next();
+                *started = false;
+                // SAFETY: finished: drop what is left of it, once.
+                unsafe { live.drop_payload() };
+            },
+            Stage::Starting { .. } | Stage::Running { .. } => self.drive_concurrent(end, cx),
+        }
+    }
+
+    fn drive_concurrent(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
+        #[cfg(feature = "alloc")]
+        if self.wake.is_none() {
+            if let Stage::Starting { first, .. } = self.stage {
+                self.wake = Some(alloc::boxed::Box::new(Indexed::new(async_entries(first))));
+            }
+        }
+        // Start every entry, in order: sync ones run, async ones are polled
+        // once (with their own waker, with `alloc`).
+        while let Stage::Starting { first, next } = &mut self.stage {
+            let Some(entry) = *next else {
+                self.stage = Stage::Running { first: *first };
+                break;
+            };
+            *next = entry.next();
+            // SAFETY: cleanup has the slab to itself.
+            let Some(live) = (unsafe { entry.live() }) else {
+                continue;
+            };
+            if live.is_async() {
+                #[cfg(feature = "alloc")]
+                if let Some(wake) = &mut self.wake {
+                    let polling = &mut self.polling;
+                    wake.start(entry, |entry, cx| poll_entry(polling, entry, cx, end));
+                    continue;
+                }
+                if let Poll::Ready(done) = poll_entry(&mut self.polling, entry, cx, end) {
+                    finish(done);
+                }
+            } else {
+                // SAFETY: as in `drive`.
+                unsafe {
+                    entry.claim();
+                    live.run(end);
+                }
+            }
+        }
+        let Stage::Running { first } = self.stage else {
+            return Poll::Ready(());
+        };
+        #[cfg(feature = "alloc")]
+        if let Some(wake) = &mut self.wake {
+            let polling = &mut self.polling;
+            let poll = wake.poll(cx, |entry, cx| poll_entry(polling, entry, cx, end));
+            if poll.is_ready() {
+                self.stage = Stage::Done;
+                self.wake = None;
+            }
+            return poll;
+        }
+        // Without per-entry wakers: poll every unfinished one.
+        let mut pending = false;
+        let mut next = first;
+        while let Some(entry) = next {
+            next = entry.next();
+            if entry.is_live_async() {
+                match poll_entry(&mut self.polling, entry, cx, end) {
+                    Poll::Pending => pending = true,
+                    Poll::Ready(done) => finish(done),
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            self.stage = Stage::Done;
+            Poll::Ready(())
+        }
+    }
+
+    /// The scope is dropped before cleanup finished (or started): the
+    /// started async entries are dropped; of the rest, in this cleaner's
+    /// order, sync entries run (with `end`, whose output the caller took
+    /// away) and async ones go to `hand_over` (a cancel handler) or are
+    /// dropped unpolled. Panics go to `panic`; the rest still runs.
+    pub(crate) fn cancel(
+        &mut self,
+        first: Option<Entry>,
+        end: *mut (),
+        mut hand_over: impl FnMut(Live),
+        panic: &mut Option<Panic>,
+    ) {
+        // The started entries are those in `[from, to)`; the rest start at
+        // `rest`.
+        let (from, to, rest) = match core::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::NotStarted => (None, None, first),
+            Stage::Sequential {
+                next,
+                started: true,
+            } => {
+                let after = next.and_then(Entry::next);
+                (next, after, after)
+            }
+            Stage::Sequential {
+                next,
+                started: false,
+            } => (None, None, next),
+            Stage::Starting { first, next } => (first, next, next),
+            Stage::Running { first } => (first, None, None),
+            Stage::Done => return,
+        };
+        self.polling = None;
+        #[cfg(feature = "alloc")]
+        drop(self.wake.take());
+        // 1. Started async entries cannot finish now: drop them.
+        let mut next = from;
+        while let Some(entry) = next {
+            if Some(entry) == to {
+                break;
+            }
+            next = entry.next();
+            let dropped = panicking::catch(|| {
+                // SAFETY: cleanup has the slab to itself.
+                if let Some(live) = unsafe { entry.claim() } {
+                    // SAFETY: claimed, live: dropped once.
+                    unsafe { live.drop_payload() };
+                }
+            });
+            if let Err(p) = dropped {
+                panic.get_or_insert(p);
+            }
+        }
+        // 2. The rest, in order.
+        let mut next = rest;
+        while let Some(entry) = next {
+            next = entry.next();
+            // SAFETY: cleanup has the slab to itself.
+            let Some(live) = (unsafe { entry.claim() }) else {
+                continue;
+            };
+            let ran = panicking::catch(|| {
+                if live.is_async() {
+                    hand_over(live);
+                } else {
+                    // SAFETY: claimed, live, sync.
+                    unsafe { live.run(end) };
+                }
+            });
+            if let Err(p) = ran {
+                panic.get_or_insert(p);
+            }
+        }
+    }
+}
+
+/// Polls one started async entry. `Ready(Some(live))`: it finished and is
+/// claimed; the caller drops what is left of it (foreign code, so after its
+/// own bookkeeping). `Ready(None)`: it was not live.
+fn poll_entry(
+    polling: &mut Option<Entry>,
+    entry: Entry,
+    cx: &mut Context<'_>,
+    end: *mut (),
+) -> Poll<Option<Live>> {
+    // SAFETY: cleanup has the slab to itself.
+    let Some(live) = (unsafe { entry.live() }) else {
+        return Poll::Ready(None);
+    };
+    *polling = Some(entry);
+    // SAFETY: a live async payload, pinned in the slab.
+    let poll = unsafe { live.poll(cx, end) };
+    *polling = None;
+    if poll.is_pending() {
+        return Poll::Pending;
+    }
+    // SAFETY: as above.
+    unsafe { entry.claim() };
+    Poll::Ready(Some(live))
+}
+
+/// Drops what is left of a finished, claimed entry.
+fn finish(done: Option<Live>) {
+    if let Some(live) = done {
+        // SAFETY: claimed by `poll_entry`, dropped once here.
+        unsafe { live.drop_payload() };
+    }
+}
+
+/// The live async entries of the chain from `first`.
+#[cfg(feature = "alloc")]
+fn async_entries(first: Option<Entry>) -> alloc::vec::Vec<Entry> {
+    let mut all = alloc::vec::Vec::new();
+    let mut next = first;
+    while let Some(entry) = next {
+        next = entry.next();
+        if entry.is_live_async() {
+            all.push(entry);
+        }
+    }
+    all
+}
+
+/// Concurrent cleanup's async entries, indexed in start order, each with a
+/// waker of its own that flags its index (`alloc`): a wake-up polls only
+/// the entries that were woken.
+#[cfg(feature = "alloc")]
+pub(crate) struct Indexed {
+    bits: crate::wake_set::WakeBits,
+    entries: alloc::vec::Vec<Entry>,
+    wakers: alloc::vec::Vec<core::task::Waker>,
+    started: usize,
+    remaining: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl Indexed {
+    fn new(entries: alloc::vec::Vec<Entry>) -> Self {
+        let bits = crate::wake_set::WakeBits::new(entries.len(), false);
+        let wakers = (0..entries.len()).map(|i| bits.waker(i)).collect();
+        Indexed {
+            bits,
+            remaining: entries.len(),
+            entries,
+            wakers,
+            started: 0,
+        }
+    }
+
+    /// Starts (first polls) the next entry, which is `entry`.
+    fn start(
+        &mut self,
+        entry: Entry,
+        mut poll: impl FnMut(Entry, &mut Context<'_>) -> Poll<Option<Live>>,
+    ) {
+        let index = self.started;
+        debug_assert_eq!(self.entries.get(index), Some(&entry));
+        self.started += 1;
+        if let Poll::Ready(done) = poll(entry, &mut Context::from_waker(&self.wakers[index])) {
+            self.remaining -= 1;
+            finish(done);
+        }
+    }
+
+    /// Polls the entries that were woken; `Ready` once all finished.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut poll: impl FnMut(Entry, &mut Context<'_>) -> Poll<Option<Live>>,
+    ) -> Poll<()> {
+        // Register first, then take the flags (see `wake_set`).
+        self.bits.register(cx.waker());
+        let (entries, wakers, remaining) = (&self.entries, &self.wakers, &mut self.remaining);
+        self.bits.for_each_woken(|index| {
+            if let Some(&entry) = entries.get(index) {
+                if !entry.is_live_async() {
+                    return true; // finished already: a stale wake-up
+                }
+                if let Poll::Ready(done) = poll(entry, &mut Context::from_waker(&wakers[index])) {
+                    *remaining -= 1;
+                    finish(done);
+                }
+            }
+            true
+        });
+        if self.remaining == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}

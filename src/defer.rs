@@ -1,0 +1,564 @@
+//! The handle a scope's body registers cleanup with ([`Defer`]), what a
+//! registration returns (a [`Deferred`] token, a [`Guard`], or [`Full`]),
+//! and the two flavours of scope: [`Sendable`] (`scope`) and [`Local`]
+//! (`scope_local`).
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::{self, NonNull};
+
+use crate::slab::{Entry, Flavour, Payload, SlabCore, sealed};
+use crate::thunk::{AsyncThunk, AsyncThunkWith, GuardAsync, GuardThunk, Thunk, ThunkWith};
+
+/// The flavour of [`scope`](crate::scope): cleanup is `Send + 'static`, so
+/// the scope can be spawned on a multi-threaded runtime even while its body
+/// holds the handle across `.await`.
+///
+/// ```
+/// fn spawnable<F: Send>(_: F) {}
+/// spawnable(deferral::scope(async |d: &deferral::Defer<u8>| {
+///     d.defer(|| println!("closed")).unwrap();
+///     1
+/// }));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Sendable;
+
+/// The flavour of [`scope_local`](crate::scope_local): cleanup may borrow
+/// anything that outlives the call (`'env`) — `&mut` peripherals, a `Vec`
+/// on the caller's stack, `Rc<RefCell<..>>` — and need not be `Send`. The
+/// scope is then `!Send`: run it where it was made (a thread-mode or
+/// current-thread executor, a `LocalSet`, or simply `.await` it).
+///
+/// Invariant in `'env`, so a body cannot shorten it to register cleanup
+/// that borrows its own locals (they are gone when cleanup runs):
+///
+/// ```compile_fail
+/// # futures::executor::block_on(async {
+/// deferral::scope_local(async |d| {
+///     let local = String::from("dropped with the body");
+///     d.defer(|| println!("{local}")).unwrap(); // error: does not live long enough
+/// })
+/// .await;
+/// # });
+/// ```
+pub struct Local<'env>(PhantomData<(Invariant<'env>, NotSend)>);
+
+/// `fn(&'env ()) -> &'env ()`: invariant in `'env`.
+type Invariant<'env> = fn(&'env ()) -> &'env ();
+/// Neither `Send` nor `Sync`.
+type NotSend = *mut ();
+
+impl fmt::Debug for Local<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Local")
+    }
+}
+
+impl sealed::Sealed for Sendable {}
+impl sealed::Sealed for Local<'_> {}
+
+impl Flavour for Sendable {
+    const LOCKS: bool = true;
+}
+
+impl Flavour for Local<'_> {
+    const LOCKS: bool = false;
+}
+
+/// What a scope of flavour `K` can hold: `Send + 'static` for [`Sendable`]
+/// (`scope`), anything that outlives `'env` for [`Local<'env>`]
+/// (`scope_local`). Implemented for every type that qualifies; sealed.
+///
+/// ```
+/// use deferral::{Fits, Local, Sendable};
+/// fn fits<K, X: Fits<K>>(_: &X) {}
+/// let v = vec![1];
+/// fits::<Sendable, _>(&String::new());
+/// fits::<Local<'_>, _>(&&v); // a borrow
+/// fits::<Local<'_>, _>(&std::rc::Rc::new(1)); // not `Send`
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be held by this scope's cleanup",
+    label = "must be `Send + 'static` for `scope`, or outlive the scope for `scope_local`",
+    note = "cleanup that borrows the caller's state or is not `Send` needs `deferral::scope_local`"
+)]
+pub trait Fits<K>: fits::Sealed {}
+
+mod fits {
+    pub trait Sealed {}
+    impl<X> Sealed for X {}
+}
+
+impl<X: Send + 'static> Fits<Sendable> for X {}
+impl<'env, X: 'env> Fits<Local<'env>> for X {}
+
+/// The handle a scope's body uses to register deferred work.
+///
+/// The body gets `&Defer<T, K>`, where `T` is the body's output type and
+/// `K` the scope's flavour ([`Sendable`] for [`scope`](crate::scope),
+/// [`Local`] for [`scope_local`](crate::scope_local)); the reference cannot
+/// escape the body. Every registration returns a token that can cancel
+/// (defuse) it before it runs, or, if the inline slab is full and the
+/// `alloc` feature is off, [`Full`] with the thunk handed back.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let out = deferral::scope(async |d| {
+///     d.defer(|| println!("second")).unwrap();
+///     d.defer(|| println!("first")).unwrap();
+///     42
+/// })
+/// .await;
+/// assert_eq!(out, 42);
+/// # });
+/// ```
+///
+/// The handle is invariant in `T`, so a thunk cannot pretend a borrowed
+/// output lives longer than it does:
+///
+/// ```compile_fail
+/// # use deferral::Defer;
+/// fn widen<'d, 'a>(d: &'d Defer<&'a str>) -> &'d Defer<&'static str> {
+///     d // error: lifetime may not live long enough
+/// }
+/// ```
+#[repr(transparent)]
+pub struct Defer<T, K: Flavour = Sendable> {
+    /// The scope's slab: the handle *is* its core (one allocation-free
+    /// borrow of the scope future).
+    core: SlabCore<K>,
+    /// Registrations are typed by the output. `fn(T) -> T` keeps `Defer`
+    /// `Send + Sync` whatever `T` is (no `T` is stored here) and makes it
+    /// *invariant* in `T`: were it contravariant (`fn(T)`), a
+    /// `&Defer<&'short U>` would coerce to `&Defer<&'static U>` and a
+    /// `defer_with` thunk could keep the short reference forever.
+    _out: PhantomData<fn(T) -> T>,
+}
+
+impl<T, K: Flavour> fmt::Debug for Defer<T, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Defer").finish_non_exhaustive()
+    }
+}
+
+impl<T, K: Flavour> Defer<T, K> {
+    /// The handle of a slab core.
+    pub(crate) fn of(core: &SlabCore<K>) -> &Self {
+        // SAFETY: `Defer` is a `repr(transparent)` wrapper of `SlabCore<K>`
+        // (its other field is a zero-sized marker).
+        unsafe { &*ptr::from_ref(core).cast::<Self>() }
+    }
+
+    fn register<P, X>(&self, payload: P) -> Result<Deferred<'_, X, K>, Full<X>>
+    where
+        P: Payload<T, Taken = X>,
+    {
+        match self.core.push::<T, P>(payload) {
+            Ok(entry) => Ok(Deferred {
+                core: &self.core,
+                entry,
+                _taken: PhantomData,
+            }),
+            Err(p) => Err(Full(p.take())),
+        }
+    }
+
+    /// Defers `f` until the body has returned.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// static CLOSED: AtomicBool = AtomicBool::new(false);
+    /// deferral::scope(async |d| {
+    ///     d.defer(|| CLOSED.store(true, Ordering::SeqCst)).unwrap();
+    ///     assert!(!CLOSED.load(Ordering::SeqCst));
+    /// })
+    /// .await;
+    /// assert!(CLOSED.load(Ordering::SeqCst));
+    /// # });
+    /// ```
+    pub fn defer<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    where
+        F: FnOnce() + Fits<K>,
+    {
+        self.register(Thunk(f))
+    }
+
+    /// Defers `f`, which sees and may change the body's output — Go's named
+    /// results. Not run if there is no output (the body panicked, or the
+    /// scope was dropped first).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_with(|out: &mut Result<u8, &str>| {
+    ///         if out.is_ok() {
+    ///             *out = Err("close failed"); // a failing close is not lost
+    ///         }
+    ///     })
+    ///     .unwrap();
+    ///     Ok(1)
+    /// })
+    /// .await;
+    /// assert_eq!(out, Err("close failed"));
+    /// # });
+    /// ```
+    pub fn defer_with<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    where
+        F: FnOnce(&mut T) + Fits<K>,
+    {
+        self.register(ThunkWith(f))
+    }
+
+    /// Defers a future: it is not polled before the body has returned, and
+    /// the scope resolves only after it has finished.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_async(async { /* flush, close, say goodbye */ }).unwrap();
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn defer_async<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
+    where
+        Fut: Future<Output = ()> + Fits<K>,
+    {
+        self.register(AsyncThunk(fut))
+    }
+
+    /// Defers a future whose output, a `FnOnce(&mut T)`, is then applied to
+    /// the body's output (if there is one): async cleanup that can turn `Ok`
+    /// into `Err`.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_async_with(async {
+    ///         let flushed: Result<(), &str> = Err("disk full"); // an async flush
+    ///         move |out: &mut Result<(), &str>| {
+    ///             if let (Ok(()), Err(e)) = (&*out, flushed) {
+    ///                 *out = Err(e);
+    ///             }
+    ///         }
+    ///     })
+    ///     .unwrap();
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// assert_eq!(out, Err("disk full"));
+    /// # });
+    /// ```
+    pub fn defer_async_with<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
+    where
+        Fut: Future + Fits<K>,
+        Fut::Output: FnOnce(&mut T),
+    {
+        self.register(AsyncThunkWith(fut))
+    }
+
+    /// Moves `value` into the scope, gives the body a [`Guard`] to it for
+    /// the whole run, and runs `cleanup(value)` after the body.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let len = deferral::scope(async |d| {
+    ///     let mut buf = d.guard(Vec::new(), |buf| assert_eq!(buf, [1, 2])).unwrap();
+    ///     buf.push(1);
+    ///     buf.push(2);
+    ///     buf.len()
+    /// })
+    /// .await;
+    /// assert_eq!(len, 2);
+    /// # });
+    /// ```
+    ///
+    /// In [`scope_local`](crate::scope_local) the value may be a borrow,
+    /// like `scopeguard::guard(&mut adc, ..)`:
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// struct Adc { on: bool }
+    /// let mut adc = Adc { on: true };
+    /// deferral::scope_local(async |d| {
+    ///     let mut adc = d.guard(&mut adc, |adc| adc.on = false).unwrap();
+    ///     assert!(adc.on); // `&mut Adc` for the whole body
+    /// })
+    /// .await;
+    /// assert!(!adc.on);
+    /// # });
+    /// ```
+    pub fn guard<V, F>(&self, value: V, cleanup: F) -> Result<Guard<'_, V, K>, Full<(V, F)>>
+    where
+        V: Fits<K>,
+        F: FnOnce(V) + Fits<K>,
+    {
+        match self.core.push::<T, _>(GuardThunk { value, cleanup }) {
+            // SAFETY: we just pushed a `GuardThunk<V, F>`; the entry's payload
+            // address is its address (wrapped in `InContext` when a context
+            // was set, which is `repr(C)` with the payload first).
+            Ok(entry) => Ok(unsafe { Guard::new(&self.core, entry, guard_value::<V, F>) }),
+            Err(GuardThunk { value, cleanup }) => Err(Full((value, cleanup))),
+        }
+    }
+
+    /// Like [`guard`](Self::guard), with an async cleanup: after the body,
+    /// `cleanup(value)` is called and its future polled to completion — the
+    /// Rust form of Go's `defer conn.Close()`.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// struct Conn;
+    /// impl Conn {
+    ///     async fn close(self) {}
+    ///     fn send(&mut self, _: &str) {}
+    /// }
+    /// deferral::scope(async |d| {
+    ///     let mut conn = d.guard_async(Conn, |c| c.close()).unwrap();
+    ///     conn.send("hello"); // `conn` is `&mut Conn` for the whole body
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn guard_async<V, F, Fut>(
+        &self,
+        value: V,
+        cleanup: F,
+    ) -> Result<Guard<'_, V, K>, Full<(V, F)>>
+    where
+        V: Fits<K>,
+        F: FnOnce(V) -> Fut + Fits<K>,
+        Fut: Future<Output = ()> + Fits<K>,
+    {
+        match self.core.push::<T, _>(GuardAsync::Armed { value, cleanup }) {
+            Ok(entry) => {
+                // SAFETY: we just pushed a `GuardAsync<V, F, Fut>`, armed; the
+                // entry's payload address is its address (see `guard`).
+                Ok(unsafe { Guard::new(&self.core, entry, guard_async_value::<V, F, Fut>) })
+            }
+            Err(GuardAsync::Armed { value, cleanup }) => Err(Full((value, cleanup))),
+            Err(_) => unreachable!(),
+        }
+    }
+}
+
+/// # Safety
+/// `payload` points to a live `GuardThunk<V, F>` (alone, or as the first
+/// field of a `repr(C)` `InContext`).
+unsafe fn guard_value<V, F>(payload: *mut u8) -> *mut V {
+    // SAFETY: as the caller guarantees.
+    unsafe { ptr::addr_of_mut!((*payload.cast::<GuardThunk<V, F>>()).value) }
+}
+
+/// # Safety
+/// `payload` points to a live `GuardAsync<V, F, Fut>` in its `Armed` state.
+unsafe fn guard_async_value<V, F, Fut>(payload: *mut u8) -> *mut V {
+    // SAFETY: as the caller guarantees; a reference to the value is fine
+    // because nobody else touches an armed payload while the body runs.
+    match unsafe { &mut *payload.cast::<GuardAsync<V, F, Fut>>() } {
+        GuardAsync::Armed { value, .. } => value,
+        _ => unreachable!(),
+    }
+}
+
+/// A registration that has not run yet; [`cancel`](Deferred::cancel) it to
+/// take the thunk back. Dropping the token keeps the registration.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// deferral::scope(async |d| {
+///     let token = d.defer(|| unreachable!("cancelled")).unwrap();
+///     let thunk = token.cancel(); // defused: handed back, never run
+///     drop(thunk);
+/// })
+/// .await;
+/// # });
+/// ```
+pub struct Deferred<'d, X, K: Flavour = Sendable> {
+    core: &'d SlabCore<K>,
+    entry: Entry,
+    _taken: PhantomData<X>,
+}
+
+// SAFETY: a token is a claim on one entry of a slab plus the right to take
+// its `X` out: it may move to another thread when the slab is shared
+// between threads (`SlabCore<K>: Sync`, which covers locking) and `X` may.
+unsafe impl<X: Send, K: Flavour> Send for Deferred<'_, X, K> where SlabCore<K>: Sync {}
+// SAFETY: `&Deferred` allows nothing but `Debug`; `Sync` follows `X` like
+// any owner of an `X` would.
+unsafe impl<X: Sync, K: Flavour> Sync for Deferred<'_, X, K> {}
+
+impl<X, K: Flavour> fmt::Debug for Deferred<'_, X, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deferred").finish_non_exhaustive()
+    }
+}
+
+impl<X, K: Flavour> Deferred<'_, X, K> {
+    /// Defuses the registration and hands back what was deferred (the
+    /// closure or future), unrun. If it was the newest registration its
+    /// bytes in the slab are free again.
+    pub fn cancel(self) -> X {
+        let mut dst = core::mem::MaybeUninit::<X>::uninit();
+        // SAFETY: the token exists only while the body runs (its lifetime is
+        // the handle's borrow), so cleanup has not begun; `self` is
+        // consumed, so this is its only take; the payload's `Taken` is `X`.
+        unsafe {
+            self.core.take_into(self.entry, dst.as_mut_ptr().cast());
+            dst.assume_init()
+        }
+    }
+}
+
+/// A value guarded by its scope: the body uses it through `Deref` /
+/// `DerefMut`, and its cleanup runs after the body unless it is
+/// [defused](Guard::defuse).
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// deferral::scope(async |d| {
+///     let guard = d.guard(String::from("tmp"), |_| unreachable!()).unwrap();
+///     let value: String = deferral::Guard::defuse(guard); // no cleanup
+///     assert_eq!(value, "tmp");
+/// })
+/// .await;
+/// # });
+/// ```
+pub struct Guard<'d, V, K: Flavour = Sendable> {
+    core: &'d SlabCore<K>,
+    entry: Entry,
+    value: NonNull<V>,
+    _owns: PhantomData<&'d mut V>,
+}
+
+// SAFETY: a `Guard` is a unique reference to `V` (`&mut V`): `Send` when `V`
+// is and when defusing may happen from another thread (`SlabCore<K>: Sync`).
+unsafe impl<V: Send, K: Flavour> Send for Guard<'_, V, K> where SlabCore<K>: Sync {}
+// SAFETY: through `&Guard` only `&V` is reachable: `Sync` when `V` is.
+unsafe impl<V: Sync, K: Flavour> Sync for Guard<'_, V, K> {}
+
+impl<'d, V, K: Flavour> Guard<'d, V, K> {
+    /// # Safety
+    /// `entry` was just pushed on `core`, with a payload whose `Taken` is
+    /// `V` and for which `value_of` returns the guarded value's address.
+    unsafe fn new(
+        core: &'d SlabCore<K>,
+        entry: Entry,
+        value_of: unsafe fn(*mut u8) -> *mut V,
+    ) -> Self {
+        // SAFETY: as the caller guarantees.
+        let value = unsafe { NonNull::new_unchecked(value_of(entry.payload())) };
+        Guard {
+            core,
+            entry,
+            value,
+            _owns: PhantomData,
+        }
+    }
+
+    /// Takes the value back: its cleanup will not run.
+    pub fn defuse(guard: Self) -> V {
+        let mut dst = core::mem::MaybeUninit::<V>::uninit();
+        // SAFETY: as in `Deferred::cancel`; the payload's `Taken` is `V`.
+        unsafe {
+            guard.core.take_into(guard.entry, dst.as_mut_ptr().cast());
+            dst.assume_init()
+        }
+    }
+}
+
+impl<V, K: Flavour> core::ops::Deref for Guard<'_, V, K> {
+    type Target = V;
+    fn deref(&self) -> &V {
+        // SAFETY: the value lives in the armed payload until the guard is
+        // defused (which consumes it) or the body ends (which outlives it).
+        unsafe { self.value.as_ref() }
+    }
+}
+
+impl<V, K: Flavour> core::ops::DerefMut for Guard<'_, V, K> {
+    fn deref_mut(&mut self) -> &mut V {
+        // SAFETY: as in `deref`; the guard is the value's only accessor.
+        unsafe { self.value.as_mut() }
+    }
+}
+
+impl<V: fmt::Debug, K: Flavour> fmt::Debug for Guard<'_, V, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Guard").field(&**self).finish()
+    }
+}
+
+/// The slab was full: the registration is handed back, nothing is lost.
+///
+/// Only returned without the `alloc` feature (with it a full slab spills to
+/// the heap), or by a scope that was never polled. Grow the slab with
+/// [`ScopeBuilder::capacity`](crate::ScopeBuilder::capacity), or cancel
+/// registrations you no longer need: the newest ones give their bytes back.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// deferral::ScopeBuilder::new()
+///     .capacity::<64>()
+///     .run(async |d| {
+///         let big = [0u8; 128];
+///         match d.defer(move || drop(big)) {
+///             Ok(_) => assert!(cfg!(feature = "alloc")), // spilled to the heap
+///             Err(full) => (full.into_inner())(),        // run it by hand
+///         }
+///     })
+///     .await;
+/// # });
+/// ```
+pub struct Full<X>(X);
+
+impl<X> Full<X> {
+    /// What could not be registered (the thunk, or the guarded value and
+    /// its cleanup).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::ScopeBuilder::new()
+    ///     .capacity::<0>()
+    ///     .run(async |d| {
+    ///         if let Err(full) = d.defer(|| println!("by hand")) {
+    ///             (full.into_inner())();
+    ///         }
+    ///     })
+    ///     .await;
+    /// # });
+    /// ```
+    pub fn into_inner(self) -> X {
+        self.0
+    }
+}
+
+impl<X> fmt::Debug for Full<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Full(..)")
+    }
+}
+
+impl<X> fmt::Display for Full<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the scope's defer slab is full")
+    }
+}
+
+impl<X> core::error::Error for Full<X> {}
+
+/// So that `?` works in bodies returning `io::Result`; the refused thunk is
+/// dropped. With `alloc` the slab spills to the heap, so this happens only
+/// for a payload too big to allocate.
+#[cfg(feature = "std")]
+impl<X> From<Full<X>> for std::io::Error {
+    fn from(full: Full<X>) -> Self {
+        drop(full);
+        std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            "the scope's defer slab is full",
+        )
+    }
+}
