@@ -196,7 +196,11 @@ impl IntoFuture for Task {
             panic!("{INJECTED}");
         }
         let now = shared.running.fetch_add(1, SeqCst) + 1;
-        assert!(now <= shared.limit, "{now} tasks run at once, limit {}", shared.limit);
+        assert!(
+            now <= shared.limit,
+            "{now} tasks run at once, limit {}",
+            shared.limit
+        );
         Running {
             task: self,
             done: false,
@@ -216,7 +220,10 @@ impl Future for Running {
     type Output = Result<Out, Out>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.done, "a finished task was polled again");
-        assert!(!self.poisoned, "a task was polled again after its poll panicked");
+        assert!(
+            !self.poisoned,
+            "a task was polled again after its poll panicked"
+        );
         let id = self.task.id;
         let shared = self.task.shared.clone();
         // Poisoned unless this poll returns (a waker may panic in it too).
@@ -416,8 +423,14 @@ fn poll(
             Poll::Ready(None)
         }
         Poll::Ready(Some(result)) => {
-            assert!(!model.ended_on_stop, "a result after the stream ended on a stop");
-            assert!(!model.rejected, "a result after the rejection that stopped the queue");
+            assert!(
+                !model.ended_on_stop,
+                "a result after the stream ended on a stop"
+            );
+            assert!(
+                !model.rejected,
+                "a result after the rejection that stopped the queue"
+            );
             let id = match &result {
                 Ok(out) => out.id,
                 Err(out) => {
@@ -574,8 +587,12 @@ fn run(input: Input) {
 
     // Submission order: the pushed tasks come out in push order.
     if model.order == Yield::InSubmissionOrder {
-        let pushed_yielded: Vec<usize> =
-            model.yielded.iter().copied().filter(|id| model.pushed.contains(id)).collect();
+        let pushed_yielded: Vec<usize> = model
+            .yielded
+            .iter()
+            .copied()
+            .filter(|id| model.pushed.contains(id))
+            .collect();
         let mut sorted = pushed_yielded.clone();
         sorted.sort();
         assert_eq!(pushed_yielded, sorted, "submission order broken");
@@ -597,11 +614,23 @@ fn run(input: Input) {
         assert_eq!(record.ends.len(), 1, "task {id} ended {:?}", record.ends);
         assert!(record.started <= 1, "task {id} started twice");
         let unstarted = record.ends[0] == End::DroppedUnstarted;
-        assert_eq!(record.started == 0, unstarted, "task {id}: {:?}", record.ends);
+        assert_eq!(
+            record.started == 0,
+            unstarted,
+            "task {id}: {:?}",
+            record.ends
+        );
         let finished = record.ends[0] == End::Finished;
-        assert_eq!(record.output_drops, usize::from(finished), "task {id}: output drops");
+        assert_eq!(
+            record.output_drops,
+            usize::from(finished),
+            "task {id}: output drops"
+        );
         if !finished {
-            assert!(!model.yielded.contains(id), "task {id} yielded without finishing");
+            assert!(
+                !model.yielded.contains(id),
+                "task {id} yielded without finishing"
+            );
         }
     }
 }
