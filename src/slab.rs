@@ -43,7 +43,7 @@
 
 use core::alloc::Layout;
 use core::cell::{Cell, UnsafeCell};
-use core::marker::PhantomData;
+use core::marker::{PhantomData, PhantomPinned};
 use core::mem::{MaybeUninit, align_of, size_of};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
@@ -265,10 +265,16 @@ unsafe impl<K: Flavour + Sync> Sync for SlabCore<K> {}
 struct Bytes<const N: usize>([MaybeUninit<u8>; N]);
 
 /// `N` bytes of inline storage for deferred thunks. See the module docs.
+///
+/// `!Unpin`: entries point into the bytes, so the slab must not move once
+/// started, and the drop glue's `&mut Slab` must not claim unique access to
+/// bytes those pointers still reach (Stacked Borrows skips that claim for
+/// `!Unpin` types).
 #[repr(C)]
 pub(crate) struct Slab<K, const N: usize> {
     core: SlabCore<K>,
     bytes: UnsafeCell<Bytes<N>>,
+    _pinned: PhantomPinned,
 }
 
 impl<K: Flavour, const N: usize> Slab<K, N> {
@@ -286,6 +292,7 @@ impl<K: Flavour, const N: usize> Slab<K, N> {
                 _flavour: PhantomData,
             },
             bytes: UnsafeCell::new(Bytes([MaybeUninit::uninit(); N])),
+            _pinned: PhantomPinned,
         }
     }
 

@@ -9,14 +9,22 @@
 //! wake" against "register, then re-check", so no wake-up is lost. Nothing
 //! here spins or locks: a future's waker may run in an interrupt handler that
 //! pre-empted the owner's poll, or the other way round.
+//!
+//! The flags and the owner's waker are atomics of the [`crate::sync`] shim,
+//! so `tests/loom_queue.rs` model-checks a slot waker on another thread
+//! against the owner's `register` and `for_each_woken`. The `Arc`s stay
+//! `alloc`'s: a [`Waker`] is made from an `alloc::sync::Arc` only.
+//!
+//! A panic in the owner's waker (its `clone` in `register`, its `wake` in a
+//! slot waker, its `drop`) propagates to the caller; the flags are set or
+//! taken before it runs, so none is lost but the panicking call's own.
 
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Waker;
 
-use crate::sync::AtomicWaker;
+use crate::sync::{AtomicUsize, AtomicWaker, Ordering};
 
 const BITS: usize = usize::BITS as usize;
 
@@ -43,6 +51,8 @@ impl Wake for SlotWaker {
         // of the same word) either follows — then the owner's later `swap`
         // sees the bit — or precedes, and then `wake` finds its new waker.
         shared.woken[self.index / BITS].fetch_or(1 << (self.index % BITS), Ordering::AcqRel);
+        // Foreign code (the owner's waker) runs last: the bit is set even
+        // if it panics.
         shared.owner.wake();
     }
 }

@@ -1,39 +1,80 @@
 //! Random sequences of push / submit / poll / wake / drop operations on a
 //! `TaskQueue`, with tasks that finish after a random number of polls,
-//! reject, panic once in a poll, or submit a follow-up task from inside,
-//! checked against a model: every task is started at most once and ends
-//! exactly once (finished, cancelled while running, or dropped unstarted),
-//! never more than `k` run at once, results come out once each and in
-//! submission order when asked, and after a stop nothing starts and the
-//! stream ends with the rejection.
+//! reject, submit a follow-up task from inside, or panic: in `into_future`,
+//! once in a poll, in their destructor (the task's, the future's or the
+//! output's) or in `stop_when`; and with hostile wakers (the caller's waker
+//! panics on its k-th clone, wake or drop, or drops a `Submitter` when
+//! woken). Checked against a model: every task is started at most once and
+//! ends exactly once (finished, cancelled while running, dropped unstarted,
+//! or its `into_future` panicked), is never polled after it finished or
+//! panicked, and its output is dropped exactly once; never more than `k`
+//! run at once; every task that neither panicked nor was cut by a stop is
+//! yielded, once, and in submission order when asked; after a stop nothing
+//! starts and the stream ends with the rejection; the queue always ends.
 #![no_main]
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::thread;
 
 use arbitrary::Arbitrary;
-use deferral::{OnRejection, PushError, Submitter, TaskQueue, Yield};
+use deferral::{PushError, Submitter, TaskQueue, Yield};
 use futures::Stream;
 use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+enum Fault {
+    None,
+    /// `into_future` panics.
+    Convert,
+    /// The first poll panics.
+    Poll,
+    /// The unstarted task's destructor panics.
+    TaskDrop,
+    /// The future's destructor panics.
+    FutureDrop,
+    /// The output's destructor panics.
+    OutputDrop,
+    /// `stop_when` panics on the output.
+    StopWhen,
+}
 
 #[derive(Debug, Arbitrary)]
 struct Spec {
     polls: u8,
     rejects: bool,
-    panics: bool,
+    fault: Fault,
     /// Submits a follow-up task when it finishes.
     follow_up: bool,
+}
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+enum Call {
+    Clone,
+    Wake,
+    WakeByRef,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+enum WakerPlan {
+    Noop,
+    /// The k-th (1..=3) call of this kind panics.
+    Panics(Call, u8),
+    /// The first wake drops a `Submitter` clone.
+    DropsSubmitter,
 }
 
 #[derive(Debug, Arbitrary)]
 enum Op {
     Push(Spec),
     Submit(Spec),
-    Poll,
+    /// Polls with a fresh waker following the plan.
+    Poll(WakerPlan),
     /// Wakes the stored waker of one task.
     Wake(u8),
     WakeAll,
@@ -50,17 +91,31 @@ struct Input {
 
 const INJECTED: &str = "fuzz-injected panic";
 
+/// Panics with the injected message, unless a panic is already unwinding
+/// (a second panic would abort, which no collection can prevent).
+fn inject() {
+    if !thread::panicking() {
+        panic!("{INJECTED}");
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     Finished,
     Cancelled,
     DroppedUnstarted,
+    ConvertPanicked,
 }
 
 #[derive(Default)]
 struct Record {
     started: usize,
     ends: Vec<End>,
+    /// A poll of its future panicked (injected, or a waker's panic).
+    poll_panicked: bool,
+    /// `stop_when` panicked on its output: not a rejection.
+    stop_when_panicked: bool,
+    output_drops: usize,
 }
 
 struct Shared {
@@ -71,19 +126,36 @@ struct Shared {
     wakers: Mutex<BTreeMap<usize, Waker>>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Shared {
+    fn with<R>(&self, id: usize, f: impl FnOnce(&mut Record) -> R) -> R {
+        f(lock(&self.records).entry(id).or_default())
+    }
+
     fn end(&self, id: usize, end: End) {
-        self.records.lock().unwrap().entry(id).or_default().ends.push(end);
+        self.with(id, |r| r.ends.push(end));
+    }
+
+    /// Stores `waker` for `id`; the old one is dropped outside the lock.
+    fn store_waker(&self, id: usize, waker: Option<Waker>) {
+        let old = match waker {
+            Some(w) => lock(&self.wakers).insert(id, w),
+            None => lock(&self.wakers).remove(&id),
+        };
+        drop(old);
     }
 
     fn task(self: &Arc<Self>, spec: &Spec, submit: &Submitter<Task>) -> Task {
         let id = self.next_id.fetch_add(1, SeqCst);
-        self.records.lock().unwrap().insert(id, Record::default());
+        lock(&self.records).insert(id, Record::default());
         Task {
             id,
             polls: spec.polls % 8,
             rejects: spec.rejects,
-            panics: spec.panics,
+            fault: spec.fault,
             follow_up: spec.follow_up.then(|| submit.clone()),
             shared: self.clone(),
             converted: false,
@@ -95,7 +167,7 @@ struct Task {
     id: usize,
     polls: u8,
     rejects: bool,
-    panics: bool,
+    fault: Fault,
     follow_up: Option<Submitter<Task>>,
     shared: Arc<Shared>,
     converted: bool,
@@ -105,59 +177,77 @@ impl Drop for Task {
     fn drop(&mut self) {
         if !self.converted {
             self.shared.end(self.id, End::DroppedUnstarted);
+            if matches!(self.fault, Fault::TaskDrop) {
+                inject();
+            }
         }
     }
 }
 
 impl IntoFuture for Task {
-    type Output = Result<usize, usize>;
+    type Output = Result<Out, Out>;
     type IntoFuture = Running;
     fn into_future(mut self) -> Running {
         self.converted = true;
+        let shared = self.shared.clone();
+        self.shared.with(self.id, |r| r.started += 1);
+        if matches!(self.fault, Fault::Convert) {
+            shared.end(self.id, End::ConvertPanicked);
+            panic!("{INJECTED}");
+        }
+        let now = shared.running.fetch_add(1, SeqCst) + 1;
+        assert!(
+            now <= shared.limit,
+            "{now} tasks run at once, limit {}",
+            shared.limit
+        );
         Running {
             task: self,
-            started: false,
             done: false,
+            poisoned: false,
         }
     }
 }
 
 struct Running {
     task: Task,
-    started: bool,
     done: bool,
+    /// A poll unwound: the queue must never poll this again.
+    poisoned: bool,
 }
 
 impl Future for Running {
-    type Output = Result<usize, usize>;
+    type Output = Result<Out, Out>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.done, "a finished task was polled again");
+        assert!(
+            !self.poisoned,
+            "a task was polled again after its poll panicked"
+        );
         let id = self.task.id;
         let shared = self.task.shared.clone();
-        if !self.started {
-            self.started = true;
-            shared.records.lock().unwrap().get_mut(&id).unwrap().started += 1;
-            let now = shared.running.fetch_add(1, SeqCst) + 1;
-            assert!(now <= shared.limit, "{now} tasks run at once, limit {}", shared.limit);
-        }
-        shared.wakers.lock().unwrap().insert(id, cx.waker().clone());
-        if self.task.panics {
-            self.task.panics = false;
+        // Poisoned unless this poll returns (a waker may panic in it too).
+        self.poisoned = true;
+        shared.with(id, |r| r.poll_panicked = true);
+        // The clone (foreign code with a hostile waker) outside the lock.
+        let waker = cx.waker().clone();
+        shared.store_waker(id, Some(waker));
+        if matches!(self.task.fault, Fault::Poll) {
             panic!("{INJECTED}");
         }
         if self.task.polls > 0 {
             self.task.polls -= 1;
+            self.poisoned = false;
+            shared.with(id, |r| r.poll_panicked = false);
             return Poll::Pending;
         }
-        self.done = true;
-        shared.running.fetch_sub(1, SeqCst);
-        shared.wakers.lock().unwrap().remove(&id);
-        shared.end(id, End::Finished);
+        // Still poisoned: the submission wakes the queue, whose waker may
+        // panic (the child is submitted all the same).
         if let Some(submit) = self.task.follow_up.take() {
             let spec = Spec {
                 polls: id as u8,
                 rejects: false,
-                panics: false,
+                fault: Fault::None,
                 follow_up: false,
             };
             let child = shared.task(&spec, &submit);
@@ -167,18 +257,129 @@ impl Future for Running {
                 Err(PushError::Full(_)) => panic!("a submitter is unbounded"),
             }
         }
-        Poll::Ready(if self.task.rejects { Err(id) } else { Ok(id) })
+        self.poisoned = false;
+        shared.with(id, |r| r.poll_panicked = false);
+        self.done = true;
+        shared.running.fetch_sub(1, SeqCst);
+        shared.store_waker(id, None);
+        shared.end(id, End::Finished);
+        let out = Out {
+            id,
+            fault: self.task.fault,
+            shared: shared.clone(),
+        };
+        Poll::Ready(if self.task.rejects { Err(out) } else { Ok(out) })
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.started && !self.done {
-            self.task.shared.running.fetch_sub(1, SeqCst);
-            self.task.shared.end(self.task.id, End::Cancelled);
+        let shared = &self.task.shared;
+        if !self.done {
+            shared.running.fetch_sub(1, SeqCst);
+            shared.end(self.task.id, End::Cancelled);
+            shared.store_waker(self.task.id, None);
+        }
+        if matches!(self.task.fault, Fault::FutureDrop) {
+            inject();
         }
     }
 }
+
+struct Out {
+    id: usize,
+    fault: Fault,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.shared.with(self.id, |r| r.output_drops += 1);
+        if matches!(self.fault, Fault::OutputDrop) {
+            inject();
+        }
+    }
+}
+
+fn stop_when(out: &Result<Out, Out>) -> bool {
+    let o = match out {
+        Ok(o) | Err(o) => o,
+    };
+    if matches!(o.fault, Fault::StopWhen) {
+        o.shared.with(o.id, |r| r.stop_when_panicked = true);
+        panic!("{INJECTED}");
+    }
+    out.is_err()
+}
+
+// ------------------------------------------------------- a hostile waker
+
+/// Submitter clones for hostile wakers to drop. A waker holds them
+/// weakly: a waker that owned a `Submitter` would own the inbox that
+/// stores the waker (a cycle, leaked if the waker is never dropped).
+type Victims = Mutex<Vec<Submitter<Task>>>;
+
+struct Hostile {
+    plan: WakerPlan,
+    calls: [AtomicUsize; 4],
+    victims: Weak<Victims>,
+}
+
+impl Hostile {
+    fn record(&self, call: Call) {
+        let n = self.calls[call as usize].fetch_add(1, SeqCst) + 1;
+        match self.plan {
+            WakerPlan::Panics(c, k) if c as usize == call as usize && n == 1 + k as usize % 3 => {
+                inject()
+            }
+            WakerPlan::DropsSubmitter if matches!(call, Call::Wake | Call::WakeByRef) => {
+                if let Some(victims) = self.victims.upgrade() {
+                    let victim = lock(&victims).pop();
+                    drop(victim);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn waker(self: &Arc<Self>) -> Waker {
+        let ptr = Arc::into_raw(self.clone()).cast::<()>();
+        // SAFETY: `ptr` is an `Arc<Hostile>` from `into_raw`; the vtable
+        // treats it as exactly that.
+        unsafe { Waker::from_raw(RawWaker::new(ptr, &VTABLE)) }
+    }
+}
+
+static VTABLE: RawWakerVTable = RawWakerVTable::new(clone_w, wake_w, wake_by_ref_w, drop_w);
+
+unsafe fn clone_w(ptr: *const ()) -> RawWaker {
+    // SAFETY: the data of a live waker.
+    let h = unsafe { &*ptr.cast::<Hostile>() };
+    h.record(Call::Clone);
+    // SAFETY: the new waker owns one more count (only if no panic above).
+    unsafe { Arc::increment_strong_count(ptr.cast::<Hostile>()) };
+    RawWaker::new(ptr, &VTABLE)
+}
+
+unsafe fn wake_w(ptr: *const ()) {
+    // SAFETY: a by-value wake consumes the waker's count, panic or not.
+    let h = unsafe { Arc::from_raw(ptr.cast::<Hostile>()) };
+    h.record(Call::Wake);
+}
+
+unsafe fn wake_by_ref_w(ptr: *const ()) {
+    // SAFETY: the data of a live waker.
+    let h = unsafe { &*ptr.cast::<Hostile>() };
+    h.record(Call::WakeByRef);
+}
+
+unsafe fn drop_w(ptr: *const ()) {
+    // SAFETY: the waker being dropped owns one count.
+    let h = unsafe { Arc::from_raw(ptr.cast::<Hostile>()) };
+    h.record(Call::Drop);
+}
+
+// ----------------------------------------------------------------- model
 
 struct Model {
     order: Yield,
@@ -192,20 +393,27 @@ struct Model {
     pushed: Vec<usize>,
 }
 
-fn poll(queue: Pin<&mut TaskQueue<Task, 4>>, model: &mut Model) -> Option<Poll<Option<()>>> {
+type Queue = TaskQueue<Task, 4>;
+
+fn poll(
+    queue: Pin<&mut Queue>,
+    model: &mut Model,
+    shared: &Shared,
+    waker: &Waker,
+) -> Option<Poll<Option<()>>> {
     let stopped_before = queue.is_stopped();
-    let mut cx = Context::from_waker(Waker::noop());
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut queue = queue;
-        let out = queue.as_mut().poll_next(&mut cx);
-        (out, queue.is_stopped())
-    }));
-    let Ok((out, stopped)) = result else {
-        return None; // an injected panic: the queue must stay sound
-    };
+    let mut cx = Context::from_waker(waker);
+    let mut queue = queue;
+    let result = catch_unwind(AssertUnwindSafe(|| queue.as_mut().poll_next(&mut cx)));
+    let stopped = queue.is_stopped();
     if stopped_before {
         assert!(stopped, "a stopped queue stays stopped");
     }
+    // The counts are right whatever happened.
+    assert!(queue.running() <= shared.running.load(SeqCst));
+    let Ok(out) = result else {
+        return None; // an injected panic: the queue must stay sound
+    };
     Some(match out {
         Poll::Pending => Poll::Pending,
         Poll::Ready(None) => {
@@ -215,22 +423,48 @@ fn poll(queue: Pin<&mut TaskQueue<Task, 4>>, model: &mut Model) -> Option<Poll<O
             Poll::Ready(None)
         }
         Poll::Ready(Some(result)) => {
-            assert!(!model.ended_on_stop, "a result after the stream ended on a stop");
-            assert!(!model.rejected, "a result after the rejection that stopped the queue");
-            let id = match result {
-                Ok(id) => id,
-                Err(id) => {
-                    if model.stop {
+            assert!(
+                !model.ended_on_stop,
+                "a result after the stream ended on a stop"
+            );
+            assert!(
+                !model.rejected,
+                "a result after the rejection that stopped the queue"
+            );
+            let id = match &result {
+                Ok(out) => out.id,
+                Err(out) => {
+                    let examined = !shared.with(out.id, |r| r.stop_when_panicked);
+                    if model.stop && examined {
                         model.rejected = true;
                     }
-                    id
+                    out.id
                 }
             };
+            assert_eq!(
+                shared.with(id, |r| r.ends.clone()),
+                [End::Finished],
+                "task {id} yielded without finishing"
+            );
             assert!(!model.yielded.contains(&id), "task {id} yielded twice");
             model.yielded.push(id);
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(result)));
             Poll::Ready(Some(()))
         }
     })
+}
+
+fn wake(waker: Waker) {
+    let _ = catch_unwind(AssertUnwindSafe(|| waker.wake()));
+}
+
+fn wakers(shared: &Shared) -> Vec<Waker> {
+    let all = lock(&shared.wakers);
+    // Our own wakers (slot wakers, the noop waker) clone without panicking;
+    // a hostile caller's waker (without per-slot wakers) may not.
+    all.values()
+        .filter_map(|w| catch_unwind(AssertUnwindSafe(|| w.clone())).ok())
+        .collect()
 }
 
 fn run(input: Input) {
@@ -239,11 +473,6 @@ fn run(input: Input) {
         Yield::InCompletionOrder
     } else {
         Yield::InSubmissionOrder
-    };
-    let on_rejection = if input.stop {
-        OnRejection::Stop
-    } else {
-        OnRejection::KeepGoing
     };
     let shared = Arc::new(Shared {
         records: Mutex::new(BTreeMap::new()),
@@ -260,108 +489,148 @@ fn run(input: Input) {
         rejected: false,
         pushed: Vec::new(),
     };
-    let mut queue = Box::pin(
-        TaskQueue::<Task>::with_capacity::<4>()
-            .concurrency(limit)
-            .order(order)
-            .on_rejection(on_rejection),
-    );
-    let submit = queue.as_mut().submitter();
-    let mut panicked = false;
-    let mut dropped = false;
+    let mut queue = TaskQueue::<Task>::with_capacity::<4>()
+        .concurrency(limit)
+        .order(order);
+    if input.stop {
+        queue = queue.stop_when(stop_when);
+    }
+    let mut queue = Some(Box::pin(queue));
+    let submit = queue.as_mut().unwrap().as_mut().submitter();
+    let victims: Arc<Victims> = Arc::new(Mutex::new(Vec::new()));
     for op in input.ops.iter().take(256) {
+        let Some(q) = queue.as_mut() else { break };
         match op {
             Op::Push(spec) => {
                 let task = shared.task(spec, &submit);
                 let id = task.id;
-                match queue.as_mut().push(task) {
+                match q.as_mut().push(task) {
                     Ok(()) => model.pushed.push(id),
                     Err(PushError::Stopped(task)) => {
-                        assert!(queue.is_stopped());
-                        drop(task);
+                        assert!(q.is_stopped());
+                        let _ = catch_unwind(AssertUnwindSafe(|| drop(task)));
                     }
                     Err(e) => panic!("unexpected refusal {e}"),
                 }
             }
             Op::Submit(spec) => {
                 let task = shared.task(spec, &submit);
-                if let Err(refused) = submit.submit(task) {
-                    assert!(queue.is_stopped(), "refused {refused}");
+                // The queue's waker may panic: the task is submitted anyway.
+                match catch_unwind(AssertUnwindSafe(|| submit.submit(task))) {
+                    Ok(Err(refused)) => {
+                        assert!(q.is_stopped(), "refused {refused}");
+                        let _ = catch_unwind(AssertUnwindSafe(|| drop(refused)));
+                    }
+                    Ok(Ok(())) | Err(_) => {}
                 }
             }
-            Op::Poll => {
-                if poll(queue.as_mut(), &mut model).is_none() {
-                    panicked = true;
-                }
+            Op::Poll(plan) => {
+                lock(&victims).push(submit.clone());
+                let hostile = Arc::new(Hostile {
+                    plan: *plan,
+                    calls: Default::default(),
+                    victims: Arc::downgrade(&victims),
+                });
+                let waker = match plan {
+                    WakerPlan::Noop => Waker::noop().clone(),
+                    _ => hostile.waker(),
+                };
+                poll(q.as_mut(), &mut model, &shared, &waker);
+                let _ = catch_unwind(AssertUnwindSafe(|| drop(waker)));
             }
             Op::Wake(i) => {
-                let waker = shared.wakers.lock().unwrap().values().nth(*i as usize).cloned();
+                let waker = wakers(&shared).into_iter().nth(*i as usize);
                 if let Some(w) = waker {
-                    w.wake();
+                    wake(w);
                 }
             }
-            Op::WakeAll => {
-                let wakers: Vec<Waker> = shared.wakers.lock().unwrap().values().cloned().collect();
-                wakers.into_iter().for_each(Waker::wake);
-            }
+            Op::WakeAll => wakers(&shared).into_iter().for_each(wake),
             Op::Drop => {
-                dropped = true;
-                break;
+                let q = queue.take();
+                let _ = catch_unwind(AssertUnwindSafe(|| drop(q)));
             }
         }
     }
 
-    if !dropped {
+    if let Some(mut q) = queue.take() {
         // Run to the end: wake everything between polls (a caught panic
         // loses at most the panicking task's wake-up).
         let mut finished = false;
         for _ in 0..10_000 {
-            match poll(queue.as_mut(), &mut model) {
-                Some(Poll::Ready(None)) => {
-                    finished = true;
-                    break;
-                }
-                None => panicked = true,
-                _ => {}
+            if let Some(Poll::Ready(None)) = poll(q.as_mut(), &mut model, &shared, Waker::noop()) {
+                finished = true;
+                break;
             }
-            let wakers: Vec<Waker> = shared.wakers.lock().unwrap().values().cloned().collect();
-            wakers.into_iter().for_each(Waker::wake);
+            wakers(&shared).into_iter().for_each(wake);
         }
         assert!(finished, "the queue never ended");
-        assert!(queue.is_empty());
+        assert!(q.is_empty());
+        assert_eq!(q.running(), 0);
         assert_eq!(shared.running.load(SeqCst), 0);
         if !input.stop {
-            // Keep going: every task pushed was yielded.
+            // Keep going: every task pushed that did not panic was yielded.
+            let records = lock(&shared.records);
             for id in &model.pushed {
-                assert!(model.yielded.contains(id), "task {id} was never yielded");
+                let r = &records[id];
+                let panicked = r.ends == [End::ConvertPanicked] || r.poll_panicked;
+                assert_eq!(
+                    model.yielded.contains(id),
+                    !panicked,
+                    "task {id}: {:?}",
+                    r.ends
+                );
             }
         }
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(q)));
     }
-    drop(queue);
     assert!(submit.is_closed());
-    let _ = panicked;
 
     // Submission order: the pushed tasks come out in push order.
     if model.order == Yield::InSubmissionOrder {
-        let pushed_yielded: Vec<usize> =
-            model.yielded.iter().copied().filter(|id| model.pushed.contains(id)).collect();
+        let pushed_yielded: Vec<usize> = model
+            .yielded
+            .iter()
+            .copied()
+            .filter(|id| model.pushed.contains(id))
+            .collect();
         let mut sorted = pushed_yielded.clone();
         sorted.sort();
         assert_eq!(pushed_yielded, sorted, "submission order broken");
     }
 
     // Every task created ended exactly once; started iff it did not end
-    // unstarted; never started twice.
-    drop(submit);
+    // unstarted; never started twice; every output dropped exactly once.
+    // The last handles may drop the inbox, and with it a hostile waker.
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(submit)));
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(victims)));
+    // A slot waker may be the last owner of a hostile queue waker.
+    let left = std::mem::take(&mut *lock(&shared.wakers));
+    for waker in left.into_values() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(waker)));
+    }
     assert_eq!(shared.running.load(SeqCst), 0);
-    let records = shared.records.lock().unwrap();
+    let records = lock(&shared.records);
     for (id, record) in records.iter() {
         assert_eq!(record.ends.len(), 1, "task {id} ended {:?}", record.ends);
         assert!(record.started <= 1, "task {id} started twice");
         let unstarted = record.ends[0] == End::DroppedUnstarted;
-        assert_eq!(record.started == 0, unstarted, "task {id}: {:?}", record.ends);
-        if record.ends[0] != End::Finished {
-            assert!(!model.yielded.contains(id), "task {id} yielded without finishing");
+        assert_eq!(
+            record.started == 0,
+            unstarted,
+            "task {id}: {:?}",
+            record.ends
+        );
+        let finished = record.ends[0] == End::Finished;
+        assert_eq!(
+            record.output_drops,
+            usize::from(finished),
+            "task {id}: output drops"
+        );
+        if !finished {
+            assert!(
+                !model.yielded.contains(id),
+                "task {id} yielded without finishing"
+            );
         }
     }
 }

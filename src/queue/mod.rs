@@ -39,10 +39,11 @@ use core::task::Waker;
 
 use futures_core::Stream;
 use futures_core::stream::FusedStream;
+use pin_project::pin_project;
 
 pub use drain::Drain;
 pub use options::{OnRejection, Outcome, PushError, Yield};
-use ring::{Progress, Ring};
+use ring::{Latest, Progress, Ring};
 #[cfg(feature = "alloc")]
 pub use submitter::Submitter;
 
@@ -116,10 +117,49 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
 /// at most `concurrency`, never the unstarted ones — after walking the
 /// started part of the window (at most `N` slots). Either way the total poll
 /// work is linear in the number of tasks (`benches/queue.rs` measures it).
+///
+/// # Panics
+///
+/// A panic in a task (its `into_future` or its `poll`), in a destructor (of
+/// a task, a future or an output the queue drops), in the
+/// [`stop_when`](Self::stop_when) predicate or in a waker propagates out of
+/// the queue method that ran it. The queue stays consistent and usable,
+/// like `FuturesUnordered`:
+///
+/// - a task whose `into_future` or `poll` panicked is gone: it yields
+///   nothing, is never polled again, and its future is dropped in place by
+///   the next poll (or with the queue), not while the panic unwinds; it no
+///   longer counts towards the concurrency limit;
+/// - a panicking destructor of a finished future does not lose the output,
+///   and a panicking `stop_when` counts as "not a rejection": the output is
+///   yielded in its turn;
+/// - when dropping tasks, futures or outputs (a stop, or the queue's drop)
+///   one destructor panics, the next poll, or the drop itself, goes on
+///   with the rest;
+/// - the other tasks keep going, and the next poll continues with them.
+///
+/// Every task is started at most once and every task, future and output is
+/// dropped exactly once. As with any Rust collection, a second panic while
+/// the first one unwinds (two panicking destructors in one queue drop, say)
+/// aborts the process.
+#[pin_project]
 pub struct TaskQueue<F: IntoFuture, const N: usize = DEFAULT_QUEUE_CAPACITY> {
     /// Pinned: running tasks live here.
+    #[pin]
     ring: Ring<F, N>,
     state: State<F, N>,
+}
+
+/// Whether the queue stopped on a rejection, and how far it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Not stopped.
+    No,
+    /// Stopped on the rejection in slot `.0`, not yielded yet: nothing
+    /// after it is kept (in completion order, nothing else at all).
+    At(usize),
+    /// The rejection was yielded: nothing is kept, the stream ends.
+    Done,
 }
 
 /// Everything but the window: never pinned.
@@ -127,7 +167,7 @@ struct State<F: IntoFuture, const N: usize> {
     concurrency: usize,
     order: Yield,
     stop_when: Option<fn(&F::Output) -> bool>,
-    stopped: bool,
+    stop: Stop,
     /// `None` was returned and nothing was pushed since.
     exhausted: bool,
     /// Tasks beyond the window, oldest first.
@@ -184,7 +224,7 @@ impl<F: IntoFuture> TaskQueue<F> {
                 concurrency: 1,
                 order: Yield::InSubmissionOrder,
                 stop_when: None,
-                stopped: false,
+                stop: Stop::No,
                 exhausted: false,
                 #[cfg(feature = "alloc")]
                 waiting: VecDeque::new(),
@@ -320,8 +360,8 @@ impl<F: IntoFuture, const N: usize> TaskQueue<F, N> {
     /// # });
     /// ```
     pub fn push(self: Pin<&mut Self>, task: F) -> Result<(), PushError<F>> {
-        let (ring, state) = self.project();
-        state.push(ring, task)
+        let this = self.project();
+        this.state.push(this.ring, task)
     }
 
     /// A handle that pushes into this queue without `&mut` access, from
@@ -340,8 +380,8 @@ impl<F: IntoFuture, const N: usize> TaskQueue<F, N> {
     /// ```
     #[cfg(feature = "alloc")]
     pub fn submitter(self: Pin<&mut Self>) -> Submitter<F> {
-        let (_, state) = self.project();
-        let stopped = state.stopped;
+        let state = self.project().state;
+        let stopped = state.is_stopped();
         let inbox = &state
             .inbox
             .get_or_insert_with(|| InboxOwner(Arc::new(submitter::Inbox::new())))
@@ -440,19 +480,7 @@ impl<F: IntoFuture, const N: usize> TaskQueue<F, N> {
     /// assert!(!TaskQueue::<core::future::Ready<()>>::new().is_stopped());
     /// ```
     pub fn is_stopped(&self) -> bool {
-        self.state.stopped
-    }
-
-    fn project(self: Pin<&mut Self>) -> (Pin<&mut Ring<F, N>>, &mut State<F, N>) {
-        // SAFETY: the ring is structurally pinned (it is never moved out of
-        // the queue, and `TaskQueue` has no `Drop` impl that could move
-        // it); the state is not pinned and may be moved.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above.
-        (
-            unsafe { Pin::new_unchecked(&mut this.ring) },
-            &mut this.state,
-        )
+        self.state.is_stopped()
     }
 }
 
@@ -461,8 +489,12 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
         self.concurrency.min(N)
     }
 
+    fn is_stopped(&self) -> bool {
+        self.stop != Stop::No
+    }
+
     fn push(&mut self, ring: Pin<&mut Ring<F, N>>, task: F) -> Result<(), PushError<F>> {
-        if self.stopped {
+        if self.is_stopped() {
             return Err(PushError::Stopped(task));
         }
         self.exhausted = false;
@@ -486,13 +518,13 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
     /// Moves the submissions and the waiting tasks into the window.
     #[cfg(feature = "alloc")]
     fn refill(&mut self, mut ring: Pin<&mut Ring<F, N>>) {
+        if self.is_stopped() {
+            return; // `enforce_stop` drops them
+        }
         if let Some(inbox) = &self.inbox {
-            let taken = inbox.0.take_all();
-            if !self.stopped {
-                for task in taken {
-                    self.exhausted = false;
-                    self.waiting.push_back(task);
-                }
+            for task in inbox.0.take_all() {
+                self.exhausted = false;
+                self.waiting.push_back(task);
             }
         }
         while !ring.is_full() {
@@ -506,43 +538,78 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
         }
     }
 
-    /// The task in slot `index` finished: stop if its output is a rejection.
-    fn finished(&mut self, ring: Pin<&mut Ring<F, N>>, index: usize) {
-        let Some(is_rejection) = self.stop_when else {
-            return;
-        };
-        if !ring.output(index).is_some_and(is_rejection) {
+    /// Handles the output of the task that finished last, if it still
+    /// needs it: `stop_when` looks at it (once), then, in completion order,
+    /// returns its slot, to be yielded next. Also the first thing a poll
+    /// does, which finishes what a panic interrupted.
+    fn settle(&mut self, mut ring: Pin<&mut Ring<F, N>>) -> Option<usize> {
+        if let Latest::Unexamined(index) = ring.latest() {
+            // Examined first: a panicking `stop_when` is not asked again,
+            // and the output counts as no rejection.
+            ring.as_mut().examined(index);
+            if let Some(is_rejection) = self.stop_when {
+                if ring.output(index).is_some_and(is_rejection) {
+                    self.stop = Stop::At(index);
+                }
+            }
+        }
+        self.enforce_stop(ring.as_mut());
+        match ring.latest() {
+            Latest::Examined(index) if self.order == Yield::InCompletionOrder => Some(index),
+            Latest::Examined(_) => {
+                // It waits for its turn.
+                ring.forget_latest();
+                None
+            }
+            Latest::Unexamined(_) | Latest::None => None,
+        }
+    }
+
+    /// After a stop, drops what must not run or be yielded any more: the
+    /// submissions, the waiting tasks, and the window's entries after the
+    /// rejection (in completion order, all but the rejection; once it is
+    /// yielded, everything). Each is taken out before it is dropped, so
+    /// after a panicking destructor the next call goes on.
+    fn enforce_stop(&mut self, ring: Pin<&mut Ring<F, N>>) {
+        if self.stop == Stop::No {
             return;
         }
-        self.stopped = true;
         #[cfg(feature = "alloc")]
         {
             if let Some(inbox) = &self.inbox {
                 inbox.0.close();
-                drop(inbox.0.take_all());
+                self.waiting.extend(inbox.0.take_all());
             }
-            self.waiting.clear();
+            while let Some(task) = self.waiting.pop_back() {
+                drop(task);
+            }
         }
-        // Nothing after it will be yielded (in completion order the rest
-        // is dropped once the rejection is taken).
-        ring.truncate_after(index);
+        match (self.stop, self.order) {
+            (Stop::No, _) => {}
+            (Stop::At(index), Yield::InSubmissionOrder) => ring.truncate_after(index),
+            (Stop::At(index), Yield::InCompletionOrder) => ring.retain_only(index),
+            (Stop::Done, _) => ring.clear(),
+        }
     }
 
-    /// Takes the output of slot `index`, finished, in completion order.
-    fn yield_completed(&mut self, mut ring: Pin<&mut Ring<F, N>>, index: usize) -> F::Output {
-        let out = ring.as_mut().take(index).expect("the slot just finished");
-        if self.stopped {
-            ring.clear();
+    /// Takes the output of slot `index`, finished and settled. Runs no
+    /// foreign code: the output is returned, never dropped here.
+    fn take(&mut self, ring: Pin<&mut Ring<F, N>>, index: usize) -> F::Output {
+        let out = ring.take(index).expect("a finished slot");
+        if self.stop == Stop::At(index) {
+            // Everything else is gone already (`enforce_stop`).
+            self.stop = Stop::Done;
         }
         out
     }
 
     /// Polls the running tasks that may have progressed; in completion
-    /// order, returns the slot of the first that finished (not taken yet).
+    /// order, returns the slot of the first that finished (settled, not
+    /// taken yet).
     #[cfg(feature = "alloc")]
     fn poll_running(&mut self, mut ring: Pin<&mut Ring<F, N>>) -> Option<usize> {
         loop {
-            let mut finished = None;
+            let mut finished = false;
             let bits = self.wake.as_ref()?;
             let wakers = &self.wakers;
             bits.for_each_woken(|index| {
@@ -557,17 +624,18 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
                     .poll_slot(index, &mut Context::from_waker(waker))
                 {
                     Progress::Finished => {
-                        finished = Some(index);
+                        finished = true;
                         false
                     }
                     Progress::Idle | Progress::Pending => true,
                 }
             });
-            // The unvisited flags were put back: handle the finished task
+            // The unvisited flags were put back: settle the finished task
             // (which may stop the queue), then go on.
-            let index = finished?;
-            self.finished(ring.as_mut(), index);
-            if self.order == Yield::InCompletionOrder {
+            if !finished {
+                return None;
+            }
+            if let Some(index) = self.settle(ring.as_mut()) {
                 return Some(index);
             }
         }
@@ -575,7 +643,7 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
 
     /// Polls every running task with the caller's waker (no per-task wakers
     /// without `alloc`); in completion order, returns the slot of the first
-    /// that finished (not taken yet).
+    /// that finished (settled, not taken yet).
     #[cfg(not(feature = "alloc"))]
     fn poll_running(
         &mut self,
@@ -592,9 +660,12 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
             }
             left -= 1;
             if let Progress::Finished = ring.as_mut().poll_slot(index, cx) {
-                self.finished(ring.as_mut(), index);
-                if self.order == Yield::InCompletionOrder {
+                if let Some(index) = self.settle(ring.as_mut()) {
                     return Some(index);
+                }
+                // A stop may have dropped entries: walk what is left.
+                if self.is_stopped() {
+                    return None;
                 }
             }
         }
@@ -625,6 +696,13 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
         mut ring: Pin<&mut Ring<F, N>>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<F::Output>> {
+        // 0. Finish what a panic interrupted: drop a future whose poll
+        // panicked, settle an output, go on with a stop.
+        ring.as_mut().bury();
+        if let Some(index) = self.settle(ring.as_mut()) {
+            return Poll::Ready(Some(self.take(ring, index)));
+        }
+
         // Register first, then look (see `wake_set`).
         #[cfg(feature = "alloc")]
         {
@@ -643,21 +721,20 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
             #[cfg(not(feature = "alloc"))]
             let finished = self.poll_running(ring.as_mut(), cx);
             if let Some(index) = finished {
-                return Poll::Ready(Some(self.yield_completed(ring, index)));
+                return Poll::Ready(Some(self.take(ring, index)));
             }
         }
 
         // 2. Start tasks up to the limit, each polled once.
         #[cfg(feature = "alloc")]
         self.refill(ring.as_mut());
-        while !self.stopped && ring.in_flight() < self.max_running() {
-            let Some((index, progress)) = self.start_next(ring.as_mut(), cx) else {
+        while !self.is_stopped() && ring.in_flight() < self.max_running() {
+            let Some((_, progress)) = self.start_next(ring.as_mut(), cx) else {
                 break;
             };
             if let Progress::Finished = progress {
-                self.finished(ring.as_mut(), index);
-                if self.order == Yield::InCompletionOrder {
-                    return Poll::Ready(Some(self.yield_completed(ring, index)));
+                if let Some(index) = self.settle(ring.as_mut()) {
+                    return Poll::Ready(Some(self.take(ring, index)));
                 }
             }
             #[cfg(feature = "alloc")]
@@ -666,7 +743,10 @@ impl<F: IntoFuture, const N: usize> State<F, N> {
 
         // 3. In submission order, the oldest result if it is there.
         if self.order == Yield::InSubmissionOrder {
-            if let Some(out) = ring.as_mut().take_oldest() {
+            if let Some((index, out)) = ring.as_mut().take_oldest() {
+                if self.stop == Stop::At(index) {
+                    self.stop = Stop::Done;
+                }
                 return Poll::Ready(Some(out));
             }
         }
@@ -692,8 +772,8 @@ impl<F: IntoFuture, const N: usize> Stream for TaskQueue<F, N> {
     /// returned `None` yields again after a new push, like
     /// `FuturesUnordered`; polling it again without one returns `None`.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
-        let (ring, state) = self.project();
-        state.poll_next(ring, cx)
+        let this = self.project();
+        this.state.poll_next(this.ring, cx)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -717,7 +797,7 @@ impl<F: IntoFuture, const N: usize> fmt::Debug for TaskQueue<F, N> {
             .field("order", &self.state.order)
             .field("len", &self.len())
             .field("running", &self.running())
-            .field("stopped", &self.state.stopped)
+            .field("stopped", &self.state.is_stopped())
             .finish_non_exhaustive()
     }
 }

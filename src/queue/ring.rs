@@ -4,10 +4,45 @@
 //! # How it works
 //!
 //! The entries `head .. head + len` (modulo `N`) are, in submission order:
-//! first `started` entries that the queue has started (each `Running`,
-//! `Finished` with an output not yet yielded, or `Vacant` once yielded out of
-//! order), then the `Queued` ones, not started. Tasks start strictly in
-//! submission order, so the split point is one counter.
+//! first `started` entries that the queue has started, then the `Queued`
+//! ones, not started. Tasks start strictly in submission order, so the split
+//! point is one counter. A started entry is
+//!
+//! | slot              | counted in | what it is                                        |
+//! |-------------------|------------|---------------------------------------------------|
+//! | `Running`         | `running`  | a future, pinned in the slot                      |
+//! | `Running`, doomed | —          | a future whose `poll` panicked, to be dropped     |
+//! | `Finished`        | `finished` | an output not yet taken                           |
+//! | `Vacant`          | —          | taken out of order, or `into_future` panicked     |
+//!
+//! Every slot outside the window is `Vacant`. Vacant entries at the front
+//! are forgotten (`head` moves on) by [`Ring::take`] and by
+//! [`Ring::trim_front`], which every path that looks at the oldest entry
+//! calls first.
+//!
+//! # Panics: state first, then foreign code
+//!
+//! A task's `into_future` and `poll`, and the destructors of tasks, futures
+//! and outputs, are foreign code that may panic. The ring is consistent
+//! *before* each of them runs, so a panic needs no clean-up (the model is
+//! heapless' `Vec::truncate`: shrink, then drop):
+//!
+//! - [`Ring::start_next`] counts the entry as started and leaves its slot
+//!   `Vacant` before `into_future`: if it panics, the entry is a vacant one,
+//!   forgotten like any other.
+//! - [`Ring::poll_slot`] uncounts the task and marks it doomed before
+//!   `poll`, and undoes that when `poll` returns: if it panics, the task is
+//!   already gone from the counts, and its future — pinned, it cannot be
+//!   moved out — is dropped in place by the next [`Ring::bury`] (the next
+//!   poll of the queue) or with the queue. It is never dropped while the
+//!   panic unwinds, so a future whose destructor panics too does not abort.
+//! - A finished future is uncounted, its output counted and recorded as
+//!   [`Latest::Unexamined`], and only then dropped, by assigning the output
+//!   over it (an assignment stores the new value even when dropping the old
+//!   one panics).
+//! - [`Ring::truncate`] shrinks the window by one entry and uncounts it
+//!   before dropping it, newest first; after a panic the rest of the
+//!   entries are still in the window, consistent, and a second call goes on.
 //!
 //! # Pinning
 //!
@@ -17,6 +52,7 @@
 //! drops the old value where it lies, or by the array's drop glue). Queued
 //! tasks and outputs are never pinned, so they may be moved out.
 
+use core::cell::UnsafeCell;
 use core::mem;
 use core::pin::Pin;
 use core::task::{Context, Poll};
@@ -33,30 +69,68 @@ pub(super) enum Progress {
     /// The slot holds no running task (a stale wake-up).
     Idle,
     Pending,
-    /// The task finished; its output is in the slot.
+    /// The task finished; its output is in the slot, recorded as
+    /// [`Latest::Unexamined`].
     Finished,
 }
 
+/// The task that finished last, while its output still needs the queue's
+/// attention: survives a panic between the task finishing and its output
+/// being examined by `stop_when` or yielded, so the next poll can go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Latest {
+    /// Nothing pending.
+    None,
+    /// Finished in slot `.0`; `stop_when` has not looked at the output.
+    Unexamined(usize),
+    /// Finished in slot `.0` and examined (or its examination panicked),
+    /// not yet yielded.
+    Examined(usize),
+}
+
 pub(super) struct Ring<F: IntoFuture, const N: usize> {
-    slots: [Slot<F>; N],
+    /// In `UnsafeCell`s: the queue's `&self` methods (`len`, `running`, ..)
+    /// make a `&Ring`, which must not claim that a running future — which
+    /// may point into itself — is frozen (Stacked Borrows UB between two
+    /// polls of a self-borrowing task). Slots are read through raw pointers
+    /// by `&self` methods and through `get_mut` otherwise.
+    slots: [UnsafeCell<Slot<F>>; N],
     head: usize,
     len: usize,
     started: usize,
+    /// `Running` slots, the doomed one excepted.
     running: usize,
     /// Finished, output not yet taken.
     finished: usize,
+    /// A `Running` slot whose future panicked in `poll` (or is being
+    /// polled): uncounted, dropped by the next [`Ring::bury`].
+    doomed: Option<usize>,
+    latest: Latest,
+}
+
+// SAFETY: what `&Ring` reaches is what a `[Slot<F>; N]` would give (the
+// cells only stop `&Ring` from freezing the slots): `Sync` when every kind
+// of slot content is.
+unsafe impl<F, const N: usize> Sync for Ring<F, N>
+where
+    F: IntoFuture + Sync,
+    F::IntoFuture: Sync,
+    F::Output: Sync,
+{
 }
 
 impl<F: IntoFuture, const N: usize> Ring<F, N> {
     pub(super) const fn new() -> Self {
         const { assert!(N > 0, "a TaskQueue needs a capacity of at least 1") };
         Ring {
-            slots: [const { Slot::Vacant }; N],
+            slots: [const { UnsafeCell::new(Slot::Vacant) }; N],
             head: 0,
             len: 0,
             started: 0,
             running: 0,
             finished: 0,
+            doomed: None,
+            latest: Latest::None,
         }
     }
 
@@ -76,7 +150,7 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         self.len == N
     }
 
-    /// Tasks started and not finished.
+    /// Tasks started and not finished (a doomed one is not counted).
     pub(super) fn running(&self) -> usize {
         self.running
     }
@@ -101,16 +175,44 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         (index + N - self.head) % N
     }
 
+    /// Whether slot `index` holds a running task (not a doomed one).
     pub(super) fn is_running(&self, index: usize) -> bool {
-        matches!(self.slots[index], Slot::Running(_))
+        // SAFETY: `&self`: nobody mutates the slot now; reading the
+        // discriminant through the raw pointer makes no reference.
+        let running = unsafe { matches!(*self.slots[index].get(), Slot::Running(_)) };
+        running && self.doomed != Some(index)
     }
 
     /// The output of the finished task in slot `index`.
     pub(super) fn output(&self, index: usize) -> Option<&F::Output> {
-        match &self.slots[index] {
-            Slot::Finished(out) => Some(out),
-            _ => None,
+        let slot = self.slots[index].get();
+        // SAFETY: as in `is_running`; a reference is made only to a
+        // finished slot (no future in it).
+        unsafe {
+            match *slot {
+                Slot::Finished(_) => match &*slot {
+                    Slot::Finished(out) => Some(out),
+                    _ => None,
+                },
+                _ => None,
+            }
         }
+    }
+
+    pub(super) fn latest(&self) -> Latest {
+        self.latest
+    }
+
+    /// Records that the output of slot `index` was examined (call before
+    /// running `stop_when` on it).
+    pub(super) fn examined(self: Pin<&mut Self>, index: usize) {
+        self.slots().latest = Latest::Examined(index);
+    }
+
+    /// The latest output needs nothing more (it waits for its turn in
+    /// submission order).
+    pub(super) fn forget_latest(self: Pin<&mut Self>) {
+        self.slots().latest = Latest::None;
     }
 
     fn slots(self: Pin<&mut Self>) -> &mut Self {
@@ -119,14 +221,25 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         unsafe { self.get_unchecked_mut() }
     }
 
+    /// Forgets the vacant entries at the front.
+    fn trim_front(&mut self) {
+        while self.started > 0 && matches!(self.slots[self.head].get_mut(), Slot::Vacant) {
+            self.head = (self.head + 1) % N;
+            self.len -= 1;
+            self.started -= 1;
+        }
+    }
+
     /// Appends a task, not started; hands it back when the ring is full.
     pub(super) fn push(self: Pin<&mut Self>, task: F) -> Result<(), F> {
         let this = self.slots();
+        this.trim_front();
         if this.len == N {
             return Err(task);
         }
         let index = this.index(this.len);
-        this.slots[index] = Slot::Queued(task);
+        // The slot is outside the window, so `Vacant`: nothing is dropped.
+        *this.slots[index].get_mut() = Slot::Queued(task);
         this.len += 1;
         Ok(())
     }
@@ -139,13 +252,16 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
             return None;
         }
         let index = this.index(this.started);
-        // Counted as started first: if `into_future` panics the slot is a
-        // `Vacant` entry among the started ones, which is consistent.
-        this.started += 1;
-        let Slot::Queued(task) = mem::replace(&mut this.slots[index], Slot::Vacant) else {
+        let Slot::Queued(task) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
             unreachable!("the entries after the started ones are queued")
         };
-        this.slots[index] = Slot::Running(task.into_future());
+        // Counted as started first: if `into_future` panics the slot is a
+        // `Vacant` entry among the started ones, which is consistent (and
+        // forgotten once it is at the front).
+        this.started += 1;
+        let fut = task.into_future();
+        // The slot is `Vacant`: nothing is dropped.
+        *this.slots[index].get_mut() = Slot::Running(fut);
         this.running += 1;
         Some(index)
     }
@@ -153,90 +269,142 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
     /// Polls the task in slot `index`, if it is running.
     pub(super) fn poll_slot(self: Pin<&mut Self>, index: usize, cx: &mut Context<'_>) -> Progress {
         let this = self.slots();
-        let Slot::Running(fut) = &mut this.slots[index] else {
+        debug_assert!(this.doomed.is_none(), "`bury` comes first");
+        if this.doomed.is_some() {
+            return Progress::Idle;
+        }
+        let Slot::Running(fut) = this.slots[index].get_mut() else {
             return Progress::Idle;
         };
+        // Doomed while it runs: if `poll` panics, the task is already gone
+        // from the counts and is dropped by the next `bury`.
+        this.running -= 1;
+        this.doomed = Some(index);
         // SAFETY: the future is pinned in its slot (module docs): it is
         // dropped in place below, never moved.
-        match unsafe { Pin::new_unchecked(fut) }.poll(cx) {
-            Poll::Pending => Progress::Pending,
+        let poll = unsafe { Pin::new_unchecked(fut) }.poll(cx);
+        this.doomed = None;
+        match poll {
+            Poll::Pending => {
+                this.running += 1;
+                Progress::Pending
+            }
             Poll::Ready(out) => {
-                // Drops the future in place.
-                this.slots[index] = Slot::Finished(out);
-                this.running -= 1;
+                debug_assert!(
+                    !matches!(this.latest, Latest::Unexamined(_)),
+                    "the previous output was settled"
+                );
                 this.finished += 1;
+                this.latest = Latest::Unexamined(index);
+                // Drops the future in place (foreign code), with the
+                // counts already right; the output is stored even if that
+                // drop panics.
+                *this.slots[index].get_mut() = Slot::Finished(out);
                 Progress::Finished
             }
         }
     }
 
+    /// Drops the future whose `poll` panicked, if any, and forgets the
+    /// vacant entries at the front. Call before anything else in a poll.
+    pub(super) fn bury(self: Pin<&mut Self>) {
+        let this = self.slots();
+        if let Some(index) = this.doomed.take() {
+            // Already uncounted. Drops the future in place; the slot is
+            // `Vacant` afterwards even if that panics.
+            *this.slots[index].get_mut() = Slot::Vacant;
+        }
+        this.trim_front();
+    }
+
     /// Takes the output of slot `index` (out of submission order is fine).
+    /// Runs no foreign code.
     pub(super) fn take(self: Pin<&mut Self>, index: usize) -> Option<F::Output> {
         let this = self.slots();
-        if !matches!(this.slots[index], Slot::Finished(_)) {
+        if !matches!(this.slots[index].get_mut(), Slot::Finished(_)) {
             return None;
         }
-        let Slot::Finished(out) = mem::replace(&mut this.slots[index], Slot::Vacant) else {
+        let Slot::Finished(out) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
             unreachable!()
         };
         this.finished -= 1;
-        // Forget the vacant entries at the front.
-        while this.started > 0 && matches!(this.slots[this.head], Slot::Vacant) {
-            this.head = (this.head + 1) % N;
-            this.len -= 1;
-            this.started -= 1;
+        if matches!(this.latest, Latest::Unexamined(i) | Latest::Examined(i) if i == index) {
+            this.latest = Latest::None;
         }
+        this.trim_front();
         Some(out)
     }
 
-    /// Takes the output of the oldest entry if it has finished.
-    pub(super) fn take_oldest(self: Pin<&mut Self>) -> Option<F::Output> {
+    /// Takes the output of the oldest entry if it has finished, with its
+    /// slot index. Runs no foreign code.
+    pub(super) fn take_oldest(mut self: Pin<&mut Self>) -> Option<(usize, F::Output)> {
+        self.as_mut().slots().trim_front();
         if self.started == 0 {
             return None;
         }
         let head = self.head;
-        self.take(head)
-    }
-
-    /// Drops every entry after slot `index` (in submission order): queued
-    /// tasks unrun, running ones in place, outputs.
-    pub(super) fn truncate_after(self: Pin<&mut Self>, index: usize) {
-        let this = self.slots();
-        let keep = this.offset(index) + 1;
-        // Shrink first, then drop, newest first: a panicking drop leaves the
-        // ring consistent (the rest of the entries are then dropped by the
-        // array's drop glue, in place).
-        while this.len > keep {
-            this.len -= 1;
-            if this.started > this.len {
-                this.started = this.len;
-            }
-            let i = this.index(this.len);
-            this.forget(i);
-            // Drops a running future in place.
-            this.slots[i] = Slot::Vacant;
-        }
+        self.take(head).map(|out| (head, out))
     }
 
     /// Uncounts slot `index`, about to be dropped.
     fn forget(&mut self, index: usize) {
-        match self.slots[index] {
+        match self.slots[index].get_mut() {
+            Slot::Running(_) if self.doomed == Some(index) => self.doomed = None,
             Slot::Running(_) => self.running -= 1,
             Slot::Finished(_) => self.finished -= 1,
             Slot::Vacant | Slot::Queued(_) => {}
         }
+        if matches!(self.latest, Latest::Unexamined(i) | Latest::Examined(i) if i == index) {
+            self.latest = Latest::None;
+        }
     }
 
-    /// Drops every entry.
-    pub(super) fn clear(mut self: Pin<&mut Self>) {
-        if self.len > 0 {
-            let first = self.head;
-            self.as_mut().truncate_after(first);
-            let this = self.slots();
-            this.forget(first);
-            this.len = 0;
-            this.started = 0;
-            this.slots[first] = Slot::Vacant;
+    /// Drops every entry after the first `keep` (in submission order),
+    /// newest first: queued tasks unrun, running ones in place, outputs.
+    ///
+    /// Each entry leaves the window and the counts before it is dropped: if
+    /// a destructor panics, the entries not dropped yet are still in the
+    /// window, and calling this again goes on.
+    fn truncate(&mut self, keep: usize) {
+        while self.len > keep {
+            self.len -= 1;
+            if self.started > self.len {
+                self.started = self.len;
+            }
+            let i = self.index(self.len);
+            self.forget(i);
+            // Drops a running future in place.
+            *self.slots[i].get_mut() = Slot::Vacant;
         }
+    }
+
+    /// Drops every entry after slot `index` (see [`Self::truncate`]).
+    pub(super) fn truncate_after(self: Pin<&mut Self>, index: usize) {
+        let this = self.slots();
+        let keep = this.offset(index) + 1;
+        this.truncate(keep);
+    }
+
+    /// Drops every entry but the one in slot `index`: those after it (see
+    /// [`Self::truncate`]), then those before it, oldest first, each
+    /// leaving the window before it is dropped.
+    pub(super) fn retain_only(self: Pin<&mut Self>, index: usize) {
+        let this = self.slots();
+        let keep = this.offset(index) + 1;
+        this.truncate(keep);
+        while this.head != index {
+            let i = this.head;
+            this.forget(i);
+            this.head = (i + 1) % N;
+            this.len -= 1;
+            // `index` is started, so is every entry before it.
+            this.started -= 1;
+            *this.slots[i].get_mut() = Slot::Vacant;
+        }
+    }
+
+    /// Drops every entry (see [`Self::truncate`]).
+    pub(super) fn clear(self: Pin<&mut Self>) {
+        self.slots().truncate(0);
     }
 }

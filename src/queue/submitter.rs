@@ -146,7 +146,19 @@ impl<F> Iterator for Taken<F> {
 
 impl<F> Drop for Taken<F> {
     fn drop(&mut self) {
-        for task in self.by_ref() {
+        /// Goes on dropping the rest if a task's destructor panics (a
+        /// second panic then aborts, as in any collection's drop).
+        struct Rest<'a, F>(&'a mut Taken<F>);
+        impl<F> Drop for Rest<'_, F> {
+            fn drop(&mut self) {
+                for task in self.0.by_ref() {
+                    drop(task);
+                }
+            }
+        }
+        let rest = Rest(self);
+        // Each task is unlinked (its node freed) before it is dropped.
+        for task in rest.0.by_ref() {
             drop(task);
         }
     }
@@ -192,6 +204,10 @@ impl<F> Submitter<F> {
     ///
     /// A submission racing with the queue's drop may be accepted and then
     /// dropped unrun: it is never run after the queue is gone.
+    ///
+    /// The queue's waker is woken last, once the task is in the inbox: if
+    /// it panics (or drops the queue), the panic propagates out of `submit`
+    /// and the task stays submitted (or is dropped unrun with the queue).
     ///
     /// ```
     /// use deferral::{PushError, TaskQueue};
