@@ -54,8 +54,6 @@ pub enum Order {
 
 /// Where cleanup is.
 enum Stage {
-    /// The body has not finished.
-    NotStarted,
     /// Sequential orders: `next` is the entry to look at; `started` whether
     /// it is an async entry that was polled already.
     Sequential {
@@ -77,7 +75,6 @@ enum Stage {
 
 /// The cleanup state of one scope.
 pub(crate) struct Cleaner {
-    order: Order,
     stage: Stage,
     /// The entry being polled right now: if its poll panics, it is dropped.
     polling: Option<Entry>,
@@ -95,36 +92,29 @@ unsafe impl Send for Cleaner {}
 // SAFETY: nothing is reachable through `&Cleaner`.
 unsafe impl Sync for Cleaner {}
 
+impl Order {
+    /// Cleanup walks the chain newest first (`true`) or reversed.
+    pub(crate) fn lifo(self) -> bool {
+        self == Order::Lifo
+    }
+}
+
 impl Cleaner {
-    pub(crate) const fn new(order: Order) -> Self {
+    /// Cleanup starting at `first` (the slab's chain, as prepared for
+    /// `order`).
+    pub(crate) fn new(order: Order, first: Option<Entry>) -> Self {
         Cleaner {
-            order,
-            stage: Stage::NotStarted,
+            stage: match order {
+                Order::Lifo | Order::Fifo => Stage::Sequential {
+                    next: first,
+                    started: false,
+                },
+                Order::Concurrent => Stage::Starting { first, next: first },
+            },
             polling: None,
             #[cfg(feature = "alloc")]
             wake: None,
         }
-    }
-
-    /// Cleanup walks the chain newest first (`true`) or reversed.
-    pub(crate) fn lifo(&self) -> bool {
-        self.order == Order::Lifo
-    }
-
-    /// Starts cleanup at `first` (the slab's chain, in this cleaner's order).
-    pub(crate) fn start(&mut self, first: Option<Entry>) {
-        debug_assert!(matches!(self.stage, Stage::NotStarted));
-        self.stage = match self.order {
-            Order::Lifo | Order::Fifo => Stage::Sequential {
-                next: first,
-                started: false,
-            },
-            Order::Concurrent => Stage::Starting { first, next: first },
-        };
-    }
-
-    pub(crate) fn is_started(&self) -> bool {
-        !matches!(self.stage, Stage::NotStarted)
     }
 
     /// Drives the cleanup to its end. `end` is the scope's `*mut
@@ -151,7 +141,16 @@ impl Cleaner {
 
     /// After a panic out of an entry's poll: that entry is finished (its
     /// future is dropped, as `FuturesUnordered` drops one that panicked).
+    #[inline(always)]
     fn drop_polled(&mut self) {
+        if self.polling.is_some() {
+            self.drop_panicked();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drop_panicked(&mut self) {
         let Some(entry) = self.polling.take() else {
             return;
         };
@@ -174,49 +173,59 @@ impl Cleaner {
 
     fn drive(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.stage {
-            Stage::NotStarted => unreachable!("deferral: cleanup polled before it started"),
             Stage::Done => Poll::Ready(()),
-            Stage::Sequential { next, started } => loop {
-                let Some(entry) = *next else {
-                    self.stage = Stage::Done;
-                    return Poll::Ready(());
-                };
-                // SAFETY: cleanup has the slab to itself.
-                let Some(live) = (unsafe { entry.live() }) else {
-                    *next = entry.next();
-                    continue;
-                };
-                if !live.is_async() {
-                    // Claimed and passed before it runs: if it panics, it is
-                    // gone and cleanup goes on from the next one.
+            Stage::Sequential { next, started } => {
+                // The cursor lives in a register while sync entries run and
+                // is written back before anything is polled or returned. A
+                // panic in a sync entry leaves the stored cursor behind, on
+                // entries already claimed: the next walk skips them.
+                let mut cursor = *next;
+                loop {
+                    let Some(entry) = cursor else {
+                        *next = None;
+                        *started = false;
+                        self.stage = Stage::Done;
+                        return Poll::Ready(());
+                    };
+                    // SAFETY: cleanup has the slab to itself.
+                    let Some(live) = (unsafe { entry.live() }) else {
+                        cursor = entry.next();
+                        continue;
+                    };
+                    if !live.is_async() {
+                        // Claimed before it runs: if it panics, it is gone
+                        // and cleanup goes on from the next one.
+                        // SAFETY: as above.
+                        unsafe { entry.claim() };
+                        cursor = entry.next();
+                        // SAFETY: a live sync payload we just claimed; `end`
+                        // is the scope's ending.
+                        unsafe { live.run(end) };
+                        continue;
+                    }
+                    *next = cursor;
+                    *started = true;
+                    self.polling = Some(entry);
+                    // SAFETY: a live async payload, pinned in the slab.
+                    let poll = unsafe { live.poll(cx, end) };
+                    self.polling = None;
+                    if poll.is_pending() {
+                        return Poll::Pending;
+                    }
                     // SAFETY: as above.
                     unsafe { entry.claim() };
-                    *next = entry.next();
+                    cursor = entry.next();
+                    *next = cursor;
                     *started = false;
-                    // SAFETY: a live sync payload we just claimed; `end` is
-                    // the scope's ending.
-                    unsafe { live.run(end) };
-                    continue;
+                    // SAFETY: finished: drop what is left of it, once.
+                    unsafe { live.drop_payload() };
                 }
-                *started = true;
-                self.polling = Some(entry);
-                // SAFETY: a live async payload, pinned in the slab.
-                let poll = unsafe { live.poll(cx, end) };
-                self.polling = None;
-                if poll.is_pending() {
-                    return Poll::Pending;
-                }
-                // SAFETY: as above.
-                unsafe { entry.claim() };
-                *next = entry.next();
-                *started = false;
-                // SAFETY: finished: drop what is left of it, once.
-                unsafe { live.drop_payload() };
-            },
+            }
             Stage::Starting { .. } | Stage::Running { .. } => self.drive_concurrent(end, cx),
         }
     }
 
+    #[inline(never)]
     fn drive_concurrent(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
         #[cfg(feature = "alloc")]
         if self.wake.is_none() {
@@ -287,14 +296,13 @@ impl Cleaner {
         }
     }
 
-    /// The scope is dropped before cleanup finished (or started): the
-    /// started async entries are dropped; of the rest, in this cleaner's
-    /// order, sync entries run (with `end`, whose output the caller took
-    /// away) and async ones go to `hand_over` (a cancel handler) or are
-    /// dropped unpolled. Panics go to `panic`; the rest still runs.
+    /// The scope is dropped before cleanup finished (or right after it
+    /// started): the started async entries are dropped; of the rest, in
+    /// this cleaner's order, sync entries run (with `end`, whose output the
+    /// caller took away) and async ones go to `hand_over` (a cancel handler)
+    /// or are dropped unpolled. Panics go to `panic`; the rest still runs.
     pub(crate) fn cancel(
         &mut self,
-        first: Option<Entry>,
         end: *mut (),
         mut hand_over: impl FnMut(Live),
         panic: &mut Option<Panic>,
@@ -302,7 +310,6 @@ impl Cleaner {
         // The started entries are those in `[from, to)`; the rest start at
         // `rest`.
         let (from, to, rest) = match core::mem::replace(&mut self.stage, Stage::Done) {
-            Stage::NotStarted => (None, None, first),
             Stage::Sequential {
                 next,
                 started: true,

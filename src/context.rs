@@ -498,6 +498,11 @@ mod imp {
             /// ```
             #[inline]
             pub fn capture() -> Snapshot {
+                // A null `CURRENT` is the empty context (`enter` stores null
+                // for it): nothing to read, nothing to clone.
+                if CURRENT.with(Cell::get).is_null() {
+                    return Snapshot::empty();
+                }
                 with_current(Snapshot::clone)
             }
 

@@ -150,12 +150,13 @@ impl<T, K: Flavour> Defer<T, K> {
         unsafe { &*ptr::from_ref(core).cast::<Self>() }
     }
 
+    #[inline(always)]
     fn register<P, X>(&self, payload: P) -> Result<Deferred<'_, X, K>, Full<X>>
     where
         P: Payload<T, Taken = X>,
     {
         match self.core.push::<T, P>(payload) {
-            Ok(entry) => Ok(Deferred {
+            Ok((entry, _)) => Ok(Deferred {
                 core: &self.core,
                 entry,
                 _taken: PhantomData,
@@ -178,6 +179,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// assert!(CLOSED.load(Ordering::SeqCst));
     /// # });
     /// ```
+    #[inline(always)]
     pub fn defer<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
     where
         F: FnOnce() + Fits<K>,
@@ -204,6 +206,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// assert_eq!(out, Err("close failed"));
     /// # });
     /// ```
+    #[inline(always)]
     pub fn defer_with<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
     where
         F: FnOnce(&mut T) + Fits<K>,
@@ -222,6 +225,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// .await;
     /// # });
     /// ```
+    #[inline(always)]
     pub fn defer_async<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future<Output = ()> + Fits<K>,
@@ -251,6 +255,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// assert_eq!(out, Err("disk full"));
     /// # });
     /// ```
+    #[inline(always)]
     pub fn defer_async_with<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future + Fits<K>,
@@ -290,16 +295,19 @@ impl<T, K: Flavour> Defer<T, K> {
     /// assert!(!adc.on);
     /// # });
     /// ```
+    #[inline(always)]
     pub fn guard<V, F>(&self, value: V, cleanup: F) -> Result<Guard<'_, V, K>, Full<(V, F)>>
     where
         V: Fits<K>,
         F: FnOnce(V) + Fits<K>,
     {
         match self.core.push::<T, _>(GuardThunk { value, cleanup }) {
-            // SAFETY: we just pushed a `GuardThunk<V, F>`; the entry's payload
-            // address is its address (wrapped in `InContext` when a context
-            // was set, which is `repr(C)` with the payload first).
-            Ok(entry) => Ok(unsafe { Guard::new(&self.core, entry, guard_value::<V, F>) }),
+            Ok((entry, payload)) => {
+                // SAFETY: we just pushed a `GuardThunk<V, F>` at `payload`
+                // (wrapped in `InContext` when a context was set, which is
+                // `repr(C)` with the payload first).
+                Ok(unsafe { Guard::new(&self.core, entry, guard_value::<V, F>(payload)) })
+            }
             Err(GuardThunk { value, cleanup }) => Err(Full((value, cleanup))),
         }
     }
@@ -322,6 +330,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// .await;
     /// # });
     /// ```
+    #[inline(always)]
     pub fn guard_async<V, F, Fut>(
         &self,
         value: V,
@@ -333,10 +342,12 @@ impl<T, K: Flavour> Defer<T, K> {
         Fut: Future<Output = ()> + Fits<K>,
     {
         match self.core.push::<T, _>(GuardAsync::Armed { value, cleanup }) {
-            Ok(entry) => {
-                // SAFETY: we just pushed a `GuardAsync<V, F, Fut>`, armed; the
-                // entry's payload address is its address (see `guard`).
-                Ok(unsafe { Guard::new(&self.core, entry, guard_async_value::<V, F, Fut>) })
+            Ok((entry, payload)) => {
+                // SAFETY: we just pushed a `GuardAsync<V, F, Fut>`, armed, at
+                // `payload` (see `guard`).
+                Ok(unsafe {
+                    Guard::new(&self.core, entry, guard_async_value::<V, F, Fut>(payload))
+                })
             }
             Err(GuardAsync::Armed { value, cleanup }) => Err(Full((value, cleanup))),
             Err(_) => unreachable!(),
@@ -442,14 +453,10 @@ unsafe impl<V: Sync, K: Flavour> Sync for Guard<'_, V, K> {}
 impl<'d, V, K: Flavour> Guard<'d, V, K> {
     /// # Safety
     /// `entry` was just pushed on `core`, with a payload whose `Taken` is
-    /// `V` and for which `value_of` returns the guarded value's address.
-    unsafe fn new(
-        core: &'d SlabCore<K>,
-        entry: Entry,
-        value_of: unsafe fn(*mut u8) -> *mut V,
-    ) -> Self {
+    /// `V`; `value` is the guarded value's address in it.
+    unsafe fn new(core: &'d SlabCore<K>, entry: Entry, value: *mut V) -> Self {
         // SAFETY: as the caller guarantees.
-        let value = unsafe { NonNull::new_unchecked(value_of(entry.payload())) };
+        let value = unsafe { NonNull::new_unchecked(value) };
         Guard {
             core,
             entry,

@@ -39,7 +39,7 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::{PhantomData, PhantomPinned};
-use core::mem::ManuallyDrop;
+use core::mem::{ManuallyDrop, MaybeUninit};
 use core::pin::Pin;
 use core::ptr;
 use core::task::{Context, Poll};
@@ -404,11 +404,16 @@ where
 }
 
 /// Where a scope is (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd)]
 enum Phase {
+    /// The body closure waits for the first poll.
     Init,
+    /// The body future is being polled.
     Body,
-    Cleanup,
+    /// The body is gone; cleanup has not started.
+    Ended,
+    /// Cleanup runs (the cleaner is initialised).
+    Cleaning,
     Done,
 }
 
@@ -445,9 +450,16 @@ where
     /// In an `UnsafeCell`: a `&DeferScope` (`is_terminated`, `Debug`) must
     /// not claim the self-borrowing body is frozen.
     body: UnsafeCell<BodyCell<F, F::Fut>>,
+    /// The body's output until it is handed out (`None` once `Done`).
     end: Ending<T>,
-    panic: Option<Panic>,
-    cleaner: Cleaner,
+    /// The first panic, until resumed. `ManuallyDrop`: empty once `Done`,
+    /// taken by `cancel` otherwise, so a finished scope's drop glue has
+    /// nothing to check.
+    panic: ManuallyDrop<Option<Panic>>,
+    order: Order,
+    /// Initialised when cleanup starts (`Phase::Cleaning`); finished or
+    /// cancelled, it holds nothing to drop.
+    cleaner: MaybeUninit<Cleaner>,
     #[cfg(feature = "alloc")]
     on_cancel: Option<CancelHandler>,
     _pinned: PhantomPinned,
@@ -477,8 +489,9 @@ where
                 closure: ManuallyDrop::new(body),
             }),
             end: Ending::new(),
-            panic: None,
-            cleaner: Cleaner::new(order),
+            panic: ManuallyDrop::new(None),
+            order,
+            cleaner: MaybeUninit::uninit(),
             on_cancel,
             _pinned: PhantomPinned,
             _life: PhantomData,
@@ -494,8 +507,9 @@ where
                 closure: ManuallyDrop::new(body),
             }),
             end: Ending::new(),
-            panic: None,
-            cleaner: Cleaner::new(order),
+            panic: ManuallyDrop::new(None),
+            order,
+            cleaner: MaybeUninit::uninit(),
             _pinned: PhantomPinned,
             _life: PhantomData,
         }
@@ -509,6 +523,7 @@ where
 {
     type Output = T;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         // SAFETY: the scope is pinned, and nothing is moved out of it but
         // the body closure (never pinned) and the output. Every field is
@@ -516,89 +531,105 @@ where
         let this: *mut Self = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above, for each access below.
         unsafe {
-            let core = &(*this).slab.core();
-            loop {
-                match (*this).phase {
-                    Phase::Init => {
-                        // The scope's address is final: start the slab.
-                        Slab::init(ptr::addr_of_mut!((*this).slab));
-                        let cell = (*this).body.get();
-                        let body = ManuallyDrop::take(&mut (*cell).closure);
-                        // If calling the body panics, there is no future.
-                        (*this).phase = Phase::Cleanup;
-                        let handle: &'s Defer<T, K> = &*ptr::from_ref(Defer::of(core));
-                        // Calling the body may already run user code (a
-                        // closure returning a future runs its synchronous
-                        // prefix now): the same treatment as a poll.
-                        match panicking::catch(|| crate::ambient::enter(core, || body.call(handle)))
-                        {
-                            Ok(future) => {
-                                ptr::addr_of_mut!((*cell).future).write(ManuallyDrop::new(future));
-                                (*this).phase = Phase::Body;
-                            }
-                            Err(p) => (*this).panic = Some(p),
+            let core = (*this).slab.core();
+            if (*this).phase < Phase::Ended {
+                let cell = (*this).body.get();
+                // Calling the body may already run user code (a closure
+                // returning a future runs its synchronous prefix now): it
+                // gets the same treatment as a poll, in the same frame.
+                let polled = panicking::catch(|| {
+                    crate::ambient::enter(core, || {
+                        if (*this).phase == Phase::Init {
+                            // The scope's address is final: start the slab.
+                            Slab::init(ptr::addr_of_mut!((*this).slab));
+                            let body = ManuallyDrop::take(&mut (*cell).closure);
+                            // If calling the body panics, there is no future.
+                            (*this).phase = Phase::Ended;
+                            let handle: &'s Defer<T, K> = &*ptr::from_ref(Defer::of(core));
+                            let future = body.call(handle);
+                            ptr::addr_of_mut!((*cell).future).write(ManuallyDrop::new(future));
+                            (*this).phase = Phase::Body;
                         }
+                        Pin::new_unchecked(&mut *(*cell).future).poll(cx)
+                    })
+                });
+                match polled {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(out)) => (*this).end.out = Some(out),
+                    Err(p) => *(*this).panic = Some(p),
+                }
+                if (*this).phase == Phase::Body {
+                    // Dropped in place before any thunk runs (it may hold
+                    // guards), after the tag moved on.
+                    (*this).phase = Phase::Ended;
+                    if let Err(p) = panicking::catch(|| ManuallyDrop::drop(&mut (*cell).future)) {
+                        (*(*this).panic).get_or_insert(p);
                     }
-                    Phase::Body => {
-                        let cell = (*this).body.get();
-                        let future = Pin::new_unchecked(&mut *(*cell).future);
-                        match panicking::catch(|| crate::ambient::enter(core, || future.poll(cx))) {
-                            Ok(Poll::Pending) => return Poll::Pending,
-                            Ok(Poll::Ready(out)) => (*this).end.out = Some(out),
-                            Err(p) => (*this).panic = Some(p),
-                        }
-                        // Dropped in place before any thunk runs (it may
-                        // hold guards), after the tag moved on.
-                        (*this).phase = Phase::Cleanup;
-                        if let Err(p) = panicking::catch(|| ManuallyDrop::drop(&mut (*cell).future))
-                        {
-                            (*this).panic.get_or_insert(p);
-                        }
-                    }
-                    Phase::Cleanup => {
-                        let cleaner = &mut (*this).cleaner;
-                        if !cleaner.is_started() && !core.is_empty() {
-                            cleaner.start(core.start_cleanup(cleaner.lifo()));
-                        }
-                        if cleaner.is_started() {
-                            let end = ptr::addr_of_mut!((*this).end).cast::<()>();
-                            let panic = &mut (*this).panic;
-                            // Thunks registered in a context run in it (they
-                            // carry it); the others in the empty one.
-                            core::task::ready!(crate::context::isolated(
-                                || cleaner.poll(end, cx, panic)
-                            ));
-                        }
-                        (*this).phase = Phase::Done;
-                        if let Some(p) = (*this).panic.take() {
-                            panicking::resume(p);
-                        }
-                        return Poll::Ready(
-                            (*this)
-                                .end
-                                .out
-                                .take()
-                                .expect("deferral: a returned body has an output"),
-                        );
-                    }
-                    Phase::Done => panic!("`DeferScope` polled after completion"),
                 }
             }
+            if (*this).phase == Phase::Ended {
+                if core.is_empty() {
+                    // Nothing registered: no cleanup machinery at all.
+                    return Self::finish(this);
+                }
+                let order = (*this).order;
+                (*this)
+                    .cleaner
+                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
+                (*this).phase = Phase::Cleaning;
+            } else if (*this).phase == Phase::Done {
+                panic!("`DeferScope` polled after completion");
+            }
+            let cleaner = (*this).cleaner.assume_init_mut();
+            let end = ptr::addr_of_mut!((*this).end).cast::<()>();
+            let panic = &mut *(*this).panic;
+            // Thunks registered in a context run in it (they carry it); the
+            // others in the empty one.
+            core::task::ready!(crate::context::isolated(|| cleaner.poll(end, cx, panic)));
+            core.forget_chain();
+            Self::finish(this)
         }
     }
 }
 
-impl<'s, T, F, K, const N: usize> Drop for DeferScope<'s, T, F, K, N>
+impl<'s, T, F, K, const N: usize> DeferScope<'s, T, F, K, N>
 where
     K: Flavour,
     F: ScopeBody<'s, T, K>,
 {
-    fn drop(&mut self) {
+    /// Cleanup is over: hands out the output, or resumes the first panic.
+    ///
+    /// # Safety
+    /// `this` is the pinned scope, its body gone and its cleanup done.
+    #[inline]
+    unsafe fn finish(this: *mut Self) -> Poll<T> {
+        // SAFETY: as the caller guarantees; raw projections only.
+        unsafe {
+            (*this).phase = Phase::Done;
+            if let Some(p) = (*(*this).panic).take() {
+                // The output (if the body returned) is discarded.
+                // A second panic from its destructor is dropped: the first
+                // one resumes.
+                let out = (*this).end.out.take();
+                let _ = panicking::catch(move || drop(out));
+                panicking::resume(p);
+            }
+            match (*this).end.out.take() {
+                Some(out) => Poll::Ready(out),
+                None => unreachable!("deferral: a returned body has an output"),
+            }
+        }
+    }
+
+    /// The slow path of `drop`: the scope did not finish.
+    #[cold]
+    #[inline(never)]
+    fn cancel(&mut self) {
         let this: *mut Self = self;
         // SAFETY: as in `poll`: raw projections only; the body is dropped
         // in place.
         unsafe {
-            let mut panic = (*this).panic.take();
+            let mut panic = (*(*this).panic).take();
             match (*this).phase {
                 Phase::Done => return,
                 Phase::Init => {
@@ -608,30 +639,30 @@ where
                 }
                 Phase::Body => {
                     // Cancelled: the body goes first.
-                    (*this).phase = Phase::Cleanup;
+                    (*this).phase = Phase::Ended;
                     let cell = (*this).body.get();
                     if let Err(p) = panicking::catch(|| ManuallyDrop::drop(&mut (*cell).future)) {
                         panic.get_or_insert(p);
                     }
                 }
-                Phase::Cleanup => {}
+                Phase::Ended | Phase::Cleaning => {}
+            }
+            let core = (*this).slab.core();
+            if (*this).phase == Phase::Ended {
+                let order = (*this).order;
+                (*this)
+                    .cleaner
+                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
             }
             (*this).phase = Phase::Done;
             // The output is being discarded: thunks see none. It goes last.
             let out = (*this).end.out.take();
-            let core = (*this).slab.core();
-            let cleaner = &mut (*this).cleaner;
-            let first = if cleaner.is_started() {
-                None
-            } else {
-                core.start_cleanup(cleaner.lifo())
-            };
+            let cleaner = (*this).cleaner.assume_init_mut();
             let end = ptr::addr_of_mut!((*this).end).cast::<()>();
             #[cfg(feature = "alloc")]
             let handler = &mut (*this).on_cancel;
             crate::context::isolated(|| {
                 cleaner.cancel(
-                    first,
                     end,
                     |live| {
                         #[cfg(feature = "alloc")]
@@ -648,12 +679,28 @@ where
                     &mut panic,
                 )
             });
+            core.forget_chain();
             if let Err(p) = panicking::catch(move || drop(out)) {
                 panic.get_or_insert(p);
             }
             if let Some(p) = panic {
                 panicking::resume_unless_panicking(p);
             }
+        }
+    }
+}
+
+impl<'s, T, F, K, const N: usize> Drop for DeferScope<'s, T, F, K, N>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    #[inline]
+    fn drop(&mut self) {
+        // A finished scope has released everything already (its output
+        // was handed out or dropped, its cleanup state is empty).
+        if self.phase != Phase::Done {
+            self.cancel();
         }
     }
 }

@@ -97,18 +97,23 @@ impl<Out> Ending<Out> {
     }
 }
 
-/// The monomorphised functions of one payload type.
+/// The monomorphised functions of one payload type. Each takes the
+/// entry's *header* and finds the payload after it itself: the payload's
+/// alignment is then a compile-time constant.
 pub(crate) struct EntryVTable {
     layout: Layout,
     is_async: bool,
     /// Reads the payload out and runs it. `end` is a `*mut Ending<Out>`.
-    run: unsafe fn(payload: *mut u8, end: *mut ()),
+    run: unsafe fn(header: *mut Header, end: *mut ()),
     /// Polls the pinned payload in place.
-    poll: unsafe fn(payload: *mut u8, cx: &mut Context<'_>, end: *mut ()) -> Poll<()>,
+    poll: unsafe fn(header: *mut Header, cx: &mut Context<'_>, end: *mut ()) -> Poll<()>,
     /// Drops the payload in place.
-    drop: unsafe fn(payload: *mut u8),
+    drop: unsafe fn(header: *mut Header),
     /// Reads the payload out, takes it, writes the `Taken` to `dst`.
-    take: unsafe fn(payload: *mut u8, dst: *mut ()),
+    take: unsafe fn(header: *mut Header, dst: *mut ()),
+    /// The payload's address (to move a never-polled payload elsewhere).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    payload: unsafe fn(header: *mut Header) -> *mut u8,
 }
 
 impl EntryVTable {
@@ -127,38 +132,53 @@ impl<Out, P: Payload<Out>> VTableOf<Out, P> {
         poll: poll_payload::<Out, P>,
         drop: drop_payload::<P>,
         take: take_payload::<Out, P>,
+        payload: payload_of::<P>,
     };
+}
+
+/// Where a `P` starts after its header: right after it, rounded up to
+/// `P`'s alignment (a constant: no padding at all when `P` is aligned no
+/// more than a header).
+#[inline(always)]
+pub(crate) fn payload_of<P>(header: *mut Header) -> *mut u8 {
+    let after = header.cast::<u8>().wrapping_add(size_of::<Header>());
+    if align_of::<P>() <= align_of::<Header>() {
+        return after; // headers are placed at header alignment
+    }
+    let pad = after.addr().wrapping_neg() & (align_of::<P>() - 1);
+    after.wrapping_add(pad)
 }
 
 /// # Safety
 /// `end` points to a live `Ending<Out>` nobody else is using.
+#[inline(always)]
 unsafe fn ending<'a, Out>(end: *mut ()) -> &'a mut Ending<Out> {
     // SAFETY: guaranteed by the caller.
     unsafe { &mut *end.cast::<Ending<Out>>() }
 }
 
 /// # Safety
-/// `payload` points to an initialised `P` that the caller owns and gives up;
-/// `end` as for [`ending`].
-unsafe fn run_payload<Out, P: Payload<Out>>(payload: *mut u8, end: *mut ()) {
+/// `header` heads a live `P` that the caller owns and gives up; `end` as
+/// for [`ending`].
+unsafe fn run_payload<Out, P: Payload<Out>>(header: *mut Header, end: *mut ()) {
     // SAFETY: the caller owns the payload and never touches it again.
-    let p = unsafe { payload.cast::<P>().read() };
+    let p = unsafe { payload_of::<P>(header).cast::<P>().read() };
     // SAFETY: guaranteed by the caller.
     p.run(unsafe { ending(end) });
 }
 
 /// # Safety
-/// `payload` points to an initialised `P` pinned where it is; `end` as for
-/// [`ending`], or null for a thunk polled away from its scope (handed over
-/// after a cancellation: there is no output).
+/// `header` heads a live `P` pinned where it is; `end` as for [`ending`],
+/// or null for a thunk polled away from its scope (handed over after a
+/// cancellation: there is no output).
 unsafe fn poll_payload<Out, P: Payload<Out>>(
-    payload: *mut u8,
+    header: *mut Header,
     cx: &mut Context<'_>,
     end: *mut (),
 ) -> Poll<()> {
     // SAFETY: the payload is initialised, exclusively ours for this call,
     // and never moved (entries do not move once registered).
-    let p = unsafe { Pin::new_unchecked(&mut *payload.cast::<P>()) };
+    let p = unsafe { Pin::new_unchecked(&mut *payload_of::<P>(header).cast::<P>()) };
     if end.is_null() {
         return p.poll(cx, &mut Ending::new());
     }
@@ -167,24 +187,24 @@ unsafe fn poll_payload<Out, P: Payload<Out>>(
 }
 
 /// # Safety
-/// `payload` points to an initialised `P` that the caller owns and gives up.
-unsafe fn drop_payload<P>(payload: *mut u8) {
+/// `header` heads a live `P` that the caller owns and gives up.
+unsafe fn drop_payload<P>(header: *mut Header) {
     // SAFETY: guaranteed by the caller.
-    unsafe { ptr::drop_in_place(payload.cast::<P>()) }
+    unsafe { ptr::drop_in_place(payload_of::<P>(header).cast::<P>()) }
 }
 
 /// # Safety
 /// As [`run_payload`]; `dst` points to writable `MaybeUninit<P::Taken>`.
-unsafe fn take_payload<Out, P: Payload<Out>>(payload: *mut u8, dst: *mut ()) {
+unsafe fn take_payload<Out, P: Payload<Out>>(header: *mut Header, dst: *mut ()) {
     // SAFETY: the caller owns the payload and never touches it again.
-    let p = unsafe { payload.cast::<P>().read() };
+    let p = unsafe { payload_of::<P>(header).cast::<P>().read() };
     let taken = p.take();
     // SAFETY: `dst` is valid for a write of `P::Taken` (caller).
     unsafe { dst.cast::<P::Taken>().write(taken) }
 }
 
 /// The bookkeeping in front of every payload: two words.
-struct Header {
+pub(crate) struct Header {
     /// `None` once the entry finished, was cancelled, or is being run.
     vtable: Option<&'static EntryVTable>,
     /// The entry registered before this one (after it, once cleanup
@@ -198,15 +218,7 @@ struct Header {
 pub(crate) struct Entry(NonNull<Header>);
 
 impl Entry {
-    /// The payload's address.
-    pub(crate) fn payload(self) -> *mut u8 {
-        // SAFETY: an `Entry` points to a valid header with a vtable (live)
-        // or without (then only the layout's alignment matters, and the
-        // caller does not use the pointer).
-        let align = unsafe { (*self.0.as_ptr()).vtable }.map_or(1, |v| v.layout.align());
-        payload_after(self.0.as_ptr(), align)
-    }
-
+    #[inline(always)]
     fn vtable(self) -> Option<&'static EntryVTable> {
         // SAFETY: an `Entry` always points to a valid header; its fields
         // are only written by whoever holds the lock or has the slab to
@@ -214,16 +226,11 @@ impl Entry {
         unsafe { (*self.0.as_ptr()).vtable }
     }
 
+    #[inline(always)]
     fn link(self) -> *mut Header {
         // SAFETY: as in `vtable`.
         unsafe { (*self.0.as_ptr()).link }
     }
-}
-
-/// Where a payload of alignment `align` starts after its header.
-fn payload_after(header: *mut Header, align: usize) -> *mut u8 {
-    let after = header.cast::<u8>().wrapping_add(size_of::<Header>());
-    after.wrapping_add(after.align_offset(align))
 }
 
 /// A heap chunk of spilled entries (`alloc`): this header, then bytes.
@@ -322,6 +329,7 @@ impl<K: Flavour, const N: usize> Slab<K, N> {
 struct Locked<'a>(Option<&'a AtomicBool>);
 
 impl Drop for Locked<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(lock) = self.0 {
             // ORDERING: `Release` publishes our writes to the chain and the
@@ -355,8 +363,9 @@ impl<K: Flavour> SlabCore<K> {
     /// context (`InContext`, payload first: the entry's payload address is
     /// the same); in the empty context nothing is captured or wrapped
     /// (cleanup runs isolated from the context of its poll).
-    #[inline]
-    pub(crate) fn push<Out, P: Payload<Out>>(&self, payload: P) -> Result<Entry, P> {
+    /// Returns the entry and its payload's address.
+    #[inline(always)]
+    pub(crate) fn push<Out, P: Payload<Out>>(&self, payload: P) -> Result<(Entry, *mut u8), P> {
         #[cfg(feature = "std")]
         {
             let snapshot = crate::Snapshot::capture();
@@ -370,19 +379,19 @@ impl<K: Flavour> SlabCore<K> {
         self.push_raw(payload)
     }
 
-    #[inline]
-    fn push_raw<Out, P: Payload<Out>>(&self, payload: P) -> Result<Entry, P> {
+    #[inline(always)]
+    fn push_raw<Out, P: Payload<Out>>(&self, payload: P) -> Result<(Entry, *mut u8), P> {
         let vtable: &'static EntryVTable = &VTableOf::<Out, P>::VTABLE;
         let locked = self.lock();
-        let Some((header, spot)) = self.bump(vtable.layout) else {
+        let Some(header) = self.bump(vtable.layout) else {
             drop(locked);
             return Err(payload);
         };
         // SAFETY: `bump` returned fresh, aligned, writable memory for a
-        // header and a `P`, owned by this slab; we hold the lock (or the
-        // flavour needs none) to link the entry.
+        // header and a `P` after it, owned by this slab; we hold the lock
+        // (or the flavour needs none) to link the entry.
         unsafe {
-            spot.cast::<P>().write(payload);
+            payload_of::<P>(header).cast::<P>().write(payload);
             header.write(Header {
                 vtable: Some(vtable),
                 link: self.top.get(),
@@ -391,15 +400,16 @@ impl<K: Flavour> SlabCore<K> {
         self.top.set(header);
         drop(locked);
         // SAFETY: `header` is non-null (inside our bytes or a chunk).
-        Ok(Entry(unsafe { NonNull::new_unchecked(header) }))
+        let entry = Entry(unsafe { NonNull::new_unchecked(header) });
+        Ok((entry, payload_of::<P>(header)))
     }
 
     /// Room for a header and a payload of `layout`.
-    #[inline]
-    fn bump(&self, layout: Layout) -> Option<(*mut Header, *mut u8)> {
-        if let Some(room) = fit(self.cursor.get(), self.limit.get(), layout) {
-            self.cursor.set(room.2);
-            return Some((room.0, room.1));
+    #[inline(always)]
+    fn bump(&self, layout: Layout) -> Option<*mut Header> {
+        if let Some((header, end)) = fit(self.cursor.get(), self.limit.get(), layout) {
+            self.cursor.set(end);
+            return Some(header);
         }
         self.spill(layout)
     }
@@ -407,7 +417,7 @@ impl<K: Flavour> SlabCore<K> {
     /// Moves the allocator to a new heap chunk big enough for `layout`.
     #[cfg(feature = "alloc")]
     #[cold]
-    fn spill(&self, layout: Layout) -> Option<(*mut Header, *mut u8)> {
+    fn spill(&self, layout: Layout) -> Option<*mut Header> {
         if self.cursor.get().is_null() {
             return None; // not started: the scope was never polled
         }
@@ -442,14 +452,15 @@ impl<K: Flavour> SlabCore<K> {
         let start = chunk.cast::<u8>().wrapping_add(size_of::<Chunk>());
         let end = chunk.cast::<u8>().wrapping_add(size);
         self.region.set(start);
-        let room = fit(start, end, layout).expect("a chunk is sized for its first entry");
-        self.cursor.set(room.2);
+        let (header, cursor) =
+            fit(start, end, layout).expect("a chunk is sized for its first entry");
+        self.cursor.set(cursor);
         self.limit.set(end);
-        Some((room.0, room.1))
+        Some(header)
     }
 
     #[cfg(not(feature = "alloc"))]
-    fn spill(&self, _layout: Layout) -> Option<(*mut Header, *mut u8)> {
+    fn spill(&self, _layout: Layout) -> Option<*mut Header> {
         None
     }
 
@@ -473,7 +484,7 @@ impl<K: Flavour> SlabCore<K> {
         // Outside the lock: taking drops what is not handed back (a guard's
         // cleanup closure), which is foreign code.
         // SAFETY: the entry is ours (`TAKING`); `dst` is writable (caller).
-        unsafe { (vtable.take)(payload_after(entry.0.as_ptr(), vtable.layout.align()), dst) };
+        unsafe { (vtable.take)(entry.0.as_ptr(), dst) };
         let _locked = self.lock();
         // SAFETY: as above.
         unsafe { entry.set_vtable(None) };
@@ -533,6 +544,12 @@ impl<K: Flavour> SlabCore<K> {
         self.top.set(first);
         NonNull::new(first).map(Entry)
     }
+
+    /// Cleanup is over and every entry was claimed: nothing for `drain` to
+    /// walk.
+    pub(crate) fn forget_chain(&self) {
+        self.top.set(ptr::null_mut());
+    }
 }
 
 /// Stands for an entry whose token is taking it back (never called).
@@ -543,6 +560,7 @@ static TAKING: EntryVTable = EntryVTable {
     poll: |_, _, _| unreachable!(),
     drop: |_| unreachable!(),
     take: |_, _| unreachable!(),
+    payload: |_| unreachable!(),
 };
 
 impl Entry {
@@ -559,6 +577,7 @@ impl Entry {
     }
 
     /// The entry cleanup looks at after this one.
+    #[inline(always)]
     pub(crate) fn next(self) -> Option<Entry> {
         NonNull::new(self.link()).map(Entry)
     }
@@ -569,6 +588,7 @@ impl Entry {
     ///
     /// # Safety
     /// The caller has the slab to itself (cleanup).
+    #[inline(always)]
     pub(crate) unsafe fn claim(self) -> Option<Live> {
         // SAFETY: as the caller guarantees.
         unsafe { self.set_vtable(None) }.map(|vtable| Live {
@@ -582,6 +602,7 @@ impl Entry {
     ///
     /// # Safety
     /// The caller has the slab to itself (cleanup).
+    #[inline(always)]
     pub(crate) unsafe fn live(self) -> Option<Live> {
         self.vtable().map(|vtable| Live {
             entry: self,
@@ -603,12 +624,13 @@ pub(crate) struct Live {
 }
 
 impl Live {
+    #[inline(always)]
     pub(crate) fn is_async(self) -> bool {
         self.vtable.is_async
     }
 
-    fn payload(self) -> *mut u8 {
-        payload_after(self.entry.0.as_ptr(), self.vtable.layout.align())
+    fn header(self) -> *mut Header {
+        self.entry.0.as_ptr()
     }
 
     /// Runs a sync payload, consuming it.
@@ -616,9 +638,10 @@ impl Live {
     /// # Safety
     /// The payload is sync and was not run, dropped or moved out yet; `end`
     /// points to the scope's `Ending<Out>` for the payload's `Out`.
+    #[inline(always)]
     pub(crate) unsafe fn run(self, end: *mut ()) {
         // SAFETY: as the caller guarantees.
-        unsafe { (self.vtable.run)(self.payload(), end) }
+        unsafe { (self.vtable.run)(self.header(), end) }
     }
 
     /// Polls an async payload in place.
@@ -626,18 +649,20 @@ impl Live {
     /// # Safety
     /// The payload is async and live (not dropped, not moved out); `end`
     /// as for [`run`](Self::run), or null.
+    #[inline(always)]
     pub(crate) unsafe fn poll(self, cx: &mut Context<'_>, end: *mut ()) -> Poll<()> {
         // SAFETY: as the caller guarantees.
-        unsafe { (self.vtable.poll)(self.payload(), cx, end) }
+        unsafe { (self.vtable.poll)(self.header(), cx, end) }
     }
 
     /// Drops the payload in place.
     ///
     /// # Safety
     /// The payload is live; the caller never touches it again.
+    #[inline(always)]
     pub(crate) unsafe fn drop_payload(self) {
         // SAFETY: as the caller guarantees.
-        unsafe { (self.vtable.drop)(self.payload()) }
+        unsafe { (self.vtable.drop)(self.header()) }
     }
 
     /// Moves a never-polled async payload into a box of its own (`alloc`),
@@ -648,26 +673,38 @@ impl Live {
     /// scope's), and the caller never touches the entry again.
     #[cfg(feature = "alloc")]
     pub(crate) unsafe fn into_boxed(self) -> BoxedThunk {
-        let layout = self.vtable.layout;
-        let bytes = if layout.size() == 0 {
-            ptr::without_provenance_mut(layout.align())
-        } else {
-            // SAFETY: non-zero size.
-            let bytes = unsafe { alloc::alloc::alloc(layout) };
-            if bytes.is_null() {
-                alloc::alloc::handle_alloc_error(layout);
-            }
-            bytes
-        };
-        // SAFETY: the payload was never polled, so it is not pinned yet
-        // and may move; `bytes` is fresh and fits its layout.
-        unsafe { ptr::copy_nonoverlapping(self.payload(), bytes, layout.size()) };
+        // A block laid out like an entry (a header, then the payload where
+        // `payload_of` finds it), so the vtable serves it unchanged. The
+        // header's fields are never read.
+        let (block, _) = block_layout(self.vtable.layout);
+        // SAFETY: the block has a non-zero size (a header).
+        let header = unsafe { alloc::alloc::alloc(block) }.cast::<Header>();
+        if header.is_null() {
+            alloc::alloc::handle_alloc_error(block);
+        }
+        // SAFETY: the payload was never polled, so it is not pinned yet and
+        // may move; the block is fresh, and `payload` finds the same offset
+        // in it as the slab's entry had (both are aligned for the payload).
+        unsafe {
+            let from = (self.vtable.payload)(self.header());
+            let to = (self.vtable.payload)(header);
+            ptr::copy_nonoverlapping(from, to, self.vtable.layout.size());
+        }
         alloc::boxed::Box::pin(ErasedThunk {
-            bytes,
+            header,
             vtable: self.vtable,
             done: false,
         })
     }
+}
+
+/// The layout of a heap block holding one entry (header, then a payload
+/// of `payload`), and the payload's offset in it.
+#[cfg(feature = "alloc")]
+fn block_layout(payload: Layout) -> (Layout, usize) {
+    Layout::new::<Header>()
+        .extend(payload)
+        .expect("deferred thunk too large to allocate")
 }
 
 /// A not-yet-started async thunk, as handed to a scope's cancel handler.
@@ -677,7 +714,7 @@ pub type BoxedThunk = Pin<alloc::boxed::Box<dyn Future<Output = ()> + Send + 'st
 /// An async payload moved out of its slab into a heap block of its own.
 #[cfg(feature = "alloc")]
 struct ErasedThunk {
-    bytes: *mut u8,
+    header: *mut Header,
     vtable: &'static EntryVTable,
     done: bool,
 }
@@ -697,11 +734,11 @@ impl Future for ErasedThunk {
         );
         // SAFETY: the payload is live, pinned in its block (the box is
         // pinned and the block never moves); no output (null `end`).
-        let poll = unsafe { (self.vtable.poll)(self.bytes, cx, ptr::null_mut()) };
+        let poll = unsafe { (self.vtable.poll)(self.header, cx, ptr::null_mut()) };
         if poll.is_ready() {
             self.done = true;
             // SAFETY: finished: drop what is left of it, once.
-            unsafe { (self.vtable.drop)(self.bytes) };
+            unsafe { (self.vtable.drop)(self.header) };
         }
         poll
     }
@@ -710,26 +747,40 @@ impl Future for ErasedThunk {
 #[cfg(feature = "alloc")]
 impl Drop for ErasedThunk {
     fn drop(&mut self) {
-        struct Free(*mut u8, Layout);
+        struct Free(*mut Header, Layout);
         impl Drop for Free {
             fn drop(&mut self) {
-                if self.1.size() != 0 {
-                    // SAFETY: allocated in `into_boxed` with this layout.
-                    unsafe { alloc::alloc::dealloc(self.0, self.1) };
-                }
+                // SAFETY: allocated in `into_boxed` with this layout.
+                unsafe { alloc::alloc::dealloc(self.0.cast(), self.1) };
             }
         }
-        let _free = Free(self.bytes, self.vtable.layout);
+        let _free = Free(self.header, block_layout(self.vtable.layout).0);
         if !self.done {
             self.done = true;
             // SAFETY: live and never to be touched again.
-            unsafe { (self.vtable.drop)(self.bytes) };
+            unsafe { (self.vtable.drop)(self.header) };
         }
     }
 }
 
 impl<K> Drop for SlabCore<K> {
+    #[inline]
     fn drop(&mut self) {
+        #[cfg(feature = "alloc")]
+        let spilled = !self.chunks.get().is_null();
+        #[cfg(not(feature = "alloc"))]
+        let spilled = false;
+        if self.top.get().is_null() && !spilled {
+            return; // the common case: cleanup finished, nothing spilled
+        }
+        self.release();
+    }
+}
+
+impl<K> SlabCore<K> {
+    #[cold]
+    #[inline(never)]
+    fn release(&mut self) {
         // A scope finishes or cancels every entry itself; this is the last
         // line of defence (a panic escaping its drop, say): drop whatever is
         // still live, then free the chunks.
@@ -781,27 +832,28 @@ fn drain(first: *mut Header) {
 }
 
 /// Carves a header and a payload of `layout` out of `[cursor, limit)`:
-/// returns (header, payload, new cursor).
+/// returns (header, new cursor). The cursor always sits at header
+/// alignment, so the header goes right there, and for payloads aligned no
+/// more than a header the whole entry is a compile-time constant size (this
+/// is inlined with a constant `layout`): one subtraction and a compare.
 #[inline(always)]
-fn fit(cursor: *mut u8, limit: *mut u8, layout: Layout) -> Option<(*mut Header, *mut u8, *mut u8)> {
+fn fit(cursor: *mut u8, limit: *mut u8, layout: Layout) -> Option<(*mut Header, *mut u8)> {
+    const fn round_up(n: usize, align: usize) -> usize {
+        (n + align - 1) & !(align - 1)
+    }
     let room = limit.addr().wrapping_sub(cursor.addr());
-    let header_at = cursor.align_offset(align_of::<Header>());
-    let after_header = header_at.checked_add(size_of::<Header>())?;
-    let payload_at = after_header.checked_add(
-        cursor
-            .wrapping_add(after_header)
-            .align_offset(layout.align()),
-    )?;
-    let end = payload_at.checked_add(layout.size())?;
-    if cursor.is_null() || end > room {
+    let size = if layout.align() <= align_of::<Header>() {
+        round_up(size_of::<Header>() + layout.size(), align_of::<Header>())
+    } else {
+        let after = cursor.addr().wrapping_add(size_of::<Header>());
+        let pad = after.wrapping_neg() & (layout.align() - 1);
+        let unrounded = (size_of::<Header>() + pad).checked_add(layout.size())?;
+        unrounded.checked_add(align_of::<Header>() - 1)? & !(align_of::<Header>() - 1)
+    };
+    // Not started (both null) means no room either.
+    if size > room {
         return None;
     }
-    // SAFETY: all three offsets are within the `room` bytes after `cursor`.
-    unsafe {
-        Some((
-            cursor.add(header_at).cast(),
-            cursor.add(payload_at),
-            cursor.add(end),
-        ))
-    }
+    // SAFETY: `[cursor, cursor + size)` lies within `[cursor, limit)`.
+    unsafe { Some((cursor.cast(), cursor.add(size))) }
 }
