@@ -3,26 +3,68 @@
 //!
 //! # How it works
 //!
-//! The clones share an `Arc` holding a state word (`IDLE`, `POLLING`,
-//! `COMPLETE`, `POISONED`), the source future (replaced by its output once it
-//! completes) and a waiter list (a slab of `Option<Waker>`, one slot per
-//! clone that has polled, behind a short spin lock).
+//! The clones share an `Arc<Inner>`: a state word, the source future
+//! (replaced by its output once it completes) and a [`Notifier`], which is
+//! both the waiter list (one slot per clone that polled: its latest waker,
+//! or `None` once that waker was taken to be woken) and the waker given to
+//! the source.
 //!
-//! A clone's poll registers its waker first, then tries `IDLE -> POLLING`.
-//! The winner polls the source with a waker that wakes *every* registered
-//! waiter; the others return `Pending` and are woken by that waker or by the
-//! completion. On completion the poller stores the output, publishes
-//! `COMPLETE` and wakes all waiters; every clone then clones the output.
-//! Nothing starts the source before some clone is polled.
+//! | state      | the slot holds       | who may touch it                     |
+//! |------------|----------------------|--------------------------------------|
+//! | `IDLE`     | the source           | nobody (the next poller CASes in)    |
+//! | `POLLING`  | the source           | the one clone that moved it there    |
+//! | `COMPLETE` | the output           | every clone, through `&` only        |
+//! | `POISONED` | the source, or the output (the destructor panicked) | nobody but `Drop` |
+//!
+//! A clone's poll publishes its waker first, then tries `IDLE -> POLLING`.
+//! The winner polls the source with the notifier's waker, which wakes
+//! *every* registered waiter; the losers return `Pending` and are woken by
+//! that waker or by the completion. `Pending` puts the state back to `IDLE`.
+//! On `Ready` the poller drops the source in place, writes the output, then
+//! **closes** the list: under its lock it empties the slots, marks the list
+//! closed and only then stores `COMPLETE`. So a registration either lands
+//! before the close (and is woken) or finds the list closed (and reads the
+//! final state), and a clone that sees `COMPLETE` knows its slot is gone
+//! (its `Drop` skips the lock). Nothing starts the source before some clone
+//! is polled.
 //!
 //! A clone that is dropped unregisters its slot; if it had been woken but
-//! not yet re-polled (so it might have been the one to drive the source),
-//! it passes the wake-up on to the remaining waiters, so none of them hangs.
+//! not yet re-polled (it might have been the one to drive the source), it
+//! passes the wake-up on to the remaining waiters, so none of them hangs.
 //!
-//! The spin lock is held only to edit the list or to wake the wakers; do not
-//! wake the source's waker from an interrupt handler that can pre-empt a poll
-//! of the same `SharedPromise` on the same core (use a [`PromiseCell`]
-//! resolver there: it never spins).
+//! # Foreign code
+//!
+//! Wakers (`clone`, `wake`, `drop`), the source (`poll`, `drop`) and the
+//! output (`clone`) are foreign code: they may panic, or re-enter this
+//! promise (drop or poll another clone, or the last one). None of it runs
+//! under the lock, and the state is consistent before each call:
+//!
+//! - `register` clones the waker before locking and drops the waker it
+//!   replaced after unlocking;
+//! - waking takes the wakers out under the lock and wakes them after
+//!   unlocking. A `wake` (or `drop`) that panics does not stop the others:
+//!   with `std` each is caught, the rest are woken, then the first panic is
+//!   resumed in whoever woke them (the thread that woke the source, or the
+//!   poll that completed it: that clone's next poll returns the output).
+//!   Without `std` nothing can be caught: the panic unwinds at once and a
+//!   guard wakes the rest while it does (a second panic there aborts);
+//! - if the source panics, in `poll` or in its destructor (run by the
+//!   completing poll), a guard closes the list with `POISONED` and wakes
+//!   every waiter while the panic unwinds; each clone's next poll then
+//!   panics with "`SharedPromise`'s source panicked". The output of a source
+//!   whose destructor panicked is kept and dropped with the last clone.
+//!
+//! # The lock, with and without `std`
+//!
+//! With `std` the waiter list is behind a `std::sync::Mutex`: a thread that
+//! finds it taken sleeps rather than spins, which matters when many threads
+//! wait on one promise (they all wake together). Without `std` there is
+//! nothing to sleep on, so it is a spin lock; it is held only for a few
+//! `Vec` edits, never across foreign code. Either way, do not wake the
+//! source's waker from an interrupt handler that can pre-empt a poll or drop
+//! of the same `SharedPromise` on the same core: the handler would wait for
+//! a lock its own core holds. Settle from an interrupt through a
+//! [`PromiseCell`] resolver instead: it never locks.
 //!
 //! [`PromiseCell`]: crate::PromiseCell
 
@@ -31,24 +73,31 @@ use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
+use core::mem::{self, ManuallyDrop};
 use core::pin::Pin;
+use core::ptr;
 use core::task::{Context, Poll, Waker};
 
 use futures_core::future::FusedFuture;
 
-use crate::sync::{AtomicU32, Ordering, UnsafeCell, spin_loop};
+use crate::panic::{self as panicking, Panic};
+use crate::sync::{AtomicU32, Ordering, UnsafeCell};
 
 const IDLE: u32 = 0;
 const POLLING: u32 = 1;
 const COMPLETE: u32 = 2;
 const POISONED: u32 = 3;
 
+/// What every poll panics with once the source panicked.
+const POISONED_MSG: &str = "`SharedPromise`'s source panicked";
+
 /// A cloneable, lazily started promise: the first clone that is polled starts
 /// (polls) the source; every clone resolves to a clone of its output.
 ///
 /// Every waiting clone's latest waker is woken; a dropped clone unregisters
-/// its waker. If the source panics while polled, that poll's panic
-/// propagates and every later poll of any clone panics too.
+/// its waker. If the source panics, in its `poll` or in its destructor, that
+/// poll's panic propagates, every waiting clone is woken, and every later
+/// poll of any clone panics with "`SharedPromise`'s source panicked".
 ///
 /// ```
 /// use deferral::{DeferredPromise, SharedPromise};
@@ -88,66 +137,241 @@ unsafe impl<F: Future + Send> Send for Inner<F> where F::Output: Send + Sync {}
 // SAFETY: as for `Send`.
 unsafe impl<F: Future + Send> Sync for Inner<F> where F::Output: Send + Sync {}
 
+// ------------------------------------------------------------------- lock
+
+/// The waiter list's lock, with `std`: waiting threads sleep.
+#[cfg(feature = "std")]
+struct Lock<T>(crate::sync::Mutex<T>);
+
+#[cfg(feature = "std")]
+impl<T> Lock<T> {
+    fn new(value: T) -> Self {
+        Lock(crate::sync::Mutex::new(value))
+    }
+
+    /// Runs `f` on the locked value. `f` must not run foreign code.
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // Poisoning cannot happen: `f` runs no foreign code and leaves the
+        // list valid at every step (only an allocation failure could unwind
+        // out of it, and that aborts).
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+}
+
+/// The waiter list's lock, without `std`: a spin lock, held only for a few
+/// `Vec` edits.
+#[cfg(not(feature = "std"))]
+struct Lock<T> {
+    locked: crate::sync::AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: `value` is only accessed while `locked` is held (`with`), by one
+// thread at a time, like a `Mutex<T>`.
+#[cfg(not(feature = "std"))]
+unsafe impl<T: Send> Send for Lock<T> {}
+// SAFETY: as for `Send`.
+#[cfg(not(feature = "std"))]
+unsafe impl<T: Send> Sync for Lock<T> {}
+
+#[cfg(not(feature = "std"))]
+impl<T> Lock<T> {
+    fn new(value: T) -> Self {
+        Lock {
+            locked: crate::sync::AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Runs `f` on the locked value. `f` must not run foreign code.
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // ORDERING: `Acquire` on taking the lock pairs with the `Release` of
+        // the previous unlock, so its edits are visible; a failed attempt
+        // reads nothing (`Relaxed`).
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            crate::sync::spin_loop();
+        }
+        struct Unlock<'a>(&'a crate::sync::AtomicBool);
+        impl Drop for Unlock<'_> {
+            fn drop(&mut self) {
+                // ORDERING: `Release` publishes our edits to the next locker.
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _unlock = Unlock(&self.locked);
+        // SAFETY: we hold the lock: no other access to the value exists.
+        self.value.with_mut(|value| f(unsafe { &mut *value }))
+    }
+}
+
+// --------------------------------------------------------------- notifier
+
 /// The waiter list, and the waker given to the source.
 struct Notifier {
-    lock: AtomicU32,
-    waiters: UnsafeCell<Waiters>,
+    waiters: Lock<Waiters>,
 }
 
 #[derive(Default)]
 struct Waiters {
+    /// One slot per registered clone: its latest waker, or `None` once the
+    /// waker was taken to be woken (and the clone has not polled since).
     slots: Vec<Option<Waker>>,
+    /// Slots of dropped clones, for reuse.
     free: Vec<usize>,
+    /// Set, with the final state, when the source completed or panicked:
+    /// the slots were emptied and nothing registers any more.
+    closed: bool,
 }
 
-// SAFETY: `waiters` is only accessed under the spin lock (`with_waiters`);
-// `Waker` is `Send + Sync`.
-unsafe impl Send for Notifier {}
-// SAFETY: as for `Send`.
-unsafe impl Sync for Notifier {}
-
 impl Notifier {
-    fn with_waiters<R>(&self, f: impl FnOnce(&mut Waiters) -> R) -> R {
-        // ORDERING: `Acquire` on taking the lock pairs with the `Release` of
-        // the previous unlock, so its edits of the list are visible.
-        while self
-            .lock
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            spin_loop();
-        }
-        struct Unlock<'a>(&'a AtomicU32);
-        impl Drop for Unlock<'_> {
-            fn drop(&mut self) {
-                // ORDERING: `Release` publishes our edits to the next locker
-                // (also on unwind, if a waker panics).
-                self.0.store(0, Ordering::Release);
+    /// Publishes `waker` in the slot `*key` (allocating one if `None`),
+    /// replacing the previous waker. Returns `false`, registering nothing,
+    /// if the list is closed: the state is then final.
+    fn register(&self, key: &mut Option<usize>, waker: &Waker) -> bool {
+        // Foreign code, before locking. Always replacing keeps the latest
+        // waker (a `will_wake` check would need the old one, under the
+        // lock, and would save only this clone, not the lock).
+        let new = waker.clone();
+        let (registered, replaced) = self.waiters.with(|w| {
+            if w.closed {
+                return (false, Some(new));
             }
-        }
-        let _unlock = Unlock(&self.lock);
-        // SAFETY: we hold the lock: no other access to the list exists.
-        self.waiters.with_mut(|waiters| f(unsafe { &mut *waiters }))
+            let replaced = match *key {
+                Some(k) => w.slots[k].replace(new),
+                None => {
+                    let k = match w.free.pop() {
+                        Some(k) => {
+                            w.slots[k] = Some(new);
+                            k
+                        }
+                        None => {
+                            w.slots.push(Some(new));
+                            w.slots.len() - 1
+                        }
+                    };
+                    *key = Some(k);
+                    None
+                }
+            };
+            (true, replaced)
+        });
+        // Foreign code, after unlocking; the registration stands even if
+        // this panics.
+        drop(replaced);
+        registered
     }
 
-    fn wake_all(&self) {
-        self.with_waiters(|w| {
-            for waker in w.slots.iter_mut().filter_map(Option::take) {
-                waker.wake();
+    /// Frees slot `key`. Returns its waker (to be dropped after unlocking)
+    /// and whether it had been woken without the clone polling since.
+    fn unregister(&self, key: usize) -> (Option<Waker>, bool) {
+        self.waiters.with(|w| {
+            if w.closed {
+                return (None, false);
             }
-        });
+            let waker = w.slots[key].take();
+            w.free.push(key);
+            let woken = waker.is_none();
+            (waker, woken)
+        })
+    }
+
+    /// Wakes every registered waiter, outside the lock. Returns the first
+    /// panic of a `wake`, after all were woken (see [`deliver`]).
+    fn wake_all(&self) -> Option<Panic> {
+        let wakers: Vec<Waker> = self
+            .waiters
+            .with(|w| w.slots.iter_mut().filter_map(Option::take).collect());
+        deliver(wakers.into_iter().map(|waker| (waker, true)))
+    }
+
+    /// Empties and closes the list, then publishes `final_state` (`COMPLETE`
+    /// or `POISONED`) in `state`, all under the lock. Returns the wakers, to
+    /// be woken after unlocking.
+    fn close(&self, state: &AtomicU32, final_state: u32) -> Vec<Option<Waker>> {
+        self.waiters.with(|w| {
+            w.closed = true;
+            w.free = Vec::new();
+            let slots = mem::take(&mut w.slots);
+            // ORDERING: `Release`, after closing, inside the critical
+            // section: a clone that reads the final state with `Acquire`
+            // also sees the list closed and emptied (so it may skip the
+            // lock), and the output written before this call. A
+            // registration that takes the lock after us sees `closed`; one
+            // that took it before us left its waker in `slots`.
+            state.store(final_state, Ordering::Release);
+            slots
+        })
     }
 }
 
 impl Wake for Notifier {
     fn wake(self: Arc<Self>) {
-        self.wake_all();
+        self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.wake_all();
+        if let Some(panic) = self.wake_all() {
+            // Every waiter was woken; the panic goes to whoever woke the
+            // source.
+            panicking::resume(panic);
+        }
     }
 }
+
+/// The slots of a closed list as deliveries: every waker is woken except
+/// `own`'s (the clone doing the closing), which is only dropped.
+fn deliveries(
+    slots: Vec<Option<Waker>>,
+    own: Option<usize>,
+) -> impl Iterator<Item = (Waker, bool)> {
+    slots
+        .into_iter()
+        .enumerate()
+        .filter_map(move |(k, waker)| waker.map(|w| (w, Some(k) != own)))
+}
+
+/// Wakes (`true`) or drops (`false`) each waker; the lock is not held.
+///
+/// A `wake` or `drop` that panics does not stop the others. With `std` each
+/// is caught and the first panic is returned, for the caller to resume once
+/// every waker was delivered (later ones are dropped: only one can be
+/// resumed). Without `std` nothing can be caught: the panic unwinds out of
+/// here at once, and the guard delivers the rest while it unwinds (a second
+/// panic then aborts).
+fn deliver<I: Iterator<Item = (Waker, bool)>>(wakers: I) -> Option<Panic> {
+    fn deliver_one(waker: Waker, wake: bool) {
+        if wake { waker.wake() } else { drop(waker) }
+    }
+    struct Rest<I: Iterator<Item = (Waker, bool)>>(I);
+    impl<I: Iterator<Item = (Waker, bool)>> Drop for Rest<I> {
+        fn drop(&mut self) {
+            // Empty unless a delivery is unwinding (only without `std`).
+            for (waker, wake) in &mut self.0 {
+                deliver_one(waker, wake);
+            }
+        }
+    }
+    let mut rest = Rest(wakers);
+    let mut first = None;
+    for (waker, wake) in &mut rest.0 {
+        if let Err(panic) = panicking::catch(|| deliver_one(waker, wake)) {
+            if first.is_none() {
+                first = Some(panic);
+            }
+        }
+    }
+    first
+}
+
+// ---------------------------------------------------------------- promise
 
 impl<F: Future> SharedPromise<F> {
     /// Wraps `future`; nothing runs until a clone is polled.
@@ -166,8 +390,7 @@ impl<F: Future> SharedPromise<F> {
                 state: AtomicU32::new(IDLE),
                 slot: UnsafeCell::new(Slot::Running(future)),
                 notifier: Arc::new(Notifier {
-                    lock: AtomicU32::new(0),
-                    waiters: UnsafeCell::new(Waiters::default()),
+                    waiters: Lock::new(Waiters::default()),
                 }),
             }),
             key: None,
@@ -189,43 +412,131 @@ impl<F: Future> SharedPromise<F> {
     /// ```
     pub fn is_settled(&self) -> bool {
         // ORDERING: a snapshot for reporting; `Acquire` as in `poll`.
-        self.inner.state.load(Ordering::Acquire) == COMPLETE
+        self.done || self.inner.state.load(Ordering::Acquire) == COMPLETE
     }
 
-    fn register(&mut self, waker: &Waker) {
-        let key = self.key;
-        let new_key = self.inner.notifier.with_waiters(|w| match key {
-            Some(k) => {
-                match &mut w.slots[k] {
-                    Some(current) if current.will_wake(waker) => {}
-                    slot => *slot = Some(waker.clone()),
-                }
-                k
-            }
-            None => match w.free.pop() {
-                Some(k) => {
-                    w.slots[k] = Some(waker.clone());
-                    k
-                }
-                None => {
-                    w.slots.push(Some(waker.clone()));
-                    w.slots.len() - 1
-                }
-            },
-        });
-        self.key = Some(new_key);
-    }
-
-    fn output(&self) -> F::Output
+    /// The output, cloned. Only after `COMPLETE` was read with `Acquire`.
+    fn ready(&mut self) -> Poll<F::Output>
     where
         F::Output: Clone,
     {
-        // SAFETY: called after observing `COMPLETE` with `Acquire`: the slot
-        // holds the output and is never written again; shared reads only.
-        self.inner.slot.with(|slot| match unsafe { &*slot } {
+        // SAFETY: the caller read `COMPLETE` with `Acquire`: the slot holds
+        // the output and is never written again while a clone exists;
+        // shared reads only.
+        let output = self.inner.slot.with(|slot| match unsafe { &*slot } {
             Slot::Complete(output) => output.clone(),
             Slot::Running(_) => unreachable!("COMPLETE implies an output"),
-        })
+        });
+        // After the clone (foreign code): if it panics, the next poll tries
+        // again.
+        self.done = true;
+        Poll::Ready(output)
+    }
+
+    /// Called when the list turned out to be closed: the state is final.
+    fn settled(&mut self) -> Poll<F::Output>
+    where
+        F::Output: Clone,
+    {
+        // ORDERING: `Acquire`: we took the lock after the closer released
+        // it, and the closer stored the final state before that.
+        match self.inner.state.load(Ordering::Acquire) {
+            COMPLETE => self.ready(),
+            _ => panic!("{POISONED_MSG}"),
+        }
+    }
+
+    /// Polls the source; the state is `POLLING` and it is ours.
+    fn drive(&mut self) -> Poll<F::Output>
+    where
+        F::Output: Clone,
+    {
+        /// Armed while the source's `poll` or destructor runs: unwinding out
+        /// of either closes the list with `POISONED` and wakes every waiter.
+        struct Poison<'a> {
+            notifier: &'a Notifier,
+            state: &'a AtomicU32,
+            own: Option<usize>,
+        }
+        impl Drop for Poison<'_> {
+            fn drop(&mut self) {
+                let slots = self.notifier.close(self.state, POISONED);
+                // We are unwinding already: a waker's panic cannot be
+                // resumed (with `std` it is caught and dropped here).
+                let _ = deliver(deliveries(slots, self.own));
+            }
+        }
+
+        let inner = &*self.inner;
+        let poison = Poison {
+            notifier: &inner.notifier,
+            state: &inner.state,
+            own: self.key,
+        };
+        let waker = Waker::from(inner.notifier.clone());
+        // SAFETY: the state is `POLLING` and we moved it there: nobody else
+        // touches the slot until we leave it.
+        let poll = inner.slot.with_mut(|slot| match unsafe { &mut *slot } {
+            Slot::Running(future) => {
+                // SAFETY: the future is pinned: it lives in the `Arc`'s
+                // allocation, is never moved, and is dropped in place.
+                unsafe { Pin::new_unchecked(future) }.poll(&mut Context::from_waker(&waker))
+            }
+            Slot::Complete(_) => unreachable!("a completed source is never polled"),
+        });
+        let output = match poll {
+            Poll::Ready(output) => output,
+            Poll::Pending => {
+                mem::forget(poison);
+                // ORDERING: `Release` ends our access to the future for the
+                // next poller's `Acquire` CAS.
+                inner.state.store(IDLE, Ordering::Release);
+                return Poll::Pending;
+            }
+        };
+
+        /// Writes the output over the (dropped) source when dropped: after
+        /// the source's destructor returned, or while it unwinds.
+        struct Store<F: Future> {
+            slot: *mut Slot<F>,
+            output: ManuallyDrop<F::Output>,
+        }
+        impl<F: Future> Drop for Store<F> {
+            fn drop(&mut self) {
+                // SAFETY: `slot` is valid and ours (`POLLING`); the source
+                // it held was dropped in place, so it is overwritten without
+                // being dropped again. `output` is taken exactly once, here.
+                unsafe {
+                    let output = ManuallyDrop::take(&mut self.output);
+                    ptr::write(self.slot, Slot::Complete(output));
+                }
+            }
+        }
+        inner.slot.with_mut(|slot| {
+            // SAFETY: `POLLING` and ours, as above.
+            let Slot::Running(future) = (unsafe { &mut *slot }) else {
+                unreachable!("a completed source is never polled");
+            };
+            let future: *mut F = future;
+            let store = Store {
+                slot,
+                output: ManuallyDrop::new(output),
+            };
+            // SAFETY: the source is dropped in place (pinned data may be),
+            // exactly once, and never touched again: `store` overwrites its
+            // slot, even if this destructor panics.
+            unsafe { ptr::drop_in_place(future) };
+            drop(store);
+        });
+        mem::forget(poison);
+
+        let slots = inner.notifier.close(&inner.state, COMPLETE);
+        let own = self.key.take();
+        if let Some(panic) = deliver(deliveries(slots, own)) {
+            // Every waiter was woken; our next poll returns the output.
+            panicking::resume(panic);
+        }
+        self.ready()
     }
 }
 
@@ -247,76 +558,36 @@ where
 {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        assert!(!self.done, "`SharedPromise` polled after completion");
-        // ORDERING: `Acquire` pairs with the poller's `Release` store of
-        // `COMPLETE`, so the output it wrote is visible.
-        if self.inner.state.load(Ordering::Acquire) == COMPLETE {
-            self.done = true;
-            return Poll::Ready(self.output());
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // `SharedPromise` is `Unpin`: the source is pinned in the `Arc`.
+        let this = self.get_mut();
+        assert!(!this.done, "`SharedPromise` polled after completion");
+        // ORDERING: `Acquire` pairs with the `Release` store of the final
+        // state (in `Notifier::close`), so the output is visible.
+        match this.inner.state.load(Ordering::Acquire) {
+            COMPLETE => return this.ready(),
+            POISONED => panic!("{POISONED_MSG}"),
+            _ => {}
         }
-        // Publish the waker first, then try to become the poller.
-        self.register(cx.waker());
+        // Publish the waker first, then try to become the poller: a poller
+        // that finishes after our registration wakes us, one that finished
+        // before it closed the list.
+        if !this.inner.notifier.register(&mut this.key, cx.waker()) {
+            return this.settled();
+        }
         // ORDERING: `Acquire` on success pairs with the previous poller's
-        // `Release` (its accesses to the future happen before ours); on
-        // failure, with the `COMPLETE` store (see above).
-        match self
+        // `Release` of `IDLE` (its accesses to the future happen before
+        // ours); on failure, with the final state's `Release` (see above).
+        match this
             .inner
             .state
             .compare_exchange(IDLE, POLLING, Ordering::Acquire, Ordering::Acquire)
         {
-            Ok(_) => {}
-            Err(COMPLETE) => {
-                self.done = true;
-                return Poll::Ready(self.output());
-            }
-            // Another clone is polling: it (or the source's waker) wakes us.
-            Err(POLLING) => return Poll::Pending,
-            Err(_) => panic!("`SharedPromise`'s source panicked while polled"),
-        }
-
-        struct Poison<'a>(&'a AtomicU32);
-        impl Drop for Poison<'_> {
-            fn drop(&mut self) {
-                // ORDERING: reached only by unwinding out of the source's
-                // poll; nothing is published, `Relaxed` would do.
-                self.0.store(POISONED, Ordering::Release);
-            }
-        }
-        let inner = &*self.inner;
-        let poison = Poison(&inner.state);
-        let waker = Waker::from(inner.notifier.clone());
-        // SAFETY: we moved the state to `POLLING`: nobody else touches the
-        // slot until we leave it. The future is pinned: it lives in the
-        // `Arc`'s allocation and is only ever dropped in place.
-        let poll = inner.slot.with_mut(|slot| match unsafe { &mut *slot } {
-            Slot::Running(future) => {
-                // SAFETY: see above; the future never moves.
-                unsafe { Pin::new_unchecked(future) }.poll(&mut Context::from_waker(&waker))
-            }
-            Slot::Complete(_) => unreachable!("a completed source is never polled"),
-        });
-        core::mem::forget(poison);
-        match poll {
-            Poll::Pending => {
-                // ORDERING: `Release` ends our access to the future for the
-                // next poller's `Acquire`.
-                inner.state.store(IDLE, Ordering::Release);
-                Poll::Pending
-            }
-            Poll::Ready(output) => {
-                // SAFETY: still `POLLING`: exclusive access. Dropping the
-                // future in place is allowed for pinned data.
-                inner
-                    .slot
-                    .with_mut(|slot| unsafe { *slot = Slot::Complete(output) });
-                // ORDERING: `Release` publishes the output to every clone's
-                // `Acquire` load.
-                inner.state.store(COMPLETE, Ordering::Release);
-                inner.notifier.wake_all();
-                self.done = true;
-                Poll::Ready(self.output())
-            }
+            Ok(_) => this.drive(),
+            // Another clone is polling: it, or the source's waker, wakes us.
+            Err(POLLING) => Poll::Pending,
+            Err(COMPLETE) => this.ready(),
+            Err(_) => panic!("{POISONED_MSG}"),
         }
     }
 }
@@ -334,15 +605,27 @@ where
 impl<F: Future> Drop for SharedPromise<F> {
     fn drop(&mut self) {
         let Some(key) = self.key else { return };
-        let woken = self.inner.notifier.with_waiters(|w| {
-            let woken = w.slots[key].take().is_none();
-            w.free.push(key);
-            woken
-        });
-        // ORDERING: a hint only: an extra wake-up is harmless.
-        if woken && !self.done && self.inner.state.load(Ordering::Acquire) != COMPLETE {
-            // We were woken to drive the source but will not: pass it on.
-            self.inner.notifier.wake_all();
+        // ORDERING: `Acquire` pairs with the final state's `Release`, stored
+        // after the list was closed and emptied: our slot is gone already.
+        if self.done
+            || matches!(
+                self.inner.state.load(Ordering::Acquire),
+                COMPLETE | POISONED
+            )
+        {
+            return;
+        }
+        let (waker, woken) = self.inner.notifier.unregister(key);
+        if woken {
+            // We were woken (maybe to drive the source) and will not poll
+            // again: pass the wake-up on.
+            if let Some(panic) = self.inner.notifier.wake_all() {
+                panicking::resume_unless_panicking(panic);
+            }
+        }
+        // Our waker, if not woken: foreign code, after unlocking.
+        if let Err(panic) = panicking::catch(|| drop(waker)) {
+            panicking::resume_unless_panicking(panic);
         }
     }
 }
