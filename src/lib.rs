@@ -70,12 +70,12 @@ pub use ambient::{NoScope, defer, defer_async};
 pub use context::WithContext;
 #[cfg(feature = "alloc")]
 pub use context::{ContextVar, Snapshot};
-#[cfg(feature = "alloc")]
-pub use promise::SharedPromise;
 pub use promise::{
     Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
     PromiseState, Reaction, Refusal, Resolver, SettleError, Start,
 };
+#[cfg(feature = "alloc")]
+pub use promise::{SharedPromise, WeakSharedPromise};
 #[cfg(feature = "alloc")]
 pub use queue::Submitter;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Drain, OnRejection, Outcome, PushError, TaskQueue, Yield};

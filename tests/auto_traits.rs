@@ -73,6 +73,7 @@ no!(Resolver<'static, u32, ()>: Sync);
 no!(Resolver<'static, Rc<u32>, ()>: Send);
 #[cfg(feature = "alloc")]
 yes!(SharedPromise<DeferredPromise<u32, ()>>: Send, Sync, Unpin, Clone);
+yes!(WeakSharedPromise<DeferredPromise<u32, ()>>: Send, Sync, Unpin, Clone);
 
 #[test]
 fn auto_traits_are_checked_at_compile_time() {

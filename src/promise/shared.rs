@@ -13,7 +13,7 @@
 //! |------------|----------------------|--------------------------------------|
 //! | `IDLE`     | the source           | nobody (the next poller CASes in)    |
 //! | `POLLING`  | the source           | the one clone that moved it there    |
-//! | `COMPLETE` | the output           | every clone, through `&` only        |
+//! | `COMPLETE` | the output           | every clone through `&`; the last strong handle moves it out |
 //! | `POISONED` | the source, or the output (the destructor panicked) | nobody but `Drop` |
 //!
 //! A clone's poll publishes its waker first, then tries `IDLE -> POLLING`.
@@ -31,6 +31,15 @@
 //! A clone that is dropped unregisters its slot; if it had been woken but
 //! not yet re-polled (it might have been the one to drive the source), it
 //! passes the wake-up on to the remaining waiters, so none of them hangs.
+//!
+//! A clone that is ready tries `Arc::try_unwrap`: it succeeds only when no
+//! other strong handle exists, and by moving the count to zero it stops
+//! every [`WeakSharedPromise`] from upgrading, so the output can be moved
+//! out instead of cloned (that handle then holds nothing). Otherwise the
+//! clone keeps its `Arc` and clones the output. [`SharedPromise::peek`]
+//! lends the output through a strong handle, whose existence keeps every
+//! other handle from moving it out, and which cannot move it itself while
+//! it is borrowed.
 //!
 //! # Foreign code
 //!
@@ -68,7 +77,7 @@
 //!
 //! [`PromiseCell`]: crate::PromiseCell
 
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::fmt;
@@ -92,12 +101,20 @@ const POISONED: u32 = 3;
 const POISONED_MSG: &str = "`SharedPromise`'s source panicked";
 
 /// A cloneable, lazily started promise: the first clone that is polled starts
-/// (polls) the source; every clone resolves to a clone of its output.
+/// (polls) the source; every clone resolves to a clone of its output, except
+/// the last one: a clone that is the only strong handle left when it becomes
+/// ready (no other clone, and no [`WeakSharedPromise`] upgraded meanwhile)
+/// gets the output itself, moved, not cloned.
 ///
 /// Every waiting clone's latest waker is woken; a dropped clone unregisters
 /// its waker. If the source panics, in its `poll` or in its destructor, that
 /// poll's panic propagates, every waiting clone is woken, and every later
 /// poll of any clone panics with "`SharedPromise`'s source panicked".
+///
+/// [`peek`](Self::peek) reads the output without waiting,
+/// [`downgrade`](Self::downgrade) makes a handle that does not keep the
+/// promise (or its output) alive, [`ptr_eq`](Self::ptr_eq) tells whether two
+/// handles share one promise.
 ///
 /// ```
 /// use deferral::{DeferredPromise, SharedPromise};
@@ -112,11 +129,31 @@ const POISONED_MSG: &str = "`SharedPromise`'s source panicked";
 /// ```
 #[must_use = "a shared promise does nothing until one of its clones is polled"]
 pub struct SharedPromise<F: Future> {
-    inner: Arc<Inner<F>>,
+    /// The shared state; `None` once this handle moved the output out (it
+    /// was the last strong handle), which also makes it `done`.
+    inner: Option<Arc<Inner<F>>>,
     /// This clone's slot in the waiter list, once it polled.
     key: Option<usize>,
     done: bool,
 }
+
+/// A weak handle on a [`SharedPromise`]: it does not keep the promise, its
+/// source or its output alive, and [`upgrade`](Self::upgrade)s to a new
+/// clone while some strong handle still exists.
+///
+/// ```
+/// use deferral::{DeferredPromise, SharedPromise};
+/// use futures::executor::block_on;
+///
+/// let shared = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(4));
+/// let weak = shared.downgrade();
+/// let clone = weak.upgrade().expect("`shared` is alive");
+/// assert!(clone.ptr_eq(&shared));
+/// assert_eq!(block_on(clone), Ok(4));
+/// drop(shared);
+/// assert!(weak.upgrade().is_none(), "no strong handle is left");
+/// ```
+pub struct WeakSharedPromise<F: Future>(Weak<Inner<F>>);
 
 enum Slot<F: Future> {
     Running(F),
@@ -136,6 +173,34 @@ struct Inner<F: Future> {
 unsafe impl<F: Future + Send> Send for Inner<F> where F::Output: Send + Sync {}
 // SAFETY: as for `Send`.
 unsafe impl<F: Future + Send> Sync for Inner<F> where F::Output: Send + Sync {}
+
+impl<F: Future> Inner<F> {
+    /// The output, lent.
+    ///
+    /// # Safety
+    ///
+    /// `COMPLETE` was read with `Acquire`, and the reference does not
+    /// outlive the strong handle it was reached through (while one exists
+    /// besides the caller's, nobody moves the output out).
+    unsafe fn output(&self) -> &F::Output {
+        // SAFETY: as the caller guarantees, the slot holds the output; it is
+        // only ever moved out by the owner of the last strong count, so not
+        // while the caller's handle lends it. Shared reads only.
+        self.slot.with(|slot| match unsafe { &*slot } {
+            Slot::Complete(output) => output,
+            Slot::Running(_) => unreachable!("COMPLETE implies an output"),
+        })
+    }
+
+    /// The output, moved out of an `Inner` nobody else can reach. Only
+    /// after `COMPLETE` was read with `Acquire`.
+    fn into_output(self) -> F::Output {
+        match self.slot.into_inner() {
+            Slot::Complete(output) => output,
+            Slot::Running(_) => unreachable!("COMPLETE implies an output"),
+        }
+    }
+}
 
 // ------------------------------------------------------------------- lock
 
@@ -386,13 +451,13 @@ impl<F: Future> SharedPromise<F> {
     /// ```
     pub fn new(future: F) -> Self {
         SharedPromise {
-            inner: Arc::new(Inner {
+            inner: Some(Arc::new(Inner {
                 state: AtomicU32::new(IDLE),
                 slot: UnsafeCell::new(Slot::Running(future)),
                 notifier: Arc::new(Notifier {
                     waiters: Lock::new(Waiters::default()),
                 }),
-            }),
+            })),
             key: None,
             done: false,
         }
@@ -412,25 +477,111 @@ impl<F: Future> SharedPromise<F> {
     /// ```
     pub fn is_settled(&self) -> bool {
         // ORDERING: a snapshot for reporting; `Acquire` as in `poll`.
-        self.done || self.inner.state.load(Ordering::Acquire) == COMPLETE
+        self.done || self.shared().state.load(Ordering::Acquire) == COMPLETE
     }
 
-    /// The output, cloned. Only after `COMPLETE` was read with `Acquire`.
+    /// The output, if the source completed, without waiting (and without
+    /// starting the source). `None` while it has not completed, and for a
+    /// handle that already moved the output out (it was the last one).
+    ///
+    /// # Panics
+    ///
+    /// If the source panicked, like `poll`.
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, SharedPromise};
+    /// use futures::executor::block_on;
+    ///
+    /// let a = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(3));
+    /// let b = a.clone();
+    /// assert_eq!(b.peek(), None, "nothing started it yet");
+    /// assert_eq!(block_on(a), Ok(3));
+    /// assert_eq!(b.peek(), Some(&Ok(3)));
+    /// ```
+    pub fn peek(&self) -> Option<&F::Output> {
+        let inner = self.inner.as_ref()?;
+        // ORDERING: `Acquire` pairs with the final state's `Release` (in
+        // `Notifier::close`), so the output is visible.
+        match inner.state.load(Ordering::Acquire) {
+            // SAFETY: `COMPLETE` read with `Acquire`; the reference lives as
+            // long as `&self`, a strong handle: no other handle moves the
+            // output out while it exists, and it cannot while borrowed.
+            COMPLETE => Some(unsafe { inner.output() }),
+            POISONED => panic!("{POISONED_MSG}"),
+            _ => None,
+        }
+    }
+
+    /// A weak handle on this promise (see [`WeakSharedPromise`]). For a
+    /// handle that moved the output out, one that never upgrades.
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, SharedPromise};
+    ///
+    /// let shared = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(1));
+    /// let weak = shared.downgrade();
+    /// assert!(weak.upgrade().is_some());
+    /// drop(shared);
+    /// assert!(weak.upgrade().is_none());
+    /// ```
+    pub fn downgrade(&self) -> WeakSharedPromise<F> {
+        WeakSharedPromise(self.inner.as_ref().map_or_else(Weak::new, Arc::downgrade))
+    }
+
+    /// `true` if both handles are clones of one promise (`false` if either
+    /// moved the output out: it no longer belongs to any).
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, SharedPromise};
+    ///
+    /// let a = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(1));
+    /// let b = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(1));
+    /// assert!(a.ptr_eq(&a.clone()));
+    /// assert!(!a.ptr_eq(&b));
+    /// ```
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        match (&self.inner, &other.inner) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The shared state. Only for a handle that is not done (a done one may
+    /// have moved the output out and hold nothing).
+    fn shared(&self) -> &Inner<F> {
+        self.inner
+            .as_deref()
+            .expect("a handle that is not done holds the state")
+    }
+
+    /// The output: moved out if this is the last strong handle, cloned
+    /// otherwise. Only after `COMPLETE` was read with `Acquire`.
     fn ready(&mut self) -> Poll<F::Output>
     where
         F::Output: Clone,
     {
-        // SAFETY: the caller read `COMPLETE` with `Acquire`: the slot holds
-        // the output and is never written again while a clone exists;
-        // shared reads only.
-        let output = self.inner.slot.with(|slot| match unsafe { &*slot } {
-            Slot::Complete(output) => output.clone(),
-            Slot::Running(_) => unreachable!("COMPLETE implies an output"),
-        });
-        // After the clone (foreign code): if it panics, the next poll tries
-        // again.
-        self.done = true;
-        Poll::Ready(output)
+        let inner = self
+            .inner
+            .take()
+            .expect("a handle that is not done holds the state");
+        match Arc::try_unwrap(inner) {
+            // No other strong handle, and none can appear: weak handles do
+            // not upgrade from a count of zero. Move the output out.
+            Ok(inner) => {
+                self.done = true;
+                Poll::Ready(inner.into_output())
+            }
+            Err(inner) => {
+                let inner = self.inner.insert(inner);
+                // SAFETY: the caller read `COMPLETE` with `Acquire`; we hold
+                // a strong handle while the reference lives.
+                let output = unsafe { inner.output() }.clone();
+                // After the clone (foreign code): if it panics, the next
+                // poll tries again.
+                self.done = true;
+                Poll::Ready(output)
+            }
+        }
     }
 
     /// Called when the list turned out to be closed: the state is final.
@@ -440,7 +591,7 @@ impl<F: Future> SharedPromise<F> {
     {
         // ORDERING: `Acquire`: we took the lock after the closer released
         // it, and the closer stored the final state before that.
-        match self.inner.state.load(Ordering::Acquire) {
+        match self.shared().state.load(Ordering::Acquire) {
             COMPLETE => self.ready(),
             _ => panic!("{POISONED_MSG}"),
         }
@@ -467,7 +618,10 @@ impl<F: Future> SharedPromise<F> {
             }
         }
 
-        let inner = &*self.inner;
+        let inner = self
+            .inner
+            .as_deref()
+            .expect("a handle that is not done holds the state");
         let poison = Poison {
             notifier: &inner.notifier,
             state: &inner.state,
@@ -541,13 +695,53 @@ impl<F: Future> SharedPromise<F> {
 }
 
 impl<F: Future> Clone for SharedPromise<F> {
-    /// Another handle on the same promise (it has not polled yet).
+    /// Another handle on the same promise (it has not polled yet). A clone
+    /// of a handle that moved the output out is done too: the output went
+    /// with it.
     fn clone(&self) -> Self {
         SharedPromise {
             inner: self.inner.clone(),
             key: None,
-            done: false,
+            done: self.inner.is_none(),
         }
+    }
+}
+
+impl<F: Future> WeakSharedPromise<F> {
+    /// A new clone of the promise, unless no strong handle is left (all
+    /// were dropped, or the last one moved the output out).
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, SharedPromise};
+    /// use futures::executor::block_on;
+    ///
+    /// let shared = SharedPromise::new(DeferredPromise::<String, ()>::resolved("v".into()));
+    /// let weak = shared.downgrade();
+    /// // The last strong handle moves the output out: nothing is left to upgrade to.
+    /// assert_eq!(block_on(shared), Ok("v".to_string()));
+    /// assert!(weak.upgrade().is_none());
+    /// ```
+    pub fn upgrade(&self) -> Option<SharedPromise<F>> {
+        self.0.upgrade().map(|inner| SharedPromise {
+            inner: Some(inner),
+            key: None,
+            done: false,
+        })
+    }
+}
+
+impl<F: Future> Clone for WeakSharedPromise<F> {
+    /// Another weak handle on the same promise.
+    fn clone(&self) -> Self {
+        WeakSharedPromise(self.0.clone())
+    }
+}
+
+impl<F: Future> fmt::Debug for WeakSharedPromise<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakSharedPromise")
+            .field("strong", &self.0.strong_count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -562,9 +756,13 @@ where
         // `SharedPromise` is `Unpin`: the source is pinned in the `Arc`.
         let this = self.get_mut();
         assert!(!this.done, "`SharedPromise` polled after completion");
+        let inner = this
+            .inner
+            .as_deref()
+            .expect("a handle that is not done holds the state");
         // ORDERING: `Acquire` pairs with the `Release` store of the final
         // state (in `Notifier::close`), so the output is visible.
-        match this.inner.state.load(Ordering::Acquire) {
+        match inner.state.load(Ordering::Acquire) {
             COMPLETE => return this.ready(),
             POISONED => panic!("{POISONED_MSG}"),
             _ => {}
@@ -572,14 +770,13 @@ where
         // Publish the waker first, then try to become the poller: a poller
         // that finishes after our registration wakes us, one that finished
         // before it closed the list.
-        if !this.inner.notifier.register(&mut this.key, cx.waker()) {
+        if !inner.notifier.register(&mut this.key, cx.waker()) {
             return this.settled();
         }
         // ORDERING: `Acquire` on success pairs with the previous poller's
         // `Release` of `IDLE` (its accesses to the future happen before
         // ours); on failure, with the final state's `Release` (see above).
-        match this
-            .inner
+        match inner
             .state
             .compare_exchange(IDLE, POLLING, Ordering::Acquire, Ordering::Acquire)
         {
@@ -604,22 +801,19 @@ where
 
 impl<F: Future> Drop for SharedPromise<F> {
     fn drop(&mut self) {
-        let Some(key) = self.key else { return };
+        let (Some(key), Some(inner), false) = (self.key, self.inner.as_deref(), self.done) else {
+            return;
+        };
         // ORDERING: `Acquire` pairs with the final state's `Release`, stored
         // after the list was closed and emptied: our slot is gone already.
-        if self.done
-            || matches!(
-                self.inner.state.load(Ordering::Acquire),
-                COMPLETE | POISONED
-            )
-        {
+        if matches!(inner.state.load(Ordering::Acquire), COMPLETE | POISONED) {
             return;
         }
-        let (waker, woken) = self.inner.notifier.unregister(key);
+        let (waker, woken) = inner.notifier.unregister(key);
         if woken {
             // We were woken (maybe to drive the source) and will not poll
             // again: pass the wake-up on.
-            if let Some(panic) = self.inner.notifier.wake_all() {
+            if let Some(panic) = inner.notifier.wake_all() {
                 panicking::resume_unless_panicking(panic);
             }
         }

@@ -66,6 +66,13 @@ impl<T> UnsafeCell<T> {
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
+
+    /// The contents (the cell is owned: no access can be in progress).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(crate) fn into_inner(self) -> T {
+        self.0.into_inner()
+    }
 }
 
 #[cfg(loom)]
