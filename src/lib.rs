@@ -74,12 +74,12 @@ pub use context::WithContext;
 #[cfg(feature = "alloc")]
 pub use context::{ContextVar, Snapshot};
 pub use defer::{Defer, Deferred, Fits, Full, Guard, Local, Sendable};
-#[cfg(feature = "alloc")]
-pub use promise::SharedPromise;
 pub use promise::{
     Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
     PromiseState, Reaction, Refusal, Resolver, SettleError, Start,
 };
+#[cfg(feature = "alloc")]
+pub use promise::{SharedPromise, WeakSharedPromise};
 #[cfg(feature = "alloc")]
 pub use queue::Submitter;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Drain, OnRejection, Outcome, PushError, TaskQueue, Yield};

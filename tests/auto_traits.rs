@@ -74,6 +74,8 @@ no!(Resolver<'static, u32, ()>: Sync);
 no!(Resolver<'static, Rc<u32>, ()>: Send);
 #[cfg(feature = "alloc")]
 yes!(SharedPromise<DeferredPromise<u32, ()>>: Send, Sync, Unpin, Clone);
+#[cfg(feature = "alloc")]
+yes!(WeakSharedPromise<DeferredPromise<u32, ()>>: Send, Sync, Unpin, Clone);
 
 #[test]
 fn auto_traits_are_checked_at_compile_time() {

@@ -78,6 +78,8 @@ fn panic_on_drop_counts_then_panics() {
 }
 
 #[test]
+// `waker.clone().wake()` is deliberate: it exercises the by-value `wake`.
+#[allow(clippy::waker_clone_wake)]
 fn hostile_wakers_panic_exactly_on_the_planned_call() {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use support::{Call, Hostile};

@@ -358,3 +358,116 @@ fn finding_2_panicking_waker_drop_while_taking_the_value() {
         assert!(cell.is_free());
     });
 }
+
+/// A clone polls (and registers) on one thread while another clone's poll
+/// completes the source and closes the waiter list: the registration either
+/// lands before the close (and is woken) or finds the list closed (and reads
+/// the output). No registered waker leaks into the closed list.
+#[test]
+fn shared_registration_vs_completion() {
+    use deferral::SharedPromise;
+    loom::model(|| {
+        let a = SharedPromise::new(DeferredPromise::<u32, ()>::resolved(5));
+        let b = a.clone();
+        let t = thread::spawn(move || {
+            let (flag, w) = waker();
+            let mut b = Box::pin(b);
+            let first = poll(&mut b, &w);
+            (b, flag, w, first)
+        });
+        let (flag_a, wa) = waker();
+        let mut a = Box::pin(a);
+        let first_a = poll(&mut a, &wa);
+        let (mut b, flag_b, wb, first_b) = t.join().unwrap();
+        for (first, flag, clone, w) in [
+            (first_a, &flag_a, &mut a, &wa),
+            (first_b, &flag_b, &mut b, &wb),
+        ] {
+            match first {
+                Poll::Ready(v) => assert_eq!(v, Ok(5)),
+                Poll::Pending => {
+                    assert!(flag.0.load(SeqCst) >= 1, "a waiting clone was not woken");
+                    assert_eq!(poll(clone, w), Poll::Ready(Ok(5)));
+                }
+            }
+        }
+        // Both done, both still alive: the list holds no waker of theirs.
+        assert_eq!(Arc::strong_count(&flag_a), 2, "a's waker is still held");
+        assert_eq!(Arc::strong_count(&flag_b), 2, "b's waker is still held");
+        drop((a, b, wa, wb));
+    });
+}
+
+/// A registered clone is dropped on one thread while the other settles the
+/// source (its waker wakes every waiter) and completes it: the drop either
+/// unregisters (before the close) or sees the final state and skips the
+/// list. Its waker is dropped exactly once, the value once.
+#[test]
+fn shared_drop_vs_resolve_and_completion() {
+    use deferral::SharedPromise;
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let cell = leak_cell::<Arc<Tracked>, ()>();
+        let (source, resolver) = cell.promise().unwrap();
+        let mut a = Box::pin(SharedPromise::new(source));
+        let mut b = Box::pin(a.clone());
+        let (_, wa) = waker();
+        let (flag_b, wb) = waker();
+        assert!(poll(&mut a, &wa).is_pending());
+        assert!(poll(&mut b, &wb).is_pending());
+        drop(wb);
+        let t = thread::spawn(move || drop(b));
+        assert!(resolver.resolve(Arc::new(Tracked(drops.clone()))).is_ok());
+        let out = poll(&mut a, &wa);
+        t.join().unwrap();
+        assert!(
+            matches!(out, Poll::Ready(Ok(_))),
+            "a was woken: it completes"
+        );
+        assert_eq!(Arc::strong_count(&flag_b), 1, "b's waker leaked");
+        drop((a, out));
+        assert_eq!(drops.load(SeqCst), 1);
+    });
+}
+
+/// The pass-on: `b` registers while `a` drives the source, the source's
+/// waker fires (another thread settles it) during or after `a`'s poll, and
+/// `a` is dropped right after that poll, never to poll again. `b` is woken
+/// (by the source's waker, by `a`'s completion, or by `a`'s drop passing its
+/// wake-up on) and gets the value. Three threads: exhaustive would take
+/// hours, so preemptions are bounded (4 unless `LOOM_MAX_PREEMPTIONS` says:
+/// about 5 s in release). With `std` only: without it the waiter list is a
+/// spin lock, and three threads spinning exceed loom's branch budget (the
+/// two-thread models above cover the spin lock).
+#[cfg(feature = "std")]
+#[test]
+fn shared_woken_clone_dropped_passes_the_wake_on() {
+    use deferral::SharedPromise;
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = builder.preemption_bound.or(Some(4));
+    builder.check(|| {
+        let cell = leak_cell::<u32, ()>();
+        let (source, resolver) = cell.promise().unwrap();
+        let mut a = Box::pin(SharedPromise::new(source));
+        let b = a.clone();
+        let settle = thread::spawn(move || resolver.resolve(8).unwrap());
+        let waiter = thread::spawn(move || {
+            let (flag, w) = waker();
+            let mut b = Box::pin(b);
+            let first = poll(&mut b, &w);
+            (b, flag, w, first)
+        });
+        let (_, wa) = waker();
+        let _ = poll(&mut a, &wa);
+        drop(a);
+        settle.join().unwrap();
+        let (mut b, flag_b, wb, first_b) = waiter.join().unwrap();
+        match first_b {
+            Poll::Ready(v) => assert_eq!(v, Ok(8)),
+            Poll::Pending => {
+                assert!(flag_b.0.load(SeqCst) >= 1, "the clone left was not woken");
+                assert_eq!(poll(&mut b, &wb), Poll::Ready(Ok(8)));
+            }
+        }
+    });
+}

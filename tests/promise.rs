@@ -689,6 +689,211 @@ mod shared {
         let s = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(1));
         send_sync(&s);
     }
+
+    /// A value that counts its clones and its drops.
+    #[derive(Debug)]
+    struct Counted {
+        clones: Arc<AtomicUsize>,
+        drops: Arc<AtomicUsize>,
+    }
+
+    impl Counted {
+        fn new() -> (Self, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+            let (clones, drops) = (Arc::default(), Arc::default());
+            let c = Counted {
+                clones: Arc::clone(&clones),
+                drops: Arc::clone(&drops),
+            };
+            (c, clones, drops)
+        }
+    }
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.clones.fetch_add(1, SeqCst);
+            Counted {
+                clones: self.clones.clone(),
+                drops: self.drops.clone(),
+            }
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn counted() -> (
+        SharedPromise<DeferredPromise<Counted, ()>>,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+    ) {
+        let (value, clones, drops) = Counted::new();
+        let shared = SharedPromise::new(DeferredPromise::<Counted, ()>::resolved(value));
+        (shared, clones, drops)
+    }
+
+    #[test]
+    fn peek_sees_the_output_once_settled_without_starting_anything() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let a = SharedPromise::new(DeferredPromise::<u8, ()>::new(move |res| {
+            r.fetch_add(1, SeqCst);
+            res.resolve(9)
+        }));
+        let b = a.clone();
+        assert_eq!(b.peek(), None);
+        assert_eq!(runs.load(SeqCst), 0, "peek does not start the source");
+        let mut a = Box::pin(a);
+        assert_eq!(
+            poll_once(a.as_mut(), &WakeCounter::new()),
+            Poll::Ready(Ok(9))
+        );
+        assert_eq!(b.peek(), Some(&Ok(9)));
+        assert_eq!(a.peek(), Some(&Ok(9)), "a done handle still sees it");
+        // `b` is the last strong handle: it moves the output out, and then
+        // has nothing to peek at.
+        drop(a);
+        let mut b = Box::pin(b);
+        assert_eq!(
+            poll_once(b.as_mut(), &WakeCounter::new()),
+            Poll::Ready(Ok(9))
+        );
+        assert_eq!(b.peek(), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "`SharedPromise`'s source panicked")]
+    fn peek_panics_once_the_source_panicked() {
+        let a = SharedPromise::new(DeferredPromise::<u8, ()>::lazy(|| async {
+            panic!("source panics")
+        }));
+        let b = a.clone();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block_on(a)));
+        assert!(result.is_err());
+        let _ = b.peek();
+    }
+
+    #[test]
+    fn ptr_eq_tells_clones_from_other_promises() {
+        let a = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(1));
+        let other = SharedPromise::new(DeferredPromise::<u8, ()>::resolved(1));
+        let b = a.clone();
+        assert!(a.ptr_eq(&b) && b.ptr_eq(&a) && a.ptr_eq(&a));
+        assert!(!a.ptr_eq(&other));
+        assert!(a.downgrade().upgrade().unwrap().ptr_eq(&a));
+        // A handle that moved the output out belongs to no promise.
+        drop(a);
+        let mut b = Box::pin(b);
+        assert!(poll_once(b.as_mut(), &WakeCounter::new()).is_ready());
+        assert!(!b.ptr_eq(&b.clone()));
+        drop(other);
+    }
+
+    #[test]
+    fn weak_handles_upgrade_only_while_a_strong_one_lives() {
+        let (a, clones, drops) = counted();
+        let weak = a.downgrade();
+        let weak2 = weak.clone();
+        let b = weak.upgrade().expect("a is alive");
+        assert!(b.ptr_eq(&a));
+        drop((a, b));
+        assert!(weak.upgrade().is_none() && weak2.upgrade().is_none());
+        assert_eq!(drops.load(SeqCst), 1, "a weak handle keeps nothing alive");
+        assert_eq!(clones.load(SeqCst), 0);
+        assert!(format!("{weak:?}").contains("WeakSharedPromise"));
+    }
+
+    #[test]
+    fn the_last_strong_handle_moves_the_output_out() {
+        // One handle: never cloned.
+        let (a, clones, drops) = counted();
+        let v = block_on(a).unwrap();
+        assert_eq!(clones.load(SeqCst), 0);
+        drop(v);
+        assert_eq!(drops.load(SeqCst), 1);
+
+        // Two: the first clones, the last moves.
+        let (a, clones, drops) = counted();
+        let b = a.clone();
+        let va = block_on(a).unwrap();
+        assert_eq!(clones.load(SeqCst), 1);
+        let vb = block_on(b).unwrap();
+        assert_eq!(clones.load(SeqCst), 1, "the last handle moved it out");
+        drop((va, vb));
+        assert_eq!(drops.load(SeqCst), 2);
+
+        // A weak handle does not count; once the output is moved out, it
+        // cannot upgrade.
+        let (a, clones, drops) = counted();
+        let weak = a.downgrade();
+        let v = block_on(a).unwrap();
+        assert_eq!(clones.load(SeqCst), 0);
+        assert!(weak.upgrade().is_none());
+        drop(v);
+        assert_eq!(drops.load(SeqCst), 1);
+
+        // A handle that is done but alive still holds the promise: the
+        // other one clones.
+        let (a, clones, drops) = counted();
+        let mut a = Box::pin(a);
+        let b = a.clone();
+        let va = match poll_once(a.as_mut(), &WakeCounter::new()) {
+            Poll::Ready(v) => v.unwrap(),
+            Poll::Pending => unreachable!("resolved"),
+        };
+        let vb = block_on(b).unwrap();
+        assert_eq!(clones.load(SeqCst), 2);
+        assert!(a.peek().is_some());
+        drop((a, va, vb));
+        assert_eq!(drops.load(SeqCst), 3);
+    }
+
+    #[test]
+    fn waiting_clones_race_to_be_last_and_every_value_is_dropped_once() {
+        let threads = if cfg!(miri) { 3 } else { 16 };
+        let (value, clones, drops) = Counted::new();
+        let (tx, rx) = futures::channel::oneshot::channel::<Counted>();
+        let shared = SharedPromise::new(DeferredPromise::<Counted, ()>::lazy(move || async move {
+            Ok(rx.await.expect("sent"))
+        }));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let clone = shared.clone();
+                thread::spawn(move || block_on(clone).unwrap())
+            })
+            .collect();
+        drop(shared);
+        tx.send(value).unwrap();
+        let values: Vec<Counted> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let made = 1 + clones.load(SeqCst);
+        assert!(made <= threads, "at most one clone per handle");
+        drop(values);
+        assert_eq!(drops.load(SeqCst), made, "every value dropped exactly once");
+    }
+
+    #[test]
+    fn a_weak_upgrade_racing_the_last_handle_gets_the_value_or_nothing() {
+        let rounds = if cfg!(miri) { 2 } else { 50 };
+        for _ in 0..rounds {
+            let (last, clones, drops) = counted();
+            let weak = last.downgrade();
+            let upgrader = thread::spawn(move || weak.upgrade().map(|b| block_on(b).unwrap()));
+            let v = block_on(last).unwrap();
+            let upgraded = upgrader.join().unwrap();
+            // Nobody upgraded in time: moved, never cloned. Upgraded: at
+            // least one of the two cloned (both, if each saw the other's
+            // handle still alive).
+            let cloned = clones.load(SeqCst);
+            match upgraded {
+                None => assert_eq!(cloned, 0),
+                Some(_) => assert!(cloned == 1 || cloned == 2, "{cloned} clones"),
+            }
+            drop((v, upgraded));
+            assert_eq!(drops.load(SeqCst), 1 + clones.load(SeqCst));
+        }
+    }
 }
 
 /// An "interrupt" that fires in the middle of the promise's waker

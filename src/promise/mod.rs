@@ -16,7 +16,8 @@
 //!   run only when the returned promise is polled, and may return a value
 //!   or a future ([`Reaction`]).
 //! - `SharedPromise` (`alloc`): a cloneable promise every clone of which gets
-//!   the settlement.
+//!   the settlement (the last one gets it moved), with `peek`, `ptr_eq` and
+//!   weak handles (`WeakSharedPromise`).
 //!
 //! ```
 //! use deferral::{DeferredPromise, PromiseExt};
@@ -49,5 +50,5 @@ pub use error::{CellBusy, PromiseError, Refusal, SettleError};
 pub use ext::{Catch, Finally, Follow, PromiseExt, Reaction, Then, ThenCatch};
 pub use resolver::{Adopt, Resolver};
 #[cfg(feature = "alloc")]
-pub use shared::SharedPromise;
+pub use shared::{SharedPromise, WeakSharedPromise};
 pub use state::{Pending, PromiseState};

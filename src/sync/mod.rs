@@ -29,9 +29,18 @@ pub(crate) use alloc::sync::Arc;
 #[cfg(all(loom, feature = "alloc"))]
 pub(crate) use loom::sync::Arc;
 
+#[cfg(all(loom, feature = "std"))]
+pub(crate) use loom::sync::Mutex;
+/// A lock that puts a waiting thread to sleep (`SharedPromise`'s waiter
+/// list, with `std`); loom's model of it under `--cfg loom`.
+#[cfg(all(not(loom), feature = "std"))]
+pub(crate) use std::sync::Mutex;
+
 /// Busy-wait hint for the few places that spin (never on a path an interrupt
 /// handler can take).
 #[cfg(feature = "alloc")]
+// Its one user, `SharedPromise`, sleeps on a `Mutex` instead with `std`.
+#[cfg_attr(feature = "std", allow(dead_code))]
 pub(crate) fn spin_loop() {
     #[cfg(loom)]
     loom::thread::yield_now();
@@ -62,6 +71,13 @@ impl<T> UnsafeCell<T> {
     #[inline(always)]
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
+    }
+
+    /// The contents (the cell is owned: no access can be in progress).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(crate) fn into_inner(self) -> T {
+        self.0.into_inner()
     }
 }
 
