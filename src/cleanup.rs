@@ -405,7 +405,14 @@ fn finish(done: Option<Live>) {
 /// The live async entries of the chain from `first`.
 #[cfg(feature = "alloc")]
 fn async_entries(first: Option<Entry>) -> alloc::vec::Vec<Entry> {
-    let mut all = alloc::vec::Vec::new();
+    let mut count = 0;
+    let mut next = first;
+    while let Some(entry) = next {
+        next = entry.next();
+        count += usize::from(entry.is_live_async());
+    }
+    // One allocation, of the exact size.
+    let mut all = alloc::vec::Vec::with_capacity(count);
     let mut next = first;
     while let Some(entry) = next {
         next = entry.next();
@@ -423,7 +430,6 @@ fn async_entries(first: Option<Entry>) -> alloc::vec::Vec<Entry> {
 pub(crate) struct Indexed {
     bits: crate::wake_set::WakeBits,
     entries: alloc::vec::Vec<Entry>,
-    wakers: alloc::vec::Vec<core::task::Waker>,
     started: usize,
     remaining: usize,
 }
@@ -431,13 +437,10 @@ pub(crate) struct Indexed {
 #[cfg(feature = "alloc")]
 impl Indexed {
     fn new(entries: alloc::vec::Vec<Entry>) -> Self {
-        let bits = crate::wake_set::WakeBits::new(entries.len(), false);
-        let wakers = (0..entries.len()).map(|i| bits.waker(i)).collect();
         Indexed {
-            bits,
+            bits: crate::wake_set::WakeBits::new(entries.len(), false),
             remaining: entries.len(),
             entries,
-            wakers,
             started: 0,
         }
     }
@@ -451,7 +454,8 @@ impl Indexed {
         let index = self.started;
         debug_assert_eq!(self.entries.get(index), Some(&entry));
         self.started += 1;
-        if let Poll::Ready(done) = poll(entry, &mut Context::from_waker(&self.wakers[index])) {
+        let waker = self.bits.waker_ref(index);
+        if let Poll::Ready(done) = poll(entry, &mut Context::from_waker(&waker)) {
             self.remaining -= 1;
             finish(done);
         }
@@ -465,13 +469,14 @@ impl Indexed {
     ) -> Poll<()> {
         // Register first, then take the flags (see `wake_set`).
         self.bits.register(cx.waker());
-        let (entries, wakers, remaining) = (&self.entries, &self.wakers, &mut self.remaining);
-        self.bits.for_each_woken(|index| {
+        let (bits, entries, remaining) = (&self.bits, &self.entries, &mut self.remaining);
+        bits.for_each_woken(|index| {
             if let Some(&entry) = entries.get(index) {
                 if !entry.is_live_async() {
                     return true; // finished already: a stale wake-up
                 }
-                if let Poll::Ready(done) = poll(entry, &mut Context::from_waker(&wakers[index])) {
+                let waker = bits.waker_ref(index);
+                if let Poll::Ready(done) = poll(entry, &mut Context::from_waker(&waker)) {
                     *remaining -= 1;
                     finish(done);
                 }

@@ -48,3 +48,25 @@ pub(crate) fn resume_unless_panicking(panic: Panic) {
     #[cfg(not(feature = "std"))]
     match panic {}
 }
+
+/// Aborts the process: with `std` directly, without it by panicking while a
+/// panic unwinds (which the runtime turns into an abort).
+#[cfg(feature = "alloc")]
+#[cold]
+pub(crate) fn abort() -> ! {
+    #[cfg(feature = "std")]
+    {
+        std::process::abort()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        struct Twice;
+        impl Drop for Twice {
+            fn drop(&mut self) {
+                panic!("deferral: aborting");
+            }
+        }
+        let _twice = Twice;
+        panic!("deferral: aborting");
+    }
+}

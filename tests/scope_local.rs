@@ -63,7 +63,11 @@ fn async_cleanup_borrows_too_in_every_order() {
         }));
         let mut sorted = log.clone();
         sorted.sort();
-        assert_eq!(sorted, ["async 0", "async 1", "async 2", "sync"], "{order:?}");
+        assert_eq!(
+            sorted,
+            ["async 0", "async 1", "async 2", "sync"],
+            "{order:?}"
+        );
     }
 }
 
@@ -193,17 +197,17 @@ fn without_alloc_cancelling_the_newest_registrations_frees_their_bytes() {
     // that registers and cancels never fills the slab.
     block_on(ScopeBuilder::new().capacity::<64>().run_local(async |d| {
         for i in 0..1000u64 {
-            let a = d.defer(move || drop(i)).expect("room again");
-            let b = d.defer(move || drop(i + 1)).expect("room again");
-            drop(b.cancel());
-            drop(a.cancel());
+            let a = d.defer(move || assert!(i < 1000)).expect("room again");
+            let b = d.defer(move || assert!(i < 1000)).expect("room again");
+            let _ = b.cancel();
+            let _ = a.cancel();
         }
         // Cancelled in registration order, the older one's bytes come back
         // too once the newer one's are.
         let a = d.defer(|| ()).unwrap();
         let b = d.defer(|| ()).unwrap();
-        drop(a.cancel()); // not the newest: its bytes wait for b's
-        drop(b.cancel()); // now both are free
+        let _ = a.cancel(); // not the newest: its bytes wait for b's
+        let _ = b.cancel(); // now both are free
         let _c = d.defer(|| ()).expect("room after both were cancelled");
         let _d = d.defer(|| ()).expect("and for a second one");
     }));

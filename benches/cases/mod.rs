@@ -143,6 +143,56 @@ macro_rules! scope_groups {
                 ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<4096, true>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<4096>,
             ]
+            "scope_n_1" "N = 1 thunks, default capacity"
+            "The N-sweep behind the fixed and marginal costs in BENCHMARKS.md: 1 thunk(s) registered in a default `deferral::scope` (256 B inline; past about ten entries it spills to heap chunks that double in size) and run after the body. `sync`: a closure capturing a `u64`; `sync_local`: the same in `scope_local`, borrowing a local; `async_ready`: an `async` block that finishes at its first poll; `lifo`/`concurrent`: `YieldOnce` (suspends once). Theirs: `Vec<Box<dyn FnOnce()>>` and `FuturesUnordered` (boxed)."
+            [
+                ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<1>,
+                ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<1>,
+                ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<1>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<1, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<1, true>,
+                theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<1>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<1>,
+            ]
+            "scope_n_16" "N = 16 thunks, default capacity"
+            "The N-sweep behind the fixed and marginal costs in BENCHMARKS.md: 16 thunk(s) registered in a default `deferral::scope` (256 B inline; past about ten entries it spills to heap chunks that double in size) and run after the body. `sync`: a closure capturing a `u64`; `sync_local`: the same in `scope_local`, borrowing a local; `async_ready`: an `async` block that finishes at its first poll; `lifo`/`concurrent`: `YieldOnce` (suspends once). Theirs: `Vec<Box<dyn FnOnce()>>` and `FuturesUnordered` (boxed)."
+            [
+                ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<16>,
+                ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<16>,
+                ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<16>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<16, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<16, true>,
+                theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<16>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<16>,
+            ]
+            "scope_n_256" "N = 256 thunks, default capacity"
+            "The N-sweep behind the fixed and marginal costs in BENCHMARKS.md: 256 thunk(s) registered in a default `deferral::scope` (256 B inline; past about ten entries it spills to heap chunks that double in size) and run after the body. `sync`: a closure capturing a `u64`; `sync_local`: the same in `scope_local`, borrowing a local; `async_ready`: an `async` block that finishes at its first poll; `lifo`/`concurrent`: `YieldOnce` (suspends once). Theirs: `Vec<Box<dyn FnOnce()>>` and `FuturesUnordered` (boxed)."
+            [
+                ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<256>,
+                ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<256>,
+                ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<256>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<256, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<256, true>,
+                theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<256>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<256>,
+            ]
+            "scope_n_4096" "N = 4096 thunks, default capacity"
+            "The N-sweep behind the fixed and marginal costs in BENCHMARKS.md: 4096 thunk(s) registered in a default `deferral::scope` (256 B inline; past about ten entries it spills to heap chunks that double in size) and run after the body. `sync`: a closure capturing a `u64`; `sync_local`: the same in `scope_local`, borrowing a local; `async_ready`: an `async` block that finishes at its first poll; `lifo`/`concurrent`: `YieldOnce` (suspends once). Theirs: `Vec<Box<dyn FnOnce()>>` and `FuturesUnordered` (boxed)."
+            [
+                ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<4096>,
+                ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<4096>,
+                ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<4096>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<4096, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<4096, true>,
+                theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<4096>,
+                theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<4096>,
+            ]
+            "scope_local_8" "scope_local vs. scopeguard, 8 borrowing thunks"
+            "Cleanup that borrows the caller's state (`&mut u64` through a raw pointer so all eight may add to it): `deferral::scope_local` with 8 `d.defer`s vs an array of 8 `scopeguard::guard`s in the same `async` block."
+            [
+                ours "scope_local" "`deferral::scope_local`" $crate::cases::scope::local_sync_ours::<8>,
+                theirs "scopeguard" "`[scopeguard::guard; 8]`" $crate::cases::scope::local_sync_scopeguard::<8>,
+            ]
             "scope_guard_async" "guard_async"
             "A `u64` guarded for the body (which increments it through the guard), then closed by an async cleanup (`YieldOnce`). The floor is the same body with the close written by hand at its end (not run on early return, panic or cancellation); `async_safe_defer` registers the boxed close after the body."
             [

@@ -186,3 +186,101 @@ pub fn guard_async_asd() {
         scope.run().await;
     });
 }
+
+// ------------------------------------------------- sweeps over N (1..4096)
+//
+// Default capacity (256 B): past about ten entries the slab spills to heap
+// chunks (the first of 256 B, each next twice as big), so these also show
+// spilling. `ready` thunks finish on their first poll; `YieldOnce` thunks
+// suspend once, which costs every sequential order one more poll of the
+// whole scope per thunk.
+
+pub fn sweep_sync<const N: usize>() {
+    block(deferral::scope(async |d| {
+        for i in 0..N {
+            let x = black_box(i as u64);
+            d.defer(move || {
+                black_box(x);
+            })
+            .unwrap();
+        }
+    }));
+}
+
+pub fn sweep_sync_local<const N: usize>() {
+    let sum = core::cell::Cell::new(0u64);
+    let sum = &sum;
+    block(deferral::scope_local(async |d| {
+        for i in 0..N {
+            let x = black_box(i as u64);
+            d.defer(move || sum.set(sum.get() + x)).unwrap();
+        }
+    }));
+    black_box(sum.get());
+}
+
+pub fn sweep_async_ready<const N: usize>() {
+    block(deferral::scope(async |d| {
+        for i in 0..N {
+            let x = black_box(i as u64);
+            d.defer_async(async move {
+                black_box(x);
+            })
+            .unwrap();
+        }
+    }));
+}
+
+pub fn sweep_async<const N: usize, const CONCURRENT: bool>() {
+    let order = if CONCURRENT {
+        Order::Concurrent
+    } else {
+        Order::Lifo
+    };
+    block(ScopeBuilder::new().order(order).run(async |d| {
+        for i in 0..N {
+            d.defer_async(YieldOnce::new(black_box(i as u64))).unwrap();
+        }
+    }));
+}
+
+pub fn sweep_boxed_sync<const N: usize>() {
+    sync_boxed::<N>();
+}
+
+pub fn sweep_unordered<const N: usize>() {
+    async_unordered::<N>();
+}
+
+// ------------------------------------------------------- local flavours
+
+pub fn local_sync_ours<const N: usize>() {
+    let mut count = 0u64;
+    block(deferral::scope_local(async |d| {
+        for i in 0..N {
+            let x = black_box(i as u64);
+            let count = &mut count as *mut u64; // one borrow per thunk
+            d.defer(move || {
+                // SAFETY: the thunks run one after another, after the body.
+                unsafe { *count += x };
+            })
+            .unwrap();
+        }
+    }));
+    black_box(count);
+}
+
+pub fn local_sync_scopeguard<const N: usize>() {
+    let mut count = 0u64;
+    block(async {
+        let count = &mut count as *mut u64;
+        let guards: [_; N] = core::array::from_fn(|i| {
+            scopeguard::guard(black_box(i as u64), move |x| {
+                // SAFETY: the guards drop one after another.
+                unsafe { *count += x };
+            })
+        });
+        black_box(&guards);
+    });
+    black_box(count);
+}

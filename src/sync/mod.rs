@@ -12,14 +12,17 @@ pub(crate) mod atomic_waker;
 
 pub(crate) use atomic_waker::AtomicWaker;
 
-#[cfg(not(loom))]
-pub(crate) use core::sync::atomic::Ordering;
 #[cfg(all(not(loom), not(feature = "portable-atomic")))]
 #[allow(unused_imports)]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use core::sync::atomic::{Ordering, fence};
 #[cfg(loom)]
 #[allow(unused_imports)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence,
+};
 #[cfg(all(not(loom), feature = "portable-atomic"))]
 #[allow(unused_imports)]
 pub(crate) use portable_atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
