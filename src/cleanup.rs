@@ -76,6 +76,8 @@ enum Stage {
 /// The cleanup state of one scope.
 pub(crate) struct Cleaner {
     stage: Stage,
+    /// `Order::driver`.
+    drive: Drive,
     /// The entry being polled right now: if its poll panics, it is dropped.
     polling: Option<Entry>,
     /// Concurrent order with `alloc`: the async entries, indexed, and one
@@ -97,13 +99,27 @@ impl Order {
     pub(crate) fn lifo(self) -> bool {
         self == Order::Lifo
     }
+
+    /// The loop that drives this order. Chosen when the scope is made: a
+    /// scope whose order is a constant links only its own loop (flash).
+    #[inline(always)]
+    pub(crate) fn driver(self) -> Drive {
+        match self {
+            Order::Lifo | Order::Fifo => Cleaner::drive_sequential,
+            Order::Concurrent => Cleaner::drive_concurrent,
+        }
+    }
 }
+
+/// A cleanup loop: drives the cleaner; `Ready` when every entry finished.
+pub(crate) type Drive = fn(&mut Cleaner, *mut (), &mut Context<'_>) -> Poll<()>;
 
 impl Cleaner {
     /// Cleanup starting at `first` (the slab's chain, as prepared for
     /// `order`).
-    pub(crate) fn new(order: Order, first: Option<Entry>) -> Self {
+    pub(crate) fn new(order: Order, drive: Drive, first: Option<Entry>) -> Self {
         Cleaner {
+            drive,
             stage: match order {
                 Order::Lifo | Order::Fifo => Stage::Sequential {
                     next: first,
@@ -129,7 +145,7 @@ impl Cleaner {
         loop {
             match panicking::catch(|| {
                 self.drop_polled();
-                self.drive(end, cx)
+                (self.drive)(self, end, cx)
             }) {
                 Ok(poll) => return poll,
                 Err(p) => {
@@ -171,9 +187,8 @@ impl Cleaner {
         }
     }
 
-    fn drive(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
+    fn drive_sequential(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.stage {
-            Stage::Done => Poll::Ready(()),
             Stage::Sequential { next, started } => {
                 // The cursor lives in a register while sync entries run and
                 // is written back before anything is polled or returned. A
@@ -221,11 +236,10 @@ impl Cleaner {
                     unsafe { live.drop_payload() };
                 }
             }
-            Stage::Starting { .. } | Stage::Running { .. } => self.drive_concurrent(end, cx),
+            _ => Poll::Ready(()), // done
         }
     }
 
-    #[inline(never)]
     fn drive_concurrent(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
         #[cfg(feature = "alloc")]
         if self.wake.is_none() {

@@ -7,7 +7,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
-use crate::slab::{Entry, Flavour, Payload, SlabCore, sealed};
+use crate::slab::{Entry, Flavour, Payload, SlabCore, TakeFn, sealed};
 use crate::thunk::{AsyncThunk, AsyncThunkWith, GuardAsync, GuardThunk, Thunk, ThunkWith};
 
 /// The flavour of [`scope`](crate::scope): cleanup is `Send + 'static`, so
@@ -156,9 +156,10 @@ impl<T, K: Flavour> Defer<T, K> {
         P: Payload<T, Taken = X>,
     {
         match self.core.push::<T, P>(payload) {
-            Ok((entry, _)) => Ok(Deferred {
+            Ok((entry, _, take)) => Ok(Deferred {
                 core: &self.core,
                 entry,
+                take,
                 _taken: PhantomData,
             }),
             Err(p) => Err(Full(p.take())),
@@ -302,11 +303,11 @@ impl<T, K: Flavour> Defer<T, K> {
         F: FnOnce(V) + Fits<K>,
     {
         match self.core.push::<T, _>(GuardThunk { value, cleanup }) {
-            Ok((entry, payload)) => {
+            Ok((entry, payload, take)) => {
                 // SAFETY: we just pushed a `GuardThunk<V, F>` at `payload`
                 // (wrapped in `InContext` when a context was set, which is
                 // `repr(C)` with the payload first).
-                Ok(unsafe { Guard::new(&self.core, entry, guard_value::<V, F>(payload)) })
+                Ok(unsafe { Guard::new(&self.core, entry, take, guard_value::<V, F>(payload)) })
             }
             Err(GuardThunk { value, cleanup }) => Err(Full((value, cleanup))),
         }
@@ -342,11 +343,16 @@ impl<T, K: Flavour> Defer<T, K> {
         Fut: Future<Output = ()> + Fits<K>,
     {
         match self.core.push::<T, _>(GuardAsync::Armed { value, cleanup }) {
-            Ok((entry, payload)) => {
+            Ok((entry, payload, take)) => {
                 // SAFETY: we just pushed a `GuardAsync<V, F, Fut>`, armed, at
                 // `payload` (see `guard`).
                 Ok(unsafe {
-                    Guard::new(&self.core, entry, guard_async_value::<V, F, Fut>(payload))
+                    Guard::new(
+                        &self.core,
+                        entry,
+                        take,
+                        guard_async_value::<V, F, Fut>(payload),
+                    )
                 })
             }
             Err(GuardAsync::Armed { value, cleanup }) => Err(Full((value, cleanup))),
@@ -390,6 +396,8 @@ unsafe fn guard_async_value<V, F, Fut>(payload: *mut u8) -> *mut V {
 pub struct Deferred<'d, X, K: Flavour = Sendable> {
     core: &'d SlabCore<K>,
     entry: Entry,
+    /// Takes the payload back as an `X` (linked only where `cancel` is).
+    take: TakeFn,
     _taken: PhantomData<X>,
 }
 
@@ -417,7 +425,8 @@ impl<X, K: Flavour> Deferred<'_, X, K> {
         // the handle's borrow), so cleanup has not begun; `self` is
         // consumed, so this is its only take; the payload's `Taken` is `X`.
         unsafe {
-            self.core.take_into(self.entry, dst.as_mut_ptr().cast());
+            self.core
+                .take_into(self.entry, self.take, dst.as_mut_ptr().cast());
             dst.assume_init()
         }
     }
@@ -440,6 +449,8 @@ impl<X, K: Flavour> Deferred<'_, X, K> {
 pub struct Guard<'d, V, K: Flavour = Sendable> {
     core: &'d SlabCore<K>,
     entry: Entry,
+    /// Takes the value back (linked only where `defuse` is).
+    take: TakeFn,
     value: NonNull<V>,
     _owns: PhantomData<&'d mut V>,
 }
@@ -454,12 +465,13 @@ impl<'d, V, K: Flavour> Guard<'d, V, K> {
     /// # Safety
     /// `entry` was just pushed on `core`, with a payload whose `Taken` is
     /// `V`; `value` is the guarded value's address in it.
-    unsafe fn new(core: &'d SlabCore<K>, entry: Entry, value: *mut V) -> Self {
+    unsafe fn new(core: &'d SlabCore<K>, entry: Entry, take: TakeFn, value: *mut V) -> Self {
         // SAFETY: as the caller guarantees.
         let value = unsafe { NonNull::new_unchecked(value) };
         Guard {
             core,
             entry,
+            take,
             value,
             _owns: PhantomData,
         }
@@ -470,7 +482,9 @@ impl<'d, V, K: Flavour> Guard<'d, V, K> {
         let mut dst = core::mem::MaybeUninit::<V>::uninit();
         // SAFETY: as in `Deferred::cancel`; the payload's `Taken` is `V`.
         unsafe {
-            guard.core.take_into(guard.entry, dst.as_mut_ptr().cast());
+            guard
+                .core
+                .take_into(guard.entry, guard.take, dst.as_mut_ptr().cast());
             dst.assume_init()
         }
     }

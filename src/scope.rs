@@ -457,6 +457,8 @@ where
     /// nothing to check.
     panic: ManuallyDrop<Option<Panic>>,
     order: Order,
+    /// The cleanup loop of `order` (see `Order::driver`).
+    drive: crate::cleanup::Drive,
     /// Initialised when cleanup starts (`Phase::Cleaning`); finished or
     /// cancelled, it holds nothing to drop.
     cleaner: MaybeUninit<Cleaner>,
@@ -491,6 +493,7 @@ where
             end: Ending::new(),
             panic: ManuallyDrop::new(None),
             order,
+            drive: order.driver(),
             cleaner: MaybeUninit::uninit(),
             on_cancel,
             _pinned: PhantomPinned,
@@ -509,6 +512,7 @@ where
             end: Ending::new(),
             panic: ManuallyDrop::new(None),
             order,
+            drive: order.driver(),
             cleaner: MaybeUninit::uninit(),
             _pinned: PhantomPinned,
             _life: PhantomData,
@@ -573,9 +577,11 @@ where
                     return Self::finish(this);
                 }
                 let order = (*this).order;
-                (*this)
-                    .cleaner
-                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
+                (*this).cleaner.write(Cleaner::new(
+                    order,
+                    (*this).drive,
+                    core.start_cleanup(order.lifo()),
+                ));
                 (*this).phase = Phase::Cleaning;
             } else if (*this).phase == Phase::Done {
                 panic!("`DeferScope` polled after completion");
@@ -650,9 +656,11 @@ where
             let core = (*this).slab.core();
             if (*this).phase == Phase::Ended {
                 let order = (*this).order;
-                (*this)
-                    .cleaner
-                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
+                (*this).cleaner.write(Cleaner::new(
+                    order,
+                    (*this).drive,
+                    core.start_cleanup(order.lifo()),
+                ));
             }
             (*this).phase = Phase::Done;
             // The output is being discarded: thunks see none. It goes last.

@@ -109,8 +109,6 @@ pub(crate) struct EntryVTable {
     poll: unsafe fn(header: *mut Header, cx: &mut Context<'_>, end: *mut ()) -> Poll<()>,
     /// Drops the payload in place.
     drop: unsafe fn(header: *mut Header),
-    /// Reads the payload out, takes it, writes the `Taken` to `dst`.
-    take: unsafe fn(header: *mut Header, dst: *mut ()),
     /// The payload's address (to move a never-polled payload elsewhere).
     #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     payload: unsafe fn(header: *mut Header) -> *mut u8,
@@ -128,10 +126,19 @@ impl<Out, P: Payload<Out>> VTableOf<Out, P> {
     const VTABLE: EntryVTable = EntryVTable {
         layout: Layout::new::<P>(),
         is_async: P::ASYNC,
-        run: run_payload::<Out, P>,
-        poll: poll_payload::<Out, P>,
+        // The function of the other kind is never called: one shared stub
+        // instead of one per payload type (flash).
+        run: if P::ASYNC {
+            not_sync
+        } else {
+            run_payload::<Out, P>
+        },
+        poll: if P::ASYNC {
+            poll_payload::<Out, P>
+        } else {
+            not_async
+        },
         drop: drop_payload::<P>,
-        take: take_payload::<Out, P>,
         payload: payload_of::<P>,
     };
 }
@@ -193,9 +200,23 @@ unsafe fn drop_payload<P>(header: *mut Header) {
     unsafe { ptr::drop_in_place(payload_of::<P>(header).cast::<P>()) }
 }
 
+/// The `run` of async payloads.
+unsafe fn not_sync(_: *mut Header, _: *mut ()) {
+    unreachable!("deferral: an async thunk was run as a sync one")
+}
+
+/// The `poll` of sync payloads.
+unsafe fn not_async(_: *mut Header, _: &mut Context<'_>, _: *mut ()) -> Poll<()> {
+    unreachable!("deferral: a sync thunk was polled")
+}
+
+/// How a token takes its payload back. Not in the vtable: only a token that
+/// is actually cancelled links it.
+pub(crate) type TakeFn = unsafe fn(header: *mut Header, dst: *mut ());
+
 /// # Safety
 /// As [`run_payload`]; `dst` points to writable `MaybeUninit<P::Taken>`.
-unsafe fn take_payload<Out, P: Payload<Out>>(header: *mut Header, dst: *mut ()) {
+pub(crate) unsafe fn take_payload<Out, P: Payload<Out>>(header: *mut Header, dst: *mut ()) {
     // SAFETY: the caller owns the payload and never touches it again.
     let p = unsafe { payload_of::<P>(header).cast::<P>().read() };
     let taken = p.take();
@@ -248,9 +269,14 @@ pub(crate) struct SlabCore<K> {
     top: Cell<*mut Header>,
     /// Bump allocator: next free byte, end of the current region, and its
     /// start (to know whether the newest entry can give its bytes back).
-    cursor: Cell<*mut u8>,
-    limit: Cell<*mut u8>,
-    region: Cell<*mut u8>,
+    ///
+    /// Uninitialised until [`Slab::init`]: nothing can push before it (the
+    /// handle is made after it, and the ambient scope is published only
+    /// while the body is polled), so a fresh scope writes only `top`, `lock`
+    /// and `chunks`.
+    cursor: Cell<MaybeUninit<*mut u8>>,
+    limit: Cell<MaybeUninit<*mut u8>>,
+    region: Cell<MaybeUninit<*mut u8>>,
     /// Serialises registrations and cancellations when `K::LOCKS`.
     lock: AtomicBool,
     /// Spilled chunks, newest first (`alloc`).
@@ -290,9 +316,9 @@ impl<K: Flavour, const N: usize> Slab<K, N> {
         Slab {
             core: SlabCore {
                 top: Cell::new(ptr::null_mut()),
-                cursor: Cell::new(ptr::null_mut()),
-                limit: Cell::new(ptr::null_mut()),
-                region: Cell::new(ptr::null_mut()),
+                cursor: Cell::new(MaybeUninit::uninit()),
+                limit: Cell::new(MaybeUninit::uninit()),
+                region: Cell::new(MaybeUninit::uninit()),
                 lock: AtomicBool::new(false),
                 #[cfg(feature = "alloc")]
                 chunks: Cell::new(ptr::null_mut()),
@@ -314,9 +340,9 @@ impl<K: Flavour, const N: usize> Slab<K, N> {
         unsafe {
             let bytes = ptr::addr_of_mut!((*this).bytes).cast::<u8>();
             let core = &(*this).core;
-            core.region.set(bytes);
-            core.cursor.set(bytes);
-            core.limit.set(bytes.add(N));
+            core.region.set(MaybeUninit::new(bytes));
+            core.cursor.set(MaybeUninit::new(bytes));
+            core.limit.set(MaybeUninit::new(bytes.add(N)));
         }
     }
 
@@ -340,6 +366,20 @@ impl Drop for Locked<'_> {
 }
 
 impl<K: Flavour> SlabCore<K> {
+    /// The bump allocator's next free byte.
+    #[inline(always)]
+    fn cursor(&self) -> *mut u8 {
+        // SAFETY: only called on the push path, after `Slab::init` (see the
+        // field's docs).
+        unsafe { self.cursor.get().assume_init() }
+    }
+
+    #[inline(always)]
+    fn limit(&self) -> *mut u8 {
+        // SAFETY: as in `cursor`.
+        unsafe { self.limit.get().assume_init() }
+    }
+
     #[inline(always)]
     fn lock(&self) -> Locked<'_> {
         if !K::LOCKS {
@@ -363,9 +403,12 @@ impl<K: Flavour> SlabCore<K> {
     /// context (`InContext`, payload first: the entry's payload address is
     /// the same); in the empty context nothing is captured or wrapped
     /// (cleanup runs isolated from the context of its poll).
-    /// Returns the entry and its payload's address.
+    /// Returns the entry, its payload's address and how to take it back.
     #[inline(always)]
-    pub(crate) fn push<Out, P: Payload<Out>>(&self, payload: P) -> Result<(Entry, *mut u8), P> {
+    pub(crate) fn push<Out, P: Payload<Out>>(
+        &self,
+        payload: P,
+    ) -> Result<(Entry, *mut u8, TakeFn), P> {
         #[cfg(feature = "std")]
         {
             let snapshot = crate::Snapshot::capture();
@@ -380,7 +423,7 @@ impl<K: Flavour> SlabCore<K> {
     }
 
     #[inline(always)]
-    fn push_raw<Out, P: Payload<Out>>(&self, payload: P) -> Result<(Entry, *mut u8), P> {
+    fn push_raw<Out, P: Payload<Out>>(&self, payload: P) -> Result<(Entry, *mut u8, TakeFn), P> {
         let vtable: &'static EntryVTable = &VTableOf::<Out, P>::VTABLE;
         let locked = self.lock();
         let Some(header) = self.bump(vtable.layout) else {
@@ -401,14 +444,14 @@ impl<K: Flavour> SlabCore<K> {
         drop(locked);
         // SAFETY: `header` is non-null (inside our bytes or a chunk).
         let entry = Entry(unsafe { NonNull::new_unchecked(header) });
-        Ok((entry, payload_of::<P>(header)))
+        Ok((entry, payload_of::<P>(header), take_payload::<Out, P>))
     }
 
     /// Room for a header and a payload of `layout`.
     #[inline(always)]
     fn bump(&self, layout: Layout) -> Option<*mut Header> {
-        if let Some((header, end)) = fit(self.cursor.get(), self.limit.get(), layout) {
-            self.cursor.set(end);
+        if let Some((header, end)) = fit(self.cursor(), self.limit(), layout) {
+            self.cursor.set(MaybeUninit::new(end));
             return Some(header);
         }
         self.spill(layout)
@@ -418,9 +461,6 @@ impl<K: Flavour> SlabCore<K> {
     #[cfg(feature = "alloc")]
     #[cold]
     fn spill(&self, layout: Layout) -> Option<*mut Header> {
-        if self.cursor.get().is_null() {
-            return None; // not started: the scope was never polled
-        }
         let previous = self.chunks.get();
         let previous_size = if previous.is_null() {
             0
@@ -451,11 +491,11 @@ impl<K: Flavour> SlabCore<K> {
         self.chunks.set(chunk);
         let start = chunk.cast::<u8>().wrapping_add(size_of::<Chunk>());
         let end = chunk.cast::<u8>().wrapping_add(size);
-        self.region.set(start);
+        self.region.set(MaybeUninit::new(start));
         let (header, cursor) =
             fit(start, end, layout).expect("a chunk is sized for its first entry");
-        self.cursor.set(cursor);
-        self.limit.set(end);
+        self.cursor.set(MaybeUninit::new(cursor));
+        self.limit.set(MaybeUninit::new(end));
         Some(header)
     }
 
@@ -472,19 +512,19 @@ impl<K: Flavour> SlabCore<K> {
     /// `entry` was returned by [`push`](Self::push) on this slab, this is
     /// its only take (its token is consumed), cleanup has not begun, and
     /// `dst` is valid for a write of the payload's `Taken` type.
-    pub(crate) unsafe fn take_into(&self, entry: Entry, dst: *mut ()) {
+    pub(crate) unsafe fn take_into(&self, entry: Entry, take: TakeFn, dst: *mut ()) {
         // Marked `TAKING` under the lock: cleanup never starts while a token
         // lives, and `reclaim` leaves the bytes alone until we are done.
-        let vtable = {
+        {
             let _locked = self.lock();
             // SAFETY: we hold the lock (or the flavour needs none).
-            unsafe { entry.set_vtable(Some(&TAKING)) }
-                .expect("deferral: a registration was taken twice")
-        };
+            let live = unsafe { entry.set_vtable(Some(&TAKING)) };
+            assert!(live.is_some(), "deferral: a registration was taken twice");
+        }
         // Outside the lock: taking drops what is not handed back (a guard's
         // cleanup closure), which is foreign code.
         // SAFETY: the entry is ours (`TAKING`); `dst` is writable (caller).
-        unsafe { (vtable.take)(entry.0.as_ptr(), dst) };
+        unsafe { take(entry.0.as_ptr(), dst) };
         let _locked = self.lock();
         // SAFETY: as above.
         unsafe { entry.set_vtable(None) };
@@ -501,11 +541,13 @@ impl<K: Flavour> SlabCore<K> {
             }
             // SAFETY: `top` is a valid header; we hold the lock.
             let (vtable, link) = unsafe { ((*top).vtable, (*top).link) };
-            let here = self.region.get().addr()..self.cursor.get().addr();
+            // SAFETY: an entry exists, so the allocator was started.
+            let region = unsafe { self.region.get().assume_init() };
+            let here = region.addr()..self.cursor().addr();
             if vtable.is_some() || !here.contains(&top.addr()) {
                 return;
             }
-            self.cursor.set(top.cast());
+            self.cursor.set(MaybeUninit::new(top.cast()));
             self.top.set(link);
         }
     }
@@ -559,7 +601,6 @@ static TAKING: EntryVTable = EntryVTable {
     run: |_, _| unreachable!(),
     poll: |_, _, _| unreachable!(),
     drop: |_| unreachable!(),
-    take: |_, _| unreachable!(),
     payload: |_| unreachable!(),
 };
 
@@ -832,7 +873,7 @@ fn drain(first: *mut Header) {
 }
 
 /// Carves a header and a payload of `layout` out of `[cursor, limit)`:
-/// returns (header, new cursor). The cursor always sits at header
+/// returns (header, new cursor); `None` when it does not fit. The cursor always sits at header
 /// alignment, so the header goes right there, and for payloads aligned no
 /// more than a header the whole entry is a compile-time constant size (this
 /// is inlined with a constant `layout`): one subtraction and a compare.
@@ -850,7 +891,6 @@ fn fit(cursor: *mut u8, limit: *mut u8, layout: Layout) -> Option<(*mut Header, 
         let unrounded = (size_of::<Header>() + pad).checked_add(layout.size())?;
         unrounded.checked_add(align_of::<Header>() - 1)? & !(align_of::<Header>() - 1)
     };
-    // Not started (both null) means no room either.
     if size > room {
         return None;
     }
