@@ -311,8 +311,9 @@ pub(crate) struct Slab<K, const N: usize> {
 }
 
 impl<K: Flavour, const N: usize> Slab<K, N> {
-    /// An empty slab; [`SlabCore::init`] starts its allocator.
-    pub(crate) const fn new() -> Self {
+    /// An empty slab; [`Slab::init`] starts its allocator. (Not `const`:
+    /// loom's atomics cannot be made in a `const fn`, and nothing needs it.)
+    pub(crate) fn new() -> Self {
         Slab {
             core: SlabCore {
                 top: Cell::new(ptr::null_mut()),
