@@ -515,7 +515,7 @@ impl<V: fmt::Debug, K: Flavour> fmt::Debug for Guard<'_, V, K> {
 /// The slab was full: the registration is handed back, nothing is lost.
 ///
 /// Only returned without the `alloc` feature (with it a full slab spills to
-/// the heap), or by a scope that was never polled. Grow the slab with
+/// the heap). Grow the slab with
 /// [`ScopeBuilder::capacity`](crate::ScopeBuilder::capacity), or cancel
 /// registrations you no longer need: the newest ones give their bytes back.
 ///
