@@ -100,19 +100,21 @@ impl Order {
         self == Order::Lifo
     }
 
-    /// The loop that drives this order. Chosen when the scope is made: a
-    /// scope whose order is a constant links only its own loop (flash).
+    /// The concurrent loop, as a pointer, for this order. Chosen when the
+    /// scope is made: a scope whose order is a constant other than
+    /// `Concurrent` never links that loop (flash), and the sequential one is
+    /// called directly (inlined).
     #[inline(always)]
     pub(crate) fn driver(self) -> Drive {
         match self {
-            Order::Lifo | Order::Fifo => Cleaner::drive_sequential,
-            Order::Concurrent => Cleaner::drive_concurrent,
+            Order::Lifo | Order::Fifo => None,
+            Order::Concurrent => Some(Cleaner::drive_concurrent),
         }
     }
 }
 
-/// A cleanup loop: drives the cleaner; `Ready` when every entry finished.
-pub(crate) type Drive = fn(&mut Cleaner, *mut (), &mut Context<'_>) -> Poll<()>;
+/// The concurrent cleanup loop, if the order is `Concurrent`.
+pub(crate) type Drive = Option<fn(&mut Cleaner, *mut (), &mut Context<'_>) -> Poll<()>>;
 
 impl Cleaner {
     /// Cleanup starting at `first` (the slab's chain, as prepared for
@@ -145,7 +147,10 @@ impl Cleaner {
         loop {
             match panicking::catch(|| {
                 self.drop_polled();
-                (self.drive)(self, end, cx)
+                match self.drive {
+                    Some(concurrent) => concurrent(self, end, cx),
+                    None => self.drive_sequential(end, cx),
+                }
             }) {
                 Ok(poll) => return poll,
                 Err(p) => {
@@ -187,6 +192,7 @@ impl Cleaner {
         }
     }
 
+    #[inline(always)]
     fn drive_sequential(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.stage {
             Stage::Sequential { next, started } => {
