@@ -263,6 +263,17 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
     }
 }
 
+impl<T, E, S: Start<T, E, Running = S>> DeferredPromise<T, E, S> {
+    /// The source, for sources that are their own running state, until the
+    /// promise finished.
+    pub(crate) fn source(&self) -> Option<&S> {
+        match &self.stage {
+            Stage::Unstarted(source) | Stage::Started(source) => Some(source),
+            Stage::Done { .. } => None,
+        }
+    }
+}
+
 impl<T, E, S: Start<T, E>> Future for DeferredPromise<T, E, S> {
     type Output = Result<T, E>;
 

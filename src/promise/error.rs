@@ -97,6 +97,11 @@ pub enum Refusal {
     Stale,
     /// The promise was dropped: nobody will read the value.
     Closed,
+    /// Nobody waits: a signal-style settlement
+    /// ([`PromiseCell::resolve`](crate::PromiseCell::resolve) and friends)
+    /// found no [`PromiseCell::wait`](crate::PromiseCell::wait) promise on
+    /// the cell (it is free, or its promise has a `Resolver` of its own).
+    NoWaiter,
 }
 
 /// A refused settlement: the value handed back, and why.
@@ -171,6 +176,7 @@ impl<V> fmt::Display for SettleError<V> {
             Refusal::AlreadySettled => "settlement refused: the promise is already settled",
             Refusal::Stale => "settlement refused: stale resolver of a reused promise cell",
             Refusal::Closed => "settlement refused: the promise was dropped",
+            Refusal::NoWaiter => "settlement refused: no promise waits on the cell",
         })
     }
 }

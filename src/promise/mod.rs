@@ -41,7 +41,7 @@ mod resolver;
 mod shared;
 mod state;
 
-pub use cell::{CellPromise, CellRun, PromiseCell};
+pub use cell::{CellPromise, CellRun, PromiseCell, Ticket};
 pub use deferred::{DeferredPromise, Lazy, Run, Settled, Start};
 #[cfg(feature = "alloc")]
 pub use detached::{Detached, DetachedPromise};
