@@ -78,7 +78,7 @@ pub use defer::{Defer, Deferred, Fits, Full, Guard, Local, Sendable};
 pub use promise::SharedPromise;
 pub use promise::{
     Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
-    PromiseState, Reaction, Refusal, Resolver, SettleError, Start,
+    PromiseState, Reaction, Refusal, Resolver, SettleError, SharedCell, Start, WaitersFull,
 };
 #[cfg(feature = "alloc")]
 pub use queue::Submitter;

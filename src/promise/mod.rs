@@ -39,6 +39,7 @@ mod ext;
 mod resolver;
 #[cfg(feature = "alloc")]
 mod shared;
+mod shared_cell;
 mod state;
 
 pub use cell::{CellPromise, CellRun, PromiseCell, Ticket};
@@ -50,4 +51,5 @@ pub use ext::{Catch, Finally, Follow, PromiseExt, Reaction, Then, ThenCatch};
 pub use resolver::{Adopt, Resolver};
 #[cfg(feature = "alloc")]
 pub use shared::SharedPromise;
+pub use shared_cell::{MAX_WAITERS, SharedCell, SharedWait, SharedWaitRef, WaitersFull};
 pub use state::{Pending, PromiseState};
