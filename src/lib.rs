@@ -77,8 +77,9 @@ pub use defer::{Defer, Deferred, Fits, Full, Guard, Local, Sendable};
 #[cfg(feature = "alloc")]
 pub use promise::SharedPromise;
 pub use promise::{
-    Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
-    PromiseState, Reaction, Refusal, Resolver, SettleError, SharedCell, Start, WaitersFull,
+    Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Pending,
+    PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,
+    SharedCell, Start, WaitersFull,
 };
 #[cfg(feature = "alloc")]
 pub use queue::Submitter;

@@ -84,6 +84,7 @@ use core::task::{Context, Poll};
 
 use super::deferred::{DeferredPromise, Sealed, Start};
 use super::error::{CellBusy, PromiseError, Refusal, SettleError};
+use super::executor::{Driving, ExecutorReturn};
 use super::resolver::Resolver;
 use super::state::{Pending, PromiseState};
 use crate::sync::{AtomicU32, AtomicWaker, Ordering, UnsafeCell};
@@ -685,6 +686,7 @@ impl<T, E> PromiseCell<T, E> {
     ) -> Result<DeferredPromise<T, PromiseError<E>, CellRun<'a, T, E, X>>, CellBusy>
     where
         X: FnOnce(Resolver<'a, T, E>) -> R,
+        R: ExecutorReturn<'a, T, E>,
     {
         let generation = self.raw.reserve()?;
         Ok(DeferredPromise::from_start(CellRun {
@@ -1062,25 +1064,26 @@ impl<T, E, X> Sealed for CellRun<'_, T, E, X> {}
 impl<'a, T, E, X, R> Start<T, PromiseError<E>> for CellRun<'a, T, E, X>
 where
     X: FnOnce(Resolver<'a, T, E>) -> R,
+    R: ExecutorReturn<'a, T, E>,
 {
-    type Running = CellPromise<'a, T, E>;
+    type Running = Driving<CellPromise<'a, T, E>, R::Drive>;
     type Context = crate::context::Captured;
 
-    fn start(mut self) -> CellPromise<'a, T, E> {
+    fn start(mut self) -> Self::Running {
         let executor = self.executor.take();
         let running = CellPromise {
             inner: SlotFuture::new(self.slot, self.generation),
         };
-        if let Some(executor) = executor {
-            // If the executor panics, `running` is dropped and closes the
-            // generation; the resolver's drop (during unwinding) frees it.
-            drop(executor(Resolver::cell(self.slot, self.generation)));
-        }
-        running
+        // If the executor panics, `running` is dropped and closes the
+        // generation; the resolver's drop (during unwinding) frees it. An
+        // `Adopt` it returns is driven by the promise.
+        let drive = executor
+            .and_then(|executor| executor(Resolver::cell(self.slot, self.generation)).into_drive());
+        Driving::new(running, drive)
     }
 
-    fn running_state(running: &CellPromise<'a, T, E>) -> PromiseState {
-        running.inner.peek(false)
+    fn running_state(running: &Self::Running) -> PromiseState {
+        running.promise().inner.peek(false)
     }
 }
 

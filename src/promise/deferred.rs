@@ -10,6 +10,7 @@ use futures_core::future::FusedFuture;
 use pin_project::pin_project;
 
 use super::error::PromiseError;
+use super::executor::LocalExecutorReturn;
 use super::resolver::Resolver;
 use super::state::{Pending, PromiseState};
 
@@ -171,10 +172,28 @@ impl<T, E> DeferredPromise<T, E> {
     ///
     /// The resolver cannot leave the executor (no shared state, no heap, no
     /// allocation): if the executor returns without settling, the promise
-    /// fails with [`PromiseError::Abandoned`]. To settle later or elsewhere,
-    /// use a [`PromiseCell`](crate::PromiseCell) or, with `alloc`,
-    /// `DeferredPromise::detached`. The executor's return value is ignored
-    /// (so `|r| r.resolve(v)` works).
+    /// fails with [`PromiseError::Abandoned`]. The executor returns `()` or
+    /// the `Result` of a settlement ([`LocalExecutorReturn`]: so
+    /// `|r| r.resolve(v)` works, and nothing else is dropped silently).
+    ///
+    /// # "borrowed data escapes outside of closure"
+    ///
+    /// Moving the resolver out of the executor — into `tokio::spawn`, a
+    /// thread, a `static` — fails to compile with
+    ///
+    /// ```text
+    /// error[E0521]: borrowed data escapes outside of closure
+    ///   |     `res` is a reference that is only valid in the closure body
+    /// ```
+    ///
+    /// (`res` is not a reference: it is a [`Resolver`] that borrows the
+    /// promise's stack slot). To settle later or from elsewhere, use
+    /// `DeferredPromise::detached` (with `alloc`: a `'static`, `Send`
+    /// resolver behind an `Arc`) or a [`PromiseCell`](crate::PromiseCell)
+    /// (no heap; its resolver may go to an interrupt handler, or the cell
+    /// itself is settled with [`PromiseCell::resolve`](crate::PromiseCell::resolve)).
+    /// To settle with a future's output (JS `res(fetch(..))`), use
+    /// [`lazy`](DeferredPromise::lazy): `new`'s resolver cannot `adopt`.
     ///
     /// ```
     /// use deferral::DeferredPromise;
@@ -185,6 +204,7 @@ impl<T, E> DeferredPromise<T, E> {
     pub fn new<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, Run<X>>
     where
         X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
+        R: LocalExecutorReturn,
     {
         DeferredPromise::from_start(Run { executor })
     }
@@ -353,6 +373,7 @@ impl<X> Sealed for Run<X> {}
 impl<T, E, X, R> Start<T, PromiseError<E>> for Run<X>
 where
     X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
+    R: LocalExecutorReturn,
 {
     type Running = Settled<T, PromiseError<E>>;
     type Context = crate::context::Captured;

@@ -35,6 +35,7 @@ mod deferred;
 #[cfg(feature = "alloc")]
 mod detached;
 mod error;
+mod executor;
 mod ext;
 mod resolver;
 #[cfg(feature = "alloc")]
@@ -47,6 +48,7 @@ pub use deferred::{DeferredPromise, Lazy, Run, Settled, Start};
 #[cfg(feature = "alloc")]
 pub use detached::{Detached, DetachedPromise};
 pub use error::{CellBusy, PromiseError, Refusal, SettleError};
+pub use executor::{Driving, ExecutorReturn, LocalExecutorReturn, Nothing};
 pub use ext::{Catch, Finally, Follow, PromiseExt, Reaction, Then, ThenCatch};
 pub use resolver::{Adopt, Resolver};
 #[cfg(feature = "alloc")]

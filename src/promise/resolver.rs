@@ -47,7 +47,9 @@ enum Target<'a, T, E> {
 /// takes `&self`, but only one place may hold it).
 ///
 /// The resolver of [`DeferredPromise::new`](crate::DeferredPromise::new)
-/// cannot escape its executor — this does not compile:
+/// cannot escape its executor — this does not compile ("borrowed data
+/// escapes outside of closure"; use `DeferredPromise::detached` or a
+/// [`PromiseCell`](crate::PromiseCell) for a resolver that leaves):
 ///
 /// ```compile_fail
 /// use deferral::{DeferredPromise, Resolver};
@@ -248,12 +250,17 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// Adopts `future`: returns a future that drives it and settles this
     /// promise with its output (the JS executor's `res(fetch(..))`).
     ///
-    /// Someone must poll the returned [`Adopt`] (await it, spawn it, or
-    /// join it with other work); dropping it before it finishes drops the
-    /// resolver, which abandons the promise. To adopt a future at the moment
-    /// the promise starts, without a second task, use
-    /// [`DeferredPromise::lazy`](crate::DeferredPromise::lazy): it *is* the
-    /// executor `res => res(future)`.
+    /// Return it from the executor of `DeferredPromise::detached` or
+    /// [`PromiseCell::defer`](crate::PromiseCell::defer) and the promise
+    /// drives it ([`ExecutorReturn`](crate::ExecutorReturn)): `detached(|res|
+    /// res.adopt(fetch(..)))` resolves to `fetch`'s output. Anywhere else,
+    /// someone must poll the returned [`Adopt`] (await it, spawn it, or join
+    /// it with other work); dropping it before it finishes drops the
+    /// resolver, which abandons the promise. The resolver of
+    /// [`DeferredPromise::new`](crate::DeferredPromise::new) cannot adopt
+    /// (a compile error): use
+    /// [`DeferredPromise::lazy`](crate::DeferredPromise::lazy), which *is*
+    /// the executor `res => res(future)`.
     ///
     /// ```
     /// use deferral::PromiseCell;
