@@ -122,6 +122,31 @@ enum Stage<S, R> {
 /// | [`lazy`](DeferredPromise::lazy) | [`Lazy`] | the future's `Result<T, E>` | none |
 /// | [`resolved`](DeferredPromise::resolved) / [`rejected`](DeferredPromise::rejected) | [`Settled`] (the default) | `Result<T, E>` | none |
 ///
+/// # Naming the type
+///
+/// `S` is the closure's type for `new`, `lazy` and the combinators, so the
+/// full type cannot be written down. With `alloc`, box it:
+/// `field: BoxPromise<'static, T, E>` holds any promise with that output
+/// ([`boxed`](DeferredPromise::boxed), [`boxed_local`](DeferredPromise::boxed_local),
+/// [`BoxPromise`](crate::promise::BoxPromise)). Without a heap, use a
+/// function pointer as the executor (`Run<fn(Resolver<'_, T, E>)>`, see
+/// [`Run`]) or a [`PromiseCell`](crate::PromiseCell), whose promise type
+/// [`CellPromise`](crate::promise::CellPromise) names no closure.
+///
+/// # Panics
+///
+/// A panic in the executor, a handler or the future being followed
+/// unwinds out of `poll`, as with any future (the choice of futures-rs and
+/// tokio: the executor or the task's join handle decides what a panic
+/// means). The promise is then finished: `state()` reports `Rejected`,
+/// [`FusedFuture::is_terminated`] is `true`, and polling it again panics
+/// with "`DeferredPromise` polled after completion". A resolver dropped by
+/// the unwinding abandons its promise, so whoever else waits on it sees
+/// [`PromiseError::Abandoned`], never a hang. With `std`,
+/// [`PromiseExt::catch_panics`](crate::PromiseExt::catch_panics) opts in
+/// to the JS behaviour instead: the panic becomes
+/// `Err(Caught::Panicked(..))`, a rejection.
+///
 /// `DeferredPromise<T, E>` names the default `S = Settled<T, E>`. Sizes
 /// (printed by the `sizes` test in `tests/promise.rs`, x86_64):
 /// `DeferredPromise<u32, ()>` (resolved/rejected) is 12 bytes; a `new`

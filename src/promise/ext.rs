@@ -209,6 +209,28 @@ pub trait PromiseExt<T, E>: Future<Output = Result<T, E>> + Sized {
             handler: on_settled,
         })
     }
+
+    /// With `std`: a panic unwinding out of this promise's poll — its
+    /// executor, a handler, the future it follows — becomes
+    /// `Err(Caught::Panicked(..))` instead of unwinding through the
+    /// caller's `poll`, as a throwing JS executor rejects its promise. Opt
+    /// in per promise; without it panics propagate (see "Panics" on
+    /// [`DeferredPromise`]).
+    ///
+    /// ```
+    /// use deferral::promise::Caught;
+    /// use deferral::{DeferredPromise, PromiseExt};
+    ///
+    /// let p = DeferredPromise::<u8, ()>::resolved(1)
+    ///     .deferred_then(|_| -> Result<u8, ()> { panic!("handler bug") })
+    ///     .catch_panics();
+    /// let out = futures::executor::block_on(p);
+    /// assert!(matches!(out, Err(Caught::Panicked(ref p)) if p.message() == Some("handler bug")));
+    /// ```
+    #[cfg(feature = "std")]
+    fn catch_panics(self) -> super::catch::CatchPanics<Self> {
+        super::catch::CatchPanics::new(self)
+    }
 }
 
 impl<T, E, F: Future<Output = Result<T, E>>> PromiseExt<T, E> for F {}

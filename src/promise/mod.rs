@@ -30,6 +30,10 @@
 //! assert_eq!(block_on(chain), Ok(246));
 //! ```
 
+#[cfg(feature = "alloc")]
+mod boxed;
+#[cfg(feature = "std")]
+mod catch;
 mod cell;
 mod deferred;
 #[cfg(feature = "alloc")]
@@ -43,6 +47,10 @@ mod shared;
 mod shared_cell;
 mod state;
 
+#[cfg(feature = "alloc")]
+pub use boxed::{BoxPromise, LocalBoxPromise};
+#[cfg(feature = "std")]
+pub use catch::{CatchPanics, Caught, Panic};
 pub use cell::{CellPromise, CellRun, PromiseCell, Ticket};
 pub use deferred::{DeferredPromise, Lazy, Run, Settled, Start};
 #[cfg(feature = "alloc")]
