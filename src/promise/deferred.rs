@@ -287,6 +287,21 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
         }
     }
 
+    /// A promise whose source starts where it lies: for sources whose
+    /// `start` only moves them into their running state (the
+    /// combinators), the promise is built in that state directly, so the
+    /// first poll moves nothing. (Moving a combinator's source at its first
+    /// poll copied the rest of the chain: starting a chain of `n` cost
+    /// O(n²) bytes.) The running state itself reports `Unstarted` until it
+    /// is polled ([`Start::running_state`]).
+    pub(crate) fn from_running(running: S::Running) -> Self {
+        DeferredPromise {
+            stage: Stage::Started(running),
+            context: S::Context::capture(),
+            _output: PhantomData,
+        }
+    }
+
     /// Where the promise is in its life. After it handed out its settlement
     /// it keeps reporting `Fulfilled` or `Rejected`.
     ///

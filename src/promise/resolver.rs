@@ -301,21 +301,29 @@ impl<'a, T, E> Resolver<'a, T, E> {
 }
 
 impl<T, E> Drop for Resolver<'_, T, E> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
+        // The common cases (settled; a local resolver) stay inline; only an
+        // unsettled shared resolver reaches the cell.
         if self.phase.get() != Phase::Live {
             return;
         }
-        let (slot, generation) = match &self.target {
+        match &self.target {
             // An empty local slot is read as "abandoned" by the promise.
-            Target::Local(..) => return,
-            Target::Cell(slot, generation) => (*slot, *generation),
+            Target::Local(..) => {}
+            Target::Cell(slot, generation) => abandon(slot, *generation),
             #[cfg(feature = "alloc")]
-            Target::Shared(slot, generation) => (&**slot, *generation),
-        };
-        if slot.abandon(generation) {
-            slot.wake();
+            Target::Shared(slot, generation) => abandon(slot, *generation),
         }
+    }
+}
+
+/// An unfinished resolver's drop: mark the generation abandoned (or free a
+/// closed one) and wake the promise.
+#[inline(never)]
+fn abandon<T, E>(slot: &RawSlot<T, E>, generation: u32) {
+    if slot.abandon(generation) {
+        slot.wake();
     }
 }
 
