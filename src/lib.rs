@@ -28,7 +28,7 @@
 //! | `thunk` | the kinds of deferred work: closures, futures, guarded values with sync or async cleanup |
 //! | `scope` | [`scope`], [`Defer`], [`DeferScope`]: run a body, then its deferred thunks |
 //! | `ambient` | [`defer()`] and [`defer_async()`] without a handle (`std`) |
-//! | `promise` | `DeferredPromise`, its `Resolver`, the `static`-friendly `PromiseCell`, combinators and `SharedPromise` |
+//! | `promise` | `DeferredPromise`, its `Resolver`, the `static`-friendly `PromiseCell` (also settled from an interrupt with no resolver), the `static` multi-waiter `SharedCell`, combinators, boxed promises and `SharedPromise` |
 //! | `context` | `ContextVar` and `Snapshot`: values that follow a computation across polls and into deferred work |
 //! | `queue` | `TaskQueue`: deferred work started under a concurrency limit, results as a `Stream` |
 //!
