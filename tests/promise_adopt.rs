@@ -3,6 +3,7 @@
 //! drives it; `new`'s cannot (a compile error, `tests/ui/new_adopt.rs`).
 //! Executors returning anything else than `()`, a settlement's `Result` or
 //! an `Adopt` do not compile (`tests/ui/executor_returns_a_value.rs`).
+#![cfg_attr(not(feature = "alloc"), allow(unused_imports))]
 
 mod support;
 
@@ -15,6 +16,7 @@ use support::{WakeCounter, block_on, yield_now};
 /// The JS `new Promise(res => res(fetch(..)))`, ported literally with a
 /// detached resolver: the promise drives the adopted future and resolves to
 /// its value (it used to resolve to `Err(Abandoned)` without running it).
+#[cfg(feature = "alloc")]
 #[test]
 fn detached_adopt_resolves_to_the_adopted_value() {
     let ran = Arc::new(Mutex::new(false));
@@ -30,6 +32,7 @@ fn detached_adopt_resolves_to_the_adopted_value() {
     assert!(*ran.lock().unwrap());
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn detached_adopt_of_a_rejection_rejects() {
     let p = DeferredPromise::<u32, &str>::detached(|res| res.adopt(async { Err("404") }));
@@ -76,6 +79,7 @@ fn dropping_a_promise_mid_adoption_frees_everything() {
 }
 
 /// Executors that settle directly keep working with every return shape.
+#[cfg(feature = "alloc")]
 #[test]
 fn executor_return_shapes() {
     let unit = DeferredPromise::<u8, ()>::detached(|res| {
@@ -90,6 +94,7 @@ fn executor_return_shapes() {
     assert_eq!(block_on(settled), Ok(4));
 }
 
+#[cfg(feature = "alloc")]
 #[test]
 fn detached_resolver_spawned_on_tokio() {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,7 @@
 //! The promise API a new user reaches for: errors that compose with `?`,
 //! nameable (boxed) promise types, and panicking executors turned into
-//! rejections on request.
+//! rejections on request (all need `std`).
+#![cfg(feature = "std")]
 
 mod support;
 

@@ -723,6 +723,7 @@ impl<T, E> PromiseCell<T, E> {
     /// drop(ADC.wait().unwrap());
     /// assert!(ADC.is_free());
     /// ```
+    #[allow(clippy::type_complexity)]
     pub fn wait(
         &self,
     ) -> Result<DeferredPromise<T, PromiseError<E>, CellPromise<'_, T, E>>, CellBusy> {
