@@ -248,9 +248,11 @@ fn poll_caught<F: Future + ?Sized>(fut: Pin<&mut F>, waker: &Waker) -> Option<Po
 /// waiter completes, no waker kept, the cell free.
 #[test]
 fn signal_against_every_hostile_waker() {
+    // One `static` cell, reused: every case must leave it free.
+    static HOSTILE_CELL: PromiseCell<Tracked, ()> = PromiseCell::new();
     for behaviour in Behaviour::all() {
         for settle_before_poll in [false, true] {
-            let cell = &*Box::leak(Box::new(PromiseCell::<Tracked, ()>::new()));
+            let cell = &HOSTILE_CELL;
             let drops = DropCounter::new();
             let hostile = behaviour.hostile();
             if behaviour == Behaviour::RunsHookOnWake {
@@ -304,7 +306,7 @@ fn signal_against_every_hostile_waker() {
         }
         // Dropped after a hostile registration, with and without a value.
         for settle_first in [false, true] {
-            let cell = &*Box::leak(Box::new(PromiseCell::<Tracked, ()>::new()));
+            let cell = &HOSTILE_CELL;
             let drops = DropCounter::new();
             let hostile = behaviour.hostile();
             let mut waiting = Box::pin(cell.wait().unwrap());

@@ -47,10 +47,6 @@ impl Drop for Counted {
     }
 }
 
-fn leak<T, E, const N: usize>() -> &'static SharedCell<T, E, N> {
-    Box::leak(Box::new(SharedCell::new()))
-}
-
 #[test]
 fn every_waiter_on_its_own_thread_gets_the_value() {
     static CELL: SharedCell<String, (), 8> = SharedCell::new();
@@ -74,15 +70,17 @@ fn every_waiter_on_its_own_thread_gets_the_value() {
 fn waiters_racing_the_settlement_on_threads() {
     let rounds = if cfg!(miri) { 3 } else { 200 };
     for _ in 0..rounds {
-        let cell = leak::<u32, (), 4>();
-        let handles: Vec<_> = (0..3)
-            .map(|_| std::thread::spawn(move || block_on(cell.wait().unwrap())))
-            .collect();
-        let settler = std::thread::spawn(move || cell.resolve(5).unwrap());
-        for h in handles {
-            assert_eq!(h.join().unwrap(), Ok(5));
-        }
-        settler.join().unwrap();
+        let cell = &SharedCell::<u32, (), 4>::new();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3)
+                .map(|_| s.spawn(move || block_on(cell.wait().unwrap())))
+                .collect();
+            let settler = s.spawn(move || cell.resolve(5).unwrap());
+            for h in handles {
+                assert_eq!(h.join().unwrap(), Ok(5));
+            }
+            settler.join().unwrap();
+        });
         assert_eq!(cell.waiters(), 0);
     }
 }
@@ -122,7 +120,7 @@ fn settled_by_an_interrupt_preempting_registration() {
 
 #[test]
 fn full_slots_are_refused_until_a_waiter_leaves_or_the_cell_settles() {
-    let cell = leak::<u8, (), 2>();
+    let cell = &SharedCell::<u8, (), 2>::new();
     let a = cell.wait().unwrap();
     let b = cell.wait_ref().unwrap();
     assert_eq!(cell.wait().err(), Some(WaitersFull));
@@ -147,7 +145,7 @@ fn full_slots_are_refused_until_a_waiter_leaves_or_the_cell_settles() {
 
 #[test]
 fn first_settlement_wins_and_refusals_hand_the_value_back() {
-    let cell = leak::<String, String, 1>();
+    let cell = &SharedCell::<String, String, 1>::new();
     cell.reject("e1".into()).unwrap();
     let refused = cell.resolve("v".into()).unwrap_err();
     assert_eq!(
@@ -190,7 +188,7 @@ fn values_and_clones_are_dropped_exactly_once() {
 #[test]
 #[cfg(feature = "std")]
 fn a_panicking_wake_does_not_stop_the_other_wakes() {
-    let cell = leak::<u8, (), 3>();
+    let cell = &SharedCell::<u8, (), 3>::new();
     let hostile = Hostile::new().panic_on(Call::Wake, 1);
     let good = WakeCounter::new();
     let mut a = cell.wait().unwrap();
@@ -331,7 +329,7 @@ fn against_every_hostile_waker() {
 #[test]
 fn polling_after_completion_panics_and_fused_reports_it() {
     use futures::future::FusedFuture;
-    let cell = leak::<u8, (), 1>();
+    let cell = &SharedCell::<u8, (), 1>::new();
     let mut w = cell.wait().unwrap();
     cell.resolve(1).unwrap();
     assert!(!w.is_terminated());
