@@ -411,34 +411,38 @@ fn leak_shared<T, E, const N: usize>() -> &'static deferral::SharedCell<T, E, N>
     Box::leak(Box::new(deferral::SharedCell::new()))
 }
 
-/// `SharedCell`: two waiters poll on two threads while the main thread (the
-/// interrupt) settles: each waiter that returned `Pending` was woken, and
-/// every waiter gets the value; every slot is given back.
+/// `SharedCell`: one waiter polls on another thread while the main thread
+/// polls a second waiter and then settles (the interrupt): each waiter that
+/// returned `Pending` was woken, every waiter gets the value, every slot is
+/// given back. (Two threads: a third made the exhaustive search take
+/// minutes.)
 #[test]
 fn shared_cell_two_waiters_vs_settle() {
     loom::model(|| {
         let cell = leak_shared::<u32, (), 2>();
-        let spawn_waiter = || {
-            let mut w = cell.wait().unwrap();
-            thread::spawn(move || {
-                let (flag, waker) = waker();
-                let first = poll(&mut w, &waker);
-                (w, flag, waker, first)
-            })
-        };
-        let a = spawn_waiter();
-        let b = spawn_waiter();
+        let mut a = cell.wait().unwrap();
+        let mut b = cell.wait().unwrap();
+        let t = thread::spawn(move || {
+            let (flag, w) = waker();
+            let first = poll(&mut a, &w);
+            (a, flag, w, first)
+        });
+        let (flag_b, wb) = waker();
+        let first_b = poll(&mut b, &wb);
         cell.resolve(3).unwrap();
-        for t in [a, b] {
-            let (mut w, flag, waker, first) = t.join().unwrap();
+        let (mut a, flag_a, wa, first_a) = t.join().unwrap();
+        for (first, flag, w, waiter) in
+            [(first_a, flag_a, wa, &mut a), (first_b, flag_b, wb, &mut b)]
+        {
             match first {
                 Poll::Ready(v) => assert_eq!(v, Ok(3)),
                 Poll::Pending => {
                     assert_eq!(flag.0.load(SeqCst), 1, "lost wake-up");
-                    assert_eq!(poll(&mut w, &waker), Poll::Ready(Ok(3)));
+                    assert_eq!(poll(waiter, &w), Poll::Ready(Ok(3)));
                 }
             }
         }
+        drop((a, b));
         assert_eq!(cell.waiters(), 0);
     });
 }
