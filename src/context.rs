@@ -415,6 +415,7 @@ mod imp {
         use core::marker::PhantomData;
         use core::pin::Pin;
         use core::ptr;
+        use core::sync::atomic::{AtomicBool, Ordering};
         use core::task::{Context, Poll};
 
         use futures_core::future::FusedFuture;
@@ -448,11 +449,39 @@ mod imp {
             }
         }
 
+        /// Whether a non-empty snapshot was ever made current, on any
+        /// thread. Until then every thread's `CURRENT` is null, so capturing
+        /// needs no thread-local access and entering an empty snapshot is a
+        /// no-op: the fast path of every promise created and polled in a
+        /// program that never sets a context variable (a `Relaxed` load of
+        /// one static).
+        ///
+        /// Why `Relaxed` suffices: a thread's `CURRENT` becomes non-null
+        /// only in `enter`, on that thread, right after it set this flag; a
+        /// thread always sees its own earlier store. Another thread reading
+        /// a stale `false` has a null `CURRENT` itself (it never entered a
+        /// non-empty snapshot), which is exactly what the fast path assumes.
+        /// Non-empty snapshots take the full path whatever the flag says.
+        static EVER_ENTERED: AtomicBool = AtomicBool::new(false);
+
+        /// `true` while no non-empty snapshot was ever made current: then
+        /// the current snapshot is empty on every thread.
+        #[inline(always)]
+        fn never_entered() -> bool {
+            // ORDERING: see `EVER_ENTERED`.
+            !EVER_ENTERED.load(Ordering::Relaxed)
+        }
+
         #[inline]
         fn enter(snapshot: &Snapshot) -> Entered<'_> {
             let new = if snapshot.is_empty() {
                 ptr::null()
             } else {
+                if never_entered() {
+                    // ORDERING: see `EVER_ENTERED`; sequenced before our
+                    // store of a non-null `CURRENT` below.
+                    EVER_ENTERED.store(true, Ordering::Relaxed);
+                }
                 ptr::from_ref(snapshot)
             };
             let prev = CURRENT.with(|c| {
@@ -498,9 +527,9 @@ mod imp {
             /// ```
             #[inline]
             pub fn capture() -> Snapshot {
-                // A null `CURRENT` is the empty context (`enter` stores null
-                // for it): nothing to read, nothing to clone.
-                if CURRENT.with(Cell::get).is_null() {
+                // Nothing was ever entered, or a null `CURRENT` (the empty
+                // context: `enter` stores null for it): nothing to clone.
+                if never_entered() || CURRENT.with(Cell::get).is_null() {
                     return Snapshot::empty();
                 }
                 with_current(Snapshot::clone)
@@ -521,7 +550,13 @@ mod imp {
             /// ```
             #[inline]
             pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-                let _entered = enter(self);
+                // Empty inside empty (the fast path): nothing to install or
+                // restore. One call site of `f`, so it inlines.
+                let _entered = if self.is_empty() && never_entered() {
+                    None
+                } else {
+                    Some(enter(self))
+                };
                 f()
             }
 

@@ -28,7 +28,7 @@
 //! | `thunk` | the kinds of deferred work: closures, futures, guarded values with sync or async cleanup |
 //! | `scope` | [`scope`], [`Defer`], [`DeferScope`]: run a body, then its deferred thunks |
 //! | `ambient` | [`defer()`] and [`defer_async()`] without a handle (`std`) |
-//! | `promise` | `DeferredPromise`, its `Resolver`, the `static`-friendly `PromiseCell`, combinators and `SharedPromise` |
+//! | `promise` | `DeferredPromise`, its `Resolver`, the `static`-friendly `PromiseCell` (also settled from an interrupt with no resolver), the `static` multi-waiter `SharedCell`, combinators, boxed promises and `SharedPromise` |
 //! | `context` | `ContextVar` and `Snapshot`: values that follow a computation across polls and into deferred work |
 //! | `queue` | `TaskQueue`: deferred work started under a concurrency limit, results as a `Stream` |
 //!
@@ -75,8 +75,9 @@ pub use context::WithContext;
 pub use context::{ContextVar, Snapshot};
 pub use defer::{Defer, Deferred, Fits, Full, Guard, Local, Sendable};
 pub use promise::{
-    Adopt, CellBusy, DeferredPromise, Follow, Pending, PromiseCell, PromiseError, PromiseExt,
-    PromiseState, Reaction, Refusal, Resolver, SettleError, Start,
+    Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Pending,
+    PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,
+    SharedCell, Start, WaitersFull,
 };
 #[cfg(feature = "alloc")]
 pub use promise::{SharedPromise, WeakSharedPromise};

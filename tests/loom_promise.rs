@@ -471,3 +471,141 @@ fn shared_woken_clone_dropped_passes_the_wake_on() {
         }
     });
 }
+
+/// Signal-style settlement (`CELL.resolve` with no resolver) on one thread
+/// while the `wait` promise polls on the other: no lost wake-up, the value
+/// arrives once, the cell ends free.
+#[test]
+fn cell_signal_resolve_vs_poll() {
+    loom::model(|| {
+        let cell = leak_cell::<u32, ()>();
+        let mut waiting = Box::pin(cell.wait().unwrap());
+        let t = thread::spawn(move || cell.resolve(7).unwrap());
+        let (flag, w) = waker();
+        if let Poll::Ready(v) = poll(&mut waiting, &w) {
+            assert_eq!(v, Ok(7));
+            t.join().unwrap();
+        } else {
+            t.join().unwrap();
+            assert_eq!(flag.0.load(SeqCst), 1, "lost wake-up");
+            assert_eq!(poll(&mut waiting, &w), Poll::Ready(Ok(7)));
+        }
+        assert!(cell.is_free());
+    });
+}
+
+/// A signal-style settlement racing the waiter's drop (a timed-out wait):
+/// the value is dropped exactly once (by the closing waiter, or handed back
+/// to the settler), and the cell is free as soon as both are done.
+#[test]
+fn cell_signal_resolve_vs_waiter_drop() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let cell = leak_cell::<Tracked, ()>();
+        let waiting = cell.wait().unwrap();
+        let d = drops.clone();
+        let t = thread::spawn(move || {
+            if let Err(refused) = cell.resolve(Tracked(d)) {
+                assert!(matches!(
+                    refused.reason(),
+                    Refusal::Closed | Refusal::NoWaiter
+                ));
+            }
+        });
+        drop(waiting);
+        t.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1);
+        assert!(cell.is_free());
+        assert!(cell.wait().is_ok(), "reusable at once");
+    });
+}
+
+fn leak_shared<T, E, const N: usize>() -> &'static deferral::SharedCell<T, E, N> {
+    Box::leak(Box::new(deferral::SharedCell::new()))
+}
+
+/// `SharedCell`: one waiter polls on another thread while the main thread
+/// polls a second waiter and then settles (the interrupt): each waiter that
+/// returned `Pending` was woken, every waiter gets the value, every slot is
+/// given back. (Two threads: a third made the exhaustive search take
+/// minutes.)
+#[test]
+fn shared_cell_two_waiters_vs_settle() {
+    loom::model(|| {
+        let cell = leak_shared::<u32, (), 2>();
+        let mut a = cell.wait().unwrap();
+        let mut b = cell.wait().unwrap();
+        let t = thread::spawn(move || {
+            let (flag, w) = waker();
+            let first = poll(&mut a, &w);
+            (a, flag, w, first)
+        });
+        let (flag_b, wb) = waker();
+        let first_b = poll(&mut b, &wb);
+        cell.resolve(3).unwrap();
+        let (mut a, flag_a, wa, first_a) = t.join().unwrap();
+        for (first, flag, w, waiter) in
+            [(first_a, flag_a, wa, &mut a), (first_b, flag_b, wb, &mut b)]
+        {
+            match first {
+                Poll::Ready(v) => assert_eq!(v, Ok(3)),
+                Poll::Pending => {
+                    assert_eq!(flag.0.load(SeqCst), 1, "lost wake-up");
+                    assert_eq!(poll(waiter, &w), Poll::Ready(Ok(3)));
+                }
+            }
+        }
+        drop((a, b));
+        assert_eq!(cell.waiters(), 0);
+    });
+}
+
+/// `SharedCell`: a waiter is dropped on one thread while a settlement wakes
+/// it on another, and a new waiter claims the freed slot: nobody spins, the
+/// new waiter gets the value, the slots end free.
+#[test]
+fn shared_cell_waiter_drop_vs_settle_vs_reclaim() {
+    loom::model(|| {
+        let cell = leak_shared::<u32, (), 1>();
+        let mut first = cell.wait().unwrap();
+        let (_, w) = waker();
+        assert!(poll(&mut first, &w).is_pending());
+        let t = thread::spawn(move || cell.resolve(9).unwrap());
+        drop(first);
+        let mut second = cell.wait().unwrap();
+        let (flag, w2) = waker();
+        let polled = poll(&mut second, &w2);
+        t.join().unwrap();
+        match polled {
+            Poll::Ready(v) => assert_eq!(v, Ok(9)),
+            Poll::Pending => {
+                assert!(flag.0.load(SeqCst) >= 1, "lost wake-up");
+                assert_eq!(poll(&mut second, &w2), Poll::Ready(Ok(9)));
+            }
+        }
+        assert_eq!(cell.waiters(), 0);
+    });
+}
+
+/// `SharedCell`: the waker is replaced between two polls while the
+/// settlement runs: the latest waker is woken (or the poll saw the value).
+#[test]
+fn shared_cell_waker_replaced_vs_settle() {
+    loom::model(|| {
+        let cell = leak_shared::<u32, (), 2>();
+        let mut w = cell.wait_ref().unwrap();
+        let (_old_flag, old) = waker();
+        let (new_flag, new) = waker();
+        assert!(poll(&mut w, &old).is_pending());
+        let t = thread::spawn(move || cell.resolve(5).unwrap());
+        let second = poll(&mut w, &new);
+        t.join().unwrap();
+        match second {
+            Poll::Ready(v) => assert_eq!(v, Ok(&5)),
+            Poll::Pending => {
+                assert_eq!(new_flag.0.load(SeqCst), 1, "the latest waker was not woken");
+                assert_eq!(poll(&mut w, &new), Poll::Ready(Ok(&5)));
+            }
+        }
+    });
+}

@@ -229,6 +229,33 @@ macro_rules! promise_groups {
                 theirs "signal_noop" "`embassy_sync` `Signal<NoopRawMutex>`" $crate::cases::promise::escaping_signal_noop,
                 theirs "signal_cs" "`embassy_sync` `Signal<CriticalSectionRawMutex>` (static)" $crate::cases::promise::escaping_signal_cs,
             ]
+            "promise_signal" "Signal-style settlement of a static cell (one waiter)"
+            "The waiter is created and polled (`Pending`), the \"interrupt\" settles, the waiter is polled again (`Ready`). Ours: `PromiseCell::wait` settled by `CELL.resolve(v)` (no resolver object; refused with the value back if nobody waits). Theirs: Embassy's `Signal` (overwrites; `CriticalSectionRawMutex` is its interrupt-safe flavour, on this host the `critical-section` std implementation, a global lock) and `maitake_sync::WaitCell` (no value; carried in a `static AtomicU32`)."
+            [
+                ours "cell_wait" "`PromiseCell::wait` + `CELL.resolve` (static)" $crate::cases::promise::signal_cell,
+                theirs "signal_cs" "`embassy_sync` `Signal<CriticalSectionRawMutex>` (static)" $crate::cases::promise::escaping_signal_cs,
+                theirs "signal_noop" "`embassy_sync` `Signal<NoopRawMutex>`" $crate::cases::promise::escaping_signal_noop,
+                theirs "waitcell" "`maitake_sync::WaitCell` (static)" $crate::cases::promise::escaping_waitcell,
+            ]
+            "promise_multi_1" "Static multi-waiter promise, 1 waiter"
+            "A settle-once promise awaited by N tasks, no heap: the cell (created per iteration), N waiters each polled (`Pending`), one settlement from the \"interrupt\", each waiter polled again (`Ready`, a `u32` each). Ours: `SharedCell<u32, (), N>` (lock-free). Theirs: Embassy's `Watch<CriticalSectionRawMutex, u32, N>` (a critical section per operation) and, for one waiter, `Signal<CriticalSectionRawMutex>`."
+            [
+                ours "shared_cell" "`deferral::SharedCell`" $crate::cases::promise::multi_shared_cell::<1>,
+                theirs "watch" "`embassy_sync::watch::Watch` (CS)" $crate::cases::promise::multi_watch::<1>,
+                theirs "signal" "`embassy_sync::signal::Signal` (CS)" $crate::cases::promise::multi_signal_1,
+            ]
+            "promise_multi_4" "Static multi-waiter promise, 4 waiters"
+            "As above with 4 waiters (`Signal` serves one waiter only)."
+            [
+                ours "shared_cell" "`deferral::SharedCell`" $crate::cases::promise::multi_shared_cell::<4>,
+                theirs "watch" "`embassy_sync::watch::Watch` (CS)" $crate::cases::promise::multi_watch::<4>,
+            ]
+            "promise_multi_16" "Static multi-waiter promise, 16 waiters"
+            "As above with 16 waiters."
+            [
+                ours "shared_cell" "`deferral::SharedCell`" $crate::cases::promise::multi_shared_cell::<16>,
+                theirs "watch" "`embassy_sync::watch::Watch` (CS)" $crate::cases::promise::multi_watch::<16>,
+            ]
             "promise_shared_1" "Shared promise, 1 waiter"
             "The same source (a `futures::channel::oneshot::Receiver<u32>`) wrapped by `SharedPromise` and by `futures::future::Shared`; the clones are created, each polled (`Pending`), the sender sends, each polled again (`Ready`)."
             [

@@ -6,9 +6,10 @@ use core::pin::{Pin, pin};
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::Poll;
 
-use deferral::{DeferredPromise, PromiseCell, PromiseExt, Resolver, SharedPromise};
+use deferral::{DeferredPromise, PromiseCell, PromiseExt, Resolver, SharedCell, SharedPromise};
 use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, NoopRawMutex};
 use embassy_sync::signal::Signal;
+use embassy_sync::watch::Watch;
 use futures::{FutureExt, TryFutureExt};
 use maitake_sync::WaitCell;
 
@@ -240,4 +241,62 @@ pub fn then_and_then_64() {
         v + 1
     )));
     assert_eq!(black_box(block(p)), Ok(65));
+}
+
+// ------------------------------------------------------ signal-style cell
+
+static SIGNAL_CELL: PromiseCell<u32, ()> = PromiseCell::new();
+
+/// `CELL.wait()` then the "interrupt" settles the cell itself.
+pub fn signal_cell() {
+    let waiting = pin!(SIGNAL_CELL.wait().unwrap());
+    pending_settle_ready(
+        waiting,
+        || SIGNAL_CELL.resolve(black_box(7)).unwrap(),
+        Ok(7),
+    );
+}
+
+// ------------------------------------------- static multi-waiter promise
+
+/// `N` waiters on a `SharedCell` (created per iteration, as the `Watch`
+/// below): each polled (`Pending`), one settlement, each polled (`Ready`).
+pub fn multi_shared_cell<const N: usize>() {
+    let cell = SharedCell::<u32, (), N>::new();
+    let mut waiters: [_; N] = core::array::from_fn(|_| cell.wait().unwrap());
+    for w in &mut waiters {
+        assert!(poll_once(Pin::new(w)).is_pending());
+    }
+    cell.resolve(black_box(7)).unwrap();
+    for w in &mut waiters {
+        assert_eq!(black_box(poll_once(Pin::new(w))), Poll::Ready(Ok(7)));
+    }
+}
+
+/// The same with `embassy_sync::watch::Watch<CriticalSectionRawMutex, _, N>`
+/// (`receiver()` per waiter, `changed()` futures, `Sender::send`).
+pub fn multi_watch<const N: usize>() {
+    let watch = Watch::<CriticalSectionRawMutex, u32, N>::new();
+    let mut receivers: [_; N] = core::array::from_fn(|_| watch.receiver().unwrap());
+    let futures = receivers.each_mut().map(|r| r.changed());
+    let mut futures = pin!(futures);
+    for i in 0..N {
+        // SAFETY: the array is pinned and its elements are never moved out.
+        let f = unsafe { futures.as_mut().map_unchecked_mut(|a| &mut a[i]) };
+        assert!(poll_once(f).is_pending());
+    }
+    watch.sender().send(black_box(7));
+    for i in 0..N {
+        // SAFETY: as above.
+        let f = unsafe { futures.as_mut().map_unchecked_mut(|a| &mut a[i]) };
+        assert_eq!(black_box(poll_once(f)), Poll::Ready(7));
+    }
+}
+
+/// One waiter on `embassy_sync::signal::Signal<CriticalSectionRawMutex, _>`
+/// (created per iteration): it serves a single waiter only.
+pub fn multi_signal_1() {
+    let signal = Signal::<CriticalSectionRawMutex, u32>::new();
+    let wait = pin!(signal.wait());
+    pending_settle_ready(wait, || signal.signal(black_box(7)), 7);
 }

@@ -14,6 +14,7 @@
 //! | `OK` / `ERR` | the resolver | the slot holds `Ok` / `Err` (set with the unlock, in one CAS) |
 //! | `ABANDONED` | the resolver's drop | dropped without settling |
 //! | `CLOSED` | the promise's drop | nobody will read the slot any more |
+//! | `SIGNAL` | `reserve` (a [`PromiseCell::wait`] promise) | no `Resolver` exists: the cell itself settles this generation |
 //!
 //! Lifecycle of one generation `g`: `(g, 0)` free → `(g, RESERVED)` →
 //! the resolver settles (`LOCKED`, then `OK`/`ERR`) or abandons → the promise
@@ -23,6 +24,24 @@
 //! already done; the resolver when it finds `CLOSED`. Nobody ever waits for
 //! the other side, so every operation is wait-free apart from CAS retries,
 //! and usable from an interrupt handler.
+//!
+//! # Signal-style generations (`wait`, `PromiseCell::resolve`)
+//!
+//! A generation reserved by [`PromiseCell::wait`] carries `SIGNAL`: no
+//! resolver object exists, and whoever calls the cell's own `resolve` /
+//! `reject` / `settle` acts as a resolver for the duration of that call
+//! only: it takes `LOCKED`, writes the slot and unlocks with `OK`/`ERR`,
+//! exactly as a resolver does. Outside such a call a `SIGNAL` generation's
+//! resolver side counts as finished, so the promise's drop frees the cell at
+//! once (a timed-out waiter leaves the cell reusable immediately) unless a
+//! settlement holds `LOCKED`; then the settler finds `CLOSED` when it
+//! unlocks, takes its value back and frees the cell, as a resolver does.
+//! A settler that finds no `SIGNAL` generation (the cell is free, or its
+//! promise has a `Resolver` of its own), or finds `CLOSED` (the waiter is
+//! being dropped), is refused and keeps its value: it never waits and never
+//! frees anything it did not lock. A [`Ticket`] names one generation, so a
+//! settlement meant for a waiter that timed out is refused
+//! ([`Refusal::Stale`]) instead of reaching the next one.
 //!
 //! # Why a stale resolver can never touch a newer generation
 //!
@@ -64,7 +83,8 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::deferred::{DeferredPromise, Sealed, Start};
-use super::error::{CellBusy, PromiseError, Refusal};
+use super::error::{CellBusy, PromiseError, Refusal, SettleError};
+use super::executor::{Driving, ExecutorReturn};
 use super::resolver::Resolver;
 use super::state::{Pending, PromiseState};
 use crate::sync::{AtomicU32, AtomicWaker, Ordering, UnsafeCell};
@@ -80,6 +100,7 @@ impl Word {
     const ERR: u32 = 1 << 3;
     const ABANDONED: u32 = 1 << 4;
     const CLOSED: u32 = 1 << 5;
+    const SIGNAL: u32 = 1 << 6;
     const FLAGS: u32 = 0xff;
     const GEN_ONE: u32 = 1 << 8;
     /// The resolver is done: it settled or abandoned.
@@ -121,6 +142,7 @@ impl fmt::Debug for Word {
             (Self::ERR, "ERR"),
             (Self::ABANDONED, "ABANDONED"),
             (Self::CLOSED, "CLOSED"),
+            (Self::SIGNAL, "SIGNAL"),
         ] {
             if self.has(flag) {
                 write!(f, " {name}")?;
@@ -192,8 +214,18 @@ impl<T, E> RawSlot<T, E> {
             .map_err(Word)
     }
 
-    /// Claims the slot for a new promise; returns its generation.
+    /// Claims the slot for a new promise with a `Resolver`; returns its
+    /// generation.
     pub(crate) fn reserve(&self) -> Result<u32, CellBusy> {
+        self.reserve_with(Word::RESERVED)
+    }
+
+    /// Claims the slot for a [`PromiseCell::wait`] promise (no resolver).
+    fn reserve_signal(&self) -> Result<u32, CellBusy> {
+        self.reserve_with(Word::RESERVED | Word::SIGNAL)
+    }
+
+    fn reserve_with(&self, flags: u32) -> Result<u32, CellBusy> {
         // ORDERING: `Acquire` (load and CAS) pairs with the `Release` of the
         // free that ended the previous generation, so the previous owner's
         // slot accesses happen before ours.
@@ -203,7 +235,7 @@ impl<T, E> RawSlot<T, E> {
         }
         match self.cas(
             state,
-            state.with(Word::RESERVED),
+            state.with(flags),
             Ordering::Acquire,
             Ordering::Relaxed,
         ) {
@@ -276,6 +308,16 @@ impl<T, E> RawSlot<T, E> {
                 Err(actual) => state = actual,
             }
         };
+        match self.write_and_unlock(locked, outcome) {
+            Ok(()) => Settled::Accepted,
+            Err(outcome) => Settled::ClosedAndFreed(outcome),
+        }
+    }
+
+    /// Writes `outcome` into the slot we hold `LOCKED` (state word `locked`)
+    /// and publishes it. `Err` hands the outcome back when the promise was
+    /// dropped meanwhile: we were the last side and freed the cell.
+    fn write_and_unlock(&self, locked: Word, outcome: Result<T, E>) -> Result<(), Result<T, E>> {
         let flag = if outcome.is_ok() { Word::OK } else { Word::ERR };
         // SAFETY: we hold `LOCKED` for our generation: nobody else touches
         // the slot, and it is empty (no `OK`/`ERR` was set).
@@ -292,7 +334,7 @@ impl<T, E> RawSlot<T, E> {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            Ok(()) => Settled::Accepted,
+            Ok(()) => Ok(()),
             Err(closed) => {
                 debug_assert_eq!(closed, locked.with(Word::CLOSED));
                 // The promise was dropped while we wrote: take the value back
@@ -302,8 +344,54 @@ impl<T, E> RawSlot<T, E> {
                     .value
                     .with_mut(|slot| unsafe { (*slot).assume_init_read() });
                 self.free(closed);
-                Settled::ClosedAndFreed(outcome)
+                Err(outcome)
             }
+        }
+    }
+
+    /// A signal-style settlement ([`PromiseCell::settle`]): settles the
+    /// pending [`PromiseCell::wait`] promise, of generation `ticket` if one
+    /// is given. Never waits: every obstacle is a refusal (module docs).
+    fn settle_signal(
+        &self,
+        ticket: Option<u32>,
+        outcome: Result<T, E>,
+    ) -> Result<(), Refused<T, E>> {
+        // ORDERING: `Acquire` on the load and the CAS, as in `settle`:
+        // taking `LOCKED` gives us the slot after the previous generation's
+        // last access.
+        let mut state = self.load(Ordering::Acquire);
+        let locked = loop {
+            if ticket.is_some_and(|generation| generation != state.generation()) {
+                return Err((outcome, Refusal::Stale));
+            }
+            if !state.has(Word::RESERVED) || !state.has(Word::SIGNAL) {
+                return Err((outcome, Refusal::NoWaiter));
+            }
+            if state.has(Word::CLOSED) {
+                // The waiter is being dropped; it frees the cell itself.
+                return Err((outcome, Refusal::Closed));
+            }
+            if state.has(Word::RESOLVER_DONE | Word::LOCKED) {
+                return Err((outcome, Refusal::AlreadySettled));
+            }
+            match self.cas(
+                state,
+                state.with(Word::LOCKED),
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(()) => break state.with(Word::LOCKED),
+                Err(actual) => state = actual,
+            }
+        };
+        match self.write_and_unlock(locked, outcome) {
+            Ok(()) => {
+                // The state is final before the foreign code of the wake.
+                self.wake();
+                Ok(())
+            }
+            Err(outcome) => Err((outcome, Refusal::Closed)),
         }
     }
 
@@ -416,10 +504,12 @@ impl<T, E> RawSlot<T, E> {
             self.free(state.with(Word::CLOSED));
             Some(value)
         } else {
-            if state.has(Word::ABANDONED) {
+            // A resolver that abandoned is done; a `SIGNAL` generation has
+            // no resolver outside a settlement holding `LOCKED`.
+            if state.has(Word::ABANDONED) || (state.has(Word::SIGNAL) && !state.has(Word::LOCKED)) {
                 self.free(state.with(Word::CLOSED));
             }
-            // Otherwise the resolver is live (maybe writing): it sees
+            // Otherwise a resolver is live (maybe writing): it sees
             // `CLOSED` and frees the cell itself.
             None
         };
@@ -596,6 +686,7 @@ impl<T, E> PromiseCell<T, E> {
     ) -> Result<DeferredPromise<T, PromiseError<E>, CellRun<'a, T, E, X>>, CellBusy>
     where
         X: FnOnce(Resolver<'a, T, E>) -> R,
+        R: ExecutorReturn<'a, T, E>,
     {
         let generation = self.raw.reserve()?;
         Ok(DeferredPromise::from_start(CellRun {
@@ -603,6 +694,143 @@ impl<T, E> PromiseCell<T, E> {
             generation,
             executor: Some(executor),
         }))
+    }
+
+    /// A promise settled by the cell itself — [`resolve`](Self::resolve),
+    /// [`reject`](Self::reject) or [`settle`](Self::settle) on the cell,
+    /// from a task, a thread or an interrupt handler — with no [`Resolver`]
+    /// to park anywhere: Embassy's `Signal::wait`, with a value and a typed
+    /// refusal.
+    ///
+    /// The cell is claimed now ([`CellBusy`] while another promise of this
+    /// cell is live). Dropping the promise — a timed-out wait, say — frees
+    /// the cell at once: the next `wait` (or [`promise`](Self::promise))
+    /// succeeds right away. Such a promise is never abandoned: it waits
+    /// until the cell is settled or the promise is dropped.
+    ///
+    /// ```
+    /// use deferral::PromiseCell;
+    /// use futures::executor::block_on;
+    ///
+    /// static ADC: PromiseCell<u16, ()> = PromiseCell::new();
+    ///
+    /// let sample = ADC.wait().unwrap();
+    /// // The interrupt handler: `ADC.resolve(read_data_register())`.
+    /// std::thread::spawn(|| ADC.resolve(512).unwrap());
+    /// assert_eq!(block_on(sample), Ok(512));
+    ///
+    /// // A wait that timed out (dropped) leaves the cell free at once.
+    /// drop(ADC.wait().unwrap());
+    /// assert!(ADC.is_free());
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn wait(
+        &self,
+    ) -> Result<DeferredPromise<T, PromiseError<E>, CellPromise<'_, T, E>>, CellBusy> {
+        let generation = self.raw.reserve_signal()?;
+        Ok(DeferredPromise::from_start(CellPromise {
+            inner: SlotFuture::new(&self.raw, generation),
+        }))
+    }
+
+    /// Fulfils the promise that [`wait`](Self::wait)s on this cell. Never
+    /// blocks or spins: safe in an interrupt handler.
+    ///
+    /// Refused, with the value handed back, when nobody waits
+    /// ([`Refusal::NoWaiter`]: the cell is free, or its promise came from
+    /// [`promise`](Self::promise)/[`defer`](Self::defer) and has a
+    /// [`Resolver`] of its own), when the waiter is being dropped
+    /// ([`Refusal::Closed`]) or when it is already settled and has not
+    /// taken the value yet ([`Refusal::AlreadySettled`]: the first
+    /// settlement wins; unlike `Signal::signal` nothing is overwritten).
+    ///
+    /// ```
+    /// use deferral::{PromiseCell, Refusal};
+    ///
+    /// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    /// // Nobody waits: the value comes back.
+    /// let refused = CELL.resolve(1).unwrap_err();
+    /// assert_eq!((refused.reason(), refused.into_value()), (Refusal::NoWaiter, 1));
+    ///
+    /// let waiting = CELL.wait().unwrap();
+    /// CELL.resolve(2).unwrap();
+    /// assert_eq!(CELL.resolve(3).unwrap_err().reason(), Refusal::AlreadySettled);
+    /// assert_eq!(futures::executor::block_on(waiting), Ok(2));
+    /// ```
+    pub fn resolve(&self, value: T) -> Result<(), SettleError<T>> {
+        self.settle(Ok(value)).map_err(|refused| {
+            refused.map(|outcome| match outcome {
+                Ok(value) => value,
+                Err(_) => unreachable!("a refusal hands back what it was given"),
+            })
+        })
+    }
+
+    /// Rejects the promise that [`wait`](Self::wait)s on this cell; refused
+    /// as [`resolve`](Self::resolve) is.
+    ///
+    /// ```
+    /// use deferral::{PromiseCell, PromiseError};
+    ///
+    /// static CELL: PromiseCell<u32, &str> = PromiseCell::new();
+    /// let waiting = CELL.wait().unwrap();
+    /// CELL.reject("overrun").unwrap();
+    /// assert_eq!(futures::executor::block_on(waiting), Err(PromiseError::Rejected("overrun")));
+    /// ```
+    pub fn reject(&self, error: E) -> Result<(), SettleError<E>> {
+        self.settle(Err(error)).map_err(|refused| {
+            refused.map(|outcome| match outcome {
+                Err(error) => error,
+                Ok(_) => unreachable!("a refusal hands back what it was given"),
+            })
+        })
+    }
+
+    /// Settles the promise that [`wait`](Self::wait)s on this cell with
+    /// `outcome`; refused as [`resolve`](Self::resolve) is.
+    ///
+    /// ```
+    /// use deferral::PromiseCell;
+    ///
+    /// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    /// let waiting = CELL.wait().unwrap();
+    /// CELL.settle(Ok(5)).unwrap();
+    /// assert_eq!(futures::executor::block_on(waiting), Ok(5));
+    /// ```
+    pub fn settle(&self, outcome: Result<T, E>) -> Result<(), SettleError<Result<T, E>>> {
+        self.raw
+            .settle_signal(None, outcome)
+            .map_err(|(outcome, reason)| SettleError::new(outcome, reason))
+    }
+
+    /// Settles the [`wait`](Self::wait) promise that `ticket` was taken
+    /// from, and no other: if that promise is gone (it timed out) and the
+    /// cell moved on, the settlement is refused with [`Refusal::Stale`]
+    /// instead of reaching the next waiter. Otherwise refused as
+    /// [`resolve`](Self::resolve) is.
+    ///
+    /// ```
+    /// use deferral::{PromiseCell, Refusal};
+    ///
+    /// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    /// let first = CELL.wait().unwrap();
+    /// let ticket = first.ticket().unwrap();
+    /// drop(first); // timed out
+    /// let second = CELL.wait().unwrap();
+    /// let refused = CELL.settle_ticket(ticket, Ok(1)).unwrap_err();
+    /// assert_eq!(refused.reason(), Refusal::Stale);
+    /// let ticket = second.ticket().unwrap();
+    /// CELL.settle_ticket(ticket, Ok(2)).unwrap();
+    /// assert_eq!(futures::executor::block_on(second), Ok(2));
+    /// ```
+    pub fn settle_ticket(
+        &self,
+        ticket: Ticket,
+        outcome: Result<T, E>,
+    ) -> Result<(), SettleError<Result<T, E>>> {
+        self.raw
+            .settle_signal(Some(ticket.0), outcome)
+            .map_err(|(outcome, reason)| SettleError::new(outcome, reason))
     }
 
     /// `true` when no promise or resolver of this cell is live.
@@ -630,6 +858,91 @@ impl<T, E> fmt::Debug for PromiseCell<T, E> {
         f.debug_struct("PromiseCell")
             .field("free", &self.is_free())
             .finish_non_exhaustive()
+    }
+}
+
+/// Names one [`PromiseCell::wait`] promise (one generation of its cell), so
+/// that [`PromiseCell::settle_ticket`] settles that promise or nobody.
+///
+/// A ticket is a plain number: copy it, or store it in an `AtomicU32` for an
+/// interrupt handler ([`to_bits`](Ticket::to_bits) /
+/// [`from_bits`](Ticket::from_bits)). A ticket of another cell, or a forged
+/// one, can at worst settle the waiter that happens to hold that generation
+/// — what a plain [`PromiseCell::settle`] does anyway.
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use deferral::promise::Ticket;
+/// use deferral::PromiseCell;
+///
+/// static DONE: PromiseCell<u8, ()> = PromiseCell::new();
+/// static TICKET: AtomicU32 = AtomicU32::new(0);
+///
+/// let waiting = DONE.wait().unwrap();
+/// TICKET.store(waiting.ticket().unwrap().to_bits(), Ordering::Release);
+/// // In the interrupt handler:
+/// let ticket = Ticket::from_bits(TICKET.load(Ordering::Acquire));
+/// DONE.settle_ticket(ticket, Ok(1)).unwrap();
+/// assert_eq!(futures::executor::block_on(waiting), Ok(1));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(u32);
+
+impl Ticket {
+    /// The ticket as a number (to store it in an atomic).
+    ///
+    /// ```
+    /// # use deferral::promise::Ticket;
+    /// let t = Ticket::from_bits(0x100);
+    /// assert_eq!(t.to_bits(), 0x100);
+    /// ```
+    pub const fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    /// A ticket from [`to_bits`](Ticket::to_bits). Any number is safe: a
+    /// wrong one is refused (or names whichever waiter holds it).
+    ///
+    /// ```
+    /// # use deferral::promise::Ticket;
+    /// assert_eq!(Ticket::from_bits(7).to_bits(), 7);
+    /// ```
+    pub const fn from_bits(bits: u32) -> Self {
+        Ticket(bits)
+    }
+}
+
+impl fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Ticket").field(&Word(self.0)).finish()
+    }
+}
+
+impl<'a, T, E> DeferredPromise<T, PromiseError<E>, CellPromise<'a, T, E>> {
+    /// The [`Ticket`] of this promise if it came from
+    /// [`PromiseCell::wait`] and has not finished; `None` for a
+    /// [`PromiseCell::promise`] promise (settled by its [`Resolver`] only)
+    /// and after it handed out its settlement.
+    ///
+    /// ```
+    /// use deferral::PromiseCell;
+    ///
+    /// static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+    /// let waiting = CELL.wait().unwrap();
+    /// assert!(waiting.ticket().is_some());
+    /// drop(waiting);
+    /// let (paired, _resolver) = CELL.promise().unwrap();
+    /// assert!(paired.ticket().is_none());
+    /// ```
+    pub fn ticket(&self) -> Option<Ticket> {
+        let inner = &self.source()?.inner;
+        if inner.done {
+            return None;
+        }
+        // ORDERING: a snapshot: the flag never changes within a generation.
+        let state = inner.slot.load(Ordering::Relaxed);
+        (state.generation() == inner.generation && state.has(Word::SIGNAL))
+            .then_some(Ticket(inner.generation))
     }
 }
 
@@ -752,25 +1065,26 @@ impl<T, E, X> Sealed for CellRun<'_, T, E, X> {}
 impl<'a, T, E, X, R> Start<T, PromiseError<E>> for CellRun<'a, T, E, X>
 where
     X: FnOnce(Resolver<'a, T, E>) -> R,
+    R: ExecutorReturn<'a, T, E>,
 {
-    type Running = CellPromise<'a, T, E>;
+    type Running = Driving<CellPromise<'a, T, E>, R::Drive>;
     type Context = crate::context::Captured;
 
-    fn start(mut self) -> CellPromise<'a, T, E> {
+    fn start(mut self) -> Self::Running {
         let executor = self.executor.take();
         let running = CellPromise {
             inner: SlotFuture::new(self.slot, self.generation),
         };
-        if let Some(executor) = executor {
-            // If the executor panics, `running` is dropped and closes the
-            // generation; the resolver's drop (during unwinding) frees it.
-            drop(executor(Resolver::cell(self.slot, self.generation)));
-        }
-        running
+        // If the executor panics, `running` is dropped and closes the
+        // generation; the resolver's drop (during unwinding) frees it. An
+        // `Adopt` it returns is driven by the promise.
+        let drive = executor
+            .and_then(|executor| executor(Resolver::cell(self.slot, self.generation)).into_drive());
+        Driving::new(running, drive)
     }
 
-    fn running_state(running: &CellPromise<'a, T, E>) -> PromiseState {
-        running.inner.peek(false)
+    fn running_state(running: &Self::Running) -> PromiseState {
+        running.promise().inner.peek(false)
     }
 }
 

@@ -10,6 +10,7 @@ use futures_core::future::FusedFuture;
 use pin_project::pin_project;
 
 use super::error::PromiseError;
+use super::executor::LocalExecutorReturn;
 use super::resolver::Resolver;
 use super::state::{Pending, PromiseState};
 
@@ -121,6 +122,31 @@ enum Stage<S, R> {
 /// | [`lazy`](DeferredPromise::lazy) | [`Lazy`] | the future's `Result<T, E>` | none |
 /// | [`resolved`](DeferredPromise::resolved) / [`rejected`](DeferredPromise::rejected) | [`Settled`] (the default) | `Result<T, E>` | none |
 ///
+/// # Naming the type
+///
+/// `S` is the closure's type for `new`, `lazy` and the combinators, so the
+/// full type cannot be written down. With `alloc`, box it:
+/// `field: BoxPromise<'static, T, E>` holds any promise with that output
+/// ([`boxed`](DeferredPromise::boxed), [`boxed_local`](DeferredPromise::boxed_local),
+/// [`BoxPromise`](crate::promise::BoxPromise)). Without a heap, use a
+/// function pointer as the executor (`Run<fn(Resolver<'_, T, E>)>`, see
+/// [`Run`]) or a [`PromiseCell`](crate::PromiseCell), whose promise type
+/// [`CellPromise`](crate::promise::CellPromise) names no closure.
+///
+/// # Panics
+///
+/// A panic in the executor, a handler or the future being followed
+/// unwinds out of `poll`, as with any future (the choice of futures-rs and
+/// tokio: the executor or the task's join handle decides what a panic
+/// means). The promise is then finished: `state()` reports `Rejected`,
+/// [`FusedFuture::is_terminated`] is `true`, and polling it again panics
+/// with "`DeferredPromise` polled after completion". A resolver dropped by
+/// the unwinding abandons its promise, so whoever else waits on it sees
+/// [`PromiseError::Abandoned`], never a hang. With `std`,
+/// [`PromiseExt::catch_panics`](crate::PromiseExt::catch_panics) opts in
+/// to the JS behaviour instead: the panic becomes
+/// `Err(Caught::Panicked(..))`, a rejection.
+///
 /// `DeferredPromise<T, E>` names the default `S = Settled<T, E>`. Sizes
 /// (printed by the `sizes` test in `tests/promise.rs`, x86_64):
 /// `DeferredPromise<u32, ()>` (resolved/rejected) is 12 bytes; a `new`
@@ -171,10 +197,28 @@ impl<T, E> DeferredPromise<T, E> {
     ///
     /// The resolver cannot leave the executor (no shared state, no heap, no
     /// allocation): if the executor returns without settling, the promise
-    /// fails with [`PromiseError::Abandoned`]. To settle later or elsewhere,
-    /// use a [`PromiseCell`](crate::PromiseCell) or, with `alloc`,
-    /// `DeferredPromise::detached`. The executor's return value is ignored
-    /// (so `|r| r.resolve(v)` works).
+    /// fails with [`PromiseError::Abandoned`]. The executor returns `()` or
+    /// the `Result` of a settlement ([`LocalExecutorReturn`]: so
+    /// `|r| r.resolve(v)` works, and nothing else is dropped silently).
+    ///
+    /// # "borrowed data escapes outside of closure"
+    ///
+    /// Moving the resolver out of the executor — into `tokio::spawn`, a
+    /// thread, a `static` — fails to compile with
+    ///
+    /// ```text
+    /// error[E0521]: borrowed data escapes outside of closure
+    ///   |     `res` is a reference that is only valid in the closure body
+    /// ```
+    ///
+    /// (`res` is not a reference: it is a [`Resolver`] that borrows the
+    /// promise's stack slot). To settle later or from elsewhere, use
+    /// `DeferredPromise::detached` (with `alloc`: a `'static`, `Send`
+    /// resolver behind an `Arc`) or a [`PromiseCell`](crate::PromiseCell)
+    /// (no heap; its resolver may go to an interrupt handler, or the cell
+    /// itself is settled with [`PromiseCell::resolve`](crate::PromiseCell::resolve)).
+    /// To settle with a future's output (JS `res(fetch(..))`), use
+    /// [`lazy`](DeferredPromise::lazy): `new`'s resolver cannot `adopt`.
     ///
     /// ```
     /// use deferral::DeferredPromise;
@@ -185,6 +229,7 @@ impl<T, E> DeferredPromise<T, E> {
     pub fn new<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, Run<X>>
     where
         X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
+        R: LocalExecutorReturn,
     {
         DeferredPromise::from_start(Run { executor })
     }
@@ -242,6 +287,21 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
         }
     }
 
+    /// A promise whose source starts where it lies: for sources whose
+    /// `start` only moves them into their running state (the
+    /// combinators), the promise is built in that state directly, so the
+    /// first poll moves nothing. (Moving a combinator's source at its first
+    /// poll copied the rest of the chain: starting a chain of `n` cost
+    /// O(n²) bytes.) The running state itself reports `Unstarted` until it
+    /// is polled ([`Start::running_state`]).
+    pub(crate) fn from_running(running: S::Running) -> Self {
+        DeferredPromise {
+            stage: Stage::Started(running),
+            context: S::Context::capture(),
+            _output: PhantomData,
+        }
+    }
+
     /// Where the promise is in its life. After it handed out its settlement
     /// it keeps reporting `Fulfilled` or `Rejected`.
     ///
@@ -259,6 +319,17 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
             Stage::Started(running) => S::running_state(running),
             Stage::Done { fulfilled: true } => PromiseState::Fulfilled,
             Stage::Done { fulfilled: false } => PromiseState::Rejected,
+        }
+    }
+}
+
+impl<T, E, S: Start<T, E, Running = S>> DeferredPromise<T, E, S> {
+    /// The source, for sources that are their own running state, until the
+    /// promise finished.
+    pub(crate) fn source(&self) -> Option<&S> {
+        match &self.stage {
+            Stage::Unstarted(source) | Stage::Started(source) => Some(source),
+            Stage::Done { .. } => None,
         }
     }
 }
@@ -342,6 +413,7 @@ impl<X> Sealed for Run<X> {}
 impl<T, E, X, R> Start<T, PromiseError<E>> for Run<X>
 where
     X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
+    R: LocalExecutorReturn,
 {
     type Running = Settled<T, PromiseError<E>>;
     type Context = crate::context::Captured;

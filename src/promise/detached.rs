@@ -9,6 +9,7 @@ use core::task::{Context, Poll};
 use super::cell::{RawSlot, SlotFuture};
 use super::deferred::{DeferredPromise, Sealed, Start};
 use super::error::PromiseError;
+use super::executor::{Driving, ExecutorReturn};
 use super::resolver::Resolver;
 use super::state::PromiseState;
 use crate::sync::Arc;
@@ -31,6 +32,7 @@ impl<T: 'static, E: 'static> DeferredPromise<T, E> {
     pub fn detached<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, Detached<X>>
     where
         X: FnOnce(Resolver<'static, T, E>) -> R,
+        R: ExecutorReturn<'static, T, E>,
     {
         DeferredPromise::from_start(Detached { executor })
     }
@@ -57,22 +59,24 @@ where
     T: 'static,
     E: 'static,
     X: FnOnce(Resolver<'static, T, E>) -> R,
+    R: ExecutorReturn<'static, T, E>,
 {
-    type Running = DetachedPromise<T, E>;
+    type Running = Driving<DetachedPromise<T, E>, R::Drive>;
     type Context = crate::context::Captured;
 
-    fn start(self) -> DetachedPromise<T, E> {
+    fn start(self) -> Self::Running {
         let slot = Arc::new(RawSlot::new());
         let generation = slot.reserve().expect("a fresh slot is free");
         let running = DetachedPromise {
             inner: SlotFuture::new(slot.clone(), generation),
         };
-        drop((self.executor)(Resolver::shared(slot, generation)));
-        running
+        // An `Adopt` returned by the executor is driven by the promise.
+        let drive = (self.executor)(Resolver::shared(slot, generation)).into_drive();
+        Driving::new(running, drive)
     }
 
-    fn running_state(running: &DetachedPromise<T, E>) -> PromiseState {
-        running.inner.peek(false)
+    fn running_state(running: &Self::Running) -> PromiseState {
+        running.promise().inner.peek(false)
     }
 }
 

@@ -55,6 +55,89 @@ impl<E> PromiseError<E> {
     pub fn is_abandoned(&self) -> bool {
         matches!(self, PromiseError::Abandoned)
     }
+
+    /// The rejection error, or `abandoned()` for abandonment: one error
+    /// type, for `?`.
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, PromiseError};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// enum DriverError { Timeout, Gone }
+    ///
+    /// let p = DeferredPromise::<u8, DriverError>::new(|r| drop(r));
+    /// let out = futures::executor::block_on(p).map_err(|e| e.rejection_or_else(|| DriverError::Gone));
+    /// assert_eq!(out, Err(DriverError::Gone));
+    /// assert_eq!(PromiseError::Rejected(DriverError::Timeout).rejection_or_else(|| DriverError::Gone), DriverError::Timeout);
+    /// ```
+    pub fn rejection_or_else(self, abandoned: impl FnOnce() -> E) -> E {
+        match self {
+            PromiseError::Rejected(e) => e,
+            PromiseError::Abandoned => abandoned(),
+        }
+    }
+}
+
+/// `?` from a promise into `std::io::Error` (with `std`), whenever the
+/// rejection converts into one: a rejection becomes its own `io::Error`,
+/// abandonment an `io::Error` of kind `BrokenPipe` (the settling side went
+/// away, as with a dropped channel sender) whose source is
+/// [`PromiseError::Abandoned`].
+///
+/// For your own error type, write the conversion next to it (the orphan
+/// rule allows it there, because your type is local to your crate):
+///
+/// ```
+/// use deferral::{DeferredPromise, PromiseError};
+///
+/// #[derive(Debug, PartialEq)]
+/// enum MyErr {
+///     Io(String),
+///     ResolverGone,
+/// }
+///
+/// impl From<PromiseError<MyErr>> for MyErr {
+///     fn from(e: PromiseError<MyErr>) -> Self {
+///         e.rejection_or_else(|| MyErr::ResolverGone)
+///     }
+/// }
+///
+/// async fn read() -> Result<u8, MyErr> {
+///     let byte = DeferredPromise::<u8, MyErr>::new(|r| r.resolve(7)).await?;
+///     let gone = DeferredPromise::<u8, MyErr>::new(|r| drop(r)).await;
+///     assert_eq!(gone.map_err(MyErr::from), Err(MyErr::ResolverGone));
+///     Ok(byte)
+/// }
+/// assert_eq!(futures::executor::block_on(read()), Ok(7));
+/// ```
+///
+/// Into `Box<dyn Error + Send + Sync>` it works already (the standard
+/// library converts every `Error`), when `E` is an error type itself.
+///
+/// ```
+/// use deferral::DeferredPromise;
+/// use std::io;
+///
+/// async fn fetch() -> io::Result<u32> {
+///     let n = DeferredPromise::<u32, io::Error>::new(|r| r.resolve(3)).await?;
+///     let abandoned = DeferredPromise::<u32, io::Error>::new(|r| drop(r)).await;
+///     let err: io::Error = abandoned.unwrap_err().into();
+///     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+///     Ok(n)
+/// }
+/// assert_eq!(futures::executor::block_on(fetch()).unwrap(), 3);
+/// ```
+#[cfg(feature = "std")]
+impl<E: Into<std::io::Error>> From<PromiseError<E>> for std::io::Error {
+    fn from(error: PromiseError<E>) -> Self {
+        match error {
+            PromiseError::Rejected(e) => e.into(),
+            PromiseError::Abandoned => std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                PromiseError::<core::convert::Infallible>::Abandoned,
+            ),
+        }
+    }
 }
 
 impl<E: fmt::Display> fmt::Display for PromiseError<E> {
@@ -97,6 +180,11 @@ pub enum Refusal {
     Stale,
     /// The promise was dropped: nobody will read the value.
     Closed,
+    /// Nobody waits: a signal-style settlement
+    /// ([`PromiseCell::resolve`](crate::PromiseCell::resolve) and friends)
+    /// found no [`PromiseCell::wait`](crate::PromiseCell::wait) promise on
+    /// the cell (it is free, or its promise has a `Resolver` of its own).
+    NoWaiter,
 }
 
 /// A refused settlement: the value handed back, and why.
@@ -171,6 +259,7 @@ impl<V> fmt::Display for SettleError<V> {
             Refusal::AlreadySettled => "settlement refused: the promise is already settled",
             Refusal::Stale => "settlement refused: stale resolver of a reused promise cell",
             Refusal::Closed => "settlement refused: the promise was dropped",
+            Refusal::NoWaiter => "settlement refused: no promise waits on the cell",
         })
     }
 }

@@ -10,6 +10,7 @@ use core::task::{Context, Poll};
 use pin_project::pin_project;
 
 use super::deferred::{DeferredPromise, Sealed, Start};
+use super::state::{Pending, PromiseState};
 
 /// What a handler may return: a value (`Ok`/`Err`, or `()`), or a future to
 /// follow (a [`DeferredPromise`], or any future wrapped in [`Follow`]) — the
@@ -43,6 +44,18 @@ pub trait Reaction<E> {
     /// assert_eq!(futures::executor::block_on(fut), Ok(1));
     /// ```
     fn into_reaction(self) -> Self::Future;
+
+    /// The settlement right away when there is nothing to follow (a value),
+    /// else the future to follow: a chain then settles without storing and
+    /// polling a ready future.
+    #[doc(hidden)]
+    #[inline]
+    fn into_next(self) -> Next<Self::Future, Result<Self::Value, E>>
+    where
+        Self: Sized,
+    {
+        Next::Follow(self.into_reaction())
+    }
 }
 
 impl<U, E> Reaction<E> for Result<U, E> {
@@ -51,6 +64,11 @@ impl<U, E> Reaction<E> for Result<U, E> {
 
     fn into_reaction(self) -> Self::Future {
         ready(self)
+    }
+
+    #[inline]
+    fn into_next(self) -> Next<Self::Future, Result<U, E>> {
+        Next::Done(self)
     }
 }
 
@@ -61,6 +79,11 @@ impl<E> Reaction<E> for () {
 
     fn into_reaction(self) -> Self::Future {
         ready(Ok(()))
+    }
+
+    #[inline]
+    fn into_next(self) -> Next<Self::Future, Result<(), E>> {
+        Next::Done(Ok(()))
     }
 }
 
@@ -130,10 +153,7 @@ pub trait PromiseExt<T, E>: Future<Output = Result<T, E>> + Sized {
         H: FnOnce(T) -> R,
         R: Reaction<E>,
     {
-        DeferredPromise::from_start(Then {
-            source: self,
-            handler: on_fulfilled,
-        })
+        DeferredPromise::from_running(Chain::new(self, OnFulfilled(on_fulfilled)))
     }
 
     /// On rejection, runs `on_rejected(error)` and follows what it returns
@@ -153,11 +173,7 @@ pub trait PromiseExt<T, E>: Future<Output = Result<T, E>> + Sized {
         H: FnOnce(E) -> R,
         R: Reaction<E2, Value = T>,
     {
-        DeferredPromise::from_start(Catch {
-            source: self,
-            handler: on_rejected,
-            _error: PhantomData,
-        })
+        DeferredPromise::from_running(Chain::new(self, OnRejected(on_rejected, PhantomData)))
     }
 
     /// The two-handler `then(onFulfilled, onRejected)`: exactly one of the
@@ -181,12 +197,10 @@ pub trait PromiseExt<T, E>: Future<Output = Result<T, E>> + Sized {
         R1: Reaction<E2>,
         R2: Reaction<E2, Value = R1::Value>,
     {
-        DeferredPromise::from_start(ThenCatch {
-            source: self,
-            on_fulfilled,
-            on_rejected,
-            _error: PhantomData,
-        })
+        DeferredPromise::from_running(Chain::new(
+            self,
+            OnEither(on_fulfilled, on_rejected, PhantomData),
+        ))
     }
 
     /// After the source settles either way, runs `on_settled()` and follows
@@ -204,10 +218,29 @@ pub trait PromiseExt<T, E>: Future<Output = Result<T, E>> + Sized {
         H: FnOnce() -> R,
         R: Reaction<E, Value = ()>,
     {
-        DeferredPromise::from_start(Finally {
-            source: self,
-            handler: on_settled,
-        })
+        DeferredPromise::from_running(Chain::new(self, OnSettled(on_settled)))
+    }
+
+    /// With `std`: a panic unwinding out of this promise's poll — its
+    /// executor, a handler, the future it follows — becomes
+    /// `Err(Caught::Panicked(..))` instead of unwinding through the
+    /// caller's `poll`, as a throwing JS executor rejects its promise. Opt
+    /// in per promise; without it panics propagate (see "Panics" on
+    /// [`DeferredPromise`]).
+    ///
+    /// ```
+    /// use deferral::promise::Caught;
+    /// use deferral::{DeferredPromise, PromiseExt};
+    ///
+    /// let p = DeferredPromise::<u8, ()>::resolved(1)
+    ///     .deferred_then(|_| -> Result<u8, ()> { panic!("handler bug") })
+    ///     .catch_panics();
+    /// let out = futures::executor::block_on(p);
+    /// assert!(matches!(out, Err(Caught::Panicked(ref p)) if p.message() == Some("handler bug")));
+    /// ```
+    #[cfg(feature = "std")]
+    fn catch_panics(self) -> super::catch::CatchPanics<Self> {
+        super::catch::CatchPanics::new(self)
     }
 }
 
@@ -283,6 +316,10 @@ where
     type Running = Chain<P, OnFulfilled<H>, R::Future>;
     type Context = crate::context::Captured;
 
+    fn running_state(running: &Self::Running) -> PromiseState {
+        running.state()
+    }
+
     fn start(self) -> Self::Running {
         Chain::new(self.source, OnFulfilled(self.handler))
     }
@@ -296,6 +333,10 @@ where
 {
     type Running = Chain<P, OnRejected<H, E2>, R::Future>;
     type Context = crate::context::Captured;
+
+    fn running_state(running: &Self::Running) -> PromiseState {
+        running.state()
+    }
 
     fn start(self) -> Self::Running {
         Chain::new(self.source, OnRejected(self.handler, PhantomData))
@@ -313,6 +354,10 @@ where
     type Running = Chain<P, OnEither<H1, H2, E2>, Either<R1::Future, R2::Future>>;
     type Context = crate::context::Captured;
 
+    fn running_state(running: &Self::Running) -> PromiseState {
+        running.state()
+    }
+
     fn start(self) -> Self::Running {
         Chain::new(
             self.source,
@@ -329,6 +374,10 @@ where
 {
     type Running = Chain<P, OnSettled<H>, Holding<R::Future, T, E>>;
     type Context = crate::context::Captured;
+
+    fn running_state(running: &Self::Running) -> PromiseState {
+        running.state()
+    }
 
     fn start(self) -> Self::Running {
         Chain::new(self.source, OnSettled(self.handler))
@@ -386,7 +435,7 @@ where
 
     fn step(self, input: Result<T, E>) -> Next<R::Future, Self::Output> {
         match input {
-            Ok(value) => Next::Follow((self.0)(value).into_reaction()),
+            Ok(value) => (self.0)(value).into_next(),
             Err(error) => Next::Done(Err(error)),
         }
     }
@@ -403,7 +452,7 @@ where
     fn step(self, input: Result<T, E>) -> Next<R::Future, Self::Output> {
         match input {
             Ok(value) => Next::Done(Ok(value)),
-            Err(error) => Next::Follow((self.0)(error).into_reaction()),
+            Err(error) => (self.0)(error).into_next(),
         }
     }
 }
@@ -443,7 +492,8 @@ where
 }
 
 /// The running state of every combinator: poll the source, run the step,
-/// follow the reaction.
+/// follow the reaction. A combinator's promise is built in this state (see
+/// `DeferredPromise::from_running`): nothing moves at its first poll.
 #[pin_project(project = ChainProj)]
 pub enum Chain<P, K, F> {
     /// Waiting for the source.
@@ -453,6 +503,8 @@ pub enum Chain<P, K, F> {
         source: P,
         /// The handler(s), until they run.
         step: Option<K>,
+        /// Whether the chain was polled yet (for `state()`).
+        polled: bool,
     },
     /// Following the handler's reaction.
     Reacting {
@@ -469,6 +521,14 @@ impl<P, K, F> Chain<P, K, F> {
         Chain::Source {
             source,
             step: Some(step),
+            polled: false,
+        }
+    }
+
+    fn state(&self) -> PromiseState {
+        match self {
+            Chain::Source { polled: false, .. } => PromiseState::Pending(Pending::Unstarted),
+            _ => PromiseState::Pending(Pending::Started),
         }
     }
 }
@@ -485,7 +545,12 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<K::Output> {
         loop {
             let next = match self.as_mut().project() {
-                ChainProj::Source { source, step } => {
+                ChainProj::Source {
+                    source,
+                    step,
+                    polled,
+                } => {
+                    *polled = true;
                     let input = core::task::ready!(source.poll(cx));
                     step.take().expect("a chain's step runs once").step(input)
                 }

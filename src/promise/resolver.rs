@@ -47,7 +47,9 @@ enum Target<'a, T, E> {
 /// takes `&self`, but only one place may hold it).
 ///
 /// The resolver of [`DeferredPromise::new`](crate::DeferredPromise::new)
-/// cannot escape its executor — this does not compile:
+/// cannot escape its executor — this does not compile ("borrowed data
+/// escapes outside of closure"; use `DeferredPromise::detached` or a
+/// [`PromiseCell`](crate::PromiseCell) for a resolver that leaves):
 ///
 /// ```compile_fail
 /// use deferral::{DeferredPromise, Resolver};
@@ -248,12 +250,17 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// Adopts `future`: returns a future that drives it and settles this
     /// promise with its output (the JS executor's `res(fetch(..))`).
     ///
-    /// Someone must poll the returned [`Adopt`] (await it, spawn it, or
-    /// join it with other work); dropping it before it finishes drops the
-    /// resolver, which abandons the promise. To adopt a future at the moment
-    /// the promise starts, without a second task, use
-    /// [`DeferredPromise::lazy`](crate::DeferredPromise::lazy): it *is* the
-    /// executor `res => res(future)`.
+    /// Return it from the executor of `DeferredPromise::detached` or
+    /// [`PromiseCell::defer`](crate::PromiseCell::defer) and the promise
+    /// drives it ([`ExecutorReturn`](crate::ExecutorReturn)): `detached(|res|
+    /// res.adopt(fetch(..)))` resolves to `fetch`'s output. Anywhere else,
+    /// someone must poll the returned [`Adopt`] (await it, spawn it, or join
+    /// it with other work); dropping it before it finishes drops the
+    /// resolver, which abandons the promise. The resolver of
+    /// [`DeferredPromise::new`](crate::DeferredPromise::new) cannot adopt
+    /// (a compile error): use
+    /// [`DeferredPromise::lazy`](crate::DeferredPromise::lazy), which *is*
+    /// the executor `res => res(future)`.
     ///
     /// ```
     /// use deferral::PromiseCell;
@@ -294,21 +301,29 @@ impl<'a, T, E> Resolver<'a, T, E> {
 }
 
 impl<T, E> Drop for Resolver<'_, T, E> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
+        // The common cases (settled; a local resolver) stay inline; only an
+        // unsettled shared resolver reaches the cell.
         if self.phase.get() != Phase::Live {
             return;
         }
-        let (slot, generation) = match &self.target {
+        match &self.target {
             // An empty local slot is read as "abandoned" by the promise.
-            Target::Local(..) => return,
-            Target::Cell(slot, generation) => (*slot, *generation),
+            Target::Local(..) => {}
+            Target::Cell(slot, generation) => abandon(slot, *generation),
             #[cfg(feature = "alloc")]
-            Target::Shared(slot, generation) => (&**slot, *generation),
-        };
-        if slot.abandon(generation) {
-            slot.wake();
+            Target::Shared(slot, generation) => abandon(slot, *generation),
         }
+    }
+}
+
+/// An unfinished resolver's drop: mark the generation abandoned (or free a
+/// closed one) and wake the promise.
+#[inline(never)]
+fn abandon<T, E>(slot: &RawSlot<T, E>, generation: u32) {
+    if slot.abandon(generation) {
+        slot.wake();
     }
 }
 

@@ -1,0 +1,226 @@
+//! What an executor may return: nothing, the `Result` of a settlement, or
+//! (where the resolver may outlive the executor) an [`Adopt`] future that
+//! the promise then drives — so that `res.adopt(fetch())` written as an
+//! executor's last expression settles the promise, or does not compile.
+
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use pin_project::pin_project;
+
+use super::error::SettleError;
+use super::resolver::Adopt;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What the executor of [`DeferredPromise::detached`] or
+/// [`PromiseCell::defer`] may return: `()`, the `Result` of
+/// [`resolve`](crate::Resolver::resolve) / `reject` / `settle` (a refusal is
+/// ignored, as a dropped value would be), or [`Adopt`]
+/// (`resolver.adopt(future)`), which the promise then drives to completion
+/// itself — the JS executor `res => res(fetch(..))`.
+///
+/// Anything else is a compile error, so an `Adopt` (or a join handle, or
+/// any value that was meant to matter) is never dropped silently.
+///
+/// [`DeferredPromise::detached`]: crate::DeferredPromise::detached
+/// [`PromiseCell::defer`]: crate::PromiseCell::defer
+///
+/// ```
+/// use deferral::PromiseCell;
+///
+/// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+/// let fetch = async { Ok(200) };
+/// let status = CELL.defer(|res| res.adopt(fetch)).unwrap();
+/// assert_eq!(futures::executor::block_on(status), Ok(200));
+/// ```
+///
+/// ```compile_fail
+/// use deferral::PromiseCell;
+///
+/// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+/// // A value the executor did not mean to drop: end the body with `;`.
+/// let p = CELL.defer(|res| 42).unwrap();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "an executor cannot return `{Self}`",
+    label = "this executor returns `{Self}`",
+    note = "an executor returns `()`, the `Result` of `resolve`/`reject`/`settle`, or `resolver.adopt(future)` (which the promise drives)",
+    note = "to discard the value, end the executor's body with `;`"
+)]
+pub trait ExecutorReturn<'a, T, E>: sealed::Sealed {
+    /// What the promise drives after the executor returned.
+    #[doc(hidden)]
+    type Drive: Future;
+
+    /// The future to drive, if any.
+    #[doc(hidden)]
+    fn into_drive(self) -> Option<Self::Drive>;
+}
+
+/// What the executor of [`DeferredPromise::new`] may return: `()` or the
+/// `Result` of [`resolve`](crate::Resolver::resolve) / `reject` / `settle`.
+///
+/// Its resolver lives only as long as the executor runs, so it cannot
+/// [`adopt`](crate::Resolver::adopt) a future: that is a compile error
+/// whose message points at [`DeferredPromise::lazy`] (the executor
+/// `res => res(future)`) and at [`DeferredPromise::detached`] /
+/// [`PromiseCell`](crate::PromiseCell) (a resolver that may leave).
+///
+/// [`DeferredPromise::new`]: crate::DeferredPromise::new
+/// [`DeferredPromise::lazy`]: crate::DeferredPromise::lazy
+/// [`DeferredPromise::detached`]: crate::DeferredPromise::detached
+///
+/// ```
+/// use deferral::DeferredPromise;
+///
+/// let unit = DeferredPromise::<u8, ()>::new(|res| {
+///     res.resolve(1).unwrap();
+/// });
+/// let result = DeferredPromise::<u8, ()>::new(|res| res.resolve(2));
+/// assert_eq!(futures::executor::block_on(unit), Ok(1));
+/// assert_eq!(futures::executor::block_on(result), Ok(2));
+/// ```
+///
+/// ```compile_fail
+/// use deferral::DeferredPromise;
+///
+/// // `new`'s resolver cannot outlive its executor: use `lazy(|| fetch)`.
+/// let p = DeferredPromise::<u8, ()>::new(|res| res.adopt(async { Ok(1) }));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "the executor of `DeferredPromise::new` cannot return `{Self}`",
+    label = "this executor returns `{Self}`",
+    note = "`new`'s executor returns `()` or the `Result` of `resolve`/`reject`/`settle`; to discard a value, end its body with `;`",
+    note = "to settle with a future's output (`res(fetch(..))` in JS), use `DeferredPromise::lazy(|| future)`: `new`'s resolver cannot outlive the executor, so it cannot `adopt`",
+    note = "to settle later or from elsewhere (a spawned task, a thread, an interrupt), use `DeferredPromise::detached` (with `alloc`) or a `PromiseCell`, whose resolvers may leave the executor and adopt futures"
+)]
+pub trait LocalExecutorReturn: sealed::Sealed {}
+
+#[doc(hidden)]
+/// Names the never type `!` on stable Rust (`fn() -> !` is a stable type,
+/// and its output is `!`): an executor that only panics (`|_| todo!()`)
+/// returns `!` in edition 2024.
+pub trait FnOutput {
+    /// The function's return type.
+    type Output;
+}
+
+impl<O> FnOutput for fn() -> O {
+    type Output = O;
+}
+
+/// The never type, `!`.
+type Never = <fn() -> ! as FnOutput>::Output;
+
+impl sealed::Sealed for Never {}
+impl LocalExecutorReturn for Never {}
+
+impl<T, E> ExecutorReturn<'_, T, E> for Never {
+    type Drive = Nothing;
+
+    #[inline(always)]
+    fn into_drive(self) -> Option<Nothing> {
+        self
+    }
+}
+
+impl sealed::Sealed for () {}
+impl<V> sealed::Sealed for Result<(), SettleError<V>> {}
+impl<F, T, E> sealed::Sealed for Adopt<'_, F, T, E> {}
+
+impl LocalExecutorReturn for () {}
+impl<V> LocalExecutorReturn for Result<(), SettleError<V>> {}
+
+impl<T, E> ExecutorReturn<'_, T, E> for () {
+    type Drive = Nothing;
+
+    #[inline(always)]
+    fn into_drive(self) -> Option<Nothing> {
+        None
+    }
+}
+
+impl<T, E, V> ExecutorReturn<'_, T, E> for Result<(), SettleError<V>> {
+    type Drive = Nothing;
+
+    #[inline(always)]
+    fn into_drive(self) -> Option<Nothing> {
+        None
+    }
+}
+
+impl<'a, F, T, E> ExecutorReturn<'a, T, E> for Adopt<'a, F, T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Drive = Self;
+
+    fn into_drive(self) -> Option<Self> {
+        Some(self)
+    }
+}
+
+/// No future to drive (uninhabited: an `Option<Nothing>` is always `None`
+/// and takes no space).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Nothing {}
+
+impl Future for Nothing {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        match *self {}
+    }
+}
+
+/// A promise's running state together with what its executor left to drive
+/// (an [`Adopt`]): each poll first drives that, then polls the promise.
+#[doc(hidden)]
+#[pin_project]
+pub struct Driving<P, D> {
+    #[pin]
+    promise: P,
+    #[pin]
+    drive: Option<D>,
+}
+
+impl<P, D> Driving<P, D> {
+    pub(crate) fn new(promise: P, drive: Option<D>) -> Self {
+        Self { promise, drive }
+    }
+
+    pub(crate) fn promise(&self) -> &P {
+        &self.promise
+    }
+}
+
+impl<P: Future, D: Future> Future for Driving<P, D> {
+    type Output = P::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<P::Output> {
+        let mut this = self.project();
+        if let Some(drive) = this.drive.as_mut().as_pin_mut() {
+            if drive.poll(cx).is_ready() {
+                // Settled (or refused): the adopted future is done.
+                this.drive.set(None);
+            }
+        }
+        this.promise.poll(cx)
+    }
+}
+
+impl<P: fmt::Debug, D> fmt::Debug for Driving<P, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driving")
+            .field("promise", &self.promise)
+            .field("driving", &self.drive.is_some())
+            .finish()
+    }
+}
