@@ -43,27 +43,28 @@ impl Conn {
     }
 }
 
-/// Opens two connections, uses them, and lets the scope close them (LIFO),
-/// turning a failed close into the function's error instead of losing it.
+/// Opens two connections, uses them, and lets the scope close them (LIFO).
+/// A failing `close` turns the function's `Ok` into its `Err` instead of
+/// being lost, and a failed transfer is recorded (Zig's `errdefer`).
 async fn transfer(log: &Log, second: &'static str) -> io::Result<usize> {
     deferral::scope(async |d| {
-        let mut db = d.guard_async(Conn::open("db", log).await?, |c| async move {
-            c.close().await.expect("db closes cleanly");
+        // The body uses each connection as `&mut Conn`; the scope consumes
+        // it with `close()`, and a close error becomes the scope's error.
+        let mut db = d.guard_async(Conn::open("db", log).await?, |c| c.close())?;
+        // Runs (LIFO) after `peer` is closed and before `db` is: it sees a
+        // failed close of `peer` as the transfer's error.
+        let l = log.clone();
+        d.defer_on_error(move |e: &mut io::Error| {
+            l.lock()
+                .unwrap()
+                .push(format!("db: mark transfer failed ({e})"))
         })?;
-        let peer = Conn::open(second, log).await?;
-        d.defer_async_with(async move {
-            let closed = peer.close().await;
-            // Go's named result: a failing close turns Ok into Err.
-            move |out: &mut io::Result<usize>| {
-                if let (Ok(_), Err(e)) = (&*out, closed) {
-                    *out = Err(e);
-                }
-            }
-        })?;
+        let mut peer = d.guard_async(Conn::open(second, log).await?, |c| c.close())?;
         let l = log.clone();
         d.defer(move || l.lock().unwrap().push("led off".into()))?;
 
         db.send("BEGIN").await?;
+        peer.send("rows").await?;
         db.send("COMMIT").await?;
         Ok(2)
     })

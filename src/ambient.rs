@@ -16,7 +16,7 @@ mod enabled {
 
     use crate::defer::Sendable;
     use crate::slab::{Flavour, SlabCore};
-    use crate::thunk::{AsyncThunk, Thunk};
+    use crate::thunk::{AsyncThunk, Decided, ON_SUCCESS, ON_UNWIND, OnCond, Thunk, When};
 
     /// The slab of the scope whose body is being polled on this thread. A
     /// scope of either flavour is stored as a `SlabCore<Sendable>`: the
@@ -48,6 +48,10 @@ mod enabled {
     }
 
     /// The ambient slab, if any.
+    ///
+    /// Its output type is unknown here: every payload registered through
+    /// it is typed for the output `()` and returns `()`, so it reads only
+    /// the untyped part of the scope's exit (see `thunk.rs`).
     fn current<'a>() -> Option<&'a SlabCore<Sendable>> {
         // SAFETY: set by `enter` only while the scope's slab is alive and
         // borrowed by the scope being polled on this thread; the thunks
@@ -134,6 +138,108 @@ mod enabled {
                 .map(drop)
                 .map_err(|AsyncThunk(fut)| NoScope(fut)),
             None => Err(NoScope(fut)),
+        }
+    }
+
+    /// Registers `f` on the innermost scope being polled on this thread,
+    /// to run only if its body returns and nothing panics
+    /// ([`Defer::defer_on_success`](crate::Defer::defer_on_success));
+    /// `Err(NoScope)` outside any.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// async fn transfer() {
+    ///     deferral::defer_on_success(|| println!("committed")).unwrap();
+    /// }
+    /// deferral::scope(async |_| transfer().await).await;
+    /// # });
+    /// ```
+    pub fn defer_on_success<F>(f: F) -> Result<(), NoScope<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        push(When::<F, ON_SUCCESS>(f), |When(f)| f)
+    }
+
+    /// Registers `f` on the innermost scope being polled on this thread,
+    /// to run only while a panic is in flight
+    /// ([`Defer::defer_on_unwind`](crate::Defer::defer_on_unwind));
+    /// `Err(NoScope)` outside any.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     deferral::defer_on_unwind(|| unreachable!("nothing panicked")).unwrap();
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn defer_on_unwind<F>(f: F) -> Result<(), NoScope<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        push(When::<F, ON_UNWIND>(f), |When(f)| f)
+    }
+
+    /// [`defer_async`], run only if the body returns and nothing panics.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     deferral::defer_async_on_success(async { /* commit */ }).unwrap();
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn defer_async_on_success<Fut>(fut: Fut) -> Result<(), NoScope<Fut>>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        push(
+            Decided::<_, Fut>::Waiting(OnCond::<Fut, ON_SUCCESS>(fut)),
+            |d| match d {
+                Decided::Waiting(OnCond(fut)) => fut,
+                _ => unreachable!(),
+            },
+        )
+    }
+
+    /// [`defer_async`], run only while a panic is in flight.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     deferral::defer_async_on_unwind(async { unreachable!() }).unwrap();
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn defer_async_on_unwind<Fut>(fut: Fut) -> Result<(), NoScope<Fut>>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        push(
+            Decided::<_, Fut>::Waiting(OnCond::<Fut, ON_UNWIND>(fut)),
+            |d| match d {
+                Decided::Waiting(OnCond(fut)) => fut,
+                _ => unreachable!(),
+            },
+        )
+    }
+
+    /// Registers `payload` (typed for the output `()`, returning `()`) on
+    /// the ambient scope; hands back what `back` makes of it otherwise.
+    #[inline]
+    fn push<P: crate::slab::Payload<()>, X>(
+        payload: P,
+        back: fn(P) -> X,
+    ) -> Result<(), NoScope<X>> {
+        match current() {
+            Some(slab) => slab
+                .push::<(), _>(payload)
+                .map(drop)
+                .map_err(|p| NoScope(back(p))),
+            None => Err(NoScope(back(payload))),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! Nothing here depends on the body's or the output's type: one copy of
 //! this code serves every scope in a program (it matters for flash). The
 //! typed parts are the entries' vtables (`slab.rs`) and the scope's
-//! `Ending<T>`, passed through as `*mut ()`.
+//! [`Exit<T>`](crate::Exit), passed through untyped (`End`): this loop
+//! records the first panic there (so the cleanup that runs
+//! after a panicking one sees it, as in Go).
 //!
 //! With `std`, one `catch_unwind` surrounds the whole loop, not each entry:
 //! the loop keeps its state consistent before it runs any entry (an entry
@@ -15,7 +17,8 @@
 
 use core::task::{Context, Poll};
 
-use crate::panic::{self as panicking, Panic};
+use crate::exit::End;
+use crate::panic as panicking;
 use crate::slab::{Entry, Live};
 
 /// The order in which a scope runs its deferred thunks after the body.
@@ -76,8 +79,6 @@ enum Stage {
 /// The cleanup state of one scope.
 pub(crate) struct Cleaner {
     stage: Stage,
-    /// `Order::driver`.
-    drive: Drive,
     /// The entry being polled right now: if its poll panics, it is dropped.
     polling: Option<Entry>,
     /// Concurrent order with `alloc`: the async entries, indexed, and one
@@ -114,14 +115,13 @@ impl Order {
 }
 
 /// The concurrent cleanup loop, if the order is `Concurrent`.
-pub(crate) type Drive = Option<fn(&mut Cleaner, *mut (), &mut Context<'_>) -> Poll<()>>;
+pub(crate) type Drive = Option<fn(&mut Cleaner, &End, &mut Context<'_>) -> Poll<()>>;
 
 impl Cleaner {
     /// Cleanup starting at `first` (the slab's chain, as prepared for
     /// `order`).
-    pub(crate) fn new(order: Order, drive: Drive, first: Option<Entry>) -> Self {
+    pub(crate) fn new(order: Order, first: Option<Entry>) -> Self {
         Cleaner {
-            drive,
             stage: match order {
                 Order::Lifo | Order::Fifo => Stage::Sequential {
                     next: first,
@@ -135,27 +135,31 @@ impl Cleaner {
         }
     }
 
-    /// Drives the cleanup to its end. `end` is the scope's `*mut
-    /// Ending<T>`; the first panic of an entry goes to `panic`, and cleanup
+    /// Drives the cleanup to its end. `end` is the state of the scope's
+    /// `Exit<T>`; the first panic of an entry is recorded there, and cleanup
     /// goes on with the others.
-    pub(crate) fn poll(
+    ///
+    /// # Safety
+    /// `end` is valid for the whole call and used by nobody else.
+    /// `drive` is the order's [`driver`](Order::driver) (kept by the
+    /// scope, not here: it is chosen where the order is a constant).
+    pub(crate) unsafe fn poll(
         &mut self,
-        end: *mut (),
+        drive: Drive,
+        end: &End,
         cx: &mut Context<'_>,
-        panic: &mut Option<Panic>,
     ) -> Poll<()> {
         loop {
             match panicking::catch(|| {
                 self.drop_polled();
-                match self.drive {
+                match drive {
                     Some(concurrent) => concurrent(self, end, cx),
                     None => self.drive_sequential(end, cx),
                 }
             }) {
                 Ok(poll) => return poll,
-                Err(p) => {
-                    panic.get_or_insert(p);
-                }
+                // The payload that panicked is gone: nobody else uses `end`.
+                Err(p) => end.record(p),
             }
         }
     }
@@ -193,7 +197,7 @@ impl Cleaner {
     }
 
     #[inline(always)]
-    fn drive_sequential(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
+    fn drive_sequential(&mut self, end: &End, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.stage {
             Stage::Sequential { next, started } => {
                 // The cursor lives in a register while sync entries run and
@@ -220,7 +224,7 @@ impl Cleaner {
                         unsafe { entry.claim() };
                         cursor = entry.next();
                         // SAFETY: a live sync payload we just claimed; `end`
-                        // is the scope's ending.
+                        // is the scope's exit.
                         unsafe { live.run(end) };
                         continue;
                     }
@@ -246,7 +250,7 @@ impl Cleaner {
         }
     }
 
-    fn drive_concurrent(&mut self, end: *mut (), cx: &mut Context<'_>) -> Poll<()> {
+    fn drive_concurrent(&mut self, end: &End, cx: &mut Context<'_>) -> Poll<()> {
         #[cfg(feature = "alloc")]
         if self.wake.is_none() {
             if let Stage::Starting { first, .. } = self.stage {
@@ -318,15 +322,14 @@ impl Cleaner {
 
     /// The scope is dropped before cleanup finished (or right after it
     /// started): the started async entries are dropped; of the rest, in
-    /// this cleaner's order, sync entries run (with `end`, whose output the
-    /// caller took away) and async ones go to `hand_over` (a cancel handler)
-    /// or are dropped unpolled. Panics go to `panic`; the rest still runs.
-    pub(crate) fn cancel(
-        &mut self,
-        end: *mut (),
-        mut hand_over: impl FnMut(Live),
-        panic: &mut Option<Panic>,
-    ) {
+    /// this cleaner's order, sync entries run (with `end`, a cancelled
+    /// exit whose output the caller took away) and async ones go to
+    /// `hand_over` (a cancel handler) or are dropped unpolled. Panics are
+    /// recorded in `end`; the rest still runs.
+    ///
+    /// # Safety
+    /// As for [`poll`](Self::poll).
+    pub(crate) unsafe fn cancel(&mut self, end: &End, mut hand_over: impl FnMut(Live)) {
         // The started entries are those in `[from, to)`; the rest start at
         // `rest`.
         let (from, to, rest) = match core::mem::replace(&mut self.stage, Stage::Done) {
@@ -363,7 +366,7 @@ impl Cleaner {
                 }
             });
             if let Err(p) = dropped {
-                panic.get_or_insert(p);
+                end.record(p);
             }
         }
         // 2. The rest, in order.
@@ -383,7 +386,7 @@ impl Cleaner {
                 }
             });
             if let Err(p) = ran {
-                panic.get_or_insert(p);
+                end.record(p);
             }
         }
     }
@@ -396,7 +399,7 @@ fn poll_entry(
     polling: &mut Option<Entry>,
     entry: Entry,
     cx: &mut Context<'_>,
-    end: *mut (),
+    end: &End,
 ) -> Poll<Option<Live>> {
     // SAFETY: cleanup has the slab to itself.
     let Some(live) = (unsafe { entry.live() }) else {

@@ -7,8 +7,12 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
+use crate::exit::{CleanupOutput, Exit, Fallible};
 use crate::slab::{Entry, Flavour, Payload, SlabCore, TakeFn, sealed};
-use crate::thunk::{AsyncThunk, AsyncThunkWith, GuardAsync, GuardThunk, Thunk, ThunkWith};
+use crate::thunk::{
+    AsyncThunk, Decided, GuardAsync, GuardThunk, ON_SUCCESS, ON_UNWIND, OnCond, OnError, OnErrorFn,
+    OnExitFn, Thunk, ThunkWith, When,
+};
 
 /// The flavour of [`scope`](crate::scope): cleanup is `Send + 'static`, so
 /// the scope can be spawned on a multi-threaded runtime even while its body
@@ -166,7 +170,12 @@ impl<T, K: Flavour> Defer<T, K> {
         }
     }
 
-    /// Defers `f` until the body has returned.
+    /// Defers `f` until the body has ended; it runs however the body ended
+    /// (returned, panicked, or cancelled), like Go's `defer`.
+    ///
+    /// `f` may return `()`, or a `Result<(), E>` whose error is then
+    /// [added](Exit::add_error) to the output — a failing cleanup turns
+    /// `Ok` into `Err` (see [`CleanupOutput`]).
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -181,22 +190,25 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    pub fn defer<F, R>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
     where
-        F: FnOnce() + Fits<K>,
+        F: FnOnce() -> R + Fits<K>,
+        R: CleanupOutput<T>,
     {
         self.register(Thunk(f))
     }
 
-    /// Defers `f`, which sees and may change the body's output — Go's named
-    /// results. Not run if there is no output (the body panicked, or the
-    /// scope was dropped first).
+    /// Defers `f`, which sees how the body ended and may change the output
+    /// — Go's deferred closures over named results, and `recover()` (see
+    /// [`Exit`]). It runs however the body ended; if it panicked or was
+    /// cancelled there is no output to change.
     ///
     /// ```
     /// # futures::executor::block_on(async {
+    /// use deferral::Exit;
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_with(|out: &mut Result<u8, &str>| {
-    ///         if out.is_ok() {
+    ///     d.defer_with(|exit: &mut Exit<Result<u8, &str>>| {
+    ///         if let Some(out @ Ok(_)) = exit.output_mut() {
     ///             *out = Err("close failed"); // a failing close is not lost
     ///         }
     ///     })
@@ -210,13 +222,98 @@ impl<T, K: Flavour> Defer<T, K> {
     #[inline(always)]
     pub fn defer_with<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
     where
-        F: FnOnce(&mut T) + Fits<K>,
+        F: FnOnce(&mut Exit<T>) + Fits<K>,
     {
         self.register(ThunkWith(f))
     }
 
-    /// Defers a future: it is not polled before the body has returned, and
-    /// the scope resolves only after it has finished.
+    /// Defers `f` to run only if the body returned and nothing panicked
+    /// since — `scopeguard::defer_on_success!`. Skipped on a panic or a
+    /// cancellation. (A body that returns `Err` returned: pair this with
+    /// [`defer_on_error`](Self::defer_on_error), or look at the output
+    /// with [`defer_with`](Self::defer_with).)
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// static COMMITTED: AtomicBool = AtomicBool::new(false);
+    /// deferral::scope(async |d| {
+    ///     d.defer_on_success(|| COMMITTED.store(true, Ordering::SeqCst)).unwrap();
+    /// })
+    /// .await;
+    /// assert!(COMMITTED.load(Ordering::SeqCst));
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn defer_on_success<F, R>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    where
+        F: FnOnce() -> R + Fits<K>,
+        R: CleanupOutput<T>,
+    {
+        self.register(When::<F, ON_SUCCESS>(f))
+    }
+
+    /// Defers `f` to run only while a panic is in flight — the body's, an
+    /// earlier cleanup's, or (with `std`) one unwinding through the code
+    /// that dropped the scope: `scopeguard::defer_on_unwind!`.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use futures::FutureExt;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// static LOGGED: AtomicBool = AtomicBool::new(false);
+    /// let out = std::panic::AssertUnwindSafe(deferral::scope(async |d| {
+    ///     d.defer_on_unwind(|| LOGGED.store(true, Ordering::SeqCst)).unwrap();
+    ///     panic!("boom");
+    /// }))
+    /// .catch_unwind()
+    /// .await;
+    /// assert!(out.is_err() && LOGGED.load(Ordering::SeqCst));
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn defer_on_unwind<F, R>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    where
+        F: FnOnce() -> R + Fits<K>,
+        R: CleanupOutput<T>,
+    {
+        self.register(When::<F, ON_UNWIND>(f))
+    }
+
+    /// Defers `f` to run only if the output is an error when cleanup
+    /// reaches it, and gives it the error — Zig's `errdefer |err|`. The
+    /// output is read then, not when the body returned: a cleanup that ran
+    /// before and failed (turning `Ok` into `Err`) triggers it too.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::{Arc, Mutex};
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let l = log.clone();
+    /// let out: Result<(), String> = deferral::scope(async |d| {
+    ///     d.defer_on_error(move |err: &mut String| l.lock().unwrap().push(err.clone()))
+    ///         .unwrap();
+    ///     Err("out of memory".to_string())
+    /// })
+    /// .await;
+    /// assert!(out.is_err());
+    /// assert_eq!(*log.lock().unwrap(), ["out of memory"]);
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn defer_on_error<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    where
+        T: Fallible,
+        F: FnOnce(&mut T::Error) + Fits<K>,
+    {
+        self.register(OnError(f))
+    }
+
+    /// Defers a future: it is not polled before the body has ended, and
+    /// the scope resolves only after it has finished. It runs however the
+    /// body ended. Its output is reported like a sync cleanup's
+    /// ([`CleanupOutput`]): `()`, an error for the output, or a closure
+    /// that changes it.
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -229,23 +326,25 @@ impl<T, K: Flavour> Defer<T, K> {
     #[inline(always)]
     pub fn defer_async<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
     where
-        Fut: Future<Output = ()> + Fits<K>,
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
     {
         self.register(AsyncThunk(fut))
     }
 
-    /// Defers a future whose output, a `FnOnce(&mut T)`, is then applied to
-    /// the body's output (if there is one): async cleanup that can turn `Ok`
-    /// into `Err`.
+    /// Defers a future whose output, a `FnOnce(&mut Exit<T>)`, is then
+    /// applied to the scope's [`Exit`]: async cleanup that changes the
+    /// output once its async work is done.
     ///
     /// ```
     /// # futures::executor::block_on(async {
+    /// use deferral::Exit;
     /// let out = deferral::scope(async |d| {
     ///     d.defer_async_with(async {
     ///         let flushed: Result<(), &str> = Err("disk full"); // an async flush
-    ///         move |out: &mut Result<(), &str>| {
-    ///             if let (Ok(()), Err(e)) = (&*out, flushed) {
-    ///                 *out = Err(e);
+    ///         move |exit: &mut Exit<Result<(), &str>>| {
+    ///             if let Err(e) = flushed {
+    ///                 exit.add_error(e);
     ///             }
     ///         }
     ///     })
@@ -260,9 +359,121 @@ impl<T, K: Flavour> Defer<T, K> {
     pub fn defer_async_with<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future + Fits<K>,
-        Fut::Output: FnOnce(&mut T),
+        Fut::Output: FnOnce(&mut Exit<T>),
     {
-        self.register(AsyncThunkWith(fut))
+        self.register(AsyncThunk(fut))
+    }
+
+    /// Defers async cleanup that decides from how the body ended what to
+    /// do: when cleanup reaches it, `f` gets the [`Exit`] and returns the
+    /// future to run (Python's `__aexit__`). The future's output is
+    /// reported as for [`defer_async`](Self::defer_async), so it can change
+    /// the exit after its work — even [recover](Exit::recover) a panic.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use deferral::Exit;
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_async_on_exit(|exit: &mut Exit<Result<u8, String>>| {
+    ///         let failed = exit.error_mut().is_some();
+    ///         async move {
+    ///             if failed { /* roll back, asynchronously */ }
+    ///             move |exit: &mut Exit<Result<u8, String>>| {
+    ///                 if failed {
+    ///                     exit.output_mut().map(|out| *out = Ok(0)); // suppressed
+    ///                 }
+    ///             }
+    ///         }
+    ///     })
+    ///     .unwrap();
+    ///     Err("failed".to_string())
+    /// })
+    /// .await;
+    /// assert_eq!(out, Ok(0));
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn defer_async_on_exit<F, Fut>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    where
+        F: FnOnce(&mut Exit<T>) -> Fut + Fits<K>,
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        self.register(Decided::<_, Fut>::Waiting(OnExitFn(f)))
+    }
+
+    /// Defers a future that runs only if the body returned and nothing
+    /// panicked since (see [`defer_on_success`](Self::defer_on_success));
+    /// otherwise it is dropped unpolled when cleanup reaches it.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_async_on_success(async { /* commit */ }).unwrap();
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn defer_async_on_success<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
+    where
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        self.register(Decided::<_, Fut>::Waiting(OnCond::<Fut, ON_SUCCESS>(fut)))
+    }
+
+    /// Defers a future that runs only while a panic is in flight (see
+    /// [`defer_on_unwind`](Self::defer_on_unwind)); otherwise it is dropped
+    /// unpolled when cleanup reaches it.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_async_on_unwind(async { unreachable!("nothing panicked") }).unwrap();
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn defer_async_on_unwind<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
+    where
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        self.register(Decided::<_, Fut>::Waiting(OnCond::<Fut, ON_UNWIND>(fut)))
+    }
+
+    /// Async `errdefer`: if the output is an error when cleanup reaches
+    /// it, `f` gets the error and returns the future to run (a rollback
+    /// that needs the error, say); otherwise nothing runs.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::sync::{Arc, Mutex};
+    /// let rolled_back = Arc::new(Mutex::new(None));
+    /// let r = rolled_back.clone();
+    /// let _: Result<(), String> = deferral::scope(async |d| {
+    ///     d.defer_async_on_error(move |err: &mut String| {
+    ///         let err = err.clone();
+    ///         async move { *r.lock().unwrap() = Some(err) } // an async rollback
+    ///     })
+    ///     .unwrap();
+    ///     Err("constraint violated".to_string())
+    /// })
+    /// .await;
+    /// assert_eq!(rolled_back.lock().unwrap().as_deref(), Some("constraint violated"));
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn defer_async_on_error<F, Fut>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    where
+        T: Fallible,
+        F: FnOnce(&mut T::Error) -> Fut + Fits<K>,
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        self.register(Decided::<_, Fut>::Waiting(OnErrorFn(f)))
     }
 
     /// Moves `value` into the scope, gives the body a [`Guard`] to it for
@@ -297,10 +508,11 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn guard<V, F>(&self, value: V, cleanup: F) -> Result<Guard<'_, V, K>, Full<(V, F)>>
+    pub fn guard<V, F, R>(&self, value: V, cleanup: F) -> Result<Guard<'_, V, K>, Full<(V, F)>>
     where
         V: Fits<K>,
-        F: FnOnce(V) + Fits<K>,
+        F: FnOnce(V) -> R + Fits<K>,
+        R: CleanupOutput<T>,
     {
         match self.core.push::<T, _>(GuardThunk { value, cleanup }) {
             Ok((entry, payload, take)) => {
@@ -315,7 +527,10 @@ impl<T, K: Flavour> Defer<T, K> {
 
     /// Like [`guard`](Self::guard), with an async cleanup: after the body,
     /// `cleanup(value)` is called and its future polled to completion — the
-    /// Rust form of Go's `defer conn.Close()`.
+    /// Rust form of Go's `defer conn.Close()`. The cleanup runs however the
+    /// body ended. If it returns `Result<(), E>`, a failure is
+    /// [added](Exit::add_error) to the output: a failing `close()` turns
+    /// `Ok` into `Err` ([`CleanupOutput`]).
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -331,6 +546,30 @@ impl<T, K: Flavour> Defer<T, K> {
     /// .await;
     /// # });
     /// ```
+    ///
+    /// With a fallible `close`, whose error the output keeps:
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use std::io;
+    /// struct File;
+    /// impl File {
+    ///     async fn close(self) -> io::Result<()> {
+    ///         Err(io::Error::other("close failed"))
+    ///     }
+    ///     fn write(&mut self, _: &[u8]) -> io::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let out: io::Result<()> = deferral::scope(async |d| {
+    ///     let mut f = d.guard_async(File, |f| f.close())?;
+    ///     f.write(b"data")?; // the body uses the file as `&mut File`
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// assert_eq!(out.unwrap_err().to_string(), "close failed");
+    /// # });
+    /// ```
     #[inline(always)]
     pub fn guard_async<V, F, Fut>(
         &self,
@@ -340,7 +579,8 @@ impl<T, K: Flavour> Defer<T, K> {
     where
         V: Fits<K>,
         F: FnOnce(V) -> Fut + Fits<K>,
-        Fut: Future<Output = ()> + Fits<K>,
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
     {
         match self.core.push::<T, _>(GuardAsync::Armed { value, cleanup }) {
             Ok((entry, payload, take)) => {

@@ -56,6 +56,7 @@ mod ambient;
 mod cleanup;
 mod context;
 mod defer;
+mod exit;
 mod panic;
 pub mod promise;
 mod queue;
@@ -67,13 +68,19 @@ mod thunk;
 mod wake_set;
 
 #[cfg(feature = "std")]
-pub use ambient::{NoScope, defer, defer_async};
+pub use ambient::{
+    NoScope, defer, defer_async, defer_async_on_success, defer_async_on_unwind, defer_on_success,
+    defer_on_unwind,
+};
 pub use cleanup::Order;
 #[cfg(feature = "std")]
 pub use context::WithContext;
 #[cfg(feature = "alloc")]
 pub use context::{ContextVar, Snapshot};
 pub use defer::{Defer, Deferred, Fits, Full, Guard, Local, Sendable};
+#[cfg(feature = "alloc")]
+pub use exit::Errors;
+pub use exit::{AddError, CleanupOutput, Exit, ExitKind, Fallible};
 pub use promise::{
     Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Pending,
     PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,

@@ -49,6 +49,19 @@ pub(crate) fn resume_unless_panicking(panic: Panic) {
     match panic {}
 }
 
+/// The thread is unwinding from a panic (with `std`; never known without).
+#[inline]
+pub(crate) fn unwinding() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::thread::panicking()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        false
+    }
+}
+
 /// Aborts the process: with `std` directly, without it by panicking while a
 /// panic unwinds (which the runtime turns into an abort).
 #[cfg(feature = "alloc")]

@@ -48,8 +48,9 @@ use futures_core::future::FusedFuture;
 
 use crate::cleanup::{Cleaner, Order};
 use crate::defer::{Defer, Local, Sendable};
-use crate::panic::{self as panicking, Panic};
-use crate::slab::{Ending, Flavour, Slab};
+use crate::exit::Exit;
+use crate::panic as panicking;
+use crate::slab::{Flavour, Slab};
 
 /// Inline slab capacity, in bytes, of a scope made by [`scope`] or
 /// [`scope_local`].
@@ -433,7 +434,7 @@ union BodyCell<F, Fut> {
 /// # Size
 ///
 /// Besides its body's future and the `N` bytes of its slab, a scope holds
-/// 144 bytes on a 64-bit target with `std` (128 with `alloc` only, 112
+/// 144 bytes on a 64-bit target with `std` (128 with `alloc` only, 96
 /// with no features; `tests/scope_capacity.rs` prints them). A
 /// registration takes a two-word header plus the thunk, rounded up to a
 /// word. Moving a scope moves its inline bytes: pin it where it lives
@@ -459,12 +460,11 @@ where
     /// In an `UnsafeCell`: a `&DeferScope` (`is_terminated`, `Debug`) must
     /// not claim the self-borrowing body is frozen.
     body: UnsafeCell<BodyCell<F, F::Fut>>,
-    /// The body's output until it is handed out (`None` once `Done`).
-    end: Ending<T>,
-    /// The first panic, until resumed. `ManuallyDrop`: empty once `Done`,
-    /// taken by `cancel` otherwise, so a finished scope's drop glue has
-    /// nothing to check.
-    panic: ManuallyDrop<Option<Panic>>,
+    /// How the body ended: its output until it is handed out, the first
+    /// panic until it is resumed. `ManuallyDrop`: empty once `Done`, taken
+    /// by `cancel` otherwise, so a finished scope's drop glue has nothing
+    /// to check.
+    exit: ManuallyDrop<Exit<T>>,
     order: Order,
     /// The cleanup loop of `order` (see `Order::driver`).
     drive: crate::cleanup::Drive,
@@ -499,8 +499,7 @@ where
             body: UnsafeCell::new(BodyCell {
                 closure: ManuallyDrop::new(body),
             }),
-            end: Ending::new(),
-            panic: ManuallyDrop::new(None),
+            exit: ManuallyDrop::new(Exit::new()),
             order,
             drive: order.driver(),
             cleaner: MaybeUninit::uninit(),
@@ -518,8 +517,7 @@ where
             body: UnsafeCell::new(BodyCell {
                 closure: ManuallyDrop::new(body),
             }),
-            end: Ending::new(),
-            panic: ManuallyDrop::new(None),
+            exit: ManuallyDrop::new(Exit::new()),
             order,
             drive: order.driver(),
             cleaner: MaybeUninit::uninit(),
@@ -568,15 +566,15 @@ where
                 });
                 match polled {
                     Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(out)) => (*this).end.out = Some(out),
-                    Err(p) => *(*this).panic = Some(p),
+                    Ok(Poll::Ready(out)) => exit_of(this).out = Some(out),
+                    Err(p) => exit_of(this).panic = Some(p),
                 }
                 if (*this).phase == Phase::Body {
                     // Dropped in place before any thunk runs (it may hold
                     // guards), after the tag moved on.
                     (*this).phase = Phase::Ended;
                     if let Err(p) = panicking::catch(|| ManuallyDrop::drop(&mut (*cell).future)) {
-                        (*(*this).panic).get_or_insert(p);
+                        exit_of(this).panic.get_or_insert(p);
                     }
                 }
             }
@@ -586,21 +584,19 @@ where
                     return Self::finish(this);
                 }
                 let order = (*this).order;
-                (*this).cleaner.write(Cleaner::new(
-                    order,
-                    (*this).drive,
-                    core.start_cleanup(order.lifo()),
-                ));
+                (*this)
+                    .cleaner
+                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
                 (*this).phase = Phase::Cleaning;
             } else if (*this).phase == Phase::Done {
                 panic!("`DeferScope` polled after completion");
             }
             let cleaner = (*this).cleaner.assume_init_mut();
-            let end = ptr::addr_of_mut!((*this).end).cast::<()>();
-            let panic = &mut *(*this).panic;
+            let end = exit_end(this);
+            let drive = (*this).drive;
             // Thunks registered in a context run in it (they carry it); the
             // others in the empty one.
-            core::task::ready!(crate::context::isolated(|| cleaner.poll(end, cx, panic)));
+            core::task::ready!(crate::context::isolated(|| cleaner.poll(drive, &end, cx)));
             core.forget_chain();
             Self::finish(this)
         }
@@ -621,15 +617,15 @@ where
         // SAFETY: as the caller guarantees; raw projections only.
         unsafe {
             (*this).phase = Phase::Done;
-            if let Some(p) = (*(*this).panic).take() {
+            if let Some(p) = exit_of(this).panic.take() {
                 // The output (if the body returned) is discarded.
                 // A second panic from its destructor is dropped: the first
                 // one resumes.
-                let out = (*this).end.out.take();
+                let out = exit_of(this).out.take();
                 let _ = panicking::catch(move || drop(out));
                 panicking::resume(p);
             }
-            match (*this).end.out.take() {
+            match exit_of(this).out.take() {
                 Some(out) => Poll::Ready(out),
                 None => unreachable!("deferral: a returned body has an output"),
             }
@@ -644,7 +640,6 @@ where
         // SAFETY: as in `poll`: raw projections only; the body is dropped
         // in place.
         unsafe {
-            let mut panic = (*(*this).panic).take();
             match (*this).phase {
                 Phase::Done => return,
                 Phase::Init => {
@@ -657,53 +652,95 @@ where
                     (*this).phase = Phase::Ended;
                     let cell = (*this).body.get();
                     if let Err(p) = panicking::catch(|| ManuallyDrop::drop(&mut (*cell).future)) {
-                        panic.get_or_insert(p);
+                        exit_of(this).panic.get_or_insert(p);
                     }
                 }
                 Phase::Ended | Phase::Cleaning => {}
             }
+            exit_of(this).flags = if panicking::unwinding() {
+                crate::exit::CANCELLED | crate::exit::UNWINDING
+            } else {
+                crate::exit::CANCELLED
+            };
             let core = (*this).slab.core();
             if (*this).phase == Phase::Ended {
                 let order = (*this).order;
-                (*this).cleaner.write(Cleaner::new(
-                    order,
-                    (*this).drive,
-                    core.start_cleanup(order.lifo()),
-                ));
+                (*this)
+                    .cleaner
+                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
             }
             (*this).phase = Phase::Done;
             // The output is being discarded: thunks see none. It goes last.
-            let out = (*this).end.out.take();
+            let out = exit_of(this).out.take();
             let cleaner = (*this).cleaner.assume_init_mut();
-            let end = ptr::addr_of_mut!((*this).end).cast::<()>();
+            let end = exit_end(this);
             #[cfg(feature = "alloc")]
             let handler = &mut (*this).on_cancel;
             crate::context::isolated(|| {
-                cleaner.cancel(
-                    end,
-                    |live| {
-                        #[cfg(feature = "alloc")]
-                        if let Some(handler) = handler {
-                            // Only `Sendable` scopes have a handler (the
-                            // builder's types see to it): their payloads are
-                            // `Send + 'static`, and this one never started.
-                            handler(live.into_boxed());
-                            return;
-                        }
-                        // Dropped unpolled.
-                        live.drop_payload();
-                    },
-                    &mut panic,
-                )
+                cleaner.cancel(&end, |live| {
+                    #[cfg(feature = "alloc")]
+                    if let Some(handler) = handler {
+                        // Only `Sendable` scopes have a handler (the
+                        // builder's types see to it): their payloads are
+                        // `Send + 'static`, and this one never started.
+                        handler(live.into_boxed());
+                        return;
+                    }
+                    // Dropped unpolled.
+                    live.drop_payload();
+                })
             });
             core.forget_chain();
-            if let Err(p) = panicking::catch(move || drop(out)) {
+            // Whatever a cleanup recovered is dropped with the rest.
+            let mut panic = exit_of(this).panic.take();
+            let late = panicking::catch(move || drop((exit_of(this).out.take(), out)));
+            if let Err(p) = late {
                 panic.get_or_insert(p);
             }
             if let Some(p) = panic {
                 panicking::resume_unless_panicking(p);
             }
         }
+    }
+}
+
+/// The scope's exit: an explicit reference to that one field.
+///
+/// # Safety
+/// `this` points to a live scope; nothing else uses its exit while the
+/// reference lives (the cleanup loop is not running).
+#[inline(always)]
+unsafe fn exit_of<'a, 's, T, F, K, const N: usize>(
+    this: *mut DeferScope<'s, T, F, K, N>,
+) -> &'a mut Exit<T>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    // SAFETY: as the caller guarantees.
+    unsafe { &mut *ptr::addr_of_mut!((*this).exit).cast::<Exit<T>>() }
+}
+
+/// The scope's exit, as the cleanup loop takes it: raw projections (no
+/// reference to the scope).
+///
+/// # Safety
+/// `this` points to a live scope; the `End` is used only while it lives,
+/// and while no reference to its exit is in use.
+#[inline(always)]
+unsafe fn exit_end<'s, T, F, K, const N: usize>(
+    this: *mut DeferScope<'s, T, F, K, N>,
+) -> crate::exit::End
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    // SAFETY: a field of a live scope is never null; `ManuallyDrop` is
+    // `repr(transparent)`.
+    unsafe {
+        crate::exit::End::of(ptr::NonNull::new_unchecked(
+            ptr::addr_of_mut!((*this).exit).cast::<Exit<T>>(),
+        ))
     }
 }
 

@@ -49,6 +49,7 @@ use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
+use crate::exit::{End, Exit, ExitKind};
 use crate::sync::{AtomicBool, Ordering};
 
 /// What a scope's thunks may hold; sealed. Implemented by
@@ -75,25 +76,65 @@ pub(crate) trait Payload<Out>: Sized {
     const ASYNC: bool;
 
     /// Runs a sync payload to completion. Never called for async payloads.
-    fn run(self, end: &mut Ending<Out>);
+    fn run(self, end: Ending<'_, Out>);
 
     /// Polls an async payload. Never called for sync payloads.
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, end: &mut Ending<Out>) -> Poll<()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, end: Ending<'_, Out>) -> Poll<()>;
 
     /// Defuses a payload that has not started: hands back what was deferred.
     fn take(self) -> Self::Taken;
 }
 
-/// How a scope's body ended, as its cleanup sees it. The slab passes it to
-/// payloads type-erased (`*mut ()`); only the payloads know `Out`.
-pub(crate) struct Ending<Out> {
-    /// The body's output, if it returned.
-    pub(crate) out: Option<Out>,
+/// How a scope's body ended, as a payload gets it: the scope's
+/// [`Exit<Out>`] behind an untyped [`End`].
+///
+/// The ambient API registers payloads typed for the output `()` on scopes
+/// of any output type: those payloads only ever call [`kind`](Self::kind)
+/// and [`is_unwinding`](Self::is_unwinding), never [`exit`](Self::exit)
+/// (see `thunk.rs`).
+pub(crate) struct Ending<'a, Out> {
+    end: &'a End,
+    _out: PhantomData<fn(Out) -> Out>,
 }
 
-impl<Out> Ending<Out> {
-    pub(crate) const fn new() -> Self {
-        Ending { out: None }
+impl<'a, Out> Ending<'a, Out> {
+    /// # Safety
+    /// `end` is the end of an `Exit<Out>` (or of any `Exit`, if the payload
+    /// never calls `exit`), valid for `'a` and used by nobody else meanwhile.
+    #[inline(always)]
+    pub(crate) unsafe fn new(end: &'a End) -> Self {
+        Ending {
+            end,
+            _out: PhantomData,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn kind(&self) -> ExitKind {
+        self.end.kind()
+    }
+
+    #[inline(always)]
+    pub(crate) fn is_unwinding(&self) -> bool {
+        self.end.is_unwinding()
+    }
+
+    /// The whole exit, output included. Never called by a payload the
+    /// ambient API registers.
+    #[inline(always)]
+    pub(crate) fn exit(&mut self) -> &mut Exit<Out> {
+        // SAFETY: an `Exit<Out>` for every payload that calls this, ours
+        // alone while `self` is borrowed (`new`).
+        unsafe { self.end.exit::<Out>() }
+    }
+
+    /// A shorter-lived copy, to pass on.
+    #[inline(always)]
+    pub(crate) fn reborrow(&mut self) -> Ending<'_, Out> {
+        Ending {
+            end: self.end,
+            _out: PhantomData,
+        }
     }
 }
 
@@ -103,10 +144,11 @@ impl<Out> Ending<Out> {
 pub(crate) struct EntryVTable {
     layout: Layout,
     is_async: bool,
-    /// Reads the payload out and runs it. `end` is a `*mut Ending<Out>`.
-    run: unsafe fn(header: *mut Header, end: *mut ()),
+    /// Reads the payload out and runs it. `end` is the scope's
+    /// `Exit<Out>`.
+    run: unsafe fn(header: *mut Header, end: &End),
     /// Polls the pinned payload in place.
-    poll: unsafe fn(header: *mut Header, cx: &mut Context<'_>, end: *mut ()) -> Poll<()>,
+    poll: unsafe fn(header: *mut Header, cx: &mut Context<'_>, end: Option<&End>) -> Poll<()>,
     /// Drops the payload in place.
     drop: unsafe fn(header: *mut Header),
     /// The payload's address (to move a never-polled payload elsewhere).
@@ -157,40 +199,36 @@ pub(crate) fn payload_of<P>(header: *mut Header) -> *mut u8 {
 }
 
 /// # Safety
-/// `end` points to a live `Ending<Out>` nobody else is using.
-#[inline(always)]
-unsafe fn ending<'a, Out>(end: *mut ()) -> &'a mut Ending<Out> {
-    // SAFETY: guaranteed by the caller.
-    unsafe { &mut *end.cast::<Ending<Out>>() }
-}
-
-/// # Safety
-/// `header` heads a live `P` that the caller owns and gives up; `end` as
-/// for [`ending`].
-unsafe fn run_payload<Out, P: Payload<Out>>(header: *mut Header, end: *mut ()) {
+/// `header` heads a live `P` that the caller owns and gives up; `end` is
+/// the scope's `Exit<Out>`, as for [`Ending::new`].
+unsafe fn run_payload<Out, P: Payload<Out>>(header: *mut Header, end: &End) {
     // SAFETY: the caller owns the payload and never touches it again.
     let p = unsafe { payload_of::<P>(header).cast::<P>().read() };
     // SAFETY: guaranteed by the caller.
-    p.run(unsafe { ending(end) });
+    p.run(unsafe { Ending::new(end) });
 }
 
 /// # Safety
-/// `header` heads a live `P` pinned where it is; `end` as for [`ending`],
-/// or null for a thunk polled away from its scope (handed over after a
-/// cancellation: there is no output).
+/// `header` heads a live `P` pinned where it is; `end` as for
+/// [`run_payload`], or `None` for a thunk polled away from its scope
+/// (handed over after a cancellation: it sees a cancelled exit).
 unsafe fn poll_payload<Out, P: Payload<Out>>(
     header: *mut Header,
     cx: &mut Context<'_>,
-    end: *mut (),
+    end: Option<&End>,
 ) -> Poll<()> {
     // SAFETY: the payload is initialised, exclusively ours for this call,
     // and never moved (entries do not move once registered).
     let p = unsafe { Pin::new_unchecked(&mut *payload_of::<P>(header).cast::<P>()) };
-    if end.is_null() {
-        return p.poll(cx, &mut Ending::new());
-    }
+    let Some(end) = end else {
+        let mut alone = Exit::<Out>::cancelled();
+        // SAFETY: a real `Exit<Out>`, ours for the call.
+        let end = unsafe { End::of(NonNull::from(&mut alone)) };
+        // SAFETY: as above.
+        return p.poll(cx, unsafe { Ending::new(&end) });
+    };
     // SAFETY: guaranteed by the caller.
-    p.poll(cx, unsafe { ending(end) })
+    p.poll(cx, unsafe { Ending::new(end) })
 }
 
 /// # Safety
@@ -201,12 +239,12 @@ unsafe fn drop_payload<P>(header: *mut Header) {
 }
 
 /// The `run` of async payloads.
-unsafe fn not_sync(_: *mut Header, _: *mut ()) {
+unsafe fn not_sync(_: *mut Header, _: &End) {
     unreachable!("deferral: an async thunk was run as a sync one")
 }
 
 /// The `poll` of sync payloads.
-unsafe fn not_async(_: *mut Header, _: &mut Context<'_>, _: *mut ()) -> Poll<()> {
+unsafe fn not_async(_: *mut Header, _: &mut Context<'_>, _: Option<&End>) -> Poll<()> {
     unreachable!("deferral: a sync thunk was polled")
 }
 
@@ -679,9 +717,10 @@ impl Live {
     ///
     /// # Safety
     /// The payload is sync and was not run, dropped or moved out yet; `end`
-    /// points to the scope's `Ending<Out>` for the payload's `Out`.
+    /// is the scope's `Exit<Out>` for the payload's `Out`,
+    /// nobody else's to use meanwhile.
     #[inline(always)]
-    pub(crate) unsafe fn run(self, end: *mut ()) {
+    pub(crate) unsafe fn run(self, end: &End) {
         // SAFETY: as the caller guarantees.
         unsafe { (self.vtable.run)(self.header(), end) }
     }
@@ -690,11 +729,11 @@ impl Live {
     ///
     /// # Safety
     /// The payload is async and live (not dropped, not moved out); `end`
-    /// as for [`run`](Self::run), or null.
+    /// as for [`run`](Self::run).
     #[inline(always)]
-    pub(crate) unsafe fn poll(self, cx: &mut Context<'_>, end: *mut ()) -> Poll<()> {
+    pub(crate) unsafe fn poll(self, cx: &mut Context<'_>, end: &End) -> Poll<()> {
         // SAFETY: as the caller guarantees.
-        unsafe { (self.vtable.poll)(self.header(), cx, end) }
+        unsafe { (self.vtable.poll)(self.header(), cx, Some(end)) }
     }
 
     /// Drops the payload in place.
@@ -775,8 +814,8 @@ impl Future for ErasedThunk {
             "deferral: a cancelled thunk polled after completion"
         );
         // SAFETY: the payload is live, pinned in its block (the box is
-        // pinned and the block never moves); no output (null `end`).
-        let poll = unsafe { (self.vtable.poll)(self.header, cx, ptr::null_mut()) };
+        // pinned and the block never moves); it sees a cancelled exit.
+        let poll = unsafe { (self.vtable.poll)(self.header, cx, None) };
         if poll.is_ready() {
             self.done = true;
             // SAFETY: finished: drop what is left of it, once.

@@ -38,7 +38,8 @@ fn scenario(order: Order, ran: &'static AtomicUsize) -> impl Future<Output = u32
         .order(order)
         .run(async move |d| {
             d.defer(bump).unwrap();
-            d.defer_with(|out: &mut u32| *out += 1).unwrap();
+            d.defer_with(|exit: &mut deferral::Exit<u32>| *exit.output_mut().unwrap() += 1)
+                .unwrap();
             d.defer_async(async move {
                 yield_now().await;
                 bump();

@@ -6,7 +6,7 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::{Order, ScopeBuilder, scope};
+use deferral::{Exit, Order, ScopeBuilder, scope};
 use support::{DropLog, Gate, WakeCounter, block_on, poll_once, yield_now};
 
 /// Registers, in this order: sync "a", async "b" (yields once), sync "c",
@@ -112,14 +112,14 @@ fn output_is_returned_only_after_every_thunk_finished() {
 fn thunks_see_and_change_the_output_in_cleanup_order() {
     let out = block_on(scope(async |d| {
         // Runs last (LIFO): sees what the later-registered ones did.
-        d.defer_with(|out: &mut Vec<&str>| out.push("first registered"))
+        d.defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "first registered"))
             .unwrap();
         d.defer_async_with(async {
             yield_now().await;
-            |out: &mut Vec<&str>| out.push("async")
+            |exit: &mut Exit<Vec<&str>>| push(exit, "async")
         })
         .unwrap();
-        d.defer_with(|out: &mut Vec<&str>| out.push("last registered"))
+        d.defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "last registered"))
             .unwrap();
         vec!["body"]
     }));
@@ -143,9 +143,9 @@ fn a_failing_close_turns_ok_into_err() {
         let conn = deferral::Guard::defuse(conn);
         d.defer_async_with(async move {
             let closed = conn.close().await;
-            move |out: &mut Result<u32, &str>| {
-                if let (Ok(_), Err(e)) = (&*out, closed) {
-                    *out = Err(e);
+            move |exit: &mut Exit<Result<u32, &str>>| {
+                if let Err(e) = closed {
+                    exit.add_error(e);
                 }
             }
         })
@@ -255,4 +255,8 @@ fn polling_after_completion_panics_with_a_clear_message() {
         err.downcast_ref::<&str>(),
         Some(&"`DeferScope` polled after completion")
     );
+}
+
+fn push<'a>(exit: &mut Exit<Vec<&'a str>>, what: &'a str) {
+    exit.output_mut().expect("the body returned").push(what);
 }

@@ -34,8 +34,11 @@ fn body_panic_runs_sync_and_async_thunks_then_resumes() {
                 })
                 .unwrap();
                 let l3 = l.clone();
-                d.defer_with(move |_: &mut ()| l3.push("with: not run, no output"))
-                    .unwrap();
+                d.defer_with(move |exit: &mut deferral::Exit<()>| {
+                    assert!(exit.is_panicked() && exit.output().is_none());
+                    l3.push("with: runs, no output")
+                })
+                .unwrap();
                 let _local = l.on_drop("body local");
                 yield_now().await;
                 panic!("body failed");
@@ -49,7 +52,11 @@ fn body_panic_runs_sync_and_async_thunks_then_resumes() {
             "the body is dropped before cleanup ({order:?})"
         );
         events.sort();
-        assert_eq!(events, ["async", "drop body local", "sync"], "{order:?}");
+        assert_eq!(
+            events,
+            ["async", "drop body local", "sync", "with: runs, no output"],
+            "{order:?}"
+        );
     }
 }
 

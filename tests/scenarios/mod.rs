@@ -146,8 +146,8 @@ pub async fn cleanup_after_error(_sp: &dyn Spawn) {
         })
         .unwrap();
         let w = l.clone();
-        d.defer_with(move |out: &mut Result<u32, String>| {
-            if out.is_err() {
+        d.defer_with(move |exit: &mut deferral::Exit<Result<u32, String>>| {
+            if exit.error_mut().is_some() {
                 w.push("saw the error");
             }
         })
@@ -163,10 +163,8 @@ pub async fn cleanup_after_error(_sp: &dyn Spawn) {
     let out: Result<u32, &str> = scope(async |d| {
         d.defer_async_with(async {
             yield_now().await; // an async close that fails
-            |out: &mut Result<u32, &str>| {
-                if out.is_ok() {
-                    *out = Err("close failed");
-                }
+            |exit: &mut deferral::Exit<Result<u32, &str>>| {
+                exit.add_error("close failed");
             }
         })
         .unwrap();

@@ -173,9 +173,9 @@ async fn blink(fail: bool) -> Result<u32, SensorError> {
                 log(2);
             })
             .map_err(|_| SensorError::NoRoom)?;
-            d.defer_with(|out: &mut Result<u32, SensorError>| {
+            d.defer_with(|exit: &mut deferral::Exit<Result<u32, SensorError>>| {
                 // Go's named results: cleanup sees (and may change) the output.
-                if out.is_err() {
+                if exit.error_mut().is_some() {
                     log(9);
                 }
             })
