@@ -10,7 +10,7 @@
 //! [`Order`](crate::Order), so a later cleanup sees what an earlier one did.
 
 use core::fmt;
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
 use crate::panic::Panic;
 
@@ -68,56 +68,76 @@ fn kind_of(panicked: bool, flags: u8) -> ExitKind {
 }
 
 /// A scope's [`Exit`] as the cleanup loop passes it around without knowing
-/// `T`: where the whole is, and where its untyped parts are. Made by the
-/// scope (which knows `T`) for the duration of one poll or drop.
+/// `T`: where the whole is, and where its untyped parts are inside it (a
+/// constant per `T`): two words.
 ///
 /// Payloads that know the scope's `T` reach the whole ([`End::exit`]); the
 /// loop records panics, and payloads registered through the ambient API
-/// (which do not know `T`) read the kind, through the other two pointers.
+/// (which do not know `T`) read the kind, through the offsets.
 #[derive(Clone, Copy)]
 pub(crate) struct End {
-    exit: NonNull<()>,
-    panic: NonNull<Option<Panic>>,
-    flags: NonNull<u8>,
+    exit: NonNull<u8>,
+    at: &'static Offsets,
+}
+
+/// Where `panic` and `flags` are in an `Exit<T>`.
+pub(crate) struct Offsets {
+    panic: usize,
+    flags: usize,
+}
+
+struct OffsetsOf<T>(core::marker::PhantomData<T>);
+
+impl<T> OffsetsOf<T> {
+    const OFFSETS: Offsets = Offsets {
+        panic: core::mem::offset_of!(Exit<T>, panic),
+        flags: core::mem::offset_of!(Exit<T>, flags),
+    };
 }
 
 impl End {
     /// # Safety
-    /// `exit` is valid; the `End` (and every copy) is only used while it
-    /// is, and never while a reference to it from elsewhere is in use.
+    /// `exit` is valid (with provenance over all of it); the `End` (and
+    /// every copy) is only used while it is, and never while a reference to
+    /// it from elsewhere is in use.
     #[inline(always)]
     pub(crate) unsafe fn of<T>(exit: NonNull<Exit<T>>) -> End {
-        let exit = exit.as_ptr();
-        // SAFETY: projections of a valid pointer (no reference is made, so
-        // every pointer keeps `exit`'s provenance over the whole).
-        unsafe {
-            End {
-                exit: NonNull::new_unchecked(exit.cast()),
-                panic: NonNull::new_unchecked(ptr::addr_of_mut!((*exit).panic)),
-                flags: NonNull::new_unchecked(ptr::addr_of_mut!((*exit).flags)),
-            }
+        End {
+            exit: exit.cast(),
+            at: &OffsetsOf::<T>::OFFSETS,
         }
+    }
+
+    #[inline(always)]
+    fn panic(&self) -> *mut Option<Panic> {
+        self.exit.as_ptr().wrapping_add(self.at.panic).cast()
+    }
+
+    #[inline(always)]
+    fn flags(&self) -> *mut u8 {
+        self.exit.as_ptr().wrapping_add(self.at.flags)
     }
 
     /// How the body ended.
     #[inline(always)]
     pub(crate) fn kind(&self) -> ExitKind {
-        // SAFETY: valid, and not referenced elsewhere meanwhile (`of`).
-        unsafe { kind_of((*self.panic.as_ptr()).is_some(), *self.flags.as_ptr()) }
+        // SAFETY: fields of a valid `Exit`, not referenced elsewhere
+        // meanwhile (`of`).
+        unsafe { kind_of((*self.panic()).is_some(), *self.flags()) }
     }
 
     /// See [`Exit::is_unwinding`].
     #[inline(always)]
     pub(crate) fn is_unwinding(&self) -> bool {
         // SAFETY: as in `kind`.
-        unsafe { (*self.panic.as_ptr()).is_some() || *self.flags.as_ptr() & UNWINDING != 0 }
+        unsafe { (*self.panic()).is_some() || *self.flags() & UNWINDING != 0 }
     }
 
     /// Records a panic: the first one stays (it is the one that resumes).
     #[inline]
     pub(crate) fn record(&self, panic: Panic) {
         // SAFETY: as in `kind`.
-        unsafe { (*self.panic.as_ptr()).get_or_insert(panic) };
+        unsafe { (*self.panic()).get_or_insert(panic) };
     }
 
     /// The whole exit.
