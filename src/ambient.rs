@@ -14,9 +14,11 @@ mod enabled {
     use core::fmt;
     use core::ptr::NonNull;
 
+    use core::marker::PhantomData;
+
     use crate::defer::Sendable;
-    use crate::slab::{Flavour, SlabCore};
-    use crate::thunk::{AsyncThunk, Decided, ON_SUCCESS, ON_UNWIND, OnCond, Thunk, When};
+    use crate::slab::{Flavour, Header, Payload, SlabCore, TakeFn};
+    use crate::thunk::{AsyncThunk, Decided, ON_SUCCESS, ON_UNWIND, OnCond, Thunk, Tokened, When};
 
     /// The slab of the scope whose body is being polled on this thread. A
     /// scope of either flavour is stored as a `SlabCore<Sendable>`: the
@@ -104,17 +106,11 @@ mod enabled {
     /// assert!(deferral::defer(|| ()).is_err()); // no scope here
     /// # });
     /// ```
-    pub fn defer<F>(f: F) -> Result<(), NoScope<F>>
+    pub fn defer<F>(f: F) -> Result<AmbientDeferred<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
-        match current() {
-            Some(slab) => slab
-                .push::<(), _>(Thunk(f))
-                .map(drop)
-                .map_err(|Thunk(f)| NoScope(f)),
-            None => Err(NoScope(f)),
-        }
+        push(Thunk(f), |Thunk(f)| f)
     }
 
     /// Registers a future on the innermost scope being polled on this
@@ -128,17 +124,11 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async<Fut>(fut: Fut) -> Result<(), NoScope<Fut>>
+    pub fn defer_async<Fut>(fut: Fut) -> Result<AmbientDeferred<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
-        match current() {
-            Some(slab) => slab
-                .push::<(), _>(AsyncThunk(fut))
-                .map(drop)
-                .map_err(|AsyncThunk(fut)| NoScope(fut)),
-            None => Err(NoScope(fut)),
-        }
+        push(AsyncThunk(fut), |AsyncThunk(fut)| fut)
     }
 
     /// Registers `f` on the innermost scope being polled on this thread,
@@ -154,7 +144,7 @@ mod enabled {
     /// deferral::scope(async |_| transfer().await).await;
     /// # });
     /// ```
-    pub fn defer_on_success<F>(f: F) -> Result<(), NoScope<F>>
+    pub fn defer_on_success<F>(f: F) -> Result<AmbientDeferred<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -174,7 +164,7 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub fn defer_on_unwind<F>(f: F) -> Result<(), NoScope<F>>
+    pub fn defer_on_unwind<F>(f: F) -> Result<AmbientDeferred<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -191,7 +181,7 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async_on_success<Fut>(fut: Fut) -> Result<(), NoScope<Fut>>
+    pub fn defer_async_on_success<Fut>(fut: Fut) -> Result<AmbientDeferred<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -214,7 +204,7 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async_on_unwind<Fut>(fut: Fut) -> Result<(), NoScope<Fut>>
+    pub fn defer_async_on_unwind<Fut>(fut: Fut) -> Result<AmbientDeferred<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -228,18 +218,116 @@ mod enabled {
     }
 
     /// Registers `payload` (typed for the output `()`, returning `()`) on
-    /// the ambient scope; hands back what `back` makes of it otherwise.
+    /// the ambient scope, with a token; hands back what `back` makes of it
+    /// otherwise.
     #[inline]
-    fn push<P: crate::slab::Payload<()>, X>(
-        payload: P,
-        back: fn(P) -> X,
-    ) -> Result<(), NoScope<X>> {
-        match current() {
-            Some(slab) => slab
-                .push::<(), _>(payload)
-                .map(drop)
-                .map_err(|p| NoScope(back(p))),
-            None => Err(NoScope(back(payload))),
+    fn push<P, X>(payload: P, back: fn(P) -> X) -> Result<AmbientDeferred<X>, NoScope<X>>
+    where
+        P: Payload<(), Taken = X>,
+    {
+        let Some(slab) = current() else {
+            return Err(NoScope(back(payload)));
+        };
+        let id = next_id();
+        match slab.push::<(), _>(Tokened { id, payload }) {
+            Ok((entry, _, take)) => Ok(AmbientDeferred {
+                slab: NonNull::from(slab),
+                entry: entry.header(),
+                take,
+                id,
+                _taken: PhantomData,
+            }),
+            Err(Tokened { payload, .. }) => Err(NoScope(back(payload))),
+        }
+    }
+
+    /// A program-wide unique id for an ambient registration; 0 once the
+    /// 2^64 ids ran out (such a registration cannot be cancelled).
+    fn next_id() -> u64 {
+        #[cfg(target_has_atomic = "64")]
+        {
+            use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+            static NEXT: AtomicU64 = AtomicU64::new(1);
+            // ORDERING: only uniqueness matters, which every RMW on one
+            // atomic gives.
+            NEXT.fetch_update(Relaxed, Relaxed, |id| id.checked_add(1))
+                .unwrap_or(0)
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            static NEXT: std::sync::Mutex<u64> = std::sync::Mutex::new(1);
+            let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+            let id = *next;
+            *next = id.checked_add(1).unwrap_or(0);
+            if id == 0 { 0 } else { id }
+        }
+    }
+
+    /// The token of an ambient registration ([`defer`] and friends): it can
+    /// cancel it from inside the same scope's body, on the same thread.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     let token = deferral::defer(|| unreachable!("cancelled")).unwrap();
+    ///     let thunk = token.cancel().ok().unwrap(); // defused, handed back
+    ///     drop(thunk);
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub struct AmbientDeferred<X> {
+        slab: NonNull<SlabCore<Sendable>>,
+        entry: NonNull<Header>,
+        take: TakeFn,
+        id: u64,
+        /// `!Send`: it is used on the thread whose ambient scope it names.
+        _taken: PhantomData<(X, *const ())>,
+    }
+
+    impl<X> fmt::Debug for AmbientDeferred<X> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("AmbientDeferred").finish_non_exhaustive()
+        }
+    }
+
+    impl<X> AmbientDeferred<X> {
+        /// Defuses the registration and hands back what was deferred, unrun
+        /// — if its scope's body is being polled on this thread right now
+        /// (the innermost scope: where it was registered) and it is still
+        /// pending. Otherwise the token comes back: the registration ran,
+        /// was cleared, or its scope is not the current one.
+        ///
+        /// ```
+        /// # futures::executor::block_on(async {
+        /// let token = std::cell::Cell::new(None);
+        /// deferral::scope(async |_| {
+        ///     token.set(Some(deferral::defer(|| println!("runs")).unwrap()));
+        /// })
+        /// .await;
+        /// // Its scope is gone: the token is refused, nothing is touched.
+        /// assert!(token.take().unwrap().cancel().is_err());
+        /// # });
+        /// ```
+        pub fn cancel(self) -> Result<X, Self> {
+            let Some(slab) = current() else {
+                return Err(self);
+            };
+            if !core::ptr::eq(slab, self.slab.as_ptr()) || self.id == 0 {
+                return Err(self);
+            }
+            let mut dst = core::mem::MaybeUninit::<X>::uninit();
+            // SAFETY: `slab` is the live ambient scope (its body is being
+            // polled); `take_tokened` finds the entry in its chain by the id,
+            // unique in the program, so it is this token's registration,
+            // whose payload's `Taken` is `X`.
+            if unsafe { slab.take_tokened(self.entry, self.id, self.take, dst.as_mut_ptr().cast()) }
+            {
+                // SAFETY: written by the take.
+                Ok(unsafe { dst.assume_init() })
+            } else {
+                Err(self)
+            }
         }
     }
 }

@@ -329,7 +329,10 @@ impl Cleaner {
     ///
     /// # Safety
     /// As for [`poll`](Self::poll).
-    pub(crate) unsafe fn cancel(&mut self, end: &End, mut hand_over: impl FnMut(Live)) {
+    /// Returns how many async entries were cut short (dropped after they
+    /// started, or handed over / dropped before).
+    pub(crate) unsafe fn cancel(&mut self, end: &End, mut hand_over: impl FnMut(Live)) -> usize {
+        let mut cut = 0;
         // The started entries are those in `[from, to)`; the rest start at
         // `rest`.
         let (from, to, rest) = match core::mem::replace(&mut self.stage, Stage::Done) {
@@ -346,7 +349,7 @@ impl Cleaner {
             } => (None, None, next),
             Stage::Starting { first, next } => (first, next, next),
             Stage::Running { first } => (first, None, None),
-            Stage::Done => return,
+            Stage::Done => return 0,
         };
         self.polling = None;
         #[cfg(feature = "alloc")]
@@ -361,6 +364,7 @@ impl Cleaner {
             let dropped = panicking::catch(|| {
                 // SAFETY: cleanup has the slab to itself.
                 if let Some(live) = unsafe { entry.claim() } {
+                    cut += 1;
                     // SAFETY: claimed, live: dropped once.
                     unsafe { live.drop_payload() };
                 }
@@ -379,6 +383,7 @@ impl Cleaner {
             };
             let ran = panicking::catch(|| {
                 if live.is_async() {
+                    cut += 1;
                     hand_over(live);
                 } else {
                     // SAFETY: claimed, live, sync.
@@ -389,6 +394,7 @@ impl Cleaner {
                 end.record(p);
             }
         }
+        cut
     }
 }
 

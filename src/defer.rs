@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use crate::exit::{CleanupOutput, Exit, Fallible};
-use crate::slab::{Entry, Flavour, Payload, SlabCore, TakeFn, sealed};
+use crate::slab::{Clears, Entry, Flavour, Payload, SlabCore, TakeFn, sealed};
 use crate::thunk::{
     AsyncThunk, Decided, GuardAsync, GuardThunk, ON_SUCCESS, ON_UNWIND, OnCond, OnError, OnErrorFn,
     OnExitFn, Thunk, ThunkWith, When,
@@ -64,10 +64,12 @@ impl sealed::Sealed for Local<'_> {}
 
 impl Flavour for Sendable {
     const LOCKS: bool = true;
+    const SENDABLE: bool = true;
 }
 
 impl Flavour for Local<'_> {
     const LOCKS: bool = false;
+    const SENDABLE: bool = false;
 }
 
 /// What a scope of flavour `K` can hold: `Send + 'static` for [`Sendable`]
@@ -154,6 +156,11 @@ impl<T, K: Flavour> Defer<T, K> {
         unsafe { &*ptr::from_ref(core).cast::<Self>() }
     }
 
+    #[cfg(all(test, feature = "std", not(loom)))]
+    pub(crate) fn core_for_tests(&self) -> &SlabCore<K> {
+        &self.core
+    }
+
     #[inline(always)]
     fn register<P, X>(&self, payload: P) -> Result<Deferred<'_, X, K>, Full<X>>
     where
@@ -164,6 +171,7 @@ impl<T, K: Flavour> Defer<T, K> {
                 core: &self.core,
                 entry,
                 take,
+                clears: self.core.clears(),
                 _taken: PhantomData,
             }),
             Err(p) => Err(Full(p.take())),
@@ -258,6 +266,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// that dropped the scope: `scopeguard::defer_on_unwind!`.
     ///
     /// ```
+    /// # #[cfg(feature = "std")]
     /// # futures::executor::block_on(async {
     /// use futures::FutureExt;
     /// use std::sync::atomic::{AtomicBool, Ordering};
@@ -508,7 +517,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn guard<V, F, R>(&self, value: V, cleanup: F) -> Result<Guard<'_, V, K>, Full<(V, F)>>
+    pub fn guard<V, F, R>(&self, value: V, cleanup: F) -> Result<Guard<'_, V, F, K>, Full<(V, F)>>
     where
         V: Fits<K>,
         F: FnOnce(V) -> R + Fits<K>,
@@ -550,6 +559,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// With a fallible `close`, whose error the output keeps:
     ///
     /// ```
+    /// # #[cfg(feature = "std")]
     /// # futures::executor::block_on(async {
     /// use std::io;
     /// struct File;
@@ -575,7 +585,7 @@ impl<T, K: Flavour> Defer<T, K> {
         &self,
         value: V,
         cleanup: F,
-    ) -> Result<Guard<'_, V, K>, Full<(V, F)>>
+    ) -> Result<Guard<'_, V, F, K>, Full<(V, F)>>
     where
         V: Fits<K>,
         F: FnOnce(V) -> Fut + Fits<K>,
@@ -597,6 +607,112 @@ impl<T, K: Flavour> Defer<T, K> {
             }
             Err(GuardAsync::Armed { value, cleanup }) => Err(Full((value, cleanup))),
             Err(_) => unreachable!(),
+        }
+    }
+
+    /// How many registrations are pending (guards included) — JS's
+    /// `disposed` turned around, async-safe-defer's `len()`.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     assert_eq!(d.len(), 0);
+    ///     d.defer(|| ()).unwrap();
+    ///     let _g = d.guard(1, drop).unwrap();
+    ///     assert_eq!(d.len(), 2);
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn len(&self) -> usize {
+        self.core.len()
+    }
+
+    /// Nothing is pending.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| assert!(d.is_empty())).await;
+    /// # });
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every pending registration unrun — except guarded values,
+    /// which the body may be using (defuse or run those through their
+    /// [`Guard`]) — and returns how many were dropped (async-safe-defer's
+    /// `clear()`: after a commit, say). Their bytes are free again.
+    ///
+    /// Tokens of registrations made before are refused from now on
+    /// ([`Deferred::try_cancel`] returns `None`, [`Deferred::cancel`]
+    /// panics): their registration may be gone.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer(|| unreachable!("rolled back")).unwrap();
+    ///     d.defer_async(async { unreachable!("rolled back") }).unwrap();
+    ///     // ... the transaction committed: no rollback.
+    ///     assert_eq!(d.clear(), 2);
+    ///     assert!(d.is_empty());
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// With `std`, if a destructor panics the others are still dropped, and
+    /// the first panic resumes from here.
+    pub fn clear(&self) -> usize {
+        // SAFETY: a handle exists only while the body runs; each entry is
+        // claimed (ours), and dropped once.
+        unsafe {
+            self.core.remove_where(
+                |_| true,
+                false,
+                |live| {
+                    live.drop_payload();
+                    true
+                },
+            )
+        }
+    }
+
+    /// Moves every pending registration that can run outside this scope
+    /// into `stack` (which then owns it) and returns how many moved —
+    /// Python's `ExitStack.pop_all()`, JS's `DisposableStack.move()`, from a
+    /// scope. What stays: guarded values (move those with
+    /// [`Guard::move_to`]), cleanup that reads this scope's output
+    /// (`defer_with`, `defer_on_error`, a `Result`-returning cleanup), and,
+    /// without `alloc`, what does not fit: registrations move oldest
+    /// first, so the stack runs them in the scope's order, and moving
+    /// stops at the first that does not fit.
+    ///
+    /// Tokens of registrations made before are refused from now on
+    /// ([`Deferred::try_cancel`] returns `None`), also those of what stayed.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use deferral::DeferStack;
+    /// let mut owned: DeferStack = DeferStack::new();
+    /// deferral::scope(async |d| {
+    ///     d.defer(|| println!("closed by the stack's owner")).unwrap();
+    ///     assert_eq!(d.move_all(&mut owned), 1); // construction succeeded
+    /// })
+    /// .await;
+    /// assert_eq!(owned.len(), 1);
+    /// owned.dispose().await;
+    /// # });
+    /// ```
+    pub fn move_all<const M: usize>(&self, stack: &mut crate::DeferStack<K, M>) -> usize {
+        // SAFETY: a handle exists only while the body runs (nothing was
+        // polled); the predicate admits portable payloads only; the stack
+        // has the same flavour, so its payloads fit.
+        unsafe {
+            self.core
+                .remove_where(|v| v.is_portable(), true, |live| stack.accept(live))
         }
     }
 }
@@ -638,6 +754,9 @@ pub struct Deferred<'d, X, K: Flavour = Sendable> {
     entry: Entry,
     /// Takes the payload back as an `X` (linked only where `cancel` is).
     take: TakeFn,
+    /// The slab's `clears` count when registered: if registrations were
+    /// cleared or moved since, this one may be gone.
+    clears: Clears,
     _taken: PhantomData<X>,
 }
 
@@ -656,18 +775,77 @@ impl<X, K: Flavour> fmt::Debug for Deferred<'_, X, K> {
 }
 
 impl<X, K: Flavour> Deferred<'_, X, K> {
+    /// Moves the registration into `stack`, which then owns it (its kind
+    /// is kept: a `defer_on_success` there still runs only on success).
+    /// The token comes back if the registration reads this scope's output
+    /// (`defer_with`, `defer_on_error`, a `Result`-returning cleanup: it
+    /// cannot run elsewhere), if the stack is full (only without `alloc`),
+    /// or if it was cleared or moved already.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
+    /// deferral::scope(async |d| {
+    ///     let token = d.defer(|| println!("later")).unwrap();
+    ///     token.move_to(&mut stack).unwrap();
+    /// })
+    /// .await;
+    /// assert_eq!(stack.len(), 1);
+    /// # });
+    /// ```
+    pub fn move_to<const M: usize>(self, stack: &mut crate::DeferStack<K, M>) -> Result<(), Self> {
+        // SAFETY: as in `try_cancel`; the stack has the same flavour.
+        let moved = unsafe {
+            self.core
+                .move_entry(self.entry, Some(self.clears), |live| stack.accept(live))
+        };
+        match moved {
+            Some(true) => Ok(()),
+            _ => Err(self),
+        }
+    }
+
     /// Defuses the registration and hands back what was deferred (the
     /// closure or future), unrun. If it was the newest registration its
     /// bytes in the slab are free again.
+    ///
+    /// # Panics
+    ///
+    /// If [`Defer::clear`] or [`Defer::move_all`] ran since the
+    /// registration (it may be gone): see [`try_cancel`](Self::try_cancel).
     pub fn cancel(self) -> X {
+        self.try_cancel()
+            .expect("deferral: the registration was cleared or moved (`Defer::clear`, `move_all`)")
+    }
+
+    /// Like [`cancel`](Self::cancel), or `None` if [`Defer::clear`] or
+    /// [`Defer::move_all`] ran since the registration: it was dropped or
+    /// moved then (or, for one `move_all` left behind, stays registered).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     let token = d.defer(|| unreachable!("cleared")).unwrap();
+    ///     assert_eq!(d.clear(), 1);
+    ///     assert!(token.try_cancel().is_none());
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn try_cancel(self) -> Option<X> {
         let mut dst = core::mem::MaybeUninit::<X>::uninit();
         // SAFETY: the token exists only while the body runs (its lifetime is
         // the handle's borrow), so cleanup has not begun; `self` is
         // consumed, so this is its only take; the payload's `Taken` is `X`.
         unsafe {
             self.core
-                .take_into(self.entry, self.take, dst.as_mut_ptr().cast());
-            dst.assume_init()
+                .take_into(
+                    self.entry,
+                    self.take,
+                    dst.as_mut_ptr().cast(),
+                    Some(self.clears),
+                )
+                .then(|| dst.assume_init())
         }
     }
 }
@@ -686,22 +864,23 @@ impl<X, K: Flavour> Deferred<'_, X, K> {
 /// .await;
 /// # });
 /// ```
-pub struct Guard<'d, V, K: Flavour = Sendable> {
+pub struct Guard<'d, V, F, K: Flavour = Sendable> {
     core: &'d SlabCore<K>,
     entry: Entry,
-    /// Takes the value back (linked only where `defuse` is).
+    /// Takes the value and cleanup back (linked only where used).
     take: TakeFn,
     value: NonNull<V>,
-    _owns: PhantomData<&'d mut V>,
+    _owns: PhantomData<(&'d mut V, F)>,
 }
 
-// SAFETY: a `Guard` is a unique reference to `V` (`&mut V`): `Send` when `V`
-// is and when defusing may happen from another thread (`SlabCore<K>: Sync`).
-unsafe impl<V: Send, K: Flavour> Send for Guard<'_, V, K> where SlabCore<K>: Sync {}
+// SAFETY: a `Guard` is a unique reference to `V` (`&mut V`) and the right to
+// take `V` and `F` back: `Send` when they are and when taking may happen
+// from another thread (`SlabCore<K>: Sync`).
+unsafe impl<V: Send, F: Send, K: Flavour> Send for Guard<'_, V, F, K> where SlabCore<K>: Sync {}
 // SAFETY: through `&Guard` only `&V` is reachable: `Sync` when `V` is.
-unsafe impl<V: Sync, K: Flavour> Sync for Guard<'_, V, K> {}
+unsafe impl<V: Sync, F, K: Flavour> Sync for Guard<'_, V, F, K> {}
 
-impl<'d, V, K: Flavour> Guard<'d, V, K> {
+impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// # Safety
     /// `entry` was just pushed on `core`, with a payload whose `Taken` is
     /// `V`; `value` is the guarded value's address in it.
@@ -717,20 +896,104 @@ impl<'d, V, K: Flavour> Guard<'d, V, K> {
         }
     }
 
-    /// Takes the value back: its cleanup will not run.
+    /// Takes the value back: its cleanup will not run (it is dropped).
     pub fn defuse(guard: Self) -> V {
-        let mut dst = core::mem::MaybeUninit::<V>::uninit();
-        // SAFETY: as in `Deferred::cancel`; the payload's `Taken` is `V`.
+        Self::into_parts(guard).0
+    }
+
+    /// Takes the value and its cleanup back, unrun: the scope forgets
+    /// them (async-safe-defer's `ScopeGuard::into_parts`).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use deferral::Guard;
+    /// deferral::scope(async |d| {
+    ///     let guard = d.guard(vec![1], |v| assert_eq!(v, [1, 2])).unwrap();
+    ///     let (mut v, cleanup) = Guard::into_parts(guard);
+    ///     v.push(2);
+    ///     cleanup(v); // when and where you like
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    pub fn into_parts(guard: Self) -> (V, F) {
+        let mut dst = core::mem::MaybeUninit::<(V, F)>::uninit();
+        // SAFETY: as in `Deferred::cancel`; a guard's payload's `Taken` is
+        // `(V, F)`; a guarded entry is never cleared or moved (no `clears`).
         unsafe {
             guard
                 .core
-                .take_into(guard.entry, guard.take, dst.as_mut_ptr().cast());
+                .take_into(guard.entry, guard.take, dst.as_mut_ptr().cast(), None);
             dst.assume_init()
         }
     }
+
+    /// Moves the guarded value and its cleanup into `stack`, which then
+    /// owns them (the body stops using the value). The guard comes back if
+    /// its cleanup returns a `Result` for this scope's output, or if the
+    /// stack is full (only without `alloc`).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use deferral::{DeferStack, Guard};
+    /// let mut stack: DeferStack = DeferStack::new();
+    /// deferral::scope(async |d| {
+    ///     let conn = d.guard(String::from("conn"), |c| println!("closing {c}")).unwrap();
+    ///     Guard::move_to(conn, &mut stack).unwrap();
+    /// })
+    /// .await;
+    /// drop(stack); // prints "closing conn"
+    /// # });
+    /// ```
+    pub fn move_to<const M: usize>(
+        guard: Self,
+        stack: &mut crate::DeferStack<K, M>,
+    ) -> Result<(), Self> {
+        // SAFETY: as in `into_parts` (consumed on success: no reference to
+        // the value survives); the stack has the same flavour.
+        let moved = unsafe {
+            guard
+                .core
+                .move_entry(guard.entry, None, |live| stack.accept(live))
+        };
+        match moved {
+            Some(true) => Ok(()),
+            _ => Err(guard),
+        }
+    }
+
+    /// Runs the cleanup now, and hands back what it returns: for a sync
+    /// guard its result, for an async one its future (await it). The scope
+    /// forgets it (async-safe-defer's `ScopeGuard::run_now`, Python's
+    /// `ExitStack.close()` for one resource). Its result is not added to the
+    /// scope's output: it is yours.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use deferral::Guard;
+    /// struct Conn;
+    /// impl Conn {
+    ///     async fn close(self) -> Result<(), &'static str> { Ok(()) }
+    /// }
+    /// let out: Result<(), &str> = deferral::scope(async |d| {
+    ///     let conn = d.guard_async(Conn, Conn::close).unwrap();
+    ///     Guard::run_now(conn).await?; // closed here, its error ours to handle
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// assert!(out.is_ok());
+    /// # });
+    /// ```
+    pub fn run_now<R>(guard: Self) -> R
+    where
+        F: FnOnce(V) -> R,
+    {
+        let (value, cleanup) = Self::into_parts(guard);
+        cleanup(value)
+    }
 }
 
-impl<V, K: Flavour> core::ops::Deref for Guard<'_, V, K> {
+impl<V, F, K: Flavour> core::ops::Deref for Guard<'_, V, F, K> {
     type Target = V;
     fn deref(&self) -> &V {
         // SAFETY: the value lives in the armed payload until the guard is
@@ -739,14 +1002,14 @@ impl<V, K: Flavour> core::ops::Deref for Guard<'_, V, K> {
     }
 }
 
-impl<V, K: Flavour> core::ops::DerefMut for Guard<'_, V, K> {
+impl<V, F, K: Flavour> core::ops::DerefMut for Guard<'_, V, F, K> {
     fn deref_mut(&mut self) -> &mut V {
         // SAFETY: as in `deref`; the guard is the value's only accessor.
         unsafe { self.value.as_mut() }
     }
 }
 
-impl<V: fmt::Debug, K: Flavour> fmt::Debug for Guard<'_, V, K> {
+impl<V: fmt::Debug, F, K: Flavour> fmt::Debug for Guard<'_, V, F, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Guard").field(&**self).finish()
     }
@@ -776,6 +1039,10 @@ impl<V: fmt::Debug, K: Flavour> fmt::Debug for Guard<'_, V, K> {
 pub struct Full<X>(X);
 
 impl<X> Full<X> {
+    pub(crate) fn new(x: X) -> Self {
+        Full(x)
+    }
+
     /// What could not be registered (the thunk, or the guarded value and
     /// its cleanup).
     ///

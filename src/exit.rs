@@ -472,12 +472,15 @@ impl<U, E> Fallible for Result<U, E> {
 ///   `Err` gets it appended — no error is lost.
 ///
 /// ```
-/// use deferral::{AddError, Errors};
+/// use deferral::AddError;
 /// let mut first: Result<(), &str> = Err("body");
 /// assert_eq!(first.add_error("close"), Some("close")); // handed back
+/// # #[cfg(feature = "alloc")] {
+/// # use deferral::Errors;
 /// let mut all: Result<(), Errors<&str>> = Err(Errors::new("body"));
 /// assert_eq!(all.add_error("close"), None);
 /// assert_eq!(all.unwrap_err().iter().collect::<Vec<_>>(), [&"body", &"close"]);
+/// # }
 /// ```
 #[diagnostic::on_unimplemented(
     message = "a cleanup's `{E}` cannot be added to the scope's output `{Self}`",

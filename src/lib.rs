@@ -53,6 +53,7 @@ extern crate alloc;
 extern crate std;
 
 mod ambient;
+mod cancel;
 mod cleanup;
 mod context;
 mod defer;
@@ -62,6 +63,7 @@ pub mod promise;
 mod queue;
 mod scope;
 mod slab;
+mod stack;
 mod sync;
 mod thunk;
 #[cfg(feature = "alloc")]
@@ -69,9 +71,10 @@ mod wake_set;
 
 #[cfg(feature = "std")]
 pub use ambient::{
-    NoScope, defer, defer_async, defer_async_on_success, defer_async_on_unwind, defer_on_success,
-    defer_on_unwind,
+    AmbientDeferred, NoScope, defer, defer_async, defer_async_on_success, defer_async_on_unwind,
+    defer_on_success, defer_on_unwind,
 };
+pub use cancel::{Orphan, Reap, Reaper, clear_cancel_handler, set_cancel_handler};
 pub use cleanup::Order;
 #[cfg(feature = "std")]
 pub use context::WithContext;
@@ -94,12 +97,13 @@ pub use queue::{DEFAULT_QUEUE_CAPACITY, Drain, OnRejection, Outcome, PushError, 
 #[cfg(feature = "alloc")]
 pub use scope::OnCancel;
 pub use scope::{
-    DEFAULT_CAPACITY, DeferScope, IntoCancelHandler, NoHandler, ScopeBody, ScopeBuilder, scope,
-    scope_local,
+    CutShort, DEFAULT_CAPACITY, DeferScope, Grace, IntoCancelHandler, NoHandler, ScopeBody,
+    ScopeBuilder, scope, scope_local,
 };
 #[cfg(feature = "alloc")]
 pub use slab::BoxedThunk;
 pub use slab::Flavour;
+pub use stack::{DeferStack, Dispose};
 
 /// The README's examples, compiled and run as doc-tests.
 #[cfg(all(doctest, feature = "std"))]

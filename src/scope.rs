@@ -686,8 +686,14 @@ where
                         handler(live.into_boxed());
                         return;
                     }
-                    // Dropped unpolled.
-                    live.drop_payload();
+                    if K::SENDABLE {
+                        // The program's handler, if any; else dropped.
+                        crate::cancel::hand_over(live);
+                    } else {
+                        // Dropped unpolled (it may borrow the caller's
+                        // state: it cannot run elsewhere).
+                        live.drop_payload();
+                    }
                 })
             });
             core.forget_chain();
@@ -743,6 +749,241 @@ where
         ))
     }
 }
+
+impl<'s, T, F, K, const N: usize> DeferScope<'s, T, F, K, N>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    /// Races this scope's cleanup against a deadline, so that shutdown
+    /// cannot hang on it. When cleanup starts, `deadline()` makes the timer
+    /// (any runtime's: `|| tokio::time::sleep(d)`); if it fires first, the
+    /// cleanup still running is cut short — async cleanup that started is
+    /// dropped, the rest is handed to the cancel handler (or dropped), sync
+    /// cleanup still runs — and the scope resolves to
+    /// `Err(CutShort)`, which carries the body's output and how many were
+    /// cut. Otherwise it resolves to `Ok(output)`.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_async(std::future::pending::<()>()).unwrap(); // a close that hangs
+    ///     7
+    /// })
+    /// .grace(|| async {}) // a timer that has already fired
+    /// .await;
+    /// let cut = out.unwrap_err();
+    /// assert_eq!((cut.cut(), cut.into_output()), (1, 7));
+    /// # });
+    /// ```
+    pub fn grace<G, D>(self, deadline: G) -> Grace<'s, T, F, K, N, G, D>
+    where
+        G: FnOnce() -> D,
+        D: Future,
+    {
+        Grace {
+            scope: self,
+            deadline: Some(deadline),
+            timer: None,
+        }
+    }
+
+    /// The body has ended and cleanup has not finished.
+    fn cleaning(&self) -> bool {
+        matches!(self.phase, Phase::Ended | Phase::Cleaning)
+    }
+
+    /// Cuts the cleanup short (see `grace`): returns the output (resuming
+    /// the panic, if one is in flight) and how many async entries were cut.
+    fn cut_short(self: Pin<&mut Self>) -> (T, usize) {
+        // SAFETY: as in `poll`: raw projections only.
+        unsafe {
+            let this: *mut Self = self.get_unchecked_mut();
+            let core = (*this).slab.core();
+            if (*this).phase == Phase::Ended {
+                let order = (*this).order;
+                (*this)
+                    .cleaner
+                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
+            }
+            (*this).phase = Phase::Cleaning;
+            let cleaner = (*this).cleaner.assume_init_mut();
+            let end = exit_end(this);
+            #[cfg(feature = "alloc")]
+            let handler = &mut (*this).on_cancel;
+            let cut = crate::context::isolated(|| {
+                cleaner.cancel(&end, |live| {
+                    #[cfg(feature = "alloc")]
+                    if let Some(handler) = handler {
+                        handler(live.into_boxed());
+                        return;
+                    }
+                    if K::SENDABLE {
+                        crate::cancel::hand_over(live);
+                    } else {
+                        live.drop_payload();
+                    }
+                })
+            });
+            core.forget_chain();
+            match Self::finish(this) {
+                Poll::Ready(out) => (out, cut),
+                Poll::Pending => unreachable!(),
+            }
+        }
+    }
+}
+
+/// The future of [`DeferScope::grace`]: the scope's output, or
+/// [`CutShort`] if its cleanup outlived the deadline.
+#[pin_project::pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Grace<'s, T, F, K, const N: usize, G, D>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    #[pin]
+    scope: DeferScope<'s, T, F, K, N>,
+    deadline: Option<G>,
+    #[pin]
+    timer: Option<D>,
+}
+
+impl<'s, T, F, K, const N: usize, G, D> fmt::Debug for Grace<'s, T, F, K, N, G, D>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grace")
+            .field("scope", &self.scope)
+            .field("timer_started", &self.timer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s, T, F, K, const N: usize, G, D> Future for Grace<'s, T, F, K, N, G, D>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+    G: FnOnce() -> D,
+    D: Future,
+{
+    type Output = Result<T, CutShort<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.scope.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if !this.scope.cleaning() {
+            return Poll::Pending;
+        }
+        if this.timer.is_none() {
+            let deadline = this
+                .deadline
+                .take()
+                .expect("deferral: `Grace` polled after completion");
+            this.timer.set(Some(deadline()));
+        }
+        let timer = this.timer.as_mut().as_pin_mut().expect("started");
+        core::task::ready!(timer.poll(cx));
+        this.timer.set(None);
+        let (output, cut) = this.scope.cut_short();
+        Poll::Ready(Err(CutShort { output, cut }))
+    }
+}
+
+/// A scope's cleanup outlived its [grace](DeferScope::grace) deadline and
+/// was cut short: the body's output, and how many async cleanups did not
+/// finish (dropped, or handed to the cancel handler).
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let cut = deferral::scope(async |d| {
+///     d.defer_async(std::future::pending::<()>()).unwrap();
+/// })
+/// .grace(|| async {})
+/// .await
+/// .unwrap_err();
+/// assert_eq!(cut.to_string(), "cleanup cut short by its deadline (1 unfinished)");
+/// # });
+/// ```
+pub struct CutShort<T> {
+    output: T,
+    cut: usize,
+}
+
+impl<T> CutShort<T> {
+    /// How many async cleanups did not finish.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |_| ()).grace(|| async {}).await;
+    /// assert!(out.is_ok()); // nothing to cut
+    /// # });
+    /// ```
+    pub fn cut(&self) -> usize {
+        self.cut
+    }
+
+    /// The body's output.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let cut = deferral::scope(async |d| {
+    ///     d.defer_async(std::future::pending::<()>()).unwrap();
+    ///     "out"
+    /// })
+    /// .grace(|| async {})
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(*cut.output(), "out");
+    /// # });
+    /// ```
+    pub fn output(&self) -> &T {
+        &self.output
+    }
+
+    /// The body's output, by value.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_async(std::future::pending::<()>()).unwrap();
+    ///     1
+    /// })
+    /// .grace(|| async {})
+    /// .await
+    /// .unwrap_or_else(|cut| cut.into_output());
+    /// assert_eq!(out, 1);
+    /// # });
+    /// ```
+    pub fn into_output(self) -> T {
+        self.output
+    }
+}
+
+impl<T> fmt::Debug for CutShort<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CutShort")
+            .field("cut", &self.cut)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for CutShort<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cleanup cut short by its deadline ({} unfinished)",
+            self.cut
+        )
+    }
+}
+
+impl<T> core::error::Error for CutShort<T> {}
 
 impl<'s, T, F, K, const N: usize> Drop for DeferScope<'s, T, F, K, N>
 where

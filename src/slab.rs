@@ -59,6 +59,10 @@ pub trait Flavour: sealed::Sealed {
     /// Registrations go through the slab's lock (the handle is `Sync`).
     #[doc(hidden)]
     const LOCKS: bool;
+    /// Every payload is `Send + 'static`: a cancelled scope may hand its
+    /// async cleanup over to run elsewhere.
+    #[doc(hidden)]
+    const SENDABLE: bool;
 }
 
 pub(crate) mod sealed {
@@ -74,6 +78,14 @@ pub(crate) trait Payload<Out>: Sized {
     type Taken;
     /// Async payloads are polled; sync ones run once.
     const ASYNC: bool;
+    /// A guarded value the body may be using through a [`Guard`](crate::Guard):
+    /// only its guard may take it (never `Defer::clear` or `move_all`).
+    const GUARDED: bool = false;
+    /// It reads the scope's typed exit ([`Ending::exit`]): it cannot run
+    /// anywhere but in its own scope (never moved to a `DeferStack`).
+    const TYPED: bool = true;
+    /// `thunk::Tokened`: the payload starts with its ambient token's id.
+    const TOKENED: bool = false;
 
     /// Runs a sync payload to completion. Never called for async payloads.
     fn run(self, end: Ending<'_, Out>);
@@ -144,6 +156,14 @@ impl<'a, Out> Ending<'a, Out> {
 pub(crate) struct EntryVTable {
     layout: Layout,
     is_async: bool,
+    /// `Payload::GUARDED`.
+    guarded: bool,
+    /// `!Payload::TYPED`: runs with any exit (movable to a `DeferStack`).
+    portable: bool,
+    /// An ambient registration with a token: its payload starts with its
+    /// `u64` id (`thunk::Tokened`).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) tokened: bool,
     /// Reads the payload out and runs it. `end` is the scope's
     /// `Exit<Out>`.
     run: unsafe fn(header: *mut Header, end: &End),
@@ -160,6 +180,71 @@ impl EntryVTable {
     pub(crate) fn is_async(&self) -> bool {
         self.is_async
     }
+
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Whether the payload may run with any exit (see `Payload::TYPED`).
+    pub(crate) fn is_portable(&self) -> bool {
+        self.portable
+    }
+
+    /// Where the payload of an entry headed at `header` starts.
+    pub(crate) fn payload_at(&self, header: *mut Header) -> *mut u8 {
+        // SAFETY: `payload_of` only computes an address.
+        unsafe { (self.payload)(header) }
+    }
+
+    /// Polls the payload of an entry polled away from its scope (it sees a
+    /// cancelled exit).
+    ///
+    /// # Safety
+    /// `header` heads a live async payload of this vtable, pinned there,
+    /// exclusively the caller's.
+    pub(crate) unsafe fn poll_alone(&self, header: *mut Header, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: as the caller guarantees.
+        unsafe { (self.poll)(header, cx, None) }
+    }
+
+    /// Runs a sync payload (consuming it) with `end`.
+    ///
+    /// # Safety
+    /// `header` heads a live sync payload of this vtable, the caller's to
+    /// give up; `end` as for [`Ending::new`].
+    pub(crate) unsafe fn run_at(&self, header: *mut Header, end: &End) {
+        // SAFETY: as the caller guarantees.
+        unsafe { (self.run)(header, end) }
+    }
+
+    /// Polls an async payload with `end`.
+    ///
+    /// # Safety
+    /// As [`poll_alone`](Self::poll_alone); `end` as for [`Ending::new`].
+    pub(crate) unsafe fn poll_at(
+        &self,
+        header: *mut Header,
+        cx: &mut Context<'_>,
+        end: &End,
+    ) -> Poll<()> {
+        // SAFETY: as the caller guarantees.
+        unsafe { (self.poll)(header, cx, Some(end)) }
+    }
+
+    /// Drops the payload in place.
+    ///
+    /// # Safety
+    /// `header` heads a live payload of this vtable, the caller's to give
+    /// up.
+    pub(crate) unsafe fn drop_at(&self, header: *mut Header) {
+        // SAFETY: as the caller guarantees.
+        unsafe { (self.drop)(header) }
+    }
+}
+
+/// The vtable of payload type `P` in a scope of output `Out`.
+pub(crate) fn vtable_of<Out, P: Payload<Out>>() -> &'static EntryVTable {
+    &VTableOf::<Out, P>::VTABLE
 }
 
 struct VTableOf<Out, P>(PhantomData<(fn(Out), P)>);
@@ -168,6 +253,9 @@ impl<Out, P: Payload<Out>> VTableOf<Out, P> {
     const VTABLE: EntryVTable = EntryVTable {
         layout: Layout::new::<P>(),
         is_async: P::ASYNC,
+        guarded: P::GUARDED,
+        portable: !P::TYPED,
+        tokened: P::TOKENED,
         // The function of the other kind is never called: one shared stub
         // instead of one per payload type (flash).
         run: if P::ASYNC {
@@ -271,6 +359,17 @@ pub(crate) struct Header {
     link: *mut Header,
 }
 
+impl Header {
+    /// The vtable of a live entry.
+    ///
+    /// # Safety
+    /// The entry is live (its vtable is set).
+    pub(crate) unsafe fn vtable_unchecked(&self) -> &'static EntryVTable {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.vtable.unwrap_unchecked() }
+    }
+}
+
 /// A registered entry: a pointer to its header. Its payload follows the
 /// header, aligned for the payload type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,6 +416,12 @@ pub(crate) struct SlabCore<K> {
     region: Cell<MaybeUninit<*mut u8>>,
     /// Serialises registrations and cancellations when `K::LOCKS`.
     lock: AtomicBool,
+    /// How many times `clear` (or `move_all`) removed registrations whose
+    /// tokens may still exist: a token remembers it and, if it changed,
+    /// never touches its entry (whose bytes may hold another one now).
+    /// Saturates: from then on removed entries keep their bytes (see
+    /// [`Clears`]). In the lock's padding (no bytes of its own).
+    pub(crate) clears: Cell<Clears>,
     /// Spilled chunks, newest first (`alloc`).
     #[cfg(feature = "alloc")]
     chunks: Cell<*mut Chunk>,
@@ -331,6 +436,12 @@ unsafe impl<K: Flavour + Send> Send for SlabCore<K> {}
 // access only changes the chain under the lock, a payload is only touched by
 // whoever claimed it or by the guard that owns it, and payloads are `Send`.
 unsafe impl<K: Flavour + Sync> Sync for SlabCore<K> {}
+
+/// The `clears` counter: as wide as fits in the padding after the lock.
+#[cfg(target_pointer_width = "64")]
+pub(crate) type Clears = u32;
+#[cfg(not(target_pointer_width = "64"))]
+pub(crate) type Clears = u16;
 
 #[repr(C, align(16))]
 struct Bytes<const N: usize>([MaybeUninit<u8>; N]);
@@ -359,6 +470,7 @@ impl<K: Flavour, const N: usize> Slab<K, N> {
                 limit: Cell::new(MaybeUninit::uninit()),
                 region: Cell::new(MaybeUninit::uninit()),
                 lock: AtomicBool::new(false),
+                clears: Cell::new(0),
                 #[cfg(feature = "alloc")]
                 chunks: Cell::new(ptr::null_mut()),
                 _flavour: PhantomData,
@@ -543,22 +655,47 @@ impl<K: Flavour> SlabCore<K> {
         None
     }
 
+    /// The `clears` count a token made now remembers.
+    #[inline(always)]
+    pub(crate) fn clears(&self) -> Clears {
+        self.clears.get()
+    }
+
     /// Defuses a live entry and writes what was deferred (its payload's
     /// `Taken`) to `dst`; if it was the newest entry, its bytes become free
-    /// again.
+    /// again. `clears` is what the token remembered (`None` for a guard,
+    /// whose entry is never cleared): if registrations were cleared since,
+    /// the entry may be gone, and nothing is touched: `false`.
     ///
     /// # Safety
     /// `entry` was returned by [`push`](Self::push) on this slab, this is
     /// its only take (its token is consumed), cleanup has not begun, and
     /// `dst` is valid for a write of the payload's `Taken` type.
-    pub(crate) unsafe fn take_into(&self, entry: Entry, take: TakeFn, dst: *mut ()) {
+    pub(crate) unsafe fn take_into(
+        &self,
+        entry: Entry,
+        take: TakeFn,
+        dst: *mut (),
+        clears: Option<Clears>,
+    ) -> bool {
         // Marked `TAKING` under the lock: cleanup never starts while a token
         // lives, and `reclaim` leaves the bytes alone until we are done.
         {
             let _locked = self.lock();
+            if clears.is_some_and(|clears| clears != self.clears.get()) {
+                return false;
+            }
             // SAFETY: we hold the lock (or the flavour needs none).
-            let live = unsafe { entry.set_vtable(Some(&TAKING)) };
-            assert!(live.is_some(), "deferral: a registration was taken twice");
+            let was = unsafe { entry.set_vtable(Some(&TAKING)) };
+            match was {
+                Some(v) if !ptr::eq(v, &TAKING) && !ptr::eq(v, &KEPT) => {}
+                // Claimed by `clear`/`move_all` (once `clears` saturated).
+                _ => {
+                    // SAFETY: as above.
+                    unsafe { entry.set_vtable(was) };
+                    return false;
+                }
+            }
         }
         // Outside the lock: taking drops what is not handed back (a guard's
         // cleanup closure), which is foreign code.
@@ -568,6 +705,197 @@ impl<K: Flavour> SlabCore<K> {
         // SAFETY: as above.
         unsafe { entry.set_vtable(None) };
         self.reclaim();
+        true
+    }
+
+    /// Takes back the ambient registration with this id at `entry`, if it
+    /// is in this slab's chain and pending; `false` otherwise (nothing is
+    /// touched: `entry` is only compared, never read, unless it is found).
+    ///
+    /// # Safety
+    /// The body is running (cleanup has not begun); `take` and `dst` fit
+    /// the payload registered with `id` (ids are unique in the program).
+    #[cfg(feature = "std")]
+    pub(crate) unsafe fn take_tokened(
+        &self,
+        entry: NonNull<Header>,
+        id: u64,
+        take: TakeFn,
+        dst: *mut (),
+    ) -> bool {
+        {
+            let _locked = self.lock();
+            let mut next = self.top.get();
+            loop {
+                if next.is_null() {
+                    return false;
+                }
+                if next == entry.as_ptr() {
+                    break;
+                }
+                // SAFETY: a valid header in the chain; we hold the lock.
+                next = unsafe { (*next).link };
+            }
+            // SAFETY: found in the chain: a valid header.
+            let header = unsafe { &mut *next };
+            match header.vtable {
+                // SAFETY: a tokened payload starts with its `u64` id.
+                Some(v) if v.tokened && unsafe { (v.payload)(next).cast::<u64>().read() } == id => {
+                }
+                _ => return false,
+            }
+            header.vtable = Some(&TAKING);
+        }
+        // SAFETY: the entry is ours (`TAKING`), with the payload of `id`.
+        unsafe { take(entry.as_ptr(), dst) };
+        let _locked = self.lock();
+        // SAFETY: a valid header; we hold the lock.
+        unsafe { (*entry.as_ptr()).vtable = None };
+        self.reclaim();
+        true
+    }
+
+    /// Moves a pending, portable entry out with `mv` (which returns
+    /// whether it took it; if not, the entry stays registered). `None` if
+    /// the token is stale (`clears` changed) or the entry is not portable.
+    ///
+    /// # Safety
+    /// As [`take_into`](Self::take_into); `mv` takes a claimed, never
+    /// polled entry (or leaves it untouched and returns `false`).
+    pub(crate) unsafe fn move_entry(
+        &self,
+        entry: Entry,
+        clears: Option<Clears>,
+        mv: impl FnOnce(Live) -> bool,
+    ) -> Option<bool> {
+        let vtable = {
+            let _locked = self.lock();
+            if clears.is_some_and(|clears| clears != self.clears.get()) {
+                return None;
+            }
+            // SAFETY: we hold the lock (or the flavour needs none).
+            let was = unsafe { entry.set_vtable(Some(&TAKING)) };
+            let vtable = match was {
+                Some(v) if !ptr::eq(v, &TAKING) && !ptr::eq(v, &KEPT) => v,
+                _ => {
+                    // SAFETY: as above.
+                    unsafe { entry.set_vtable(was) };
+                    return None;
+                }
+            };
+            if !vtable.portable {
+                // SAFETY: as above.
+                unsafe { entry.set_vtable(Some(vtable)) };
+                return None;
+            }
+            vtable
+        };
+        let moved = mv(Live { entry, vtable });
+        let _locked = self.lock();
+        // SAFETY: as above.
+        unsafe { entry.set_vtable(if moved { None } else { Some(vtable) }) };
+        if moved {
+            self.reclaim();
+        }
+        Some(moved)
+    }
+
+    /// How many registrations are pending (guards included).
+    pub(crate) fn len(&self) -> usize {
+        let _locked = self.lock();
+        let mut count = 0;
+        let mut next = self.top.get();
+        while !next.is_null() {
+            // SAFETY: every header in the chain is valid; we hold the lock.
+            let (vtable, link) = unsafe { ((*next).vtable, (*next).link) };
+            count += usize::from(vtable.is_some_and(|v| !ptr::eq(v, &KEPT)));
+            next = link;
+        }
+        count
+    }
+
+    /// Removes the pending registrations `select` picks among those no
+    /// guard holds, handing each (claimed) to `each`, which returns whether
+    /// it took it: newest first, or (`oldest_first`) oldest first, stopping
+    /// at the first one `each` leaves (it stays registered). Returns how
+    /// many were taken.
+    ///
+    /// Every token made before is refused from now on (the `clears` count
+    /// moves on), also the tokens of entries that stay. Each entry is
+    /// marked `TAKING` under the lock and handed to `each` (foreign code: a
+    /// destructor) with the slab consistent and unlocked; with `std` a
+    /// panic in `each` is caught (the entry counts as taken: it is gone),
+    /// the rest are still handed over, and the first panic resumes at the
+    /// end.
+    ///
+    /// # Safety
+    /// The body is running (cleanup has not begun).
+    pub(crate) unsafe fn remove_where(
+        &self,
+        select: impl Fn(&EntryVTable) -> bool,
+        oldest_first: bool,
+        mut each: impl FnMut(Live) -> bool,
+    ) -> usize {
+        let candidate =
+            |v: &EntryVTable| !v.guarded && !ptr::eq(v, &TAKING) && !ptr::eq(v, &KEPT) && select(v);
+        // Claims the next candidate (newest or oldest) under the lock.
+        let next = || {
+            let _locked = self.lock();
+            let mut found = ptr::null_mut::<Header>();
+            let mut next = self.top.get();
+            while !next.is_null() {
+                // SAFETY: a valid header in the chain; we hold the lock.
+                let header = unsafe { &*next };
+                if header.vtable.is_some_and(candidate) {
+                    found = next;
+                    if !oldest_first {
+                        break;
+                    }
+                }
+                next = header.link;
+            }
+            let header = NonNull::new(found)?;
+            // SAFETY: as above; found in the chain.
+            let vtable = unsafe { (*found).vtable.replace(&TAKING)? };
+            // Every token made before this claim is refused from now on
+            // (under the same lock: a token checks it there). Saturated,
+            // the count stays, and tokens tell a claimed entry by its
+            // vtable (`TAKING`, then `KEPT`: those bytes are never reused).
+            self.clears.set(self.clears.get().saturating_add(1));
+            Some(Live {
+                entry: Entry(header),
+                vtable,
+            })
+        };
+        let mut count = 0;
+        let mut panic = None;
+        while let Some(live) = next() {
+            let taken = match crate::panic::catch(|| each(live)) {
+                Ok(taken) => taken,
+                Err(p) => {
+                    panic.get_or_insert(p);
+                    true // a panicking destructor: gone all the same
+                }
+            };
+            let _locked = self.lock();
+            let keep = self.clears.get() == Clears::MAX;
+            let vtable = match (taken, keep) {
+                (false, _) => Some(live.vtable),
+                (true, true) => Some(&KEPT),
+                (true, false) => None,
+            };
+            // SAFETY: the entry is ours (`TAKING`); we hold the lock.
+            unsafe { live.entry.set_vtable(vtable) };
+            if !taken {
+                break;
+            }
+            count += 1;
+            self.reclaim();
+        }
+        if let Some(p) = panic {
+            crate::panic::resume(p);
+        }
+        count
     }
 
     /// Gives the bytes of the newest entries back while they are cleared
@@ -633,10 +961,28 @@ impl<K: Flavour> SlabCore<K> {
     }
 }
 
+/// Stands for an entry removed once `clears` saturated: it keeps its bytes
+/// (a stale token could otherwise reach a newer registration in them), and
+/// cleanup "runs" it: nothing.
+static KEPT: EntryVTable = EntryVTable {
+    layout: Layout::new::<()>(),
+    is_async: false,
+    guarded: false,
+    portable: false,
+    tokened: false,
+    run: |_, _| (),
+    poll: |_, _, _| unreachable!(),
+    drop: |_| (),
+    payload: |_| unreachable!(),
+};
+
 /// Stands for an entry whose token is taking it back (never called).
 static TAKING: EntryVTable = EntryVTable {
     layout: Layout::new::<()>(),
     is_async: false,
+    guarded: false,
+    portable: false,
+    tokened: false,
     run: |_, _| unreachable!(),
     poll: |_, _, _| unreachable!(),
     drop: |_| unreachable!(),
@@ -654,6 +1000,12 @@ impl Entry {
     ) -> Option<&'static EntryVTable> {
         // SAFETY: a valid header; exclusive access (caller).
         unsafe { core::mem::replace(&mut (*self.0.as_ptr()).vtable, vtable) }
+    }
+
+    /// Its header.
+    #[cfg(feature = "std")]
+    pub(crate) fn header(self) -> NonNull<Header> {
+        self.0
     }
 
     /// The entry cleanup looks at after this one.
@@ -709,8 +1061,55 @@ impl Live {
         self.vtable.is_async
     }
 
-    fn header(self) -> *mut Header {
+    pub(crate) fn vtable(self) -> &'static EntryVTable {
+        self.vtable
+    }
+
+    pub(crate) fn header(self) -> *mut Header {
         self.entry.0.as_ptr()
+    }
+
+    /// Moves the payload (never polled: not pinned yet) to an entry headed
+    /// at `to`, which gets this vtable; the old entry is then dead.
+    ///
+    /// # Safety
+    /// The payload is live, never polled, and the caller's to give up;
+    /// `to` is valid for a header and, after it where `payload_at` puts it,
+    /// the payload's layout.
+    pub(crate) unsafe fn move_to(self, to: *mut Header) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            to.write(Header {
+                vtable: Some(self.vtable),
+                link: ptr::null_mut(),
+            });
+            self.move_payload_to(to);
+        }
+    }
+
+    /// Moves only the payload to where an entry headed at `to` has it (the
+    /// caller writes that header).
+    ///
+    /// # Safety
+    /// As [`move_to`](Self::move_to).
+    pub(crate) unsafe fn move_payload_to(self, to: *mut Header) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let from = (self.vtable.payload)(self.header());
+            let dst = (self.vtable.payload)(to);
+            ptr::copy_nonoverlapping(from, dst, self.vtable.layout.size());
+        }
+    }
+
+    /// A live entry that is not in a slab (a `DeferStack`'s).
+    ///
+    /// # Safety
+    /// `header` heads a live payload of `vtable`.
+    pub(crate) unsafe fn at(header: NonNull<Header>, vtable: &'static EntryVTable) -> Live {
+        Live {
+            entry: Entry(header),
+            vtable,
+        }
     }
 
     /// Runs a sync payload, consuming it.
@@ -936,4 +1335,33 @@ fn fit(cursor: *mut u8, limit: *mut u8, layout: Layout) -> Option<(*mut Header, 
     }
     // SAFETY: `[cursor, cursor + size)` lies within `[cursor, limit)`.
     unsafe { Some((cursor.cast(), cursor.add(size))) }
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod clears_tests {
+    use super::Clears;
+
+    /// `clears` saturates: registrations removed from then on keep their
+    /// bytes for ever, and tokens still tell them apart (by `KEPT`), so a
+    /// stale token never reaches another registration.
+    #[test]
+    fn a_saturated_clears_count_still_refuses_stale_tokens() {
+        futures::executor::block_on(crate::ScopeBuilder::new().capacity::<128>().run(async |d| {
+            d.core_for_tests().clears.set(Clears::MAX - 1);
+            let old = d.defer(|| unreachable!("cleared")).unwrap();
+            assert_eq!(d.clear(), 1); // the count reaches MAX here
+            assert_eq!(d.core_for_tests().clears.get(), Clears::MAX);
+            assert!(old.try_cancel().is_none());
+            // Registered and cleared at MAX: the count no longer moves.
+            let stale = d.defer(|| unreachable!("cleared at MAX")).unwrap();
+            assert_eq!(d.clear(), 1);
+            assert_eq!(d.core_for_tests().clears.get(), Clears::MAX);
+            // Its bytes are kept (`KEPT`): a new registration goes elsewhere,
+            // and the stale token is refused by the entry's state.
+            let fresh = d.defer(|| ()).unwrap();
+            assert!(stale.try_cancel().is_none());
+            assert!(fresh.try_cancel().is_some());
+            assert_eq!(d.len(), 0, "kept entries are not pending");
+        }));
+    }
 }

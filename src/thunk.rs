@@ -78,6 +78,8 @@ pub(crate) enum Decided<D, Fut> {
 pub(crate) trait Decide<Out> {
     type Fut: Future;
     type Taken;
+    /// `decide` reads the typed exit.
+    const TYPED: bool;
     fn decide(self, end: Ending<'_, Out>) -> Option<Self::Fut>;
     fn taken(self) -> Self::Taken;
 }
@@ -140,6 +142,7 @@ where
     R: CleanupOutput<Out>,
 {
     type Taken = F;
+    const TYPED: bool = !R::SILENT;
     sync_payload!();
     #[inline]
     fn run(self, end: Ending<'_, Out>) {
@@ -168,6 +171,7 @@ where
     R: CleanupOutput<Out>,
 {
     type Taken = F;
+    const TYPED: bool = !R::SILENT;
     sync_payload!();
     #[inline]
     fn run(self, end: Ending<'_, Out>) {
@@ -204,6 +208,7 @@ where
     Fut::Output: CleanupOutput<Out>,
 {
     type Taken = Fut;
+    const TYPED: bool = !<Fut::Output as CleanupOutput<Out>>::SILENT;
     async_payload!();
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, end: Ending<'_, Out>) -> Poll<()> {
@@ -223,6 +228,7 @@ where
 {
     type Fut = Fut;
     type Taken = F;
+    const TYPED: bool = true;
     #[inline]
     fn decide(self, mut end: Ending<'_, Out>) -> Option<Fut> {
         Some((self.0)(end.exit()))
@@ -240,6 +246,7 @@ where
 {
     type Fut = Fut;
     type Taken = F;
+    const TYPED: bool = true;
     #[inline]
     fn decide(self, mut end: Ending<'_, Out>) -> Option<Fut> {
         end.exit().error_mut().map(self.0)
@@ -252,6 +259,7 @@ where
 impl<Out, Fut: Future, const ON: On> Decide<Out> for OnCond<Fut, ON> {
     type Fut = Fut;
     type Taken = Fut;
+    const TYPED: bool = false;
     #[inline]
     fn decide(self, end: Ending<'_, Out>) -> Option<Fut> {
         holds(ON, &end).then_some(self.0)
@@ -268,6 +276,7 @@ where
     Fut::Output: CleanupOutput<Out>,
 {
     type Taken = D::Taken;
+    const TYPED: bool = D::TYPED || !<Fut::Output as CleanupOutput<Out>>::SILENT;
     async_payload!();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>, mut end: Ending<'_, Out>) -> Poll<()> {
         if let DecidedProj::Waiting(_) = self.as_mut().project() {
@@ -306,14 +315,16 @@ where
     F: FnOnce(V) -> R,
     R: CleanupOutput<Out>,
 {
-    type Taken = V;
+    type Taken = (V, F);
+    const GUARDED: bool = true;
+    const TYPED: bool = !R::SILENT;
     sync_payload!();
     #[inline]
     fn run(self, end: Ending<'_, Out>) {
         report((self.cleanup)(self.value), end)
     }
-    fn take(self) -> V {
-        self.value
+    fn take(self) -> (V, F) {
+        (self.value, self.cleanup)
     }
 }
 
@@ -323,7 +334,9 @@ where
     Fut: Future,
     Fut::Output: CleanupOutput<Out>,
 {
-    type Taken = V;
+    type Taken = (V, F);
+    const GUARDED: bool = true;
+    const TYPED: bool = !<Fut::Output as CleanupOutput<Out>>::SILENT;
     async_payload!();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>, end: Ending<'_, Out>) -> Poll<()> {
         if let GuardAsyncProj::Armed { .. } = self.as_mut().project() {
@@ -347,9 +360,9 @@ where
             _ => panic!("deferral: guard cleanup polled after completion"),
         }
     }
-    fn take(self) -> V {
+    fn take(self) -> (V, F) {
         match self {
-            GuardAsync::Armed { value, .. } => value,
+            GuardAsync::Armed { value, cleanup } => (value, cleanup),
             _ => unreachable!("deferral: a started guard was defused"),
         }
     }
@@ -374,6 +387,9 @@ pub(crate) struct InContext<P> {
 impl<Out, P: Payload<Out>> Payload<Out> for InContext<P> {
     type Taken = P::Taken;
     const ASYNC: bool = P::ASYNC;
+    const GUARDED: bool = P::GUARDED;
+    const TYPED: bool = P::TYPED;
+    const TOKENED: bool = P::TOKENED;
     fn run(self, end: Ending<'_, Out>) {
         let InContext { payload, snapshot } = self;
         snapshot.run(|| payload.run(end))
@@ -382,6 +398,35 @@ impl<Out, P: Payload<Out>> Payload<Out> for InContext<P> {
         let this = self.project();
         let payload = this.payload;
         this.snapshot.run(|| payload.poll(cx, end))
+    }
+    fn take(self) -> P::Taken {
+        self.payload.take()
+    }
+}
+
+/// An ambient registration with a token (`deferral::defer` and friends):
+/// its id, unique in the program, first — the token finds its entry by it.
+#[cfg(feature = "std")]
+#[pin_project]
+#[repr(C)]
+pub(crate) struct Tokened<P> {
+    pub(crate) id: u64,
+    #[pin]
+    pub(crate) payload: P,
+}
+
+#[cfg(feature = "std")]
+impl<Out, P: Payload<Out>> Payload<Out> for Tokened<P> {
+    type Taken = P::Taken;
+    const ASYNC: bool = P::ASYNC;
+    const GUARDED: bool = P::GUARDED;
+    const TYPED: bool = P::TYPED;
+    const TOKENED: bool = true;
+    fn run(self, end: Ending<'_, Out>) {
+        self.payload.run(end)
+    }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, end: Ending<'_, Out>) -> Poll<()> {
+        self.project().payload.poll(cx, end)
     }
     fn take(self) -> P::Taken {
         self.payload.take()

@@ -215,15 +215,19 @@ fn defusing_after_other_registrations_and_in_any_order() {
     let l = log.clone();
     // Room for 15 guards without `alloc`.
     let out = block_on(ScopeBuilder::new().capacity::<2048>().run(async move |d| {
-        let mut guards: Vec<Guard<'_, u32>> = Vec::new();
+        // One cleanup type for all (a guard's type names its cleanup's).
+        fn logger(l: DropLog) -> impl FnOnce(u32) + Send + 'static {
+            move |i| l.push(format!("cleanup {i}"))
+        }
+        let mut guards = Vec::new();
         for i in 0..10 {
-            let l = l.clone();
-            guards.push(d.guard(i, move |i| l.push(format!("cleanup {i}"))).unwrap());
+            guards.push(d.guard(i, logger(l.clone())).unwrap());
         }
         // Defuse every other one, from the middle outwards.
         let mut taken = Vec::new();
         for i in [5, 3, 7, 1, 9] {
-            let g = std::mem::replace(&mut guards[i], d.guard(100, |_| ()).unwrap());
+            let filler = d.guard(100, logger(DropLog::new())).unwrap();
+            let g = std::mem::replace(&mut guards[i], filler);
             taken.push(Guard::defuse(g));
         }
         taken
