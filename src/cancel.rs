@@ -275,19 +275,16 @@ impl<const BYTES: usize> Slot<BYTES> {
         }
     }
 
-    fn header(&self) -> *mut Header {
-        self.bytes.with_mut(|bytes| bytes.cast::<Header>())
-    }
-
-    /// Whether a payload of `layout` fits after a header here.
-    fn fits(&self, vtable: &crate::slab::EntryVTable) -> bool {
-        let header = self.header();
-        let start = header.addr();
-        let payload = vtable.payload_at(header).addr();
-        payload
-            .checked_add(vtable.layout().size())
-            .is_some_and(|end| end <= start + BYTES)
-            && BYTES >= core::mem::size_of::<Header>()
+    /// Whether the payload of `vtable` fits after a header in a slot
+    /// (computed on a 16-aligned stand-in address: no access to the slot).
+    fn fits(vtable: &crate::slab::EntryVTable) -> bool {
+        const AT: usize = 64; // any multiple of 16
+        let header = core::ptr::without_provenance_mut::<Header>(AT);
+        let payload = vtable.payload_at(header).addr() - AT;
+        BYTES >= core::mem::size_of::<Header>()
+            && payload
+                .checked_add(vtable.layout().size())
+                .is_some_and(|end| end <= BYTES)
     }
 }
 
@@ -336,10 +333,8 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
     /// ```
     pub fn hand_over(&self, orphan: Orphan<'_>) {
         let vtable = orphan.live.vtable();
-        for slot in &self.slots {
-            if !slot.fits(vtable) {
-                continue;
-            }
+        let fits = Slot::<BYTES>::fits(vtable);
+        for slot in self.slots.iter().filter(|_| fits) {
             // ORDERING: `Acquire` pairs with the reaper's `Release` of
             // `EMPTY`: its drop of the previous cleanup is done before we
             // write the bytes.
@@ -352,7 +347,8 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
             }
             // SAFETY: the slot is ours (`FILLING`) and fits the payload; the
             // orphan was never polled.
-            unsafe { orphan.move_to(slot.header()) };
+            slot.bytes
+                .with_mut(|bytes| unsafe { orphan.move_to(bytes.cast::<Header>()) });
             // ORDERING: `Release` publishes the bytes to the reaper's
             // `Acquire` load of `READY`.
             slot.state.store(READY, Ordering::Release);
@@ -433,20 +429,22 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
                         }
                     }
                     let _free = Free(self.0);
-                    let header = self.0.header();
-                    // SAFETY: a live payload (`RUNNING`), ours; the vtable
-                    // was written by the hand-over.
-                    unsafe {
-                        let vtable = (*header).vtable_unchecked();
-                        vtable.drop_at(header);
-                    }
+                    self.0.bytes.with_mut(|bytes| {
+                        let header = bytes.cast::<Header>();
+                        // SAFETY: a live payload (`RUNNING`), ours; the
+                        // vtable was written by the hand-over.
+                        unsafe { (*header).vtable_unchecked().drop_at(header) }
+                    });
                 }
             }
             let finish = Finish(slot);
-            let header = slot.header();
-            // SAFETY: a live async payload (`READY`/`RUNNING`), pinned in
-            // the slot (it never moves again), polled only by this task.
-            let poll = unsafe { (*header).vtable_unchecked().poll_alone(header, cx) };
+            let poll = slot.bytes.with_mut(|bytes| {
+                let header = bytes.cast::<Header>();
+                // SAFETY: a live async payload (`READY`/`RUNNING`), pinned
+                // in the slot (it never moves again), polled only by this
+                // task.
+                unsafe { (*header).vtable_unchecked().poll_alone(header, cx) }
+            });
             if poll.is_pending() {
                 core::mem::forget(finish);
             }
@@ -471,5 +469,92 @@ impl<const SLOTS: usize, const BYTES: usize> Future for Reap<'_, SLOTS, BYTES> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.reaper.poll_slots(cx);
         Poll::Pending
+    }
+}
+
+#[cfg(all(loom, test, feature = "alloc"))]
+mod loom_tests {
+    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_tests`: a
+    //! cancelled scope's hand-over to the reaper on one thread against the
+    //! reaper task on another.
+    extern crate std;
+    use super::{Orphan, Reaper};
+    use crate::slab::{Header, Live, vtable_of};
+    use crate::thunk::AsyncThunk;
+    use core::ptr::NonNull;
+    use core::task::{Context, Poll, Waker};
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    /// Counts its run and its drop.
+    struct Probe {
+        ran: Arc<AtomicUsize>,
+        dropped: Arc<AtomicUsize>,
+    }
+    impl Future for Probe {
+        type Output = ();
+        fn poll(self: core::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            self.ran.fetch_add(1, SeqCst);
+            Poll::Ready(())
+        }
+    }
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.dropped.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// An orphan in a heap block of its own (as a scope's entry would be).
+    fn orphan(
+        ran: &Arc<AtomicUsize>,
+        dropped: &Arc<AtomicUsize>,
+    ) -> (Orphan<'static>, *mut u8, alloc::alloc::Layout) {
+        let vtable = vtable_of::<(), AsyncThunk<Probe>>();
+        let layout = alloc::alloc::Layout::from_size_align(256, 16).unwrap();
+        // SAFETY: a fresh block, big and aligned enough for a header and
+        // the payload.
+        unsafe {
+            let block = alloc::alloc::alloc(layout);
+            let header = block.cast::<Header>();
+            let payload = vtable.payload_at(header).cast::<AsyncThunk<Probe>>();
+            payload.write(AsyncThunk(Probe {
+                ran: ran.clone(),
+                dropped: dropped.clone(),
+            }));
+            let live = Live::at(NonNull::new_unchecked(header), vtable);
+            (Orphan::new(live), block, layout)
+        }
+    }
+
+    #[test]
+    fn hand_over_vs_reap() {
+        loom::model(|| {
+            let reaper: Arc<Reaper<1, 128>> = Arc::new(Reaper::new());
+            let (ran, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let (orphan, block, layout) = orphan(&ran, &dropped);
+            let block = block as usize;
+            let r = reaper.clone();
+            let producer = loom::thread::spawn(move || {
+                r.hand_over(orphan);
+                // SAFETY: the payload moved into the reaper (or was
+                // dropped): the block is ours to free.
+                unsafe { alloc::alloc::dealloc(block as *mut u8, layout) };
+            });
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut reap = core::pin::pin!(reaper.run());
+            // Poll until the producer is done and nothing is pending.
+            loop {
+                let _ = reap.as_mut().poll(&mut cx);
+                if ran.load(SeqCst) == 1 {
+                    break;
+                }
+                loom::thread::yield_now();
+            }
+            producer.join().unwrap();
+            assert_eq!(ran.load(SeqCst), 1, "ran once");
+            assert_eq!(dropped.load(SeqCst), 1, "dropped once");
+            assert_eq!(reaper.pending(), 0);
+            assert_eq!(reaper.missed(), 0);
+        });
     }
 }

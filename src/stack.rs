@@ -33,7 +33,7 @@ use core::task::{Context, Poll};
 
 use crate::defer::{Fits, Full, Sendable};
 use crate::exit::{End, Exit, UNWINDING};
-use crate::panic::{self as panicking, Panic};
+use crate::panic as panicking;
 use crate::slab::{EntryVTable, Flavour, Header, Live, Payload, vtable_of};
 use crate::thunk::{AsyncThunk, Thunk};
 
@@ -467,7 +467,6 @@ impl<K: Flavour, const N: usize> Drop for DeferStack<K, N> {
         }
         // SAFETY: our own exit, used only through `end` below.
         let end = unsafe { End::of(NonNull::from(&mut exit)) };
-        let mut panic: Option<Panic> = None;
         while let Some(popped) = self.pop() {
             let ran = panicking::catch(|| {
                 let _free = popped.free();
@@ -486,11 +485,12 @@ impl<K: Flavour, const N: usize> Drop for DeferStack<K, N> {
                 }
             });
             if let Err(p) = ran {
-                panic.get_or_insert(p);
+                // Seen by the cleanup that runs after it, as in a scope.
+                end.record(p);
             }
         }
         self.used = 0;
-        if let Some(p) = panic {
+        if let Some(p) = exit.panic.take() {
             panicking::resume_unless_panicking(p);
         }
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::task::{Context, Poll, Waker};
 
 use arbitrary::Arbitrary;
-use deferral::{Errors, Exit, Guard, Order, ScopeBuilder};
+use deferral::{DeferStack, Errors, Exit, Guard, Order, ScopeBuilder};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -40,6 +40,13 @@ enum Op {
     Failing { asynchronous: bool },
     /// `defer_with` that recovers a panic in flight, output `Ok(())`.
     Recover,
+    /// `Defer::clear`: every pending registration but guards dropped unrun.
+    Clear,
+    /// `Defer::move_all` into a stack that outlives the scope.
+    MoveAll,
+    /// Take the newest registration still holding a token or guard back:
+    /// a guard's cleanup runs now (`Guard::run_now`), a token cancels.
+    RunNowNewest,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -48,6 +55,8 @@ struct Input {
     small_slab: bool,
     body_panics: bool,
     body_fails: bool,
+    /// Dispose of the stack `MoveAll` filled (else it is dropped).
+    dispose_stack: bool,
     /// Drop the scope after this many polls (if it has not finished).
     polls: Option<u8>,
     ops: Vec<Op>,
@@ -134,6 +143,43 @@ enum Kind {
 
 type Out = Result<(), Errors<usize>>;
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Pending,
+    /// Cancelled, cleared or never registered: dropped unrun.
+    Dropped,
+    /// Moved into the stack.
+    Moved,
+    /// A guard run now.
+    RanEarly,
+}
+
+/// What taking a registration back did.
+enum Took {
+    Cancelled,
+    Ran,
+    /// The token was refused (cleared or moved since).
+    Stale,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: usize,
+    kind: Kind,
+    guard: bool,
+    state: State,
+    /// `clear`/`move_all` removed something since it was registered: its
+    /// token is refused (a guard's never is).
+    stale: bool,
+}
+
+impl Kind {
+    /// Runs with any exit: `move_all` takes it.
+    fn portable(self) -> bool {
+        matches!(self, Kind::Sync | Kind::Async | Kind::OnSuccess(_) | Kind::OnUnwind(_) | Kind::Panicking)
+    }
+}
+
 /// The body's error, in the output's `Errors`.
 const BODY_ERROR: usize = usize::MAX;
 
@@ -144,22 +190,35 @@ fn run(input: Input) {
         _ => Order::Concurrent,
     };
     let log = Log::default();
-    // (id, kind, cancelled), in registration order: the model.
-    let model = Arc::new(Mutex::new(Vec::<(usize, Kind, bool)>::new()));
+    // In registration order: the model.
+    let model = Arc::new(Mutex::new(Vec::<Entry>::new()));
+    let stack: Arc<Mutex<DeferStack>> = Arc::default();
     let n_ops = input.ops.len();
-    let (l, m) = (log.clone(), model.clone());
+    let (l, m, st) = (log.clone(), model.clone(), stack.clone());
     let ops = input.ops;
     let body_panics = input.body_panics;
     let body_fails = input.body_fails;
     let body = async move |d: &deferral::Defer<Out>| -> Out {
-        let mut cancels: Vec<(usize, Box<dyn FnOnce() + '_>)> = Vec::new();
+        type Take<'a> = Box<dyn FnOnce(bool) -> Took + 'a>;
+        let mut cancels: Vec<(usize, Take<'_>)> = Vec::new();
+        macro_rules! token {
+            ($t:expr) => {{
+                let t = $t;
+                Box::new(move |_run_now: bool| match t.try_cancel() {
+                    Some(x) => {
+                        drop(x);
+                        Took::Cancelled
+                    }
+                    None => Took::Stale,
+                }) as Take<'_>
+            }};
+        }
         for (id, op) in ops.into_iter().enumerate() {
             let probe = Probe { id, log: l.clone(), done: false };
-            let kind = match op {
+            let (kind, guard) = match op {
                 Op::Defer => {
-                    let t = d.defer(move || probe.run()).unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::Sync
+                    cancels.push((id, token!(d.defer(move || probe.run()).unwrap())));
+                    (Kind::Sync, false)
                 }
                 Op::PanickingThunk => {
                     let t = d
@@ -168,40 +227,38 @@ fn run(input: Input) {
                             panic!("{INJECTED}");
                         })
                         .unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::Panicking
+                    cancels.push((id, token!(t)));
+                    (Kind::Panicking, false)
                 }
                 Op::OnSuccess { asynchronous: false } => {
-                    let t = d.defer_on_success(move || probe.run()).unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::OnSuccess(false)
+                    cancels.push((id, token!(d.defer_on_success(move || probe.run()).unwrap())));
+                    (Kind::OnSuccess(false), false)
                 }
                 Op::OnSuccess { asynchronous: true } => {
                     let t = d.defer_async_on_success(AsyncProbe { probe: Some(probe), yields: 1 }).unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::OnSuccess(true)
+                    cancels.push((id, token!(t)));
+                    (Kind::OnSuccess(true), false)
                 }
                 Op::OnUnwind { asynchronous: false } => {
-                    let t = d.defer_on_unwind(move || probe.run()).unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::OnUnwind(false)
+                    cancels.push((id, token!(d.defer_on_unwind(move || probe.run()).unwrap())));
+                    (Kind::OnUnwind(false), false)
                 }
                 Op::OnUnwind { asynchronous: true } => {
                     let t = d.defer_async_on_unwind(AsyncProbe { probe: Some(probe), yields: 1 }).unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::OnUnwind(true)
+                    cancels.push((id, token!(t)));
+                    (Kind::OnUnwind(true), false)
                 }
                 Op::OnError { asynchronous: false } => {
                     let t = d.defer_on_error(move |_: &mut Errors<usize>| probe.run()).unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::OnError(false)
+                    cancels.push((id, token!(t)));
+                    (Kind::OnError(false), false)
                 }
                 Op::OnError { asynchronous: true } => {
                     let t = d
                         .defer_async_on_error(move |_: &mut Errors<usize>| AsyncProbe { probe: Some(probe), yields: 1 })
                         .unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::OnError(true)
+                    cancels.push((id, token!(t)));
+                    (Kind::OnError(true), false)
                 }
                 Op::Failing { asynchronous: false } => {
                     let t = d
@@ -210,8 +267,8 @@ fn run(input: Input) {
                             Err(id)
                         })
                         .unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::Failing(false)
+                    cancels.push((id, token!(t)));
+                    (Kind::Failing(false), false)
                 }
                 Op::Failing { asynchronous: true } => {
                     let g = d
@@ -221,8 +278,13 @@ fn run(input: Input) {
                             Err(id)
                         })
                         .unwrap();
-                    cancels.push((id, Box::new(move || drop(Guard::defuse(g)))));
-                    Kind::Failing(true)
+                    // An async guard run now hands back its future: dropped
+                    // here, unpolled (the probe inside is dropped).
+                    cancels.push((id, Box::new(move |_| {
+                        drop(Guard::into_parts(g));
+                        Took::Cancelled
+                    })));
+                    (Kind::Failing(true), true)
                 }
                 Op::Recover => {
                     let t = d
@@ -231,46 +293,97 @@ fn run(input: Input) {
                             exit.recover(Ok(()));
                         })
                         .unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::Recover
+                    cancels.push((id, token!(t)));
+                    (Kind::Recover, false)
                 }
                 Op::DeferAsync { yields } => {
                     let t = d.defer_async(AsyncProbe { probe: Some(probe), yields: yields % 4 }).unwrap();
-                    cancels.push((id, Box::new(move || drop(t.cancel()))));
-                    Kind::Async
+                    cancels.push((id, token!(t)));
+                    (Kind::Async, false)
                 }
                 Op::Guard => {
                     let g = d.guard(probe, Probe::run).unwrap();
                     assert_eq!(g.id, id);
-                    cancels.push((id, Box::new(move || drop(Guard::defuse(g)))));
-                    Kind::Sync
+                    cancels.push((id, Box::new(move |run_now| {
+                        if run_now {
+                            Guard::run_now(g);
+                            Took::Ran
+                        } else {
+                            drop(Guard::defuse(g));
+                            Took::Cancelled
+                        }
+                    })));
+                    (Kind::Sync, true)
                 }
                 Op::GuardAsync { yields } => {
                     let g = d
                         .guard_async(probe, move |p| AsyncProbe { probe: Some(p), yields: yields % 4 })
                         .unwrap();
-                    cancels.push((id, Box::new(move || drop(Guard::defuse(g)))));
-                    Kind::Async
+                    cancels.push((id, Box::new(move |_| {
+                        drop(Guard::defuse(g));
+                        Took::Cancelled
+                    })));
+                    (Kind::Async, true)
                 }
-                Op::CancelNewest | Op::CancelOldest => {
+                Op::CancelNewest | Op::CancelOldest | Op::RunNowNewest => {
                     drop(probe);
-                    let which = if matches!(op, Op::CancelNewest) { cancels.len().checked_sub(1) } else { Some(0) };
+                    let which = if matches!(op, Op::CancelOldest) { Some(0) } else { cancels.len().checked_sub(1) };
                     if let Some(i) = which.filter(|&i| i < cancels.len()) {
-                        let (cid, cancel) = cancels.remove(i);
-                        cancel();
-                        m.lock().unwrap()[cid].2 = true;
+                        let (cid, take) = cancels.remove(i);
+                        let took = take(matches!(op, Op::RunNowNewest));
+                        let mut m = m.lock().unwrap();
+                        match took {
+                            Took::Cancelled => {
+                                assert!(!m[cid].stale, "a stale token was honoured: {:?}", m[cid]);
+                                m[cid].state = State::Dropped
+                            }
+                            Took::Ran => m[cid].state = State::RanEarly,
+                            Took::Stale => assert!(m[cid].stale, "a token was refused: {:?}", m[cid]),
+                        }
                     }
-                    m.lock().unwrap().push((id, Kind::Sync, true)); // the unused probe
+                    m.lock().unwrap().push(Entry { id, kind: Kind::Sync, guard: false, state: State::Dropped, stale: false });
+                    continue;
+                }
+                Op::Clear => {
+                    drop(probe);
+                    let n = d.clear();
+                    let mut m = m.lock().unwrap();
+                    let mut expected = 0;
+                    for e in m.iter_mut().filter(|e| e.state == State::Pending && !e.guard) {
+                        e.state = State::Dropped;
+                        expected += 1;
+                    }
+                    assert_eq!(n, expected, "clear: {m:?}");
+                    if n > 0 {
+                        m.iter_mut().filter(|e| !e.guard).for_each(|e| e.stale = true);
+                    }
+                    m.push(Entry { id, kind: Kind::Sync, guard: false, state: State::Dropped, stale: false });
+                    continue;
+                }
+                Op::MoveAll => {
+                    drop(probe);
+                    let n = d.move_all(&mut st.lock().unwrap());
+                    let mut m = m.lock().unwrap();
+                    let mut expected = 0;
+                    for e in m.iter_mut().filter(|e| e.state == State::Pending && !e.guard && e.kind.portable()) {
+                        e.state = State::Moved;
+                        expected += 1;
+                    }
+                    assert_eq!(n, expected, "move_all: {m:?}");
+                    if n > 0 {
+                        m.iter_mut().filter(|e| !e.guard).for_each(|e| e.stale = true);
+                    }
+                    m.push(Entry { id, kind: Kind::Sync, guard: false, state: State::Dropped, stale: false });
                     continue;
                 }
                 Op::Yield => {
                     drop(probe);
-                    m.lock().unwrap().push((id, Kind::Sync, true));
+                    m.lock().unwrap().push(Entry { id, kind: Kind::Sync, guard: false, state: State::Dropped, stale: false });
                     YieldNow(false).await;
                     continue;
                 }
             };
-            m.lock().unwrap().push((id, kind, false));
+            m.lock().unwrap().push(Entry { id, kind, guard, state: State::Pending, stale: false });
         }
         drop(cancels); // dropping tokens keeps the registrations
         if body_panics {
@@ -305,6 +418,20 @@ fn run(input: Input) {
     // A panic out of `poll` finished the scope too.
     completed = output.is_some() || (result.is_err() && scope.is_some());
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(scope.take())));
+    // The stack outlives the scope: disposed of (awaited) or dropped.
+    let stack = std::mem::take(&mut *stack.lock().unwrap());
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if input.dispose_stack {
+            let mut dispose = std::pin::pin!(stack.dispose());
+            let mut polls = 0;
+            while dispose.as_mut().poll(&mut cx).is_pending() {
+                polls += 1;
+                assert!(polls < 100_000, "dispose does not make progress");
+            }
+        } else {
+            drop(stack);
+        }
+    }));
 
     // Model checks.
     let events = log.lock().unwrap().clone();
@@ -316,21 +443,46 @@ fn run(input: Input) {
         seen[id] = Some(e);
     }
     let panicked = result.is_err();
-    for &(id, kind, cancelled) in &model {
-        let event = seen[id];
-        if cancelled {
-            assert_eq!(event, Some(Event::Dropped), "cancelled {id} must be dropped unrun");
-            continue;
+    for e in &model {
+        let event = seen[e.id];
+        match e.state {
+            State::Dropped => {
+                assert_eq!(event, Some(Event::Dropped), "{e:?} must be dropped unrun: {events:?}");
+                continue;
+            }
+            State::RanEarly => {
+                assert_eq!(event, Some(Event::Ran), "{e:?} ran now: {events:?}");
+                continue;
+            }
+            State::Moved => continue, // checked below, on the stack's own exit
+            State::Pending => {}
         }
-        assert!(event.is_some(), "{id} ({kind:?}) neither ran nor dropped: {events:?}");
+        assert!(event.is_some(), "{e:?} neither ran nor dropped: {events:?}");
         if !completed {
             continue; // dropped early: exactly once is all that holds for every kind
         }
-        match kind {
+        match e.kind {
             Kind::Sync | Kind::Panicking | Kind::Recover | Kind::Failing(_) | Kind::Async => {
-                assert_eq!(event, Some(Event::Ran), "{id} ({kind:?}) must run: {events:?} {model:?}")
+                assert_eq!(event, Some(Event::Ran), "{e:?} must run: {events:?} {model:?}")
             }
             _ => {}
+        }
+    }
+    // The stack: LIFO over what moved (in registration order), on an exit
+    // that "returned" and sees the panics of the cleanups run before.
+    let mut stack_panic = false;
+    for e in model.iter().rev().filter(|e| e.state == State::Moved) {
+        let asynchronous = matches!(e.kind, Kind::Async | Kind::OnSuccess(true) | Kind::OnUnwind(true));
+        let runs = (!asynchronous || input.dispose_stack)
+            && match e.kind {
+                Kind::OnSuccess(_) => !stack_panic,
+                Kind::OnUnwind(_) => stack_panic,
+                _ => true,
+            };
+        let expected = if runs { Event::Ran } else { Event::Dropped };
+        assert_eq!(seen[e.id], Some(expected), "moved {e:?}: {events:?}");
+        if e.kind == Kind::Panicking {
+            stack_panic = true;
         }
     }
     if !completed || order == Order::Concurrent {
@@ -338,7 +490,7 @@ fn run(input: Input) {
     }
     // Completed, sequential: replay the cleanup on the model's exit.
     let mut expected: Vec<(usize, Kind)> =
-        model.iter().filter(|(_, _, cancelled)| !cancelled).map(|&(id, kind, _)| (id, kind)).collect();
+        model.iter().filter(|e| e.state == State::Pending).map(|e| (e.id, e.kind)).collect();
     if order == Order::Lifo {
         expected.reverse();
     }
@@ -375,7 +527,12 @@ fn run(input: Input) {
             _ => {}
         }
     }
-    let actual: Vec<usize> = events.iter().filter(|(_, e)| *e == Event::Ran).map(|(id, _)| *id).collect();
+    let pending: Vec<usize> = model.iter().filter(|e| e.state == State::Pending).map(|e| e.id).collect();
+    let actual: Vec<usize> = events
+        .iter()
+        .filter(|(id, e)| *e == Event::Ran && pending.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
     assert_eq!(actual, ran, "cleanup order ({order:?}): {model:?}");
     assert_eq!(panicked, panic, "the panic resumes unless recovered");
     if !panic {
