@@ -3,16 +3,21 @@
 //!
 //! # How it works
 //!
-//! The entries `head .. head + len` (modulo `N`) are, in submission order:
+//! The entries `head .. head + len` (modulo `N`) are, in start order:
 //! first `started` entries that the queue has started, then the `Queued`
-//! ones, not started. Tasks start strictly in submission order, so the split
-//! point is one counter. A started entry is
+//! ones, not started, in the order they will start: by priority, highest
+//! first, and in submission order among equal priorities. A push finds its
+//! place from the back (O(1) when priorities are equal, as by default) and
+//! shifts the queued entries after it (they are not pinned). Tasks start
+//! strictly from the front of the queued ones, so the split point is one
+//! counter. A started entry is
 //!
 //! | slot              | counted in | what it is                                        |
 //! |-------------------|------------|---------------------------------------------------|
-//! | `Running`         | `running`  | a future, pinned in the slot                      |
+//! | `Running`         | `running`  | a future (and its timeout timer), pinned in place |
 //! | `Running`, doomed | —          | a future whose `poll` panicked, to be dropped     |
 //! | `Finished`        | `finished` | an output not yet taken                           |
+//! | `TimedOut`        | `finished` | a task dropped by its timeout, not yet reported   |
 //! | `Vacant`          | —          | taken out of order, or `into_future` panicked     |
 //!
 //! Every slot outside the window is `Vacant`. Vacant entries at the front
@@ -30,8 +35,12 @@
 //! - [`Ring::start_next`] counts the entry as started and leaves its slot
 //!   `Vacant` before `into_future`: if it panics, the entry is a vacant one,
 //!   forgotten like any other.
+//! - [`Ring::start_next`] stores the future doomed and uncounted before
+//!   the timeout's timer is made (the caller's factory): if that panics,
+//!   the future is dropped by the next [`Ring::bury`].
 //! - [`Ring::poll_slot`] uncounts the task and marks it doomed before
-//!   `poll`, and undoes that when `poll` returns: if it panics, the task is
+//!   `poll` (of the future, then of its timer), and undoes that when they
+//!   return: if one panics, the task is
 //!   already gone from the counts, and its future — pinned, it cannot be
 //!   moved out — is dropped in place by the next [`Ring::bury`] (the next
 //!   poll of the queue) or with the queue. It is never dropped while the
@@ -39,7 +48,8 @@
 //! - A finished future is uncounted, its output counted and recorded as
 //!   [`Latest::Unexamined`], and only then dropped, by assigning the output
 //!   over it (an assignment stores the new value even when dropping the old
-//!   one panics).
+//!   one panics). A timed-out one likewise, with `TimedOut` assigned over
+//!   it.
 //! - [`Ring::truncate`] shrinks the window by one entry and uncounts it
 //!   before dropping it, newest first; after a panic the rest of the
 //!   entries are still in the window, consistent, and a second call goes on.
@@ -47,21 +57,31 @@
 //! # Pinning
 //!
 //! The ring is only ever used through `Pin<&mut Ring>`. A `Running` future
-//! is pinned in its slot: it is never moved, only polled through
+//! and its timer are pinned in their slot: never moved, only polled through
 //! `Pin::new_unchecked` and dropped in place (by assigning the slot, which
 //! drops the old value where it lies, or by the array's drop glue). Queued
-//! tasks and outputs are never pinned, so they may be moved out.
+//! tasks and outputs are never pinned, so they may be moved (out, or along
+//! the ring by a prioritised push).
 
 use core::cell::UnsafeCell;
 use core::mem;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-pub(super) enum Slot<F: IntoFuture> {
+use super::timer::TimedOut;
+
+/// Outputs that finished or timed out.
+pub(super) type Outcome<F> = Result<<F as IntoFuture>::Output, TimedOut>;
+
+pub(super) enum Slot<F: IntoFuture, Z> {
     Vacant,
-    Queued(F),
-    Running(F::IntoFuture),
+    /// A task and its priority.
+    Queued(F, i32),
+    /// The future and its timeout's timer (`Z`: uninhabited, and the
+    /// `Option` zero-sized, for a queue without a timer).
+    Running(F::IntoFuture, Option<Z>),
     Finished(F::Output),
+    TimedOut,
 }
 
 /// What polling a slot did.
@@ -69,8 +89,8 @@ pub(super) enum Progress {
     /// The slot holds no running task (a stale wake-up).
     Idle,
     Pending,
-    /// The task finished; its output is in the slot, recorded as
-    /// [`Latest::Unexamined`].
+    /// The task finished (or timed out); its outcome is in the slot,
+    /// recorded as [`Latest::Unexamined`].
     Finished,
 }
 
@@ -88,13 +108,13 @@ pub(super) enum Latest {
     Examined(usize),
 }
 
-pub(super) struct Ring<F: IntoFuture, const N: usize> {
+pub(super) struct Ring<F: IntoFuture, Z, const N: usize> {
     /// In `UnsafeCell`s: the queue's `&self` methods (`len`, `running`, ..)
     /// make a `&Ring`, which must not claim that a running future — which
     /// may point into itself — is frozen (Stacked Borrows UB between two
     /// polls of a self-borrowing task). Slots are read through raw pointers
     /// by `&self` methods and through `get_mut` otherwise.
-    slots: [UnsafeCell<Slot<F>>; N],
+    slots: [UnsafeCell<Slot<F, Z>>; N],
     head: usize,
     len: usize,
     started: usize,
@@ -111,15 +131,16 @@ pub(super) struct Ring<F: IntoFuture, const N: usize> {
 // SAFETY: what `&Ring` reaches is what a `[Slot<F>; N]` would give (the
 // cells only stop `&Ring` from freezing the slots): `Sync` when every kind
 // of slot content is.
-unsafe impl<F, const N: usize> Sync for Ring<F, N>
+unsafe impl<F, Z, const N: usize> Sync for Ring<F, Z, N>
 where
     F: IntoFuture + Sync,
     F::IntoFuture: Sync,
     F::Output: Sync,
+    Z: Sync,
 {
 }
 
-impl<F: IntoFuture, const N: usize> Ring<F, N> {
+impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
     pub(super) const fn new() -> Self {
         const { assert!(N > 0, "a TaskQueue needs a capacity of at least 1") };
         Ring {
@@ -134,6 +155,30 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         }
     }
 
+    /// The same ring for another timer type: `timer` converts the timers
+    /// of running tasks. Moves the ring, so only for one that is not
+    /// pinned (a builder's).
+    pub(super) fn map_timer<Z2>(self, mut timer: impl FnMut(Z) -> Z2) -> Ring<F, Z2, N> {
+        Ring {
+            slots: self.slots.map(|slot| {
+                UnsafeCell::new(match slot.into_inner() {
+                    Slot::Vacant => Slot::Vacant,
+                    Slot::Queued(task, p) => Slot::Queued(task, p),
+                    Slot::Running(fut, t) => Slot::Running(fut, t.map(&mut timer)),
+                    Slot::Finished(out) => Slot::Finished(out),
+                    Slot::TimedOut => Slot::TimedOut,
+                })
+            }),
+            head: self.head,
+            len: self.len,
+            started: self.started,
+            running: self.running,
+            finished: self.finished,
+            doomed: self.doomed,
+            latest: self.latest,
+        }
+    }
+
     /// Window slots in use, from the oldest entry to the newest (vacant
     /// ones in between included).
     pub(super) fn len(&self) -> usize {
@@ -142,7 +187,12 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
 
     /// Tasks held: running, finished and not taken, queued.
     pub(super) fn held(&self) -> usize {
-        self.running + self.finished + (self.len - self.started)
+        self.running + self.finished + self.queued()
+    }
+
+    /// Tasks not started.
+    pub(super) fn queued(&self) -> usize {
+        self.len - self.started
     }
 
     #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
@@ -179,11 +229,12 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
     pub(super) fn is_running(&self, index: usize) -> bool {
         // SAFETY: `&self`: nobody mutates the slot now; reading the
         // discriminant through the raw pointer makes no reference.
-        let running = unsafe { matches!(*self.slots[index].get(), Slot::Running(_)) };
+        let running = unsafe { matches!(*self.slots[index].get(), Slot::Running(..)) };
         running && self.doomed != Some(index)
     }
 
-    /// The output of the finished task in slot `index`.
+    /// The output of the finished task in slot `index` (`None` for a
+    /// timed-out one).
     pub(super) fn output(&self, index: usize) -> Option<&F::Output> {
         let slot = self.slots[index].get();
         // SAFETY: as in `is_running`; a reference is made only to a
@@ -230,29 +281,76 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         }
     }
 
-    /// Appends a task, not started; hands it back when the ring is full.
-    pub(super) fn push(self: Pin<&mut Self>, task: F) -> Result<(), F> {
+    /// Queues a task behind the queued ones of at least its priority (in
+    /// start order); hands it back when the ring is full. Scans from the
+    /// back, so equal priorities cost O(1).
+    pub(super) fn push(self: Pin<&mut Self>, task: F, priority: i32) -> Result<(), F> {
         let this = self.slots();
         this.trim_front();
         if this.len == N {
             return Err(task);
         }
-        let index = this.index(this.len);
-        // The slot is outside the window, so `Vacant`: nothing is dropped.
-        *this.slots[index].get_mut() = Slot::Queued(task);
+        // The slot after the last entry is `Vacant`: shift the queued
+        // entries of lower priority into it, one by one, back to front.
+        let mut at = this.len;
+        while at > this.started {
+            let before = this.index(at - 1);
+            if !matches!(this.slots[before].get_mut(), Slot::Queued(_, p) if *p < priority) {
+                break;
+            }
+            let moved = mem::replace(this.slots[before].get_mut(), Slot::Vacant);
+            *this.slots[this.index(at)].get_mut() = moved;
+            at -= 1;
+        }
+        // `Vacant` (outside the window, or just moved from): nothing is
+        // dropped.
+        *this.slots[this.index(at)].get_mut() = Slot::Queued(task, priority);
         this.len += 1;
         Ok(())
     }
 
-    /// Starts the oldest queued task (converts it with `into_future`) and
-    /// returns its slot index.
-    pub(super) fn start_next(self: Pin<&mut Self>) -> Option<usize> {
+    /// The priority of the last queued task (the one that starts last).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(super) fn last_queued_priority(&self) -> Option<i32> {
+        if self.queued() == 0 {
+            return None;
+        }
+        // SAFETY: `&self`: nobody mutates the slot now; a queued slot holds
+        // no future, so reading it through the raw pointer freezes nothing
+        // that could point into itself.
+        match unsafe { &*self.slots[self.index(self.len - 1)].get() } {
+            Slot::Queued(_, p) => Some(*p),
+            _ => unreachable!("the entries after the started ones are queued"),
+        }
+    }
+
+    /// Takes the last queued task (the one that starts last) out of the
+    /// ring, with its priority. Runs no foreign code.
+    pub(super) fn pop_last_queued(self: Pin<&mut Self>) -> Option<(F, i32)> {
+        let this = self.slots();
+        if this.queued() == 0 {
+            return None;
+        }
+        this.len -= 1;
+        let index = this.index(this.len);
+        match mem::replace(this.slots[index].get_mut(), Slot::Vacant) {
+            Slot::Queued(task, p) => Some((task, p)),
+            _ => unreachable!("the entries after the started ones are queued"),
+        }
+    }
+
+    /// Starts the first queued task (converts it with `into_future`), makes
+    /// its timeout's timer with `timer` and returns its slot index.
+    pub(super) fn start_next(
+        self: Pin<&mut Self>,
+        timer: impl FnOnce() -> Option<Z>,
+    ) -> Option<usize> {
         let this = self.slots();
         if this.started == this.len {
             return None;
         }
         let index = this.index(this.started);
-        let Slot::Queued(task) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
+        let Slot::Queued(task, _) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
             unreachable!("the entries after the started ones are queued")
         };
         // Counted as started first: if `into_future` panics the slot is a
@@ -260,20 +358,30 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         // forgotten once it is at the front).
         this.started += 1;
         let fut = task.into_future();
-        // The slot is `Vacant`: nothing is dropped.
-        *this.slots[index].get_mut() = Slot::Running(fut);
+        // The slot is `Vacant`: nothing is dropped. Doomed and uncounted
+        // while the timer is made: if that panics, `bury` drops the future.
+        *this.slots[index].get_mut() = Slot::Running(fut, None);
+        debug_assert!(this.doomed.is_none());
+        this.doomed = Some(index);
+        let timer = timer();
+        if let Slot::Running(_, slot) = this.slots[index].get_mut() {
+            // `None` before: nothing is dropped.
+            *slot = timer;
+        }
+        this.doomed = None;
         this.running += 1;
         Some(index)
     }
 
-    /// Polls the task in slot `index`, if it is running.
+    /// Polls the task in slot `index`, if it is running, then its timer if
+    /// it is still pending.
     pub(super) fn poll_slot(self: Pin<&mut Self>, index: usize, cx: &mut Context<'_>) -> Progress {
         let this = self.slots();
         debug_assert!(this.doomed.is_none(), "`bury` comes first");
         if this.doomed.is_some() {
             return Progress::Idle;
         }
-        let Slot::Running(fut) = this.slots[index].get_mut() else {
+        let Slot::Running(fut, timer) = this.slots[index].get_mut() else {
             return Progress::Idle;
         };
         // Doomed while it runs: if `poll` panics, the task is already gone
@@ -282,27 +390,33 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         this.doomed = Some(index);
         // SAFETY: the future is pinned in its slot (module docs): it is
         // dropped in place below, never moved.
-        let poll = unsafe { Pin::new_unchecked(fut) }.poll(cx);
+        let outcome = match unsafe { Pin::new_unchecked(fut) }.poll(cx) {
+            Poll::Ready(out) => Some(Slot::Finished(out)),
+            // SAFETY: as for the future: the timer is pinned in the slot.
+            Poll::Pending => match timer
+                .as_mut()
+                .map(|t| unsafe { Pin::new_unchecked(t) }.poll(cx))
+            {
+                Some(Poll::Ready(())) => Some(Slot::TimedOut),
+                Some(Poll::Pending) | None => None,
+            },
+        };
         this.doomed = None;
-        match poll {
-            Poll::Pending => {
-                this.running += 1;
-                Progress::Pending
-            }
-            Poll::Ready(out) => {
-                debug_assert!(
-                    !matches!(this.latest, Latest::Unexamined(_)),
-                    "the previous output was settled"
-                );
-                this.finished += 1;
-                this.latest = Latest::Unexamined(index);
-                // Drops the future in place (foreign code), with the
-                // counts already right; the output is stored even if that
-                // drop panics.
-                *this.slots[index].get_mut() = Slot::Finished(out);
-                Progress::Finished
-            }
-        }
+        let Some(outcome) = outcome else {
+            this.running += 1;
+            return Progress::Pending;
+        };
+        debug_assert!(
+            !matches!(this.latest, Latest::Unexamined(_)),
+            "the previous output was settled"
+        );
+        this.finished += 1;
+        this.latest = Latest::Unexamined(index);
+        // Drops the future (and timer) in place (foreign code), with the
+        // counts already right; the outcome is stored even if that drop
+        // panics.
+        *this.slots[index].get_mut() = outcome;
+        Progress::Finished
     }
 
     /// Drops the future whose `poll` panicked, if any, and forgets the
@@ -317,15 +431,20 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         this.trim_front();
     }
 
-    /// Takes the output of slot `index` (out of submission order is fine).
-    /// Runs no foreign code.
-    pub(super) fn take(self: Pin<&mut Self>, index: usize) -> Option<F::Output> {
+    /// Takes the outcome of slot `index` (out of start order is fine). Runs
+    /// no foreign code.
+    pub(super) fn take(self: Pin<&mut Self>, index: usize) -> Option<Outcome<F>> {
         let this = self.slots();
-        if !matches!(this.slots[index].get_mut(), Slot::Finished(_)) {
-            return None;
-        }
-        let Slot::Finished(out) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
-            unreachable!()
+        let out = match this.slots[index].get_mut() {
+            Slot::Finished(_) => match mem::replace(this.slots[index].get_mut(), Slot::Vacant) {
+                Slot::Finished(out) => Ok(out),
+                _ => unreachable!(),
+            },
+            Slot::TimedOut => {
+                *this.slots[index].get_mut() = Slot::Vacant;
+                Err(TimedOut)
+            }
+            _ => return None,
         };
         this.finished -= 1;
         if matches!(this.latest, Latest::Unexamined(i) | Latest::Examined(i) if i == index) {
@@ -335,9 +454,9 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         Some(out)
     }
 
-    /// Takes the output of the oldest entry if it has finished, with its
+    /// Takes the outcome of the oldest entry if it has finished, with its
     /// slot index. Runs no foreign code.
-    pub(super) fn take_oldest(mut self: Pin<&mut Self>) -> Option<(usize, F::Output)> {
+    pub(super) fn take_oldest(mut self: Pin<&mut Self>) -> Option<(usize, Outcome<F>)> {
         self.as_mut().slots().trim_front();
         if self.started == 0 {
             return None;
@@ -349,10 +468,10 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
     /// Uncounts slot `index`, about to be dropped.
     fn forget(&mut self, index: usize) {
         match self.slots[index].get_mut() {
-            Slot::Running(_) if self.doomed == Some(index) => self.doomed = None,
-            Slot::Running(_) => self.running -= 1,
-            Slot::Finished(_) => self.finished -= 1,
-            Slot::Vacant | Slot::Queued(_) => {}
+            Slot::Running(..) if self.doomed == Some(index) => self.doomed = None,
+            Slot::Running(..) => self.running -= 1,
+            Slot::Finished(_) | Slot::TimedOut => self.finished -= 1,
+            Slot::Vacant | Slot::Queued(..) => {}
         }
         if matches!(self.latest, Latest::Unexamined(i) | Latest::Examined(i) if i == index) {
             self.latest = Latest::None;
