@@ -674,16 +674,17 @@ fn throttled_10_concurrency_5() {
     for i in 0..13 {
         queue.as_mut().push(delayed(&clock, 300, &log, i)).unwrap();
     }
-    let mut drain = pin!(queue.as_mut().drain());
-    assert_eq!(clock.run_until(drain.as_mut(), 400), None);
-    assert_eq!(log.get(), (0..5).collect::<Vec<_>>());
-    assert_eq!(clock.run_until(drain.as_mut(), 700), None);
-    assert_eq!(log.get(), (0..10).collect::<Vec<_>>());
-    assert_eq!(clock.run_until(drain.as_mut(), 1200), None);
-    assert_eq!(log.get(), (0..10).collect::<Vec<_>>());
-    assert_eq!(clock.run_until(drain.as_mut(), 1400), Some(13));
-    assert_eq!(log.get(), (0..13).collect::<Vec<_>>());
-    drop(drain);
+    {
+        let mut drain = pin!(queue.as_mut().drain());
+        assert_eq!(clock.run_until(drain.as_mut(), 400), None);
+        assert_eq!(log.get(), (0..5).collect::<Vec<_>>());
+        assert_eq!(clock.run_until(drain.as_mut(), 700), None);
+        assert_eq!(log.get(), (0..10).collect::<Vec<_>>());
+        assert_eq!(clock.run_until(drain.as_mut(), 1200), None);
+        assert_eq!(log.get(), (0..10).collect::<Vec<_>>());
+        assert_eq!(clock.run_until(drain.as_mut(), 1400), Some(13));
+        assert_eq!(log.get(), (0..13).collect::<Vec<_>>());
+    }
     assert_eq!(queue.running(), 0);
 }
 

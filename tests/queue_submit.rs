@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll};
 
 use deferral::{Inbox, PushError, TaskQueue};
-use futures::stream::FusedStream;
 use futures::{Stream, StreamExt};
 use support::{WakeCounter, block_on};
 
@@ -71,6 +70,7 @@ impl Probes {
 #[cfg(feature = "alloc")]
 mod submitters {
     use super::*;
+    use futures::stream::FusedStream;
 
     /// The consumer: `while let Some(r) = queue.next().await` on a
     /// queue fed by a producer thread. It used to get `None` at once (and

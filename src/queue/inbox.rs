@@ -57,14 +57,6 @@ struct Cell<F> {
     task: UnsafeCell<MaybeUninit<(F, i32)>>,
 }
 
-impl<F> Cell<F> {
-    #[cfg(not(loom))]
-    const NEW: Self = Cell {
-        stamp: AtomicUsize::new(0),
-        task: UnsafeCell::new(MaybeUninit::uninit()),
-    };
-}
-
 /// A fixed-capacity inbox of up to `M` tasks, meant for a `static`: it
 /// feeds one [`TaskQueue`](super::TaskQueue) without a heap, from anywhere —
 /// other tasks, other threads, interrupt handlers. [`Inbox::submit`] never
@@ -123,7 +115,12 @@ impl<F, const M: usize> Inbox<F, M> {
     pub const fn new() -> Self {
         const { assert!(M > 0, "an Inbox needs a capacity of at least 1") };
         Inbox {
-            cells: [const { Cell::NEW }; M],
+            cells: [const {
+                Cell {
+                    stamp: AtomicUsize::new(0),
+                    task: UnsafeCell::new(MaybeUninit::uninit()),
+                }
+            }; M],
             tail: AtomicUsize::new(0),
             head: AtomicUsize::new(0),
             flags: AtomicUsize::new(0),

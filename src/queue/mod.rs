@@ -453,6 +453,8 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// let queue = queue.try_concurrency(0).unwrap_err().into_inner();
     /// assert_eq!(queue.try_concurrency(3).unwrap().max_running(), 3);
     /// ```
+    // The queue is handed back whole: that is the point of the error.
+    #[allow(clippy::result_large_err)]
     pub fn try_concurrency(mut self, limit: usize) -> Result<Self, ZeroConcurrency<Self>> {
         if limit == 0 {
             return Err(ZeroConcurrency(self));
@@ -1147,9 +1149,10 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
                 // Full: the last queued task of the window waits instead.
                 let (evicted, p) = ring.as_mut().pop_last_queued().expect("queued");
                 self.waiting.push_front((p, evicted));
-                return Ok(ring
-                    .push(task, priority)
-                    .unwrap_or_else(|_| unreachable!("a slot was just freed")));
+                if ring.push(task, priority).is_err() {
+                    unreachable!("a slot was just freed");
+                }
+                return Ok(());
             }
             // Behind the waiting tasks of at least its priority.
             let at = if self.waiting.back().is_none_or(|(p, _)| *p >= priority) {

@@ -392,13 +392,14 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         // dropped in place below, never moved.
         let outcome = match unsafe { Pin::new_unchecked(fut) }.poll(cx) {
             Poll::Ready(out) => Some(Slot::Finished(out)),
-            // SAFETY: as for the future: the timer is pinned in the slot.
-            Poll::Pending => match timer
-                .as_mut()
-                .map(|t| unsafe { Pin::new_unchecked(t) }.poll(cx))
-            {
-                Some(Poll::Ready(())) => Some(Slot::TimedOut),
-                Some(Poll::Pending) | None => None,
+            Poll::Pending => match timer {
+                // SAFETY: as for the future: the timer is pinned in the
+                // slot with it and dropped in place with it.
+                Some(timer) => match unsafe { Pin::new_unchecked(timer) }.poll(cx) {
+                    Poll::Ready(()) => Some(Slot::TimedOut),
+                    Poll::Pending => None,
+                },
+                None => None,
             },
         };
         this.doomed = None;
