@@ -981,7 +981,10 @@ fn waiting_case(behaviour: Behaviour, source: usize) {
     let mut lives = Vec::new();
     #[cfg(feature = "alloc")]
     let mut submit = (source == 0).then(|| queue.as_mut().submitter());
-    let inbox: &'static deferral::Inbox<Task, 4> = Box::leak(Box::new(deferral::Inbox::new()));
+    // One `static` inbox per case (an inbox serves one queue, once).
+    static INBOXES: [deferral::Inbox<Task, 4>; 32] = [const { deferral::Inbox::new() }; 32];
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let inbox = &INBOXES[NEXT.fetch_add(1, SeqCst)];
     if source == 1 {
         queue.as_mut().attach(inbox).unwrap();
     }
