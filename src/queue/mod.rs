@@ -1136,41 +1136,42 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
         {
             // The window's queued tasks all start before the waiting ones:
             // a task goes into the window only if it starts before those.
-            let first = self.waiting.front().is_none_or(|(p, _)| priority > *p);
-            let task = if first {
-                match ring.as_mut().push(task, priority) {
+            let task = match self.waiting.front() {
+                Some((p, _)) if priority <= *p => task,
+                _ => match ring.as_mut().push(task, priority) {
                     Ok(()) => return Ok(()),
-                    Err(task) => task,
-                }
-            } else {
-                task
+                    Err(task) => {
+                        if ring.last_queued_priority().is_some_and(|p| p < priority) {
+                            // Full: the last queued task of the window
+                            // waits instead.
+                            let (evicted, p) = ring.as_mut().pop_last_queued().expect("queued");
+                            self.waiting.push_front((p, evicted));
+                            if ring.push(task, priority).is_err() {
+                                unreachable!("a slot was just freed");
+                            }
+                            return Ok(());
+                        }
+                        task
+                    }
+                },
             };
-            if first && ring.last_queued_priority().is_some_and(|p| p < priority) {
-                // Full: the last queued task of the window waits instead.
-                let (evicted, p) = ring.as_mut().pop_last_queued().expect("queued");
-                self.waiting.push_front((p, evicted));
-                if ring.push(task, priority).is_err() {
-                    unreachable!("a slot was just freed");
-                }
-                return Ok(());
-            }
             // Behind the waiting tasks of at least its priority.
-            let at = if self.waiting.back().is_none_or(|(p, _)| *p >= priority) {
-                self.waiting.len()
-            } else {
-                self.waiting.partition_point(|(p, _)| *p >= priority)
-            };
-            self.waiting.insert(at, (priority, task));
+            match self.waiting.back() {
+                Some((p, _)) if *p < priority => {
+                    let at = self.waiting.partition_point(|(p, _)| *p >= priority);
+                    self.waiting.insert(at, (priority, task));
+                }
+                _ => self.waiting.push_back((priority, task)),
+            }
             Ok(())
         }
         #[cfg(not(feature = "alloc"))]
         ring.push(task, priority).map_err(PushError::Full)
     }
 
-    /// Moves the submissions (into the window or the waiting tasks), then
-    /// the waiting tasks into the window as it has room. Without `alloc`,
-    /// an attached inbox's tasks are taken only while the window has room
-    /// (the rest wait in the inbox).
+    /// Moves the submissions into the window or the waiting tasks. Without
+    /// `alloc`, an attached inbox's tasks are taken only while the window
+    /// has room (the rest wait in the inbox).
     fn refill(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) {
         if self.is_stopped() {
             return; // `enforce_stop` drops them
@@ -1190,16 +1191,6 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
             self.exhausted = false;
             self.enqueue(ring.as_mut(), task, priority)
                 .expect("the window had room");
-        }
-        #[cfg(feature = "alloc")]
-        while !ring.is_full() {
-            let Some((priority, task)) = self.waiting.pop_front() else {
-                break;
-            };
-            if let Err(task) = ring.as_mut().push(task, priority) {
-                self.waiting.push_front((priority, task));
-                break;
-            }
         }
     }
 
@@ -1244,7 +1235,22 @@ where
     /// when stopping), then, in completion order, returns its slot, to be
     /// yielded next. Also the first thing a poll does, which finishes what
     /// a panic interrupted.
+    #[inline]
     fn settle(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<usize> {
+        match ring.latest() {
+            // Nothing to do (the common case).
+            Latest::None if self.stop == Stop::No => return None,
+            // No predicate to run: nothing to examine, nothing to stop.
+            Latest::Unexamined(index) if self.stop_when.is_none() && self.stop == Stop::No => {
+                return if self.order == Yield::InCompletionOrder {
+                    Some(index)
+                } else {
+                    ring.forget_latest(); // it waits for its turn
+                    None
+                };
+            }
+            _ => {}
+        }
         if let Latest::Unexamined(index) = ring.latest() {
             // Examined first: a panicking `stop_when` is not asked again,
             // and the output counts as no rejection.
@@ -1407,15 +1413,26 @@ where
         true
     }
 
-    /// Starts the first queued task and polls it once (opening a
-    /// rate-limit window first if there is none).
+    /// Tasks waiting to start, in the window or beyond it.
+    fn has_unstarted(&self, ring: &Ring<F, T::Sleep, N>) -> bool {
+        ring.queued() > 0 || self.waiting_len() > 0
+    }
+
+    /// Starts the next task — the window's first queued one, else the
+    /// first waiting beyond the window, in a new window entry — and polls
+    /// it once (opening a rate-limit window first if there is none).
+    /// `None` if there is none, or no room in the window.
     fn start_next(
         &mut self,
         mut ring: Pin<&mut Ring<F, T::Sleep, N>>,
         mut window: Pin<&mut Option<T::Sleep>>,
         cx: &mut Context<'_>,
     ) -> Option<(usize, Progress)> {
-        if ring.queued() == 0 {
+        #[cfg(feature = "alloc")]
+        let from_waiting = ring.queued() == 0;
+        #[cfg(not(feature = "alloc"))]
+        let from_waiting = false;
+        if from_waiting && !ring.as_mut().has_room() {
             return None;
         }
         if let Some(rate) = &mut self.rate {
@@ -1425,9 +1442,19 @@ where
             rate.started += 1;
         }
         let timing = &mut self.timing;
-        let index = ring
-            .as_mut()
-            .start_next(|| timing.timeout().map(|d| timing.sleep(d)))?;
+        let timer = timing.timeout().map(|d| move || timing.sleep(d));
+        #[cfg(feature = "alloc")]
+        let index = if from_waiting {
+            let (_, task) = self.waiting.pop_front()?;
+            match ring.as_mut().start_task(task, timer) {
+                Ok(index) => index,
+                Err(_) => unreachable!("checked: room, nothing queued"),
+            }
+        } else {
+            ring.as_mut().start_next(timer)?
+        };
+        #[cfg(not(feature = "alloc"))]
+        let index = ring.as_mut().start_next(timer)?;
         #[cfg(feature = "alloc")]
         let progress = {
             let _ = cx;
@@ -1494,7 +1521,7 @@ where
         while !self.paused
             && !self.is_stopped()
             && ring.in_flight() < self.max_running()
-            && ring.queued() > 0
+            && self.has_unstarted(&ring)
             && self.rate_allows(window.as_mut(), cx)
         {
             let Some((_, progress)) = self.start_next(ring.as_mut(), window.as_mut(), cx) else {
@@ -1505,7 +1532,6 @@ where
                     return Poll::Ready(Some(self.take(ring, index)));
                 }
             }
-            self.refill(ring.as_mut());
         }
 
         // 3. In start order, the oldest result if it is there.

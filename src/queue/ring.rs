@@ -195,9 +195,12 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         self.len - self.started
     }
 
+    /// Whether a new entry fits (after forgetting the vacant front).
     #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
-    pub(super) fn is_full(&self) -> bool {
-        self.len == N
+    pub(super) fn has_room(self: Pin<&mut Self>) -> bool {
+        let this = self.slots();
+        this.trim_front();
+        this.len < N
     }
 
     /// Tasks started and not finished (a doomed one is not counted).
@@ -340,10 +343,11 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
     }
 
     /// Starts the first queued task (converts it with `into_future`), makes
-    /// its timeout's timer with `timer` and returns its slot index.
+    /// its timeout's timer with `timer` (if any) and returns its slot
+    /// index.
     pub(super) fn start_next(
         self: Pin<&mut Self>,
-        timer: impl FnOnce() -> Option<Z>,
+        timer: Option<impl FnOnce() -> Z>,
     ) -> Option<usize> {
         let this = self.slots();
         if this.started == this.len {
@@ -357,20 +361,53 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         // `Vacant` entry among the started ones, which is consistent (and
         // forgotten once it is at the front).
         this.started += 1;
-        let fut = task.into_future();
-        // The slot is `Vacant`: nothing is dropped. Doomed and uncounted
-        // while the timer is made: if that panics, `bury` drops the future.
-        *this.slots[index].get_mut() = Slot::Running(fut, None);
-        debug_assert!(this.doomed.is_none());
-        this.doomed = Some(index);
-        let timer = timer();
-        if let Slot::Running(_, slot) = this.slots[index].get_mut() {
-            // `None` before: nothing is dropped.
-            *slot = timer;
-        }
-        this.doomed = None;
-        this.running += 1;
+        this.run(index, task, timer);
         Some(index)
+    }
+
+    /// Starts `task` (one that was never in the ring) in a new entry after
+    /// the others, as [`Self::start_next`] does; hands it back if the ring
+    /// is full (call [`Self::has_room`] first: it forgets the vacant front)
+    /// or still holds queued tasks (they start first).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(super) fn start_task(
+        self: Pin<&mut Self>,
+        task: F,
+        timer: Option<impl FnOnce() -> Z>,
+    ) -> Result<usize, F> {
+        let this = self.slots();
+        // The caller trimmed the front (`has_room`).
+        if this.len == N || this.started < this.len {
+            return Err(task);
+        }
+        let index = this.index(this.len);
+        // A `Vacant` entry among the started ones until it runs (as in
+        // `start_next`): consistent if `into_future` panics.
+        this.len += 1;
+        this.started += 1;
+        this.run(index, task, timer);
+        Ok(index)
+    }
+
+    /// Converts `task` into the running future of the `Vacant` started
+    /// slot `index`, with its timer.
+    fn run(&mut self, index: usize, task: F, timer: Option<impl FnOnce() -> Z>) {
+        let fut = task.into_future();
+        // The slot is `Vacant`: nothing is dropped.
+        *self.slots[index].get_mut() = Slot::Running(fut, None);
+        if let Some(timer) = timer {
+            // Doomed and uncounted while the timer is made: if that
+            // panics, `bury` drops the future.
+            debug_assert!(self.doomed.is_none());
+            self.doomed = Some(index);
+            let timer = timer();
+            if let Slot::Running(_, slot) = self.slots[index].get_mut() {
+                // `None` before: nothing is dropped.
+                *slot = Some(timer);
+            }
+            self.doomed = None;
+        }
+        self.running += 1;
     }
 
     /// Polls the task in slot `index`, if it is running, then its timer if
