@@ -22,7 +22,8 @@ use super::{PushError, TaskQueue, Timing};
 /// // Two closures, two promise types, one queue:
 /// let mut queue = core::pin::pin!(TaskQueue::<BoxedTask<Result<u32, ()>>>::new());
 /// queue.as_mut().push_boxed(DeferredPromise::lazy(|| async { Ok(1) })).unwrap();
-/// queue.as_mut().push_boxed(DeferredPromise::new(|r| r.resolve(2))).unwrap();
+/// let two = 2;
+/// queue.as_mut().push_boxed(DeferredPromise::lazy(move || async move { Ok(two) })).unwrap();
 /// assert_eq!(queue.collect::<Vec<_>>().await, [Ok(1), Ok(2)]);
 /// # });
 /// ```

@@ -238,6 +238,10 @@ struct State<F: IntoFuture, const N: usize, T, S> {
     /// Per-slot wake flags, made at the first poll.
     #[cfg(feature = "alloc")]
     wake: Option<WakeBits>,
+    /// Finished slots to yield next, in the order they finished
+    /// (completion order without a predicate).
+    #[cfg(feature = "alloc")]
+    ready: VecDeque<usize>,
     /// Each slot's waker, made when the slot first runs a task.
     #[cfg(feature = "alloc")]
     wakers: [Option<Waker>; N],
@@ -340,6 +344,8 @@ impl<F: IntoFuture> TaskQueue<F> {
                 waiting: VecDeque::new(),
                 #[cfg(feature = "alloc")]
                 wake: None,
+                #[cfg(feature = "alloc")]
+                ready: VecDeque::new(),
                 #[cfg(feature = "alloc")]
                 wakers: [const { None }; M],
                 #[cfg(feature = "alloc")]
@@ -922,12 +928,18 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// # futures::executor::block_on(async {
     /// use deferral::TaskQueue;
     /// use futures::StreamExt;
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().push_all([1, 2].map(core::future::ready)).unwrap();
-    /// // Concurrency 1: the second starts once the first result is taken.
+    /// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
+    /// let task = |n: u8| async move {
+    ///     if n > 1 {
+    ///         futures::future::pending::<()>().await; // runs for ever
+    ///     }
+    ///     n
+    /// };
+    /// queue.as_mut().push_all([0, 1, 2, 3].map(task)).unwrap();
+    /// // Until the last one started: 0 and 1 finish, 2 and 3 run.
     /// let firsts: Vec<_> = queue.as_mut().until_empty().collect().await;
-    /// assert_eq!(firsts, [1]);
-    /// assert_eq!(queue.next().await, Some(2));
+    /// assert_eq!(firsts, [0, 1]);
+    /// assert_eq!((queue.unstarted(), queue.running()), (0, 2));
     /// # });
     /// ```
     pub fn until_empty(self: Pin<&mut Self>) -> Until<'_, F, N, T, S> {
@@ -1101,6 +1113,8 @@ impl<F: IntoFuture, const N: usize, T, S> State<F, N, T, S> {
             #[cfg(feature = "alloc")]
             wake: self.wake,
             #[cfg(feature = "alloc")]
+            ready: self.ready,
+            #[cfg(feature = "alloc")]
             wakers: self.wakers,
             #[cfg(feature = "alloc")]
             inbox: self.inbox,
@@ -1235,8 +1249,8 @@ where
     /// when stopping), then, in completion order, returns its slot, to be
     /// yielded next. Also the first thing a poll does, which finishes what
     /// a panic interrupted.
-    #[inline]
-    fn settle(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<usize> {
+    #[inline(always)]
+    fn settle(&mut self, ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<usize> {
         match ring.latest() {
             // Nothing to do (the common case).
             Latest::None if self.stop == Stop::No => return None,
@@ -1251,6 +1265,12 @@ where
             }
             _ => {}
         }
+        self.settle_slow(ring)
+    }
+
+    /// [`Self::settle`] with a predicate to run or a stop to enforce.
+    #[inline(never)]
+    fn settle_slow(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<usize> {
         if let Latest::Unexamined(index) = ring.latest() {
             // Examined first: a panicking `stop_when` is not asked again,
             // and the output counts as no rejection.
@@ -1319,15 +1339,28 @@ where
         T::report(out)
     }
 
+    /// In start order: the oldest result, if it is there.
+    fn take_oldest(&mut self, ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<T::Item<F::Output>> {
+        let (index, out) = ring.take_oldest()?;
+        if self.stop == Stop::At(index) {
+            self.stop = Stop::Done;
+        }
+        Some(T::report(out))
+    }
+
     /// Polls the running tasks that may have progressed; in completion
     /// order, returns the slot of the first that finished (settled, not
     /// taken yet).
     #[cfg(feature = "alloc")]
     fn poll_running(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<usize> {
+        // In completion order without a predicate, the tasks that finish in
+        // one pass are all kept, in the order they finished, and yielded by
+        // the next polls without registering or taking the flags again.
+        let batch = self.stop_when.is_none() && self.order == Yield::InCompletionOrder;
         loop {
             let mut finished = false;
             let bits = self.wake.as_ref()?;
-            let wakers = &self.wakers;
+            let (wakers, ready) = (&self.wakers, &mut self.ready);
             bits.for_each_woken(|index| {
                 if index >= N || !ring.is_running(index) {
                     return true; // padding bits, stale wake-ups
@@ -1339,6 +1372,12 @@ where
                     .as_mut()
                     .poll_slot(index, &mut Context::from_waker(waker))
                 {
+                    Progress::Finished if batch => {
+                        // Nothing to examine: it waits in `ready`.
+                        ring.as_mut().forget_latest();
+                        ready.push_back(index);
+                        true
+                    }
                     Progress::Finished => {
                         finished = true;
                         false
@@ -1346,6 +1385,9 @@ where
                     Progress::Idle | Progress::Pending => true,
                 }
             });
+            if let Some(index) = self.ready.pop_front() {
+                return Some(index);
+            }
             // The unvisited flags were put back: settle the finished task
             // (which may stop the queue), then go on.
             if !finished {
@@ -1477,9 +1519,16 @@ where
                 inbox.0.register(cx.waker());
                 open |= inbox.0.is_open();
             }
-            self.wake
-                .get_or_insert_with(|| WakeBits::new(N, false))
-                .register(cx.waker());
+            if self.wake.is_none() {
+                self.wake = Some(WakeBits::new(N, false));
+                if self.stop_when.is_none() && self.order == Yield::InCompletionOrder {
+                    // The batch of finished tasks (see `poll_running`).
+                    self.ready.reserve_exact(self.max_running());
+                }
+            }
+            if let Some(bits) = &self.wake {
+                bits.register(cx.waker());
+            }
         }
         if let Some(attached) = &self.attached {
             attached.source().register(cx.waker());
@@ -1499,6 +1548,16 @@ where
         ring.as_mut().bury();
         if let Some(index) = self.settle(ring.as_mut()) {
             return Poll::Ready(Some(self.take(ring, index)));
+        }
+        // A result already there needs no waker: yield it at once.
+        #[cfg(feature = "alloc")]
+        if let Some(index) = self.ready.pop_front() {
+            return Poll::Ready(Some(self.take(ring, index)));
+        }
+        if self.order == Yield::InSubmissionOrder {
+            if let Some(out) = self.take_oldest(ring.as_mut()) {
+                return Poll::Ready(Some(out));
+            }
         }
 
         // Register first, then look (see `wake_set` and `Inbox::is_open`).
@@ -1536,15 +1595,12 @@ where
 
         // 3. In start order, the oldest result if it is there.
         if self.order == Yield::InSubmissionOrder {
-            if let Some((index, out)) = ring.as_mut().take_oldest() {
-                if self.stop == Stop::At(index) {
-                    self.stop = Stop::Done;
-                }
-                return Poll::Ready(Some(T::report(out)));
+            if let Some(out) = self.take_oldest(ring.as_mut()) {
+                return Poll::Ready(Some(out));
             }
         }
 
-        if ring.len() == 0 && self.waiting_len() == 0 && !open {
+        if ring.held() == 0 && self.waiting_len() == 0 && !open {
             self.exhausted = true;
             Poll::Ready(None)
         } else {

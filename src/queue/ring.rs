@@ -21,9 +21,10 @@
 //! | `Vacant`          | —          | taken out of order, or `into_future` panicked     |
 //!
 //! Every slot outside the window is `Vacant`. Vacant entries at the front
-//! are forgotten (`head` moves on) by [`Ring::take`] and by
-//! [`Ring::trim_front`], which every path that looks at the oldest entry
-//! calls first.
+//! are forgotten (`head` moves on) by [`Ring::trim_front`], which every
+//! path that needs room or looks at the oldest entry calls first; so the
+//! window's length counts them until then, and "nothing held" is read from
+//! the counters ([`Ring::held`]), never from the length.
 //!
 //! # Panics: state first, then foreign code
 //!
@@ -457,8 +458,8 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         Progress::Finished
     }
 
-    /// Drops the future whose `poll` panicked, if any, and forgets the
-    /// vacant entries at the front. Call before anything else in a poll.
+    /// Drops the future whose `poll` panicked, if any. Call before anything
+    /// else in a poll.
     pub(super) fn bury(self: Pin<&mut Self>) {
         let this = self.slots();
         if let Some(index) = this.doomed.take() {
@@ -466,7 +467,6 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
             // `Vacant` afterwards even if that panics.
             *this.slots[index].get_mut() = Slot::Vacant;
         }
-        this.trim_front();
     }
 
     /// Takes the outcome of slot `index` (out of start order is fine). Runs
@@ -488,7 +488,8 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         if matches!(this.latest, Latest::Unexamined(i) | Latest::Examined(i) if i == index) {
             this.latest = Latest::None;
         }
-        this.trim_front();
+        // The vacant front is forgotten lazily, by whatever needs room or
+        // the oldest entry next (`push`, `has_room`, `take_oldest`).
         Some(out)
     }
 

@@ -55,7 +55,7 @@ where
 /// use deferral::TimedOut;
 /// assert_eq!(TimedOut.to_string(), "the task timed out");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct TimedOut;
 
 impl fmt::Display for TimedOut {
