@@ -90,12 +90,14 @@ unsafe fn clone(data: *const ()) -> RawWaker {
 }
 
 unsafe fn wake(data: *const ()) {
-    // SAFETY: the caller passes the data of a waker it gives up: woken by
-    // reference, then dropped.
-    unsafe {
-        wake_by_ref(data);
-        drop_waker(data);
-    }
+    // SAFETY: the caller passes the data of a waker it gives up.
+    let anchor = unsafe { anchor(data) };
+    let index = anchor.index;
+    // SAFETY: this waker's count of the `Arc`, taken over: released when
+    // `shared` is dropped — also if the owner's waker panics in `wake`
+    // (a `drop` after the wake would then be skipped, leaking the flags).
+    let shared = unsafe { Arc::from_raw(anchor.shared) };
+    shared.wake(index);
 }
 
 unsafe fn wake_by_ref(data: *const ()) {

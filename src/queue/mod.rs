@@ -84,7 +84,15 @@ use crate::wake_set::WakeBits;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
 
 /// The default stop predicate type of a [`TaskQueue`]: a function pointer
-/// (what [`TaskQueue::on_rejection`] stores).
+/// (what [`TaskQueue::on_rejection`] stores). A queue built with a closure
+/// ([`TaskQueue::stop_when`]) names the closure's type instead.
+///
+/// ```
+/// use deferral::{NoTimer, OnRejection, StopFn, TaskQueue};
+/// type Job = core::future::Ready<Result<u8, ()>>;
+/// let _queue: TaskQueue<Job, 16, NoTimer, StopFn<Result<u8, ()>>> =
+///     TaskQueue::new().on_rejection(OnRejection::Stop);
+/// ```
 pub type StopFn<O> = fn(&O) -> bool;
 
 /// Deferred work started under a concurrency limit; results as a [`Stream`].
@@ -1071,7 +1079,15 @@ impl<F: IntoFuture, const N: usize, T: Timing + RateLimited, S> TaskQueue<F, N, 
     }
 }
 
-/// The [`Timing`]s that have a [`Timer`]: [`Clock`] and [`Deadline`].
+/// The [`Timing`]s that have a [`Timer`]: [`Clock`] and [`Deadline`], on
+/// which [`TaskQueue::rate_limit`] is available.
+///
+/// ```
+/// use core::time::Duration;
+/// use deferral::{Clock, RateLimited};
+/// fn can_rate_limit<T: RateLimited>() {}
+/// can_rate_limit::<Clock<fn(Duration) -> core::future::Pending<()>>>();
+/// ```
 pub trait RateLimited: Timing {}
 impl<Mk: Timer> RateLimited for Clock<Mk> {}
 impl<Mk: Timer> RateLimited for Deadline<Mk> {}
