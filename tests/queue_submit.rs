@@ -416,3 +416,43 @@ fn a_static_inbox_wraps_around() {
     INBOX.close();
     assert_eq!(poll(queue.as_mut(), &counter), Poll::Ready(None));
 }
+
+/// A small window in completion order fed only by an inbox: the queue
+/// takes from the inbox as the window frees up (without `alloc` it holds
+/// nothing beyond the window), so it never stalls with submissions left.
+#[test]
+fn a_small_window_in_completion_order_keeps_taking_from_its_inbox() {
+    static INBOX: Inbox<Ready<u32>, 4> = Inbox::new();
+    let counter = WakeCounter::new();
+    let mut queue = pin!(
+        TaskQueue::with_capacity::<2>()
+            .concurrency(2)
+            .order(deferral::Yield::InCompletionOrder)
+    );
+    queue.as_mut().attach(&INBOX).unwrap();
+    let total = if cfg!(miri) { 12 } else { 200 };
+    let (mut next, mut got) = (0, Vec::new());
+    for _ in 0..10 * total {
+        if got.len() == total as usize {
+            break;
+        }
+        while next < total && INBOX.submit(std::future::ready(next)).is_ok() {
+            next += 1;
+        }
+        match poll(queue.as_mut(), &counter) {
+            Poll::Ready(Some(n)) => got.push(n),
+            Poll::Ready(None) => panic!("ended early"),
+            Poll::Pending => {}
+        }
+    }
+    assert_eq!(
+        got.len(),
+        total as usize,
+        "stalled: {} of {total}",
+        got.len()
+    );
+    got.sort();
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+    INBOX.close();
+    assert_eq!(poll(queue.as_mut(), &counter), Poll::Ready(None));
+}

@@ -730,7 +730,10 @@ fn run(input: Input) {
             q.as_mut().close();
         } else {
             let _ = catch_unwind(AssertUnwindSafe(|| drop(submit.take())));
-            let _ = catch_unwind(AssertUnwindSafe(|| lock(&victims).clear()));
+            // Taken out first: a dropped submitter may wake a hostile
+            // waker that locks `victims` itself.
+            let taken = std::mem::take(&mut *lock(&victims));
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(taken)));
         }
         // Run to the end: wake everything and let time pass between polls
         // (a caught panic loses at most the panicking task's wake-up).

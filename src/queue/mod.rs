@@ -1213,7 +1213,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
                 let _ = self.enqueue(ring.as_mut(), task, priority);
             }
         }
-        while cfg!(feature = "alloc") || ring.len() < N {
+        while cfg!(feature = "alloc") || ring.as_mut().has_room() {
             let Some((task, priority)) = self.attached.as_ref().and_then(|a| a.source().take())
             else {
                 break;

@@ -197,7 +197,6 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
     }
 
     /// Whether a new entry fits (after forgetting the vacant front).
-    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub(super) fn has_room(self: Pin<&mut Self>) -> bool {
         let this = self.slots();
         this.trim_front();
