@@ -486,7 +486,8 @@ impl Clock {
     fn advance(&self, ticks: u64) {
         let expired: Vec<Waker> = {
             let mut time = lock(&self.0);
-            time.now += ticks;
+            // Saturating: a timeout that never fires is a deadline far away.
+            time.now = time.now.saturating_add(ticks);
             let now = time.now;
             let (expired, kept) = std::mem::take(&mut time.timers)
                 .into_iter()
@@ -615,7 +616,7 @@ fn run(input: Input) {
     let timer = {
         let clock = clock.clone();
         move |d: Duration| Sleep {
-            deadline: lock(&clock.0).now + d.as_millis() as u64,
+            deadline: lock(&clock.0).now.saturating_add(d.as_millis() as u64),
             clock: clock.clone(),
         }
     };
