@@ -155,9 +155,9 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// ([`PushError::Full`]); with `alloc` the tasks beyond the window wait in
 /// a `VecDeque` (sorted by priority, as p-queue does: a push of a higher
 /// priority than waiting ones is a binary search and an insertion),
-/// unbounded, and enter the window as it frees up. Running tasks always
-/// live in the window, pinned there, so at most `N` run at once whatever
-/// the concurrency.
+/// unbounded, and start from there into the window as it frees up.
+/// Running tasks always live in the window, pinned there, so at most `N`
+/// run at once whatever the concurrency.
 ///
 /// # Wake-ups
 ///

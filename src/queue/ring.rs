@@ -36,9 +36,11 @@
 //! - [`Ring::start_next`] counts the entry as started and leaves its slot
 //!   `Vacant` before `into_future`: if it panics, the entry is a vacant one,
 //!   forgotten like any other.
-//! - [`Ring::start_next`] stores the future doomed and uncounted before
-//!   the timeout's timer is made (the caller's factory): if that panics,
-//!   the future is dropped by the next [`Ring::bury`].
+//! - [`Ring::start_next`] (and [`Ring::start_task`], which starts a task
+//!   that waited beyond the window straight into a new entry) stores the
+//!   future doomed and uncounted before the timeout's timer is made (the
+//!   caller's factory): if that panics, the future is dropped by the next
+//!   [`Ring::bury`].
 //! - [`Ring::poll_slot`] uncounts the task and marks it doomed before
 //!   `poll` (of the future, then of its timer), and undoes that when they
 //!   return: if one panics, the task is
