@@ -111,11 +111,13 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> fmt::Debug for Drain<'_, F, N,
 ///
 /// ```
 /// # futures::executor::block_on(async {
-/// use deferral::TaskQueue;
+/// use core::future::{Ready, ready};
+/// use deferral::{Inbox, TaskQueue};
 /// use futures::StreamExt;
+/// static INBOX: Inbox<Ready<u8>, 2> = Inbox::new();
 /// let mut queue = core::pin::pin!(TaskQueue::new());
-/// let _submit = queue.as_mut().submitter(); // the queue stays open
-/// queue.as_mut().push(core::future::ready(1)).unwrap();
+/// queue.as_mut().attach(&INBOX).unwrap(); // the queue stays open
+/// queue.as_mut().push(ready(1)).unwrap();
 /// assert_eq!(queue.as_mut().until_idle().collect::<Vec<_>>().await, [1]);
 /// # });
 /// ```

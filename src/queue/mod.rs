@@ -787,14 +787,17 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// use deferral::{PushError, TaskQueue};
+    /// use core::future::{Ready, ready};
+    /// use deferral::{Inbox, PushError, TaskQueue};
     /// use futures::StreamExt;
+    /// static INBOX: Inbox<Ready<u8>, 4> = Inbox::new();
     /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// let submit = queue.as_mut().submitter();
-    /// submit.submit(core::future::ready(1)).unwrap();
+    /// queue.as_mut().attach(&INBOX).unwrap(); // keeps the queue open
+    /// INBOX.submit(ready(1)).unwrap();
     /// queue.as_mut().close();
-    /// assert!(matches!(submit.submit(core::future::ready(2)), Err(PushError::Closed(_))));
-    /// assert_eq!(queue.collect::<Vec<_>>().await, [1]); // ends though `submit` lives
+    /// assert!(matches!(INBOX.submit(ready(2)), Err(PushError::Closed(_))));
+    /// assert!(matches!(queue.as_mut().push(ready(3)), Err(PushError::Closed(_))));
+    /// assert_eq!(queue.collect::<Vec<_>>().await, [1]); // drained, then ended
     /// # });
     /// ```
     pub fn close(self: Pin<&mut Self>) {
@@ -872,11 +875,13 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// use deferral::TaskQueue;
+    /// use core::future::{Ready, ready};
+    /// use deferral::{Inbox, TaskQueue};
+    /// static INBOX: Inbox<Ready<u8>, 4> = Inbox::new();
     /// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
-    /// let _submit = queue.as_mut().submitter(); // keeps the queue open
+    /// queue.as_mut().attach(&INBOX).unwrap(); // keeps the queue open
     /// for n in 0..3 {
-    ///     queue.as_mut().push(async move { n }).unwrap();
+    ///     INBOX.submit(ready(n)).unwrap();
     /// }
     /// assert_eq!(queue.as_mut().on_idle().await, 3);
     /// assert!(queue.is_empty());
@@ -913,15 +918,17 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// use deferral::TaskQueue;
+    /// use core::future::{Ready, ready};
+    /// use deferral::{Inbox, TaskQueue};
     /// use futures::StreamExt;
+    /// static INBOX: Inbox<Ready<u8>, 4> = Inbox::new();
     /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// let submit = queue.as_mut().submitter();
-    /// submit.submit(core::future::ready(1)).unwrap();
-    /// submit.submit(core::future::ready(2)).unwrap();
+    /// queue.as_mut().attach(&INBOX).unwrap(); // keeps the queue open
+    /// INBOX.submit(ready(1)).unwrap();
+    /// INBOX.submit(ready(2)).unwrap();
     /// let batch: Vec<_> = queue.as_mut().until_idle().collect().await;
     /// assert_eq!(batch, [1, 2]);
-    /// submit.submit(core::future::ready(3)).unwrap();
+    /// INBOX.submit(ready(3)).unwrap();
     /// assert_eq!(queue.next().await, Some(3));
     /// # });
     /// ```

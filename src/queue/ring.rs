@@ -182,12 +182,6 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         }
     }
 
-    /// Window slots in use, from the oldest entry to the newest (vacant
-    /// ones in between included).
-    pub(super) fn len(&self) -> usize {
-        self.len
-    }
-
     /// Tasks held: running, finished and not taken, queued.
     pub(super) fn held(&self) -> usize {
         self.running + self.finished + self.queued()
