@@ -237,10 +237,12 @@ impl Impl {
                 } else {
                     Yield::InCompletionOrder
                 };
-                let mut queue = Box::pin(
+                // On the stack, like the other streams (`drive` pins them
+                // there).
+                let mut queue = pin!(
                     TaskQueue::<Job>::with_capacity::<WINDOW>()
                         .concurrency(K)
-                        .order(order),
+                        .order(order)
                 );
                 for job in jobs {
                     queue.as_mut().push(job).unwrap();
