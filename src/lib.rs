@@ -30,7 +30,7 @@
 //! | `ambient` | [`defer()`] and [`defer_async()`] without a handle (`std`) |
 //! | `promise` | `DeferredPromise`, its `Resolver`, the `static`-friendly `PromiseCell` (also settled from an interrupt with no resolver), the `static` multi-waiter `SharedCell`, combinators, boxed promises and `SharedPromise` |
 //! | `context` | `ContextVar` and `Snapshot`: values that follow a computation across polls and into deferred work |
-//! | `queue` | `TaskQueue`: deferred work started under a concurrency limit, results as a `Stream` |
+//! | `queue` | `TaskQueue`: deferred work started under a concurrency limit, by priority, paused, timed and rate-limited, results as a `Stream`; `Submitter` and the `static` `Inbox` feed it |
 //!
 //! Nothing here assumes an executor, a timer or an allocator: everything is
 //! driven by `poll`, wakers and [`core::task::Context`].
@@ -91,9 +91,13 @@ pub use promise::{
 };
 #[cfg(feature = "alloc")]
 pub use promise::{SharedPromise, WeakSharedPromise};
+pub use queue::{
+    AttachError, Clock, DEFAULT_QUEUE_CAPACITY, Deadline, Drain, Inbox, NoSleep, NoTimer,
+    OnRejection, Outcome, PushAllError, PushError, RateLimited, StopFn, TaskQueue, TimedOut, Timer,
+    Timing, Until, Yield, ZeroConcurrency,
+};
 #[cfg(feature = "alloc")]
-pub use queue::Submitter;
-pub use queue::{DEFAULT_QUEUE_CAPACITY, Drain, OnRejection, Outcome, PushError, TaskQueue, Yield};
+pub use queue::{BoxedTask, Submitter};
 #[cfg(feature = "alloc")]
 pub use scope::OnCancel;
 pub use scope::{

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Once};
 use std::task::{Context, Poll, Waker};
 
-use deferral::{OnRejection, TaskQueue, Yield};
+use deferral::{NoTimer, OnRejection, TaskQueue, Yield};
 use futures::Stream;
 #[cfg(feature = "alloc")]
 use support::Call;
@@ -257,8 +257,8 @@ fn poll<S: Stream + ?Sized>(
 /// Polls until the stream ends (at most `budget` polls), catching panics;
 /// returns the ids yielded (the outputs are dropped, a panic of theirs
 /// caught) and how many polls panicked.
-fn run_to_end<const N: usize>(
-    mut queue: Pin<&mut TaskQueue<Task, N>>,
+fn run_to_end<const N: usize, S: FnMut(&Out) -> bool>(
+    mut queue: Pin<&mut TaskQueue<Task, N, NoTimer, S>>,
     waker: &Waker,
     budget: usize,
 ) -> (Vec<usize>, usize) {
@@ -643,10 +643,8 @@ fn a_wake_from_a_submission_drops_the_queue() {
     let mut queue = Box::pin(TaskQueue::<Task>::new());
     let submit = queue.as_mut().submitter();
     let waker = hostile.waker();
-    assert!(matches!(
-        poll(queue.as_mut(), &waker),
-        Ok(Poll::Ready(None))
-    ));
+    // Empty, but a submitter lives: the queue waits for submissions.
+    assert!(matches!(poll(queue.as_mut(), &waker), Ok(Poll::Pending)));
     hostile.on_wake(move || drop(queue));
     let (task, life) = Task::new(0, Plan::default());
     assert!(
@@ -774,7 +772,7 @@ fn hostile_case(behaviour: Behaviour, order: Yield, with_submitter: bool) {
     );
     let victim = DropCounter::new();
     #[cfg(feature = "alloc")]
-    let submit = with_submitter.then(|| queue.as_mut().submitter());
+    let mut submit = with_submitter.then(|| queue.as_mut().submitter());
     #[cfg(not(feature = "alloc"))]
     let submit: Option<Box<()>> = None;
     match &submit {
@@ -820,6 +818,14 @@ fn hostile_case(behaviour: Behaviour, order: Yield, with_submitter: bool) {
         if let (Some(submit), Some(task)) = (&submit, later.pop_front()) {
             let accepted = catch_unwind(AssertUnwindSafe(|| submit.submit(task)));
             assert!(!matches!(accepted, Ok(Err(_))), "{case}: refused");
+        }
+        // The last submission made: let the queue end (its last drop
+        // wakes the queue, with a waker that may panic).
+        #[cfg(feature = "alloc")]
+        if later.is_empty() {
+            if let Some(submit) = submit.take() {
+                let _ = catch_unwind(AssertUnwindSafe(|| drop(submit)));
+            }
         }
         if step == 1 || step == 3 {
             let gate = &gates[step / 2];
@@ -956,4 +962,210 @@ fn a_panicked_task_does_not_count_as_a_rejection() {
     }
     assert_eq!(rest, [Ok(1)]);
     assert!(!queue.is_stopped());
+}
+
+// ------------------------------------------- waiting for work, timers, clear
+
+/// One case: the queue waits for work (a submitter, or a `static` inbox)
+/// with a hostile waker registered; submissions and the end (the last
+/// submitter's drop, the inbox's close) wake it, and any of those wakes
+/// may panic or run the hook. The queue must still yield every task once
+/// and end, with no waker leaked.
+fn waiting_case(behaviour: Behaviour, source: usize) {
+    let case = format!("{behaviour:?}, source {source}");
+    let hostile = behaviour.hostile();
+    let victim = DropCounter::new();
+    let value = victim.tracked();
+    hostile.on_wake(move || drop(value));
+    let mut queue = Box::pin(TaskQueue::<Task>::new().concurrency(2));
+    let mut lives = Vec::new();
+    #[cfg(feature = "alloc")]
+    let mut submit = (source == 0).then(|| queue.as_mut().submitter());
+    // One `static` inbox per case (an inbox serves one queue, once).
+    static INBOXES: [deferral::Inbox<Task, 4>; 32] = [const { deferral::Inbox::new() }; 32];
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let inbox = &INBOXES[NEXT.fetch_add(1, SeqCst)];
+    if source == 1 {
+        queue.as_mut().attach(inbox).unwrap();
+    }
+    let waker = hostile.waker();
+    let mut yielded = Vec::new();
+    let mut ended = false;
+    for step in 0..40 {
+        match poll(queue.as_mut(), &waker) {
+            Ok(Poll::Ready(Some(out))) => yielded.push(out.id),
+            Ok(Poll::Ready(None)) => {
+                ended = true;
+                break;
+            }
+            Ok(Poll::Pending) | Err(()) => {}
+        }
+        if step < 3 {
+            let (task, life) = Task::new(step, Plan::default());
+            lives.push(life);
+            let submitted = catch_unwind(AssertUnwindSafe(|| match source {
+                #[cfg(feature = "alloc")]
+                0 => submit.as_ref().unwrap().submit(task).is_ok(),
+                _ => inbox.submit(task).is_ok(),
+            }));
+            assert!(!matches!(submitted, Ok(false)), "{case}: refused");
+        } else if step == 3 {
+            // The end of the producers: wakes the queue (may panic).
+            let _ = catch_unwind(AssertUnwindSafe(|| match source {
+                #[cfg(feature = "alloc")]
+                0 => drop(submit.take()),
+                _ => inbox.close(),
+            }));
+        }
+    }
+    assert!(ended, "{case}: never ended, yielded {yielded:?}");
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(queue)));
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(waker)));
+    yielded.sort();
+    assert_eq!(yielded, [0, 1, 2], "{case}");
+    for life in &lives {
+        life.assert_dropped_once_in(&case);
+    }
+    assert!(victim.get() <= 1);
+    assert_eq!(hostile.live(), 0, "{case}: wakers leaked");
+}
+
+#[test]
+fn hostile_wakers_while_the_queue_waits_for_work() {
+    quiet_panics();
+    for behaviour in Behaviour::all() {
+        let sources: &[usize] = if cfg!(feature = "alloc") {
+            &[0, 1]
+        } else {
+            &[1]
+        };
+        for &source in sources {
+            waiting_case(behaviour, source);
+        }
+    }
+}
+
+/// A timer whose factory panics on its `k`-th call and whose sleeps all
+/// panic on their first poll when `poll_panics`; never completes.
+struct Timers {
+    calls: Arc<AtomicUsize>,
+    factory_panics_at: usize,
+    poll_panics: bool,
+}
+
+struct HostileSleep {
+    poll_panics: bool,
+    _drop: Tracked,
+}
+
+impl Future for HostileSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.poll_panics {
+            panic!("{INJECTED}: timer poll");
+        }
+        Poll::Pending
+    }
+}
+
+/// Panics in the timer factory (making a task's timer) and in a timer's
+/// poll: the task concerned is gone (like a task whose poll panicked), the
+/// others run; every task, future, output and timer is dropped once.
+#[test]
+fn panicking_timers_kill_only_their_task() {
+    quiet_panics();
+    for (factory_panics_at, poll_panics) in [(2, false), (0, true)] {
+        let timers = DropCounter::new();
+        let t = Timers {
+            calls: Arc::new(AtomicUsize::new(0)),
+            factory_panics_at,
+            poll_panics,
+        };
+        let made = t.calls.clone();
+        let counter = timers.clone();
+        let factory = move |_: std::time::Duration| {
+            let n = t.calls.fetch_add(1, SeqCst) + 1;
+            if n == t.factory_panics_at {
+                panic!("{INJECTED}: timer factory");
+            }
+            HostileSleep {
+                poll_panics: t.poll_panics && n == 1,
+                _drop: counter.tracked(),
+            }
+        };
+        let mut queue = Box::pin(
+            TaskQueue::<Task>::new()
+                .concurrency(3)
+                .timer(factory)
+                .timeout(std::time::Duration::from_secs(1)),
+        );
+        let mut lives = Vec::new();
+        for id in 0..3 {
+            let (task, life) = Task::new(
+                id,
+                Plan {
+                    yields: 1,
+                    ..Plan::default()
+                },
+            );
+            lives.push(life);
+            queue.as_mut().push(task).unwrap_or_else(|_| panic!("room"));
+        }
+        let mut yielded = Vec::new();
+        let mut panics = 0;
+        for _ in 0..20 {
+            match poll(queue.as_mut(), noop()) {
+                Err(()) => panics += 1,
+                Ok(Poll::Ready(Some(Ok(out)))) => yielded.push(out.id),
+                Ok(Poll::Ready(Some(Err(timed_out)))) => panic!("{timed_out}"),
+                Ok(Poll::Ready(None)) => break,
+                Ok(Poll::Pending) => {}
+            }
+        }
+        assert_eq!(panics, 1, "({factory_panics_at}, {poll_panics})");
+        let dead = if poll_panics { 0 } else { 1 };
+        let expected: Vec<usize> = (0..3).filter(|&id| id != dead).collect();
+        assert_eq!(yielded, expected, "({factory_panics_at}, {poll_panics})");
+        assert_eq!(queue.running(), 0);
+        drop(queue);
+        for life in &lives {
+            life.assert_dropped_once();
+        }
+        let made = made.load(SeqCst) - usize::from(factory_panics_at > 0);
+        assert_eq!(timers.get(), made, "every timer dropped once");
+    }
+}
+
+/// `clear` with a panicking task destructor: the panic propagates, the
+/// rest stay queued, and the next `clear` drops them; each once, none run.
+#[test]
+fn clear_with_a_panicking_destructor_goes_on_next_time() {
+    quiet_panics();
+    let mut queue = Box::pin(TaskQueue::<Task>::with_capacity::<4>());
+    queue.as_mut().pause();
+    let mut lives = Vec::new();
+    for id in 0..6 {
+        let (task, life) = Task::new(
+            id,
+            Plan {
+                task_drop_panics: id == 2,
+                ..Plan::default()
+            },
+        );
+        lives.push(life);
+        if queue.as_mut().push(task).is_err() {
+            lives.pop(); // without `alloc` the window holds 4
+        }
+    }
+    let held = queue.unstarted();
+    assert!(catch_unwind(AssertUnwindSafe(|| queue.as_mut().clear())).is_err());
+    let left = queue.unstarted();
+    assert!(left < held);
+    assert_eq!(queue.as_mut().clear(), left);
+    assert_eq!(queue.unstarted(), 0);
+    drop(queue);
+    for life in &lives {
+        assert!(!life.started());
+        life.assert_dropped_once();
+    }
 }

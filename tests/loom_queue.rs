@@ -3,7 +3,11 @@
 //! out once) and against the queue's drop (the task is dropped exactly once
 //! and never run); a task's per-slot waker (`WakeBits`) fired on another
 //! thread against the queue's poll (`register`, then `for_each_woken`: no
-//! lost wake-up) and against the queue's drop.
+//! lost wake-up) and against the queue's drop; the submitter count (the
+//! last `Submitter` dropped on another thread against the queue's poll:
+//! the stream ends after every submission, and never hangs); the `static`
+//! `Inbox` (a submission against the queue's take, two producers against
+//! one slot and the take, a submission against the queue's drop).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_queue`.
 #![cfg(loom)]
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 
-use deferral::{PushError, TaskQueue};
+use deferral::{Inbox, PushError, TaskQueue};
 use futures::Stream;
 use loom::sync::Mutex;
 use loom::sync::atomic::AtomicBool;
@@ -70,8 +74,11 @@ fn submit_on_another_thread_vs_poll() {
         th.join().unwrap();
         match first {
             Poll::Ready(Some(7)) => {}
-            Poll::Ready(None) => {
-                // Not seen yet: the submission must show up at the next poll.
+            Poll::Pending => {
+                // Not seen yet, the submitter alive then: the submission
+                // (or the submitter's drop) woke the queue, and the
+                // submission shows up at the next poll.
+                assert!(flag.0.load(SeqCst) >= 1, "lost wake-up");
                 assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Ready(Some(7)));
             }
             other => panic!("unexpected {other:?}"),
@@ -217,5 +224,208 @@ fn a_slot_waker_on_another_thread_vs_the_queues_drop() {
         // The queue let go of its waker: only ours is left.
         drop(waker);
         assert_eq!(Arc::strong_count(&flag), 1, "the owner's waker leaked");
+    });
+}
+
+/// The submitter count: a submission then the last drop on another thread,
+/// against the queue's polls. Every poll that is pending was woken; the
+/// task comes out once, and then the stream ends (the count is read before
+/// the submissions are taken, so a zero count means nothing is left).
+#[test]
+fn the_last_submitter_dropped_on_another_thread_vs_poll() {
+    loom::model(|| {
+        let mut queue = Box::pin(TaskQueue::<Probe>::new());
+        let submit = queue.as_mut().submitter();
+        let (drops, runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let task = Probe {
+            drops: drops.clone(),
+            runs: runs.clone(),
+        };
+        let th = thread::spawn(move || {
+            submit.submit(task).unwrap_or_else(|_| panic!("open"));
+            drop(submit);
+        });
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let first = queue.as_mut().poll_next(&mut cx);
+        th.join().unwrap();
+        let mut got = usize::from(first == Poll::Ready(Some(7)));
+        match first {
+            Poll::Ready(None) => panic!("ended before the submission"),
+            // Not seen, the submitter alive then: it woke the queue.
+            Poll::Pending => assert!(flag.0.load(SeqCst) >= 1, "lost wake-up"),
+            Poll::Ready(_) => {}
+        }
+        loop {
+            match queue.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(7)) => got += 1,
+                Poll::Ready(None) => break,
+                other => panic!("after the producer finished: {other:?}"),
+            }
+        }
+        assert_eq!(got, 1, "the task came out once");
+        assert_eq!((runs.load(SeqCst), drops.load(SeqCst)), (1, 1));
+    });
+}
+
+/// A pending poll of a queue with a live submitter is woken by the last
+/// drop on another thread (no submission at all): no hang.
+#[test]
+fn a_waiting_queue_is_woken_by_the_last_drop() {
+    loom::model(|| {
+        let mut queue = Box::pin(TaskQueue::<Probe>::new());
+        let submit = queue.as_mut().submitter();
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let th = thread::spawn(move || drop(submit));
+        let polled = queue.as_mut().poll_next(&mut cx);
+        th.join().unwrap();
+        match polled {
+            Poll::Ready(None) => {}
+            Poll::Pending => {
+                assert!(flag.0.load(SeqCst) >= 1, "lost wake-up: the queue hangs");
+                assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Ready(None));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+fn leaked_inbox<const M: usize>() -> &'static Inbox<Probe, M> {
+    Box::leak(Box::new(Inbox::new()))
+}
+
+/// A `static` inbox: a submission (and the inbox's close) on another
+/// thread against the queue's polls: a pending poll was woken, the task
+/// comes out once, the stream ends after it.
+#[test]
+fn an_inbox_submission_vs_the_queues_take() {
+    loom::model(|| {
+        let inbox = leaked_inbox::<2>();
+        let mut queue = Box::pin(TaskQueue::<Probe>::new());
+        queue
+            .as_mut()
+            .attach(inbox)
+            .unwrap_or_else(|_| panic!("free"));
+        let (drops, runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let task = Probe {
+            drops: drops.clone(),
+            runs: runs.clone(),
+        };
+        let th = thread::spawn(move || {
+            inbox.submit(task).unwrap_or_else(|_| panic!("room"));
+            inbox.close();
+        });
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let first = queue.as_mut().poll_next(&mut cx);
+        th.join().unwrap();
+        let mut got = usize::from(first == Poll::Ready(Some(7)));
+        if first.is_pending() {
+            assert!(flag.0.load(SeqCst) >= 1, "lost wake-up");
+        }
+        loop {
+            match queue.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(7)) => got += 1,
+                Poll::Ready(None) => break,
+                other => panic!("after the producer finished: {other:?}"),
+            }
+        }
+        assert_eq!(got, 1);
+        assert_eq!((runs.load(SeqCst), drops.load(SeqCst)), (1, 1));
+    });
+}
+
+/// Two producers race for a one-slot inbox while the queue takes: each
+/// task is accepted (and comes out once) or handed back full, never lost
+/// or duplicated, and nobody waits for anybody.
+#[test]
+fn two_producers_on_a_one_slot_inbox_vs_the_take() {
+    loom::model(|| {
+        let inbox = leaked_inbox::<1>();
+        let mut queue = Box::pin(TaskQueue::<Probe>::new().concurrency(2));
+        queue
+            .as_mut()
+            .attach(inbox)
+            .unwrap_or_else(|_| panic!("free"));
+        let (drops, runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let producers: Vec<_> = (0..2)
+            .map(|_| {
+                let task = Probe {
+                    drops: drops.clone(),
+                    runs: runs.clone(),
+                };
+                thread::spawn(move || match inbox.submit(task) {
+                    Ok(()) => true,
+                    Err(PushError::Full(task)) => {
+                        drop(task);
+                        false
+                    }
+                    Err(_) => panic!("open"),
+                })
+            })
+            .collect();
+        let waker = Waker::from(Arc::new(Flag::default()));
+        let mut cx = Context::from_waker(&waker);
+        let mut got = 0;
+        if let Poll::Ready(Some(7)) = queue.as_mut().poll_next(&mut cx) {
+            got += 1;
+        }
+        let accepted = producers
+            .into_iter()
+            .map(|p| p.join().unwrap())
+            .filter(|a| *a)
+            .count();
+        inbox.close();
+        loop {
+            match queue.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(7)) => got += 1,
+                Poll::Ready(None) => break,
+                other => panic!("after the producers finished: {other:?}"),
+            }
+        }
+        assert!(accepted >= 1, "one slot: the first producer fits");
+        assert_eq!(got, accepted, "every accepted task came out once");
+        assert_eq!(runs.load(SeqCst), accepted);
+        assert_eq!(drops.load(SeqCst), 2);
+    });
+}
+
+/// A submission into a `static` inbox against the queue's drop: never run;
+/// refused (handed back), or accepted and dropped by the queue's drop, or
+/// accepted after it and left in the (closed) inbox — never dropped twice.
+#[test]
+fn an_inbox_submission_vs_the_queues_drop() {
+    loom::model(|| {
+        let inbox = leaked_inbox::<2>();
+        let mut queue = Box::pin(TaskQueue::<Probe>::new());
+        queue
+            .as_mut()
+            .attach(inbox)
+            .unwrap_or_else(|_| panic!("free"));
+        let (drops, runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let task = Probe {
+            drops: drops.clone(),
+            runs: runs.clone(),
+        };
+        let th = thread::spawn(move || match inbox.submit(task) {
+            Ok(()) => true,
+            Err(PushError::Closed(task)) => {
+                drop(task);
+                false
+            }
+            Err(_) => panic!("room"),
+        });
+        drop(queue);
+        let accepted = th.join().unwrap();
+        assert_eq!(runs.load(SeqCst), 0, "ran after the queue was dropped");
+        assert!(drops.load(SeqCst) <= 1, "dropped twice");
+        if !accepted {
+            assert_eq!(drops.load(SeqCst), 1);
+        }
+        assert!(inbox.is_closed());
     });
 }

@@ -503,7 +503,8 @@ mod submitter {
                 1
             }))
             .unwrap();
-        let out: Vec<u32> = block_on(queue.as_mut().collect::<Vec<_>>());
+        // `submit` keeps the queue open: run it until it is idle.
+        let out: Vec<u32> = block_on(queue.as_mut().until_idle().collect::<Vec<_>>());
         assert_eq!(out, [1, 2, 3]);
         assert!(!submit.is_closed());
     }
@@ -561,6 +562,8 @@ mod submitter {
                 })
             })
             .collect();
+        // The threads' clones keep the queue open until they are done.
+        drop(submit);
         let opener = std::thread::spawn({
             let gate = gate.clone();
             move || {

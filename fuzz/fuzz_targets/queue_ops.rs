@@ -1,5 +1,7 @@
-//! Random sequences of push / submit / poll / wake / drop operations on a
-//! `TaskQueue`, with tasks that finish after a random number of polls,
+//! Random sequences of push / submit (with priorities) / poll / wake /
+//! pause / resume / clear / close / time / drop operations on a
+//! `TaskQueue` with a virtual-time timer (per-task timeout, rate limit),
+//! with tasks that finish after a random number of polls,
 //! reject, submit a follow-up task from inside, or panic: in `into_future`,
 //! once in a poll, in their destructor (the task's, the future's or the
 //! output's) or in `stop_when`; and with hostile wakers (the caller's waker
@@ -9,20 +11,26 @@
 //! or its `into_future` panicked), is never polled after it finished or
 //! panicked, and its output is dropped exactly once; never more than `k`
 //! run at once; every task that neither panicked nor was cut by a stop is
-//! yielded, once, and in submission order when asked; after a stop nothing
-//! starts and the stream ends with the rejection; the queue always ends.
+//! yielded, once (as `Err(TimedOut)` iff its future was dropped by its
+//! timeout), and in start order when asked; pushed tasks start by
+//! priority, FIFO among equals; nothing starts while paused; a clear
+//! drops every unstarted task unrun; after a stop nothing starts and the
+//! stream ends with the rejection; the queue always ends (closed, or its
+//! last submitter dropped).
 #![no_main]
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::thread;
 
 use arbitrary::Arbitrary;
-use deferral::{PushError, Submitter, TaskQueue, Yield};
+use std::time::Duration;
+
+use deferral::{PushError, Submitter, TaskQueue, TimedOut, Yield};
 use futures::Stream;
 use libfuzzer_sys::fuzz_target;
 
@@ -73,6 +81,14 @@ enum WakerPlan {
 enum Op {
     Push(Spec),
     Submit(Spec),
+    /// Push with a priority in -2..=2.
+    PushPriority(Spec, u8),
+    Pause,
+    Resume,
+    /// Drops every unstarted task.
+    Clear,
+    /// Advances the virtual clock by this many ticks.
+    Advance(u8),
     /// Polls with a fresh waker following the plan.
     Poll(WakerPlan),
     /// Wakes the stored waker of one task.
@@ -86,6 +102,12 @@ struct Input {
     completion_order: bool,
     stop: bool,
     concurrency: u8,
+    /// Ticks of each task's timeout (0: none that fires).
+    timeout: u8,
+    /// At most `1 + cap % 3` starts per `per` ticks (`per` 0: no limit).
+    rate: (u8, u8),
+    /// How the run ends: `close()`, or dropping every submitter.
+    end_by_close: bool,
     ops: Vec<Op>,
 }
 
@@ -116,6 +138,7 @@ struct Record {
     /// `stop_when` panicked on its output: not a rejection.
     stop_when_panicked: bool,
     output_drops: usize,
+    priority: i32,
 }
 
 struct Shared {
@@ -124,6 +147,12 @@ struct Shared {
     running: AtomicUsize,
     limit: usize,
     wakers: Mutex<BTreeMap<usize, Waker>>,
+    /// The queue is paused: nothing may start.
+    paused: AtomicBool,
+    /// Pushed (not submitted) tasks not started, not dropped: id →
+    /// priority. A start must not skip one of a higher priority, or an
+    /// older one of the same.
+    queued: Mutex<BTreeMap<usize, i32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,8 +178,18 @@ impl Shared {
     }
 
     fn task(self: &Arc<Self>, spec: &Spec, submit: &Submitter<Task>) -> Task {
+        self.task_with(spec, submit, 0)
+    }
+
+    fn task_with(self: &Arc<Self>, spec: &Spec, submit: &Submitter<Task>, priority: i32) -> Task {
         let id = self.next_id.fetch_add(1, SeqCst);
-        lock(&self.records).insert(id, Record::default());
+        lock(&self.records).insert(
+            id,
+            Record {
+                priority,
+                ..Record::default()
+            },
+        );
         Task {
             id,
             polls: spec.polls % 8,
@@ -176,6 +215,7 @@ struct Task {
 impl Drop for Task {
     fn drop(&mut self) {
         if !self.converted {
+            lock(&self.shared.queued).remove(&self.id);
             self.shared.end(self.id, End::DroppedUnstarted);
             if matches!(self.fault, Fault::TaskDrop) {
                 inject();
@@ -190,6 +230,20 @@ impl IntoFuture for Task {
     fn into_future(mut self) -> Running {
         self.converted = true;
         let shared = self.shared.clone();
+        assert!(!shared.paused.load(SeqCst), "task {} started while paused", self.id);
+        {
+            // Priority order among the pushed tasks waiting in the queue.
+            let mut queued = lock(&shared.queued);
+            if let Some(mine) = queued.remove(&self.id) {
+                for (&other, &p) in queued.iter() {
+                    assert!(
+                        p < mine || (p == mine && other > self.id),
+                        "task {} (priority {mine}) started before task {other} (priority {p})",
+                        self.id
+                    );
+                }
+            }
+        }
         self.shared.with(self.id, |r| r.started += 1);
         if matches!(self.fault, Fault::Convert) {
             shared.end(self.id, End::ConvertPanicked);
@@ -391,26 +445,82 @@ struct Model {
     /// A rejection was yielded (with `stop`).
     rejected: bool,
     pushed: Vec<usize>,
+    /// `Err(TimedOut)` yielded.
+    timeouts: usize,
 }
 
-type Queue = TaskQueue<Task, 4>;
+type Item = Result<Result<Out, Out>, TimedOut>;
 
-fn poll(
-    queue: Pin<&mut Queue>,
+// ------------------------------------------------------------ virtual time
+
+#[derive(Default)]
+struct Time {
+    now: u64,
+    timers: Vec<(u64, Waker)>,
+}
+
+#[derive(Clone, Default)]
+struct Clock(Arc<Mutex<Time>>);
+
+struct Sleep {
+    clock: Clock,
+    deadline: u64,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Our own wakers only (slot wakers, or the caller's without
+        // per-slot ones — which may be hostile: clone outside the lock).
+        if lock(&self.clock.0).now >= self.deadline {
+            return Poll::Ready(());
+        }
+        let waker = cx.waker().clone();
+        lock(&self.clock.0).timers.push((self.deadline, waker));
+        Poll::Pending
+    }
+}
+
+impl Clock {
+    /// Advances by `ticks`, waking the expired timers (outside the lock).
+    fn advance(&self, ticks: u64) {
+        let expired: Vec<Waker> = {
+            let mut time = lock(&self.0);
+            // Saturating: a timeout that never fires is a deadline far away.
+            time.now = time.now.saturating_add(ticks);
+            let now = time.now;
+            let (expired, kept) = std::mem::take(&mut time.timers)
+                .into_iter()
+                .partition(|(d, _)| *d <= now);
+            time.timers = kept;
+            expired.into_iter().map(|(_, w)| w).collect()
+        };
+        for w in expired {
+            wake(w);
+        }
+    }
+
+    /// Ticks to the next deadline (1 if none).
+    fn to_next(&self) -> u64 {
+        let time = lock(&self.0);
+        time.timers
+            .iter()
+            .map(|(d, _)| d.saturating_sub(time.now))
+            .min()
+            .unwrap_or(1)
+            .max(1)
+    }
+}
+
+fn poll<Q: Stream<Item = Item> + ?Sized>(
+    queue: Pin<&mut Q>,
     model: &mut Model,
     shared: &Shared,
     waker: &Waker,
 ) -> Option<Poll<Option<()>>> {
-    let stopped_before = queue.is_stopped();
     let mut cx = Context::from_waker(waker);
     let mut queue = queue;
     let result = catch_unwind(AssertUnwindSafe(|| queue.as_mut().poll_next(&mut cx)));
-    let stopped = queue.is_stopped();
-    if stopped_before {
-        assert!(stopped, "a stopped queue stays stopped");
-    }
-    // The counts are right whatever happened.
-    assert!(queue.running() <= shared.running.load(SeqCst));
     let Ok(out) = result else {
         return None; // an injected panic: the queue must stay sound
     };
@@ -422,7 +532,17 @@ fn poll(
             }
             Poll::Ready(None)
         }
-        Poll::Ready(Some(result)) => {
+        Poll::Ready(Some(Err(TimedOut))) => {
+            // Which task timed out is not said; its future was dropped
+            // (`Cancelled`). A timeout is a rejection when stopping.
+            assert!(!model.ended_on_stop && !model.rejected, "a result after the stop");
+            model.timeouts += 1;
+            if model.stop {
+                model.rejected = true;
+            }
+            Poll::Ready(Some(()))
+        }
+        Poll::Ready(Some(Ok(result))) => {
             assert!(
                 !model.ended_on_stop,
                 "a result after the stream ended on a stop"
@@ -480,6 +600,8 @@ fn run(input: Input) {
         running: AtomicUsize::new(0),
         limit: limit.min(4),
         wakers: Mutex::new(BTreeMap::new()),
+        paused: AtomicBool::new(false),
+        queued: Mutex::new(BTreeMap::new()),
     });
     let mut model = Model {
         order,
@@ -488,24 +610,51 @@ fn run(input: Input) {
         ended_on_stop: false,
         rejected: false,
         pushed: Vec::new(),
+        timeouts: 0,
+    };
+    let clock = Clock::default();
+    let timer = {
+        let clock = clock.clone();
+        move |d: Duration| Sleep {
+            deadline: lock(&clock.0).now.saturating_add(d.as_millis() as u64),
+            clock: clock.clone(),
+        }
+    };
+    let timeout = match input.timeout {
+        0 => u64::MAX / 4, // never fires
+        t => u64::from(t % 16),
     };
     let mut queue = TaskQueue::<Task>::with_capacity::<4>()
         .concurrency(limit)
-        .order(order);
+        .order(order)
+        .timer(timer)
+        .timeout(Duration::from_millis(timeout));
+    if input.rate.1 > 0 {
+        let (cap, per) = input.rate;
+        queue = queue.rate_limit(1 + cap as usize % 3, Duration::from_millis(u64::from(per % 8)));
+    }
     if input.stop {
-        queue = queue.stop_when(stop_when);
+        queue = queue.stop_when(stop_when as fn(&Result<Out, Out>) -> bool);
     }
     let mut queue = Some(Box::pin(queue));
-    let submit = queue.as_mut().unwrap().as_mut().submitter();
+    let mut submit = Some(queue.as_mut().unwrap().as_mut().submitter());
     let victims: Arc<Victims> = Arc::new(Mutex::new(Vec::new()));
     for op in input.ops.iter().take(256) {
         let Some(q) = queue.as_mut() else { break };
+        let sub = submit.as_ref().expect("kept until the end");
         match op {
-            Op::Push(spec) => {
-                let task = shared.task(spec, &submit);
+            Op::Push(spec) | Op::PushPriority(spec, _) => {
+                let priority = match op {
+                    Op::PushPriority(_, p) => i32::from(*p % 5) - 2,
+                    _ => 0,
+                };
+                let task = shared.task_with(spec, sub, priority);
                 let id = task.id;
-                match q.as_mut().push(task) {
-                    Ok(()) => model.pushed.push(id),
+                match q.as_mut().push_with_priority(task, priority) {
+                    Ok(()) => {
+                        model.pushed.push(id);
+                        lock(&shared.queued).insert(id, priority);
+                    }
                     Err(PushError::Stopped(task)) => {
                         assert!(q.is_stopped());
                         let _ = catch_unwind(AssertUnwindSafe(|| drop(task)));
@@ -514,9 +663,9 @@ fn run(input: Input) {
                 }
             }
             Op::Submit(spec) => {
-                let task = shared.task(spec, &submit);
+                let task = shared.task(spec, sub);
                 // The queue's waker may panic: the task is submitted anyway.
-                match catch_unwind(AssertUnwindSafe(|| submit.submit(task))) {
+                match catch_unwind(AssertUnwindSafe(|| sub.submit(task))) {
                     Ok(Err(refused)) => {
                         assert!(q.is_stopped(), "refused {refused}");
                         let _ = catch_unwind(AssertUnwindSafe(|| drop(refused)));
@@ -525,7 +674,7 @@ fn run(input: Input) {
                 }
             }
             Op::Poll(plan) => {
-                lock(&victims).push(submit.clone());
+                lock(&victims).push(sub.clone());
                 let hostile = Arc::new(Hostile {
                     plan: *plan,
                     calls: Default::default(),
@@ -535,7 +684,13 @@ fn run(input: Input) {
                     WakerPlan::Noop => Waker::noop().clone(),
                     _ => hostile.waker(),
                 };
+                let stopped_before = q.is_stopped();
                 poll(q.as_mut(), &mut model, &shared, &waker);
+                if stopped_before {
+                    assert!(q.is_stopped(), "a stopped queue stays stopped");
+                }
+                // The counts are right whatever happened.
+                assert!(q.running() <= shared.running.load(SeqCst));
                 let _ = catch_unwind(AssertUnwindSafe(|| drop(waker)));
             }
             Op::Wake(i) => {
@@ -545,6 +700,21 @@ fn run(input: Input) {
                 }
             }
             Op::WakeAll => wakers(&shared).into_iter().for_each(wake),
+            Op::Pause => {
+                q.as_mut().pause();
+                shared.paused.store(true, SeqCst);
+            }
+            Op::Resume => {
+                q.as_mut().resume();
+                shared.paused.store(false, SeqCst);
+            }
+            Op::Clear => {
+                // A task's destructor may panic: the next clear goes on.
+                if catch_unwind(AssertUnwindSafe(|| q.as_mut().clear())).is_ok() {
+                    assert_eq!(q.unstarted(), 0, "clear left unstarted tasks");
+                }
+            }
+            Op::Advance(ticks) => clock.advance(u64::from(*ticks % 8)),
             Op::Drop => {
                 let q = queue.take();
                 let _ = catch_unwind(AssertUnwindSafe(|| drop(q)));
@@ -553,8 +723,21 @@ fn run(input: Input) {
     }
 
     if let Some(mut q) = queue.take() {
-        // Run to the end: wake everything between polls (a caught panic
-        // loses at most the panicking task's wake-up).
+        q.as_mut().resume();
+        shared.paused.store(false, SeqCst);
+        // The end of the work: closed, or every submitter dropped (the
+        // follow-up tasks' own clones go when those tasks end).
+        if input.end_by_close {
+            q.as_mut().close();
+        } else {
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(submit.take())));
+            // Taken out first: a dropped submitter may wake a hostile
+            // waker that locks `victims` itself.
+            let taken = std::mem::take(&mut *lock(&victims));
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(taken)));
+        }
+        // Run to the end: wake everything and let time pass between polls
+        // (a caught panic loses at most the panicking task's wake-up).
         let mut finished = false;
         for _ in 0..10_000 {
             if let Some(Poll::Ready(None)) = poll(q.as_mut(), &mut model, &shared, Waker::noop()) {
@@ -562,40 +745,49 @@ fn run(input: Input) {
                 break;
             }
             wakers(&shared).into_iter().for_each(wake);
+            clock.advance(clock.to_next());
         }
         assert!(finished, "the queue never ended");
         assert!(q.is_empty());
         assert_eq!(q.running(), 0);
         assert_eq!(shared.running.load(SeqCst), 0);
         if !input.stop {
-            // Keep going: every task pushed that did not panic was yielded.
+            // Keep going: every task pushed that did not panic was yielded
+            // (or timed out: its future was dropped, `Cancelled`).
             let records = lock(&shared.records);
             for id in &model.pushed {
                 let r = &records[id];
                 let panicked = r.ends == [End::ConvertPanicked] || r.poll_panicked;
-                assert_eq!(
-                    model.yielded.contains(id),
-                    !panicked,
-                    "task {id}: {:?}",
-                    r.ends
-                );
+                let gone = panicked || r.ends == [End::Cancelled] || r.ends == [End::DroppedUnstarted];
+                assert_eq!(model.yielded.contains(id), !gone, "task {id}: {:?}", r.ends);
             }
+            let timed_out = records
+                .values()
+                .filter(|r| r.ends == [End::Cancelled] && !r.poll_panicked)
+                .count();
+            assert_eq!(timed_out, model.timeouts, "timeouts yielded");
         }
         let _ = catch_unwind(AssertUnwindSafe(|| drop(q)));
     }
-    assert!(submit.is_closed());
+    if let Some(submit) = &submit {
+        assert!(submit.is_closed());
+    }
 
-    // Submission order: the pushed tasks come out in push order.
+    // Start order: the pushed tasks come out in start order, which is
+    // push order among equal priorities.
     if model.order == Yield::InSubmissionOrder {
-        let pushed_yielded: Vec<usize> = model
-            .yielded
-            .iter()
-            .copied()
-            .filter(|id| model.pushed.contains(id))
-            .collect();
-        let mut sorted = pushed_yielded.clone();
-        sorted.sort();
-        assert_eq!(pushed_yielded, sorted, "submission order broken");
+        let records = lock(&shared.records);
+        for priority in -2..=2 {
+            let pushed_yielded: Vec<usize> = model
+                .yielded
+                .iter()
+                .copied()
+                .filter(|id| model.pushed.contains(id) && records[id].priority == priority)
+                .collect();
+            let mut sorted = pushed_yielded.clone();
+            sorted.sort();
+            assert_eq!(pushed_yielded, sorted, "submission order broken");
+        }
     }
 
     // Every task created ended exactly once; started iff it did not end
@@ -603,7 +795,9 @@ fn run(input: Input) {
     // The last handles may drop the inbox, and with it a hostile waker.
     let _ = catch_unwind(AssertUnwindSafe(|| drop(submit)));
     let _ = catch_unwind(AssertUnwindSafe(|| drop(victims)));
-    // A slot waker may be the last owner of a hostile queue waker.
+    // Timers and slot wakers may be the last owners of a hostile waker.
+    let timers = std::mem::take(&mut lock(&clock.0).timers);
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(timers)));
     let left = std::mem::take(&mut *lock(&shared.wakers));
     for waker in left.into_values() {
         let _ = catch_unwind(AssertUnwindSafe(|| drop(waker)));

@@ -3,22 +3,28 @@
 //!
 //! # How it works
 //!
-//! The entries `head .. head + len` (modulo `N`) are, in submission order:
+//! The entries `head .. head + len` (modulo `N`) are, in start order:
 //! first `started` entries that the queue has started, then the `Queued`
-//! ones, not started. Tasks start strictly in submission order, so the split
-//! point is one counter. A started entry is
+//! ones, not started, in the order they will start: by priority, highest
+//! first, and in submission order among equal priorities. A push finds its
+//! place from the back (O(1) when priorities are equal, as by default) and
+//! shifts the queued entries after it (they are not pinned). Tasks start
+//! strictly from the front of the queued ones, so the split point is one
+//! counter. A started entry is
 //!
 //! | slot              | counted in | what it is                                        |
 //! |-------------------|------------|---------------------------------------------------|
-//! | `Running`         | `running`  | a future, pinned in the slot                      |
+//! | `Running`         | `running`  | a future (and its timeout timer), pinned in place |
 //! | `Running`, doomed | —          | a future whose `poll` panicked, to be dropped     |
 //! | `Finished`        | `finished` | an output not yet taken                           |
+//! | `TimedOut`        | `finished` | a task dropped by its timeout, not yet reported   |
 //! | `Vacant`          | —          | taken out of order, or `into_future` panicked     |
 //!
 //! Every slot outside the window is `Vacant`. Vacant entries at the front
-//! are forgotten (`head` moves on) by [`Ring::take`] and by
-//! [`Ring::trim_front`], which every path that looks at the oldest entry
-//! calls first.
+//! are forgotten (`head` moves on) by [`Ring::trim_front`], which every
+//! path that needs room or looks at the oldest entry calls first; so the
+//! window's length counts them until then, and "nothing held" is read from
+//! the counters ([`Ring::held`]), never from the length.
 //!
 //! # Panics: state first, then foreign code
 //!
@@ -30,8 +36,14 @@
 //! - [`Ring::start_next`] counts the entry as started and leaves its slot
 //!   `Vacant` before `into_future`: if it panics, the entry is a vacant one,
 //!   forgotten like any other.
+//! - [`Ring::start_next`] (and [`Ring::start_task`], which starts a task
+//!   that waited beyond the window straight into a new entry) stores the
+//!   future doomed and uncounted before the timeout's timer is made (the
+//!   caller's factory): if that panics, the future is dropped by the next
+//!   [`Ring::bury`].
 //! - [`Ring::poll_slot`] uncounts the task and marks it doomed before
-//!   `poll`, and undoes that when `poll` returns: if it panics, the task is
+//!   `poll` (of the future, then of its timer), and undoes that when they
+//!   return: if one panics, the task is
 //!   already gone from the counts, and its future — pinned, it cannot be
 //!   moved out — is dropped in place by the next [`Ring::bury`] (the next
 //!   poll of the queue) or with the queue. It is never dropped while the
@@ -39,7 +51,8 @@
 //! - A finished future is uncounted, its output counted and recorded as
 //!   [`Latest::Unexamined`], and only then dropped, by assigning the output
 //!   over it (an assignment stores the new value even when dropping the old
-//!   one panics).
+//!   one panics). A timed-out one likewise, with `TimedOut` assigned over
+//!   it.
 //! - [`Ring::truncate`] shrinks the window by one entry and uncounts it
 //!   before dropping it, newest first; after a panic the rest of the
 //!   entries are still in the window, consistent, and a second call goes on.
@@ -47,21 +60,31 @@
 //! # Pinning
 //!
 //! The ring is only ever used through `Pin<&mut Ring>`. A `Running` future
-//! is pinned in its slot: it is never moved, only polled through
+//! and its timer are pinned in their slot: never moved, only polled through
 //! `Pin::new_unchecked` and dropped in place (by assigning the slot, which
 //! drops the old value where it lies, or by the array's drop glue). Queued
-//! tasks and outputs are never pinned, so they may be moved out.
+//! tasks and outputs are never pinned, so they may be moved (out, or along
+//! the ring by a prioritised push).
 
 use core::cell::UnsafeCell;
 use core::mem;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-pub(super) enum Slot<F: IntoFuture> {
+use super::timer::TimedOut;
+
+/// Outputs that finished or timed out.
+pub(super) type Outcome<F> = Result<<F as IntoFuture>::Output, TimedOut>;
+
+pub(super) enum Slot<F: IntoFuture, Z> {
     Vacant,
-    Queued(F),
-    Running(F::IntoFuture),
+    /// A task and its priority.
+    Queued(F, i32),
+    /// The future and its timeout's timer (`Z`: uninhabited, and the
+    /// `Option` zero-sized, for a queue without a timer).
+    Running(F::IntoFuture, Option<Z>),
     Finished(F::Output),
+    TimedOut,
 }
 
 /// What polling a slot did.
@@ -69,8 +92,8 @@ pub(super) enum Progress {
     /// The slot holds no running task (a stale wake-up).
     Idle,
     Pending,
-    /// The task finished; its output is in the slot, recorded as
-    /// [`Latest::Unexamined`].
+    /// The task finished (or timed out); its outcome is in the slot,
+    /// recorded as [`Latest::Unexamined`].
     Finished,
 }
 
@@ -88,13 +111,13 @@ pub(super) enum Latest {
     Examined(usize),
 }
 
-pub(super) struct Ring<F: IntoFuture, const N: usize> {
+pub(super) struct Ring<F: IntoFuture, Z, const N: usize> {
     /// In `UnsafeCell`s: the queue's `&self` methods (`len`, `running`, ..)
     /// make a `&Ring`, which must not claim that a running future — which
     /// may point into itself — is frozen (Stacked Borrows UB between two
     /// polls of a self-borrowing task). Slots are read through raw pointers
     /// by `&self` methods and through `get_mut` otherwise.
-    slots: [UnsafeCell<Slot<F>>; N],
+    slots: [UnsafeCell<Slot<F, Z>>; N],
     head: usize,
     len: usize,
     started: usize,
@@ -111,15 +134,16 @@ pub(super) struct Ring<F: IntoFuture, const N: usize> {
 // SAFETY: what `&Ring` reaches is what a `[Slot<F>; N]` would give (the
 // cells only stop `&Ring` from freezing the slots): `Sync` when every kind
 // of slot content is.
-unsafe impl<F, const N: usize> Sync for Ring<F, N>
+unsafe impl<F, Z, const N: usize> Sync for Ring<F, Z, N>
 where
     F: IntoFuture + Sync,
     F::IntoFuture: Sync,
     F::Output: Sync,
+    Z: Sync,
 {
 }
 
-impl<F: IntoFuture, const N: usize> Ring<F, N> {
+impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
     pub(super) const fn new() -> Self {
         const { assert!(N > 0, "a TaskQueue needs a capacity of at least 1") };
         Ring {
@@ -134,20 +158,45 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         }
     }
 
-    /// Window slots in use, from the oldest entry to the newest (vacant
-    /// ones in between included).
-    pub(super) fn len(&self) -> usize {
-        self.len
+    /// The same ring for another timer type: `timer` converts the timers
+    /// of running tasks. Moves the ring, so only for one that is not
+    /// pinned (a builder's).
+    pub(super) fn map_timer<Z2>(self, mut timer: impl FnMut(Z) -> Z2) -> Ring<F, Z2, N> {
+        Ring {
+            slots: self.slots.map(|slot| {
+                UnsafeCell::new(match slot.into_inner() {
+                    Slot::Vacant => Slot::Vacant,
+                    Slot::Queued(task, p) => Slot::Queued(task, p),
+                    Slot::Running(fut, t) => Slot::Running(fut, t.map(&mut timer)),
+                    Slot::Finished(out) => Slot::Finished(out),
+                    Slot::TimedOut => Slot::TimedOut,
+                })
+            }),
+            head: self.head,
+            len: self.len,
+            started: self.started,
+            running: self.running,
+            finished: self.finished,
+            doomed: self.doomed,
+            latest: self.latest,
+        }
     }
 
     /// Tasks held: running, finished and not taken, queued.
     pub(super) fn held(&self) -> usize {
-        self.running + self.finished + (self.len - self.started)
+        self.running + self.finished + self.queued()
     }
 
-    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
-    pub(super) fn is_full(&self) -> bool {
-        self.len == N
+    /// Tasks not started.
+    pub(super) fn queued(&self) -> usize {
+        self.len - self.started
+    }
+
+    /// Whether a new entry fits (after forgetting the vacant front).
+    pub(super) fn has_room(self: Pin<&mut Self>) -> bool {
+        let this = self.slots();
+        this.trim_front();
+        this.len < N
     }
 
     /// Tasks started and not finished (a doomed one is not counted).
@@ -179,11 +228,12 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
     pub(super) fn is_running(&self, index: usize) -> bool {
         // SAFETY: `&self`: nobody mutates the slot now; reading the
         // discriminant through the raw pointer makes no reference.
-        let running = unsafe { matches!(*self.slots[index].get(), Slot::Running(_)) };
+        let running = unsafe { matches!(*self.slots[index].get(), Slot::Running(..)) };
         running && self.doomed != Some(index)
     }
 
-    /// The output of the finished task in slot `index`.
+    /// The output of the finished task in slot `index` (`None` for a
+    /// timed-out one).
     pub(super) fn output(&self, index: usize) -> Option<&F::Output> {
         let slot = self.slots[index].get();
         // SAFETY: as in `is_running`; a reference is made only to a
@@ -230,50 +280,141 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         }
     }
 
-    /// Appends a task, not started; hands it back when the ring is full.
-    pub(super) fn push(self: Pin<&mut Self>, task: F) -> Result<(), F> {
+    /// Queues a task behind the queued ones of at least its priority (in
+    /// start order); hands it back when the ring is full. Scans from the
+    /// back, so equal priorities cost O(1).
+    pub(super) fn push(self: Pin<&mut Self>, task: F, priority: i32) -> Result<(), F> {
         let this = self.slots();
         this.trim_front();
         if this.len == N {
             return Err(task);
         }
-        let index = this.index(this.len);
-        // The slot is outside the window, so `Vacant`: nothing is dropped.
-        *this.slots[index].get_mut() = Slot::Queued(task);
+        // The slot after the last entry is `Vacant`: shift the queued
+        // entries of lower priority into it, one by one, back to front.
+        let mut at = this.len;
+        while at > this.started {
+            let before = this.index(at - 1);
+            if !matches!(this.slots[before].get_mut(), Slot::Queued(_, p) if *p < priority) {
+                break;
+            }
+            let moved = mem::replace(this.slots[before].get_mut(), Slot::Vacant);
+            *this.slots[this.index(at)].get_mut() = moved;
+            at -= 1;
+        }
+        // `Vacant` (outside the window, or just moved from): nothing is
+        // dropped.
+        *this.slots[this.index(at)].get_mut() = Slot::Queued(task, priority);
         this.len += 1;
         Ok(())
     }
 
-    /// Starts the oldest queued task (converts it with `into_future`) and
-    /// returns its slot index.
-    pub(super) fn start_next(self: Pin<&mut Self>) -> Option<usize> {
+    /// The priority of the last queued task (the one that starts last).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(super) fn last_queued_priority(&self) -> Option<i32> {
+        if self.queued() == 0 {
+            return None;
+        }
+        // SAFETY: `&self`: nobody mutates the slot now; a queued slot holds
+        // no future, so reading it through the raw pointer freezes nothing
+        // that could point into itself.
+        match unsafe { &*self.slots[self.index(self.len - 1)].get() } {
+            Slot::Queued(_, p) => Some(*p),
+            _ => unreachable!("the entries after the started ones are queued"),
+        }
+    }
+
+    /// Takes the last queued task (the one that starts last) out of the
+    /// ring, with its priority. Runs no foreign code.
+    pub(super) fn pop_last_queued(self: Pin<&mut Self>) -> Option<(F, i32)> {
+        let this = self.slots();
+        if this.queued() == 0 {
+            return None;
+        }
+        this.len -= 1;
+        let index = this.index(this.len);
+        match mem::replace(this.slots[index].get_mut(), Slot::Vacant) {
+            Slot::Queued(task, p) => Some((task, p)),
+            _ => unreachable!("the entries after the started ones are queued"),
+        }
+    }
+
+    /// Starts the first queued task (converts it with `into_future`), makes
+    /// its timeout's timer with `timer` (if any) and returns its slot
+    /// index.
+    pub(super) fn start_next(
+        self: Pin<&mut Self>,
+        timer: Option<impl FnOnce() -> Z>,
+    ) -> Option<usize> {
         let this = self.slots();
         if this.started == this.len {
             return None;
         }
         let index = this.index(this.started);
-        let Slot::Queued(task) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
+        let Slot::Queued(task, _) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
             unreachable!("the entries after the started ones are queued")
         };
         // Counted as started first: if `into_future` panics the slot is a
         // `Vacant` entry among the started ones, which is consistent (and
         // forgotten once it is at the front).
         this.started += 1;
-        let fut = task.into_future();
-        // The slot is `Vacant`: nothing is dropped.
-        *this.slots[index].get_mut() = Slot::Running(fut);
-        this.running += 1;
+        this.run(index, task, timer);
         Some(index)
     }
 
-    /// Polls the task in slot `index`, if it is running.
+    /// Starts `task` (one that was never in the ring) in a new entry after
+    /// the others, as [`Self::start_next`] does; hands it back if the ring
+    /// is full (call [`Self::has_room`] first: it forgets the vacant front)
+    /// or still holds queued tasks (they start first).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(super) fn start_task(
+        self: Pin<&mut Self>,
+        task: F,
+        timer: Option<impl FnOnce() -> Z>,
+    ) -> Result<usize, F> {
+        let this = self.slots();
+        // The caller trimmed the front (`has_room`).
+        if this.len == N || this.started < this.len {
+            return Err(task);
+        }
+        let index = this.index(this.len);
+        // A `Vacant` entry among the started ones until it runs (as in
+        // `start_next`): consistent if `into_future` panics.
+        this.len += 1;
+        this.started += 1;
+        this.run(index, task, timer);
+        Ok(index)
+    }
+
+    /// Converts `task` into the running future of the `Vacant` started
+    /// slot `index`, with its timer.
+    fn run(&mut self, index: usize, task: F, timer: Option<impl FnOnce() -> Z>) {
+        let fut = task.into_future();
+        // The slot is `Vacant`: nothing is dropped.
+        *self.slots[index].get_mut() = Slot::Running(fut, None);
+        if let Some(timer) = timer {
+            // Doomed and uncounted while the timer is made: if that
+            // panics, `bury` drops the future.
+            debug_assert!(self.doomed.is_none());
+            self.doomed = Some(index);
+            let timer = timer();
+            if let Slot::Running(_, slot) = self.slots[index].get_mut() {
+                // `None` before: nothing is dropped.
+                *slot = Some(timer);
+            }
+            self.doomed = None;
+        }
+        self.running += 1;
+    }
+
+    /// Polls the task in slot `index`, if it is running, then its timer if
+    /// it is still pending.
     pub(super) fn poll_slot(self: Pin<&mut Self>, index: usize, cx: &mut Context<'_>) -> Progress {
         let this = self.slots();
         debug_assert!(this.doomed.is_none(), "`bury` comes first");
         if this.doomed.is_some() {
             return Progress::Idle;
         }
-        let Slot::Running(fut) = this.slots[index].get_mut() else {
+        let Slot::Running(fut, timer) = this.slots[index].get_mut() else {
             return Progress::Idle;
         };
         // Doomed while it runs: if `poll` panics, the task is already gone
@@ -282,31 +423,38 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
         this.doomed = Some(index);
         // SAFETY: the future is pinned in its slot (module docs): it is
         // dropped in place below, never moved.
-        let poll = unsafe { Pin::new_unchecked(fut) }.poll(cx);
+        let outcome = match unsafe { Pin::new_unchecked(fut) }.poll(cx) {
+            Poll::Ready(out) => Some(Slot::Finished(out)),
+            Poll::Pending => match timer {
+                // SAFETY: as for the future: the timer is pinned in the
+                // slot with it and dropped in place with it.
+                Some(timer) => match unsafe { Pin::new_unchecked(timer) }.poll(cx) {
+                    Poll::Ready(()) => Some(Slot::TimedOut),
+                    Poll::Pending => None,
+                },
+                None => None,
+            },
+        };
         this.doomed = None;
-        match poll {
-            Poll::Pending => {
-                this.running += 1;
-                Progress::Pending
-            }
-            Poll::Ready(out) => {
-                debug_assert!(
-                    !matches!(this.latest, Latest::Unexamined(_)),
-                    "the previous output was settled"
-                );
-                this.finished += 1;
-                this.latest = Latest::Unexamined(index);
-                // Drops the future in place (foreign code), with the
-                // counts already right; the output is stored even if that
-                // drop panics.
-                *this.slots[index].get_mut() = Slot::Finished(out);
-                Progress::Finished
-            }
-        }
+        let Some(outcome) = outcome else {
+            this.running += 1;
+            return Progress::Pending;
+        };
+        debug_assert!(
+            !matches!(this.latest, Latest::Unexamined(_)),
+            "the previous output was settled"
+        );
+        this.finished += 1;
+        this.latest = Latest::Unexamined(index);
+        // Drops the future (and timer) in place (foreign code), with the
+        // counts already right; the outcome is stored even if that drop
+        // panics.
+        *this.slots[index].get_mut() = outcome;
+        Progress::Finished
     }
 
-    /// Drops the future whose `poll` panicked, if any, and forgets the
-    /// vacant entries at the front. Call before anything else in a poll.
+    /// Drops the future whose `poll` panicked, if any. Call before anything
+    /// else in a poll.
     pub(super) fn bury(self: Pin<&mut Self>) {
         let this = self.slots();
         if let Some(index) = this.doomed.take() {
@@ -314,30 +462,35 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
             // `Vacant` afterwards even if that panics.
             *this.slots[index].get_mut() = Slot::Vacant;
         }
-        this.trim_front();
     }
 
-    /// Takes the output of slot `index` (out of submission order is fine).
-    /// Runs no foreign code.
-    pub(super) fn take(self: Pin<&mut Self>, index: usize) -> Option<F::Output> {
+    /// Takes the outcome of slot `index` (out of start order is fine). Runs
+    /// no foreign code.
+    pub(super) fn take(self: Pin<&mut Self>, index: usize) -> Option<Outcome<F>> {
         let this = self.slots();
-        if !matches!(this.slots[index].get_mut(), Slot::Finished(_)) {
-            return None;
-        }
-        let Slot::Finished(out) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
-            unreachable!()
+        let out = match this.slots[index].get_mut() {
+            Slot::Finished(_) => match mem::replace(this.slots[index].get_mut(), Slot::Vacant) {
+                Slot::Finished(out) => Ok(out),
+                _ => unreachable!(),
+            },
+            Slot::TimedOut => {
+                *this.slots[index].get_mut() = Slot::Vacant;
+                Err(TimedOut)
+            }
+            _ => return None,
         };
         this.finished -= 1;
         if matches!(this.latest, Latest::Unexamined(i) | Latest::Examined(i) if i == index) {
             this.latest = Latest::None;
         }
-        this.trim_front();
+        // The vacant front is forgotten lazily, by whatever needs room or
+        // the oldest entry next (`push`, `has_room`, `take_oldest`).
         Some(out)
     }
 
-    /// Takes the output of the oldest entry if it has finished, with its
+    /// Takes the outcome of the oldest entry if it has finished, with its
     /// slot index. Runs no foreign code.
-    pub(super) fn take_oldest(mut self: Pin<&mut Self>) -> Option<(usize, F::Output)> {
+    pub(super) fn take_oldest(mut self: Pin<&mut Self>) -> Option<(usize, Outcome<F>)> {
         self.as_mut().slots().trim_front();
         if self.started == 0 {
             return None;
@@ -349,10 +502,10 @@ impl<F: IntoFuture, const N: usize> Ring<F, N> {
     /// Uncounts slot `index`, about to be dropped.
     fn forget(&mut self, index: usize) {
         match self.slots[index].get_mut() {
-            Slot::Running(_) if self.doomed == Some(index) => self.doomed = None,
-            Slot::Running(_) => self.running -= 1,
-            Slot::Finished(_) => self.finished -= 1,
-            Slot::Vacant | Slot::Queued(_) => {}
+            Slot::Running(..) if self.doomed == Some(index) => self.doomed = None,
+            Slot::Running(..) => self.running -= 1,
+            Slot::Finished(_) | Slot::TimedOut => self.finished -= 1,
+            Slot::Vacant | Slot::Queued(..) => {}
         }
         if matches!(self.latest, Latest::Unexamined(i) | Latest::Examined(i) if i == index) {
             self.latest = Latest::None;

@@ -12,6 +12,13 @@
 //! reverses it into submission order and appends it to its own tasks.
 //! Nothing spins or locks. `tests/loom_queue.rs` model-checks submit vs.
 //! poll vs. drop.
+//!
+//! The inbox also counts the live [`Submitter`]s, like an mpsc channel
+//! counts its senders: while one lives (and the queue is not closed), an
+//! empty queue waits for work instead of ending its stream. The last one
+//! to go wakes the queue, after its count reached zero; the queue reads
+//! the count *before* it takes the submissions, so a zero it reads comes
+//! after every submission (see `Inbox::is_open`).
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -20,18 +27,21 @@ use core::ptr;
 use core::task::Waker;
 
 use super::PushError;
-use crate::sync::{AtomicBool, AtomicPtr, AtomicWaker, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, AtomicWaker, Ordering};
 
 struct Node<F> {
     task: F,
+    priority: i32,
     next: *mut Node<F>,
 }
 
 pub(super) struct Inbox<F> {
     /// The newest submission; each node points at the previous one.
     newest: AtomicPtr<Node<F>>,
-    /// Set when the queue is dropped or stopped.
+    /// Set when the queue is dropped, closed or stopped.
     closed: AtomicBool,
+    /// Live `Submitter`s.
+    senders: AtomicUsize,
     queue: AtomicWaker,
 }
 
@@ -47,11 +57,30 @@ impl<F> Inbox<F> {
         Inbox {
             newest: AtomicPtr::new(ptr::null_mut()),
             closed: AtomicBool::new(false),
+            senders: AtomicUsize::new(0),
             queue: AtomicWaker::new(),
         }
     }
 
-    fn push(&self, task: F) -> Result<(), PushError<F>> {
+    /// Whether a submission may still come: a `Submitter` lives and the
+    /// inbox is not closed. Read it *before* [`Self::take_all`]: once it
+    /// reads `false`, that `take_all` sees every submission ever made.
+    pub(super) fn is_open(&self) -> bool {
+        // ORDERING: `Acquire` pairs with the `Release` of the last
+        // `Submitter`'s decrement (`Drop`): every submission made before
+        // any submitter was dropped happens before this load, hence before
+        // the caller's `take_all`.
+        self.senders.load(Ordering::Acquire) > 0 && !self.is_closed()
+    }
+
+    /// A new `Submitter`'s count.
+    pub(super) fn add_sender(&self) {
+        // ORDERING: `Relaxed`, as in `Arc::clone`: the caller holds the
+        // queue or a submitter, so the count cannot reach zero meanwhile.
+        self.senders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn push(&self, task: F, priority: i32) -> Result<(), PushError<F>> {
         // ORDERING: `Acquire` pairs with `close`'s `Release`; a submission
         // racing with `close` may still be linked in, and is then dropped
         // unrun by `close`'s caller or by the inbox's `Drop`, never run.
@@ -60,6 +89,7 @@ impl<F> Inbox<F> {
         }
         let node = Box::into_raw(Box::new(Node {
             task,
+            priority,
             next: ptr::null_mut(),
         }));
         // ORDERING: `Relaxed`: the value is only a guess for the CAS below.
@@ -106,11 +136,18 @@ impl<F> Inbox<F> {
     }
 
     /// Refuses further submissions (those racing with this are dropped by
-    /// the caller's next `take_all` or by `Drop`).
+    /// the caller's next `take_all` or by `Drop`) and lets go of the
+    /// queue's waker.
     pub(super) fn close(&self) {
         // ORDERING: `Release`, see `push`.
         self.closed.store(true, Ordering::Release);
         drop(self.queue.take());
+    }
+
+    /// Refuses further submissions; the queue drains what it holds.
+    pub(super) fn close_for_submitters(&self) {
+        // ORDERING: `Release`, see `push`.
+        self.closed.store(true, Ordering::Release);
     }
 
     pub(super) fn is_closed(&self) -> bool {
@@ -130,9 +167,10 @@ impl<F> Drop for Inbox<F> {
 pub(super) struct Taken<F>(*mut Node<F>);
 
 impl<F> Iterator for Taken<F> {
-    type Item = F;
+    /// A task and its priority.
+    type Item = (F, i32);
 
-    fn next(&mut self) -> Option<F> {
+    fn next(&mut self) -> Option<(F, i32)> {
         if self.0.is_null() {
             return None;
         }
@@ -140,7 +178,7 @@ impl<F> Iterator for Taken<F> {
         // we advance past the node before anything else can observe it.
         let node = unsafe { Box::from_raw(self.0) };
         self.0 = node.next;
-        Some(node.task)
+        Some((node.task, node.priority))
     }
 }
 
@@ -166,31 +204,37 @@ impl<F> Drop for Taken<F> {
 
 /// A cloneable handle that pushes tasks into a
 /// [`TaskQueue`](super::TaskQueue) without `&mut` access to it: from another
-/// thread, from an interrupt handler, or from inside one of the queue's own
-/// running tasks (`alloc`).
+/// thread or from inside one of the queue's own running tasks (`alloc`: each
+/// submission allocates a node; for interrupt handlers and without a heap,
+/// use a `static` [`Inbox`](super::Inbox)).
 ///
-/// A submitted task joins the queue's submission order when the queue next
-/// polls (it takes the submissions then), and is started like any other.
-/// Made by [`TaskQueue::submitter`](super::TaskQueue::submitter).
+/// Like an mpsc channel's senders, the submitters keep the queue open:
+/// while one lives, an empty queue waits for submissions (its stream is
+/// pending) instead of ending; when the last one is dropped (or the queue
+/// is [closed](super::TaskQueue::close)) and the work is done, the stream
+/// ends. A submitted task joins the queue when the queue next polls, and
+/// starts like any other. Made by
+/// [`TaskQueue::submitter`](super::TaskQueue::submitter).
 ///
 /// ```
 /// # futures::executor::block_on(async {
-/// use core::{future::Future, pin::Pin};
 /// use deferral::TaskQueue;
 /// use futures::StreamExt;
 ///
-/// type Task = Pin<Box<dyn Future<Output = u32> + Send>>;
-/// let mut queue = core::pin::pin!(TaskQueue::<Task>::new());
+/// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
 /// let submit = queue.as_mut().submitter();
-/// queue
-///     .as_mut()
-///     .push(Box::pin(async move {
-///         // A task pushes a follow-up task into its own queue.
-///         submit.submit(Box::pin(async { 2 })).unwrap();
-///         1
-///     }))
-///     .unwrap();
-/// assert_eq!(queue.collect::<Vec<_>>().await, [1, 2]);
+/// let producer = std::thread::spawn(move || {
+///     for n in 1..=3 {
+///         submit.submit(async move { n * 10 }).unwrap();
+///     }
+///     // `submit` is dropped here: the queue ends once the work is done.
+/// });
+/// let mut got = Vec::new();
+/// while let Some(n) = queue.next().await {
+///     got.push(n);
+/// }
+/// producer.join().unwrap();
+/// assert_eq!(got, [10, 20, 30]);
 /// # });
 /// ```
 pub struct Submitter<F> {
@@ -199,8 +243,8 @@ pub struct Submitter<F> {
 
 impl<F> Submitter<F> {
     /// Hands `task` to the queue (not started here) and wakes it. Refused
-    /// with [`PushError::Closed`] once the queue is dropped or has stopped
-    /// on a rejection.
+    /// with [`PushError::Closed`] once the queue is dropped, closed or has
+    /// stopped on a rejection.
     ///
     /// A submission racing with the queue's drop may be accepted and then
     /// dropped unrun: it is never run after the queue is gone.
@@ -219,10 +263,30 @@ impl<F> Submitter<F> {
     /// assert!(matches!(refused, Err(PushError::Closed(_))));
     /// ```
     pub fn submit(&self, task: F) -> Result<(), PushError<F>> {
-        self.inbox.push(task)
+        self.inbox.push(task, 0)
     }
 
-    /// Whether the queue is gone (or stopped): [`Self::submit`] then refuses.
+    /// [`Self::submit`] with a priority: see
+    /// [`TaskQueue::push_with_priority`](super::TaskQueue::push_with_priority).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use deferral::TaskQueue;
+    /// use futures::StreamExt;
+    /// let mut queue = core::pin::pin!(TaskQueue::new());
+    /// let submit = queue.as_mut().submitter();
+    /// submit.submit(core::future::ready("low")).unwrap();
+    /// submit.submit_with_priority(core::future::ready("high"), 1).unwrap();
+    /// drop(submit);
+    /// assert_eq!(queue.collect::<Vec<_>>().await, ["high", "low"]);
+    /// # });
+    /// ```
+    pub fn submit_with_priority(&self, task: F, priority: i32) -> Result<(), PushError<F>> {
+        self.inbox.push(task, priority)
+    }
+
+    /// Whether the queue is gone, closed or stopped: [`Self::submit`] then
+    /// refuses.
     ///
     /// ```
     /// use deferral::TaskQueue;
@@ -239,8 +303,24 @@ impl<F> Submitter<F> {
 
 impl<F> Clone for Submitter<F> {
     fn clone(&self) -> Self {
+        self.inbox.add_sender();
         Submitter {
             inbox: self.inbox.clone(),
+        }
+    }
+}
+
+impl<F> Drop for Submitter<F> {
+    fn drop(&mut self) {
+        // ORDERING: `Release` publishes this submitter's submissions to the
+        // queue's `Acquire` load in `Inbox::is_open` (they are published by
+        // their own `Release` CAS too; this orders the count after them);
+        // `Acquire` so that the last one sees every other's decrement
+        // before it wakes the queue.
+        if self.inbox.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last one: the queue may be waiting for submissions. Its
+            // waker runs last (foreign code), with the count already zero.
+            self.inbox.queue.wake();
         }
     }
 }

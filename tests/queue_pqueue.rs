@@ -1,0 +1,717 @@
+//! Ports of p-queue's documented and tested behaviours to `TaskQueue`:
+//! concurrency limit, priority order, `onIdle`/`onEmpty`, pause/start,
+//! timeout, `clear`, `addAll`, throttling. Each test cites its source in
+//! sindresorhus/p-queue (commit 0545d6f): `test/test.ts` (the test's name)
+//! or `readme.md` (the section).
+//!
+//! Two differences run through the ports. p-queue starts a task inside
+//! `add()`; a `TaskQueue` starts tasks when it is polled, so where a
+//! p-queue test reads `size`/`pending` right after `add()` the port polls
+//! once first. And a p-queue task hands its result to `add()`'s promise,
+//! while a `TaskQueue` yields results as a stream: the ports run the queue
+//! with `on_idle()`/`on_empty()` (which discard results, as p-queue's do)
+//! and record what the tasks did in a shared log.
+//!
+//! Time is virtual: [`Clock`] is a manual clock whose `sleep` futures
+//! complete when it is advanced past their deadline; the queue gets it as
+//! its timer factory, and the tasks `delay` on it. [`Clock::run_until`]
+//! polls a future with a flag waker and advances the clock only when the
+//! future is pending *and was not woken* — so a lost wake-up shows as a
+//! stall, never as a hidden repoll.
+
+#![cfg(feature = "alloc")]
+
+mod support;
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use deferral::{BoxedTask, TaskQueue, TimedOut};
+use futures::StreamExt;
+
+// ------------------------------------------------------------ virtual time
+
+#[derive(Default)]
+struct ClockState {
+    now: u64,
+    timers: Vec<(u64, Waker)>,
+}
+
+/// A manual clock, in milliseconds.
+#[derive(Clone, Default)]
+struct Clock(Arc<Mutex<ClockState>>);
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.0.lock().unwrap().now
+    }
+
+    /// A future that completes `ms` after now.
+    fn delay(&self, ms: u64) -> Sleep {
+        Sleep {
+            clock: self.clone(),
+            deadline: self.now() + ms,
+        }
+    }
+
+    /// The queue's timer factory.
+    fn timer(&self) -> impl FnMut(Duration) -> Sleep + use<> {
+        let clock = self.clone();
+        move |d: Duration| clock.delay(d.as_millis() as u64)
+    }
+
+    /// Moves to the next deadline (at most `limit`), waking the expired
+    /// timers; `false` if there is none before `limit` (now = `limit`).
+    fn advance(&self, limit: u64) -> bool {
+        let expired = {
+            let mut state = self.0.lock().unwrap();
+            let next = state.timers.iter().map(|(d, _)| *d).min();
+            match next {
+                Some(next) if next <= limit => state.now = state.now.max(next),
+                _ => {
+                    state.now = state.now.max(limit);
+                    return false;
+                }
+            }
+            let now = state.now;
+            let (expired, kept) = std::mem::take(&mut state.timers)
+                .into_iter()
+                .partition(|(d, _)| *d <= now);
+            state.timers = kept;
+            expired
+        };
+        for (_, waker) in expired {
+            waker.wake();
+        }
+        true
+    }
+
+    /// Polls `fut` until it completes or the clock reaches `until`; the
+    /// clock advances only while `fut` is pending and was not woken.
+    fn run_until<F: Future>(&self, mut fut: Pin<&mut F>, until: u64) -> Option<F::Output> {
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..100_000 {
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return Some(out);
+            }
+            if flag.0.swap(false, SeqCst) {
+                continue; // woken: poll again at the same time
+            }
+            if !self.advance(until) {
+                return None; // `until` reached
+            }
+        }
+        panic!("no progress at {} ms", self.now());
+    }
+
+    /// Runs `fut` to completion; it must not need time beyond an hour.
+    fn run<F: Future>(&self, fut: F) -> F::Output {
+        self.run_until(pin!(fut), 3_600_000)
+            .expect("completes within an hour of virtual time")
+    }
+}
+
+#[derive(Default)]
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+struct Sleep {
+    clock: Clock,
+    deadline: u64,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.clock.0.lock().unwrap();
+        if state.now >= self.deadline {
+            return Poll::Ready(());
+        }
+        state.timers.push((self.deadline, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// A log the tasks write to.
+#[derive(Clone, Default)]
+struct Log<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T: Clone> Log<T> {
+    fn push(&self, t: T) {
+        self.0.lock().unwrap().push(t);
+    }
+    fn get(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+type Task = BoxedTask<'static, ()>;
+
+/// p-queue's `async () => { await delay(ms); result.push(value) }`.
+fn delayed<T: Clone + Send + 'static>(clock: &Clock, ms: u64, log: &Log<T>, value: T) -> Task {
+    let (clock, log) = (clock.clone(), log.clone());
+    Box::pin(async move {
+        clock.delay(ms).await;
+        log.push(value);
+    })
+}
+
+/// Polls `queue` once (starting what may start), with a no-op waker.
+fn poll_once<S: futures::Stream>(queue: Pin<&mut S>) -> Poll<Option<S::Item>> {
+    queue.poll_next(&mut Context::from_waker(Waker::noop()))
+}
+
+// ----------------------------------------------------------- concurrency
+
+/// test/test.ts ".add() - limited concurrency": concurrency 2, three
+/// tasks: two run (`pending`), one waits (`size`).
+#[test]
+fn limited_concurrency_size_and_pending() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::new().concurrency(2));
+    for (i, ms) in [10, 100, 0].into_iter().enumerate() {
+        queue.as_mut().push(delayed(&clock, ms, &log, i)).unwrap();
+    }
+    let _ = poll_once(queue.as_mut());
+    assert_eq!((queue.unstarted(), queue.running()), (1, 2));
+    clock.run(queue.as_mut().on_idle());
+    assert_eq!(log.get(), [0, 2, 1]);
+}
+
+/// test/test.ts ".add() - concurrency: 5": 100 tasks of random length,
+/// never more than 5 running (`running <= concurrency` and
+/// `queue.pending <= concurrency` inside every task).
+#[test]
+fn concurrency_5_is_never_exceeded() {
+    let clock = Clock::default();
+    let running = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let mut queue = pin!(TaskQueue::<Task>::with_capacity::<128>().concurrency(5));
+    for i in 0..100u64 {
+        let (clock2, running, max) = (clock.clone(), running.clone(), max.clone());
+        queue
+            .as_mut()
+            .push(Box::pin(async move {
+                let now = running.fetch_add(1, SeqCst) + 1;
+                max.fetch_max(now, SeqCst);
+                clock2.delay(30 + (i * 37) % 170).await; // randomInt(30, 200)
+                running.fetch_sub(1, SeqCst);
+            }))
+            .unwrap();
+        assert!(queue.running() <= 5);
+    }
+    clock.run(queue.as_mut().on_idle());
+    assert_eq!(max.load(SeqCst), 5);
+    assert_eq!(running.load(SeqCst), 0);
+}
+
+/// test/test.ts "enforce number in options.concurrency": 0 throws a
+/// `TypeError`; 1 and 10 do not. Here: a typed error that hands the queue
+/// back, at construction and at run time.
+#[test]
+fn concurrency_zero_is_a_typed_error() {
+    let queue = TaskQueue::<Task>::new();
+    let err = queue.try_concurrency(0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a task queue's concurrency must be at least 1"
+    );
+    let queue = err.into_inner();
+    let queue = queue
+        .try_concurrency(1)
+        .unwrap()
+        .try_concurrency(10)
+        .unwrap();
+    let mut queue = pin!(queue);
+    assert!(queue.as_mut().set_concurrency(0).is_err());
+    assert_eq!(queue.max_running(), 10, "unchanged by the refusal");
+}
+
+// -------------------------------------------------------------- priority
+
+/// test/test.ts ".add() - priority": concurrency 1, priorities 1, 0, 1,
+/// 1, 2, -1 → `[1, 3, 1, 2, 0, 0]` (the first runs at once in p-queue;
+/// here the first poll starts it, before the others are pushed). Also
+/// readme.md `priority`: "Operations with greater priority will be
+/// scheduled first."
+#[test]
+fn priority_order() {
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::new());
+    let task = |n: u32| -> Task {
+        let log = log.clone();
+        Box::pin(async move { log.push(n) })
+    };
+    queue.as_mut().push_with_priority(task(1), 1).unwrap();
+    assert_eq!(poll_once(queue.as_mut()), Poll::Ready(Some(())));
+    queue.as_mut().push_with_priority(task(0), 0).unwrap();
+    queue.as_mut().push_with_priority(task(1), 1).unwrap();
+    queue.as_mut().push_with_priority(task(2), 1).unwrap();
+    queue.as_mut().push_with_priority(task(3), 2).unwrap();
+    queue.as_mut().push_with_priority(task(0), -1).unwrap();
+    Clock::default().run(queue.as_mut().on_empty());
+    Clock::default().run(queue.as_mut().on_idle());
+    assert_eq!(log.get(), [1, 3, 1, 2, 0, 0]);
+}
+
+/// Priority beyond the inline window (`alloc`): a window of 2, tasks
+/// waiting on the heap, a later high-priority push overtakes all of them
+/// — the window's own queued tasks included.
+#[test]
+fn priority_order_beyond_the_inline_window() {
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::with_capacity::<2>());
+    let task = |n: u32| -> Task {
+        let log = log.clone();
+        Box::pin(async move { log.push(n) })
+    };
+    for (n, p) in [
+        (10, 0),
+        (11, 0),
+        (12, 0),
+        (20, 1),
+        (13, 0),
+        (30, 5),
+        (21, 1),
+    ] {
+        queue.as_mut().push_with_priority(task(n), p).unwrap();
+    }
+    Clock::default().run(queue.as_mut().on_idle());
+    assert_eq!(log.get(), [30, 20, 21, 10, 11, 12, 13]);
+}
+
+// ------------------------------------------------------ onEmpty / onIdle
+
+/// test/test.ts ".onEmpty()": concurrency 1, two tasks: `size` 1 and
+/// `pending` 1; `onEmpty` resolves with `size` 0; again; and at once on an
+/// empty queue. readme.md `.onEmpty()`: "settles when the queue becomes
+/// empty. Can be called multiple times."
+#[test]
+fn on_empty() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::new());
+    for round in 0..2 {
+        queue
+            .as_mut()
+            .push(delayed(&clock, 10, &log, round))
+            .unwrap();
+        queue
+            .as_mut()
+            .push(delayed(&clock, 10, &log, round))
+            .unwrap();
+        let _ = poll_once(queue.as_mut());
+        assert_eq!((queue.unstarted(), queue.running()), (1, 1));
+        clock.run(queue.as_mut().on_empty());
+        assert_eq!(queue.unstarted(), 0);
+        assert_eq!(queue.running(), 1, "empty, not idle: the last one runs");
+        clock.run(queue.as_mut().on_idle());
+    }
+    // An empty queue is empty at once.
+    assert_eq!(clock.run(queue.as_mut().on_empty()), 0);
+    assert_eq!(queue.unstarted(), 0);
+}
+
+/// test/test.ts ".onIdle()": concurrency 2, three tasks: `size` 1,
+/// `pending` 2; after `onIdle` both 0; twice. readme.md `.onIdle()`:
+/// "settles when the queue becomes empty, and all promises have
+/// completed; `queue.size === 0 && queue.pending === 0`".
+#[test]
+fn on_idle() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::new().concurrency(2));
+    for round in 0..2 {
+        for _ in 0..3 {
+            queue
+                .as_mut()
+                .push(delayed(&clock, 100, &log, round))
+                .unwrap();
+        }
+        let _ = poll_once(queue.as_mut());
+        assert_eq!((queue.unstarted(), queue.running()), (1, 2));
+        let start = clock.now();
+        clock.run(queue.as_mut().on_idle());
+        assert_eq!((queue.unstarted(), queue.running()), (0, 0));
+        assert_eq!(clock.now() - start, 200, "two rounds of 100 ms");
+    }
+    assert_eq!(log.get().len(), 6);
+}
+
+/// test/test.ts ".onIdle() - no pending": an empty queue is idle at once.
+#[test]
+fn on_idle_with_nothing_pending() {
+    let mut queue = pin!(TaskQueue::<Task>::new());
+    assert_eq!((queue.unstarted(), queue.running()), (0, 0));
+    assert_eq!(Clock::default().run(queue.as_mut().on_idle()), 0);
+}
+
+/// `onIdle` on a queue that submitters keep open resolves (the stream
+/// itself would wait), and `until_idle` yields the results it discards.
+#[test]
+fn on_idle_resolves_while_a_submitter_keeps_the_queue_open() {
+    let clock = Clock::default();
+    let mut queue = pin!(TaskQueue::<BoxedTask<'static, u32>>::new().concurrency(2));
+    let submit = queue.as_mut().submitter();
+    for n in 0..3 {
+        let clock2 = clock.clone();
+        submit
+            .submit_boxed(async move {
+                clock2.delay(10 * u64::from(n)).await;
+                n
+            })
+            .unwrap();
+    }
+    let got: Vec<u32> = clock.run(queue.as_mut().until_idle().collect());
+    assert_eq!(got, [0, 1, 2]);
+    // Still open: the stream waits for the submitter.
+    assert_eq!(poll_once(queue.as_mut()), Poll::Pending);
+    drop(submit);
+    assert_eq!(poll_once(queue.as_mut()), Poll::Ready(None));
+}
+
+// ---------------------------------------------------------- pause/start
+
+/// test/test.ts ".pause()": concurrency 2; paused, five tasks: `size` 5,
+/// `pending` 0, `isPaused`; start: `size` 3, `pending` 2; one more and
+/// pause: `size` 4, `pending` 2; start: unchanged until they finish;
+/// clear: `size` 0. readme.md `.pause()`: "Put queue execution on hold."
+#[test]
+fn pause_and_start() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::new().concurrency(2));
+    queue.as_mut().pause();
+    for i in 0..5 {
+        queue
+            .as_mut()
+            .push(delayed(&clock, 20_000, &log, i))
+            .unwrap();
+    }
+    assert_eq!(
+        poll_once(queue.as_mut()),
+        Poll::Pending,
+        "paused: not ended"
+    );
+    assert_eq!((queue.unstarted(), queue.running()), (5, 0));
+    assert!(queue.is_paused());
+
+    queue.as_mut().resume();
+    let _ = poll_once(queue.as_mut());
+    assert_eq!((queue.unstarted(), queue.running()), (3, 2));
+    assert!(!queue.is_paused());
+
+    queue
+        .as_mut()
+        .push(delayed(&clock, 20_000, &log, 5))
+        .unwrap();
+    queue.as_mut().pause();
+    let _ = poll_once(queue.as_mut());
+    assert_eq!((queue.unstarted(), queue.running()), (4, 2));
+    assert!(queue.is_paused());
+
+    queue.as_mut().resume();
+    let _ = poll_once(queue.as_mut());
+    assert_eq!((queue.unstarted(), queue.running()), (4, 2));
+    assert!(!queue.is_paused());
+
+    assert_eq!(queue.as_mut().clear(), 4);
+    assert_eq!(queue.unstarted(), 0);
+}
+
+/// test/test.ts "autoStart: false" and ".start() - return this": a queue
+/// that does not start until told, then `await queue.start().onIdle()`.
+#[test]
+fn paused_at_creation_then_started_until_idle() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::new().concurrency(2));
+    queue.as_mut().pause();
+    for i in 0..3 {
+        queue.as_mut().push(delayed(&clock, 100, &log, i)).unwrap();
+    }
+    assert_eq!(clock.run_until(pin!(queue.as_mut().on_idle()), 1_000), None);
+    assert_eq!((queue.unstarted(), queue.running()), (3, 0));
+    queue.as_mut().resume();
+    clock.run(queue.as_mut().on_idle());
+    assert_eq!((queue.unstarted(), queue.running()), (0, 0));
+    assert_eq!(log.get(), [0, 1, 2]);
+}
+
+/// Pausing stops only starts: the running tasks finish and their results
+/// come out (readme.md `.pause()`, `.start()`).
+#[test]
+fn running_tasks_finish_while_paused() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::new().concurrency(2));
+    for i in 0..4 {
+        queue.as_mut().push(delayed(&clock, 10, &log, i)).unwrap();
+    }
+    let _ = poll_once(queue.as_mut());
+    queue.as_mut().pause();
+    assert_eq!(clock.run_until(pin!(queue.as_mut().on_idle()), 1_000), None);
+    assert_eq!(log.get(), [0, 1]);
+    assert_eq!((queue.unstarted(), queue.running()), (2, 0));
+}
+
+// --------------------------------------------------------------- timeout
+
+/// test/test.ts ".add() - timeout without throwing": timeout 300 ms; tasks
+/// of 400, 250, 301, 100 and 0 ms; after `onIdle` only the three within
+/// the timeout finished (`['⚡️', '🐅', '🦆']`). readme.md `timeout`:
+/// "Per-operation timeout in milliseconds."
+#[test]
+fn timeout_drops_the_slow_tasks() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(
+        TaskQueue::<Task>::new()
+            .concurrency(5)
+            .timer(clock.timer())
+            .timeout(Duration::from_millis(300))
+    );
+    for (ms, name) in [
+        (400, "🐌"),
+        (250, "🦆"),
+        (301, "🐢"),
+        (100, "🐅"),
+        (0, "⚡️"),
+    ] {
+        queue
+            .as_mut()
+            .push(delayed(&clock, ms, &log, name))
+            .unwrap();
+    }
+    clock.run(queue.as_mut().on_idle());
+    assert_eq!(log.get(), ["⚡️", "🐅", "🦆"]);
+    assert_eq!(clock.now(), 300, "the slow ones were dropped at 300 ms");
+}
+
+/// test/test.ts ".add() - timeout with throwing": the timed-out task
+/// rejects (`TimeoutError`), the other one finishes. Here: the stream
+/// yields `Err(TimedOut)` for it, `Ok` for the other, in start order.
+#[test]
+fn timeout_is_reported_as_its_own_outcome() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(
+        TaskQueue::<Task>::new()
+            .concurrency(2)
+            .timer(clock.timer())
+            .timeout(Duration::from_millis(300))
+    );
+    queue
+        .as_mut()
+        .push(delayed(&clock, 400, &log, "🐌"))
+        .unwrap();
+    queue
+        .as_mut()
+        .push(delayed(&clock, 200, &log, "🦆"))
+        .unwrap();
+    let outcomes: Vec<Result<(), TimedOut>> = clock.run(queue.as_mut().collect());
+    assert_eq!(outcomes, [Err(TimedOut), Ok(())]);
+    assert_eq!(log.get(), ["🦆"]);
+}
+
+/// The timeout counts from the task's start, not from its push (p-queue
+/// starts the timer when the operation runs): with concurrency 1, the
+/// second 200 ms task starts at 200 ms and finishes within its 300 ms.
+#[test]
+fn timeout_counts_from_the_start() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(
+        TaskQueue::<Task>::new()
+            .timer(clock.timer())
+            .timeout(Duration::from_millis(300))
+    );
+    for i in 0..3 {
+        queue.as_mut().push(delayed(&clock, 200, &log, i)).unwrap();
+    }
+    let outcomes: Vec<_> = clock.run(queue.as_mut().collect());
+    assert_eq!(outcomes, [Ok(()), Ok(()), Ok(())]);
+    assert_eq!(clock.now(), 600);
+}
+
+// ------------------------------------------------------------------ clear
+
+/// test/test.ts ".clear()": concurrency 2, six long tasks: `size` 4,
+/// `pending` 2; `clear()`: `size` 0 (the running ones go on). readme.md
+/// `.clear()`: "Clear the queue."
+#[test]
+fn clear_drops_the_unstarted_tasks() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(TaskQueue::<Task>::new().concurrency(2));
+    for i in 0..6 {
+        queue
+            .as_mut()
+            .push(delayed(&clock, 20_000, &log, i))
+            .unwrap();
+    }
+    let _ = poll_once(queue.as_mut());
+    assert_eq!((queue.unstarted(), queue.running()), (4, 2));
+    assert_eq!(queue.as_mut().clear(), 4);
+    assert_eq!((queue.unstarted(), queue.running()), (0, 2));
+    clock.run(queue.as_mut().on_idle());
+    assert_eq!(log.get(), [0, 1], "the cleared tasks never ran");
+}
+
+/// `clear` also drops submissions not taken yet.
+#[test]
+fn clear_drops_pending_submissions() {
+    let mut queue = pin!(TaskQueue::<Task>::new());
+    let submit = queue.as_mut().submitter();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let ran = ran.clone();
+        submit
+            .submit(Box::pin(async move {
+                ran.fetch_add(1, SeqCst);
+            }))
+            .unwrap();
+    }
+    assert_eq!(queue.as_mut().clear(), 3);
+    drop(submit);
+    assert_eq!(Clock::default().run(queue.as_mut().drain()), 0);
+    assert_eq!(ran.load(SeqCst), 0);
+}
+
+// ----------------------------------------------------------------- addAll
+
+/// test/test.ts ".addAll()": `addAll([fn, fn])` resolves to both results,
+/// in order. readme.md `.addAll(fns)`: "Same as `.add()`, but accepts an
+/// array".
+#[test]
+fn add_all() {
+    let mut queue = pin!(TaskQueue::new().concurrency(2));
+    let fixture = || async { "fixture" };
+    let pushed = queue.as_mut().push_all([fixture(), fixture()]).unwrap();
+    assert_eq!(pushed, 2);
+    assert_eq!(queue.unstarted(), 2);
+    let out: Vec<_> = Clock::default().run(queue.as_mut().collect());
+    assert_eq!(out, ["fixture", "fixture"]);
+}
+
+/// test/test.ts ".addAll() sync/async mixed tasks": mixed task types in
+/// one call — here `BoxedTask`s — results in submission order.
+#[test]
+fn add_all_mixed_tasks() {
+    let clock = Clock::default();
+    let mut queue = pin!(TaskQueue::<BoxedTask<'static, &str>>::new().concurrency(4));
+    let sleep = clock.delay(2000);
+    let tasks: Vec<BoxedTask<'static, &str>> = vec![
+        Box::pin(async { "sync 1" }),
+        Box::pin(async move {
+            sleep.await;
+            "delayed"
+        }),
+        Box::pin(std::future::ready("sync 2")),
+        Box::pin(futures::future::lazy(|_| "fixture")),
+    ];
+    queue.as_mut().push_all(tasks).unwrap();
+    let out: Vec<_> = clock.run(queue.as_mut().collect());
+    assert_eq!(out, ["sync 1", "delayed", "sync 2", "fixture"]);
+}
+
+// ------------------------------------------------------------- throttling
+
+/// test/test.ts ".add() - throttled": `intervalCap: 1, interval: 500`;
+/// the second task, added at 250 ms, runs only once the interval is over.
+/// readme.md `intervalCap`: "The max number of runs in the given interval
+/// of time."
+#[test]
+fn throttled() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(
+        TaskQueue::<Task>::new()
+            .concurrency(4)
+            .timer(clock.timer())
+            .rate_limit(1, Duration::from_millis(500))
+    );
+    let _open = queue.as_mut().submitter(); // p-queue's queue never ends
+    let push = |queue: Pin<&mut TaskQueue<Task, 16, _>>, n: u32| {
+        let log = log.clone();
+        queue.push(Box::pin(async move { log.push(n) })).unwrap();
+    };
+    push(queue.as_mut(), 1);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 250), None);
+    push(queue.as_mut(), 2);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 490), None);
+    assert_eq!(log.get(), [1]);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 550), None);
+    assert_eq!(log.get(), [1, 2]);
+}
+
+/// test/test.ts ".add() - throttled 10, concurrency 5": 13 tasks of
+/// 300 ms, at most 10 starts per 1000 ms and 5 at once: 5 results at
+/// 400 ms (5 running), 10 at 700 ms, still 10 at 1200 ms (3 running),
+/// 13 at 1400 ms.
+#[test]
+fn throttled_10_concurrency_5() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(
+        TaskQueue::<Task>::new()
+            .concurrency(5)
+            .timer(clock.timer())
+            .rate_limit(10, Duration::from_millis(1000))
+    );
+    for i in 0..13 {
+        queue.as_mut().push(delayed(&clock, 300, &log, i)).unwrap();
+    }
+    {
+        let mut drain = pin!(queue.as_mut().drain());
+        assert_eq!(clock.run_until(drain.as_mut(), 400), None);
+        assert_eq!(log.get(), (0..5).collect::<Vec<_>>());
+        assert_eq!(clock.run_until(drain.as_mut(), 700), None);
+        assert_eq!(log.get(), (0..10).collect::<Vec<_>>());
+        assert_eq!(clock.run_until(drain.as_mut(), 1200), None);
+        assert_eq!(log.get(), (0..10).collect::<Vec<_>>());
+        assert_eq!(clock.run_until(drain.as_mut(), 1400), Some(13));
+        assert_eq!(log.get(), (0..13).collect::<Vec<_>>());
+    }
+    assert_eq!(queue.running(), 0);
+}
+
+/// test/test.ts "pause should work when throttled": concurrency 2, 2 per
+/// 1000 ms, four 100 ms tasks; paused at 600 ms until 1500 ms: the second
+/// pair runs only after the resume.
+#[test]
+fn pause_works_when_throttled() {
+    let clock = Clock::default();
+    let log = Log::default();
+    let mut queue = pin!(
+        TaskQueue::<Task>::new()
+            .concurrency(2)
+            .timer(clock.timer())
+            .rate_limit(2, Duration::from_millis(1000))
+    );
+    for i in 0..4 {
+        queue.as_mut().push(delayed(&clock, 100, &log, i)).unwrap();
+    }
+    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 300), None);
+    assert_eq!(log.get(), [0, 1]);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 600), None);
+    queue.as_mut().pause();
+    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 1400), None);
+    assert_eq!(log.get(), [0, 1]);
+    queue.as_mut().resume();
+    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 2200), Some(2));
+    assert_eq!(log.get(), [0, 1, 2, 3]);
+    assert!(clock.now() >= 1500);
+}
