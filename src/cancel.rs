@@ -33,7 +33,7 @@ use crate::sync::{AtomicU32, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
 /// cancel handler: run it somewhere, or drop it (dropping it drops the
 /// cleanup unpolled, as a scope without a handler does).
 ///
-/// ```
+/// ```standalone_crate
 /// # #[cfg(feature = "alloc")]
 /// # futures::executor::block_on(async {
 /// use std::sync::Mutex;
@@ -80,7 +80,7 @@ impl Orphan<'_> {
     /// The size and alignment of the cleanup (to size a [`Reaper`]'s
     /// slots).
     ///
-    /// ```
+    /// ```standalone_crate
     /// deferral::set_cancel_handler(|orphan| {
     ///     println!("{} bytes of cleanup, dropped", orphan.layout().size());
     /// });
@@ -94,7 +94,7 @@ impl Orphan<'_> {
     /// `tokio::spawn(orphan.into_boxed())`. It sees a cancelled
     /// [`Exit`](crate::Exit).
     ///
-    /// ```
+    /// ```standalone_crate
     /// deferral::set_cancel_handler(|orphan| drop(orphan.into_boxed()));
     /// # deferral::clear_cancel_handler();
     /// ```
@@ -149,7 +149,7 @@ static HANDLER: core::sync::atomic::AtomicPtr<()> =
 /// handed over: a cancelled `scope_local` drops its unstarted async
 /// cleanup (its sync cleanup runs, as always).
 ///
-/// ```
+/// ```standalone_crate
 /// deferral::set_cancel_handler(|orphan| drop(orphan)); // the default, spelled out
 /// # deferral::clear_cancel_handler();
 /// ```
@@ -214,7 +214,7 @@ struct Slot<const BYTES: usize> {
 /// dropped unpolled at once — its destructors run, exactly once — and
 /// counted in [`missed`](Reaper::missed).
 ///
-/// ```
+/// ```standalone_crate
 /// # futures::executor::block_on(async {
 /// use std::sync::atomic::{AtomicBool, Ordering};
 /// static REAPER: deferral::Reaper<2> = deferral::Reaper::new();
@@ -326,7 +326,7 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
     /// [`missed`](Self::missed). Never blocks or spins: callable from an
     /// interrupt handler.
     ///
-    /// ```
+    /// ```standalone_crate
     /// static REAPER: deferral::Reaper<1> = deferral::Reaper::new();
     /// deferral::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
     /// # deferral::clear_cancel_handler();

@@ -282,12 +282,15 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
         #[cfg(not(feature = "alloc"))]
         let spilled = false;
         if !spilled && layout.align() <= INLINE_ALIGN {
+            // One pointer to the bytes: every other is derived from it (a
+            // second `&mut self` would retag them and invalidate the first).
+            let base = self.base();
             let start = self.used.next_multiple_of(align_of::<Header>());
-            let header = self.header_at(start);
+            let header = base.wrapping_add(start).cast::<Header>();
             let payload = vtable.payload_at(header);
             let end = payload
                 .addr()
-                .wrapping_sub(self.base().addr())
+                .wrapping_sub(base.addr())
                 .checked_add(layout.size());
             if let Some(end) = end.filter(|&end| end <= N) {
                 // SAFETY: `[start, end)` lies in our bytes, aligned for a

@@ -541,3 +541,125 @@ fn ambient_token_after_clear_is_refused() {
         assert_eq!(d.len(), 1);
     }));
 }
+
+// ---------------------------------------------------------------------------
+// Every new path, cancelled at every await point: each value is dropped
+// exactly once and each cleanup runs at most once, whether it stayed in the
+// scope, was cleared, moved into a stack, run now or split off.
+// ---------------------------------------------------------------------------
+
+fn new_paths(log: DropLog, stack: Arc<Mutex<DeferStack>>) -> impl Future<Output = ()> {
+    scope(async move |d| {
+        macro_rules! probe {
+            ($name:literal) => {{
+                log.push(concat!("new ", $name));
+                let (l, held) = (log.clone(), log.on_drop($name));
+                move || {
+                    l.push(concat!("run ", $name));
+                    drop(held)
+                }
+            }};
+        }
+        d.defer(probe!("cleared")).unwrap();
+        d.defer_async({
+            let run = probe!("cleared async");
+            async move { run() }
+        })
+        .unwrap();
+        yield_now().await;
+        assert_eq!(d.clear(), 2);
+        yield_now().await;
+        d.defer(probe!("moved")).unwrap();
+        d.defer_async({
+            let run = probe!("moved async");
+            async move {
+                yield_now().await;
+                run()
+            }
+        })
+        .unwrap();
+        yield_now().await;
+        assert_eq!(d.move_all(&mut stack.lock().unwrap()), 2);
+        yield_now().await;
+        let run = probe!("run now");
+        let g = d.guard((), move |()| run()).unwrap();
+        yield_now().await;
+        Guard::run_now(g);
+        let run = probe!("split");
+        let g = d.guard((), move |()| run()).unwrap();
+        let (value, cleanup) = Guard::into_parts(g);
+        yield_now().await;
+        cleanup(value);
+        let run = probe!("moved guard");
+        let g = d.guard((), move |()| run()).unwrap();
+        Guard::move_to(g, &mut stack.lock().unwrap()).unwrap();
+        yield_now().await;
+        d.defer(probe!("stayed")).unwrap();
+        yield_now().await;
+    })
+}
+
+#[test]
+fn new_paths_cancelled_at_every_await_point_drop_everything_once() {
+    let total = {
+        let mut scope = Box::pin(new_paths(DropLog::new(), Arc::default()));
+        let mut n = 1;
+        while support::poll_once(scope.as_mut(), &support::WakeCounter::new()).is_pending() {
+            n += 1;
+        }
+        n
+    };
+    for limit in 0..=total {
+        for dispose in [false, true] {
+            let log = DropLog::new();
+            let stack: Arc<Mutex<DeferStack>> = Arc::default();
+            let mut scope = Box::pin(new_paths(log.clone(), stack.clone()));
+            let waker = support::WakeCounter::new();
+            for _ in 0..limit {
+                if support::poll_once(scope.as_mut(), &waker).is_ready() {
+                    break;
+                }
+            }
+            drop(scope);
+            let stack = std::mem::take(&mut *stack.lock().unwrap());
+            if dispose {
+                block_on(stack.dispose());
+            } else {
+                drop(stack);
+            }
+            let events = log.events();
+            let ctx = format!("dropped after {limit} polls, dispose={dispose}: {events:?}");
+            for name in [
+                "cleared",
+                "cleared async",
+                "moved",
+                "moved async",
+                "run now",
+                "split",
+                "moved guard",
+                "stayed",
+            ] {
+                let count = |what: &str| {
+                    events
+                        .iter()
+                        .filter(|e| **e == format!("{what} {name}"))
+                        .count()
+                };
+                let (made, runs, drops) = (count("new"), count("run"), count("drop"));
+                assert_eq!(drops, made, "{name} dropped exactly once if made: {ctx}");
+                assert!(runs <= made, "{name} ran at most once: {ctx}");
+            }
+            // Once `clear` ran, what it cleared never runs.
+            if let Some(at) = events.iter().position(|e| e == "new moved") {
+                assert!(
+                    !events[at..].iter().any(|e| e.starts_with("run cleared")),
+                    "{ctx}"
+                );
+                assert!(
+                    !events[..at].iter().any(|e| e.starts_with("run cleared")),
+                    "{ctx}"
+                );
+            }
+        }
+    }
+}
