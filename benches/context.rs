@@ -2,7 +2,7 @@
 //! variables set, and free in the empty context; reading a variable; setting
 //! one (copy on write, linear in the number of variables, for comparison).
 //!
-//! `cargo bench --bench context -- --warm-up-time 1 --measurement-time 2`
+//! `cargo bench -p deferral-bench --bench context -- --warm-up-time 1 --measurement-time 2`
 #![allow(missing_docs)] // `criterion_group!` generates an undocumented `pub fn`
 
 use std::hint::black_box;

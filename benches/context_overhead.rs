@@ -4,7 +4,7 @@
 //! registered and run in a `DeferScope`. Uses only APIs that predate the
 //! context module, so the same file measures the crate before and after it.
 //!
-//! `cargo bench --bench context_overhead -- --warm-up-time 1 --measurement-time 2`
+//! `cargo bench -p deferral-bench --bench context_overhead -- --warm-up-time 1 --measurement-time 2`
 #![allow(missing_docs)] // `criterion_group!` generates an undocumented `pub fn`
 
 use std::future::Future;

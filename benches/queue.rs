@@ -19,13 +19,13 @@
 //! Commands (each case is one complete iteration: build the stream, push
 //! or feed N tasks, drive it to its end with a no-op waker, drop it):
 //!
-//! - `cargo bench --bench queue -- table`: polls and allocations per task,
+//! - `cargo bench -p deferral-bench --bench queue -- table`: polls and allocations per task,
 //!   and median wall time, without criterion.
-//! - `cargo bench --bench queue -- instructions`: the same cases under
+//! - `cargo bench -p deferral-bench --bench queue -- instructions`: the same cases under
 //!   `valgrind --tool=callgrind --toggle-collect='*deferral_bench_measure*'`
 //!   (the `case` sub-command runs one), instructions per task and the
 //!   ratios; the table for BENCHMARKS.md.
-//! - `cargo bench --bench queue`: the criterion groups.
+//! - `cargo bench -p deferral-bench --bench queue`: the criterion groups.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
@@ -45,9 +45,9 @@ use futures_buffered::BufferedStreamExt;
 const K: usize = 8;
 
 /// The queue under test. With `alloc` (default features) a window of 16 and
-/// the rest waiting on the heap; without it (`cargo bench --bench queue
+/// the rest waiting on the heap; without it (`cargo bench -p deferral-bench --bench queue
 /// --no-default-features`) every task must fit the inline window.
-const WINDOW: usize = if cfg!(feature = "alloc") { 16 } else { 4096 };
+const WINDOW: usize = 16;
 const SIZES: [usize; 7] = [1, 4, 16, 64, 256, 1024, 4096];
 
 /// Counts allocations, for the allocations-per-task column.
@@ -297,13 +297,8 @@ fn allocations(imp: Impl, work: Work, n: usize) -> u64 {
 
 fn print_table() {
     println!(
-        "\nTaskQueue (window {}, {}) vs futures and futures-buffered, k = {K}\n",
+        "\nTaskQueue (window {}, per-slot wakers) vs futures and futures-buffered, k = {K}\n",
         WINDOW,
-        if cfg!(feature = "alloc") {
-            "alloc: per-slot wakers"
-        } else {
-            "no alloc: one waker"
-        },
     );
     println!(
         "| work  | {:<26} | {:>5} | {:>12} | {:>13} | {:>12} | {:>9} |",

@@ -18,6 +18,6 @@ if ! command -v valgrind >/dev/null; then
     echo "valgrind not found: instruction counts will be missing (apt-get install valgrind)" >&2
 fi
 
-cargo bench --bench scope --bench promise -- \
+cargo bench -p deferral-bench --bench scope --bench promise -- \
     --warm-up-time "$WARM_UP" --measurement-time "$MEASURE" --noplot
-cargo bench --bench instructions -- report --out "$OUT" --command "bash benches/report.sh"
+cargo bench -p deferral-bench --bench instructions -- report --out "$OUT" --command "bash benches/report.sh"

@@ -34,8 +34,8 @@
 //! scheduler). Waking under the lock is not an option: a wake may re-enter
 //! the promise.
 //!
-//! Run: `cargo bench --bench shared` (add `-- threads/1000` to filter), or
-//! `DEFERRAL_PAIRED=200 cargo bench --bench shared` for paired medians (see
+//! Run: `cargo bench -p deferral-bench --bench shared` (add `-- threads/1000` to filter), or
+//! `DEFERRAL_PAIRED=200 cargo bench -p deferral-bench --bench shared` for paired medians (see
 //! [`paired`]).
 
 // `criterion_group!` generates an undocumented `pub fn`.
@@ -238,7 +238,7 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// `DEFERRAL_PAIRED=rounds cargo bench --bench shared`: instead of
+/// `DEFERRAL_PAIRED=rounds cargo bench -p deferral-bench --bench shared`: instead of
 /// criterion, run ours and theirs alternately (the order flipped every
 /// round) and print the medians and their ratio. On a shared machine the
 /// load changes between criterion's benchmarks; a paired run sees the same

@@ -66,10 +66,21 @@ mod enabled {
     /// `defer`/`defer_async` was called outside any scope's body.
     ///
     /// Carries the thunk back: nothing is lost.
+    ///
+    /// ```
+    /// let refused = deferral::defer(|| println!("run by hand")).unwrap_err();
+    /// println!("{refused}"); // "`deferral::defer` called outside any scope"
+    /// ```
     pub struct NoScope<X>(X);
 
     impl<X> NoScope<X> {
         /// The thunk that could not be registered.
+        ///
+        /// ```
+        /// if let Err(refused) = deferral::defer(|| println!("run by hand")) {
+        ///     (refused.into_inner())();
+        /// }
+        /// ```
         pub fn into_inner(self) -> X {
             self.0
         }

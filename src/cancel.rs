@@ -453,6 +453,12 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
 }
 
 /// The future of [`Reaper::run`]: never resolves.
+///
+/// ```
+/// static REAPER: deferral::Reaper<2> = deferral::Reaper::new();
+/// let reap: deferral::Reap<'static, 2, 64> = REAPER.run();
+/// let _ = futures::executor::block_on(futures::future::select(reap, std::future::ready(())));
+/// ```
 pub struct Reap<'a, const SLOTS: usize, const BYTES: usize> {
     reaper: &'a Reaper<SLOTS, BYTES>,
 }

@@ -809,6 +809,17 @@ impl<X, K: Flavour> Deferred<'_, X, K> {
     /// closure or future), unrun. If it was the newest registration its
     /// bytes in the slab are free again.
     ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     let token = d.defer(|| unreachable!("cancelled")).unwrap();
+    ///     let thunk = token.cancel();
+    ///     drop(thunk); // never run
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    ///
     /// # Panics
     ///
     /// If [`Defer::clear`] or [`Defer::move_all`] ran since the
@@ -897,6 +908,18 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     }
 
     /// Takes the value back: its cleanup will not run (it is dropped).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use deferral::Guard;
+    /// deferral::scope(async |d| {
+    ///     let tmp = d.guard(String::from("tmp"), |_| unreachable!("kept")).unwrap();
+    ///     let kept: String = Guard::defuse(tmp);
+    ///     assert_eq!(kept, "tmp");
+    /// })
+    /// .await;
+    /// # });
+    /// ```
     pub fn defuse(guard: Self) -> V {
         Self::into_parts(guard).0
     }

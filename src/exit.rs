@@ -453,6 +453,12 @@ pub trait Fallible {
     /// The error type.
     type Error;
     /// The error, if this is one.
+    ///
+    /// ```
+    /// use deferral::Fallible;
+    /// let mut out: Result<u8, String> = Ok(1);
+    /// assert!(out.error_mut().is_none());
+    /// ```
     fn error_mut(&mut self) -> Option<&mut Self::Error>;
 }
 
@@ -489,6 +495,13 @@ impl<U, E> Fallible for Result<U, E> {
 )]
 pub trait AddError<E> {
     /// Adds `error`; hands it back if it could not be kept.
+    ///
+    /// ```
+    /// use deferral::AddError;
+    /// let mut out: Result<u8, &str> = Ok(1);
+    /// assert_eq!(out.add_error("close failed"), None);
+    /// assert_eq!(out, Err("close failed"));
+    /// ```
     fn add_error(&mut self, error: E) -> Option<E>;
 }
 
@@ -549,7 +562,22 @@ pub trait CleanupOutput<T>: sealed::Sealed<T> {
     /// `()`: nothing to report (the exit is not even looked at).
     #[doc(hidden)]
     const SILENT: bool = false;
-    /// Reports to the scope's exit.
+    /// Reports to the scope's exit (the scope does this with what a
+    /// cleanup returns).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use deferral::{CleanupOutput, Exit};
+    /// let out = deferral::scope(async |d| {
+    ///     // By hand, what returning `Err("flush failed")` from cleanup does:
+    ///     d.defer_with(|exit: &mut Exit<Result<(), &str>>| Err("flush failed").report(exit))
+    ///         .unwrap();
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// assert_eq!(out, Err("flush failed"));
+    /// # });
+    /// ```
     fn report(self, exit: &mut Exit<T>);
 }
 

@@ -46,6 +46,10 @@
 //! heap, and builds for `thumbv7m-none-eabi` and `thumbv7em-none-eabihf`.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// CI (`.ci/run`, nightly rustdoc with `--cfg deferral_doc_examples`): every
+// public item's docs show it in use.
+#![cfg_attr(deferral_doc_examples, feature(rustdoc_missing_doc_code_examples))]
+#![cfg_attr(deferral_doc_examples, deny(rustdoc::missing_doc_code_examples))]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

@@ -85,7 +85,15 @@ pub trait ScopeBody<'d, T, K: Flavour, Wf = &'d (T, K)> {
     /// The body's future.
     type Fut: Future<Output = T>;
 
-    /// Calls the body with the handle.
+    /// Calls the body with the handle (the scope does; you never need to).
+    ///
+    /// ```
+    /// use deferral::{Defer, ScopeBody};
+    /// fn start<'d>(body: impl ScopeBody<'d, u8, deferral::Sendable>, d: &'d Defer<u8>) -> impl Future<Output = u8> {
+    ///     body.call(d)
+    /// }
+    /// # futures::executor::block_on(deferral::scope(async |d| start(async |_: &Defer<u8>| 1, d).await));
+    /// ```
     fn call(self, handle: &'d Defer<T, K>) -> Self::Fut;
 }
 
@@ -248,7 +256,16 @@ impl<const N: usize, H> ScopeBuilder<N, H> {
     }
 }
 
-/// What a builder's handler becomes in the scope.
+/// What a builder's handler becomes in the scope: [`NoHandler`], or (with
+/// `alloc`) [`OnCancel`](crate::OnCancel). Sealed; named only in bounds.
+///
+/// ```
+/// use deferral::{IntoCancelHandler, ScopeBuilder};
+/// fn build<const N: usize, H: IntoCancelHandler>(b: ScopeBuilder<N, H>) -> ScopeBuilder<N, H> {
+///     b.order(deferral::Order::Fifo)
+/// }
+/// let _ = build(ScopeBuilder::new());
+/// ```
 pub trait IntoCancelHandler: crate::slab::sealed::Sealed {
     #[doc(hidden)]
     #[cfg(feature = "alloc")]
@@ -836,6 +853,14 @@ where
 
 /// The future of [`DeferScope::grace`]: the scope's output, or
 /// [`CutShort`] if its cleanup outlived the deadline.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let graced: deferral::Grace<_, _, _, 256, _, _> =
+///     deferral::scope(async |_| 1).grace(|| std::future::pending::<()>());
+/// assert_eq!(graced.await.unwrap(), 1);
+/// # });
+/// ```
 #[pin_project::pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Grace<'s, T, F, K, const N: usize, G, D>

@@ -55,6 +55,15 @@ use crate::sync::{AtomicBool, Ordering};
 /// What a scope's thunks may hold; sealed. Implemented by
 /// [`Sendable`](crate::Sendable) (`scope`) and [`Local`](crate::Local)
 /// (`scope_local`).
+///
+/// ```
+/// use deferral::{Defer, Flavour};
+/// // Code that registers cleanup on either kind of scope.
+/// fn log_on_exit<K: Flavour>(d: &Defer<(), K>) {
+///     let _ = d.len();
+/// }
+/// # futures::executor::block_on(deferral::scope(async |d| log_on_exit(d)));
+/// ```
 pub trait Flavour: sealed::Sealed {
     /// Registrations go through the slab's lock (the handle is `Sync`).
     #[doc(hidden)]
@@ -1187,8 +1196,15 @@ fn block_layout(payload: Layout) -> (Layout, usize) {
         .expect("deferred thunk too large to allocate")
 }
 
-/// A not-yet-started async thunk, as handed to a scope's cancel handler.
+/// A not-yet-started async thunk, as handed to a scope's cancel handler
+/// (`alloc`): spawn it, or await it.
+///
+/// ```
+/// let thunk: deferral::BoxedThunk = Box::pin(async { println!("goodbye") });
+/// futures::executor::block_on(thunk);
+/// ```
 #[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
 pub type BoxedThunk = Pin<alloc::boxed::Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// An async payload moved out of its slab into a heap block of its own.

@@ -511,6 +511,14 @@ unsafe fn hand_over_copy(live: Live) {
 }
 
 /// The future of [`DeferStack::dispose`].
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let stack: deferral::DeferStack = deferral::DeferStack::new();
+/// let dispose: deferral::Dispose = stack.dispose();
+/// dispose.await;
+/// # });
+/// ```
 pub struct Dispose<K: Flavour = Sendable, const N: usize = 256> {
     stack: DeferStack<K, N>,
     /// The async entry being polled (pinned where it lies).

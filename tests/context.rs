@@ -314,33 +314,6 @@ mod current {
         });
     }
 
-    #[cfg_attr(miri, ignore)] // a real runtime
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn futures_moving_between_tokio_workers_keep_their_values() {
-        let mut tasks = Vec::new();
-        for i in 0..16_u32 {
-            tasks.push(tokio::spawn(V.scope(i, async move {
-                let mut threads = std::collections::HashSet::new();
-                for _ in 0..200 {
-                    threads.insert(std::thread::current().id());
-                    assert_eq!(V.get(), Some(i));
-                    tokio::task::yield_now().await;
-                }
-                assert_eq!(V.get(), Some(i));
-                threads.len()
-            })));
-        }
-        let mut moved = 0;
-        for t in tasks {
-            if t.await.unwrap() > 1 {
-                moved += 1;
-            }
-        }
-        // Not guaranteed by tokio, so only reported.
-        println!("{moved} of 16 tasks ran on more than one worker");
-        assert_eq!(V.get(), None);
-    }
-
     #[test]
     fn promise_handlers_and_started_futures_run_in_the_creation_context() {
         let log = Arc::new(Mutex::new(Vec::new()));

@@ -554,25 +554,6 @@ fn auto_traits() {
     drop((chain, r));
 }
 
-#[test]
-#[cfg(all(feature = "alloc", not(loom)))]
-fn works_on_tokio_multi_thread() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    let rounds = if cfg!(miri) { 2 } else { 100 };
-    rt.block_on(async {
-        for i in 0..rounds {
-            let p = DeferredPromise::<u32, ()>::detached(move |r| {
-                tokio::spawn(async move { r.resolve(i).unwrap() });
-            })
-            .deferred_then(|v| Ok(v + 1));
-            assert_eq!(tokio::spawn(p).await.unwrap(), Ok(i + 1));
-        }
-    });
-}
-
 #[cfg(feature = "alloc")]
 mod shared {
     use super::*;

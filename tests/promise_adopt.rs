@@ -93,19 +93,3 @@ fn executor_return_shapes() {
     assert_eq!(block_on(rejected), Err(PromiseError::Rejected(())));
     assert_eq!(block_on(settled), Ok(4));
 }
-
-#[cfg(feature = "alloc")]
-#[test]
-fn detached_resolver_spawned_on_tokio() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    let out = rt.block_on(async {
-        DeferredPromise::<u32, ()>::detached(|res| {
-            tokio::spawn(async move { res.resolve(1) });
-        })
-        .await
-    });
-    assert_eq!(out, Ok(1));
-}

@@ -7,7 +7,6 @@ mod support;
 
 use std::cell::RefCell;
 use std::pin::pin;
-use std::rc::Rc;
 
 use deferral::{Order, ScopeBuilder, scope_local};
 use support::{WakeCounter, block_on, poll_once, yield_now};
@@ -69,37 +68,6 @@ fn async_cleanup_borrows_too_in_every_order() {
             "{order:?}"
         );
     }
-}
-
-#[test]
-fn rc_refcell_state_under_a_current_thread_runtime() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let state = Rc::new(RefCell::new(Vec::new()));
-    let local = tokio::task::LocalSet::new();
-    let s = state.clone();
-    local.block_on(&rt, async move {
-        let handle = tokio::task::spawn_local(async move {
-            scope_local(async |d| {
-                let s2 = s.clone();
-                d.defer(move || s2.borrow_mut().push("closed")).unwrap();
-                let s3 = s.clone();
-                d.defer_async(async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                    s3.borrow_mut().push("flushed");
-                })
-                .unwrap();
-                s.borrow_mut().push("body");
-                tokio::task::yield_now().await;
-                7
-            })
-            .await
-        });
-        assert_eq!(handle.await.unwrap(), 7);
-    });
-    assert_eq!(*state.borrow(), ["body", "flushed", "closed"]);
 }
 
 /// A `scope_local` that borrows, dropped after k polls for every k: the

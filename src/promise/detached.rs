@@ -87,8 +87,24 @@ impl<X> fmt::Debug for Detached<X> {
 }
 
 /// The running state of a [`DeferredPromise::detached`] promise: its side of
-/// the `Arc`-shared state. Not constructible by hand; it shows up only as
-/// an associated type.
+/// the `Arc`-shared state, the `S` parameter of the promise it returns. Not
+/// constructible by hand; name it to store such a promise:
+///
+/// ```
+/// use deferral::{DeferredPromise, PromiseError, Resolver};
+/// use deferral::promise::{Detached, DetachedPromise};
+/// // The promise `detached` returns, stored in a struct:
+/// struct Job<X: FnOnce(Resolver<'static, u8, ()>)> {
+///     done: DeferredPromise<u8, PromiseError<()>, Detached<X>>,
+/// }
+/// let job = Job {
+///     done: DeferredPromise::<u8, ()>::detached(|r: Resolver<'static, u8, ()>| {
+///         let _ = r.resolve(1);
+///     }),
+/// };
+/// assert_eq!(futures::executor::block_on(job.done), Ok(1));
+/// let _: Option<DetachedPromise<u8, ()>> = None; // its running state
+/// ```
 pub struct DetachedPromise<T, E> {
     inner: SlotFuture<Arc<RawSlot<T, E>>, T, E>,
 }

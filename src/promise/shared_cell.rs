@@ -79,6 +79,12 @@ const OK: u32 = 2 << VALUE_SHIFT;
 const ERR: u32 = 3 << VALUE_SHIFT;
 
 /// The most waiter slots a [`SharedCell`] can have.
+///
+/// ```
+/// static READY: deferral::SharedCell<(), (), { deferral::promise::MAX_WAITERS }> =
+///     deferral::SharedCell::new();
+/// assert_eq!(deferral::promise::MAX_WAITERS, 30);
+/// ```
 pub const MAX_WAITERS: usize = 30;
 
 /// A value of the state word (see the module docs).

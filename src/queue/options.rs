@@ -73,6 +73,11 @@ pub enum OnRejection {
 /// ```
 pub trait Outcome {
     /// Whether this output is a rejection.
+    ///
+    /// ```
+    /// use deferral::Outcome;
+    /// assert!(Err::<u8, &str>("failed").is_rejection());
+    /// ```
     fn is_rejection(&self) -> bool;
 }
 

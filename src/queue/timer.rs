@@ -33,6 +33,13 @@ pub trait Timer {
     /// The timer future.
     type Sleep: Future<Output = ()>;
     /// A future that completes `duration` from now.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use deferral::Timer;
+    /// let mut timer = |_: Duration| async {}; // any `FnMut(Duration) -> impl Future`
+    /// futures::executor::block_on(timer.sleep(Duration::from_millis(1)));
+    /// ```
     fn sleep(&mut self, duration: Duration) -> Self::Sleep;
 }
 

@@ -11,6 +11,7 @@
 #![cfg(all(feature = "alloc", not(miri), not(loom)))]
 
 mod scenarios;
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::future::Future;
