@@ -192,7 +192,9 @@ fn flag<'a>(args: &[&'a str], name: &str) -> Option<&'a str> {
 
 fn report(args: &[&str]) {
     // The workspace root (this package is its `benches/` member).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
     let out = flag(args, "--out").map_or_else(|| root.join("BENCHMARKS.md"), PathBuf::from);
     let command = flag(args, "--command").unwrap_or("bash benches/report.sh");
     let target =
@@ -648,7 +650,7 @@ fn sizes() -> Vec<(String, usize)> {
             size_of_val(&shared_futures),
         ),
         (
-            "*theirs:* `futures::future::lazy(..)` (`Lazy<F>`)".to_string(),
+            "*theirs:* `futures::future::lazy(..)` (`FromFuture<F>`)".to_string(),
             size_of_val(&futures_lazy),
         ),
         (

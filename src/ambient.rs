@@ -117,7 +117,7 @@ mod enabled {
     /// assert!(deferral::defer(|| ()).is_err()); // no scope here
     /// # });
     /// ```
-    pub fn defer<F>(f: F) -> Result<AmbientDeferred<F>, NoScope<F>>
+    pub fn defer<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -135,7 +135,7 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async<Fut>(fut: Fut) -> Result<AmbientDeferred<Fut>, NoScope<Fut>>
+    pub fn defer_async<Fut>(fut: Fut) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -155,7 +155,7 @@ mod enabled {
     /// deferral::scope(async |_| transfer().await).await;
     /// # });
     /// ```
-    pub fn defer_on_success<F>(f: F) -> Result<AmbientDeferred<F>, NoScope<F>>
+    pub fn defer_on_success<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -175,7 +175,7 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub fn defer_on_unwind<F>(f: F) -> Result<AmbientDeferred<F>, NoScope<F>>
+    pub fn defer_on_unwind<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -192,7 +192,7 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async_on_success<Fut>(fut: Fut) -> Result<AmbientDeferred<Fut>, NoScope<Fut>>
+    pub fn defer_async_on_success<Fut>(fut: Fut) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -215,7 +215,7 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async_on_unwind<Fut>(fut: Fut) -> Result<AmbientDeferred<Fut>, NoScope<Fut>>
+    pub fn defer_async_on_unwind<Fut>(fut: Fut) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -232,7 +232,7 @@ mod enabled {
     /// the ambient scope, with a token; hands back what `back` makes of it
     /// otherwise.
     #[inline]
-    fn push<P, X>(payload: P, back: fn(P) -> X) -> Result<AmbientDeferred<X>, NoScope<X>>
+    fn push<P, X>(payload: P, back: fn(P) -> X) -> Result<AmbientRegistration<X>, NoScope<X>>
     where
         P: Payload<(), Taken = X>,
     {
@@ -241,7 +241,7 @@ mod enabled {
         };
         let id = next_id();
         match slab.push::<(), _>(Tokened { id, payload }) {
-            Ok((entry, _, take)) => Ok(AmbientDeferred {
+            Ok((entry, _, take)) => Ok(AmbientRegistration {
                 slab: NonNull::from(slab),
                 entry: entry.header(),
                 take,
@@ -287,7 +287,7 @@ mod enabled {
     /// .await;
     /// # });
     /// ```
-    pub struct AmbientDeferred<X> {
+    pub struct AmbientRegistration<X> {
         slab: NonNull<SlabCore<Sendable>>,
         entry: NonNull<Header>,
         take: TakeFn,
@@ -296,13 +296,14 @@ mod enabled {
         _taken: PhantomData<(X, *const ())>,
     }
 
-    impl<X> fmt::Debug for AmbientDeferred<X> {
+    impl<X> fmt::Debug for AmbientRegistration<X> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("AmbientDeferred").finish_non_exhaustive()
+            f.debug_struct("AmbientRegistration")
+                .finish_non_exhaustive()
         }
     }
 
-    impl<X> AmbientDeferred<X> {
+    impl<X> AmbientRegistration<X> {
         /// Defuses the registration and hands back what was deferred, unrun
         /// — if its scope's body is being polled on this thread right now
         /// (the innermost scope: where it was registered) and it is still

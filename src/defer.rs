@@ -1,5 +1,5 @@
 //! The handle a scope's body registers cleanup with ([`Defer`]), what a
-//! registration returns (a [`Deferred`] token, a [`Guard`], or [`Full`]),
+//! registration returns (a [`Registration`] token, a [`Guard`], or [`Full`]),
 //! and the two flavours of scope: [`Sendable`] (`scope`) and [`Local`]
 //! (`scope_local`).
 
@@ -162,12 +162,12 @@ impl<T, K: Flavour> Defer<T, K> {
     }
 
     #[inline(always)]
-    fn register<P, X>(&self, payload: P) -> Result<Deferred<'_, X, K>, Full<X>>
+    fn register<P, X>(&self, payload: P) -> Result<Registration<'_, X, K>, Full<X>>
     where
         P: Payload<T, Taken = X>,
     {
         match self.core.push::<T, P>(payload) {
-            Ok((entry, _, take)) => Ok(Deferred {
+            Ok((entry, _, take)) => Ok(Registration {
                 core: &self.core,
                 entry,
                 take,
@@ -198,7 +198,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer<F, R>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    pub fn defer<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce() -> R + Fits<K>,
         R: CleanupOutput<T>,
@@ -228,7 +228,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_with<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    pub fn defer_with<F>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce(&mut Exit<T>) + Fits<K>,
     {
@@ -253,7 +253,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_on_success<F, R>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    pub fn defer_on_success<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce() -> R + Fits<K>,
         R: CleanupOutput<T>,
@@ -281,7 +281,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_on_unwind<F, R>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    pub fn defer_on_unwind<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce() -> R + Fits<K>,
         R: CleanupOutput<T>,
@@ -310,7 +310,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_on_error<F>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    pub fn defer_on_error<F>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         T: Fallible,
         F: FnOnce(&mut T::Error) + Fits<K>,
@@ -333,7 +333,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
+    pub fn defer_async<Fut>(&self, fut: Fut) -> Result<Registration<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future + Fits<K>,
         Fut::Output: CleanupOutput<T>,
@@ -365,7 +365,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_with<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
+    pub fn defer_async_with<Fut>(&self, fut: Fut) -> Result<Registration<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future + Fits<K>,
         Fut::Output: FnOnce(&mut Exit<T>),
@@ -402,7 +402,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_on_exit<F, Fut>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    pub fn defer_async_on_exit<F, Fut>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce(&mut Exit<T>) -> Fut + Fits<K>,
         Fut: Future + Fits<K>,
@@ -424,7 +424,10 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_on_success<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
+    pub fn defer_async_on_success<Fut>(
+        &self,
+        fut: Fut,
+    ) -> Result<Registration<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future + Fits<K>,
         Fut::Output: CleanupOutput<T>,
@@ -445,7 +448,10 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_on_unwind<Fut>(&self, fut: Fut) -> Result<Deferred<'_, Fut, K>, Full<Fut>>
+    pub fn defer_async_on_unwind<Fut>(
+        &self,
+        fut: Fut,
+    ) -> Result<Registration<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future + Fits<K>,
         Fut::Output: CleanupOutput<T>,
@@ -475,7 +481,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_on_error<F, Fut>(&self, f: F) -> Result<Deferred<'_, F, K>, Full<F>>
+    pub fn defer_async_on_error<F, Fut>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         T: Fallible,
         F: FnOnce(&mut T::Error) -> Fut + Fits<K>,
@@ -645,7 +651,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// `clear()`: after a commit, say). Their bytes are free again.
     ///
     /// Tokens of registrations made before are refused from now on
-    /// ([`Deferred::try_cancel`] returns `None`, [`Deferred::cancel`]
+    /// ([`Registration::try_cancel`] returns `None`, [`Registration::cancel`]
     /// panics): their registration may be gone.
     ///
     /// ```
@@ -691,7 +697,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// stops at the first that does not fit.
     ///
     /// Tokens of registrations made before are refused from now on
-    /// ([`Deferred::try_cancel`] returns `None`), also those of what stayed.
+    /// ([`Registration::try_cancel`] returns `None`), also those of what stayed.
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -736,7 +742,7 @@ unsafe fn guard_async_value<V, F, Fut>(payload: *mut u8) -> *mut V {
     }
 }
 
-/// A registration that has not run yet; [`cancel`](Deferred::cancel) it to
+/// A registration that has not run yet; [`cancel`](Registration::cancel) it to
 /// take the thunk back. Dropping the token keeps the registration.
 ///
 /// ```
@@ -749,7 +755,7 @@ unsafe fn guard_async_value<V, F, Fut>(payload: *mut u8) -> *mut V {
 /// .await;
 /// # });
 /// ```
-pub struct Deferred<'d, X, K: Flavour = Sendable> {
+pub struct Registration<'d, X, K: Flavour = Sendable> {
     core: &'d SlabCore<K>,
     entry: Entry,
     /// Takes the payload back as an `X` (linked only where `cancel` is).
@@ -763,18 +769,18 @@ pub struct Deferred<'d, X, K: Flavour = Sendable> {
 // SAFETY: a token is a claim on one entry of a slab plus the right to take
 // its `X` out: it may move to another thread when the slab is shared
 // between threads (`SlabCore<K>: Sync`, which covers locking) and `X` may.
-unsafe impl<X: Send, K: Flavour> Send for Deferred<'_, X, K> where SlabCore<K>: Sync {}
-// SAFETY: `&Deferred` allows nothing but `Debug`; `Sync` follows `X` like
+unsafe impl<X: Send, K: Flavour> Send for Registration<'_, X, K> where SlabCore<K>: Sync {}
+// SAFETY: `&Registration` allows nothing but `Debug`; `Sync` follows `X` like
 // any owner of an `X` would.
-unsafe impl<X: Sync, K: Flavour> Sync for Deferred<'_, X, K> {}
+unsafe impl<X: Sync, K: Flavour> Sync for Registration<'_, X, K> {}
 
-impl<X, K: Flavour> fmt::Debug for Deferred<'_, X, K> {
+impl<X, K: Flavour> fmt::Debug for Registration<'_, X, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deferred").finish_non_exhaustive()
+        f.debug_struct("Registration").finish_non_exhaustive()
     }
 }
 
-impl<X, K: Flavour> Deferred<'_, X, K> {
+impl<X, K: Flavour> Registration<'_, X, K> {
     /// Moves the registration into `stack`, which then owns it (its kind
     /// is kept: a `defer_on_success` there still runs only on success).
     /// The token comes back if the registration reads this scope's output
@@ -941,7 +947,7 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// ```
     pub fn into_parts(guard: Self) -> (V, F) {
         let mut dst = core::mem::MaybeUninit::<(V, F)>::uninit();
-        // SAFETY: as in `Deferred::cancel`; a guard's payload's `Taken` is
+        // SAFETY: as in `Registration::cancel`; a guard's payload's `Taken` is
         // `(V, F)`; a guarded entry is never cleared or moved (no `clears`).
         unsafe {
             guard

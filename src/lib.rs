@@ -75,8 +75,8 @@ mod wake_set;
 
 #[cfg(feature = "std")]
 pub use ambient::{
-    AmbientDeferred, NoScope, defer, defer_async, defer_async_on_success, defer_async_on_unwind,
-    defer_on_success, defer_on_unwind,
+    AmbientRegistration, NoScope, defer, defer_async, defer_async_on_success,
+    defer_async_on_unwind, defer_on_success, defer_on_unwind,
 };
 pub use cancel::{Orphan, Reap, Reaper, clear_cancel_handler, set_cancel_handler};
 pub use cleanup::Order;
@@ -84,14 +84,14 @@ pub use cleanup::Order;
 pub use context::WithContext;
 #[cfg(feature = "alloc")]
 pub use context::{ContextVar, Snapshot};
-pub use defer::{Defer, Deferred, Fits, Full, Guard, Local, Sendable};
+pub use defer::{Defer, Fits, Full, Guard, Local, Registration, Sendable};
 #[cfg(feature = "alloc")]
 pub use exit::Errors;
 pub use exit::{AddError, CleanupOutput, Exit, ExitKind, Fallible};
 pub use promise::{
-    Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Pending,
+    Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Progress,
     PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,
-    SharedCell, Start, WaitersFull,
+    SharedCell, Source, WaitersFull,
 };
 #[cfg(feature = "alloc")]
 pub use promise::{SharedPromise, WeakSharedPromise};

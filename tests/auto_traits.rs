@@ -18,9 +18,9 @@ yes!(Defer<Cell<u8>>: Send, Sync);
 // `scope_local`'s handle may reach `!Send` cleanup: it stays on its thread.
 no!(Defer<(), Local<'static>>: Send, Sync);
 // Tokens and guards follow what they hold, like `&mut V`.
-yes!(Deferred<'static, fn()>: Send, Sync, Unpin);
-no!(Deferred<'static, Rc<()>>: Send, Sync);
-no!(Deferred<'static, fn(), Local<'static>>: Send);
+yes!(Registration<'static, fn()>: Send, Sync, Unpin);
+no!(Registration<'static, Rc<()>>: Send, Sync);
+no!(Registration<'static, fn(), Local<'static>>: Send);
 yes!(Guard<'static, String, fn(String)>: Send, Sync, Unpin);
 yes!(Guard<'static, Cell<u8>, fn(Cell<u8>)>: Send);
 no!(Guard<'static, Cell<u8>, fn(Cell<u8>)>: Sync);

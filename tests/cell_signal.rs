@@ -156,7 +156,7 @@ fn a_pair_is_never_settled_by_the_cell() {
     resolver.resolve(2).unwrap();
     assert_eq!(block_on(promise), Ok(2));
     // A lazy `defer` promise too, before and after it started.
-    let lazy = CELL.defer(|r| r.resolve(3)).unwrap();
+    let lazy = CELL.lazy(|r| r.resolve(3)).unwrap();
     assert_eq!(CELL.resolve(4).unwrap_err().reason(), Refusal::NoWaiter);
     assert_eq!(block_on(lazy), Ok(3));
     assert!(CELL.is_free());
@@ -192,12 +192,12 @@ fn tickets_and_old_resolvers_are_refused_by_newer_generations() {
 
 #[test]
 fn a_wait_promise_is_never_abandoned_and_reports_its_state() {
-    use deferral::{Pending, PromiseState};
+    use deferral::{Progress, PromiseState};
     static CELL: PromiseCell<u8, ()> = PromiseCell::new();
     let mut waiting = Box::pin(CELL.wait().unwrap());
-    assert_eq!(waiting.state(), PromiseState::Pending(Pending::Unstarted));
+    assert_eq!(waiting.state(), PromiseState::Pending(Progress::Unstarted));
     assert!(support::poll_once(waiting.as_mut(), &WakeCounter::new()).is_pending());
-    assert_eq!(waiting.state(), PromiseState::Pending(Pending::Started));
+    assert_eq!(waiting.state(), PromiseState::Pending(Progress::Started));
     CELL.reject(()).unwrap();
     assert_eq!(waiting.state(), PromiseState::Rejected);
     assert_eq!(

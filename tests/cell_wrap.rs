@@ -20,7 +20,7 @@ const WRAP: u32 = 1 << 24;
 
 /// One reuse of the cell: claim it (lazily) and let it go.
 fn reuse(cell: &PromiseCell<Tracked, ()>) {
-    drop(cell.defer(|_resolver| ()).unwrap());
+    drop(cell.lazy(|_resolver| ()).unwrap());
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn finding_1_a_finished_resolver_is_refused_after_the_generation_wraps() {
     for _ in 0..WRAP - 1 {
         reuse(&CELL);
     }
-    let lazy = CELL.defer(|_resolver| ()).unwrap();
+    let lazy = CELL.lazy(|_resolver| ()).unwrap();
     let refused = stale.resolve(drops.tracked()).unwrap_err();
     created += 1;
     assert_eq!(refused.reason(), Refusal::Stale);

@@ -358,7 +358,7 @@ mod current {
                 .deferred_then_catch(|_| Ok::<_, ()>(V.get().unwrap()), |_| Ok(0))
         });
         static CELL: deferral::PromiseCell<Option<u32>, ()> = deferral::PromiseCell::new();
-        let cell = V.run(4, || CELL.defer(|r| r.resolve(V.get())).unwrap());
+        let cell = V.run(4, || CELL.lazy(|r| r.resolve(V.get())).unwrap());
         assert_eq!(block_on(c), Ok(1));
         assert_eq!(block_on(f), Ok(0));
         assert_eq!(block_on(tc), Ok(3));

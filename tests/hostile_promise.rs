@@ -333,7 +333,7 @@ fn finished_resolvers_never_touch_a_reused_cell() {
     assert!(CELL.is_free());
 
     // An unstarted lazy promise, then a started pair, at the next generations.
-    let lazy = CELL.defer(|_r| ()).unwrap();
+    let lazy = CELL.lazy(|_r| ()).unwrap();
     for finished in [&settled, &released] {
         let refused = finished.resolve(drops.tracked()).unwrap_err();
         assert_ne!(refused.reason(), Refusal::AlreadySettled);
@@ -351,7 +351,7 @@ fn finished_resolvers_never_touch_a_reused_cell() {
     drop((settled, released)); // finished: their drops abandon nothing
     assert_eq!(
         p.state(),
-        deferral::PromiseState::Pending(deferral::Pending::Unstarted)
+        deferral::PromiseState::Pending(deferral::Progress::Unstarted)
     );
     fresh.resolve(drops.tracked()).map_err(drop).unwrap();
     drop(support::block_on(p));

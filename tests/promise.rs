@@ -11,14 +11,14 @@ use std::task::{Context, Poll};
 use std::thread;
 
 use deferral::{
-    CellBusy, DeferredPromise, Pending, PromiseCell, PromiseError, PromiseExt, PromiseState,
+    CellBusy, DeferredPromise, Progress, PromiseCell, PromiseError, PromiseExt, PromiseState,
     Refusal, Resolver,
 };
 use futures_core::future::FusedFuture;
 use support::{DropCounter, DropLog, WakeCounter, block_on, poll_once};
 
-const UNSTARTED: PromiseState = PromiseState::Pending(Pending::Unstarted);
-const STARTED: PromiseState = PromiseState::Pending(Pending::Started);
+const UNSTARTED: PromiseState = PromiseState::Pending(Progress::Unstarted);
+const STARTED: PromiseState = PromiseState::Pending(Progress::Started);
 
 #[test]
 fn sizes() {
@@ -30,7 +30,7 @@ fn sizes() {
         DeferredPromise<u32, PromiseError<()>, deferral::promise::CellPromise<'static, u32, ()>>,
     >();
     static CELL: PromiseCell<u32, ()> = PromiseCell::new();
-    let deferred = CELL.defer(|r| r.resolve(1)).unwrap();
+    let deferred = CELL.lazy(|r| r.resolve(1)).unwrap();
     let cell_defer = std::mem::size_of_val(&deferred);
     println!("size_of DeferredPromise<u32, ()> (resolved/rejected): {plain}");
     println!("size_of DeferredPromise::<u32, ()>::new(capture-less executor): {executor_size}");
@@ -74,7 +74,7 @@ fn never_polled_promises_never_run_anything() {
         });
         static CELL: PromiseCell<u8, ()> = PromiseCell::new();
         let r = runs.clone();
-        let _c = CELL.defer(move |res| {
+        let _c = CELL.lazy(move |res| {
             r.fetch_add(1, SeqCst);
             res.resolve(1)
         });
@@ -275,7 +275,7 @@ fn stale_resolver_is_refused_after_reuse() {
 
     // A resolver of a finished generation, kept around:
     let (tx, rx) = mpsc::channel();
-    let first = CELL.defer(move |r| tx.send(r).unwrap());
+    let first = CELL.lazy(move |r| tx.send(r).unwrap());
     assert_eq!(first.err(), Some(CellBusy));
     new.resolve(2).unwrap();
     assert_eq!(block_on(p), Ok(2));
@@ -315,7 +315,7 @@ fn cell_busy_is_a_typed_error() {
     static CELL: PromiseCell<u8, ()> = PromiseCell::new();
     let pair = CELL.promise().unwrap();
     assert_eq!(CELL.promise().err(), Some(CellBusy));
-    assert_eq!(CELL.defer(|r| r.resolve(1)).err(), Some(CellBusy));
+    assert_eq!(CELL.lazy(|r| r.resolve(1)).err(), Some(CellBusy));
     assert_eq!(
         CellBusy.to_string(),
         "promise cell busy: its previous promise or resolver is still live"
@@ -323,7 +323,7 @@ fn cell_busy_is_a_typed_error() {
     drop(pair);
     assert!(CELL.is_free());
     // A `defer` promise dropped unpolled frees the cell: no resolver exists.
-    drop(CELL.defer(|r| r.resolve(1)).unwrap());
+    drop(CELL.lazy(|r| r.resolve(1)).unwrap());
     assert!(CELL.is_free());
 }
 

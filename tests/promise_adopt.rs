@@ -1,5 +1,5 @@
 //! Adoption wherever a resolver can settle: the executor of `detached` and
-//! of `PromiseCell::defer` may return `res.adopt(future)` and the promise
+//! of `PromiseCell::lazy` may return `res.adopt(future)` and the promise
 //! drives it; `new`'s cannot (a compile error, `tests/ui/new_adopt.rs`).
 //! Executors returning anything else than `()`, a settlement's `Result` or
 //! an `Adopt` do not compile (`tests/ui/executor_returns_a_value.rs`).
@@ -43,7 +43,7 @@ fn detached_adopt_of_a_rejection_rejects() {
 fn cell_defer_adopt_resolves_to_the_adopted_value() {
     static CELL: PromiseCell<u32, ()> = PromiseCell::new();
     let p = CELL
-        .defer(|res| {
+        .lazy(|res| {
             res.adopt(async {
                 yield_now().await;
                 Ok(7)
@@ -63,7 +63,7 @@ fn dropping_a_promise_mid_adoption_frees_everything() {
     let drops = support::DropCounter::new();
     let guard = drops.tracked();
     let mut p = Box::pin(
-        CELL.defer(move |res| {
+        CELL.lazy(move |res| {
             res.adopt(async move {
                 let _guard = guard;
                 std::future::pending::<()>().await;

@@ -58,7 +58,7 @@ fn promise_cell_promise_does_not_allocate() {
         assert_eq!(p.as_mut().poll(&mut cx), Poll::Ready(Ok(5)));
         drop(r);
         // the lazy form, through the executor
-        let mut p = pin!(CELL.defer(|r| r.resolve(6)).unwrap());
+        let mut p = pin!(CELL.lazy(|r| r.resolve(6)).unwrap());
         assert_eq!(p.as_mut().poll(&mut cx), Poll::Ready(Ok(6)));
     });
     assert_eq!(counter.wakes(), 1);

@@ -94,7 +94,7 @@ fn a_promise_in_a_struct_field_and_promises_of_different_closures_in_a_vec() {
     };
     assert_eq!(
         c.pending.state(),
-        PromiseState::Pending(deferral::Pending::Unstarted)
+        PromiseState::Pending(deferral::Progress::Unstarted)
     );
     let all = vec![
         c.pending,

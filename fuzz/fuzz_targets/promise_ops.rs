@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use arbitrary::Arbitrary;
 use deferral::{
-    DeferredPromise, Pending, PromiseCell, PromiseError, PromiseState, Refusal, Resolver, Start,
+    DeferredPromise, Progress, PromiseCell, PromiseError, PromiseState, Refusal, Resolver, Source,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -143,7 +143,7 @@ static CELL: PromiseCell<Val, u8> = PromiseCell::new();
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    /// `CELL.promise()` (`lazy == false`) or `CELL.defer(..)`.
+    /// `CELL.promise()` (`lazy == false`) or `CELL.lazy(..)`.
     Create { lazy: bool },
     /// `DeferredPromise::detached(..)`.
     Detached,
@@ -167,7 +167,7 @@ trait TestPromise {
     fn state_of(&self) -> PromiseState;
 }
 
-impl<S: Start<Val, PromiseError<u8>>> TestPromise for DeferredPromise<Val, PromiseError<u8>, S> {
+impl<S: Source<Val, PromiseError<u8>>> TestPromise for DeferredPromise<Val, PromiseError<u8>, S> {
     fn poll_it(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Out> {
         std::future::Future::poll(self, cx)
     }
@@ -243,8 +243,8 @@ impl Harness {
             let expected = match (g.settled, g.started || g.eager) {
                 (Some(Settle::Ok(_)), true) => PromiseState::Fulfilled,
                 (Some(_), true) => PromiseState::Rejected,
-                _ if g.started => PromiseState::Pending(Pending::Started),
-                _ => PromiseState::Pending(Pending::Unstarted),
+                _ if g.started => PromiseState::Pending(Progress::Started),
+                _ => PromiseState::Pending(Progress::Unstarted),
             };
             assert_eq!(p.state_of(), expected, "state vs model {g:?}");
         }
@@ -363,7 +363,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 let made: Option<(Pin<Box<dyn TestPromise>>, Option<Resolver<'static, Val, u8>>)> =
                     if lazy {
                         let slot = h.delivered.clone();
-                        match CELL.defer(move |r| *slot.borrow_mut() = Some(r)) {
+                        match CELL.lazy(move |r| *slot.borrow_mut() = Some(r)) {
                             Ok(p) => Some((Box::pin(p), None)),
                             Err(_) => None,
                         }
@@ -489,7 +489,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 }
                 for _ in 0..times {
-                    drop(CELL.defer(|_| ()).unwrap());
+                    drop(CELL.lazy(|_| ()).unwrap());
                 }
             }
         }

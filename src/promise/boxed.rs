@@ -10,7 +10,7 @@ use core::task::{Context, Poll};
 
 use futures_core::future::FusedFuture;
 
-use super::deferred::{DeferredPromise, Start};
+use super::deferred::{DeferredPromise, Source};
 use super::state::PromiseState;
 
 /// The object-safe face of a `DeferredPromise`: poll it, ask its state.
@@ -19,7 +19,7 @@ trait DynPromise<T, E>: Future<Output = Result<T, E>> {
     fn dyn_is_terminated(&self) -> bool;
 }
 
-impl<T, E, S: Start<T, E>> DynPromise<T, E> for DeferredPromise<T, E, S> {
+impl<T, E, S: Source<T, E>> DynPromise<T, E> for DeferredPromise<T, E, S> {
     fn dyn_state(&self) -> PromiseState {
         self.state()
     }
@@ -84,18 +84,18 @@ pub struct LocalBoxPromise<'a, T, E> {
     inner: Pin<Box<dyn DynPromise<T, E> + 'a>>,
 }
 
-impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
+impl<T, E, S: Source<T, E>> DeferredPromise<T, E, S> {
     /// Boxes this promise into a [`BoxPromise`], a type you can name (one
     /// allocation; nothing runs). An inherent method, so it wins over
     /// `futures::FutureExt::boxed` (which would lose `state()`).
     ///
     /// ```
     /// use deferral::promise::BoxPromise;
-    /// use deferral::{DeferredPromise, Pending, PromiseError, PromiseState};
+    /// use deferral::{DeferredPromise, Progress, PromiseError, PromiseState};
     ///
     /// let p: BoxPromise<'static, u8, PromiseError<()>> =
     ///     DeferredPromise::new(|r| r.resolve(1)).boxed();
-    /// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+    /// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
     /// assert_eq!(futures::executor::block_on(p), Ok(1));
     /// ```
     pub fn boxed<'a>(self) -> BoxPromise<'a, T, E>

@@ -82,11 +82,11 @@ use core::mem::MaybeUninit;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use super::deferred::{DeferredPromise, Sealed, Start};
+use super::deferred::{DeferredPromise, Sealed, Source};
 use super::error::{CellBusy, PromiseError, Refusal, SettleError};
 use super::executor::{Driving, ExecutorReturn};
 use super::resolver::Resolver;
-use super::state::{Pending, PromiseState};
+use super::state::{Progress, PromiseState};
 use crate::sync::{AtomicU32, AtomicWaker, Ordering, UnsafeCell};
 
 /// A value of the state word: generation and flags (see the module docs).
@@ -518,7 +518,7 @@ impl<T, E> RawSlot<T, E> {
         drop(value);
     }
 
-    /// An unstarted [`PromiseCell::defer`] promise is dropped: no resolver
+    /// An unstarted [`PromiseCell::lazy`] promise is dropped: no resolver
     /// was ever made, so the promise side is the only side.
     fn release_unstarted(&self, generation: u32) {
         self.free(Word(generation).with(Word::RESERVED));
@@ -531,16 +531,16 @@ impl<T, E> RawSlot<T, E> {
         let state = self.load(Ordering::Acquire);
         if state.generation() != generation {
             // Only reachable for a promise that already took its value.
-            return PromiseState::Pending(Pending::Started);
+            return PromiseState::Pending(Progress::Started);
         }
         if state.has(Word::OK) {
             PromiseState::Fulfilled
         } else if state.has(Word::ERR | Word::ABANDONED) {
             PromiseState::Rejected
         } else if unstarted {
-            PromiseState::Pending(Pending::Unstarted)
+            PromiseState::Pending(Progress::Unstarted)
         } else {
-            PromiseState::Pending(Pending::Started)
+            PromiseState::Pending(Progress::Started)
         }
     }
 
@@ -668,19 +668,19 @@ impl<T, E> PromiseCell<T, E> {
     /// The cell is claimed now, so [`CellBusy`] is reported at creation.
     ///
     /// ```
-    /// use deferral::{Pending, PromiseCell, PromiseState};
+    /// use deferral::{Progress, PromiseCell, PromiseState};
     ///
     /// static CELL: PromiseCell<u8, ()> = PromiseCell::new();
     /// let promise = CELL
-    ///     .defer(|resolver| {
+    ///     .lazy(|resolver| {
     ///         std::thread::spawn(move || resolver.resolve(9).unwrap());
     ///     })
     ///     .unwrap();
-    /// assert_eq!(promise.state(), PromiseState::Pending(Pending::Unstarted));
+    /// assert_eq!(promise.state(), PromiseState::Pending(Progress::Unstarted));
     /// assert_eq!(futures::executor::block_on(promise), Ok(9));
     /// ```
     #[allow(clippy::type_complexity)]
-    pub fn defer<'a, X, R>(
+    pub fn lazy<'a, X, R>(
         &'a self,
         executor: X,
     ) -> Result<DeferredPromise<T, PromiseError<E>, CellRun<'a, T, E, X>>, CellBusy>
@@ -738,7 +738,7 @@ impl<T, E> PromiseCell<T, E> {
     ///
     /// Refused, with the value handed back, when nobody waits
     /// ([`Refusal::NoWaiter`]: the cell is free, or its promise came from
-    /// [`promise`](Self::promise)/[`defer`](Self::defer) and has a
+    /// [`promise`](Self::promise)/[`lazy`](Self::lazy) and has a
     /// [`Resolver`] of its own), when the waiter is being dropped
     /// ([`Refusal::Closed`]) or when it is already settled and has not
     /// taken the value yet ([`Refusal::AlreadySettled`]: the first
@@ -993,7 +993,7 @@ where
 }
 
 /// The source of a [`PromiseCell::promise`] promise, and the running state of
-/// a [`PromiseCell::defer`] one: the promise's side of the cell.
+/// a [`PromiseCell::lazy`] one: the promise's side of the cell.
 ///
 /// ```
 /// use deferral::promise::CellPromise;
@@ -1019,7 +1019,7 @@ impl<T, E> Future for CellPromise<'_, T, E> {
 
 impl<T, E> Sealed for CellPromise<'_, T, E> {}
 
-impl<T, E> Start<T, PromiseError<E>> for CellPromise<'_, T, E> {
+impl<T, E> Source<T, PromiseError<E>> for CellPromise<'_, T, E> {
     type Running = Self;
     type Context = ();
 
@@ -1044,14 +1044,14 @@ impl<T, E> fmt::Debug for CellPromise<'_, T, E> {
     }
 }
 
-/// The source of a [`PromiseCell::defer`] promise: the executor, waiting for
+/// The source of a [`PromiseCell::lazy`] promise: the executor, waiting for
 /// the first poll, and the claimed cell.
 ///
 /// ```
 /// use deferral::PromiseCell;
 ///
 /// static CELL: PromiseCell<u8, ()> = PromiseCell::new();
-/// let promise = CELL.defer(|r| r.resolve(1)).unwrap();
+/// let promise = CELL.lazy(|r| r.resolve(1)).unwrap();
 /// assert_eq!(futures::executor::block_on(promise), Ok(1));
 /// ```
 pub struct CellRun<'a, T, E, X> {
@@ -1062,7 +1062,7 @@ pub struct CellRun<'a, T, E, X> {
 
 impl<T, E, X> Sealed for CellRun<'_, T, E, X> {}
 
-impl<'a, T, E, X, R> Start<T, PromiseError<E>> for CellRun<'a, T, E, X>
+impl<'a, T, E, X, R> Source<T, PromiseError<E>> for CellRun<'a, T, E, X>
 where
     X: FnOnce(Resolver<'a, T, E>) -> R,
     R: ExecutorReturn<'a, T, E>,

@@ -12,7 +12,7 @@ use pin_project::pin_project;
 use super::error::PromiseError;
 use super::executor::LocalExecutorReturn;
 use super::resolver::Resolver;
-use super::state::{Pending, PromiseState};
+use super::state::{Progress, PromiseState};
 
 mod sealed {
     pub trait Sealed {}
@@ -53,19 +53,19 @@ impl ContextSlot for crate::Snapshot {
 
 /// What a [`DeferredPromise`] holds before its first poll, and how it starts.
 ///
-/// Implemented by the crate's source types ([`Run`], [`Lazy`], [`Settled`],
+/// Implemented by the crate's source types ([`FromExecutor`], [`FromFuture`], [`FromValue`],
 /// the cell and detached sources, the combinators); sealed. The third type
 /// parameter of `DeferredPromise<T, E, S>` is one of these.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Start};
+/// use deferral::{DeferredPromise, Source};
 ///
-/// fn unstarted<T, E, S: Start<T, E>>(p: &DeferredPromise<T, E, S>) -> bool {
+/// fn unstarted<T, E, S: Source<T, E>>(p: &DeferredPromise<T, E, S>) -> bool {
 ///     !p.state().is_settled()
 /// }
 /// assert!(unstarted(&DeferredPromise::<u8, ()>::new(|r| r.resolve(1))));
 /// ```
-pub trait Start<T, E>: Sealed {
+pub trait Source<T, E>: Sealed {
     /// The future the promise polls once started.
     #[doc(hidden)]
     type Running: Future<Output = Result<T, E>>;
@@ -83,13 +83,13 @@ pub trait Start<T, E>: Sealed {
     /// The state reported before the first poll.
     #[doc(hidden)]
     fn unstarted_state(&self) -> PromiseState {
-        PromiseState::Pending(Pending::Unstarted)
+        PromiseState::Pending(Progress::Unstarted)
     }
 
     /// The state reported while running.
     #[doc(hidden)]
     fn running_state(_running: &Self::Running) -> PromiseState {
-        PromiseState::Pending(Pending::Started)
+        PromiseState::Pending(Progress::Started)
     }
 }
 
@@ -116,11 +116,11 @@ enum Stage<S, R> {
 ///
 /// | constructor | `S` | output | shared state |
 /// |---|---|---|---|
-/// | [`new`](DeferredPromise::new) | [`Run`] | `Result<T, PromiseError<E>>` | none: settled inside the executor |
-/// | [`PromiseCell::promise`](crate::PromiseCell::promise) / [`defer`](crate::PromiseCell::defer) | [`CellPromise`](crate::promise::CellPromise) / [`CellRun`](crate::promise::CellRun) | `Result<T, PromiseError<E>>` | a `static` cell, no heap |
-/// | `detached` (`alloc`) | `Detached` | `Result<T, PromiseError<E>>` | `Arc` |
-/// | [`lazy`](DeferredPromise::lazy) | [`Lazy`] | the future's `Result<T, E>` | none |
-/// | [`resolved`](DeferredPromise::resolved) / [`rejected`](DeferredPromise::rejected) | [`Settled`] (the default) | `Result<T, E>` | none |
+/// | [`new`](DeferredPromise::new) | [`FromExecutor`] | `Result<T, PromiseError<E>>` | none: settled inside the executor |
+/// | [`PromiseCell::promise`](crate::PromiseCell::promise) / [`lazy`](crate::PromiseCell::lazy) | [`CellPromise`](crate::promise::CellPromise) / [`CellRun`](crate::promise::CellRun) | `Result<T, PromiseError<E>>` | a `static` cell, no heap |
+/// | `detached` (`alloc`) | `FromDetached` | `Result<T, PromiseError<E>>` | `Arc` |
+/// | [`lazy`](DeferredPromise::lazy) | [`FromFuture`] | the future's `Result<T, E>` | none |
+/// | [`resolved`](DeferredPromise::resolved) / [`rejected`](DeferredPromise::rejected) | [`FromValue`] (the default) | `Result<T, E>` | none |
 ///
 /// # Naming the type
 ///
@@ -129,8 +129,8 @@ enum Stage<S, R> {
 /// `field: BoxPromise<'static, T, E>` holds any promise with that output
 /// ([`boxed`](DeferredPromise::boxed), [`boxed_local`](DeferredPromise::boxed_local),
 /// [`BoxPromise`](crate::promise::BoxPromise)). Without a heap, use a
-/// function pointer as the executor (`Run<fn(Resolver<'_, T, E>)>`, see
-/// [`Run`]) or a [`PromiseCell`](crate::PromiseCell), whose promise type
+/// function pointer as the executor (`FromExecutor<fn(Resolver<'_, T, E>)>`, see
+/// [`FromExecutor`]) or a [`PromiseCell`](crate::PromiseCell), whose promise type
 /// [`CellPromise`](crate::promise::CellPromise) names no closure.
 ///
 /// # Panics
@@ -147,7 +147,7 @@ enum Stage<S, R> {
 /// to the JS behaviour instead: the panic becomes
 /// `Err(Caught::Panicked(..))`, a rejection.
 ///
-/// `DeferredPromise<T, E>` names the default `S = Settled<T, E>`. Sizes
+/// `DeferredPromise<T, E>` names the default `S = FromValue<T, E>`. Sizes
 /// (printed by the `sizes` test in `tests/promise.rs`, x86_64):
 /// `DeferredPromise<u32, ()>` (resolved/rejected) is 12 bytes; a `new`
 /// promise with a capture-less executor is 8 bytes (the state tag and the
@@ -161,7 +161,7 @@ enum Stage<S, R> {
 /// nothing.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Pending, PromiseState};
+/// use deferral::{DeferredPromise, Progress, PromiseState};
 /// use std::sync::atomic::{AtomicBool, Ordering};
 ///
 /// static CALLED: AtomicBool = AtomicBool::new(false);
@@ -171,16 +171,16 @@ enum Stage<S, R> {
 /// });
 /// // The promise exists but the executor has not run.
 /// assert!(!CALLED.load(Ordering::SeqCst));
-/// assert_eq!(promise.state(), PromiseState::Pending(Pending::Unstarted));
+/// assert_eq!(promise.state(), PromiseState::Pending(Progress::Unstarted));
 ///
 /// assert_eq!(futures::executor::block_on(promise), Ok(123));
 /// assert!(CALLED.load(Ordering::SeqCst));
 /// ```
 #[pin_project]
 #[must_use = "a deferred promise does nothing until it is polled (awaited)"]
-pub struct DeferredPromise<T, E, S = Settled<T, E>>
+pub struct DeferredPromise<T, E, S = FromValue<T, E>>
 where
-    S: Start<T, E>,
+    S: Source<T, E>,
 {
     #[pin]
     stage: Stage<S, S::Running>,
@@ -226,12 +226,12 @@ impl<T, E> DeferredPromise<T, E> {
     /// let p = DeferredPromise::<u32, ()>::new(|res| res.resolve(123));
     /// assert_eq!(futures::executor::block_on(p), Ok(123));
     /// ```
-    pub fn new<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, Run<X>>
+    pub fn new<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, FromExecutor<X>>
     where
         X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
         R: LocalExecutorReturn,
     {
-        DeferredPromise::from_start(Run { executor })
+        DeferredPromise::from_start(FromExecutor { executor })
     }
 
     /// A promise that calls `make` at its first poll and follows the future
@@ -243,12 +243,12 @@ impl<T, E> DeferredPromise<T, E> {
     /// let p = DeferredPromise::lazy(|| async { Ok::<_, ()>(2 + 2) });
     /// assert_eq!(futures::executor::block_on(p), Ok(4));
     /// ```
-    pub fn lazy<F, Fut>(make: F) -> DeferredPromise<T, E, Lazy<F>>
+    pub fn lazy<F, Fut>(make: F) -> DeferredPromise<T, E, FromFuture<F>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        DeferredPromise::from_start(Lazy { make })
+        DeferredPromise::from_start(FromFuture { make })
     }
 
     /// An already fulfilled promise (`state()` is `Fulfilled`).
@@ -261,7 +261,7 @@ impl<T, E> DeferredPromise<T, E> {
     /// assert_eq!(futures::executor::block_on(p), Ok(1));
     /// ```
     pub fn resolved(value: T) -> Self {
-        DeferredPromise::from_start(Settled(Some(Ok(value))))
+        DeferredPromise::from_start(FromValue(Some(Ok(value))))
     }
 
     /// An already rejected promise (`state()` is `Rejected`).
@@ -274,11 +274,11 @@ impl<T, E> DeferredPromise<T, E> {
     /// assert_eq!(futures::executor::block_on(p), Err("boom"));
     /// ```
     pub fn rejected(error: E) -> Self {
-        DeferredPromise::from_start(Settled(Some(Err(error))))
+        DeferredPromise::from_start(FromValue(Some(Err(error))))
     }
 }
 
-impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
+impl<T, E, S: Source<T, E>> DeferredPromise<T, E, S> {
     pub(crate) fn from_start(source: S) -> Self {
         DeferredPromise {
             stage: Stage::Unstarted(source),
@@ -293,7 +293,7 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
     /// first poll moves nothing. (Moving a combinator's source at its first
     /// poll copied the rest of the chain: starting a chain of `n` cost
     /// O(n²) bytes.) The running state itself reports `Unstarted` until it
-    /// is polled ([`Start::running_state`]).
+    /// is polled ([`Source::running_state`]).
     pub(crate) fn from_running(running: S::Running) -> Self {
         DeferredPromise {
             stage: Stage::Started(running),
@@ -306,10 +306,10 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
     /// it keeps reporting `Fulfilled` or `Rejected`.
     ///
     /// ```
-    /// use deferral::{DeferredPromise, Pending, PromiseState};
+    /// use deferral::{DeferredPromise, Progress, PromiseState};
     ///
     /// let mut p = Box::pin(DeferredPromise::<u8, ()>::new(|r| r.resolve(1)));
-    /// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+    /// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
     /// assert_eq!(futures::executor::block_on(p.as_mut()), Ok(1));
     /// assert_eq!(p.state(), PromiseState::Fulfilled);
     /// ```
@@ -323,7 +323,7 @@ impl<T, E, S: Start<T, E>> DeferredPromise<T, E, S> {
     }
 }
 
-impl<T, E, S: Start<T, E, Running = S>> DeferredPromise<T, E, S> {
+impl<T, E, S: Source<T, E, Running = S>> DeferredPromise<T, E, S> {
     /// The source, for sources that are their own running state, until the
     /// promise finished.
     pub(crate) fn source(&self) -> Option<&S> {
@@ -334,7 +334,7 @@ impl<T, E, S: Start<T, E, Running = S>> DeferredPromise<T, E, S> {
     }
 }
 
-impl<T, E, S: Start<T, E>> Future for DeferredPromise<T, E, S> {
+impl<T, E, S: Source<T, E>> Future for DeferredPromise<T, E, S> {
     type Output = Result<T, E>;
 
     #[inline]
@@ -377,13 +377,13 @@ impl<T, E, S: Start<T, E>> Future for DeferredPromise<T, E, S> {
     }
 }
 
-impl<T, E, S: Start<T, E>> FusedFuture for DeferredPromise<T, E, S> {
+impl<T, E, S: Source<T, E>> FusedFuture for DeferredPromise<T, E, S> {
     fn is_terminated(&self) -> bool {
         matches!(self.stage, Stage::Done { .. })
     }
 }
 
-impl<T, E, S: Start<T, E>> fmt::Debug for DeferredPromise<T, E, S> {
+impl<T, E, S: Source<T, E>> fmt::Debug for DeferredPromise<T, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeferredPromise")
             .field("state", &self.state())
@@ -394,35 +394,35 @@ impl<T, E, S: Start<T, E>> fmt::Debug for DeferredPromise<T, E, S> {
 /// The source of a [`DeferredPromise::new`] promise: the executor, waiting.
 ///
 /// ```
-/// use deferral::promise::Run;
+/// use deferral::promise::FromExecutor;
 /// use deferral::{DeferredPromise, PromiseError, Resolver};
 ///
 /// fn answer(r: Resolver<'_, u8, ()>) {
 ///     r.resolve(42).unwrap();
 /// }
-/// let p: DeferredPromise<u8, PromiseError<()>, Run<fn(Resolver<'_, u8, ()>)>> =
+/// let p: DeferredPromise<u8, PromiseError<()>, FromExecutor<fn(Resolver<'_, u8, ()>)>> =
 ///     DeferredPromise::new(answer as fn(Resolver<'_, u8, ()>));
 /// assert_eq!(futures::executor::block_on(p), Ok(42));
 /// ```
-pub struct Run<X> {
+pub struct FromExecutor<X> {
     executor: X,
 }
 
-impl<X> Sealed for Run<X> {}
+impl<X> Sealed for FromExecutor<X> {}
 
-impl<T, E, X, R> Start<T, PromiseError<E>> for Run<X>
+impl<T, E, X, R> Source<T, PromiseError<E>> for FromExecutor<X>
 where
     X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
     R: LocalExecutorReturn,
 {
-    type Running = Settled<T, PromiseError<E>>;
+    type Running = FromValue<T, PromiseError<E>>;
     type Context = crate::context::Captured;
 
     #[inline]
     fn start(self) -> Self::Running {
         let mut slot = None;
         drop((self.executor)(Resolver::local(&mut slot)));
-        Settled(Some(match slot {
+        FromValue(Some(match slot {
             Some(Ok(value)) => Ok(value),
             Some(Err(error)) => Err(PromiseError::Rejected(error)),
             None => Err(PromiseError::Abandoned),
@@ -430,9 +430,9 @@ where
     }
 }
 
-impl<X> fmt::Debug for Run<X> {
+impl<X> fmt::Debug for FromExecutor<X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Run").finish_non_exhaustive()
+        f.debug_struct("FromExecutor").finish_non_exhaustive()
     }
 }
 
@@ -440,19 +440,19 @@ impl<X> fmt::Debug for Run<X> {
 /// the future, waiting.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Pending, PromiseState};
+/// use deferral::{DeferredPromise, Progress, PromiseState};
 ///
 /// let p = DeferredPromise::lazy(|| std::future::ready(Ok::<u8, ()>(1)));
-/// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+/// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
 /// # drop(p);
 /// ```
-pub struct Lazy<F> {
+pub struct FromFuture<F> {
     make: F,
 }
 
-impl<F> Sealed for Lazy<F> {}
+impl<F> Sealed for FromFuture<F> {}
 
-impl<T, E, F, Fut> Start<T, E> for Lazy<F>
+impl<T, E, F, Fut> Source<T, E> for FromFuture<F>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -466,9 +466,9 @@ where
     }
 }
 
-impl<F> fmt::Debug for Lazy<F> {
+impl<F> fmt::Debug for FromFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lazy").finish_non_exhaustive()
+        f.debug_struct("FromFuture").finish_non_exhaustive()
     }
 }
 
@@ -479,18 +479,18 @@ impl<F> fmt::Debug for Lazy<F> {
 ///
 /// ```
 /// use deferral::DeferredPromise;
-/// use deferral::promise::Settled;
+/// use deferral::promise::FromValue;
 ///
-/// let p: DeferredPromise<u32, (), Settled<u32, ()>> = DeferredPromise::resolved(5);
+/// let p: DeferredPromise<u32, (), FromValue<u32, ()>> = DeferredPromise::resolved(5);
 /// assert_eq!(futures::executor::block_on(p), Ok(5));
 /// ```
-pub struct Settled<T, E>(Option<Result<T, E>>);
+pub struct FromValue<T, E>(Option<Result<T, E>>);
 
-impl<T, E> Sealed for Settled<T, E> {}
+impl<T, E> Sealed for FromValue<T, E> {}
 
-impl<T, E> Unpin for Settled<T, E> {}
+impl<T, E> Unpin for FromValue<T, E> {}
 
-impl<T, E> Future for Settled<T, E> {
+impl<T, E> Future for FromValue<T, E> {
     type Output = Result<T, E>;
 
     #[inline]
@@ -503,7 +503,7 @@ impl<T, E> Future for Settled<T, E> {
     }
 }
 
-impl<T, E> Start<T, E> for Settled<T, E> {
+impl<T, E> Source<T, E> for FromValue<T, E> {
     type Running = Self;
     type Context = ();
 
@@ -519,12 +519,12 @@ impl<T, E> Start<T, E> for Settled<T, E> {
         match &running.0 {
             Some(Ok(_)) => PromiseState::Fulfilled,
             Some(Err(_)) => PromiseState::Rejected,
-            None => PromiseState::Pending(Pending::Started),
+            None => PromiseState::Pending(Progress::Started),
         }
     }
 }
 
-impl<T, E> fmt::Debug for Settled<T, E> {
+impl<T, E> fmt::Debug for FromValue<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Settled")
             .field(&Self::running_state(self))

@@ -7,7 +7,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::cell::{RawSlot, SlotFuture};
-use super::deferred::{DeferredPromise, Sealed, Start};
+use super::deferred::{DeferredPromise, Sealed, Source};
 use super::error::PromiseError;
 use super::executor::{Driving, ExecutorReturn};
 use super::resolver::Resolver;
@@ -29,12 +29,12 @@ impl<T: 'static, E: 'static> DeferredPromise<T, E> {
     /// });
     /// assert_eq!(futures::executor::block_on(p), Ok(7));
     /// ```
-    pub fn detached<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, Detached<X>>
+    pub fn detached<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, FromDetached<X>>
     where
         X: FnOnce(Resolver<'static, T, E>) -> R,
         R: ExecutorReturn<'static, T, E>,
     {
-        DeferredPromise::from_start(Detached { executor })
+        DeferredPromise::from_start(FromDetached { executor })
     }
 }
 
@@ -42,19 +42,19 @@ impl<T: 'static, E: 'static> DeferredPromise<T, E> {
 /// waiting.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Pending, PromiseState};
+/// use deferral::{DeferredPromise, Progress, PromiseState};
 ///
 /// let p = DeferredPromise::<u8, ()>::detached(|r| drop(r));
-/// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+/// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
 /// # drop(p);
 /// ```
-pub struct Detached<X> {
+pub struct FromDetached<X> {
     executor: X,
 }
 
-impl<X> Sealed for Detached<X> {}
+impl<X> Sealed for FromDetached<X> {}
 
-impl<T, E, X, R> Start<T, PromiseError<E>> for Detached<X>
+impl<T, E, X, R> Source<T, PromiseError<E>> for FromDetached<X>
 where
     T: 'static,
     E: 'static,
@@ -80,9 +80,9 @@ where
     }
 }
 
-impl<X> fmt::Debug for Detached<X> {
+impl<X> fmt::Debug for FromDetached<X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Detached").finish_non_exhaustive()
+        f.debug_struct("FromDetached").finish_non_exhaustive()
     }
 }
 
@@ -92,10 +92,10 @@ impl<X> fmt::Debug for Detached<X> {
 ///
 /// ```
 /// use deferral::{DeferredPromise, PromiseError, Resolver};
-/// use deferral::promise::{Detached, DetachedPromise};
+/// use deferral::promise::{FromDetached, DetachedPromise};
 /// // The promise `detached` returns, stored in a struct:
 /// struct Job<X: FnOnce(Resolver<'static, u8, ()>)> {
-///     done: DeferredPromise<u8, PromiseError<()>, Detached<X>>,
+///     done: DeferredPromise<u8, PromiseError<()>, FromDetached<X>>,
 /// }
 /// let job = Job {
 ///     done: DeferredPromise::<u8, ()>::detached(|r: Resolver<'static, u8, ()>| {

@@ -18,7 +18,7 @@ mod sealed {
 }
 
 /// What the executor of [`DeferredPromise::detached`] or
-/// [`PromiseCell::defer`] may return: `()`, the `Result` of
+/// [`PromiseCell::lazy`] may return: `()`, the `Result` of
 /// [`resolve`](crate::Resolver::resolve) / `reject` / `settle` (a refusal is
 /// ignored, as a dropped value would be), or [`Adopt`]
 /// (`resolver.adopt(future)`), which the promise then drives to completion
@@ -28,14 +28,14 @@ mod sealed {
 /// any value that was meant to matter) is never dropped silently.
 ///
 /// [`DeferredPromise::detached`]: crate::DeferredPromise::detached
-/// [`PromiseCell::defer`]: crate::PromiseCell::defer
+/// [`PromiseCell::lazy`]: crate::PromiseCell::lazy
 ///
 /// ```
 /// use deferral::PromiseCell;
 ///
 /// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
 /// let fetch = async { Ok(200) };
-/// let status = CELL.defer(|res| res.adopt(fetch)).unwrap();
+/// let status = CELL.lazy(|res| res.adopt(fetch)).unwrap();
 /// assert_eq!(futures::executor::block_on(status), Ok(200));
 /// ```
 ///
@@ -44,7 +44,7 @@ mod sealed {
 ///
 /// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
 /// // A value the executor did not mean to drop: end the body with `;`.
-/// let p = CELL.defer(|res| 42).unwrap();
+/// let p = CELL.lazy(|res| 42).unwrap();
 /// ```
 #[diagnostic::on_unimplemented(
     message = "an executor cannot return `{Self}`",

@@ -9,8 +9,8 @@ use core::task::{Context, Poll};
 
 use pin_project::pin_project;
 
-use super::deferred::{DeferredPromise, Sealed, Start};
-use super::state::{Pending, PromiseState};
+use super::deferred::{DeferredPromise, Sealed, Source};
+use super::state::{Progress, PromiseState};
 
 /// What a handler may return: a value (`Ok`/`Err`, or `()`), or a future to
 /// follow (a [`DeferredPromise`], or any future wrapped in [`Follow`]) — the
@@ -87,7 +87,7 @@ impl<E> Reaction<E> for () {
     }
 }
 
-impl<U, E, S: Start<U, E>> Reaction<E> for DeferredPromise<U, E, S> {
+impl<U, E, S: Source<U, E>> Reaction<E> for DeferredPromise<U, E, S> {
     type Value = U;
     type Future = Self;
 
@@ -307,7 +307,7 @@ impl<P, H, E2> Sealed for Catch<P, H, E2> {}
 impl<P, H1, H2, E2> Sealed for ThenCatch<P, H1, H2, E2> {}
 impl<P, H> Sealed for Finally<P, H> {}
 
-impl<T, E, P, H, R> Start<R::Value, E> for Then<P, H>
+impl<T, E, P, H, R> Source<R::Value, E> for Then<P, H>
 where
     P: Future<Output = Result<T, E>>,
     H: FnOnce(T) -> R,
@@ -325,7 +325,7 @@ where
     }
 }
 
-impl<T, E, E2, P, H, R> Start<T, E2> for Catch<P, H, E2>
+impl<T, E, E2, P, H, R> Source<T, E2> for Catch<P, H, E2>
 where
     P: Future<Output = Result<T, E>>,
     H: FnOnce(E) -> R,
@@ -343,7 +343,7 @@ where
     }
 }
 
-impl<T, E, E2, P, H1, H2, R1, R2> Start<R1::Value, E2> for ThenCatch<P, H1, H2, E2>
+impl<T, E, E2, P, H1, H2, R1, R2> Source<R1::Value, E2> for ThenCatch<P, H1, H2, E2>
 where
     P: Future<Output = Result<T, E>>,
     H1: FnOnce(T) -> R1,
@@ -366,7 +366,7 @@ where
     }
 }
 
-impl<T, E, P, H, R> Start<T, E> for Finally<P, H>
+impl<T, E, P, H, R> Source<T, E> for Finally<P, H>
 where
     P: Future<Output = Result<T, E>>,
     H: FnOnce() -> R,
@@ -527,8 +527,8 @@ impl<P, K, F> Chain<P, K, F> {
 
     fn state(&self) -> PromiseState {
         match self {
-            Chain::Source { polled: false, .. } => PromiseState::Pending(Pending::Unstarted),
-            _ => PromiseState::Pending(Pending::Started),
+            Chain::Source { polled: false, .. } => PromiseState::Pending(Progress::Unstarted),
+            _ => PromiseState::Pending(Progress::Started),
         }
     }
 }

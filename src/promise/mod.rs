@@ -88,9 +88,9 @@ pub use boxed::{BoxPromise, LocalBoxPromise};
 #[cfg(feature = "std")]
 pub use catch::{CatchPanics, Caught, Panic};
 pub use cell::{CellPromise, CellRun, PromiseCell, Ticket};
-pub use deferred::{DeferredPromise, Lazy, Run, Settled, Start};
+pub use deferred::{DeferredPromise, FromExecutor, FromFuture, FromValue, Source};
 #[cfg(feature = "alloc")]
-pub use detached::{Detached, DetachedPromise};
+pub use detached::{DetachedPromise, FromDetached};
 pub use error::{CellBusy, PromiseError, Refusal, SettleError};
 pub use executor::{Driving, ExecutorReturn, LocalExecutorReturn, Nothing};
 pub use ext::{Catch, Finally, Follow, PromiseExt, Reaction, Then, ThenCatch};
@@ -98,4 +98,4 @@ pub use resolver::{Adopt, Resolver};
 #[cfg(feature = "alloc")]
 pub use shared::{SharedPromise, WeakSharedPromise};
 pub use shared_cell::{MAX_WAITERS, SharedCell, SharedWait, SharedWaitRef, WaitersFull};
-pub use state::{Pending, PromiseState};
+pub use state::{Progress, PromiseState};

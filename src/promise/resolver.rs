@@ -251,7 +251,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// promise with its output (the JS executor's `res(fetch(..))`).
     ///
     /// Return it from the executor of `DeferredPromise::detached` or
-    /// [`PromiseCell::defer`](crate::PromiseCell::defer) and the promise
+    /// [`PromiseCell::lazy`](crate::PromiseCell::lazy) and the promise
     /// drives it ([`ExecutorReturn`](crate::ExecutorReturn)): `detached(|res|
     /// res.adopt(fetch(..)))` resolves to `fetch`'s output. Anywhere else,
     /// someone must poll the returned [`Adopt`] (await it, spawn it, or join

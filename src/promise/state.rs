@@ -12,16 +12,16 @@ use core::fmt;
 /// without settling (`PromiseError::Abandoned`) reports `Rejected`.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Pending, PromiseState};
+/// use deferral::{DeferredPromise, Progress, PromiseState};
 ///
 /// let p = DeferredPromise::<u32, ()>::new(|r| r.resolve(7));
-/// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+/// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
 /// assert_eq!(futures::executor::block_on(p), Ok(7));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PromiseState {
     /// Not settled yet.
-    Pending(Pending),
+    Pending(Progress),
     /// Settled with a value (`Ok`).
     Fulfilled,
     /// Settled with an error (`Err`), including abandonment.
@@ -31,13 +31,13 @@ pub enum PromiseState {
 /// The two kinds of [`PromiseState::Pending`].
 ///
 /// ```
-/// use deferral::{DeferredPromise, Pending, PromiseState};
+/// use deferral::{DeferredPromise, Progress, PromiseState};
 ///
 /// let p = DeferredPromise::lazy(|| async { Ok::<u8, ()>(1) });
-/// assert_eq!(p.state(), PromiseState::Pending(Pending::Unstarted));
+/// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Pending {
+pub enum Progress {
     /// Nothing has run yet: the executor (or handler, or source future) waits
     /// for the first poll.
     Unstarted,
@@ -52,7 +52,7 @@ impl PromiseState {
     /// use deferral::{DeferredPromise, PromiseState};
     ///
     /// assert!(DeferredPromise::<u8, ()>::resolved(1).state().is_settled());
-    /// assert!(!PromiseState::Pending(deferral::Pending::Started).is_settled());
+    /// assert!(!PromiseState::Pending(deferral::Progress::Started).is_settled());
     /// ```
     pub fn is_settled(self) -> bool {
         !matches!(self, PromiseState::Pending(_))
@@ -62,8 +62,8 @@ impl PromiseState {
 impl fmt::Display for PromiseState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            PromiseState::Pending(Pending::Unstarted) => "pending (not started)",
-            PromiseState::Pending(Pending::Started) => "pending (started)",
+            PromiseState::Pending(Progress::Unstarted) => "pending (not started)",
+            PromiseState::Pending(Progress::Started) => "pending (started)",
             PromiseState::Fulfilled => "fulfilled",
             PromiseState::Rejected => "rejected",
         })

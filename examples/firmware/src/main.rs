@@ -7,7 +7,7 @@
 //!   error.
 //! - A `DeferredPromise` on a `static PromiseCell` is settled from the
 //!   SysTick exception handler: resolved, then rejected, then a lazy
-//!   `PromiseCell::defer` promise whose executor arms the timer only when the
+//!   `PromiseCell::lazy` promise whose executor arms the timer only when the
 //!   promise is first polled.
 //!
 //! The firmware exits QEMU through semihosting: status 0 when every check
@@ -30,7 +30,7 @@ use cortex_m::peripheral::SCB;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hprintln};
-use deferral::{Pending, PromiseCell, PromiseError, PromiseState, Resolver, ScopeBuilder};
+use deferral::{Progress, PromiseCell, PromiseError, PromiseState, Resolver, ScopeBuilder};
 use embassy_executor::Spawner;
 use panic_semihosting as _; // a panic prints its message and exits with status 1
 
@@ -233,12 +233,12 @@ async fn main(spawner: Spawner) {
 
     // 3. Lazy: the executor (which arms the timer) runs at the first poll.
     let promise = SAMPLE
-        .defer(|resolver| arm(resolver, Action::Resolve))
+        .lazy(|resolver| arm(resolver, Action::Resolve))
         .expect("the cell is free a third time");
     YieldNow(false).await;
     YieldNow(false).await;
     check(
-        promise.state() == PromiseState::Pending(Pending::Unstarted),
+        promise.state() == PromiseState::Pending(Progress::Unstarted),
         "a deferred promise does not start before it is polled",
     );
     check(

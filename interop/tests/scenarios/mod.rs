@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use deferral::{
-    BoxedThunk, DeferredPromise, Order, Pending, PromiseCell, PromiseError, PromiseExt,
+    BoxedThunk, DeferredPromise, Order, Progress, PromiseCell, PromiseError, PromiseExt,
     PromiseState, ScopeBuilder, SharedPromise, scope,
 };
 use futures::future::{Either, join_all, select};
@@ -266,8 +266,8 @@ pub async fn lazy_start(_sp: &dyn Spawn) {
         yield_now().await;
     }
     assert_eq!(runs.load(SeqCst), 0, "nothing started before a poll");
-    assert_eq!(chain.state(), PromiseState::Pending(Pending::Unstarted));
-    assert_eq!(lazy.state(), PromiseState::Pending(Pending::Unstarted));
+    assert_eq!(chain.state(), PromiseState::Pending(Progress::Unstarted));
+    assert_eq!(lazy.state(), PromiseState::Pending(Progress::Unstarted));
     assert_eq!(chain.await, Ok(21));
     assert_eq!(
         runs.load(SeqCst),
