@@ -44,7 +44,7 @@ fn overhead(c: &mut Criterion) {
     g.bench_function("register_and_run", |b| {
         b.iter(|| {
             poll_ready(deferral::scope(async |d| {
-                d.defer(|| {
+                d.try_defer(|| {
                     black_box(());
                 })
                 .unwrap();
@@ -82,7 +82,7 @@ fn count(spec: &str) {
                 })));
             }
             "scope_one_sync_thunk" => poll_ready(deferral::scope(async |d| {
-                d.defer(|| {
+                d.try_defer(|| {
                     black_box(());
                 })
                 .unwrap();

@@ -44,13 +44,11 @@ impl Future for After {
 
 async fn session(name: &'static str) {
     deferral::scope(async |d| {
-        d.defer(move || println!("  {name}: sync cleanup runs in drop"))
-            .unwrap();
+        d.defer(move || println!("  {name}: sync cleanup runs in drop"));
         d.defer_async(async move {
             After(2).await;
             println!("  {name}: async goodbye sent (on the executor)");
-        })
-        .unwrap();
+        });
         std::future::pending::<()>().await // the body never finishes
     })
     .await
@@ -70,7 +68,7 @@ fn main() {
     println!("3. a grace deadline: cleanup that hangs is cut short");
     let out = futures::executor::block_on(
         deferral::scope(async |d| {
-            d.defer_async(std::future::pending::<()>()).unwrap();
+            d.defer_async(std::future::pending::<()>());
             "body output"
         })
         .grace(|| After(3)),

@@ -50,7 +50,7 @@ async fn transfer(log: &Log, second: &'static str) -> io::Result<usize> {
     deferral::scope(async |d| {
         // The body uses each connection as `&mut Conn`; the scope consumes
         // it with `close()`, and a close error becomes the scope's error.
-        let mut db = d.guard_async(Conn::open("db", log).await?, |c| c.close())?;
+        let mut db = d.guard_async(Conn::open("db", log).await?, |c| c.close());
         // Runs (LIFO) after `peer` is closed and before `db` is: it sees a
         // failed close of `peer` as the transfer's error.
         let l = log.clone();
@@ -58,10 +58,10 @@ async fn transfer(log: &Log, second: &'static str) -> io::Result<usize> {
             l.lock()
                 .unwrap()
                 .push(format!("db: mark transfer failed ({e})"))
-        })?;
-        let mut peer = d.guard_async(Conn::open(second, log).await?, |c| c.close())?;
+        });
+        let mut peer = d.guard_async(Conn::open(second, log).await?, |c| c.close());
         let l = log.clone();
-        d.defer(move || l.lock().unwrap().push("led off".into()))?;
+        d.defer(move || l.lock().unwrap().push("led off".into()));
 
         db.send("BEGIN").await?;
         peer.send("rows").await?;

@@ -119,14 +119,12 @@ static READY: PromiseCell<&'static str, ()> = PromiseCell::new();
 fn main() {
     let out = block_on(async |spawner: Spawner| {
         deferral::scope(async |d| {
-            d.defer(|| println!("4. sync cleanup, last (LIFO)"))
-                .unwrap();
+            d.defer(|| println!("4. sync cleanup, last (LIFO)"));
             // Async cleanup that waits for another task of our runtime.
             let flush = spawn_lazy(&spawner, async { String::from("log flushed by a task") });
             d.defer_async(async move {
                 println!("3. async cleanup: {}", flush.await.unwrap());
-            })
-            .unwrap();
+            });
 
             // A lazy promise: its executor runs at the first poll, and
             // hands the resolver to an OS thread (a driver, a callback...).

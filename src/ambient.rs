@@ -68,7 +68,7 @@ mod enabled {
     /// Carries the thunk back: nothing is lost.
     ///
     /// ```
-    /// let refused = deferral::defer(|| println!("run by hand")).unwrap_err();
+    /// let refused = deferral::try_defer(|| println!("run by hand")).unwrap_err();
     /// println!("{refused}"); // "`deferral::defer` called outside any scope"
     /// ```
     pub struct NoScope<X>(X);
@@ -77,7 +77,7 @@ mod enabled {
         /// The thunk that could not be registered.
         ///
         /// ```
-        /// if let Err(refused) = deferral::defer(|| println!("run by hand")) {
+        /// if let Err(refused) = deferral::try_defer(|| println!("run by hand")) {
         ///     (refused.into_inner())();
         /// }
         /// ```
@@ -100,24 +100,23 @@ mod enabled {
 
     impl<X> core::error::Error for NoScope<X> {}
 
-    /// Registers `f` on the innermost [`scope`](crate::scope) whose body is
-    /// being polled on this thread; `Err(NoScope)` outside any.
+    /// [`defer`], with `Err(NoScope)` outside any scope's body instead of a
+    /// panic: the thunk comes back.
     ///
-    /// The seed's `defer`, for code that has no [`Defer`](crate::Defer)
-    /// handle at hand. A thunk running during a scope's cleanup is no
+    /// A thunk running during a scope's cleanup is no
     /// longer inside that scope's body: it registers on an enclosing one.
     ///
     /// ```
     /// # futures::executor::block_on(async {
     /// async fn open_and_read() -> u32 {
-    ///     deferral::defer(|| println!("closed")).unwrap();
+    ///     deferral::try_defer(|| println!("closed")).unwrap();
     ///     7
     /// }
     /// assert_eq!(deferral::scope(async |_| open_and_read().await).await, 7);
-    /// assert!(deferral::defer(|| ()).is_err()); // no scope here
+    /// assert!(deferral::try_defer(|| ()).is_err()); // no scope here
     /// # });
     /// ```
-    pub fn defer<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
+    pub fn try_defer<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -130,12 +129,12 @@ mod enabled {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |_| {
-    ///     deferral::defer_async(async { println!("async cleanup") }).unwrap();
+    ///     deferral::try_defer_async(async { println!("async cleanup") }).unwrap();
     /// })
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async<Fut>(fut: Fut) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
+    pub fn try_defer_async<Fut>(fut: Fut) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -150,12 +149,12 @@ mod enabled {
     /// ```
     /// # futures::executor::block_on(async {
     /// async fn transfer() {
-    ///     deferral::defer_on_success(|| println!("committed")).unwrap();
+    ///     deferral::try_defer_on_success(|| println!("committed")).unwrap();
     /// }
     /// deferral::scope(async |_| transfer().await).await;
     /// # });
     /// ```
-    pub fn defer_on_success<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
+    pub fn try_defer_on_success<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -170,12 +169,12 @@ mod enabled {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |_| {
-    ///     deferral::defer_on_unwind(|| unreachable!("nothing panicked")).unwrap();
+    ///     deferral::try_defer_on_unwind(|| unreachable!("nothing panicked")).unwrap();
     /// })
     /// .await;
     /// # });
     /// ```
-    pub fn defer_on_unwind<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
+    pub fn try_defer_on_unwind<F>(f: F) -> Result<AmbientRegistration<F>, NoScope<F>>
     where
         F: FnOnce() + Send + 'static,
     {
@@ -187,12 +186,14 @@ mod enabled {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |_| {
-    ///     deferral::defer_async_on_success(async { /* commit */ }).unwrap();
+    ///     deferral::try_defer_async_on_success(async { /* commit */ }).unwrap();
     /// })
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async_on_success<Fut>(fut: Fut) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
+    pub fn try_defer_async_on_success<Fut>(
+        fut: Fut,
+    ) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -210,12 +211,14 @@ mod enabled {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |_| {
-    ///     deferral::defer_async_on_unwind(async { unreachable!() }).unwrap();
+    ///     deferral::try_defer_async_on_unwind(async { unreachable!() }).unwrap();
     /// })
     /// .await;
     /// # });
     /// ```
-    pub fn defer_async_on_unwind<Fut>(fut: Fut) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
+    pub fn try_defer_async_on_unwind<Fut>(
+        fut: Fut,
+    ) -> Result<AmbientRegistration<Fut>, NoScope<Fut>>
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -226,6 +229,141 @@ mod enabled {
                 _ => unreachable!(),
             },
         )
+    }
+
+    /// Registers `f` on the innermost [`scope`](crate::scope) whose body is
+    /// being polled on this thread — the seed's `defer`, and Go's, for
+    /// code that has no [`Defer`](crate::Defer) handle at hand.
+    ///
+    /// # Panics
+    ///
+    /// Outside any scope's body, like `tokio::spawn` outside a runtime (the
+    /// seed's `defer` throws there): a cleanup is never dropped silently.
+    /// [`try_defer`] hands the thunk back instead.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// async fn open_and_read() -> u32 {
+    ///     deferral::defer(|| println!("closed"));
+    ///     7
+    /// }
+    /// assert_eq!(deferral::scope(async |_| open_and_read().await).await, 7);
+    /// # });
+    /// ```
+    #[track_caller]
+    pub fn defer<F>(f: F) -> AmbientRegistration<F>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        registered(try_defer(f))
+    }
+
+    /// Registers a future on the innermost scope being polled on this
+    /// thread ([`defer`]). Panics outside any; [`try_defer_async`] does not.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     deferral::defer_async(async { println!("async cleanup") });
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[track_caller]
+    pub fn defer_async<Fut>(fut: Fut) -> AmbientRegistration<Fut>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        registered(try_defer_async(fut))
+    }
+
+    /// [`defer`], run only if the body returns and nothing panics. Panics
+    /// outside any scope; [`try_defer_on_success`] does not.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// async fn transfer() {
+    ///     deferral::defer_on_success(|| println!("committed"));
+    /// }
+    /// deferral::scope(async |_| transfer().await).await;
+    /// # });
+    /// ```
+    #[track_caller]
+    pub fn defer_on_success<F>(f: F) -> AmbientRegistration<F>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        registered(try_defer_on_success(f))
+    }
+
+    /// [`defer`], run only while a panic is in flight. Panics outside any
+    /// scope; [`try_defer_on_unwind`] does not.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     deferral::defer_on_unwind(|| unreachable!("nothing panicked"));
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[track_caller]
+    pub fn defer_on_unwind<F>(f: F) -> AmbientRegistration<F>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        registered(try_defer_on_unwind(f))
+    }
+
+    /// [`defer_async`], run only if the body returns and nothing panics.
+    /// Panics outside any scope; [`try_defer_async_on_success`] does not.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     deferral::defer_async_on_success(async { /* commit */ });
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[track_caller]
+    pub fn defer_async_on_success<Fut>(fut: Fut) -> AmbientRegistration<Fut>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        registered(try_defer_async_on_success(fut))
+    }
+
+    /// [`defer_async`], run only while a panic is in flight. Panics
+    /// outside any scope; [`try_defer_async_on_unwind`] does not.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |_| {
+    ///     deferral::defer_async_on_unwind(async { unreachable!() });
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[track_caller]
+    pub fn defer_async_on_unwind<Fut>(fut: Fut) -> AmbientRegistration<Fut>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        registered(try_defer_async_on_unwind(fut))
+    }
+
+    /// The registration, or a panic naming the caller: outside a scope.
+    #[track_caller]
+    #[inline]
+    fn registered<X>(r: Result<AmbientRegistration<X>, NoScope<X>>) -> AmbientRegistration<X> {
+        match r {
+            Ok(registration) => registration,
+            // The thunk is dropped while unwinding: loud, never silent.
+            Err(_) => panic!(
+                "`deferral::defer` called outside any scope's body (use `deferral::try_defer` to get the thunk back)"
+            ),
+        }
     }
 
     /// Registers `payload` (typed for the output `()`, returning `()`) on
@@ -280,7 +418,7 @@ mod enabled {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |_| {
-    ///     let token = deferral::defer(|| unreachable!("cancelled")).unwrap();
+    ///     let token = deferral::try_defer(|| unreachable!("cancelled")).unwrap();
     ///     let thunk = token.cancel().ok().unwrap(); // defused, handed back
     ///     drop(thunk);
     /// })
@@ -314,7 +452,7 @@ mod enabled {
         /// # futures::executor::block_on(async {
         /// let token = std::cell::Cell::new(None);
         /// deferral::scope(async |_| {
-        ///     token.set(Some(deferral::defer(|| println!("runs")).unwrap()));
+        ///     token.set(Some(deferral::try_defer(|| println!("runs")).unwrap()));
         /// })
         /// .await;
         /// // Its scope is gone: the token is refused, nothing is touched.

@@ -40,7 +40,7 @@ use crate::sync::{AtomicU32, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
 /// static ORPHANS: Mutex<Vec<deferral::BoxedThunk>> = Mutex::new(Vec::new());
 /// deferral::set_cancel_handler(|orphan| ORPHANS.lock().unwrap().push(orphan.into_boxed()));
 /// let mut scope = Box::pin(deferral::scope(async |d| {
-///     d.defer_async(async { println!("closed anyway") }).unwrap();
+///     d.try_defer_async(async { println!("closed anyway") }).unwrap();
 ///     std::future::pending::<()>().await
 /// }));
 /// let _ = futures::poll!(scope.as_mut());
@@ -222,7 +222,7 @@ struct Slot<const BYTES: usize> {
 /// deferral::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
 ///
 /// let mut scope = Box::pin(deferral::scope(async |d| {
-///     d.defer_async(async { CLOSED.store(true, Ordering::SeqCst) }).unwrap();
+///     d.try_defer_async(async { CLOSED.store(true, Ordering::SeqCst) }).unwrap();
 ///     std::future::pending::<()>().await
 /// }));
 /// let _ = futures::poll!(scope.as_mut());

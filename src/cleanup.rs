@@ -32,8 +32,8 @@ use crate::slab::{Entry, Live};
 /// ScopeBuilder::new()
 ///     .order(Order::Fifo)
 ///     .run(async |d| {
-///         d.defer(move || a.lock().unwrap().push(1)).unwrap();
-///         d.defer(move || b.lock().unwrap().push(2)).unwrap();
+///         d.try_defer(move || a.lock().unwrap().push(1)).unwrap();
+///         d.try_defer(move || b.lock().unwrap().push(2)).unwrap();
 ///     })
 ///     .await;
 /// assert_eq!(*log.lock().unwrap(), [1, 2]);

@@ -42,7 +42,7 @@
 //!
 //! static AC: ContextVar<u32> = ContextVar::new();
 //!
-//! // `ac.run(123, () => Promise.defer((res) => res(ac.get())))`
+//! // `ac.run(123, () => Promise.try_defer((res) => res(ac.get())))`
 //! let p = AC.run(123, || DeferredPromise::<_, ()>::new(|res| res.resolve(AC.get())));
 //! // `ac.run('abc', () => p.then(..))`: the executor still sees 123.
 //! let seen = AC.run(456, || futures::executor::block_on(p));
@@ -419,7 +419,6 @@ mod imp {
         use core::task::{Context, Poll};
 
         use futures_core::future::FusedFuture;
-        use pin_project::{pin_project, pinned_drop};
 
         use super::{ContextVar, Snapshot};
 
@@ -657,22 +656,38 @@ mod imp {
         /// let fut: WithContext<_> = V.scope(3, async { V.get() });
         /// assert_eq!(futures::executor::block_on(fut), Some(3));
         /// ```
-        #[pin_project(PinnedDrop)]
         #[must_use = "futures do nothing unless you .await or poll them"]
         pub struct WithContext<F> {
             snapshot: Snapshot,
-            /// `None` only while being dropped.
-            #[pin]
+            /// `None` only while being dropped. Structurally pinned (see
+            /// `project`).
             future: Option<F>,
+        }
+
+        // Only the future is pinned.
+        impl<F: Unpin> Unpin for WithContext<F> {}
+
+        impl<F> WithContext<F> {
+            /// The snapshot and the pinned future.
+            fn project(self: Pin<&mut Self>) -> (&Snapshot, Pin<&mut Option<F>>) {
+                // SAFETY: `future` is structurally pinned: never moved out
+                // of a pinned `WithContext` (no by-value accessor; `Drop`
+                // drops it in place, below; not `repr(packed)`), and the
+                // type is `Unpin` only if `F` is (above).
+                unsafe {
+                    let this = self.get_unchecked_mut();
+                    (&this.snapshot, Pin::new_unchecked(&mut this.future))
+                }
+            }
         }
 
         impl<F: Future> Future for WithContext<F> {
             type Output = F::Output;
 
             fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-                let this = self.project();
-                let _entered = enter(this.snapshot);
-                this.future
+                let (snapshot, future) = self.project();
+                let _entered = enter(snapshot);
+                future
                     .as_pin_mut()
                     .expect("deferral: `WithContext` polled while being dropped")
                     .poll(cx)
@@ -685,12 +700,14 @@ mod imp {
             }
         }
 
-        #[pinned_drop]
-        impl<F> PinnedDrop for WithContext<F> {
-            fn drop(self: Pin<&mut Self>) {
-                let this = self.project();
-                let _entered = enter(this.snapshot);
-                let mut future = this.future;
+        impl<F> Drop for WithContext<F> {
+            fn drop(&mut self) {
+                // SAFETY: `self` is never used again after `drop`, so it
+                // may be treated as pinned (it may have been); the future
+                // is dropped in place, as pinning requires.
+                let this = unsafe { Pin::new_unchecked(self) };
+                let (snapshot, mut future) = this.project();
+                let _entered = enter(snapshot);
                 // Drops the future in place, inside the snapshot.
                 future.set(None);
             }

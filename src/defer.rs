@@ -21,7 +21,7 @@ use crate::thunk::{
 /// ```
 /// fn spawnable<F: Send>(_: F) {}
 /// spawnable(deferral::scope(async |d: &deferral::Defer<u8>| {
-///     d.defer(|| println!("closed")).unwrap();
+///     d.try_defer(|| println!("closed")).unwrap();
 ///     1
 /// }));
 /// ```
@@ -41,7 +41,7 @@ pub struct Sendable;
 /// # futures::executor::block_on(async {
 /// deferral::scope_local(async |d| {
 ///     let local = String::from("dropped with the body");
-///     d.defer(|| println!("{local}")).unwrap(); // error: does not live long enough
+///     d.try_defer(|| println!("{local}")).unwrap(); // error: does not live long enough
 /// })
 /// .await;
 /// # });
@@ -111,8 +111,8 @@ impl<'env, X: 'env> Fits<Local<'env>> for X {}
 /// ```
 /// # futures::executor::block_on(async {
 /// let out = deferral::scope(async |d| {
-///     d.defer(|| println!("second")).unwrap();
-///     d.defer(|| println!("first")).unwrap();
+///     d.try_defer(|| println!("second")).unwrap();
+///     d.try_defer(|| println!("first")).unwrap();
 ///     42
 /// })
 /// .await;
@@ -190,7 +190,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// use std::sync::atomic::{AtomicBool, Ordering};
     /// static CLOSED: AtomicBool = AtomicBool::new(false);
     /// deferral::scope(async |d| {
-    ///     d.defer(|| CLOSED.store(true, Ordering::SeqCst)).unwrap();
+    ///     d.try_defer(|| CLOSED.store(true, Ordering::SeqCst)).unwrap();
     ///     assert!(!CLOSED.load(Ordering::SeqCst));
     /// })
     /// .await;
@@ -198,7 +198,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
+    pub fn try_defer<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce() -> R + Fits<K>,
         R: CleanupOutput<T>,
@@ -215,7 +215,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # futures::executor::block_on(async {
     /// use deferral::Exit;
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut Exit<Result<u8, &str>>| {
+    ///     d.try_defer_with(|exit: &mut Exit<Result<u8, &str>>| {
     ///         if let Some(out @ Ok(_)) = exit.output_mut() {
     ///             *out = Err("close failed"); // a failing close is not lost
     ///         }
@@ -228,7 +228,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_with<F>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
+    pub fn try_defer_with<F>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce(&mut Exit<T>) + Fits<K>,
     {
@@ -246,14 +246,14 @@ impl<T, K: Flavour> Defer<T, K> {
     /// use std::sync::atomic::{AtomicBool, Ordering};
     /// static COMMITTED: AtomicBool = AtomicBool::new(false);
     /// deferral::scope(async |d| {
-    ///     d.defer_on_success(|| COMMITTED.store(true, Ordering::SeqCst)).unwrap();
+    ///     d.try_defer_on_success(|| COMMITTED.store(true, Ordering::SeqCst)).unwrap();
     /// })
     /// .await;
     /// assert!(COMMITTED.load(Ordering::SeqCst));
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_on_success<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
+    pub fn try_defer_on_success<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce() -> R + Fits<K>,
         R: CleanupOutput<T>,
@@ -272,7 +272,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// use std::sync::atomic::{AtomicBool, Ordering};
     /// static LOGGED: AtomicBool = AtomicBool::new(false);
     /// let out = std::panic::AssertUnwindSafe(deferral::scope(async |d| {
-    ///     d.defer_on_unwind(|| LOGGED.store(true, Ordering::SeqCst)).unwrap();
+    ///     d.try_defer_on_unwind(|| LOGGED.store(true, Ordering::SeqCst)).unwrap();
     ///     panic!("boom");
     /// }))
     /// .catch_unwind()
@@ -281,7 +281,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_on_unwind<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
+    pub fn try_defer_on_unwind<F, R>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce() -> R + Fits<K>,
         R: CleanupOutput<T>,
@@ -300,7 +300,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// let log = Arc::new(Mutex::new(Vec::new()));
     /// let l = log.clone();
     /// let out: Result<(), String> = deferral::scope(async |d| {
-    ///     d.defer_on_error(move |err: &mut String| l.lock().unwrap().push(err.clone()))
+    ///     d.try_defer_on_error(move |err: &mut String| l.lock().unwrap().push(err.clone()))
     ///         .unwrap();
     ///     Err("out of memory".to_string())
     /// })
@@ -310,7 +310,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_on_error<F>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
+    pub fn try_defer_on_error<F>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         T: Fallible,
         F: FnOnce(&mut T::Error) + Fits<K>,
@@ -327,13 +327,13 @@ impl<T, K: Flavour> Defer<T, K> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.defer_async(async { /* flush, close, say goodbye */ }).unwrap();
+    ///     d.try_defer_async(async { /* flush, close, say goodbye */ }).unwrap();
     /// })
     /// .await;
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async<Fut>(&self, fut: Fut) -> Result<Registration<'_, Fut, K>, Full<Fut>>
+    pub fn try_defer_async<Fut>(&self, fut: Fut) -> Result<Registration<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future + Fits<K>,
         Fut::Output: CleanupOutput<T>,
@@ -349,7 +349,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # futures::executor::block_on(async {
     /// use deferral::Exit;
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_async_with(async {
+    ///     d.try_defer_async_with(async {
     ///         let flushed: Result<(), &str> = Err("disk full"); // an async flush
     ///         move |exit: &mut Exit<Result<(), &str>>| {
     ///             if let Err(e) = flushed {
@@ -365,7 +365,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_with<Fut>(&self, fut: Fut) -> Result<Registration<'_, Fut, K>, Full<Fut>>
+    pub fn try_defer_async_with<Fut>(&self, fut: Fut) -> Result<Registration<'_, Fut, K>, Full<Fut>>
     where
         Fut: Future + Fits<K>,
         Fut::Output: FnOnce(&mut Exit<T>),
@@ -383,7 +383,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # futures::executor::block_on(async {
     /// use deferral::Exit;
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_async_on_exit(|exit: &mut Exit<Result<u8, String>>| {
+    ///     d.try_defer_async_on_exit(|exit: &mut Exit<Result<u8, String>>| {
     ///         let failed = exit.error_mut().is_some();
     ///         async move {
     ///             if failed { /* roll back, asynchronously */ }
@@ -402,7 +402,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_on_exit<F, Fut>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
+    pub fn try_defer_async_on_exit<F, Fut>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         F: FnOnce(&mut Exit<T>) -> Fut + Fits<K>,
         Fut: Future + Fits<K>,
@@ -418,13 +418,13 @@ impl<T, K: Flavour> Defer<T, K> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.defer_async_on_success(async { /* commit */ }).unwrap();
+    ///     d.try_defer_async_on_success(async { /* commit */ }).unwrap();
     /// })
     /// .await;
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_on_success<Fut>(
+    pub fn try_defer_async_on_success<Fut>(
         &self,
         fut: Fut,
     ) -> Result<Registration<'_, Fut, K>, Full<Fut>>
@@ -442,13 +442,13 @@ impl<T, K: Flavour> Defer<T, K> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.defer_async_on_unwind(async { unreachable!("nothing panicked") }).unwrap();
+    ///     d.try_defer_async_on_unwind(async { unreachable!("nothing panicked") }).unwrap();
     /// })
     /// .await;
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_on_unwind<Fut>(
+    pub fn try_defer_async_on_unwind<Fut>(
         &self,
         fut: Fut,
     ) -> Result<Registration<'_, Fut, K>, Full<Fut>>
@@ -469,7 +469,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// let rolled_back = Arc::new(Mutex::new(None));
     /// let r = rolled_back.clone();
     /// let _: Result<(), String> = deferral::scope(async |d| {
-    ///     d.defer_async_on_error(move |err: &mut String| {
+    ///     d.try_defer_async_on_error(move |err: &mut String| {
     ///         let err = err.clone();
     ///         async move { *r.lock().unwrap() = Some(err) } // an async rollback
     ///     })
@@ -481,7 +481,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn defer_async_on_error<F, Fut>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
+    pub fn try_defer_async_on_error<F, Fut>(&self, f: F) -> Result<Registration<'_, F, K>, Full<F>>
     where
         T: Fallible,
         F: FnOnce(&mut T::Error) -> Fut + Fits<K>,
@@ -497,7 +497,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let len = deferral::scope(async |d| {
-    ///     let mut buf = d.guard(Vec::new(), |buf| assert_eq!(buf, [1, 2])).unwrap();
+    ///     let mut buf = d.try_guard(Vec::new(), |buf| assert_eq!(buf, [1, 2])).unwrap();
     ///     buf.push(1);
     ///     buf.push(2);
     ///     buf.len()
@@ -515,7 +515,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// struct Adc { on: bool }
     /// let mut adc = Adc { on: true };
     /// deferral::scope_local(async |d| {
-    ///     let mut adc = d.guard(&mut adc, |adc| adc.on = false).unwrap();
+    ///     let mut adc = d.try_guard(&mut adc, |adc| adc.on = false).unwrap();
     ///     assert!(adc.on); // `&mut Adc` for the whole body
     /// })
     /// .await;
@@ -523,7 +523,11 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn guard<V, F, R>(&self, value: V, cleanup: F) -> Result<Guard<'_, V, F, K>, Full<(V, F)>>
+    pub fn try_guard<V, F, R>(
+        &self,
+        value: V,
+        cleanup: F,
+    ) -> Result<Guard<'_, V, F, K>, Full<(V, F)>>
     where
         V: Fits<K>,
         F: FnOnce(V) -> R + Fits<K>,
@@ -555,7 +559,7 @@ impl<T, K: Flavour> Defer<T, K> {
     ///     fn send(&mut self, _: &str) {}
     /// }
     /// deferral::scope(async |d| {
-    ///     let mut conn = d.guard_async(Conn, |c| c.close()).unwrap();
+    ///     let mut conn = d.try_guard_async(Conn, |c| c.close()).unwrap();
     ///     conn.send("hello"); // `conn` is `&mut Conn` for the whole body
     /// })
     /// .await;
@@ -578,7 +582,7 @@ impl<T, K: Flavour> Defer<T, K> {
     ///     }
     /// }
     /// let out: io::Result<()> = deferral::scope(async |d| {
-    ///     let mut f = d.guard_async(File, |f| f.close())?;
+    ///     let mut f = d.try_guard_async(File, |f| f.close())?;
     ///     f.write(b"data")?; // the body uses the file as `&mut File`
     ///     Ok(())
     /// })
@@ -587,7 +591,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # });
     /// ```
     #[inline(always)]
-    pub fn guard_async<V, F, Fut>(
+    pub fn try_guard_async<V, F, Fut>(
         &self,
         value: V,
         cleanup: F,
@@ -623,8 +627,8 @@ impl<T, K: Flavour> Defer<T, K> {
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
     ///     assert_eq!(d.len(), 0);
-    ///     d.defer(|| ()).unwrap();
-    ///     let _g = d.guard(1, drop).unwrap();
+    ///     d.try_defer(|| ()).unwrap();
+    ///     let _g = d.try_guard(1, drop).unwrap();
     ///     assert_eq!(d.len(), 2);
     /// })
     /// .await;
@@ -657,8 +661,8 @@ impl<T, K: Flavour> Defer<T, K> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.defer(|| unreachable!("rolled back")).unwrap();
-    ///     d.defer_async(async { unreachable!("rolled back") }).unwrap();
+    ///     d.try_defer(|| unreachable!("rolled back")).unwrap();
+    ///     d.try_defer_async(async { unreachable!("rolled back") }).unwrap();
     ///     // ... the transaction committed: no rollback.
     ///     assert_eq!(d.clear(), 2);
     ///     assert!(d.is_empty());
@@ -704,7 +708,7 @@ impl<T, K: Flavour> Defer<T, K> {
     /// use deferral::DeferStack;
     /// let mut owned: DeferStack = DeferStack::new();
     /// deferral::scope(async |d| {
-    ///     d.defer(|| println!("closed by the stack's owner")).unwrap();
+    ///     d.try_defer(|| println!("closed by the stack's owner")).unwrap();
     ///     assert_eq!(d.move_all(&mut owned), 1); // construction succeeded
     /// })
     /// .await;
@@ -720,6 +724,343 @@ impl<T, K: Flavour> Defer<T, K> {
             self.core
                 .remove_where(|v| v.is_portable(), true, |live| stack.accept(live))
         }
+    }
+}
+
+/// The registrations that cannot fail: with `alloc` a full slab spills to
+/// the heap, so there is no `Result` to unwrap. Without `alloc` only the
+/// `try_` forms exist (a slab can fill up; they hand the thunk back), so
+/// code written for `no_std` keeps compiling when another crate turns
+/// `alloc` on, and no registration is ever dropped unnoticed.
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+impl<T, K: Flavour> Defer<T, K> {
+    /// Defers `f` until the body has ended; it runs however the body ended
+    /// (returned, panicked or cancelled), like Go's `defer`. `f` may return
+    /// `()` or a `Result<(), E>` whose error is [added](Exit::add_error) to the
+    /// output.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer(|| println!("closed"));
+    ///     println!("open");
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer<F, R>(&self, f: F) -> Registration<'_, F, K>
+    where
+        F: FnOnce() -> R + Fits<K>,
+        R: CleanupOutput<T>,
+    {
+        stored(self.try_defer(f))
+    }
+
+    /// Defers `f`, which sees how the body ended and may change the output (see
+    /// [`try_defer_with`](Self::try_defer_with)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_with(|exit| {
+    ///         if let Some(out) = exit.output_mut() {
+    ///             *out += 1;
+    ///         }
+    ///     });
+    ///     1
+    /// })
+    /// .await;
+    /// assert_eq!(out, 2);
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_with<F>(&self, f: F) -> Registration<'_, F, K>
+    where
+        F: FnOnce(&mut Exit<T>) + Fits<K>,
+    {
+        stored(self.try_defer_with(f))
+    }
+
+    /// Defers `f` to run only if the body returned and nothing panicked since
+    /// (see [`try_defer_on_success`](Self::try_defer_on_success)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_on_success(|| println!("committed"));
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_on_success<F, R>(&self, f: F) -> Registration<'_, F, K>
+    where
+        F: FnOnce() -> R + Fits<K>,
+        R: CleanupOutput<T>,
+    {
+        stored(self.try_defer_on_success(f))
+    }
+
+    /// Defers `f` to run only while a panic is in flight (see
+    /// [`try_defer_on_unwind`](Self::try_defer_on_unwind)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_on_unwind(|| unreachable!("nothing panicked"));
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_on_unwind<F, R>(&self, f: F) -> Registration<'_, F, K>
+    where
+        F: FnOnce() -> R + Fits<K>,
+        R: CleanupOutput<T>,
+    {
+        stored(self.try_defer_on_unwind(f))
+    }
+
+    /// Defers `f` to run only if the body returned an error, with that error
+    /// (Zig's `errdefer`; see
+    /// [`try_defer_on_error`](Self::try_defer_on_error)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_on_error(|e: &mut String| e.push_str(", rolled back"));
+    ///     Err::<(), _>(String::from("failed"))
+    /// })
+    /// .await;
+    /// assert_eq!(out.unwrap_err(), "failed, rolled back");
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_on_error<F>(&self, f: F) -> Registration<'_, F, K>
+    where
+        T: Fallible,
+        F: FnOnce(&mut T::Error) + Fits<K>,
+    {
+        stored(self.try_defer_on_error(f))
+    }
+
+    /// Defers a future, awaited after the body however it ended (see
+    /// [`try_defer_async`](Self::try_defer_async)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_async(async { println!("flushed") });
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_async<Fut>(&self, fut: Fut) -> Registration<'_, Fut, K>
+    where
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        stored(self.try_defer_async(fut))
+    }
+
+    /// Defers a future whose output then sees, and may change, how the body
+    /// ended (see [`try_defer_async_with`](Self::try_defer_async_with)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_async_with(async {
+    ///         |exit: &mut deferral::Exit<u8>| {
+    ///             if let Some(out) = exit.output_mut() {
+    ///                 *out = 9;
+    ///             }
+    ///         }
+    ///     });
+    ///     1
+    /// })
+    /// .await;
+    /// assert_eq!(out, 9);
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_async_with<Fut>(&self, fut: Fut) -> Registration<'_, Fut, K>
+    where
+        Fut: Future + Fits<K>,
+        Fut::Output: FnOnce(&mut Exit<T>),
+    {
+        stored(self.try_defer_async_with(fut))
+    }
+
+    /// Defers `f`, called with how the body ended; the future it returns is
+    /// awaited (see
+    /// [`try_defer_async_on_exit`](Self::try_defer_async_on_exit)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_async_on_exit(|exit: &mut deferral::Exit<()>| {
+    ///         let ok = !exit.is_panicked();
+    ///         async move { assert!(ok) }
+    ///     });
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_async_on_exit<F, Fut>(&self, f: F) -> Registration<'_, F, K>
+    where
+        F: FnOnce(&mut Exit<T>) -> Fut + Fits<K>,
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        stored(self.try_defer_async_on_exit(f))
+    }
+
+    /// [`defer_async`](Self::defer_async), awaited only if the body returned
+    /// and nothing panicked (see
+    /// [`try_defer_async_on_success`](Self::try_defer_async_on_success)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_async_on_success(async { println!("committed") });
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_async_on_success<Fut>(&self, fut: Fut) -> Registration<'_, Fut, K>
+    where
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        stored(self.try_defer_async_on_success(fut))
+    }
+
+    /// [`defer_async`](Self::defer_async), awaited only while a panic is in
+    /// flight (see
+    /// [`try_defer_async_on_unwind`](Self::try_defer_async_on_unwind)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     d.defer_async_on_unwind(async { unreachable!("nothing panicked") });
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_async_on_unwind<Fut>(&self, fut: Fut) -> Registration<'_, Fut, K>
+    where
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        stored(self.try_defer_async_on_unwind(fut))
+    }
+
+    /// Defers `f`, called with the body's error if it returned one; the future
+    /// it returns is awaited (see
+    /// [`try_defer_async_on_error`](Self::try_defer_async_on_error)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let out = deferral::scope(async |d| {
+    ///     d.defer_async_on_error(|e: &mut &str| {
+    ///         let what = *e;
+    ///         async move { println!("rolling back after {what}") }
+    ///     });
+    ///     Err::<(), _>("failed")
+    /// })
+    /// .await;
+    /// assert!(out.is_err());
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn defer_async_on_error<F, Fut>(&self, f: F) -> Registration<'_, F, K>
+    where
+        T: Fallible,
+        F: FnOnce(&mut T::Error) -> Fut + Fits<K>,
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        stored(self.try_defer_async_on_error(f))
+    }
+
+    /// Moves `value` into the scope and hands back a [`Guard`] to use it;
+    /// `cleanup(value)` runs after the body unless the guard is defused (see
+    /// [`try_guard`](Self::try_guard)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let n = deferral::scope(async |d| {
+    ///     let mut conn = d.guard(vec!["open"], |c| println!("closing {c:?}"));
+    ///     conn.push("query");
+    ///     conn.len()
+    /// })
+    /// .await;
+    /// assert_eq!(n, 2);
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn guard<V, F, R>(&self, value: V, cleanup: F) -> Guard<'_, V, F, K>
+    where
+        V: Fits<K>,
+        F: FnOnce(V) -> R + Fits<K>,
+        R: CleanupOutput<T>,
+    {
+        stored(self.try_guard(value, cleanup))
+    }
+
+    /// [`guard`](Self::guard) with an async cleanup, awaited after the body
+    /// (see [`try_guard_async`](Self::try_guard_async)).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// deferral::scope(async |d| {
+    ///     let conn = d.guard_async(String::from("db"), async |c| println!("closed {c}"));
+    ///     assert_eq!(*conn, "db");
+    /// })
+    /// .await;
+    /// # });
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn guard_async<V, F, Fut>(&self, value: V, cleanup: F) -> Guard<'_, V, F, K>
+    where
+        V: Fits<K>,
+        F: FnOnce(V) -> Fut + Fits<K>,
+        Fut: Future + Fits<K>,
+        Fut::Output: CleanupOutput<T>,
+    {
+        stored(self.try_guard_async(value, cleanup))
+    }
+}
+
+/// The registration of an `alloc` scope, which spills instead of filling
+/// up: `Err` only if the thunk's layout overflows `isize` (where
+/// `Vec::push` would panic as well).
+#[cfg(feature = "alloc")]
+#[inline(always)]
+#[track_caller]
+fn stored<R, X>(r: Result<R, Full<X>>) -> R {
+    match r {
+        Ok(registration) => registration,
+        Err(_) => panic!("deferral: a thunk too large for any allocation"),
     }
 }
 
@@ -748,7 +1089,7 @@ unsafe fn guard_async_value<V, F, Fut>(payload: *mut u8) -> *mut V {
 /// ```
 /// # futures::executor::block_on(async {
 /// deferral::scope(async |d| {
-///     let token = d.defer(|| unreachable!("cancelled")).unwrap();
+///     let token = d.try_defer(|| unreachable!("cancelled")).unwrap();
 ///     let thunk = token.cancel(); // defused: handed back, never run
 ///     drop(thunk);
 /// })
@@ -792,7 +1133,7 @@ impl<X, K: Flavour> Registration<'_, X, K> {
     /// # futures::executor::block_on(async {
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
     /// deferral::scope(async |d| {
-    ///     let token = d.defer(|| println!("later")).unwrap();
+    ///     let token = d.try_defer(|| println!("later")).unwrap();
     ///     token.move_to(&mut stack).unwrap();
     /// })
     /// .await;
@@ -818,7 +1159,7 @@ impl<X, K: Flavour> Registration<'_, X, K> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     let token = d.defer(|| unreachable!("cancelled")).unwrap();
+    ///     let token = d.try_defer(|| unreachable!("cancelled")).unwrap();
     ///     let thunk = token.cancel();
     ///     drop(thunk); // never run
     /// })
@@ -842,7 +1183,7 @@ impl<X, K: Flavour> Registration<'_, X, K> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     let token = d.defer(|| unreachable!("cleared")).unwrap();
+    ///     let token = d.try_defer(|| unreachable!("cleared")).unwrap();
     ///     assert_eq!(d.clear(), 1);
     ///     assert!(token.try_cancel().is_none());
     /// })
@@ -874,7 +1215,7 @@ impl<X, K: Flavour> Registration<'_, X, K> {
 /// ```
 /// # futures::executor::block_on(async {
 /// deferral::scope(async |d| {
-///     let guard = d.guard(String::from("tmp"), |_| unreachable!()).unwrap();
+///     let guard = d.try_guard(String::from("tmp"), |_| unreachable!()).unwrap();
 ///     let value: String = deferral::Guard::defuse(guard); // no cleanup
 ///     assert_eq!(value, "tmp");
 /// })
@@ -919,7 +1260,7 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// # futures::executor::block_on(async {
     /// use deferral::Guard;
     /// deferral::scope(async |d| {
-    ///     let tmp = d.guard(String::from("tmp"), |_| unreachable!("kept")).unwrap();
+    ///     let tmp = d.try_guard(String::from("tmp"), |_| unreachable!("kept")).unwrap();
     ///     let kept: String = Guard::defuse(tmp);
     ///     assert_eq!(kept, "tmp");
     /// })
@@ -937,7 +1278,7 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// # futures::executor::block_on(async {
     /// use deferral::Guard;
     /// deferral::scope(async |d| {
-    ///     let guard = d.guard(vec![1], |v| assert_eq!(v, [1, 2])).unwrap();
+    ///     let guard = d.try_guard(vec![1], |v| assert_eq!(v, [1, 2])).unwrap();
     ///     let (mut v, cleanup) = Guard::into_parts(guard);
     ///     v.push(2);
     ///     cleanup(v); // when and where you like
@@ -967,7 +1308,7 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// use deferral::{DeferStack, Guard};
     /// let mut stack: DeferStack = DeferStack::new();
     /// deferral::scope(async |d| {
-    ///     let conn = d.guard(String::from("conn"), |c| println!("closing {c}")).unwrap();
+    ///     let conn = d.try_guard(String::from("conn"), |c| println!("closing {c}")).unwrap();
     ///     Guard::move_to(conn, &mut stack).unwrap();
     /// })
     /// .await;
@@ -1005,7 +1346,7 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     ///     async fn close(self) -> Result<(), &'static str> { Ok(()) }
     /// }
     /// let out: Result<(), &str> = deferral::scope(async |d| {
-    ///     let conn = d.guard_async(Conn, Conn::close).unwrap();
+    ///     let conn = d.try_guard_async(Conn, Conn::close).unwrap();
     ///     Guard::run_now(conn).await?; // closed here, its error ours to handle
     ///     Ok(())
     /// })
@@ -1057,7 +1398,7 @@ impl<V: fmt::Debug, F, K: Flavour> fmt::Debug for Guard<'_, V, F, K> {
 ///     .capacity::<64>()
 ///     .run(async |d| {
 ///         let big = [0u8; 128];
-///         match d.defer(move || drop(big)) {
+///         match d.try_defer(move || drop(big)) {
 ///             Ok(_) => assert!(cfg!(feature = "alloc")), // spilled to the heap
 ///             Err(full) => (full.into_inner())(),        // run it by hand
 ///         }
@@ -1080,7 +1421,7 @@ impl<X> Full<X> {
     /// deferral::ScopeBuilder::new()
     ///     .capacity::<0>()
     ///     .run(async |d| {
-    ///         if let Err(full) = d.defer(|| println!("by hand")) {
+    ///         if let Err(full) = d.try_defer(|| println!("by hand")) {
     ///             (full.into_inner())();
     ///         }
     ///     })

@@ -27,7 +27,7 @@ use crate::panic::Panic;
 /// use deferral::{Exit, ExitKind};
 /// let out = deferral::scope(async |d| {
 ///     // Go's named result: deferred code sees and changes it.
-///     d.defer_with(|exit: &mut Exit<u32>| {
+///     d.try_defer_with(|exit: &mut Exit<u32>| {
 ///         assert_eq!(exit.kind(), ExitKind::Returned);
 ///         if let Some(out) = exit.output_mut() {
 ///             *out *= 7;
@@ -193,7 +193,7 @@ impl<T> Exit<T> {
     /// # futures::executor::block_on(async {
     /// use deferral::{Exit, ExitKind};
     /// let mut scope = Box::pin(deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut Exit<()>| assert_eq!(exit.kind(), ExitKind::Cancelled))
+    ///     d.try_defer_with(|exit: &mut Exit<()>| assert_eq!(exit.kind(), ExitKind::Cancelled))
     ///         .unwrap();
     ///     std::future::pending::<()>().await
     /// }));
@@ -211,7 +211,7 @@ impl<T> Exit<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_returned())).unwrap();
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_returned())).unwrap();
     /// })
     /// .await;
     /// # });
@@ -229,7 +229,7 @@ impl<T> Exit<T> {
     /// # futures::executor::block_on(async {
     /// use futures::FutureExt;
     /// let panicked = std::panic::AssertUnwindSafe(deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_panicked())).unwrap();
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_panicked())).unwrap();
     ///     panic!("boom");
     /// }))
     /// .catch_unwind()
@@ -247,7 +247,7 @@ impl<T> Exit<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let mut scope = Box::pin(deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_cancelled())).unwrap();
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_cancelled())).unwrap();
     ///     std::future::pending::<()>().await
     /// }));
     /// let _ = futures::poll!(scope.as_mut());
@@ -266,7 +266,7 @@ impl<T> Exit<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<()>| assert!(!exit.is_unwinding())).unwrap();
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| assert!(!exit.is_unwinding())).unwrap();
     /// })
     /// .await;
     /// # });
@@ -281,7 +281,7 @@ impl<T> Exit<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<u8>| assert_eq!(exit.output(), Some(&3)))
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<u8>| assert_eq!(exit.output(), Some(&3)))
     ///         .unwrap();
     ///     3
     /// })
@@ -299,7 +299,7 @@ impl<T> Exit<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<String>| {
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<String>| {
     ///         if let Some(out) = exit.output_mut() {
     ///             out.push_str(", closed");
     ///         }
@@ -322,7 +322,7 @@ impl<T> Exit<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<Result<(), String>>| {
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<Result<(), String>>| {
     ///         if let Some(e) = exit.error_mut() {
     ///             e.insert_str(0, "rolled back: ");
     ///         }
@@ -351,7 +351,7 @@ impl<T> Exit<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<Result<u8, &str>>| {
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<Result<u8, &str>>| {
     ///         exit.add_error("close failed");
     ///     })
     ///     .unwrap();
@@ -378,7 +378,7 @@ impl<T> Exit<T> {
     /// # futures::executor::block_on(async {
     /// use futures::FutureExt;
     /// let _ = std::panic::AssertUnwindSafe(deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<()>| {
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| {
     ///         let payload = exit.panic_payload().unwrap();
     ///         assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
     ///     })
@@ -406,7 +406,7 @@ impl<T> Exit<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_with(|exit: &mut deferral::Exit<&str>| {
+    ///     d.try_defer_with(|exit: &mut deferral::Exit<&str>| {
     ///         if let Some(p) = exit.recover("recovered") {
     ///             println!("Recovered in f: {:?}", p.downcast_ref::<&str>());
     ///         }
@@ -546,7 +546,7 @@ impl<U, E> AddError<E> for Result<U, Errors<E>> {
 ///     }
 /// }
 /// let out = deferral::scope(async |d| {
-///     let _conn = d.guard_async(Conn, |c| c.close()).unwrap();
+///     let _conn = d.try_guard_async(Conn, |c| c.close()).unwrap();
 ///     Ok(())
 /// })
 /// .await;
@@ -570,7 +570,7 @@ pub trait CleanupOutput<T>: sealed::Sealed<T> {
     /// use deferral::{CleanupOutput, Exit};
     /// let out = deferral::scope(async |d| {
     ///     // By hand, what returning `Err("flush failed")` from cleanup does:
-    ///     d.defer_with(|exit: &mut Exit<Result<(), &str>>| Err("flush failed").report(exit))
+    ///     d.try_defer_with(|exit: &mut Exit<Result<(), &str>>| Err("flush failed").report(exit))
     ///         .unwrap();
     ///     Ok(())
     /// })
@@ -649,8 +649,8 @@ impl<T, F: FnOnce(&mut Exit<T>)> CleanupOutput<T> for F {
 /// # futures::executor::block_on(async {
 /// use deferral::Errors;
 /// let out: Result<(), Errors<String>> = deferral::scope(async |d| {
-///     d.defer(|| Err("second disposal failed".to_string())).unwrap();
-///     d.defer(|| Err("first disposal failed".to_string())).unwrap();
+///     d.try_defer(|| Err("second disposal failed".to_string())).unwrap();
+///     d.try_defer(|| Err("first disposal failed".to_string())).unwrap();
 ///     Err("the body failed".to_string())?
 /// })
 /// .await;

@@ -2,6 +2,7 @@
 //! any executor, with or without a heap.
 //!
 //! ```
+//! # #[cfg(feature = "alloc")] // (without `alloc`: `try_guard`, `try_defer_async`)
 //! # futures::executor::block_on(async {
 //! use std::sync::{Arc, Mutex};
 //!
@@ -9,9 +10,9 @@
 //! let l = log.clone();
 //! let out = deferral::scope(async |d| {
 //!     // Moved into the scope, `&mut` for the body, closed after it (LIFO).
-//!     let mut conn = d.guard(vec!["open"], move |c| l.lock().unwrap().extend(c)).unwrap();
+//!     let mut conn = d.guard(vec!["open"], move |c| l.lock().unwrap().extend(c));
 //!     conn.push("query");
-//!     d.defer_async(async { /* awaited after the body, before `out` */ }).unwrap();
+//!     d.defer_async(async { /* awaited after the body, before `out` */ });
 //!     Ok::<_, std::io::Error>(conn.len())
 //! })
 //! .await;
@@ -76,7 +77,9 @@ mod wake_set;
 #[cfg(feature = "std")]
 pub use ambient::{
     AmbientRegistration, NoScope, defer, defer_async, defer_async_on_success,
-    defer_async_on_unwind, defer_on_success, defer_on_unwind,
+    defer_async_on_unwind, defer_on_success, defer_on_unwind, try_defer, try_defer_async,
+    try_defer_async_on_success, try_defer_async_on_unwind, try_defer_on_success,
+    try_defer_on_unwind,
 };
 pub use cancel::{Orphan, Reap, Reaper, clear_cancel_handler, set_cancel_handler};
 pub use cleanup::Order;
@@ -108,6 +111,8 @@ pub use scope::{
     CutShort, DEFAULT_CAPACITY, DeferScope, Grace, IntoCancelHandler, NoHandler, ScopeBody,
     ScopeBuilder, scope, scope_local,
 };
+#[cfg(feature = "std")]
+pub use scope::{FnBody, scope_fn};
 #[cfg(feature = "alloc")]
 pub use slab::BoxedThunk;
 pub use slab::Flavour;

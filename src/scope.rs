@@ -77,7 +77,7 @@ pub const DEFAULT_CAPACITY: usize = 256;
 /// use deferral::{Defer, ScopeBody};
 /// fn is_body<F: for<'d> ScopeBody<'d, u8, deferral::Sendable, &'d (u8, deferral::Sendable)>>(_: F) {}
 /// is_body(async |d: &Defer<u8>| {
-///     d.defer(|| ()).unwrap();
+///     d.try_defer(|| ()).unwrap();
 ///     1
 /// });
 /// ```
@@ -120,8 +120,8 @@ where
 ///     .capacity::<1024>()
 ///     .order(Order::Fifo)
 ///     .run(async |d| {
-///         d.defer(|| println!("runs first")).unwrap();
-///         d.defer(|| println!("runs second")).unwrap();
+///         d.try_defer(|| println!("runs first")).unwrap();
+///         d.try_defer(|| println!("runs second")).unwrap();
 ///         "done"
 ///     })
 ///     .await;
@@ -234,7 +234,7 @@ impl<const N: usize, H> ScopeBuilder<N, H> {
     /// let scope = deferral::ScopeBuilder::new()
     ///     .on_cancel(move |thunk| sink.lock().unwrap().push(thunk))
     ///     .run(async |d| {
-    ///         d.defer_async(async { println!("goodbye") }).unwrap();
+    ///         d.try_defer_async(async { println!("goodbye") }).unwrap();
     ///         std::future::pending::<()>().await
     ///     });
     /// let mut scope = Box::pin(scope);
@@ -304,7 +304,7 @@ impl<const N: usize, H: IntoCancelHandler> ScopeBuilder<N, H> {
     /// # futures::executor::block_on(async {
     /// let out = deferral::ScopeBuilder::new()
     ///     .run(async |d| {
-    ///         d.defer(|| println!("cleanup")).unwrap();
+    ///         d.try_defer(|| println!("cleanup")).unwrap();
     ///         "out"
     ///     })
     ///     .await;
@@ -330,7 +330,7 @@ impl<const N: usize> ScopeBuilder<N, NoHandler> {
     /// deferral::ScopeBuilder::new()
     ///     .order(deferral::Order::Fifo)
     ///     .run_local(async |d| {
-    ///         d.defer(|| log.push("first")).unwrap();
+    ///         d.try_defer(|| log.push("first")).unwrap();
     ///     })
     ///     .await;
     /// assert_eq!(log, ["first"]);
@@ -358,8 +358,8 @@ impl<const N: usize> ScopeBuilder<N, NoHandler> {
 /// let log = Arc::new(Mutex::new(Vec::new()));
 /// let (a, b) = (log.clone(), log.clone());
 /// let out = deferral::scope(async |d| {
-///     d.defer(move || a.lock().unwrap().push("close file")).unwrap();
-///     d.defer(move || b.lock().unwrap().push("unlock")).unwrap();
+///     d.try_defer(move || a.lock().unwrap().push("close file")).unwrap();
+///     d.try_defer(move || b.lock().unwrap().push("unlock")).unwrap();
 ///     "body result"
 /// })
 /// .await;
@@ -367,6 +367,10 @@ impl<const N: usize> ScopeBuilder<N, NoHandler> {
 /// assert_eq!(*log.lock().unwrap(), ["unlock", "close file"]);
 /// # });
 /// ```
+///
+/// A zero-argument `async fn` that registers through the ambient
+/// [`defer`](crate::defer) runs in [`scope_fn`] (`scope(defer_test)` does
+/// not compile: a body takes the handle).
 ///
 /// # Panics and cancellation
 ///
@@ -403,8 +407,8 @@ where
 /// let mut adc = Adc { powered: true };
 /// let mut log = Vec::new();
 /// let sample = deferral::scope_local(async |d| {
-///     let mut adc = d.guard(&mut adc, |adc| adc.power_off()).unwrap();
-///     d.defer(|| log.push("sampled")).unwrap(); // Go-style: borrow and push
+///     let mut adc = d.try_guard(&mut adc, |adc| adc.power_off()).unwrap();
+///     d.try_defer(|| log.push("sampled")).unwrap(); // Go-style: borrow and push
 ///     adc.read().await
 /// })
 /// .await;
@@ -419,6 +423,69 @@ where
     F: for<'d> ScopeBody<'d, T, Local<'env>, &'d (T, Local<'env>)>,
 {
     DeferScope::new(body, Order::Lifo, None)
+}
+
+/// A scope around a zero-argument `async fn` (or closure returning a
+/// future) that registers its cleanup through the ambient
+/// [`defer`](crate::defer) — the seed's `useDefer(deferTest)`, which
+/// `scope(defer_test)` cannot be (a scope's body takes the handle).
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// async fn defer_test() -> i32 {
+///     deferral::defer(|| println!("defer 1"));
+///     println!("not defer");
+///     1
+/// }
+/// assert_eq!(deferral::scope_fn(defer_test).await, 1);
+/// // With arguments: a closure.
+/// async fn add(a: i32, b: i32) -> i32 {
+///     deferral::defer(|| println!("added"));
+///     a + b
+/// }
+/// assert_eq!(deferral::scope_fn(|| add(2, 3)).await, 5);
+/// # });
+/// ```
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub fn scope_fn<'s, T, F, Fut>(body: F) -> DeferScope<'s, T, FnBody<F>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    DeferScope::new(FnBody(body), Order::Lifo, None)
+}
+
+/// The body of [`scope_fn`]: a function that takes no handle.
+///
+/// ```
+/// use deferral::{DeferScope, FnBody};
+/// fn named<F, Fut>(f: F) -> DeferScope<'static, u8, FnBody<F>>
+/// where
+///     F: FnOnce() -> Fut,
+///     Fut: Future<Output = u8>,
+/// {
+///     deferral::scope_fn(f)
+/// }
+/// assert_eq!(futures::executor::block_on(named(async || 7)), 7);
+/// ```
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+#[derive(Debug)]
+pub struct FnBody<F>(F);
+
+#[cfg(feature = "std")]
+impl<'d, T, F, Fut> ScopeBody<'d, T, Sendable, &'d (T, Sendable)> for FnBody<F>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    type Fut = Fut;
+
+    #[inline(always)]
+    fn call(self, _handle: &'d Defer<T, Sendable>) -> Fut {
+        (self.0)()
+    }
 }
 
 /// Where a scope is (see the module docs).
@@ -784,7 +851,7 @@ where
     /// ```
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_async(std::future::pending::<()>()).unwrap(); // a close that hangs
+    ///     d.try_defer_async(std::future::pending::<()>()).unwrap(); // a close that hangs
     ///     7
     /// })
     /// .grace(|| async {}) // a timer that has already fired
@@ -861,18 +928,49 @@ where
 /// assert_eq!(graced.await.unwrap(), 1);
 /// # });
 /// ```
-#[pin_project::pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Grace<'s, T, F, K, const N: usize, G, D>
 where
     K: Flavour,
     F: ScopeBody<'s, T, K>,
 {
-    #[pin]
+    /// Structurally pinned, like `timer` (see `project`); the deadline
+    /// maker is not.
     scope: DeferScope<'s, T, F, K, N>,
     deadline: Option<G>,
-    #[pin]
     timer: Option<D>,
+}
+
+/// `Grace`'s fields, the pinned ones pinned.
+struct GraceProj<'a, 's, T, F, K, const N: usize, G, D>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    scope: Pin<&'a mut DeferScope<'s, T, F, K, N>>,
+    deadline: &'a mut Option<G>,
+    timer: Pin<&'a mut Option<D>>,
+}
+
+impl<'s, T, F, K, const N: usize, G, D> Grace<'s, T, F, K, N, G, D>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K>,
+{
+    fn project(self: Pin<&mut Self>) -> GraceProj<'_, 's, T, F, K, N, G, D> {
+        // SAFETY: `scope` and `timer` are structurally pinned: never moved
+        // out of a pinned `Grace` (no by-value accessor, no `Drop` impl,
+        // not `repr(packed)`); `Grace` is never `Unpin` (its auto impl
+        // needs `DeferScope: Unpin`, which is not: `PhantomPinned`).
+        unsafe {
+            let this = self.get_unchecked_mut();
+            GraceProj {
+                scope: Pin::new_unchecked(&mut this.scope),
+                deadline: &mut this.deadline,
+                timer: Pin::new_unchecked(&mut this.timer),
+            }
+        }
+    }
 }
 
 impl<'s, T, F, K, const N: usize, G, D> fmt::Debug for Grace<'s, T, F, K, N, G, D>
@@ -927,7 +1025,7 @@ where
 /// ```
 /// # futures::executor::block_on(async {
 /// let cut = deferral::scope(async |d| {
-///     d.defer_async(std::future::pending::<()>()).unwrap();
+///     d.try_defer_async(std::future::pending::<()>()).unwrap();
 /// })
 /// .grace(|| async {})
 /// .await
@@ -958,7 +1056,7 @@ impl<T> CutShort<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let cut = deferral::scope(async |d| {
-    ///     d.defer_async(std::future::pending::<()>()).unwrap();
+    ///     d.try_defer_async(std::future::pending::<()>()).unwrap();
     ///     "out"
     /// })
     /// .grace(|| async {})
@@ -976,7 +1074,7 @@ impl<T> CutShort<T> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.defer_async(std::future::pending::<()>()).unwrap();
+    ///     d.try_defer_async(std::future::pending::<()>()).unwrap();
     ///     1
     /// })
     /// .grace(|| async {})

@@ -1364,17 +1364,17 @@ mod clears_tests {
     fn a_saturated_clears_count_still_refuses_stale_tokens() {
         futures::executor::block_on(crate::ScopeBuilder::new().capacity::<128>().run(async |d| {
             d.core_for_tests().clears.set(Clears::MAX - 1);
-            let old = d.defer(|| unreachable!("cleared")).unwrap();
+            let old = d.try_defer(|| unreachable!("cleared")).unwrap();
             assert_eq!(d.clear(), 1); // the count reaches MAX here
             assert_eq!(d.core_for_tests().clears.get(), Clears::MAX);
             assert!(old.try_cancel().is_none());
             // Registered and cleared at MAX: the count no longer moves.
-            let stale = d.defer(|| unreachable!("cleared at MAX")).unwrap();
+            let stale = d.try_defer(|| unreachable!("cleared at MAX")).unwrap();
             assert_eq!(d.clear(), 1);
             assert_eq!(d.core_for_tests().clears.get(), Clears::MAX);
             // Its bytes are kept (`KEPT`): a new registration goes elsewhere,
             // and the stale token is refused by the entry's state.
-            let fresh = d.defer(|| ()).unwrap();
+            let fresh = d.try_defer(|| ()).unwrap();
             assert!(stale.try_cancel().is_none());
             assert!(fresh.try_cancel().is_some());
             assert_eq!(d.len(), 0, "kept entries are not pending");

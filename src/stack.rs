@@ -80,7 +80,7 @@ struct Block {
 /// fn open(fail: bool, log: &std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>) -> Result<Host, &'static str> {
 ///     let mut stack: DeferStack = DeferStack::new();
 ///     let l = log.clone();
-///     stack.defer(move || l.lock().unwrap().push("channel closed")).unwrap();
+///     stack.try_defer(move || l.lock().unwrap().push("channel closed")).unwrap();
 ///     if fail {
 ///         return Err("socket failed"); // `stack` drops: the channel is closed
 ///     }
@@ -158,7 +158,7 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     ///
     /// ```
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.defer(|| ()).unwrap();
+    /// stack.try_defer(|| ()).unwrap();
     /// assert_eq!(stack.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
@@ -200,7 +200,7 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     ///
     /// ```
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.defer(|| println!("closed by whoever owns the stack")).unwrap();
+    /// stack.try_defer(|| println!("closed by whoever owns the stack")).unwrap();
     /// let owned = stack.take();
     /// assert!(stack.is_empty() && owned.len() == 1);
     /// ```
@@ -213,10 +213,10 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     ///
     /// ```
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.defer(|| println!("bye")).unwrap();
+    /// stack.try_defer(|| println!("bye")).unwrap();
     /// drop(stack); // prints "bye"
     /// ```
-    pub fn defer<F>(&mut self, f: F) -> Result<(), Full<F>>
+    pub fn try_defer<F>(&mut self, f: F) -> Result<(), Full<F>>
     where
         F: FnOnce() + Fits<K>,
     {
@@ -231,16 +231,60 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.defer_async(async { println!("flushed") }).unwrap();
+    /// stack.try_defer_async(async { println!("flushed") }).unwrap();
     /// stack.dispose().await;
     /// # });
     /// ```
-    pub fn defer_async<Fut>(&mut self, fut: Fut) -> Result<(), Full<Fut>>
+    pub fn try_defer_async<Fut>(&mut self, fut: Fut) -> Result<(), Full<Fut>>
     where
         Fut: Future<Output = ()> + Fits<K>,
     {
         self.push(AsyncThunk(fut))
             .map_err(|AsyncThunk(f)| Full::new(f))
+    }
+
+    /// Defers `f` (run when the stack is dropped or disposed of, LIFO).
+    /// With `alloc` a full stack spills to the heap, so this cannot fail;
+    /// without it, [`try_defer`](Self::try_defer) hands `f` back.
+    ///
+    /// ```
+    /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
+    /// stack.defer(|| println!("bye"));
+    /// drop(stack); // prints "bye"
+    /// ```
+    #[cfg(feature = "alloc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    #[track_caller]
+    pub fn defer<F>(&mut self, f: F)
+    where
+        F: FnOnce() + Fits<K>,
+    {
+        if self.try_defer(f).is_err() {
+            panic!("deferral: a thunk too large for any allocation");
+        }
+    }
+
+    /// Defers a future, awaited by [`dispose`](Self::dispose) (see
+    /// [`try_defer_async`](Self::try_defer_async)); cannot fail with
+    /// `alloc`.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
+    /// stack.defer_async(async { println!("flushed") });
+    /// stack.dispose().await;
+    /// # });
+    /// ```
+    #[cfg(feature = "alloc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+    #[track_caller]
+    pub fn defer_async<Fut>(&mut self, fut: Fut)
+    where
+        Fut: Future<Output = ()> + Fits<K>,
+    {
+        if self.try_defer_async(fut).is_err() {
+            panic!("deferral: a thunk too large for any allocation");
+        }
     }
 
     fn push<P: Payload<()>>(&mut self, payload: P) -> Result<(), P> {
@@ -359,7 +403,7 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     ///
     /// ```
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.defer(|| unreachable!()).unwrap();
+    /// stack.try_defer(|| unreachable!()).unwrap();
     /// assert_eq!(stack.clear(), 1);
     /// ```
     ///
@@ -392,8 +436,8 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.defer(|| println!("2")).unwrap();
-    /// stack.defer_async(async { println!("1") }).unwrap();
+    /// stack.try_defer(|| println!("2")).unwrap();
+    /// stack.try_defer_async(async { println!("1") }).unwrap();
     /// stack.dispose().await;
     /// # });
     /// ```

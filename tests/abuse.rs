@@ -49,12 +49,12 @@ fn a_thunk_registering_more_thunks_during_top_level_cleanup_gets_them_back() {
     let log = DropLog::new();
     let l = log.clone();
     block_on(scope(async move |d| {
-        d.defer(move || {
+        d.try_defer(move || {
             // Cleanup is not the body: there is no scope to register on.
             let l2 = l.clone();
-            let refused = deferral::defer(move || l2.push("ran by hand")).unwrap_err();
+            let refused = deferral::try_defer(move || l2.push("ran by hand")).unwrap_err();
             (refused.into_inner())();
-            assert!(deferral::defer_async(async {}).is_err());
+            assert!(deferral::try_defer_async(async {}).is_err());
             l.push("thunk");
         })
         .unwrap();
@@ -68,7 +68,7 @@ fn polling_with_a_different_waker_every_time_wakes_only_the_latest() {
         let gate = Gate::new();
         let wait = gate.wait();
         let mut s = pin!(ScopeBuilder::new().order(order).run(async move |d| {
-            d.defer_async(wait).unwrap();
+            d.try_defer_async(wait).unwrap();
         }));
         let counters: Vec<WakeCounter> = (0..4).map(|_| WakeCounter::new()).collect();
         for c in &counters {
@@ -100,7 +100,7 @@ fn stale_thunk_wakers_are_harmless_after_the_scope_is_gone() {
         let counter = WakeCounter::new();
         {
             let mut s = pin!(ScopeBuilder::new().order(order).run(async move |d| {
-                d.defer_async(async move {
+                d.try_defer_async(async move {
                     // Keep the thunk's waker beyond the scope's life.
                     std::future::poll_fn(|cx| {
                         *steal.lock().unwrap() = Some(cx.waker().clone());
@@ -138,7 +138,7 @@ fn a_panicking_scope_waker_does_not_wedge_concurrent_cleanup() {
         ScopeBuilder::new()
             .order(Order::Concurrent)
             .run(async move |d| {
-                d.defer_async(wait).unwrap();
+                d.try_defer_async(wait).unwrap();
             })
     );
     let bad = panicking_waker(&DROPS);
@@ -198,12 +198,12 @@ fn forgetting_guards_and_tokens_keeps_their_registrations() {
     let log = DropLog::new();
     let (l1, l2, t) = (log.clone(), log.clone(), drops.tracked());
     block_on(scope(async move |d| {
-        let guard = d.guard(t, move |t| {
+        let guard = d.try_guard(t, move |t| {
             l1.push("guard cleanup");
             drop(t);
         });
         std::mem::forget(guard); // leaks only the pointer: cleanup still runs
-        std::mem::forget(d.defer(move || l2.push("thunk")).unwrap());
+        std::mem::forget(d.try_defer(move || l2.push("thunk")).unwrap());
     }));
     assert_eq!(log.events(), ["thunk", "guard cleanup"]);
     assert_eq!(drops.get(), 1);
@@ -221,12 +221,12 @@ fn defusing_after_other_registrations_and_in_any_order() {
         }
         let mut guards = Vec::new();
         for i in 0..10 {
-            guards.push(d.guard(i, logger(l.clone())).unwrap());
+            guards.push(d.try_guard(i, logger(l.clone())).unwrap());
         }
         // Defuse every other one, from the middle outwards.
         let mut taken = Vec::new();
         for i in [5, 3, 7, 1, 9] {
-            let filler = d.guard(100, logger(DropLog::new())).unwrap();
+            let filler = d.try_guard(100, logger(DropLog::new())).unwrap();
             let g = std::mem::replace(&mut guards[i], filler);
             taken.push(Guard::defuse(g));
         }
@@ -251,7 +251,7 @@ fn forgetting_a_scope_a_promise_or_a_resolver_is_safe() {
     let log = DropLog::new();
     let l = log.clone();
     let mut s = Box::pin(scope(async move |d| {
-        d.defer(move || l.push("never runs: the scope is leaked"))
+        d.try_defer(move || l.push("never runs: the scope is leaked"))
             .unwrap();
         std::future::pending::<()>().await
     }));
@@ -260,7 +260,7 @@ fn forgetting_a_scope_a_promise_or_a_resolver_is_safe() {
     assert!(log.events().is_empty());
     #[cfg(feature = "std")]
     assert!(
-        deferral::defer(|| ()).is_err(),
+        deferral::try_defer(|| ()).is_err(),
         "no ambient scope is left behind"
     );
 

@@ -38,14 +38,14 @@ no!(Local<'static>: Send, Sync);
 fn a_scope_is_send_and_sync_when_what_it_runs_is() {
     fn send_sync<T: Send + Sync>(_: &T) {}
     let s = scope(async |d: &Defer<u8>| {
-        d.defer(|| ()).unwrap();
-        let guard = d.guard(String::new(), drop).unwrap();
+        d.try_defer(|| ()).unwrap();
+        let guard = d.try_guard(String::new(), drop).unwrap();
         std::future::ready(()).await;
         guard.len() as u8
     });
     send_sync(&s);
     let local = scope_local(async |d| {
-        d.defer(|| ()).unwrap();
+        d.try_defer(|| ()).unwrap();
         1
     });
     // Sync: nothing is reachable through `&DeferScope`.

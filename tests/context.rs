@@ -102,7 +102,7 @@ mod current {
 
     #[test]
     fn the_seed_example_sees_123_not_abc() {
-        // const p = ac.run(123, () => Promise.defer((res) => res(ac.get())));
+        // const p = ac.run(123, () => Promise.try_defer((res) => res(ac.get())));
         let p = AC.run(Js::Num(123), || {
             DeferredPromise::<_, ()>::new(|res| res.resolve(AC.get()))
         });
@@ -375,18 +375,18 @@ mod current {
         let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
         let out = block_on(scope(async |d| {
             V.run(1, || {
-                d.defer(move || l1.lock().unwrap().push(("sync", V.get())))
+                d.try_defer(move || l1.lock().unwrap().push(("sync", V.get())))
             })
             .unwrap();
             V.run(2, || {
-                d.defer_async(async move {
+                d.try_defer_async(async move {
                     l2.lock().unwrap().push(("async-1", V.get()));
                     yield_now().await;
                     l2.lock().unwrap().push(("async-2", V.get()));
                 })
             })
             .unwrap();
-            d.defer(move || l3.lock().unwrap().push(("plain", V.get())))
+            d.try_defer(move || l3.lock().unwrap().push(("plain", V.get())))
                 .unwrap();
             V.get()
         }));
@@ -411,13 +411,13 @@ mod current {
         block_on(scope(async |d| {
             let mut g = V
                 .run(8, || {
-                    d.guard(vec![1_u8], move |v| s1.lock().unwrap().push((v, V.get())))
+                    d.try_guard(vec![1_u8], move |v| s1.lock().unwrap().push((v, V.get())))
                 })
                 .unwrap();
             g.push(2);
             let mut ga = V
                 .run(9, || {
-                    d.guard_async(String::from("a"), move |v| async move {
+                    d.try_guard_async(String::from("a"), move |v| async move {
                         yield_now().await;
                         s2.lock().unwrap().push((v.into_bytes(), V.get()));
                     })
@@ -439,7 +439,7 @@ mod current {
         let r = ran.clone();
         let back = block_on(scope(async |d| {
             let token = V
-                .run(1, || d.defer(move || *r.lock().unwrap() = true))
+                .run(1, || d.try_defer(move || *r.lock().unwrap() = true))
                 .unwrap();
             token.cancel()
         }));
@@ -456,7 +456,8 @@ mod current {
         let gate = Gate::new();
         let wait = gate.wait();
         let mut fut = Box::pin(scope(async move |d| {
-            d.defer(move || l.lock().unwrap().push(V.get())).unwrap();
+            d.try_defer(move || l.lock().unwrap().push(V.get()))
+                .unwrap();
             wait.await;
         }));
         let w = WakeCounter::new();
@@ -473,8 +474,9 @@ mod current {
         let gate = Gate::new();
         let wait = gate.wait();
         let mut fut = Box::pin(scope(async move |d| {
-            d.defer(move || l1.lock().unwrap().push(V.get())).unwrap();
-            V.run(6, || d.defer(move || l2.lock().unwrap().push(V.get())))
+            d.try_defer(move || l1.lock().unwrap().push(V.get()))
+                .unwrap();
+            V.run(6, || d.try_defer(move || l2.lock().unwrap().push(V.get())))
                 .unwrap();
             wait.await;
         }));
@@ -497,7 +499,7 @@ mod current {
                 .on_cancel(move |thunk| h.lock().unwrap().push(thunk))
                 .run(async move |d| {
                     V.run(3, || {
-                        d.defer_async(async move { *s.lock().unwrap() = Some(V.get()) })
+                        d.try_defer_async(async move { *s.lock().unwrap() = Some(V.get()) })
                     })
                     .unwrap();
                     wait.await;
@@ -517,7 +519,7 @@ mod current {
         let s = seen.clone();
         block_on(scope(async move |_d| {
             V.run(4, || {
-                deferral::defer(move || *s.lock().unwrap() = Some(V.get()))
+                deferral::try_defer(move || *s.lock().unwrap() = Some(V.get()))
             })
             .unwrap();
         }));

@@ -72,14 +72,14 @@ macro_rules! body {
                 }};
             }
             let (run, held) = probe!("defer");
-            d.defer(move || {
+            d.try_defer(move || {
                 let _held = held;
                 run()
             })
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("defer_with");
-            d.defer_with(move |exit: &mut Exit<Out>| {
+            d.try_defer_with(move |exit: &mut Exit<Out>| {
                 let _held = held;
                 assert_eq!(exit.output().is_some(), exit.is_returned());
                 run()
@@ -87,21 +87,21 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("on_success");
-            d.defer_on_success(move || {
+            d.try_defer_on_success(move || {
                 let _held = held;
                 run()
             })
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("on_unwind");
-            d.defer_on_unwind(move || {
+            d.try_defer_on_unwind(move || {
                 let _held = held;
                 run()
             })
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("on_error");
-            d.defer_on_error(move |e: &mut String| {
+            d.try_defer_on_error(move |e: &mut String| {
                 let _held = held;
                 assert_eq!(e, "body failed");
                 run()
@@ -109,7 +109,7 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("async");
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 let _held = held;
                 run();
                 yield_now().await;
@@ -117,7 +117,7 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("async_with");
-            d.defer_async_with(async move {
+            d.try_defer_async_with(async move {
                 let _held = held;
                 run();
                 yield_now().await;
@@ -126,7 +126,7 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("async_on_exit");
-            d.defer_async_on_exit(move |_: &mut Exit<Out>| async move {
+            d.try_defer_async_on_exit(move |_: &mut Exit<Out>| async move {
                 let _held = held;
                 run();
                 yield_now().await;
@@ -134,7 +134,7 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("async_on_success");
-            d.defer_async_on_success(async move {
+            d.try_defer_async_on_success(async move {
                 let _held = held;
                 run();
                 yield_now().await;
@@ -142,7 +142,7 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("async_on_unwind");
-            d.defer_async_on_unwind(async move {
+            d.try_defer_async_on_unwind(async move {
                 let _held = held;
                 run();
                 yield_now().await;
@@ -150,7 +150,7 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("async_on_error");
-            d.defer_async_on_error(move |e: &mut String| {
+            d.try_defer_async_on_error(move |e: &mut String| {
                 assert_eq!(e, "body failed");
                 async move {
                     let _held = held;
@@ -161,13 +161,13 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("guard");
-            let _g = d.guard(held, move |held| {
+            let _g = d.try_guard(held, move |held| {
                 let _held = held;
                 run()
             });
             yield_now().await;
             let (run, held) = probe!("guard_async");
-            let _ga = d.guard_async(held, move |held| async move {
+            let _ga = d.try_guard_async(held, move |held| async move {
                 let _held = held;
                 run();
                 yield_now().await;

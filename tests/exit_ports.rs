@@ -45,7 +45,7 @@ fn lines(out: &Out) -> Vec<String> {
 fn go_spec_deferred_closure_amends_the_named_result_6_to_42() {
     let f = || {
         scope(async |d| {
-            d.defer_with(|exit: &mut Exit<i32>| {
+            d.try_defer_with(|exit: &mut Exit<i32>| {
                 if let Some(result) = exit.output_mut() {
                     *result *= 7;
                 }
@@ -65,9 +65,9 @@ fn go_spec_deferred_functions_run_while_panicking_the_amending_one_too() {
         let panicked = catch_unwind(AssertUnwindSafe(|| {
             block_on(ScopeBuilder::new().order(order).run(async move |d| {
                 let o1 = o.clone();
-                d.defer(move || println(&o1, "deferred 1")).unwrap();
+                d.try_defer(move || println(&o1, "deferred 1")).unwrap();
                 let o2 = o.clone();
-                d.defer_with(move |exit: &mut Exit<i32>| {
+                d.try_defer_with(move |exit: &mut Exit<i32>| {
                     // It runs, and sees that there is no result to amend.
                     assert_eq!(exit.kind(), ExitKind::Panicked);
                     assert!(exit.output_mut().is_none());
@@ -75,7 +75,7 @@ fn go_spec_deferred_functions_run_while_panicking_the_amending_one_too() {
                 })
                 .unwrap();
                 let o3 = o.clone();
-                d.defer_async(async move {
+                d.try_defer_async(async move {
                     yield_now().await;
                     println(&o3, "deferred async");
                 })
@@ -138,7 +138,7 @@ fn g(out: Out, i: i32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
             std::panic::panic_any(format!("{i}"));
         }
         let o = out.clone();
-        d.defer(move || println(&o, format!("Defer in g {i}")))
+        d.try_defer(move || println(&o, format!("Defer in g {i}")))
             .unwrap();
         println(&out, format!("Printing in g {i}"));
         g(out, i + 1).await;
@@ -149,7 +149,7 @@ async fn f(out: Out, recovers: bool) {
     scope(async |d| {
         if recovers {
             let o = out.clone();
-            d.defer_with(move |exit: &mut Exit<()>| {
+            d.try_defer_with(move |exit: &mut Exit<()>| {
                 if let Some(r) = exit.recover(()) {
                     let r = r.downcast_ref::<String>().unwrap();
                     println(&o, format!("Recovered in f {r}"));
@@ -239,14 +239,14 @@ fn go_blog_lifo_and_named_result_increment() {
     block_on(scope(async move |d| {
         for i in 0..4 {
             let p = p.clone();
-            d.defer(move || p.lock().unwrap().push_str(&i.to_string()))
+            d.try_defer(move || p.lock().unwrap().push_str(&i.to_string()))
                 .unwrap();
         }
     }));
     assert_eq!(*printed.lock().unwrap(), "3210");
 
     let c = scope(async |d| {
-        d.defer_with(|exit: &mut Exit<i32>| *exit.output_mut().unwrap() += 1)
+        d.try_defer_with(|exit: &mut Exit<i32>| *exit.output_mut().unwrap() += 1)
             .unwrap();
         1
     });
@@ -289,7 +289,7 @@ fn zig_errdefer_captures_the_error() {
     // exactly as Zig's `captured: *?anyerror`.
     let mut captured: Option<ZigError> = None;
     let result: Result<(), ZigError> = block_on(scope_local(async |d| {
-        d.defer_on_error(|err: &mut ZigError| captured = Some(*err))
+        d.try_defer_on_error(|err: &mut ZigError| captured = Some(*err))
             .unwrap();
         Err(ZigError::GeneralFailure)
     }));
@@ -304,10 +304,12 @@ fn defer_error_example(is_error: bool, print: &mut Vec<&'static str>) -> Result<
     let print = &print;
     block_on(scope_local(async |d| {
         print.borrow_mut().push("start of function");
-        d.defer(move || print.borrow_mut().push("end of function"))
+        d.try_defer(move || print.borrow_mut().push("end of function"))
             .unwrap();
-        d.defer_on_error(move |_: &mut ZigError| print.borrow_mut().push("encountered an error!"))
-            .unwrap();
+        d.try_defer_on_error(move |_: &mut ZigError| {
+            print.borrow_mut().push("encountered an error!")
+        })
+        .unwrap();
         if is_error {
             return Err(ZigError::DeferError);
         }
@@ -347,7 +349,7 @@ fn async_errdefer_rolls_back_only_on_error_seeing_it() {
         let rolled_back = Arc::new(Mutex::new(None));
         let r = rolled_back.clone();
         let result: Result<u8, String> = block_on(scope(async move |d| {
-            d.defer_async_on_error(move |err: &mut String| {
+            d.try_defer_async_on_error(move |err: &mut String| {
                 let err = err.clone();
                 async move {
                     yield_now().await; // the async rollback
@@ -395,13 +397,13 @@ fn python_push_async_exit_suppresses_the_exception() {
     let (o1, o2) = (out.clone(), out.clone());
     let result = block_on(scope(async move |d| {
         // Registered first, runs last: the exception is gone by then.
-        d.defer_async_on_exit(move |exit: &mut Exit<&str>| {
+        d.try_defer_async_on_exit(move |exit: &mut Exit<&str>| {
             let seen = exit.kind();
             async move { println(&o1, format!("outer sees {seen:?}")) }
         })
         .unwrap();
         // suppress_exc: an async `__aexit__` that returns True.
-        d.defer_async_on_exit(move |exit: &mut Exit<&str>| {
+        d.try_defer_async_on_exit(move |exit: &mut Exit<&str>| {
             let exc = exit
                 .panic_payload()
                 .and_then(|p| p.downcast_ref::<&str>())
@@ -439,7 +441,7 @@ fn python_push_async_exit_that_does_not_suppress_lets_it_propagate() {
     let s = seen.clone();
     let panic = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
-            d.defer_async_on_exit(move |exit: &mut Exit<()>| {
+            d.try_defer_async_on_exit(move |exit: &mut Exit<()>| {
                 assert!(exit.is_panicked());
                 async move {
                     s.fetch_add(1, SeqCst);
@@ -463,8 +465,8 @@ fn python_push_async_exit_that_does_not_suppress_lets_it_propagate() {
 //     var stack = new AsyncDisposableStack();
 //     var error1 = new Error();
 //     var error2 = new Error();
-//     stack.defer(async function () { throw error1; });
-//     stack.defer(async function () { throw error2; });
+//     stack.try_defer(async function () { throw error1; });
+//     stack.try_defer(async function () { throw error2; });
 //     try { await stack.disposeAsync(); } catch (e) {
 //         assert(e instanceof SuppressedError);
 //         assert.sameValue(e.error, error1);
@@ -489,12 +491,12 @@ impl std::error::Error for JsError {}
 #[test]
 fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
     let result: Result<(), Errors<JsError>> = block_on(scope(async |d| {
-        d.defer_async(async {
+        d.try_defer_async(async {
             yield_now().await;
             Err(JsError("error1"))
         })
         .unwrap();
-        d.defer_async(async {
+        d.try_defer_async(async {
             yield_now().await;
             Err(JsError("error2"))
         })
@@ -528,9 +530,9 @@ fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
 fn js_body_error_then_disposal_errors_in_order() {
     let result: Result<u8, Errors<JsError>> = block_on(scope(async |d| {
         let _res = d
-            .guard_async("resource", |_| async { Err(JsError("dispose failed")) })
+            .try_guard_async("resource", |_| async { Err(JsError("dispose failed")) })
             .unwrap();
-        d.defer(|| Err(JsError("defer failed"))).unwrap();
+        d.try_defer(|| Err(JsError("defer failed"))).unwrap();
         Err(JsError("body failed"))?
     }));
     let errors = result.unwrap_err();
@@ -551,7 +553,7 @@ fn errors_of_io_errors_convert_with_question_mark() {
     use std::io;
     let run = || -> io::Result<()> {
         let r: Result<(), Errors<io::Error>> = block_on(scope(async |d| {
-            d.defer(|| Err(io::Error::new(io::ErrorKind::BrokenPipe, "flush")))
+            d.try_defer(|| Err(io::Error::new(io::ErrorKind::BrokenPipe, "flush")))
                 .unwrap();
             Err(io::Error::new(io::ErrorKind::NotFound, "open"))?
         }));
@@ -594,7 +596,7 @@ fn errors_of_io_errors_convert_with_question_mark() {
 fn scopeguard_defer_success_1() {
     let drops = std::cell::Cell::new(0);
     block_on(scope_local(async |d| {
-        d.defer_on_success(|| drops.set(1)).unwrap();
+        d.try_defer_on_success(|| drops.set(1)).unwrap();
         assert_eq!(drops.get(), 0);
     }));
     assert_eq!(drops.get(), 1);
@@ -605,7 +607,7 @@ fn scopeguard_defer_success_2() {
     let drops = std::cell::Cell::new(0);
     let _ = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope_local(async |d| {
-            d.defer_on_success(|| drops.set(1)).unwrap();
+            d.try_defer_on_success(|| drops.set(1)).unwrap();
             panic!("failure")
         }))
     }));
@@ -617,7 +619,7 @@ fn scopeguard_defer_unwind_1() {
     let drops = std::cell::Cell::new(0);
     let _ = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope_local(async |d| {
-            d.defer_on_unwind(|| drops.set(1)).unwrap();
+            d.try_defer_on_unwind(|| drops.set(1)).unwrap();
             assert_eq!(drops.get(), 0);
             panic!("failure")
         }))
@@ -629,7 +631,7 @@ fn scopeguard_defer_unwind_1() {
 fn scopeguard_defer_unwind_2() {
     let drops = std::cell::Cell::new(0);
     block_on(scope_local(async |d| {
-        d.defer_on_unwind(|| drops.set(1)).unwrap();
+        d.try_defer_on_unwind(|| drops.set(1)).unwrap();
     }));
     assert_eq!(drops.get(), 0);
 }
@@ -644,11 +646,11 @@ fn scopeguard_on_unwind_runs_for_a_scope_dropped_during_unwinding() {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut scope = Box::pin(scope(async move |d| {
             let d3 = d2.clone();
-            d.defer_on_unwind(move || {
+            d.try_defer_on_unwind(move || {
                 d3.fetch_add(1, SeqCst);
             })
             .unwrap();
-            d.defer_on_success(move || unreachable!("cancelled"))
+            d.try_defer_on_success(move || unreachable!("cancelled"))
                 .unwrap();
             std::future::pending::<()>().await
         }));
@@ -665,12 +667,14 @@ fn ambient_on_success_and_on_unwind() {
     let r = ran.clone();
     block_on(scope(async move |_| {
         let (a, b) = (r.clone(), r.clone());
-        deferral::defer_on_success(move || a.lock().unwrap().push("success")).unwrap();
-        deferral::defer_on_unwind(move || b.lock().unwrap().push("unwind")).unwrap();
+        deferral::try_defer_on_success(move || a.lock().unwrap().push("success")).unwrap();
+        deferral::try_defer_on_unwind(move || b.lock().unwrap().push("unwind")).unwrap();
         let (a, b) = (r.clone(), r.clone());
-        deferral::defer_async_on_success(async move { a.lock().unwrap().push("async success") })
-            .unwrap();
-        deferral::defer_async_on_unwind(async move { b.lock().unwrap().push("async unwind") })
+        deferral::try_defer_async_on_success(
+            async move { a.lock().unwrap().push("async success") },
+        )
+        .unwrap();
+        deferral::try_defer_async_on_unwind(async move { b.lock().unwrap().push("async unwind") })
             .unwrap();
     }));
     assert_eq!(*ran.lock().unwrap(), ["async success", "success"]);
@@ -680,20 +684,25 @@ fn ambient_on_success_and_on_unwind() {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |_| -> u64 {
             let (a, b) = (r.clone(), r.clone());
-            deferral::defer_on_success(move || a.lock().unwrap().push("success")).unwrap();
-            deferral::defer_on_unwind(move || b.lock().unwrap().push("unwind")).unwrap();
+            deferral::try_defer_on_success(move || a.lock().unwrap().push("success")).unwrap();
+            deferral::try_defer_on_unwind(move || b.lock().unwrap().push("unwind")).unwrap();
             let (a, b) = (r.clone(), r.clone());
-            deferral::defer_async_on_success(
+            deferral::try_defer_async_on_success(
                 async move { a.lock().unwrap().push("async success") },
             )
             .unwrap();
-            deferral::defer_async_on_unwind(async move { b.lock().unwrap().push("async unwind") })
-                .unwrap();
+            deferral::try_defer_async_on_unwind(
+                async move { b.lock().unwrap().push("async unwind") },
+            )
+            .unwrap();
             panic!("boom")
         }))
     }));
     assert_eq!(*ran.lock().unwrap(), ["async unwind", "unwind"]);
-    assert!(deferral::defer_on_success(|| ()).is_err(), "no scope here");
+    assert!(
+        deferral::try_defer_on_success(|| ()).is_err(),
+        "no scope here"
+    );
 }
 
 /// Recovering a panic that a cleanup (not the body) raised keeps the
@@ -701,14 +710,14 @@ fn ambient_on_success_and_on_unwind() {
 #[test]
 fn recover_a_cleanup_panic_after_the_body_returned() {
     let out = block_on(scope(async |d| {
-        d.defer_with(|exit: &mut Exit<u8>| {
+        d.try_defer_with(|exit: &mut Exit<u8>| {
             assert!(exit.is_panicked());
             assert_eq!(exit.output(), Some(&1), "the body did return");
             let p = exit.recover(2).unwrap();
             assert_eq!(p.downcast_ref::<&str>(), Some(&"cleanup panics"));
         })
         .unwrap();
-        d.defer(|| panic!("cleanup panics")).unwrap();
+        d.try_defer(|| panic!("cleanup panics")).unwrap();
         1
     }));
     assert_eq!(out, 2);
@@ -734,7 +743,7 @@ fn guard_async_close_error_becomes_the_output_error() {
     for (close_fails, body_fails) in [(false, false), (true, false), (false, true), (true, true)] {
         let result: Result<usize, String> = block_on(scope(async move |d| {
             let mut f = d
-                .guard_async(File(Vec::new(), close_fails), File::close)
+                .try_guard_async(File(Vec::new(), close_fails), File::close)
                 .unwrap();
             f.0.extend_from_slice(b"data");
             yield_now().await;
@@ -752,7 +761,7 @@ fn guard_async_close_error_becomes_the_output_error() {
     }
     // With `Errors`, both are kept.
     let result: Result<usize, Errors<String>> = block_on(scope(async |d| {
-        let _f = d.guard_async(File(vec![1], true), File::close).unwrap();
+        let _f = d.try_guard_async(File(vec![1], true), File::close).unwrap();
         Err("write failed".to_string())?
     }));
     assert_eq!(

@@ -24,21 +24,21 @@ fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
                 .order(order)
                 .run(async move |d| {
                     let (a, held) = (l.clone(), l.on_drop("hangs"));
-                    d.defer_async(async move {
+                    d.try_defer_async(async move {
                         let _held = held;
                         a.push("hang: started");
                         std::future::pending::<()>().await
                     })
                     .unwrap();
                     let (b, held) = (l.clone(), l.on_drop("quick"));
-                    d.defer_async(async move {
+                    d.try_defer_async(async move {
                         let _held = held;
                         yield_now().await;
                         b.push("quick: done");
                     })
                     .unwrap();
                     let c = l.clone();
-                    d.defer(move || c.push("sync: done")).unwrap();
+                    d.try_defer(move || c.push("sync: done")).unwrap();
                     yield_now().await;
                     "output"
                 })
@@ -94,7 +94,7 @@ fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
 fn cleanup_that_finishes_in_time_resolves_ok() {
     let mut scope = pin!(
         deferral::scope(async |d| {
-            d.defer_async(async { yield_now().await }).unwrap();
+            d.try_defer_async(async { yield_now().await }).unwrap();
             7
         })
         .grace(std::future::pending::<()>)
@@ -115,14 +115,14 @@ fn a_deadline_before_any_cleanup_started_cuts_everything_async_and_runs_sync() {
     let out = support::block_on(
         deferral::scope(async move |d| {
             let a = l.clone();
-            d.defer(move || a.push("sync ran")).unwrap();
+            d.try_defer(move || a.push("sync ran")).unwrap();
             let held = l.on_drop("async");
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 let _held = held;
                 std::future::pending::<()>().await
             })
             .unwrap();
-            d.defer_async(async { std::future::pending::<()>().await })
+            d.try_defer_async(async { std::future::pending::<()>().await })
                 .unwrap();
         })
         .grace(|| async {}),
@@ -139,7 +139,7 @@ fn a_panicking_body_still_resumes_its_panic_when_cut_short() {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         support::block_on(
             deferral::scope(async |d| {
-                d.defer_async(std::future::pending::<()>()).unwrap();
+                d.try_defer_async(std::future::pending::<()>()).unwrap();
                 panic!("body panicked")
             })
             .grace(|| async {}),

@@ -49,7 +49,7 @@ fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
     Box::pin(ScopeBuilder::new().order(order).run(async move |d| {
         for _ in 0..2 {
             let (r, v) = (ran.clone(), drops.tracked());
-            d.defer(move || {
+            d.try_defer(move || {
                 drop(v);
                 drop(r.tracked());
             })
@@ -57,7 +57,7 @@ fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
         }
         for gate in &gates[..2] {
             let (r, v, wait) = (ran.clone(), drops.tracked(), gate.wait());
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 wait.await;
                 drop(v);
                 drop(r.tracked());
@@ -66,7 +66,7 @@ fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
         }
         let (r, wait) = (ran.clone(), gates[2].wait());
         let mut g = d
-            .guard_async(drops.tracked(), move |v| async move {
+            .try_guard_async(drops.tracked(), move |v| async move {
                 wait.await;
                 drop(v);
                 drop(r.tracked());

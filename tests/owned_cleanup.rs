@@ -64,14 +64,14 @@ impl PluginHost {
         push(log, "channel subscribed");
         let l = log.clone();
         stack
-            .defer(move || push(&l, "channel unsubscribed"))
+            .try_defer(move || push(&l, "channel unsubscribed"))
             .unwrap();
         if socket_fails {
             return Err("socket failed"); // `stack` is disposed here
         }
         push(log, "socket opened");
         let l = log.clone();
-        stack.defer(move || push(&l, "socket closed")).unwrap();
+        stack.try_defer(move || push(&l, "socket closed")).unwrap();
         Ok(PluginHost {
             disposed: false,
             disposables: Some(stack.take()), // `stack.move()`
@@ -135,7 +135,8 @@ async fn open_all(names: &[&'static str], log: &Log) -> Result<DeferStack, Strin
             }
             push(log, format!("open {name}"));
             let l = log.clone();
-            d.defer(move || push(&l, format!("close {name}"))).unwrap();
+            d.try_defer(move || push(&l, format!("close {name}")))
+                .unwrap();
         }
         let mut close_files = DeferStack::new();
         assert_eq!(d.move_all(&mut close_files), names.len());
@@ -180,7 +181,7 @@ fn async_safe_defer_run_now_runs_once_and_only_now() {
     block_on(scope(async move |d| {
         let l2 = l.clone();
         let guard = d
-            .guard(7, move |v| l2.push(format!("cleanup {v}")))
+            .try_guard(7, move |v| l2.push(format!("cleanup {v}")))
             .unwrap();
         assert_eq!(d.len(), 1);
         Guard::run_now(guard);
@@ -194,7 +195,7 @@ fn async_safe_defer_run_now_runs_once_and_only_now() {
 fn async_safe_defer_run_now_async_returns_the_cleanup_future() {
     let out: Result<(), String> = block_on(scope(async |d| {
         let guard = d
-            .guard_async(String::from("conn"), |c| async move {
+            .try_guard_async(String::from("conn"), |c| async move {
                 yield_now().await;
                 Err(format!("{c}: close failed"))
             })
@@ -213,7 +214,7 @@ fn async_safe_defer_into_parts_returns_value_and_cleanup_unrun() {
     block_on(scope(async move |d| {
         let l2 = l.clone();
         let guard = d
-            .guard(vec![1], move |v| l2.push(format!("cleanup {v:?}")))
+            .try_guard(vec![1], move |v| l2.push(format!("cleanup {v:?}")))
             .unwrap();
         let (mut value, cleanup) = Guard::into_parts(guard);
         value.push(2);
@@ -230,11 +231,11 @@ fn async_safe_defer_len_and_clear() {
     block_on(scope(async move |d| {
         assert_eq!(d.len(), 0);
         let held = l.on_drop("sync");
-        d.defer(move || drop(held)).unwrap();
+        d.try_defer(move || drop(held)).unwrap();
         let held = l.on_drop("async");
-        d.defer_async(async move { drop(held) }).unwrap();
+        d.try_defer_async(async move { drop(held) }).unwrap();
         let l2 = l.clone();
-        let _guard = d.guard(l.on_drop("guarded"), move |g| {
+        let _guard = d.try_guard(l.on_drop("guarded"), move |g| {
             l2.push("guard cleanup");
             drop(g)
         });
@@ -262,11 +263,11 @@ fn clear_refuses_old_tokens_and_reuses_the_bytes() {
             .capacity::<64>()
             .run(async |d| {
                 for _ in 0..1000 {
-                    let token = d.defer(|| unreachable!("cleared")).unwrap();
+                    let token = d.try_defer(|| unreachable!("cleared")).unwrap();
                     assert_eq!(d.clear(), 1);
                     assert!(token.try_cancel().is_none());
                 }
-                let token = d.defer(|| ()).unwrap();
+                let token = d.try_defer(|| ()).unwrap();
                 assert!(token.try_cancel().is_some(), "new tokens work");
             }),
     );
@@ -276,7 +277,7 @@ fn clear_refuses_old_tokens_and_reuses_the_bytes() {
 #[should_panic(expected = "cleared or moved")]
 fn cancel_after_clear_panics_with_a_message() {
     block_on(scope(async |d| {
-        let token = d.defer(|| ()).unwrap();
+        let token = d.try_defer(|| ()).unwrap();
         d.clear();
         let _ = token.cancel();
     }));
@@ -289,11 +290,11 @@ fn clear_with_a_panicking_destructor_drops_the_rest_then_resumes() {
     let panic = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
             let held = l.on_drop("a");
-            d.defer(move || drop(held)).unwrap();
+            d.try_defer(move || drop(held)).unwrap();
             let p = support::DropCounter::new().panicking();
-            d.defer(move || drop(p)).unwrap();
+            d.try_defer(move || drop(p)).unwrap();
             let held = l.on_drop("c");
-            d.defer(move || drop(held)).unwrap();
+            d.try_defer(move || drop(held)).unwrap();
             d.clear();
         }))
     }))
@@ -314,10 +315,12 @@ fn stack_dispose_runs_everything_lifo_sync_and_async() {
     let mut stack: DeferStack = DeferStack::new();
     for i in 0..3 {
         let l = log.clone();
-        stack.defer(move || push(&l, format!("sync {i}"))).unwrap();
+        stack
+            .try_defer(move || push(&l, format!("sync {i}")))
+            .unwrap();
         let l = log.clone();
         stack
-            .defer_async(async move {
+            .try_defer_async(async move {
                 yield_now().await;
                 push(&l, format!("async {i}"));
             })
@@ -340,7 +343,7 @@ fn stack_spills_past_its_inline_bytes_and_keeps_the_order() {
         let l = log.clone();
         let big = [i as u8; 40];
         stack
-            .defer(move || push(&l, format!("{}", big[0])))
+            .try_defer(move || push(&l, format!("{}", big[0])))
             .unwrap();
     }
     assert_eq!(stack.len(), 50);
@@ -356,13 +359,13 @@ fn a_dropped_stack_runs_sync_cleanup_and_drops_async_cleanup_once() {
     let mut stack: DeferStack = DeferStack::new();
     let (l, held) = (log.clone(), log.on_drop("sync"));
     stack
-        .defer(move || {
+        .try_defer(move || {
             l.push("run sync");
             drop(held)
         })
         .unwrap();
     let held = log.on_drop("async");
-    stack.defer_async(async move { drop(held) }).unwrap();
+    stack.try_defer_async(async move { drop(held) }).unwrap();
     drop(stack); // no cancel handler in this test binary
     assert_eq!(log.events(), ["drop async", "run sync", "drop sync"]);
 }
@@ -372,16 +375,16 @@ fn stack_dispose_with_panics_runs_the_rest_and_resumes_the_first() {
     let log = DropLog::new();
     let mut stack: DeferStack = DeferStack::new();
     let l = log.clone();
-    stack.defer(move || l.push("oldest")).unwrap();
-    stack.defer(|| panic!("second")).unwrap();
+    stack.try_defer(move || l.push("oldest")).unwrap();
+    stack.try_defer(|| panic!("second")).unwrap();
     stack
-        .defer_async(async {
+        .try_defer_async(async {
             yield_now().await;
             panic!("first")
         })
         .unwrap();
     let l = log.clone();
-    stack.defer(move || l.push("newest")).unwrap();
+    stack.try_defer(move || l.push("newest")).unwrap();
     let panic = catch_unwind(AssertUnwindSafe(|| block_on(stack.dispose()))).unwrap_err();
     assert_eq!(panic.downcast_ref::<&str>(), Some(&"first"));
     assert_eq!(log.events(), ["newest", "oldest"]);
@@ -393,14 +396,14 @@ fn a_dispose_dropped_midway_drops_the_started_one_and_runs_the_rest() {
     let mut stack: DeferStack = DeferStack::new();
     let (l, held) = (log.clone(), log.on_drop("older sync"));
     stack
-        .defer(move || {
+        .try_defer(move || {
             l.push("run older sync");
             drop(held)
         })
         .unwrap();
     let held = log.on_drop("pending async");
     stack
-        .defer_async(async move {
+        .try_defer_async(async move {
             let _held = held;
             std::future::pending::<()>().await
         })
@@ -421,20 +424,20 @@ fn tokens_and_guards_move_into_a_stack_keeping_their_kind() {
     let l = log.clone();
     block_on(scope(async |d| {
         let (a, b, c) = (l.clone(), l.clone(), l.clone());
-        let t = d.defer(move || push(&a, "moved defer")).unwrap();
+        let t = d.try_defer(move || push(&a, "moved defer")).unwrap();
         t.move_to(&mut stack).unwrap();
         let t = d
-            .defer_on_unwind(move || push(&b, "moved on_unwind"))
+            .try_defer_on_unwind(move || push(&b, "moved on_unwind"))
             .unwrap();
         t.move_to(&mut stack).unwrap();
         let g = d
-            .guard(String::from("conn"), move |s| {
+            .try_guard(String::from("conn"), move |s| {
                 push(&c, format!("closed {s}"))
             })
             .unwrap();
         Guard::move_to(g, &mut stack).unwrap();
         // Cleanup that reads this scope's output cannot leave it.
-        let t = d.defer_with(|_: &mut Exit<()>| ()).unwrap();
+        let t = d.try_defer_with(|_: &mut Exit<()>| ()).unwrap();
         let t = t.move_to(&mut stack).unwrap_err();
         let _ = t.cancel();
         assert_eq!(d.len(), 0);
@@ -453,11 +456,11 @@ fn move_all_leaves_typed_cleanup_and_guards_behind() {
     let l = log.clone();
     let out: Result<(), String> = block_on(scope(async |d| {
         let (a, b, c) = (l.clone(), l.clone(), l.clone());
-        d.defer(move || push(&a, "portable")).unwrap();
-        let token = d.defer(move || push(&b, "portable too")).unwrap();
-        d.defer(|| Err::<(), String>("typed: reports to the output".into()))
+        d.try_defer(move || push(&a, "portable")).unwrap();
+        let token = d.try_defer(move || push(&b, "portable too")).unwrap();
+        d.try_defer(|| Err::<(), String>("typed: reports to the output".into()))
             .unwrap();
-        let _g = d.guard(1, move |_| push(&c, "guard stays")).unwrap();
+        let _g = d.try_guard(1, move |_| push(&c, "guard stays")).unwrap();
         assert_eq!(d.move_all(&mut stack), 2);
         assert!(
             token.try_cancel().is_none(),
@@ -479,7 +482,7 @@ fn move_all_into_a_full_stack_without_room_keeps_the_rest_registered() {
     let l = log.clone();
     block_on(scope(async |d| {
         let a = l.clone();
-        d.defer(move || push(&a, "ran in the scope or the stack"))
+        d.try_defer(move || push(&a, "ran in the scope or the stack"))
             .unwrap();
         let moved = d.move_all(&mut stack);
         // With `alloc` the stack spills; without, nothing fits and it stays.
@@ -502,13 +505,13 @@ fn ambient_token_cancels_inside_its_scope_only() {
     let s = stale.clone();
     block_on(scope(async move |_| {
         let a = l.clone();
-        let token = deferral::defer(move || push(&a, "cancelled?")).unwrap();
+        let token = deferral::try_defer(move || push(&a, "cancelled?")).unwrap();
         let f = token
             .cancel()
             .unwrap_or_else(|_| panic!("its own scope: cancelled"));
         drop(f);
         let b = l.clone();
-        let kept = deferral::defer(move || push(&b, "ran")).unwrap();
+        let kept = deferral::try_defer(move || push(&b, "ran")).unwrap();
         // In a nested scope it is not the current one: refused, kept.
         let kept = scope(async move |_| kept.cancel().err().unwrap()).await;
         *s.borrow_mut() = Some(kept);
@@ -521,11 +524,11 @@ fn ambient_token_cancels_inside_its_scope_only() {
     let stale2 = Rc::new(RefCell::new(None));
     let s2 = stale2.clone();
     block_on(scope(async move |_| {
-        *s2.borrow_mut() = Some(deferral::defer(|| ()).unwrap());
+        *s2.borrow_mut() = Some(deferral::try_defer(|| ()).unwrap());
     }));
     let token = stale2.borrow_mut().take().unwrap();
     block_on(scope(async move |_| {
-        deferral::defer(|| ()).unwrap();
+        deferral::try_defer(|| ()).unwrap();
         assert!(token.cancel().is_err());
     }));
 }
@@ -533,10 +536,10 @@ fn ambient_token_cancels_inside_its_scope_only() {
 #[test]
 fn ambient_token_after_clear_is_refused() {
     block_on(scope(async |d| {
-        let token = deferral::defer(|| unreachable!("cleared")).unwrap();
+        let token = deferral::try_defer(|| unreachable!("cleared")).unwrap();
         assert_eq!(d.clear(), 1);
         // A new registration may take the same bytes: the id tells them apart.
-        deferral::defer(|| ()).unwrap();
+        deferral::try_defer(|| ()).unwrap();
         assert!(token.cancel().is_err());
         assert_eq!(d.len(), 1);
     }));
@@ -560,8 +563,8 @@ fn new_paths(log: DropLog, stack: Arc<Mutex<DeferStack>>) -> impl Future<Output 
                 }
             }};
         }
-        d.defer(probe!("cleared")).unwrap();
-        d.defer_async({
+        d.try_defer(probe!("cleared")).unwrap();
+        d.try_defer_async({
             let run = probe!("cleared async");
             async move { run() }
         })
@@ -569,8 +572,8 @@ fn new_paths(log: DropLog, stack: Arc<Mutex<DeferStack>>) -> impl Future<Output 
         yield_now().await;
         assert_eq!(d.clear(), 2);
         yield_now().await;
-        d.defer(probe!("moved")).unwrap();
-        d.defer_async({
+        d.try_defer(probe!("moved")).unwrap();
+        d.try_defer_async({
             let run = probe!("moved async");
             async move {
                 yield_now().await;
@@ -582,19 +585,19 @@ fn new_paths(log: DropLog, stack: Arc<Mutex<DeferStack>>) -> impl Future<Output 
         assert_eq!(d.move_all(&mut stack.lock().unwrap()), 2);
         yield_now().await;
         let run = probe!("run now");
-        let g = d.guard((), move |()| run()).unwrap();
+        let g = d.try_guard((), move |()| run()).unwrap();
         yield_now().await;
         Guard::run_now(g);
         let run = probe!("split");
-        let g = d.guard((), move |()| run()).unwrap();
+        let g = d.try_guard((), move |()| run()).unwrap();
         let (value, cleanup) = Guard::into_parts(g);
         yield_now().await;
         cleanup(value);
         let run = probe!("moved guard");
-        let g = d.guard((), move |()| run()).unwrap();
+        let g = d.try_guard((), move |()| run()).unwrap();
         Guard::move_to(g, &mut stack.lock().unwrap()).unwrap();
         yield_now().await;
-        d.defer(probe!("stayed")).unwrap();
+        d.try_defer(probe!("stayed")).unwrap();
         yield_now().await;
     })
 }

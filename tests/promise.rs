@@ -356,7 +356,7 @@ fn settled_values_are_dropped_exactly_once() {
     assert!(CELL.is_free());
 }
 
-/// The seed: `Promise.defer(res => res(123)).then(doSomething)
+/// The seed: `Promise.try_defer(res => res(123)).then(doSomething)
 /// .catch(handleTheError).finally(doOneLastThing)` — the whole chain exists
 /// before the executor runs.
 #[test]

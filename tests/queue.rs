@@ -358,7 +358,7 @@ fn stop_when_works_for_outputs_that_are_not_results() {
 
 #[test]
 fn the_seeds_sequential_loop() {
-    // const tasks = [Promise.defer(res => res(fetch(url))), ...];
+    // const tasks = [Promise.try_defer(res => res(fetch(url))), ...];
     // while (tasks.length > 0) await tasks.shift();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut queue = pin!(TaskQueue::new());

@@ -37,23 +37,25 @@ fn scenario(order: Order, ran: &'static AtomicUsize) -> impl Future<Output = u32
         .capacity::<1024>()
         .order(order)
         .run(async move |d| {
-            d.defer(bump).unwrap();
-            d.defer_with(|exit: &mut deferral::Exit<u32>| *exit.output_mut().unwrap() += 1)
+            d.try_defer(bump).unwrap();
+            d.try_defer_with(|exit: &mut deferral::Exit<u32>| *exit.output_mut().unwrap() += 1)
                 .unwrap();
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 yield_now().await;
                 bump();
             })
             .unwrap();
-            let mut g = d.guard([0_u8; 32], |buf| assert_eq!(buf[0], 9)).unwrap();
+            let mut g = d
+                .try_guard([0_u8; 32], |buf| assert_eq!(buf[0], 9))
+                .unwrap();
             g[0] = 9;
-            d.guard_async(5_u64, move |n| async move {
+            d.try_guard_async(5_u64, move |n| async move {
                 yield_now().await;
                 assert_eq!(n, 5);
                 bump();
             })
             .unwrap();
-            let token = d.defer(|| unreachable!()).unwrap();
+            let token = d.try_defer(|| unreachable!()).unwrap();
             let _thunk = token.cancel();
             yield_now().await;
             41

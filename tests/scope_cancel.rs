@@ -19,11 +19,11 @@ fn scenario(order: Order, log: DropLog) -> impl Future<Output = &'static str> {
     ScopeBuilder::new().order(order).run(async move |d| {
         let l = log.clone();
         log.push("new s1");
-        d.defer(move || l.push("run s1")).unwrap();
+        d.try_defer(move || l.push("run s1")).unwrap();
 
         log.push("new a1");
         let (l, held) = (log.clone(), log.on_drop("a1"));
-        d.defer_async(async move {
+        d.try_defer_async(async move {
             let _held = held;
             l.push("run a1 start");
             yield_now().await;
@@ -35,7 +35,7 @@ fn scenario(order: Order, log: DropLog) -> impl Future<Output = &'static str> {
         log.push("new g");
         let l = log.clone();
         let mut g = d
-            .guard(log.on_drop("g"), move |v| {
+            .try_guard(log.on_drop("g"), move |v| {
                 l.push("run g");
                 drop(v);
             })
@@ -45,7 +45,7 @@ fn scenario(order: Order, log: DropLog) -> impl Future<Output = &'static str> {
         log.push("new ga");
         let l = log.clone();
         let _ga = d
-            .guard_async(log.on_drop("ga"), move |v| async move {
+            .try_guard_async(log.on_drop("ga"), move |v| async move {
                 l.push("run ga start");
                 yield_now().await;
                 l.push("run ga end");
@@ -138,9 +138,9 @@ fn cancelled_scope_runs_sync_thunks_and_drops_async_ones_unpolled() {
     {
         let mut s = pin!(ScopeBuilder::new().run(async move |d| {
             let l1 = l.clone();
-            d.defer(move || l1.push("sync")).unwrap();
+            d.try_defer(move || l1.push("sync")).unwrap();
             let (l2, held) = (l.clone(), l.on_drop("async thunk"));
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 let _held = held;
                 l2.push("async polled");
             })
@@ -168,10 +168,10 @@ fn cancel_handler_receives_unstarted_async_thunks() {
                 .run(async move |d| {
                     for name in ["one", "two"] {
                         let l = l.clone();
-                        d.defer_async(async move { l.push(name) }).unwrap();
+                        d.try_defer_async(async move { l.push(name) }).unwrap();
                     }
                     let l = l.clone();
-                    d.guard_async(7, move |n| async move { l.push(format!("guard {n}")) })
+                    d.try_guard_async(7, move |n| async move { l.push(format!("guard {n}")) })
                         .unwrap();
                     std::future::pending::<()>().await
                 })
@@ -197,21 +197,21 @@ fn cancel_tokens_defuse_registrations() {
     let l = log.clone();
     let out = support::block_on(ScopeBuilder::new().run(async move |d| {
         let l1 = l.clone();
-        let keep = d.defer(move || l1.push("kept")).unwrap();
+        let keep = d.try_defer(move || l1.push("kept")).unwrap();
         let l2 = l.clone();
-        let token = d.defer(move || l2.push("cancelled sync")).unwrap();
+        let token = d.try_defer(move || l2.push("cancelled sync")).unwrap();
         let thunk = token.cancel();
         let l3 = l.clone();
         let token = d
-            .defer_async(async move { l3.push("cancelled async") })
+            .try_defer_async(async move { l3.push("cancelled async") })
             .unwrap();
         drop(token.cancel());
         let guard = d
-            .guard(String::from("value"), |_| panic!("defused"))
+            .try_guard(String::from("value"), |_| panic!("defused"))
             .unwrap();
         let value = Guard::defuse(guard);
         let guard = d
-            .guard_async(5_u8, |_| async { panic!("defused") })
+            .try_guard_async(5_u8, |_| async { panic!("defused") })
             .unwrap();
         let five = Guard::defuse(guard);
         let _ = keep; // dropping a token keeps its registration

@@ -17,7 +17,7 @@ fn full_slab_hands_the_thunk_and_the_guarded_value_back() {
         let mut registered = 0;
         let refused = loop {
             let l = l.clone();
-            match d.defer(move || l.push("ran")) {
+            match d.try_defer(move || l.push("ran")) {
                 Ok(_) => registered += 1,
                 Err(full) => break full,
             }
@@ -26,7 +26,7 @@ fn full_slab_hands_the_thunk_and_the_guarded_value_back() {
         assert_eq!(refused.to_string(), "the scope's defer slab is full");
         // Nothing is lost: the caller gets the thunk back and may run it.
         (refused.into_inner())();
-        let (value, _cleanup) = d.guard(tracked, drop).unwrap_err().into_inner();
+        let (value, _cleanup) = d.try_guard(tracked, drop).unwrap_err().into_inner();
         drop(value);
         l.push(format!("registered {registered}"));
     }));
@@ -45,14 +45,14 @@ fn full_slab_spills_to_the_heap_and_keeps_the_order() {
     block_on(ScopeBuilder::new().capacity::<128>().run(async move |d| {
         for i in 0..100 {
             let l = l.clone();
-            d.defer(move || l.push(i.to_string())).unwrap();
+            d.try_defer(move || l.push(i.to_string())).unwrap();
         }
         // Alignment beyond what inline storage honours spills too.
         #[repr(align(64))]
         struct Aligned(u8);
         let big = Aligned(9);
         let l = l.clone();
-        d.defer(move || {
+        d.try_defer(move || {
             let big = big;
             assert_eq!(std::ptr::from_ref(&big).addr() % 64, 0);
             l.push(format!("aligned {}", big.0));
@@ -75,10 +75,10 @@ fn spilled_entries_are_freed_on_every_path() {
         let mut tokens = Vec::new();
         for (i, v) in values.into_iter().enumerate() {
             match i % 4 {
-                0 => drop(d.defer(move || drop(v)).unwrap()),
-                1 => tokens.push(d.defer(move || drop(v)).unwrap()),
-                2 => drop(d.defer_async(async move { drop(v) }).unwrap()),
-                _ => drop(d.guard(v, drop).unwrap()),
+                0 => drop(d.try_defer(move || drop(v)).unwrap()),
+                1 => tokens.push(d.try_defer(move || drop(v)).unwrap()),
+                2 => drop(d.try_defer_async(async move { drop(v) }).unwrap()),
+                _ => drop(d.try_guard(v, drop).unwrap()),
             }
         }
         for t in tokens.drain(..5) {

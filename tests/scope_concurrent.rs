@@ -17,7 +17,7 @@ fn gated_scope(gates: &[Gate]) -> impl Future<Output = ()> + use<> {
         .order(Order::Concurrent)
         .run(async move |d| {
             for w in waits {
-                d.defer_async(w).unwrap();
+                d.try_defer_async(w).unwrap();
             }
         })
 }

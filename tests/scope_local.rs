@@ -31,9 +31,9 @@ fn cleanup_borrows_mut_locals_go_style() {
     let mut log: Vec<&str> = Vec::new();
     let mut adc = Adc::default();
     let out = block_on(scope_local(async |d| {
-        let mut adc = d.guard(&mut adc, Adc::power_off).unwrap();
+        let mut adc = d.try_guard(&mut adc, Adc::power_off).unwrap();
         adc.powered = true;
-        d.defer(|| log.push("deferred")).unwrap();
+        d.try_defer(|| log.push("deferred")).unwrap();
         yield_now().await;
         adc.samples += 1;
         adc.samples
@@ -51,13 +51,13 @@ fn async_cleanup_borrows_too_in_every_order() {
         let log_ref = &RefCell::new(&mut log);
         block_on(ScopeBuilder::new().order(order).run_local(async |d| {
             for i in 0..3 {
-                d.defer_async(async move {
+                d.try_defer_async(async move {
                     yield_now().await;
                     log_ref.borrow_mut().push(format!("async {i}"));
                 })
                 .unwrap();
             }
-            d.defer(|| log_ref.borrow_mut().push("sync".into()))
+            d.try_defer(|| log_ref.borrow_mut().push("sync".into()))
                 .unwrap();
         }));
         let mut sorted = log.clone();
@@ -132,21 +132,21 @@ fn scenario<'a>(
 ) -> impl Future<Output = ()> + 'a {
     ScopeBuilder::new().order(order).run_local(async move |d| {
         let mut adc = d
-            .guard(adc, move |adc| {
+            .try_guard(adc, move |adc| {
                 adc.power_off();
                 log.push("power off");
             })
             .unwrap();
         adc.powered = true;
         let value = log.on_drop("value");
-        d.defer(move || {
+        d.try_defer(move || {
             drop(value);
             log.push("sync ran");
         })
         .unwrap();
         yield_now().await;
         let held = log.on_drop("async");
-        d.defer_async(async move {
+        d.try_defer_async(async move {
             let _held = held;
             yield_now().await;
             log.push("async ran");
@@ -165,18 +165,18 @@ fn without_alloc_cancelling_the_newest_registrations_frees_their_bytes() {
     // that registers and cancels never fills the slab.
     block_on(ScopeBuilder::new().capacity::<64>().run_local(async |d| {
         for i in 0..1000u64 {
-            let a = d.defer(move || assert!(i < 1000)).expect("room again");
-            let b = d.defer(move || assert!(i < 1000)).expect("room again");
+            let a = d.try_defer(move || assert!(i < 1000)).expect("room again");
+            let b = d.try_defer(move || assert!(i < 1000)).expect("room again");
             let _ = b.cancel();
             let _ = a.cancel();
         }
         // Cancelled in registration order, the older one's bytes come back
         // too once the newer one's are.
-        let a = d.defer(|| ()).unwrap();
-        let b = d.defer(|| ()).unwrap();
+        let a = d.try_defer(|| ()).unwrap();
+        let b = d.try_defer(|| ()).unwrap();
         let _ = a.cancel(); // not the newest: its bytes wait for b's
         let _ = b.cancel(); // now both are free
-        let _c = d.defer(|| ()).expect("room after both were cancelled");
-        let _d = d.defer(|| ()).expect("and for a second one");
+        let _c = d.try_defer(|| ()).expect("room after both were cancelled");
+        let _d = d.try_defer(|| ()).expect("and for a second one");
     }));
 }

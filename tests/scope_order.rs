@@ -13,18 +13,18 @@ use support::{DropLog, Gate, WakeCounter, block_on, poll_once, yield_now};
 /// async "d" (yields once), and logs each as it runs.
 async fn body(d: &deferral::Defer<&'static str>, log: &DropLog) -> &'static str {
     let l = log.clone();
-    d.defer(move || l.push("a")).unwrap();
+    d.try_defer(move || l.push("a")).unwrap();
     let l = log.clone();
-    d.defer_async(async move {
+    d.try_defer_async(async move {
         l.push("b start");
         yield_now().await;
         l.push("b end");
     })
     .unwrap();
     let l = log.clone();
-    d.defer(move || l.push("c")).unwrap();
+    d.try_defer(move || l.push("c")).unwrap();
     let l = log.clone();
-    d.defer_async(async move {
+    d.try_defer_async(async move {
         l.push("d start");
         yield_now().await;
         l.push("d end");
@@ -81,7 +81,7 @@ fn output_is_returned_only_after_every_thunk_finished() {
         let gate = Gate::new();
         let wait = gate.wait();
         let mut scope = pin!(ScopeBuilder::new().order(order).run(async move |d| {
-            d.defer_async(wait).unwrap();
+            d.try_defer_async(wait).unwrap();
             5
         }));
         let counter = WakeCounter::new();
@@ -112,14 +112,14 @@ fn output_is_returned_only_after_every_thunk_finished() {
 fn thunks_see_and_change_the_output_in_cleanup_order() {
     let out = block_on(scope(async |d| {
         // Runs last (LIFO): sees what the later-registered ones did.
-        d.defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "first registered"))
+        d.try_defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "first registered"))
             .unwrap();
-        d.defer_async_with(async {
+        d.try_defer_async_with(async {
             yield_now().await;
             |exit: &mut Exit<Vec<&str>>| push(exit, "async")
         })
         .unwrap();
-        d.defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "last registered"))
+        d.try_defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "last registered"))
             .unwrap();
         vec!["body"]
     }));
@@ -139,9 +139,9 @@ fn a_failing_close_turns_ok_into_err() {
         }
     }
     let out: Result<u32, &str> = block_on(scope(async |d| {
-        let conn = d.guard(Conn, drop).unwrap();
+        let conn = d.try_guard(Conn, drop).unwrap();
         let conn = deferral::Guard::defuse(conn);
-        d.defer_async_with(async move {
+        d.try_defer_async_with(async move {
             let closed = conn.close().await;
             move |exit: &mut Exit<Result<u32, &str>>| {
                 if let Err(e) = closed {
@@ -160,8 +160,8 @@ fn error_outputs_run_every_thunk_too() {
     let log = DropLog::new();
     let (a, b) = (log.clone(), log.clone());
     let out: Result<(), &str> = block_on(scope(async move |d| {
-        d.defer(move || a.push("a")).unwrap();
-        d.guard(b, |b| b.push("guard")).unwrap();
+        d.try_defer(move || a.push("a")).unwrap();
+        d.try_guard(b, |b| b.push("guard")).unwrap();
         Err("failed")?;
         unreachable!()
     }));
@@ -176,10 +176,10 @@ fn guards_give_the_body_mutable_access_and_cleanup_gets_the_final_value() {
     block_on(scope(async move |d| {
         let l2 = l.clone();
         let mut count = d
-            .guard(0_u32, move |n| l2.push(format!("sync {n}")))
+            .try_guard(0_u32, move |n| l2.push(format!("sync {n}")))
             .unwrap();
         let mut name = d
-            .guard_async(String::from("conn"), move |s| async move {
+            .try_guard_async(String::from("conn"), move |s| async move {
                 yield_now().await;
                 l.push(format!("async {s}"));
             })
@@ -199,10 +199,10 @@ fn nested_scopes_finish_inner_cleanup_before_outer() {
     let l = log.clone();
     block_on(scope(async move |outer| {
         let lo = l.clone();
-        outer.defer(move || lo.push("outer")).unwrap();
+        outer.try_defer(move || lo.push("outer")).unwrap();
         let li = l.clone();
         scope(async move |inner: &deferral::Defer<()>| {
-            inner.defer(move || li.push("inner")).unwrap();
+            inner.try_defer(move || li.push("inner")).unwrap();
             yield_now().await;
         })
         .await;
@@ -219,13 +219,13 @@ fn seed_example_two_functions_under_use_defer() {
     // resolves with the body's result.
     async fn defer_test(log: DropLog) -> i32 {
         let l = log.clone();
-        deferral::defer(move || l.push("defer 1")).unwrap();
+        deferral::try_defer(move || l.push("defer 1")).unwrap();
         log.push("not defer");
         1
     }
     async fn defer_test2(log: DropLog) -> i32 {
         let l = log.clone();
-        deferral::defer(move || l.push("defer 2")).unwrap();
+        deferral::try_defer(move || l.push("defer 2")).unwrap();
         log.push("not defer 2");
         1
     }

@@ -26,15 +26,15 @@ fn body_panic_runs_sync_and_async_thunks_then_resumes() {
         let err = catch_unwind(AssertUnwindSafe(|| {
             block_on(ScopeBuilder::new().order(order).run(async move |d| {
                 let l1 = l.clone();
-                d.defer(move || l1.push("sync")).unwrap();
+                d.try_defer(move || l1.push("sync")).unwrap();
                 let l2 = l.clone();
-                d.defer_async(async move {
+                d.try_defer_async(async move {
                     yield_now().await; // polled to completion after the panic
                     l2.push("async");
                 })
                 .unwrap();
                 let l3 = l.clone();
-                d.defer_with(move |exit: &mut deferral::Exit<()>| {
+                d.try_defer_with(move |exit: &mut deferral::Exit<()>| {
                     assert!(exit.is_panicked() && exit.output().is_none());
                     l3.push("with: runs, no output")
                 })
@@ -67,18 +67,18 @@ fn a_panicking_thunk_does_not_stop_the_others_and_the_first_panic_resumes() {
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
             let l1 = l.clone();
-            d.defer(move || l1.push("oldest")).unwrap();
-            d.defer(|| panic!("second panic")).unwrap();
+            d.try_defer(move || l1.push("oldest")).unwrap();
+            d.try_defer(|| panic!("second panic")).unwrap();
             let l2 = l.clone();
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 l2.push("async before panic");
                 yield_now().await;
                 panic!("async panic")
             })
             .unwrap();
-            d.defer(|| panic!("first panic")).unwrap();
+            d.try_defer(|| panic!("first panic")).unwrap();
             let l3 = l.clone();
-            d.defer(move || l3.push("newest")).unwrap();
+            d.try_defer(move || l3.push("newest")).unwrap();
         }))
     }))
     .unwrap_err();
@@ -90,7 +90,7 @@ fn a_panicking_thunk_does_not_stop_the_others_and_the_first_panic_resumes() {
 fn body_panic_wins_over_thunk_panics() {
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async |d| {
-            d.defer(|| panic!("thunk")).unwrap();
+            d.try_defer(|| panic!("thunk")).unwrap();
             panic!("body");
         }))
     }))
@@ -106,11 +106,11 @@ fn panicking_destructors_are_dropped_once_and_do_not_stop_cleanup() {
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
             let l1 = l.clone();
-            d.defer(move || l1.push("older thunk")).unwrap();
+            d.try_defer(move || l1.push("older thunk")).unwrap();
             // The guarded value's destructor panics when its cleanup drops it.
-            d.guard(value, drop).unwrap();
+            d.try_guard(value, drop).unwrap();
             let l2 = l.clone();
-            d.defer(move || l2.push("newer thunk")).unwrap();
+            d.try_defer(move || l2.push("newer thunk")).unwrap();
         }))
     }))
     .unwrap_err();
@@ -127,7 +127,7 @@ fn a_body_whose_destructor_panics_still_runs_cleanup() {
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
             let _held_by_body = value; // dropped when the body is
-            d.defer(move || l.push("thunk")).unwrap();
+            d.try_defer(move || l.push("thunk")).unwrap();
         }))
     }))
     .unwrap_err();
@@ -142,7 +142,7 @@ fn a_panicking_async_guard_cleanup_drops_nothing_twice() {
     let tracked = drops.tracked();
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
-            d.guard_async(tracked, |t| {
+            d.try_guard_async(tracked, |t| {
                 drop(t);
                 panic!("cleanup constructor");
                 #[allow(unreachable_code)]
@@ -173,10 +173,10 @@ fn cancellation_with_a_panicking_sync_thunk_runs_the_rest_then_panics() {
     let l = log.clone();
     let mut s = Box::pin(scope(async move |d| {
         let l1 = l.clone();
-        d.defer(move || l1.push("older")).unwrap();
-        d.defer(|| panic!("thunk during cancel")).unwrap();
+        d.try_defer(move || l1.push("older")).unwrap();
+        d.try_defer(|| panic!("thunk during cancel")).unwrap();
         let l2 = l.clone();
-        d.defer(move || l2.push("newer")).unwrap();
+        d.try_defer(move || l2.push("newer")).unwrap();
         std::future::pending::<()>().await
     }));
     assert!(poll_once(s.as_mut(), &WakeCounter::new()).is_pending());
@@ -193,7 +193,7 @@ fn a_panic_in_the_bodys_synchronous_prefix_still_runs_the_thunks() {
     let l = log.clone();
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(move |d: &deferral::Defer<()>| {
-            d.defer(move || l.push("thunk")).unwrap();
+            d.try_defer(move || l.push("thunk")).unwrap();
             if true {
                 panic!("sync prefix");
             }
@@ -208,7 +208,7 @@ fn a_panic_in_the_bodys_synchronous_prefix_still_runs_the_thunks() {
 #[test]
 fn the_ambient_scope_is_set_during_the_bodys_synchronous_prefix() {
     let registered = block_on(scope(|_: &deferral::Defer<bool>| {
-        let ok = deferral::defer(|| ()).is_ok();
+        let ok = deferral::try_defer(|| ()).is_ok();
         async move { ok }
     }));
     assert!(registered);

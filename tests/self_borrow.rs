@@ -34,7 +34,7 @@ fn a_body_pausing_inside_a_self_borrowing_future() {
 fn a_body_pausing_while_borrowing_a_guard() {
     let out = support::block_on(scope(async |d| {
         let mut g = d
-            .guard(vec![1u32, 2], |v| assert_eq!(v, [1, 2, 3]))
+            .try_guard(vec![1u32, 2], |v| assert_eq!(v, [1, 2, 3]))
             .unwrap();
         let r = &mut *g;
         yield_now().await;
@@ -50,7 +50,7 @@ fn thunks_pausing_inside_self_borrowing_futures_in_every_order() {
         let counter = WakeCounter::new();
         let mut s = pin!(ScopeBuilder::new().order(order).run(async |d| {
             for seed in 0..3 {
-                d.defer_async(async move {
+                d.try_defer_async(async move {
                     assert_eq!(self_borrowing(seed).await, 4 * seed + 1);
                 })
                 .unwrap();
@@ -74,7 +74,7 @@ fn a_scope_dropped_while_its_body_is_paused_in_a_self_borrowing_future() {
     let counter = WakeCounter::new();
     for k in 1..=3 {
         let mut s = Box::pin(scope(async |d| {
-            d.defer(|| ()).unwrap();
+            d.try_defer(|| ()).unwrap();
             self_borrowing(1).await
         }));
         for _ in 0..k {

@@ -28,7 +28,7 @@ pub fn sync_ours<const N: usize>() {
     block(deferral::scope(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.defer(move || {
+            d.try_defer(move || {
                 black_box(x);
             })
             .unwrap();
@@ -40,7 +40,7 @@ pub fn sync_ours_big<const N: usize>() {
     block(ScopeBuilder::new().capacity::<4096>().run(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.defer(move || {
+            d.try_defer(move || {
                 black_box(x);
             })
             .unwrap();
@@ -109,7 +109,8 @@ pub fn async_ours<const N: usize, const CONCURRENT: bool>() {
             .order(order)
             .run(async |d| {
                 for i in 0..N {
-                    d.defer_async(YieldOnce::new(black_box(i as u64))).unwrap();
+                    d.try_defer_async(YieldOnce::new(black_box(i as u64)))
+                        .unwrap();
                 }
             }),
     );
@@ -164,7 +165,7 @@ pub fn async_unordered<const N: usize>() {
 
 pub fn guard_async_ours() {
     block(deferral::scope(async |d| {
-        let mut conn = d.guard_async(black_box(1u64), YieldOnce::new).unwrap();
+        let mut conn = d.try_guard_async(black_box(1u64), YieldOnce::new).unwrap();
         *conn += 1;
     }));
 }
@@ -199,7 +200,7 @@ pub fn sweep_sync<const N: usize>() {
     block(deferral::scope(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.defer(move || {
+            d.try_defer(move || {
                 black_box(x);
             })
             .unwrap();
@@ -213,7 +214,7 @@ pub fn sweep_sync_local<const N: usize>() {
     block(deferral::scope_local(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.defer(move || sum.set(sum.get() + x)).unwrap();
+            d.try_defer(move || sum.set(sum.get() + x)).unwrap();
         }
     }));
     black_box(sum.get());
@@ -223,7 +224,7 @@ pub fn sweep_async_ready<const N: usize>() {
     block(deferral::scope(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 black_box(x);
             })
             .unwrap();
@@ -239,7 +240,8 @@ pub fn sweep_async<const N: usize, const CONCURRENT: bool>() {
     };
     block(ScopeBuilder::new().order(order).run(async |d| {
         for i in 0..N {
-            d.defer_async(YieldOnce::new(black_box(i as u64))).unwrap();
+            d.try_defer_async(YieldOnce::new(black_box(i as u64)))
+                .unwrap();
         }
     }));
 }
@@ -260,7 +262,7 @@ pub fn local_sync_ours<const N: usize>() {
         for i in 0..N {
             let x = black_box(i as u64);
             let count = &mut count as *mut u64; // one borrow per thunk
-            d.defer(move || {
+            d.try_defer(move || {
                 // SAFETY: the thunks run one after another, after the body.
                 unsafe { *count += x };
             })

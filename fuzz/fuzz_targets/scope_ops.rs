@@ -217,12 +217,12 @@ fn run(input: Input) {
             let probe = Probe { id, log: l.clone(), done: false };
             let (kind, guard) = match op {
                 Op::Defer => {
-                    cancels.push((id, token!(d.defer(move || probe.run()).unwrap())));
+                    cancels.push((id, token!(d.try_defer(move || probe.run()).unwrap())));
                     (Kind::Sync, false)
                 }
                 Op::PanickingThunk => {
                     let t = d
-                        .defer(move || {
+                        .try_defer(move || {
                             probe.run();
                             panic!("{INJECTED}");
                         })
@@ -231,38 +231,38 @@ fn run(input: Input) {
                     (Kind::Panicking, false)
                 }
                 Op::OnSuccess { asynchronous: false } => {
-                    cancels.push((id, token!(d.defer_on_success(move || probe.run()).unwrap())));
+                    cancels.push((id, token!(d.try_defer_on_success(move || probe.run()).unwrap())));
                     (Kind::OnSuccess(false), false)
                 }
                 Op::OnSuccess { asynchronous: true } => {
-                    let t = d.defer_async_on_success(AsyncProbe { probe: Some(probe), yields: 1 }).unwrap();
+                    let t = d.try_defer_async_on_success(AsyncProbe { probe: Some(probe), yields: 1 }).unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::OnSuccess(true), false)
                 }
                 Op::OnUnwind { asynchronous: false } => {
-                    cancels.push((id, token!(d.defer_on_unwind(move || probe.run()).unwrap())));
+                    cancels.push((id, token!(d.try_defer_on_unwind(move || probe.run()).unwrap())));
                     (Kind::OnUnwind(false), false)
                 }
                 Op::OnUnwind { asynchronous: true } => {
-                    let t = d.defer_async_on_unwind(AsyncProbe { probe: Some(probe), yields: 1 }).unwrap();
+                    let t = d.try_defer_async_on_unwind(AsyncProbe { probe: Some(probe), yields: 1 }).unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::OnUnwind(true), false)
                 }
                 Op::OnError { asynchronous: false } => {
-                    let t = d.defer_on_error(move |_: &mut Errors<usize>| probe.run()).unwrap();
+                    let t = d.try_defer_on_error(move |_: &mut Errors<usize>| probe.run()).unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::OnError(false), false)
                 }
                 Op::OnError { asynchronous: true } => {
                     let t = d
-                        .defer_async_on_error(move |_: &mut Errors<usize>| AsyncProbe { probe: Some(probe), yields: 1 })
+                        .try_defer_async_on_error(move |_: &mut Errors<usize>| AsyncProbe { probe: Some(probe), yields: 1 })
                         .unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::OnError(true), false)
                 }
                 Op::Failing { asynchronous: false } => {
                     let t = d
-                        .defer(move || {
+                        .try_defer(move || {
                             probe.run();
                             Err(id)
                         })
@@ -272,7 +272,7 @@ fn run(input: Input) {
                 }
                 Op::Failing { asynchronous: true } => {
                     let g = d
-                        .guard_async(probe, move |p| async move {
+                        .try_guard_async(probe, move |p| async move {
                             YieldNow(false).await;
                             p.run();
                             Err(id)
@@ -288,7 +288,7 @@ fn run(input: Input) {
                 }
                 Op::Recover => {
                     let t = d
-                        .defer_with(move |exit: &mut Exit<Out>| {
+                        .try_defer_with(move |exit: &mut Exit<Out>| {
                             probe.run();
                             exit.recover(Ok(()));
                         })
@@ -297,12 +297,12 @@ fn run(input: Input) {
                     (Kind::Recover, false)
                 }
                 Op::DeferAsync { yields } => {
-                    let t = d.defer_async(AsyncProbe { probe: Some(probe), yields: yields % 4 }).unwrap();
+                    let t = d.try_defer_async(AsyncProbe { probe: Some(probe), yields: yields % 4 }).unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::Async, false)
                 }
                 Op::Guard => {
-                    let g = d.guard(probe, Probe::run).unwrap();
+                    let g = d.try_guard(probe, Probe::run).unwrap();
                     assert_eq!(g.id, id);
                     cancels.push((id, Box::new(move |run_now| {
                         if run_now {
@@ -317,7 +317,7 @@ fn run(input: Input) {
                 }
                 Op::GuardAsync { yields } => {
                     let g = d
-                        .guard_async(probe, move |p| AsyncProbe { probe: Some(p), yields: yields % 4 })
+                        .try_guard_async(probe, move |p| AsyncProbe { probe: Some(p), yields: yields % 4 })
                         .unwrap();
                     cancels.push((id, Box::new(move |_| {
                         drop(Guard::defuse(g));

@@ -46,7 +46,7 @@ async fn timeout_cancels_a_scope_and_its_async_close_still_runs_once() {
         closed: closed.clone(),
     };
     let work = deferral::scope(async move |d| {
-        let _conn = d.guard_async(conn, Conn::close).unwrap();
+        let _conn = d.try_guard_async(conn, Conn::close).unwrap();
         tokio::time::sleep(Duration::from_secs(3600)).await; // mid-body
     });
     let timed_out = tokio::time::timeout(Duration::from_millis(10), work).await;

@@ -21,7 +21,7 @@ async fn a_send_body_is_spawned_and_cleans_up_on_the_runtime() {
         let fut = assert_send(scope(async move |d| {
             let c = closed.clone();
             let mut conn = d
-                .guard_async(Vec::<u64>::new(), move |v| async move {
+                .try_guard_async(Vec::<u64>::new(), move |v| async move {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     assert_eq!(v.len(), 3);
                     c.fetch_add(1, SeqCst);
@@ -32,7 +32,7 @@ async fn a_send_body_is_spawned_and_cleans_up_on_the_runtime() {
                 conn.push(i * 10 + step);
             }
             let c = closed.clone();
-            d.defer(move || {
+            d.try_defer(move || {
                 c.fetch_add(1, SeqCst);
             })
             .unwrap();
@@ -58,7 +58,7 @@ async fn concurrent_cleanup_is_woken_from_timers_on_other_threads() {
             .run(async move |d| {
                 for ms in [5, 1, 3, 2, 4] {
                     let done = d2.clone();
-                    d.defer_async(async move {
+                    d.try_defer_async(async move {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         done.fetch_add(1, SeqCst);
                     })
@@ -79,7 +79,7 @@ async fn an_aborted_task_cancels_the_scope() {
     let r = ran.clone();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(scope(async move |d| {
-        d.defer(move || {
+        d.try_defer(move || {
             r.fetch_add(1, SeqCst);
         })
         .unwrap();

@@ -12,7 +12,6 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use futures_core::future::FusedFuture;
-use pin_project::pin_project;
 
 /// The error of a [`catch_panics`](crate::PromiseExt::catch_panics)
 /// promise: the promise's own error, or the panic that unwound out of its
@@ -129,10 +128,9 @@ impl fmt::Display for Panic {
 /// let p = DeferredPromise::<u8, ()>::resolved(1).catch_panics();
 /// assert_eq!(futures::executor::block_on(p).unwrap(), 1);
 /// ```
-#[pin_project]
 #[must_use = "futures do nothing unless you .await or poll them"]
 pub struct CatchPanics<F> {
-    #[pin]
+    /// Structurally pinned (see `project`).
     inner: F,
     done: bool,
 }
@@ -141,15 +139,26 @@ impl<F> CatchPanics<F> {
     pub(crate) fn new(inner: F) -> Self {
         Self { inner, done: false }
     }
+
+    /// The pinned inner future and the flag.
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut bool) {
+        // SAFETY: `inner` is structurally pinned: it is never moved out of
+        // a pinned `CatchPanics` (no method hands it out by value, there is
+        // no `Drop` impl, the struct is not `repr(packed)`), and the
+        // auto-`Unpin` impl requires `F: Unpin`. `done` is not pinned.
+        unsafe {
+            let this = self.get_unchecked_mut();
+            (Pin::new_unchecked(&mut this.inner), &mut this.done)
+        }
+    }
 }
 
 impl<T, E, F: Future<Output = Result<T, E>>> Future for CatchPanics<F> {
     type Output = Result<T, Caught<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        assert!(!*this.done, "`CatchPanics` polled after completion");
-        let inner = this.inner;
+        let (inner, done) = self.project();
+        assert!(!*done, "`CatchPanics` polled after completion");
         // `AssertUnwindSafe`: after a caught panic the inner future is never
         // observed again, only dropped.
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
@@ -158,7 +167,7 @@ impl<T, E, F: Future<Output = Result<T, E>>> Future for CatchPanics<F> {
             Ok(Poll::Ready(out)) => out.map_err(Caught::Rejected),
             Err(payload) => Err(Caught::Panicked(Panic(payload))),
         };
-        *this.done = true;
+        *done = true;
         Poll::Ready(out)
     }
 }

@@ -176,13 +176,12 @@ enum Stage<S, R> {
 /// assert_eq!(futures::executor::block_on(promise), Ok(123));
 /// assert!(CALLED.load(Ordering::SeqCst));
 /// ```
-#[pin_project]
 #[must_use = "a deferred promise does nothing until it is polled (awaited)"]
 pub struct DeferredPromise<T, E, S = FromValue<T, E>>
 where
     S: Source<T, E>,
 {
-    #[pin]
+    /// Structurally pinned (see `project`): its `Started` state.
     stage: Stage<S, S::Running>,
     /// The context current at creation: the executor, handlers and the
     /// started future run inside it (see [`crate::ContextVar`]).
@@ -334,20 +333,39 @@ impl<T, E, S: Source<T, E, Running = S>> DeferredPromise<T, E, S> {
     }
 }
 
+// Only a started promise's running state is pinned (the unstarted source
+// is moved out to start it; the context is never pinned).
+impl<T, E, S: Source<T, E>> Unpin for DeferredPromise<T, E, S> where S::Running: Unpin {}
+
+impl<T, E, S: Source<T, E>> DeferredPromise<T, E, S> {
+    /// The pinned stage and the captured context.
+    #[inline(always)]
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut Stage<S, S::Running>>, &mut S::Context) {
+        // SAFETY: `stage` is structurally pinned: never moved out of a
+        // pinned promise (no by-value accessor, no `Drop` impl, not
+        // `repr(packed)`); the promise is `Unpin` only if `S::Running` is
+        // (above), which is exactly when `Stage` is (its only pinned
+        // field is `Started`'s). `context` is not pinned.
+        unsafe {
+            let this = self.get_unchecked_mut();
+            (Pin::new_unchecked(&mut this.stage), &mut this.context)
+        }
+    }
+}
+
 impl<T, E, S: Source<T, E>> Future for DeferredPromise<T, E, S> {
     type Output = Result<T, E>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        let this = self.project();
-        let mut stage = this.stage;
+        let (mut stage, context) = self.project();
         // Everything the promise runs — the executor or handler, then the
         // future it started — runs in the context captured at creation
         // (kept until the promise is dropped). Dropping an unfinished
         // promise drops its executor or future in the dropper's context:
         // a `Drop` impl here costs ~30 instructions on every promise
         // (measured with `benches/context_overhead.rs`).
-        this.context.run(|| {
+        context.run(|| {
             if let StageProj::Unstarted(_) = stage.as_mut().project() {
                 // Move the source out (it was never pinned: `Unstarted` is
                 // not a structurally pinned field). If `start` panics, the

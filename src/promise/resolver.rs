@@ -357,12 +357,27 @@ impl<T, E> fmt::Debug for Resolver<'_, T, E> {
 /// block_on(resolver.adopt(async { Ok(5) })).unwrap();
 /// assert_eq!(block_on(promise), Ok(5));
 /// ```
-#[pin_project::pin_project]
 #[must_use = "an adopted future settles nothing unless the `Adopt` is polled"]
 pub struct Adopt<'a, F, T, E> {
-    #[pin]
+    /// Structurally pinned (see `project`).
     future: F,
     resolver: Option<Resolver<'a, T, E>>,
+}
+
+// Only the future is pinned: the resolver may move.
+impl<F: Unpin, T, E> Unpin for Adopt<'_, F, T, E> {}
+
+impl<'a, F, T, E> Adopt<'a, F, T, E> {
+    /// The pinned future and the resolver.
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut Option<Resolver<'a, T, E>>) {
+        // SAFETY: `future` is structurally pinned: never moved out of a
+        // pinned `Adopt` (no by-value accessor, no `Drop` impl, not
+        // `repr(packed)`), and `Adopt` is `Unpin` only if `F` is (above).
+        unsafe {
+            let this = self.get_unchecked_mut();
+            (Pin::new_unchecked(&mut this.future), &mut this.resolver)
+        }
+    }
 }
 
 impl<F, T, E> Future for Adopt<'_, F, T, E>
@@ -372,10 +387,10 @@ where
     type Output = Result<(), SettleError<Result<T, E>>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        assert!(this.resolver.is_some(), "`Adopt` polled after completion");
-        let outcome = core::task::ready!(this.future.poll(cx));
-        let resolver = this.resolver.take().expect("checked above");
+        let (future, resolver) = self.project();
+        assert!(resolver.is_some(), "`Adopt` polled after completion");
+        let outcome = core::task::ready!(future.poll(cx));
+        let resolver = resolver.take().expect("checked above");
         Poll::Ready(resolver.settle(outcome))
     }
 }

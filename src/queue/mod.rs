@@ -55,7 +55,6 @@ use core::task::Waker;
 
 use futures_core::Stream;
 use futures_core::stream::FusedStream;
-use pin_project::pin_project;
 
 #[cfg(feature = "alloc")]
 pub use boxed::BoxedTask;
@@ -198,20 +197,42 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// dropped exactly once. As with any Rust collection, a second panic while
 /// the first one unwinds (two panicking destructors in one queue drop, say)
 /// aborts the process.
-#[pin_project]
 pub struct TaskQueue<
     F: IntoFuture,
     const N: usize = DEFAULT_QUEUE_CAPACITY,
     T: Timing = NoTimer,
     S = StopFn<<F as IntoFuture>::Output>,
 > {
-    /// Pinned: running tasks (and their timers) live here.
-    #[pin]
+    /// Pinned: running tasks (and their timers) live here. Structurally
+    /// pinned, like `window` (see `project`).
     ring: Ring<F, T::Sleep, N>,
     /// The rate limit's current window, from its first start.
-    #[pin]
     window: Option<T::Sleep>,
     state: State<F, N, T, S>,
+}
+
+/// `TaskQueue`'s fields, the pinned ones pinned.
+struct TaskQueueProj<'a, F: IntoFuture, const N: usize, T: Timing, S> {
+    ring: Pin<&'a mut Ring<F, T::Sleep, N>>,
+    window: Pin<&'a mut Option<T::Sleep>>,
+    state: &'a mut State<F, N, T, S>,
+}
+
+impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
+    fn project(self: Pin<&mut Self>) -> TaskQueueProj<'_, F, N, T, S> {
+        // SAFETY: `ring` and `window` are structurally pinned: never moved
+        // out of a pinned queue (no by-value accessor, no `Drop` impl on
+        // `TaskQueue` itself, not `repr(packed)`), and the auto-`Unpin`
+        // impl requires both to be `Unpin`. `state` is not pinned.
+        unsafe {
+            let this = self.get_unchecked_mut();
+            TaskQueueProj {
+                ring: Pin::new_unchecked(&mut this.ring),
+                window: Pin::new_unchecked(&mut this.window),
+                state: &mut this.state,
+            }
+        }
+    }
 }
 
 /// Whether the queue stopped on a rejection, and how far it got.

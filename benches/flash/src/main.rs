@@ -70,9 +70,9 @@ fn main() -> ! {
             deferral::ScopeBuilder::new()
                 .capacity::<64>()
                 .run_local(async |d| {
-                    d.defer_async(flush(&mut buf)).ok();
-                    d.defer(|| led_off(&mut led)).ok();
-                    d.defer(|| close(&mut port)).ok();
+                    d.try_defer_async(flush(&mut buf)).ok();
+                    d.try_defer(|| led_off(&mut led)).ok();
+                    d.try_defer(|| close(&mut port)).ok();
                     yield_now().await;
                     black_box(7)
                 }),

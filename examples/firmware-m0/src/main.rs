@@ -179,8 +179,8 @@ async fn sample_once(adc: &mut Adc, cleanups: &mut u8, fail: bool) -> Result<u16
         .capacity::<64>()
         .run_local(async |d| {
             // The peripheral stays borrowed (`&mut Adc`): no move, no `Rc`.
-            let mut adc = d.guard(adc, Adc::power_off).map_err(|_| AdcError::NoRoom)?;
-            d.defer(|| *cleanups += 1).map_err(|_| AdcError::NoRoom)?;
+            let mut adc = d.try_guard(adc, Adc::power_off).map_err(|_| AdcError::NoRoom)?;
+            d.try_defer(|| *cleanups += 1).map_err(|_| AdcError::NoRoom)?;
             adc.power_on();
             let value = adc.sample().await?;
             if fail {
@@ -221,7 +221,7 @@ async fn main(_spawner: Spawner) {
     //    cleanup, and the borrowed peripheral is powered off.
     let raced = select(
         ScopeBuilder::new().capacity::<64>().run_local(async |d| {
-            let mut adc = d.guard(&mut adc, Adc::power_off).ok();
+            let mut adc = d.try_guard(&mut adc, Adc::power_off).ok();
             if let Some(adc) = adc.as_mut() {
                 adc.power_on();
             }

@@ -9,6 +9,8 @@
 //!   SysTick exception handler: resolved, then rejected, then a lazy
 //!   `PromiseCell::lazy` promise whose executor arms the timer only when the
 //!   promise is first polled.
+//! - Two Embassy tasks await one `static SharedCell` (a multi-waiter
+//!   promise, no heap, no lock) that the SysTick handler resolves once.
 //!
 //! The firmware exits QEMU through semihosting: status 0 when every check
 //! passed, 1 on the first failed check or on any panic.
@@ -22,7 +24,7 @@
 use core::cell::RefCell;
 use core::future::Future;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use core::task::{Context, Poll};
 
 use cortex_m::interrupt::{self, Mutex};
@@ -30,7 +32,9 @@ use cortex_m::peripheral::SCB;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hprintln};
-use deferral::{Progress, PromiseCell, PromiseError, PromiseState, Resolver, ScopeBuilder};
+use deferral::{
+    Progress, PromiseCell, PromiseError, PromiseState, Resolver, ScopeBuilder, SharedCell,
+};
 use embassy_executor::Spawner;
 use panic_semihosting as _; // a panic prints its message and exits with status 1
 
@@ -71,12 +75,24 @@ type Armed = (Resolver<'static, u32, SensorError>, Action);
 /// How many resolvers the SysTick handler settled.
 static SETTLED: AtomicU32 = AtomicU32::new(0);
 
+/// "Link up", awaited by two tasks at once: resolved once by SysTick.
+static LINK_UP: SharedCell<u32, SensorError, 2> = SharedCell::new();
+/// SysTick resolves `LINK_UP` on its next run.
+static LINK_ARMED: AtomicBool = AtomicBool::new(false);
+/// What each of the two link tasks saw (0: nothing yet).
+static LINK_SEEN: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
+
 /// Gives `resolver` to the SysTick handler and starts the timer.
 fn arm(resolver: Resolver<'static, u32, SensorError>, action: Action) {
     interrupt::free(|cs| {
         let previous = ARMED.borrow(cs).replace(Some((resolver, action)));
         check(previous.is_none(), "one resolver armed at a time");
     });
+    start_systick();
+}
+
+/// Starts SysTick: its handler fires once, about 20,000 cycles from now.
+fn start_systick() {
     // SAFETY: SysTick is used only here and in its own handler, which stops
     // the counter; no other code holds the peripheral.
     let mut syst = unsafe { cortex_m::Peripherals::steal() }.SYST;
@@ -106,6 +122,21 @@ fn SysTick() {
         };
         check(settled, "the handler's settlement is accepted");
     }
+    if LINK_ARMED.swap(false, Ordering::Relaxed) {
+        // Every task waiting on the cell is woken; each gets a clone.
+        check(
+            LINK_UP.resolve(100).is_ok(),
+            "the shared cell is resolved once",
+        );
+    }
+}
+
+#[embassy_executor::task(pool_size = 2)]
+async fn link_task(id: usize) {
+    let wait = LINK_UP.wait().expect("two waiters fit the cell");
+    let seen = wait.await;
+    check(seen == Ok(100), "each task gets the shared value");
+    LINK_SEEN[id].store(100, Ordering::Release);
 }
 
 /// The order in which cleanup ran, as small numbers (no heap, no `Vec`).
@@ -166,14 +197,16 @@ async fn blink(fail: bool) -> Result<u32, SensorError> {
     ScopeBuilder::new()
         .capacity::<128>()
         .run(async |d| {
-            let led = d.guard(Led, Led::off).map_err(|_| SensorError::NoRoom)?;
-            d.defer(|| log(3)).map_err(|_| SensorError::NoRoom)?;
-            d.defer_async(async {
+            let led = d
+                .try_guard(Led, Led::off)
+                .map_err(|_| SensorError::NoRoom)?;
+            d.try_defer(|| log(3)).map_err(|_| SensorError::NoRoom)?;
+            d.try_defer_async(async {
                 YieldNow(false).await; // cleanup that suspends
                 log(2);
             })
             .map_err(|_| SensorError::NoRoom)?;
-            d.defer_with(|exit: &mut deferral::Exit<Result<u32, SensorError>>| {
+            d.try_defer_with(|exit: &mut deferral::Exit<Result<u32, SensorError>>| {
                 // Go's named results: cleanup sees (and may change) the output.
                 if exit.error_mut().is_some() {
                     log(9);
@@ -250,6 +283,23 @@ async fn main(spawner: Spawner) {
         promise.await == Ok(1003),
         "lazy promise resolved from SysTick",
     );
+
+    // 4. One `static SharedCell`, awaited by two tasks, resolved by SysTick.
+    spawner.spawn(link_task(0).expect("task pool has room"));
+    spawner.spawn(link_task(1).expect("task pool has room"));
+    while LINK_UP.waiters() < 2 {
+        YieldNow(false).await;
+    }
+    check(
+        LINK_SEEN.iter().all(|s| s.load(Ordering::Acquire) == 0),
+        "nobody woke early",
+    );
+    LINK_ARMED.store(true, Ordering::Relaxed);
+    start_systick();
+    while LINK_SEEN.iter().any(|s| s.load(Ordering::Acquire) == 0) {
+        YieldNow(false).await;
+    }
+    check(LINK_UP.is_settled(), "the shared cell stays settled");
 
     while CLEANUP_DONE.load(Ordering::Acquire) == 0 {
         YieldNow(false).await;

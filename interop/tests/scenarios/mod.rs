@@ -80,16 +80,16 @@ pub async fn cleanup_order(_sp: &dyn Spawn) {
         let out = ScopeBuilder::new()
             .order(order)
             .run(async move |d| {
-                d.defer(l.on("sync")).unwrap();
+                d.try_defer(l.on("sync")).unwrap();
                 let a = l.clone();
-                d.defer_async(async move {
+                d.try_defer_async(async move {
                     yield_now().await; // cleanup that suspends
                     a.push("async");
                 })
                 .unwrap();
                 let g = l.clone();
                 let mut conn = d
-                    .guard(vec![1, 2], move |conn| {
+                    .try_guard(vec![1, 2], move |conn| {
                         assert_eq!(conn, [1, 2, 3], "the body's changes reach the cleanup");
                         g.push("guard");
                     })
@@ -112,14 +112,14 @@ pub async fn cleanup_order(_sp: &dyn Spawn) {
         .order(Order::Concurrent)
         .run(async |d| {
             let (opener, a) = (gate.clone(), l.clone());
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 yield_now().await;
                 a.push("opens");
                 opener.open();
             })
             .unwrap();
             let (wait, b) = (gate.wait(), l.clone());
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 wait.await;
                 b.push("was let in");
             })
@@ -138,15 +138,15 @@ pub async fn cleanup_after_error(_sp: &dyn Spawn) {
     let log = Log::default();
     let l = log.clone();
     let out: Result<u32, String> = scope(async |d| {
-        d.defer(l.on("closed")).unwrap();
+        d.try_defer(l.on("closed")).unwrap();
         let a = l.clone();
-        d.defer_async(async move {
+        d.try_defer_async(async move {
             yield_now().await;
             a.push("flushed");
         })
         .unwrap();
         let w = l.clone();
-        d.defer_with(move |exit: &mut deferral::Exit<Result<u32, String>>| {
+        d.try_defer_with(move |exit: &mut deferral::Exit<Result<u32, String>>| {
             if exit.error_mut().is_some() {
                 w.push("saw the error");
             }
@@ -161,7 +161,7 @@ pub async fn cleanup_after_error(_sp: &dyn Spawn) {
     assert_eq!(log.take(), ["saw the error", "flushed", "closed"]);
 
     let out: Result<u32, &str> = scope(async |d| {
-        d.defer_async_with(async {
+        d.try_defer_async_with(async {
             yield_now().await; // an async close that fails
             |exit: &mut deferral::Exit<Result<u32, &str>>| {
                 exit.add_error("close failed");
@@ -187,10 +187,10 @@ pub async fn cleanup_after_cancellation(sp: &dyn Spawn) {
     let s = started.clone();
     let body = scope(async move |d| {
         let _held_by_body = in_body;
-        d.defer(l.on("sync")).unwrap();
-        d.guard("file", |_| ()).unwrap();
+        d.try_defer(l.on("sync")).unwrap();
+        d.try_guard("file", |_| ()).unwrap();
         let a = l.clone();
-        d.defer_async(async move {
+        d.try_defer_async(async move {
             let _tracked = in_cleanup;
             a.push("async: must not run");
         })
@@ -223,7 +223,7 @@ pub async fn cleanup_after_cancellation(sp: &dyn Spawn) {
         .on_cancel(move |thunk| sink.lock().unwrap().push(thunk))
         .run(async move |d| {
             let a = l.clone();
-            d.defer_async(async move {
+            d.try_defer_async(async move {
                 yield_now().await;
                 a.push("async cleanup, on the executor");
             })
