@@ -24,6 +24,7 @@ use crate::slab::{Entry, Live};
 /// The order in which a scope runs its deferred thunks after the body.
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// use std::sync::{Arc, Mutex};
 /// use deferral::{Order, ScopeBuilder};
@@ -32,12 +33,13 @@ use crate::slab::{Entry, Live};
 /// ScopeBuilder::new()
 ///     .order(Order::Fifo)
 ///     .run(async |d| {
-///         d.try_defer(move || a.lock().unwrap().push(1)).unwrap();
-///         d.try_defer(move || b.lock().unwrap().push(2)).unwrap();
+///         d.defer(move || a.lock().unwrap().push(1));
+///         d.defer(move || b.lock().unwrap().push(2));
 ///     })
 ///     .await;
 /// assert_eq!(*log.lock().unwrap(), [1, 2]);
 /// # });
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {

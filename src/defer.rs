@@ -19,11 +19,13 @@ use crate::thunk::{
 /// holds the handle across `.await`.
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// fn spawnable<F: Send>(_: F) {}
 /// spawnable(deferral::scope(async |d: &deferral::Defer<u8>| {
-///     d.try_defer(|| println!("closed")).unwrap();
+///     d.defer(|| println!("closed"));
 ///     1
 /// }));
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Sendable;
@@ -624,15 +626,17 @@ impl<T, K: Flavour> Defer<T, K> {
     /// `disposed` turned around, async-safe-defer's `len()`.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
     ///     assert_eq!(d.len(), 0);
-    ///     d.try_defer(|| ()).unwrap();
-    ///     let _g = d.try_guard(1, drop).unwrap();
+    ///     d.defer(|| ());
+    ///     let _g = d.guard(1, drop);
     ///     assert_eq!(d.len(), 2);
     /// })
     /// .await;
     /// # });
+    /// # }
     /// ```
     pub fn len(&self) -> usize {
         self.core.len()
@@ -659,16 +663,18 @@ impl<T, K: Flavour> Defer<T, K> {
     /// panics): their registration may be gone.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.try_defer(|| unreachable!("rolled back")).unwrap();
-    ///     d.try_defer_async(async { unreachable!("rolled back") }).unwrap();
+    ///     d.defer(|| unreachable!("rolled back"));
+    ///     d.defer_async(async { unreachable!("rolled back") });
     ///     // ... the transaction committed: no rollback.
     ///     assert_eq!(d.clear(), 2);
     ///     assert!(d.is_empty());
     /// })
     /// .await;
     /// # });
+    /// # }
     /// ```
     ///
     /// # Panics
@@ -704,17 +710,19 @@ impl<T, K: Flavour> Defer<T, K> {
     /// ([`Registration::try_cancel`] returns `None`), also those of what stayed.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use deferral::DeferStack;
     /// let mut owned: DeferStack = DeferStack::new();
     /// deferral::scope(async |d| {
-    ///     d.try_defer(|| println!("closed by the stack's owner")).unwrap();
+    ///     d.defer(|| println!("closed by the stack's owner"));
     ///     assert_eq!(d.move_all(&mut owned), 1); // construction succeeded
     /// })
     /// .await;
     /// assert_eq!(owned.len(), 1);
     /// owned.dispose().await;
     /// # });
+    /// # }
     /// ```
     pub fn move_all<const M: usize>(&self, stack: &mut crate::DeferStack<K, M>) -> usize {
         // SAFETY: a handle exists only while the body runs (nothing was
@@ -1087,14 +1095,16 @@ unsafe fn guard_async_value<V, F, Fut>(payload: *mut u8) -> *mut V {
 /// take the thunk back. Dropping the token keeps the registration.
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// deferral::scope(async |d| {
-///     let token = d.try_defer(|| unreachable!("cancelled")).unwrap();
+///     let token = d.defer(|| unreachable!("cancelled"));
 ///     let thunk = token.cancel(); // defused: handed back, never run
 ///     drop(thunk);
 /// })
 /// .await;
 /// # });
+/// # }
 /// ```
 pub struct Registration<'d, X, K: Flavour = Sendable> {
     core: &'d SlabCore<K>,
@@ -1130,15 +1140,17 @@ impl<X, K: Flavour> Registration<'_, X, K> {
     /// or if it was cleared or moved already.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
     /// deferral::scope(async |d| {
-    ///     let token = d.try_defer(|| println!("later")).unwrap();
+    ///     let token = d.defer(|| println!("later"));
     ///     token.move_to(&mut stack).unwrap();
     /// })
     /// .await;
     /// assert_eq!(stack.len(), 1);
     /// # });
+    /// # }
     /// ```
     pub fn move_to<const M: usize>(self, stack: &mut crate::DeferStack<K, M>) -> Result<(), Self> {
         // SAFETY: as in `try_cancel`; the stack has the same flavour.
@@ -1157,14 +1169,16 @@ impl<X, K: Flavour> Registration<'_, X, K> {
     /// bytes in the slab are free again.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     let token = d.try_defer(|| unreachable!("cancelled")).unwrap();
+    ///     let token = d.defer(|| unreachable!("cancelled"));
     ///     let thunk = token.cancel();
     ///     drop(thunk); // never run
     /// })
     /// .await;
     /// # });
+    /// # }
     /// ```
     ///
     /// # Panics
@@ -1213,14 +1227,16 @@ impl<X, K: Flavour> Registration<'_, X, K> {
 /// [defused](Guard::defuse).
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// deferral::scope(async |d| {
-///     let guard = d.try_guard(String::from("tmp"), |_| unreachable!()).unwrap();
+///     let guard = d.guard(String::from("tmp"), |_| unreachable!());
 ///     let value: String = deferral::Guard::defuse(guard); // no cleanup
 ///     assert_eq!(value, "tmp");
 /// })
 /// .await;
 /// # });
+/// # }
 /// ```
 pub struct Guard<'d, V, F, K: Flavour = Sendable> {
     core: &'d SlabCore<K>,
@@ -1257,15 +1273,17 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// Takes the value back: its cleanup will not run (it is dropped).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use deferral::Guard;
     /// deferral::scope(async |d| {
-    ///     let tmp = d.try_guard(String::from("tmp"), |_| unreachable!("kept")).unwrap();
+    ///     let tmp = d.guard(String::from("tmp"), |_| unreachable!("kept"));
     ///     let kept: String = Guard::defuse(tmp);
     ///     assert_eq!(kept, "tmp");
     /// })
     /// .await;
     /// # });
+    /// # }
     /// ```
     pub fn defuse(guard: Self) -> V {
         Self::into_parts(guard).0
@@ -1275,16 +1293,18 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// them (async-safe-defer's `ScopeGuard::into_parts`).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use deferral::Guard;
     /// deferral::scope(async |d| {
-    ///     let guard = d.try_guard(vec![1], |v| assert_eq!(v, [1, 2])).unwrap();
+    ///     let guard = d.guard(vec![1], |v| assert_eq!(v, [1, 2]));
     ///     let (mut v, cleanup) = Guard::into_parts(guard);
     ///     v.push(2);
     ///     cleanup(v); // when and where you like
     /// })
     /// .await;
     /// # });
+    /// # }
     /// ```
     pub fn into_parts(guard: Self) -> (V, F) {
         let mut dst = core::mem::MaybeUninit::<(V, F)>::uninit();
@@ -1304,16 +1324,18 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// stack is full (only without `alloc`).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use deferral::{DeferStack, Guard};
     /// let mut stack: DeferStack = DeferStack::new();
     /// deferral::scope(async |d| {
-    ///     let conn = d.try_guard(String::from("conn"), |c| println!("closing {c}")).unwrap();
+    ///     let conn = d.guard(String::from("conn"), |c| println!("closing {c}"));
     ///     Guard::move_to(conn, &mut stack).unwrap();
     /// })
     /// .await;
     /// drop(stack); // prints "closing conn"
     /// # });
+    /// # }
     /// ```
     pub fn move_to<const M: usize>(
         guard: Self,
@@ -1339,6 +1361,7 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     /// scope's output: it is yours.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use deferral::Guard;
     /// struct Conn;
@@ -1346,13 +1369,14 @@ impl<'d, V, F, K: Flavour> Guard<'d, V, F, K> {
     ///     async fn close(self) -> Result<(), &'static str> { Ok(()) }
     /// }
     /// let out: Result<(), &str> = deferral::scope(async |d| {
-    ///     let conn = d.try_guard_async(Conn, Conn::close).unwrap();
+    ///     let conn = d.guard_async(Conn, Conn::close);
     ///     Guard::run_now(conn).await?; // closed here, its error ours to handle
     ///     Ok(())
     /// })
     /// .await;
     /// assert!(out.is_ok());
     /// # });
+    /// # }
     /// ```
     pub fn run_now<R>(guard: Self) -> R
     where

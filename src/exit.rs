@@ -23,22 +23,23 @@ use crate::panic::Panic;
 /// | [`Cancelled`](ExitKind::Cancelled) | the scope was dropped before it finished | `None` |
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// use deferral::{Exit, ExitKind};
 /// let out = deferral::scope(async |d| {
 ///     // Go's named result: deferred code sees and changes it.
-///     d.try_defer_with(|exit: &mut Exit<u32>| {
+///     d.defer_with(|exit: &mut Exit<u32>| {
 ///         assert_eq!(exit.kind(), ExitKind::Returned);
 ///         if let Some(out) = exit.output_mut() {
 ///             *out *= 7;
 ///         }
-///     })
-///     .unwrap();
+///     });
 ///     6
 /// })
 /// .await;
 /// assert_eq!(out, 42);
 /// # });
+/// # }
 /// ```
 pub struct Exit<T> {
     /// The body's output, if it returned (and was not taken back).
@@ -190,16 +191,17 @@ impl<T> Exit<T> {
     /// How the body ended (see the table on [`Exit`]).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use deferral::{Exit, ExitKind};
     /// let mut scope = Box::pin(deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut Exit<()>| assert_eq!(exit.kind(), ExitKind::Cancelled))
-    ///         .unwrap();
+    ///     d.defer_with(|exit: &mut Exit<()>| assert_eq!(exit.kind(), ExitKind::Cancelled));
     ///     std::future::pending::<()>().await
     /// }));
     /// let _ = futures::poll!(scope.as_mut());
     /// drop(scope); // cancelled: the cleanup runs and sees it
     /// # });
+    /// # }
     /// ```
     #[inline]
     pub fn kind(&self) -> ExitKind {
@@ -209,12 +211,14 @@ impl<T> Exit<T> {
     /// The body returned (and no cleanup panicked since).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_returned())).unwrap();
+    ///     d.defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_returned()));
     /// })
     /// .await;
     /// # });
+    /// # }
     /// ```
     #[inline]
     pub fn is_returned(&self) -> bool {
@@ -245,13 +249,15 @@ impl<T> Exit<T> {
     /// The scope was dropped before it finished.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let mut scope = Box::pin(deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_cancelled())).unwrap();
+    ///     d.defer_with(|exit: &mut deferral::Exit<()>| assert!(exit.is_cancelled()));
     ///     std::future::pending::<()>().await
     /// }));
     /// let _ = futures::poll!(scope.as_mut());
     /// # });
+    /// # }
     /// ```
     #[inline]
     pub fn is_cancelled(&self) -> bool {
@@ -264,12 +270,14 @@ impl<T> Exit<T> {
     /// cleanup runs, like `scopeguard::defer_on_unwind!`.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| assert!(!exit.is_unwinding())).unwrap();
+    ///     d.defer_with(|exit: &mut deferral::Exit<()>| assert!(!exit.is_unwinding()));
     /// })
     /// .await;
     /// # });
+    /// # }
     /// ```
     #[inline]
     pub fn is_unwinding(&self) -> bool {
@@ -279,14 +287,15 @@ impl<T> Exit<T> {
     /// The body's output, if it returned.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<u8>| assert_eq!(exit.output(), Some(&3)))
-    ///         .unwrap();
+    ///     d.defer_with(|exit: &mut deferral::Exit<u8>| assert_eq!(exit.output(), Some(&3)));
     ///     3
     /// })
     /// .await;
     /// # });
+    /// # }
     /// ```
     #[inline]
     pub fn output(&self) -> Option<&T> {
@@ -297,19 +306,20 @@ impl<T> Exit<T> {
     /// output after every cleanup ran (Go's named results).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<String>| {
+    ///     d.defer_with(|exit: &mut deferral::Exit<String>| {
     ///         if let Some(out) = exit.output_mut() {
     ///             out.push_str(", closed");
     ///         }
-    ///     })
-    ///     .unwrap();
+    ///     });
     ///     String::from("sent")
     /// })
     /// .await;
     /// assert_eq!(out, "sent, closed");
     /// # });
+    /// # }
     /// ```
     #[inline]
     pub fn output_mut(&mut self) -> Option<&mut T> {
@@ -320,19 +330,20 @@ impl<T> Exit<T> {
     /// output is `Err` — Zig's `errdefer |err|`.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<Result<(), String>>| {
+    ///     d.defer_with(|exit: &mut deferral::Exit<Result<(), String>>| {
     ///         if let Some(e) = exit.error_mut() {
     ///             e.insert_str(0, "rolled back: ");
     ///         }
-    ///     })
-    ///     .unwrap();
+    ///     });
     ///     Err(String::from("disk full"))
     /// })
     /// .await;
     /// assert_eq!(out, Err(String::from("rolled back: disk full")));
     /// # });
+    /// # }
     /// ```
     #[inline]
     pub fn error_mut(&mut self) -> Option<&mut T::Error>
@@ -349,17 +360,18 @@ impl<T> Exit<T> {
     /// wins, as in Go — or no output at all).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<Result<u8, &str>>| {
+    ///     d.defer_with(|exit: &mut deferral::Exit<Result<u8, &str>>| {
     ///         exit.add_error("close failed");
-    ///     })
-    ///     .unwrap();
+    ///     });
     ///     Ok(1)
     /// })
     /// .await;
     /// assert_eq!(out, Err("close failed"));
     /// # });
+    /// # }
     /// ```
     #[inline]
     pub fn add_error<E>(&mut self, error: E) -> Option<E>
@@ -375,19 +387,20 @@ impl<T> Exit<T> {
     /// The payload of the panic in flight, if any (`std`).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use futures::FutureExt;
     /// let _ = std::panic::AssertUnwindSafe(deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<()>| {
+    ///     d.defer_with(|exit: &mut deferral::Exit<()>| {
     ///         let payload = exit.panic_payload().unwrap();
     ///         assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
-    ///     })
-    ///     .unwrap();
+    ///     });
     ///     panic!("boom");
     /// }))
     /// .catch_unwind()
     /// .await;
     /// # });
+    /// # }
     /// ```
     #[cfg(feature = "std")]
     #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
@@ -404,19 +417,20 @@ impl<T> Exit<T> {
     /// scope only stops the panic: nobody receives the output.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.try_defer_with(|exit: &mut deferral::Exit<&str>| {
+    ///     d.defer_with(|exit: &mut deferral::Exit<&str>| {
     ///         if let Some(p) = exit.recover("recovered") {
     ///             println!("Recovered in f: {:?}", p.downcast_ref::<&str>());
     ///         }
-    ///     })
-    ///     .unwrap();
+    ///     });
     ///     panic!("boom")
     /// })
     /// .await;
     /// assert_eq!(out, "recovered");
     /// # });
+    /// # }
     /// ```
     #[cfg(feature = "std")]
     #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
@@ -538,6 +552,7 @@ impl<U, E> AddError<E> for Result<U, Errors<E>> {
 ///   the output after async work.
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// struct Conn;
 /// impl Conn {
@@ -546,12 +561,13 @@ impl<U, E> AddError<E> for Result<U, Errors<E>> {
 ///     }
 /// }
 /// let out = deferral::scope(async |d| {
-///     let _conn = d.try_guard_async(Conn, |c| c.close()).unwrap();
+///     let _conn = d.guard_async(Conn, |c| c.close());
 ///     Ok(())
 /// })
 /// .await;
 /// assert_eq!(out, Err("close failed".to_string()));
 /// # });
+/// # }
 /// ```
 #[diagnostic::on_unimplemented(
     message = "a cleanup that returns `{Self}` cannot report to a scope whose output is `{T}`",
@@ -566,17 +582,18 @@ pub trait CleanupOutput<T>: sealed::Sealed<T> {
     /// cleanup returns).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use deferral::{CleanupOutput, Exit};
     /// let out = deferral::scope(async |d| {
     ///     // By hand, what returning `Err("flush failed")` from cleanup does:
-    ///     d.try_defer_with(|exit: &mut Exit<Result<(), &str>>| Err("flush failed").report(exit))
-    ///         .unwrap();
+    ///     d.defer_with(|exit: &mut Exit<Result<(), &str>>| Err("flush failed").report(exit));
     ///     Ok(())
     /// })
     /// .await;
     /// assert_eq!(out, Err("flush failed"));
     /// # });
+    /// # }
     /// ```
     fn report(self, exit: &mut Exit<T>);
 }
@@ -646,11 +663,12 @@ impl<T, F: FnOnce(&mut Exit<T>)> CleanupOutput<T> for F {
 /// [`Error::source`]: core::error::Error::source
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// use deferral::Errors;
 /// let out: Result<(), Errors<String>> = deferral::scope(async |d| {
-///     d.try_defer(|| Err("second disposal failed".to_string())).unwrap();
-///     d.try_defer(|| Err("first disposal failed".to_string())).unwrap();
+///     d.defer(|| Err("second disposal failed".to_string()));
+///     d.defer(|| Err("first disposal failed".to_string()));
 ///     Err("the body failed".to_string())?
 /// })
 /// .await;
@@ -661,6 +679,7 @@ impl<T, F: FnOnce(&mut Exit<T>)> CleanupOutput<T> for F {
 /// );
 /// assert_eq!(errors.to_string(), "the body failed (and 2 more)");
 /// # });
+/// # }
 /// ```
 #[cfg(feature = "alloc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]

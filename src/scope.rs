@@ -74,12 +74,14 @@ pub const DEFAULT_CAPACITY: usize = 256;
 /// borrowed outputs.
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// use deferral::{Defer, ScopeBody};
 /// fn is_body<F: for<'d> ScopeBody<'d, u8, deferral::Sendable, &'d (u8, deferral::Sendable)>>(_: F) {}
 /// is_body(async |d: &Defer<u8>| {
-///     d.try_defer(|| ()).unwrap();
+///     d.defer(|| ());
 ///     1
 /// });
+/// # }
 /// ```
 pub trait ScopeBody<'d, T, K: Flavour, Wf = &'d (T, K)> {
     /// The body's future.
@@ -227,6 +229,7 @@ impl<const N: usize, H> ScopeBuilder<N, H> {
     /// [`run`](Self::run) (`Send + 'static` thunks).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// use std::sync::{Arc, Mutex};
     /// let orphans = Arc::new(Mutex::new(Vec::new()));
@@ -234,7 +237,7 @@ impl<const N: usize, H> ScopeBuilder<N, H> {
     /// let scope = deferral::ScopeBuilder::new()
     ///     .on_cancel(move |thunk| sink.lock().unwrap().push(thunk))
     ///     .run(async |d| {
-    ///         d.try_defer_async(async { println!("goodbye") }).unwrap();
+    ///         d.defer_async(async { println!("goodbye") });
     ///         std::future::pending::<()>().await
     ///     });
     /// let mut scope = Box::pin(scope);
@@ -243,6 +246,7 @@ impl<const N: usize, H> ScopeBuilder<N, H> {
     /// let thunk = orphans.lock().unwrap().pop().unwrap();
     /// thunk.await; // prints "goodbye"
     /// # });
+    /// # }
     /// ```
     #[cfg(feature = "alloc")]
     pub fn on_cancel(
@@ -301,15 +305,17 @@ impl<const N: usize, H: IntoCancelHandler> ScopeBuilder<N, H> {
     /// [`scope`], configured.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let out = deferral::ScopeBuilder::new()
     ///     .run(async |d| {
-    ///         d.try_defer(|| println!("cleanup")).unwrap();
+    ///         d.defer(|| println!("cleanup"));
     ///         "out"
     ///     })
     ///     .await;
     /// assert_eq!(out, "out");
     /// # });
+    /// # }
     /// ```
     pub fn run<'s, T, F>(self, body: F) -> DeferScope<'s, T, F, Sendable, N>
     where
@@ -325,16 +331,18 @@ impl<const N: usize> ScopeBuilder<N, NoHandler> {
     /// need not be `Send`.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let mut log = Vec::new();
     /// deferral::ScopeBuilder::new()
     ///     .order(deferral::Order::Fifo)
     ///     .run_local(async |d| {
-    ///         d.try_defer(|| log.push("first")).unwrap();
+    ///         d.defer(|| log.push("first"));
     ///     })
     ///     .await;
     /// assert_eq!(log, ["first"]);
     /// # });
+    /// # }
     /// ```
     pub fn run_local<'s, 'env, T, F>(self, body: F) -> DeferScope<'s, T, F, Local<'env>, N>
     where
@@ -353,19 +361,21 @@ impl<const N: usize> ScopeBuilder<N, NoHandler> {
 /// [`scope_local`].
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// use std::sync::{Arc, Mutex};
 /// let log = Arc::new(Mutex::new(Vec::new()));
 /// let (a, b) = (log.clone(), log.clone());
 /// let out = deferral::scope(async |d| {
-///     d.try_defer(move || a.lock().unwrap().push("close file")).unwrap();
-///     d.try_defer(move || b.lock().unwrap().push("unlock")).unwrap();
+///     d.defer(move || a.lock().unwrap().push("close file"));
+///     d.defer(move || b.lock().unwrap().push("unlock"));
 ///     "body result"
 /// })
 /// .await;
 /// assert_eq!(out, "body result");
 /// assert_eq!(*log.lock().unwrap(), ["unlock", "close file"]);
 /// # });
+/// # }
 /// ```
 ///
 /// A zero-argument `async fn` that registers through the ambient
@@ -397,6 +407,7 @@ where
 /// it on a thread-mode, current-thread or local executor.
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// struct Adc { powered: bool }
 /// impl Adc {
@@ -407,8 +418,8 @@ where
 /// let mut adc = Adc { powered: true };
 /// let mut log = Vec::new();
 /// let sample = deferral::scope_local(async |d| {
-///     let mut adc = d.try_guard(&mut adc, |adc| adc.power_off()).unwrap();
-///     d.try_defer(|| log.push("sampled")).unwrap(); // Go-style: borrow and push
+///     let mut adc = d.guard(&mut adc, |adc| adc.power_off());
+///     d.defer(|| log.push("sampled")); // Go-style: borrow and push
 ///     adc.read().await
 /// })
 /// .await;
@@ -416,6 +427,7 @@ where
 /// assert!(!adc.powered);
 /// assert_eq!(log, ["sampled"]);
 /// # });
+/// # }
 /// ```
 pub fn scope_local<'s, 'env, T, F>(body: F) -> DeferScope<'s, T, F, Local<'env>>
 where
@@ -849,9 +861,10 @@ where
     /// cut. Otherwise it resolves to `Ok(output)`.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.try_defer_async(std::future::pending::<()>()).unwrap(); // a close that hangs
+    ///     d.defer_async(std::future::pending::<()>()); // a close that hangs
     ///     7
     /// })
     /// .grace(|| async {}) // a timer that has already fired
@@ -859,6 +872,7 @@ where
     /// let cut = out.unwrap_err();
     /// assert_eq!((cut.cut(), cut.into_output()), (1, 7));
     /// # });
+    /// # }
     /// ```
     pub fn grace<G, D>(self, deadline: G) -> Grace<'s, T, F, K, N, G, D>
     where
@@ -1023,15 +1037,17 @@ where
 /// finish (dropped, or handed to the cancel handler).
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
 /// # futures::executor::block_on(async {
 /// let cut = deferral::scope(async |d| {
-///     d.try_defer_async(std::future::pending::<()>()).unwrap();
+///     d.defer_async(std::future::pending::<()>());
 /// })
 /// .grace(|| async {})
 /// .await
 /// .unwrap_err();
 /// assert_eq!(cut.to_string(), "cleanup cut short by its deadline (1 unfinished)");
 /// # });
+/// # }
 /// ```
 pub struct CutShort<T> {
     output: T,
@@ -1054,9 +1070,10 @@ impl<T> CutShort<T> {
     /// The body's output.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let cut = deferral::scope(async |d| {
-    ///     d.try_defer_async(std::future::pending::<()>()).unwrap();
+    ///     d.defer_async(std::future::pending::<()>());
     ///     "out"
     /// })
     /// .grace(|| async {})
@@ -1064,6 +1081,7 @@ impl<T> CutShort<T> {
     /// .unwrap_err();
     /// assert_eq!(*cut.output(), "out");
     /// # });
+    /// # }
     /// ```
     pub fn output(&self) -> &T {
         &self.output
@@ -1072,9 +1090,10 @@ impl<T> CutShort<T> {
     /// The body's output, by value.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let out = deferral::scope(async |d| {
-    ///     d.try_defer_async(std::future::pending::<()>()).unwrap();
+    ///     d.defer_async(std::future::pending::<()>());
     ///     1
     /// })
     /// .grace(|| async {})
@@ -1082,6 +1101,7 @@ impl<T> CutShort<T> {
     /// .unwrap_or_else(|cut| cut.into_output());
     /// assert_eq!(out, 1);
     /// # });
+    /// # }
     /// ```
     pub fn into_output(self) -> T {
         self.output

@@ -157,9 +157,11 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     /// How many cleanups are pending.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.try_defer(|| ()).unwrap();
+    /// stack.defer(|| ());
     /// assert_eq!(stack.len(), 1);
+    /// # }
     /// ```
     pub fn len(&self) -> usize {
         let mut count = 0;
@@ -199,10 +201,12 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     /// JavaScript's `DisposableStack.move()`, Python's `ExitStack.pop_all()`.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.try_defer(|| println!("closed by whoever owns the stack")).unwrap();
+    /// stack.defer(|| println!("closed by whoever owns the stack"));
     /// let owned = stack.take();
     /// assert!(stack.is_empty() && owned.len() == 1);
+    /// # }
     /// ```
     pub fn take(&mut self) -> Self {
         core::mem::take(self)
@@ -402,9 +406,11 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     /// Drops every pending cleanup unrun; returns how many.
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.try_defer(|| unreachable!()).unwrap();
+    /// stack.defer(|| unreachable!());
     /// assert_eq!(stack.clear(), 1);
+    /// # }
     /// ```
     ///
     /// # Panics
@@ -434,12 +440,14 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     /// others; the first resumes at the end (`std`).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] { // (without `alloc`: the `try_` forms)
     /// # futures::executor::block_on(async {
     /// let mut stack: deferral::DeferStack = deferral::DeferStack::new();
-    /// stack.try_defer(|| println!("2")).unwrap();
-    /// stack.try_defer_async(async { println!("1") }).unwrap();
+    /// stack.defer(|| println!("2"));
+    /// stack.defer_async(async { println!("1") });
     /// stack.dispose().await;
     /// # });
+    /// # }
     /// ```
     pub fn dispose(self) -> Dispose<K, N> {
         Dispose {
