@@ -44,10 +44,9 @@ fn overhead(c: &mut Criterion) {
     g.bench_function("register_and_run", |b| {
         b.iter(|| {
             poll_ready(deferral::scope(async |d| {
-                d.try_defer(|| {
+                d.defer(|| {
                     black_box(());
-                })
-                .unwrap();
+                });
             }))
         })
     });
@@ -82,10 +81,9 @@ fn count(spec: &str) {
                 })));
             }
             "scope_one_sync_thunk" => poll_ready(deferral::scope(async |d| {
-                d.try_defer(|| {
+                d.defer(|| {
                     black_box(());
-                })
-                .unwrap();
+                });
             })),
             _ => panic!("unknown op {op}"),
         }

@@ -501,8 +501,9 @@ fn render(
     }
     let _ = writeln!(
         md,
-        "\nNot measured here: the `TaskQueue` case (N = 1..4096) lands with the queue \
-         (its own `benches/queue.rs`).\n"
+        "\nThe `TaskQueue` (N = 1..4096, against `futures`' `buffered` / \
+         `buffer_unordered` and `futures-buffered`) is the last section, from \
+         `benches/queue.rs` in the same run.\n"
     );
     let _ = writeln!(md, "{}", include_str!("analysis.md"));
 

@@ -4,7 +4,7 @@
 #   2. instruction counts: `instructions report` runs each case under
 #      `valgrind --tool=callgrind` (apt-get install valgrind if missing),
 #      reads criterion's results and writes the report.
-# Usage: bash benches/report.sh   (from anywhere; about 5 minutes on 2 cores)
+# Usage: bash benches/report.sh   (from anywhere; about 9 minutes on 2 cores)
 # Knobs: WARM_UP (seconds, default 1), MEASURE (seconds, default 2),
 #        OUT (default BENCHMARKS.md at the crate root).
 set -euo pipefail
@@ -21,3 +21,11 @@ fi
 cargo bench -p deferral-bench --bench scope --bench promise -- \
     --warm-up-time "$WARM_UP" --measurement-time "$MEASURE" --noplot
 cargo bench -p deferral-bench --bench instructions -- report --out "$OUT" --command "bash benches/report.sh"
+# The task queue (benches/queue.rs): instructions per task under callgrind
+# and polls/allocations/wall time per task, N = 1..4096, appended.
+{
+    printf '\n## TaskQueue, N = 1..4096\n\n'
+    printf 'From `cargo bench -p deferral-bench --bench queue -- instructions` and `-- table` (same run). The target (issue "TaskQueue at p-queue'"'"'s level"): polls per task flat; instructions per task within 1.5× of `buffer_unordered` and of `futures-buffered`.\n'
+    cargo bench -p deferral-bench --bench queue -- instructions 2>/dev/null
+    cargo bench -p deferral-bench --bench queue -- table 2>/dev/null
+} >> "$OUT"

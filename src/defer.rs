@@ -1060,8 +1060,9 @@ impl<T, K: Flavour> Defer<T, K> {
 }
 
 /// The registration of an `alloc` scope, which spills instead of filling
-/// up: `Err` only if the thunk's layout overflows `isize` (where
-/// `Vec::push` would panic as well).
+/// up: never `Err` (a heap chunk whose layout would overflow `isize`
+/// panics in the slab, as `Vec::push` does); the arm is dead code the
+/// optimiser removes.
 #[cfg(feature = "alloc")]
 #[inline(always)]
 #[track_caller]

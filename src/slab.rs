@@ -614,13 +614,16 @@ impl<K: Flavour> SlabCore<K> {
             self.cursor.set(MaybeUninit::new(end));
             return Some(header);
         }
-        self.spill(layout)
+        #[cfg(feature = "alloc")]
+        return Some(self.spill(layout)); // never `None`: the callers' `Full` arm is dead code
+        #[cfg(not(feature = "alloc"))]
+        None
     }
 
     /// Moves the allocator to a new heap chunk big enough for `layout`.
     #[cfg(feature = "alloc")]
     #[cold]
-    fn spill(&self, layout: Layout) -> Option<*mut Header> {
+    fn spill(&self, layout: Layout) -> *mut Header {
         let previous = self.chunks.get();
         let previous_size = if previous.is_null() {
             0
@@ -635,7 +638,9 @@ impl<K: Flavour> SlabCore<K> {
             + layout.size();
         let size = need.max(256).max(previous_size.saturating_mul(2));
         let align = layout.align().max(align_of::<Chunk>()).max(16);
-        let chunk_layout = Layout::from_size_align(size, align).ok()?;
+        // Overflows only for a payload near `isize::MAX` bytes: like
+        // `Vec::push`, a panic ("capacity overflow"), never a `Full`.
+        let chunk_layout = Layout::from_size_align(size, align).expect("capacity overflow");
         // SAFETY: `chunk_layout` has a non-zero size.
         let chunk = unsafe { alloc::alloc::alloc(chunk_layout) }.cast::<Chunk>();
         if chunk.is_null() {
@@ -656,12 +661,7 @@ impl<K: Flavour> SlabCore<K> {
             fit(start, end, layout).expect("a chunk is sized for its first entry");
         self.cursor.set(MaybeUninit::new(cursor));
         self.limit.set(MaybeUninit::new(end));
-        Some(header)
-    }
-
-    #[cfg(not(feature = "alloc"))]
-    fn spill(&self, _layout: Layout) -> Option<*mut Header> {
-        None
+        header
     }
 
     /// The `clears` count a token made now remembers.

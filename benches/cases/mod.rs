@@ -149,8 +149,8 @@ macro_rules! scope_groups {
                 ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<1>,
                 ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<1>,
                 ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<1>,
-                ours "lifo" "`d.try_defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<1, false>,
-                ours "concurrent" "`d.try_defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<1, true>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<1, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<1, true>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<1>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<1>,
             ]
@@ -160,8 +160,8 @@ macro_rules! scope_groups {
                 ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<16>,
                 ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<16>,
                 ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<16>,
-                ours "lifo" "`d.try_defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<16, false>,
-                ours "concurrent" "`d.try_defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<16, true>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<16, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<16, true>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<16>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<16>,
             ]
@@ -171,8 +171,8 @@ macro_rules! scope_groups {
                 ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<256>,
                 ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<256>,
                 ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<256>,
-                ours "lifo" "`d.try_defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<256, false>,
-                ours "concurrent" "`d.try_defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<256, true>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<256, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<256, true>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<256>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<256>,
             ]
@@ -182,8 +182,8 @@ macro_rules! scope_groups {
                 ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<4096>,
                 ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<4096>,
                 ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<4096>,
-                ours "lifo" "`d.try_defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<4096, false>,
-                ours "concurrent" "`d.try_defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<4096, true>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<4096, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<4096, true>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<4096>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<4096>,
             ]

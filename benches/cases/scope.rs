@@ -28,10 +28,9 @@ pub fn sync_ours<const N: usize>() {
     block(deferral::scope(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.try_defer(move || {
+            d.defer(move || {
                 black_box(x);
-            })
-            .unwrap();
+            });
         }
     }));
 }
@@ -40,10 +39,9 @@ pub fn sync_ours_big<const N: usize>() {
     block(ScopeBuilder::new().capacity::<4096>().run(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.try_defer(move || {
+            d.defer(move || {
                 black_box(x);
-            })
-            .unwrap();
+            });
         }
     }));
 }
@@ -109,8 +107,7 @@ pub fn async_ours<const N: usize, const CONCURRENT: bool>() {
             .order(order)
             .run(async |d| {
                 for i in 0..N {
-                    d.try_defer_async(YieldOnce::new(black_box(i as u64)))
-                        .unwrap();
+                    d.defer_async(YieldOnce::new(black_box(i as u64)));
                 }
             }),
     );
@@ -165,7 +162,7 @@ pub fn async_unordered<const N: usize>() {
 
 pub fn guard_async_ours() {
     block(deferral::scope(async |d| {
-        let mut conn = d.try_guard_async(black_box(1u64), YieldOnce::new).unwrap();
+        let mut conn = d.guard_async(black_box(1u64), YieldOnce::new);
         *conn += 1;
     }));
 }
@@ -200,10 +197,9 @@ pub fn sweep_sync<const N: usize>() {
     block(deferral::scope(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.try_defer(move || {
+            d.defer(move || {
                 black_box(x);
-            })
-            .unwrap();
+            });
         }
     }));
 }
@@ -214,7 +210,7 @@ pub fn sweep_sync_local<const N: usize>() {
     block(deferral::scope_local(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.try_defer(move || sum.set(sum.get() + x)).unwrap();
+            d.defer(move || sum.set(sum.get() + x));
         }
     }));
     black_box(sum.get());
@@ -224,10 +220,9 @@ pub fn sweep_async_ready<const N: usize>() {
     block(deferral::scope(async |d| {
         for i in 0..N {
             let x = black_box(i as u64);
-            d.try_defer_async(async move {
+            d.defer_async(async move {
                 black_box(x);
-            })
-            .unwrap();
+            });
         }
     }));
 }
@@ -240,8 +235,7 @@ pub fn sweep_async<const N: usize, const CONCURRENT: bool>() {
     };
     block(ScopeBuilder::new().order(order).run(async |d| {
         for i in 0..N {
-            d.try_defer_async(YieldOnce::new(black_box(i as u64)))
-                .unwrap();
+            d.defer_async(YieldOnce::new(black_box(i as u64)));
         }
     }));
 }
@@ -262,11 +256,10 @@ pub fn local_sync_ours<const N: usize>() {
         for i in 0..N {
             let x = black_box(i as u64);
             let count = &mut count as *mut u64; // one borrow per thunk
-            d.try_defer(move || {
+            d.defer(move || {
                 // SAFETY: the thunks run one after another, after the body.
                 unsafe { *count += x };
-            })
-            .unwrap();
+            });
         }
     }));
     black_box(count);
