@@ -248,6 +248,7 @@ async fn cleanup_task() {
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     hprintln!("deferral firmware: start");
+    report_sizes();
     spawner.spawn(cleanup_task().expect("task pool has room"));
 
     // 1. Resolved from the interrupt handler.
@@ -306,4 +307,28 @@ async fn main(spawner: Spawner) {
     }
     hprintln!("deferral firmware: all checks passed");
     debug::exit(debug::EXIT_SUCCESS);
+}
+
+/// Prints what a scope holds besides its body and slab on this 32-bit
+/// target (BENCHMARKS.md and `tests/scope_capacity.rs` give 64-bit).
+fn report_sizes() {
+    fn size_of_val<T>(_: &T) -> usize {
+        core::mem::size_of::<T>()
+    }
+    fn size_of_output<T>(_: impl FnOnce() -> T) -> usize {
+        core::mem::size_of::<T>()
+    }
+    let empty_body = async |_: &deferral::Defer<(), deferral::Local<'_>>| {};
+    // Sizes the body's future type without calling anything.
+    fn never<T>() -> T {
+        unreachable!("only sized, never called")
+    }
+    let body = size_of_output(|| empty_body(never()));
+    let scope = size_of_val(&ScopeBuilder::new().capacity::<0>().run_local(async |_| {}));
+    hprintln!(
+        "scope_local overhead: {} bytes (DeferScope<_, 0> = {}, body = {})",
+        scope - body,
+        scope,
+        body
+    );
 }
