@@ -610,14 +610,36 @@ impl<K: Flavour> SlabCore<K> {
     /// Room for a header and a payload of `layout`.
     #[inline(always)]
     fn bump(&self, layout: Layout) -> Option<*mut Header> {
-        if let Some((header, end)) = fit(self.cursor(), self.limit(), layout) {
-            self.cursor.set(MaybeUninit::new(end));
-            return Some(header);
+        if self.aligned_enough(layout) {
+            if let Some((header, end)) = fit(self.cursor(), self.limit(), layout) {
+                self.cursor.set(MaybeUninit::new(end));
+                return Some(header);
+            }
         }
         #[cfg(feature = "alloc")]
         return Some(self.spill(layout)); // never `None`: the callers' `Full` arm is dead code
         #[cfg(not(feature = "alloc"))]
         None
+    }
+
+    /// Whether the current region promises `layout`'s alignment. `fit`
+    /// pads by address, which is all an over-aligned payload needs in the
+    /// inline bytes (they are where the scope lives: no allocation to ask);
+    /// a heap chunk, though, must have been *allocated* with that
+    /// alignment, or the payload's alignment rests on where the allocator
+    /// happened to put the chunk (Miri's symbolic alignment check rejects
+    /// that). Compile-time `true` for every payload aligned to 16 or less
+    /// (chunks are at least 16-aligned): no cost on the common path.
+    #[inline(always)]
+    fn aligned_enough(&self, layout: Layout) -> bool {
+        #[cfg(feature = "alloc")]
+        if layout.align() > 16 {
+            let chunk = self.chunks.get();
+            // SAFETY: a non-null `chunks` is our current chunk, alive.
+            return chunk.is_null() || layout.align() <= unsafe { (*chunk).layout.align() };
+        }
+        let _ = layout;
+        true
     }
 
     /// Moves the allocator to a new heap chunk big enough for `layout`.
