@@ -144,19 +144,33 @@ static CELL: PromiseCell<Val, u8> = PromiseCell::new();
 #[derive(Arbitrary, Debug)]
 enum Op {
     /// `CELL.promise()` (`lazy == false`) or `CELL.lazy(..)`.
-    Create { lazy: bool },
+    Create {
+        lazy: bool,
+    },
     /// `DeferredPromise::detached(..)`.
     Detached,
-    Resolve { resolver: u8, value: u8 },
-    Reject { resolver: u8, error: u8 },
-    DropResolver { resolver: u8 },
+    Resolve {
+        resolver: u8,
+        value: u8,
+    },
+    Reject {
+        resolver: u8,
+        error: u8,
+    },
+    DropResolver {
+        resolver: u8,
+    },
     /// Wakers 0 and 1 are well behaved and counted; 2, 3 and 4 panic in
     /// `clone`, `drop` or `wake` (every other call).
-    Poll { waker: u8 },
+    Poll {
+        waker: u8,
+    },
     DropPromise,
     /// Reuse the cell this many times (if it is free): moves the
     /// generation counter on.
-    Churn { times: u8 },
+    Churn {
+        times: u8,
+    },
 }
 
 type Out = Result<Val, PromiseError<u8>>;
@@ -232,10 +246,19 @@ impl Harness {
     }
 
     fn check(&self) {
-        assert_eq!(CELL.is_free(), !self.cell_busy(), "is_free vs model {:?}", self.gens);
+        assert_eq!(
+            CELL.is_free(),
+            !self.cell_busy(),
+            "is_free vs model {:?}",
+            self.gens
+        );
         for (i, w) in self.wakers.iter().enumerate() {
             if !self.chaos {
-                assert_eq!(w.0.load(SeqCst), self.expected_wakes[i], "wake count of waker {i}");
+                assert_eq!(
+                    w.0.load(SeqCst),
+                    self.expected_wakes[i],
+                    "wake count of waker {i}"
+                );
             }
         }
         if let Some((p, id)) = &self.promise {
@@ -270,7 +293,11 @@ impl Harness {
         let expected = if g.resolver_settled {
             // Its promise finished: the storage moved on (stale); otherwise
             // the first settlement stands.
-            if g.promise_live { Err(Refusal::AlreadySettled) } else { Err(Refusal::Stale) }
+            if g.promise_live {
+                Err(Refusal::AlreadySettled)
+            } else {
+                Err(Refusal::Stale)
+            }
         } else if !g.promise_live {
             Err(Refusal::Closed)
         } else {
@@ -305,7 +332,11 @@ impl Harness {
                 Ok(())
             }
         };
-        assert_eq!(got.is_ok(), expected.is_ok(), "settle accepted vs model {g:?}");
+        assert_eq!(
+            got.is_ok(),
+            expected.is_ok(),
+            "settle accepted vs model {g:?}"
+        );
         if expected == Err(Refusal::Closed) {
             self.gens[id].resolver_released = true;
         }
@@ -339,8 +370,12 @@ fuzz_target!(|ops: Vec<Op>| {
         resolvers: Vec::new(),
         gens: Vec::new(),
         wakers: [Arc::default(), Arc::default()],
-        hostile: [Hostility::Clone, Hostility::Drop, Hostility::Wake]
-            .map(|hostility| Arc::new(HostileState { hostility, calls: AtomicUsize::new(0) })),
+        hostile: [Hostility::Clone, Hostility::Drop, Hostility::Wake].map(|hostility| {
+            Arc::new(HostileState {
+                hostility,
+                calls: AtomicUsize::new(0),
+            })
+        }),
         expected_wakes: [0, 0],
         registered: None,
         chaos: false,
@@ -360,19 +395,21 @@ fuzz_target!(|ops: Vec<Op>| {
                     resolver_released: false,
                     eager,
                 };
-                let made: Option<(Pin<Box<dyn TestPromise>>, Option<Resolver<'static, Val, u8>>)> =
-                    if lazy {
-                        let slot = h.delivered.clone();
-                        match CELL.lazy(move |r| *slot.borrow_mut() = Some(r)) {
-                            Ok(p) => Some((Box::pin(p), None)),
-                            Err(_) => None,
-                        }
-                    } else {
-                        match CELL.promise() {
-                            Ok((p, r)) => Some((Box::pin(p), Some(r))),
-                            Err(_) => None,
-                        }
-                    };
+                let made: Option<(
+                    Pin<Box<dyn TestPromise>>,
+                    Option<Resolver<'static, Val, u8>>,
+                )> = if lazy {
+                    let slot = h.delivered.clone();
+                    match CELL.lazy(move |r| *slot.borrow_mut() = Some(r)) {
+                        Ok(p) => Some((Box::pin(p), None)),
+                        Err(_) => None,
+                    }
+                } else {
+                    match CELL.promise() {
+                        Ok((p, r)) => Some((Box::pin(p), Some(r))),
+                        Err(_) => None,
+                    }
+                };
                 assert_eq!(made.is_none(), busy, "CellBusy vs model");
                 let Some((p, r)) = made else { continue };
                 if h.promise.is_some() {
@@ -429,7 +466,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::Poll { waker } => {
-                let Some((p, id)) = h.promise.as_mut() else { continue };
+                let Some((p, id)) = h.promise.as_mut() else {
+                    continue;
+                };
                 let id = *id;
                 let w = usize::from(waker % 5);
                 let waker = match w {

@@ -230,7 +230,11 @@ impl IntoFuture for Task {
     fn into_future(mut self) -> Running {
         self.converted = true;
         let shared = self.shared.clone();
-        assert!(!shared.paused.load(SeqCst), "task {} started while paused", self.id);
+        assert!(
+            !shared.paused.load(SeqCst),
+            "task {} started while paused",
+            self.id
+        );
         {
             // Priority order among the pushed tasks waiting in the queue.
             let mut queued = lock(&shared.queued);
@@ -535,7 +539,10 @@ fn poll<Q: Stream<Item = Item> + ?Sized>(
         Poll::Ready(Some(Err(TimedOut))) => {
             // Which task timed out is not said; its future was dropped
             // (`Cancelled`). A timeout is a rejection when stopping.
-            assert!(!model.ended_on_stop && !model.rejected, "a result after the stop");
+            assert!(
+                !model.ended_on_stop && !model.rejected,
+                "a result after the stop"
+            );
             model.timeouts += 1;
             if model.stop {
                 model.rejected = true;
@@ -631,7 +638,10 @@ fn run(input: Input) {
         .timeout(Duration::from_millis(timeout));
     if input.rate.1 > 0 {
         let (cap, per) = input.rate;
-        queue = queue.rate_limit(1 + cap as usize % 3, Duration::from_millis(u64::from(per % 8)));
+        queue = queue.rate_limit(
+            1 + cap as usize % 3,
+            Duration::from_millis(u64::from(per % 8)),
+        );
     }
     if input.stop {
         queue = queue.stop_when(stop_when as fn(&Result<Out, Out>) -> bool);
@@ -758,7 +768,8 @@ fn run(input: Input) {
             for id in &model.pushed {
                 let r = &records[id];
                 let panicked = r.ends == [End::ConvertPanicked] || r.poll_panicked;
-                let gone = panicked || r.ends == [End::Cancelled] || r.ends == [End::DroppedUnstarted];
+                let gone =
+                    panicked || r.ends == [End::Cancelled] || r.ends == [End::DroppedUnstarted];
                 assert_eq!(model.yielded.contains(id), !gone, "task {id}: {:?}", r.ends);
             }
             let timed_out = records

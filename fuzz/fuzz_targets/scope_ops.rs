@@ -20,9 +20,13 @@ use libfuzzer_sys::fuzz_target;
 #[derive(Debug, Arbitrary)]
 enum Op {
     Defer,
-    DeferAsync { yields: u8 },
+    DeferAsync {
+        yields: u8,
+    },
     Guard,
-    GuardAsync { yields: u8 },
+    GuardAsync {
+        yields: u8,
+    },
     /// A sync thunk that runs, then panics.
     PanickingThunk,
     /// Cancel (defuse) the newest registration still holding a token.
@@ -33,11 +37,19 @@ enum Op {
     Yield,
     /// `defer_on_success`, `defer_on_unwind`, `defer_on_error`; `asynchronous`:
     /// their async forms.
-    OnSuccess { asynchronous: bool },
-    OnUnwind { asynchronous: bool },
-    OnError { asynchronous: bool },
+    OnSuccess {
+        asynchronous: bool,
+    },
+    OnUnwind {
+        asynchronous: bool,
+    },
+    OnError {
+        asynchronous: bool,
+    },
     /// A cleanup that fails: adds its error to the output.
-    Failing { asynchronous: bool },
+    Failing {
+        asynchronous: bool,
+    },
     /// `defer_with` that recovers a panic in flight, output `Ok(())`.
     Recover,
     /// `Defer::clear`: every pending registration but guards dropped unrun.
@@ -176,7 +188,10 @@ struct Entry {
 impl Kind {
     /// Runs with any exit: `move_all` takes it.
     fn portable(self) -> bool {
-        matches!(self, Kind::Sync | Kind::Async | Kind::OnSuccess(_) | Kind::OnUnwind(_) | Kind::Panicking)
+        matches!(
+            self,
+            Kind::Sync | Kind::Async | Kind::OnSuccess(_) | Kind::OnUnwind(_) | Kind::Panicking
+        )
     }
 }
 
@@ -214,7 +229,11 @@ fn run(input: Input) {
             }};
         }
         for (id, op) in ops.into_iter().enumerate() {
-            let probe = Probe { id, log: l.clone(), done: false };
+            let probe = Probe {
+                id,
+                log: l.clone(),
+                done: false,
+            };
             let (kind, guard) = match op {
                 Op::Defer => {
                     cancels.push((id, token!(d.try_defer(move || probe.run()).unwrap())));
@@ -230,37 +249,66 @@ fn run(input: Input) {
                     cancels.push((id, token!(t)));
                     (Kind::Panicking, false)
                 }
-                Op::OnSuccess { asynchronous: false } => {
-                    cancels.push((id, token!(d.try_defer_on_success(move || probe.run()).unwrap())));
+                Op::OnSuccess {
+                    asynchronous: false,
+                } => {
+                    cancels.push((
+                        id,
+                        token!(d.try_defer_on_success(move || probe.run()).unwrap()),
+                    ));
                     (Kind::OnSuccess(false), false)
                 }
                 Op::OnSuccess { asynchronous: true } => {
-                    let t = d.try_defer_async_on_success(AsyncProbe { probe: Some(probe), yields: 1 }).unwrap();
+                    let t = d
+                        .try_defer_async_on_success(AsyncProbe {
+                            probe: Some(probe),
+                            yields: 1,
+                        })
+                        .unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::OnSuccess(true), false)
                 }
-                Op::OnUnwind { asynchronous: false } => {
-                    cancels.push((id, token!(d.try_defer_on_unwind(move || probe.run()).unwrap())));
+                Op::OnUnwind {
+                    asynchronous: false,
+                } => {
+                    cancels.push((
+                        id,
+                        token!(d.try_defer_on_unwind(move || probe.run()).unwrap()),
+                    ));
                     (Kind::OnUnwind(false), false)
                 }
                 Op::OnUnwind { asynchronous: true } => {
-                    let t = d.try_defer_async_on_unwind(AsyncProbe { probe: Some(probe), yields: 1 }).unwrap();
+                    let t = d
+                        .try_defer_async_on_unwind(AsyncProbe {
+                            probe: Some(probe),
+                            yields: 1,
+                        })
+                        .unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::OnUnwind(true), false)
                 }
-                Op::OnError { asynchronous: false } => {
-                    let t = d.try_defer_on_error(move |_: &mut Errors<usize>| probe.run()).unwrap();
+                Op::OnError {
+                    asynchronous: false,
+                } => {
+                    let t = d
+                        .try_defer_on_error(move |_: &mut Errors<usize>| probe.run())
+                        .unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::OnError(false), false)
                 }
                 Op::OnError { asynchronous: true } => {
                     let t = d
-                        .try_defer_async_on_error(move |_: &mut Errors<usize>| AsyncProbe { probe: Some(probe), yields: 1 })
+                        .try_defer_async_on_error(move |_: &mut Errors<usize>| AsyncProbe {
+                            probe: Some(probe),
+                            yields: 1,
+                        })
                         .unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::OnError(true), false)
                 }
-                Op::Failing { asynchronous: false } => {
+                Op::Failing {
+                    asynchronous: false,
+                } => {
                     let t = d
                         .try_defer(move || {
                             probe.run();
@@ -280,10 +328,13 @@ fn run(input: Input) {
                         .unwrap();
                     // An async guard run now hands back its future: dropped
                     // here, unpolled (the probe inside is dropped).
-                    cancels.push((id, Box::new(move |_| {
-                        drop(Guard::into_parts(g));
-                        Took::Cancelled
-                    })));
+                    cancels.push((
+                        id,
+                        Box::new(move |_| {
+                            drop(Guard::into_parts(g));
+                            Took::Cancelled
+                        }),
+                    ));
                     (Kind::Failing(true), true)
                 }
                 Op::Recover => {
@@ -297,37 +348,55 @@ fn run(input: Input) {
                     (Kind::Recover, false)
                 }
                 Op::DeferAsync { yields } => {
-                    let t = d.try_defer_async(AsyncProbe { probe: Some(probe), yields: yields % 4 }).unwrap();
+                    let t = d
+                        .try_defer_async(AsyncProbe {
+                            probe: Some(probe),
+                            yields: yields % 4,
+                        })
+                        .unwrap();
                     cancels.push((id, token!(t)));
                     (Kind::Async, false)
                 }
                 Op::Guard => {
                     let g = d.try_guard(probe, Probe::run).unwrap();
                     assert_eq!(g.id, id);
-                    cancels.push((id, Box::new(move |run_now| {
-                        if run_now {
-                            Guard::run_now(g);
-                            Took::Ran
-                        } else {
-                            drop(Guard::defuse(g));
-                            Took::Cancelled
-                        }
-                    })));
+                    cancels.push((
+                        id,
+                        Box::new(move |run_now| {
+                            if run_now {
+                                Guard::run_now(g);
+                                Took::Ran
+                            } else {
+                                drop(Guard::defuse(g));
+                                Took::Cancelled
+                            }
+                        }),
+                    ));
                     (Kind::Sync, true)
                 }
                 Op::GuardAsync { yields } => {
                     let g = d
-                        .try_guard_async(probe, move |p| AsyncProbe { probe: Some(p), yields: yields % 4 })
+                        .try_guard_async(probe, move |p| AsyncProbe {
+                            probe: Some(p),
+                            yields: yields % 4,
+                        })
                         .unwrap();
-                    cancels.push((id, Box::new(move |_| {
-                        drop(Guard::defuse(g));
-                        Took::Cancelled
-                    })));
+                    cancels.push((
+                        id,
+                        Box::new(move |_| {
+                            drop(Guard::defuse(g));
+                            Took::Cancelled
+                        }),
+                    ));
                     (Kind::Async, true)
                 }
                 Op::CancelNewest | Op::CancelOldest | Op::RunNowNewest => {
                     drop(probe);
-                    let which = if matches!(op, Op::CancelOldest) { Some(0) } else { cancels.len().checked_sub(1) };
+                    let which = if matches!(op, Op::CancelOldest) {
+                        Some(0)
+                    } else {
+                        cancels.len().checked_sub(1)
+                    };
                     if let Some(i) = which.filter(|&i| i < cancels.len()) {
                         let (cid, take) = cancels.remove(i);
                         let took = take(matches!(op, Op::RunNowNewest));
@@ -338,10 +407,18 @@ fn run(input: Input) {
                                 m[cid].state = State::Dropped
                             }
                             Took::Ran => m[cid].state = State::RanEarly,
-                            Took::Stale => assert!(m[cid].stale, "a token was refused: {:?}", m[cid]),
+                            Took::Stale => {
+                                assert!(m[cid].stale, "a token was refused: {:?}", m[cid])
+                            }
                         }
                     }
-                    m.lock().unwrap().push(Entry { id, kind: Kind::Sync, guard: false, state: State::Dropped, stale: false });
+                    m.lock().unwrap().push(Entry {
+                        id,
+                        kind: Kind::Sync,
+                        guard: false,
+                        state: State::Dropped,
+                        stale: false,
+                    });
                     continue;
                 }
                 Op::Clear => {
@@ -349,15 +426,26 @@ fn run(input: Input) {
                     let n = d.clear();
                     let mut m = m.lock().unwrap();
                     let mut expected = 0;
-                    for e in m.iter_mut().filter(|e| e.state == State::Pending && !e.guard) {
+                    for e in m
+                        .iter_mut()
+                        .filter(|e| e.state == State::Pending && !e.guard)
+                    {
                         e.state = State::Dropped;
                         expected += 1;
                     }
                     assert_eq!(n, expected, "clear: {m:?}");
                     if n > 0 {
-                        m.iter_mut().filter(|e| !e.guard).for_each(|e| e.stale = true);
+                        m.iter_mut()
+                            .filter(|e| !e.guard)
+                            .for_each(|e| e.stale = true);
                     }
-                    m.push(Entry { id, kind: Kind::Sync, guard: false, state: State::Dropped, stale: false });
+                    m.push(Entry {
+                        id,
+                        kind: Kind::Sync,
+                        guard: false,
+                        state: State::Dropped,
+                        stale: false,
+                    });
                     continue;
                 }
                 Op::MoveAll => {
@@ -365,36 +453,69 @@ fn run(input: Input) {
                     let n = d.move_all(&mut st.lock().unwrap());
                     let mut m = m.lock().unwrap();
                     let mut expected = 0;
-                    for e in m.iter_mut().filter(|e| e.state == State::Pending && !e.guard && e.kind.portable()) {
+                    for e in m
+                        .iter_mut()
+                        .filter(|e| e.state == State::Pending && !e.guard && e.kind.portable())
+                    {
                         e.state = State::Moved;
                         expected += 1;
                     }
                     assert_eq!(n, expected, "move_all: {m:?}");
                     if n > 0 {
-                        m.iter_mut().filter(|e| !e.guard).for_each(|e| e.stale = true);
+                        m.iter_mut()
+                            .filter(|e| !e.guard)
+                            .for_each(|e| e.stale = true);
                     }
-                    m.push(Entry { id, kind: Kind::Sync, guard: false, state: State::Dropped, stale: false });
+                    m.push(Entry {
+                        id,
+                        kind: Kind::Sync,
+                        guard: false,
+                        state: State::Dropped,
+                        stale: false,
+                    });
                     continue;
                 }
                 Op::Yield => {
                     drop(probe);
-                    m.lock().unwrap().push(Entry { id, kind: Kind::Sync, guard: false, state: State::Dropped, stale: false });
+                    m.lock().unwrap().push(Entry {
+                        id,
+                        kind: Kind::Sync,
+                        guard: false,
+                        state: State::Dropped,
+                        stale: false,
+                    });
                     YieldNow(false).await;
                     continue;
                 }
             };
-            m.lock().unwrap().push(Entry { id, kind, guard, state: State::Pending, stale: false });
+            m.lock().unwrap().push(Entry {
+                id,
+                kind,
+                guard,
+                state: State::Pending,
+                stale: false,
+            });
         }
         drop(cancels); // dropping tokens keeps the registrations
         if body_panics {
             panic!("{INJECTED}");
         }
-        if body_fails { Err(Errors::new(BODY_ERROR)) } else { Ok(()) }
+        if body_fails {
+            Err(Errors::new(BODY_ERROR))
+        } else {
+            Ok(())
+        }
     };
     let scope = if input.small_slab {
-        Box::pin(ScopeBuilder::new().capacity::<64>().order(order).run(body)) as Pin<Box<dyn Future<Output = Out>>>
+        Box::pin(ScopeBuilder::new().capacity::<64>().order(order).run(body))
+            as Pin<Box<dyn Future<Output = Out>>>
     } else {
-        Box::pin(ScopeBuilder::new().capacity::<2048>().order(order).run(body))
+        Box::pin(
+            ScopeBuilder::new()
+                .capacity::<2048>()
+                .order(order)
+                .run(body),
+        )
     };
 
     let waker = Waker::noop();
@@ -447,7 +568,11 @@ fn run(input: Input) {
         let event = seen[e.id];
         match e.state {
             State::Dropped => {
-                assert_eq!(event, Some(Event::Dropped), "{e:?} must be dropped unrun: {events:?}");
+                assert_eq!(
+                    event,
+                    Some(Event::Dropped),
+                    "{e:?} must be dropped unrun: {events:?}"
+                );
                 continue;
             }
             State::RanEarly => {
@@ -463,7 +588,11 @@ fn run(input: Input) {
         }
         match e.kind {
             Kind::Sync | Kind::Panicking | Kind::Recover | Kind::Failing(_) | Kind::Async => {
-                assert_eq!(event, Some(Event::Ran), "{e:?} must run: {events:?} {model:?}")
+                assert_eq!(
+                    event,
+                    Some(Event::Ran),
+                    "{e:?} must run: {events:?} {model:?}"
+                )
             }
             _ => {}
         }
@@ -472,7 +601,10 @@ fn run(input: Input) {
     // that "returned" and sees the panics of the cleanups run before.
     let mut stack_panic = false;
     for e in model.iter().rev().filter(|e| e.state == State::Moved) {
-        let asynchronous = matches!(e.kind, Kind::Async | Kind::OnSuccess(true) | Kind::OnUnwind(true));
+        let asynchronous = matches!(
+            e.kind,
+            Kind::Async | Kind::OnSuccess(true) | Kind::OnUnwind(true)
+        );
         let runs = (!asynchronous || input.dispose_stack)
             && match e.kind {
                 Kind::OnSuccess(_) => !stack_panic,
@@ -489,8 +621,11 @@ fn run(input: Input) {
         return;
     }
     // Completed, sequential: replay the cleanup on the model's exit.
-    let mut expected: Vec<(usize, Kind)> =
-        model.iter().filter(|e| e.state == State::Pending).map(|e| (e.id, e.kind)).collect();
+    let mut expected: Vec<(usize, Kind)> = model
+        .iter()
+        .filter(|e| e.state == State::Pending)
+        .map(|e| (e.id, e.kind))
+        .collect();
     if order == Order::Lifo {
         expected.reverse();
     }
@@ -511,7 +646,11 @@ fn run(input: Input) {
         if runs {
             ran.push(id);
         } else {
-            assert_eq!(seen[id], Some(Event::Dropped), "{id} ({kind:?}) must not run: {events:?}");
+            assert_eq!(
+                seen[id],
+                Some(Event::Dropped),
+                "{id} ({kind:?}) must not run: {events:?}"
+            );
         }
         match kind {
             Kind::Panicking => panic = true,
@@ -527,7 +666,11 @@ fn run(input: Input) {
             _ => {}
         }
     }
-    let pending: Vec<usize> = model.iter().filter(|e| e.state == State::Pending).map(|e| e.id).collect();
+    let pending: Vec<usize> = model
+        .iter()
+        .filter(|e| e.state == State::Pending)
+        .map(|e| e.id)
+        .collect();
     let actual: Vec<usize> = events
         .iter()
         .filter(|(id, e)| *e == Event::Ran && pending.contains(id))

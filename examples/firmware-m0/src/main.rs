@@ -179,8 +179,11 @@ async fn sample_once(adc: &mut Adc, cleanups: &mut u8, fail: bool) -> Result<u16
         .capacity::<64>()
         .run_local(async |d| {
             // The peripheral stays borrowed (`&mut Adc`): no move, no `Rc`.
-            let mut adc = d.try_guard(adc, Adc::power_off).map_err(|_| AdcError::NoRoom)?;
-            d.try_defer(|| *cleanups += 1).map_err(|_| AdcError::NoRoom)?;
+            let mut adc = d
+                .try_guard(adc, Adc::power_off)
+                .map_err(|_| AdcError::NoRoom)?;
+            d.try_defer(|| *cleanups += 1)
+                .map_err(|_| AdcError::NoRoom)?;
             adc.power_on();
             let value = adc.sample().await?;
             if fail {
