@@ -1059,14 +1059,14 @@ impl<T, K: Flavour> Defer<T, K> {
     }
 }
 
-/// The registration of an `alloc` scope, which spills instead of filling
-/// up: never `Err` (a heap chunk whose layout would overflow `isize`
-/// panics in the slab, as `Vec::push` does); the arm is dead code the
-/// optimiser removes.
+/// The registration of an `alloc` scope or `DeferStack`, which spills
+/// instead of filling up: never `Err` (a heap chunk whose layout would
+/// overflow `isize` panics in the slab, as `Vec::push` does; an allocation
+/// failure aborts), so the arm is dead code the optimiser removes.
 #[cfg(feature = "alloc")]
 #[inline(always)]
 #[track_caller]
-fn stored<R, X>(r: Result<R, Full<X>>) -> R {
+pub(crate) fn stored<R, X>(r: Result<R, Full<X>>) -> R {
     match r {
         Ok(registration) => registration,
         Err(_) => panic!("deferral: a thunk too large for any allocation"),

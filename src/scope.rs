@@ -728,6 +728,65 @@ where
         }
     }
 
+    /// Starts the cleaner if the body ended and cleanup has not begun.
+    ///
+    /// # Safety
+    /// `this` points to a live scope, used through raw projections only;
+    /// its body is gone (`phase` is `Ended`, `Cleaning` or later).
+    unsafe fn start_cleaner(this: *mut Self) {
+        // SAFETY: the caller's contract; `Ended` means no cleaner was
+        // written yet.
+        unsafe {
+            if (*this).phase == Phase::Ended {
+                let order = (*this).order;
+                let chain = (*this).slab.core().start_cleanup(order.lifo());
+                (*this).cleaner.write(Cleaner::new(order, chain));
+            }
+        }
+    }
+
+    /// Cancels what cleanup has not finished: the sync entries run, the
+    /// unstarted async ones go to the scope's handler, else (for a
+    /// `Sendable` scope) the program's, else are dropped unpolled; started
+    /// ones are dropped. Returns how many async entries were cut.
+    ///
+    /// # Safety
+    /// `this` points to a live scope whose cleaner is started
+    /// ([`start_cleaner`](Self::start_cleaner)) and whose `phase` already
+    /// says what the scope becomes (foreign code runs here).
+    unsafe fn cancel_unfinished(this: *mut Self) -> usize {
+        // SAFETY: the caller's contract: the cleaner is initialised, and
+        // the exit and the handler are disjoint fields of a live scope.
+        unsafe {
+            let cleaner = (*this).cleaner.assume_init_mut();
+            let end = exit_end(this);
+            #[cfg(feature = "alloc")]
+            let handler = &mut (*this).on_cancel;
+            let cut = crate::context::isolated(|| {
+                cleaner.cancel(&end, |live| {
+                    #[cfg(feature = "alloc")]
+                    if let Some(handler) = handler {
+                        // Only `Sendable` scopes have a handler (the
+                        // builder's types see to it): their payloads are
+                        // `Send + 'static`, and this one never started.
+                        handler(live.into_boxed());
+                        return;
+                    }
+                    if K::SENDABLE {
+                        // The program's handler, if any; else dropped.
+                        crate::cancel::hand_over(live);
+                    } else {
+                        // Dropped unpolled (it may borrow the caller's
+                        // state: it cannot run elsewhere).
+                        live.drop_payload();
+                    }
+                })
+            });
+            (*this).slab.core().forget_chain();
+            cut
+        }
+    }
+
     /// The slow path of `drop`: the scope did not finish.
     #[cold]
     #[inline(never)]
@@ -758,41 +817,11 @@ where
             } else {
                 crate::exit::CANCELLED
             };
-            let core = (*this).slab.core();
-            if (*this).phase == Phase::Ended {
-                let order = (*this).order;
-                (*this)
-                    .cleaner
-                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
-            }
+            Self::start_cleaner(this);
             (*this).phase = Phase::Done;
             // The output is being discarded: thunks see none. It goes last.
             let out = exit_of(this).out.take();
-            let cleaner = (*this).cleaner.assume_init_mut();
-            let end = exit_end(this);
-            #[cfg(feature = "alloc")]
-            let handler = &mut (*this).on_cancel;
-            crate::context::isolated(|| {
-                cleaner.cancel(&end, |live| {
-                    #[cfg(feature = "alloc")]
-                    if let Some(handler) = handler {
-                        // Only `Sendable` scopes have a handler (the
-                        // builder's types see to it): their payloads are
-                        // `Send + 'static`, and this one never started.
-                        handler(live.into_boxed());
-                        return;
-                    }
-                    if K::SENDABLE {
-                        // The program's handler, if any; else dropped.
-                        crate::cancel::hand_over(live);
-                    } else {
-                        // Dropped unpolled (it may borrow the caller's
-                        // state: it cannot run elsewhere).
-                        live.drop_payload();
-                    }
-                })
-            });
-            core.forget_chain();
+            Self::cancel_unfinished(this);
             // Whatever a cleanup recovered is dropped with the rest.
             let mut panic = exit_of(this).panic.take();
             let late = panicking::catch(move || drop((exit_of(this).out.take(), out)));
@@ -897,33 +926,9 @@ where
         // SAFETY: as in `poll`: raw projections only.
         unsafe {
             let this: *mut Self = self.get_unchecked_mut();
-            let core = (*this).slab.core();
-            if (*this).phase == Phase::Ended {
-                let order = (*this).order;
-                (*this)
-                    .cleaner
-                    .write(Cleaner::new(order, core.start_cleanup(order.lifo())));
-            }
+            Self::start_cleaner(this);
             (*this).phase = Phase::Cleaning;
-            let cleaner = (*this).cleaner.assume_init_mut();
-            let end = exit_end(this);
-            #[cfg(feature = "alloc")]
-            let handler = &mut (*this).on_cancel;
-            let cut = crate::context::isolated(|| {
-                cleaner.cancel(&end, |live| {
-                    #[cfg(feature = "alloc")]
-                    if let Some(handler) = handler {
-                        handler(live.into_boxed());
-                        return;
-                    }
-                    if K::SENDABLE {
-                        crate::cancel::hand_over(live);
-                    } else {
-                        live.drop_payload();
-                    }
-                })
-            });
-            core.forget_chain();
+            let cut = Self::cancel_unfinished(this);
             match Self::finish(this) {
                 Poll::Ready(out) => (out, cut),
                 Poll::Pending => unreachable!(),

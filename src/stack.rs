@@ -263,9 +263,7 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     where
         F: FnOnce() + Fits<K>,
     {
-        if self.try_defer(f).is_err() {
-            panic!("deferral: a thunk too large for any allocation");
-        }
+        crate::defer::stored(self.try_defer(f))
     }
 
     /// Defers a future, awaited by [`dispose`](Self::dispose) (see
@@ -286,9 +284,7 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     where
         Fut: Future<Output = ()> + Fits<K>,
     {
-        if self.try_defer_async(fut).is_err() {
-            panic!("deferral: a thunk too large for any allocation");
-        }
+        crate::defer::stored(self.try_defer_async(fut))
     }
 
     fn push<P: Payload<()>>(&mut self, payload: P) -> Result<(), P> {
@@ -355,12 +351,15 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
                 return Some(unsafe { NonNull::new_unchecked(header) });
             }
         }
-        self.spill(vtable)
+        #[cfg(feature = "alloc")]
+        return Some(self.spill(vtable)); // never `None`: `defer` cannot fail
+        #[cfg(not(feature = "alloc"))]
+        None
     }
 
     #[cfg(feature = "alloc")]
     #[cold]
-    fn spill(&mut self, vtable: &'static EntryVTable) -> Option<NonNull<Header>> {
+    fn spill(&mut self, vtable: &'static EntryVTable) -> NonNull<Header> {
         let layout = block_layout(vtable);
         // SAFETY: a non-zero size (a header).
         let header = unsafe { alloc::alloc::alloc(layout) }.cast::<Header>();
@@ -368,12 +367,7 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
             alloc::alloc::handle_alloc_error(layout);
         };
         self.blocks.push(Block { header, vtable });
-        Some(header)
-    }
-
-    #[cfg(not(feature = "alloc"))]
-    fn spill(&mut self, _: &'static EntryVTable) -> Option<NonNull<Header>> {
-        None
+        header
     }
 
     /// Claims the newest entry: the caller runs, polls or drops it.
