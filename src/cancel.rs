@@ -1,184 +1,228 @@
-//! Async cleanup that survives cancellation: a scope dropped before it
-//! finished cannot await its unstarted async cleanup in `Drop`, so it hands
-//! each one over — as an [`Orphan`] — to whatever runs it: a per-scope
-//! handler ([`ScopeBuilder::on_cancel`](crate::ScopeBuilder::on_cancel),
-//! `alloc`), or the program's ([`set_cancel_handler`]): a runtime adapter
-//! (one line for tokio) or, without a heap, a `static` [`Reaper`] that a
-//! firmware task drains.
+//! Async cleanup that survives cancellation.
+//!
+//! A scope dropped before it finished — a `tokio::time::timeout`, a losing
+//! `select!` branch, an aborted task — cannot await its async cleanup in
+//! `Drop`. Its sync cleanup runs there; each async cleanup that would have
+//! run (its [condition](crate::When) holds) and never started is an
+//! [`Orphan`], handed over to the first of:
+//!
+//! 1. with the `tokio` feature, the current tokio runtime, if there is one
+//!    (`Handle::try_current`): spawned as a [`BoxCleanup`], so the natural
+//!    tokio program needs no setup at all;
+//! 2. the program's handler, if one is set ([`set_cancel_handler`]): a
+//!    runtime adapter, or a `static` [`Reaper`] that a firmware task drains;
+//! 3. nobody: the cleanup is dropped unpolled — its destructors run, a
+//!    [`guard_async_with`](crate::Defer::guard_async_with) fallback gets its
+//!    value — and counted ([`dropped`]).
+//!
+//! A `scope_local`'s cleanup may borrow the caller's state, so it is never
+//! handed over: it goes straight to 3. The orphan sees how the body ended
+//! ([`Outcome`]); a scope dropped after its body returned keeps that
+//! outcome, so a rollback chosen by `When::Err` still runs.
 //!
 //! # How the reaper works
 //!
-//! A [`Reaper<SLOTS, BYTES>`] is `SLOTS` slots of `BYTES` bytes, each with a
-//! state word: `EMPTY → FILLING → READY → RUNNING → EMPTY`. Handing over
-//! claims an `EMPTY` slot with a compare-exchange, moves the cleanup's bytes
-//! in (it was never polled, so it may move), publishes it `READY` with
-//! `Release` and wakes the reaper task. Only that task moves a slot on from
-//! `READY`: it polls every `READY` or `RUNNING` slot's cleanup in place
-//! (pinned there), and when one finishes drops it and stores `EMPTY` with
-//! `Release`, after which another hand-over may claim the slot. A cleanup
-//! that does not fit any free slot is the documented fallback: dropped
-//! unpolled at once (its destructors run), and counted.
+//! A [`Reaper<SLOTS, BYTES>`] is `SLOTS` slots of `BYTES` bytes, each with
+//! a state word: `EMPTY → FILLING → READY → RUNNING → EMPTY` (with the
+//! orphan's outcome in its high bits). A hand-over claims an `EMPTY` slot
+//! with a compare-exchange, moves the cleanup's entry in (it was never
+//! polled, so it may move; entries are position-independent, so one that
+//! fits the slot's size and 16-byte alignment fits at its start), publishes
+//! it `READY` with `Release` and wakes the reaper task. Only the task that
+//! holds the reaper's *claim* polls slots: [`Reaper::run`]'s future takes
+//! the claim (a compare-exchange on `running`) at its first poll and keeps
+//! it until dropped; another one resolves to [`ReaperBusy`] at once. It
+//! polls every `READY` or `RUNNING` slot in place, and when one finishes
+//! (or panics) drops it and stores `EMPTY` with `Release`, after which
+//! another hand-over may claim the slot.
 
-use core::alloc::Layout;
+use core::cell::Cell;
 use core::fmt;
-use core::marker::PhantomData;
-use core::mem::MaybeUninit;
+use core::mem::{ManuallyDrop, MaybeUninit};
 use core::pin::Pin;
+use core::ptr::NonNull;
 use core::task::{Context, Poll};
 
-use crate::slab::{Header, Live};
-use crate::sync::{AtomicU32, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
+use crate::scope::entry::{Head, Live};
+use crate::scope::exit::{ExitHead, Outcome};
+use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
 
-/// A cancelled scope's async cleanup that never started, handed to a
-/// cancel handler: run it somewhere, or drop it (dropping it drops the
-/// cleanup unpolled, as a scope without a handler does).
+/// Cleanup dropped unpolled, program-wide (see [`dropped`]).
+static DROPPED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// How many cancelled scopes' async cleanups were dropped unpolled because
+/// nothing took them, in this program so far — never silent, never
+/// printed: look here, at [`CutShort::dropped`](crate::scope::CutShort::dropped)
+/// and at [`Reaper::missed`].
+///
+/// ```
+/// use futures::FutureExt;
+/// let before = deferral::cancel::dropped();
+/// let mut scope = Box::pin(deferral::scope_local(async |d| {
+///     d.defer_async(async {});
+///     std::future::pending::<()>().await
+/// }));
+/// assert!(scope.as_mut().now_or_never().is_none());
+/// drop(scope); // cancelled: its async cleanup cannot run anywhere
+/// assert!(deferral::cancel::dropped() > before);
+/// ```
+pub fn dropped() -> usize {
+    // ORDERING: a statistic; nothing is published with it.
+    DROPPED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+fn count_dropped() {
+    // ORDERING: a statistic.
+    DROPPED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// A cancelled scope's async cleanup that never started, handed to the
+/// program's cancel handler: run it somewhere ([`into_boxed`](Orphan::into_boxed),
+/// [`Reaper::hand_over`]), or drop it (dropped unpolled, and counted).
 ///
 /// ```standalone_crate
-/// # #[cfg(feature = "alloc")]
 /// # futures::executor::block_on(async {
 /// use std::sync::Mutex;
-/// static ORPHANS: Mutex<Vec<deferral::BoxedThunk>> = Mutex::new(Vec::new());
-/// deferral::set_cancel_handler(|orphan| ORPHANS.lock().unwrap().push(orphan.into_boxed()));
+/// static ORPHANS: Mutex<Vec<deferral::cancel::BoxCleanup>> = Mutex::new(Vec::new());
+/// deferral::cancel::set_cancel_handler(|orphan| ORPHANS.lock().unwrap().push(orphan.into_boxed()));
 /// let mut scope = Box::pin(deferral::scope(async |d| {
-///     d.try_defer_async(async { println!("closed anyway") }).unwrap();
+///     d.defer_async(async { println!("closed anyway") });
 ///     std::future::pending::<()>().await
 /// }));
 /// let _ = futures::poll!(scope.as_mut());
 /// drop(scope); // cancelled: its async cleanup is handed over
 /// let orphan = ORPHANS.lock().unwrap().pop().unwrap();
 /// orphan.await; // prints "closed anyway"
-/// # deferral::clear_cancel_handler();
+/// # deferral::cancel::clear_cancel_handler();
 /// # });
 /// ```
 pub struct Orphan<'a> {
     live: Live,
-    _scope: PhantomData<&'a mut ()>,
+    outcome: Outcome,
+    /// The scope's count of cleanup dropped unpolled.
+    dropped: &'a Cell<usize>,
 }
-
-// SAFETY: only made from a `Sendable` scope's payloads (`Send + 'static`).
-unsafe impl Send for Orphan<'_> {}
 
 impl fmt::Debug for Orphan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Orphan")
             .field("layout", &self.layout())
+            .field("outcome", &self.outcome)
             .finish_non_exhaustive()
     }
 }
 
 impl Orphan<'_> {
-    /// # Safety
-    /// `live` is a claimed, never-polled async payload of a `Sendable`
-    /// scope, the caller's to give up.
-    pub(crate) unsafe fn new(live: Live) -> Self {
-        Orphan {
-            live,
-            _scope: PhantomData,
-        }
-    }
-
-    /// The size and alignment of the cleanup (to size a [`Reaper`]'s
-    /// slots).
+    /// The size and alignment of the cleanup's entry (what a [`Reaper`]
+    /// slot must hold).
     ///
     /// ```standalone_crate
-    /// deferral::set_cancel_handler(|orphan| {
-    ///     println!("{} bytes of cleanup, dropped", orphan.layout().size());
+    /// deferral::cancel::set_cancel_handler(|orphan| {
+    ///     let _ = orphan.layout().size();
     /// });
-    /// # deferral::clear_cancel_handler();
+    /// # deferral::cancel::clear_cancel_handler();
     /// ```
-    pub fn layout(&self) -> Layout {
-        self.live.vtable().layout()
+    pub fn layout(&self) -> core::alloc::Layout {
+        self.live.vtable.layout
     }
 
-    /// The cleanup as a boxed future, to spawn on a runtime (`alloc`):
-    /// `tokio::spawn(orphan.into_boxed())`. It sees a cancelled
-    /// [`Exit`](crate::Exit).
+    /// How the scope's body ended, as the cleanup will see it.
     ///
     /// ```standalone_crate
-    /// deferral::set_cancel_handler(|orphan| drop(orphan.into_boxed()));
-    /// # deferral::clear_cancel_handler();
+    /// deferral::cancel::set_cancel_handler(|orphan| {
+    ///     let _ = orphan.outcome();
+    /// });
+    /// # deferral::cancel::clear_cancel_handler();
+    /// ```
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The cleanup as a future of its own (one heap block, `alloc`), to
+    /// spawn on a runtime: `tokio::spawn(orphan.into_boxed())`.
+    ///
+    /// ```standalone_crate
+    /// deferral::cancel::set_cancel_handler(|orphan| drop(orphan.into_boxed()));
+    /// # deferral::cancel::clear_cancel_handler();
     /// ```
     #[cfg(feature = "alloc")]
     #[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
-    pub fn into_boxed(self) -> crate::BoxedThunk {
-        let live = self.live;
-        core::mem::forget(self);
-        // SAFETY: as `new` guarantees; never touched again (forgotten).
-        unsafe { live.into_boxed() }
-    }
-
-    /// Moves the cleanup into the entry at `to` (for a reaper slot).
-    ///
-    /// # Safety
-    /// As [`Live::move_to`].
-    unsafe fn move_to(self, to: *mut Header) {
-        let live = self.live;
-        core::mem::forget(self);
-        // SAFETY: as the caller guarantees.
-        unsafe { live.move_to(to) }
+    pub fn into_boxed(self) -> BoxCleanup {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: a claimed, never-polled async entry of a `Sendable`
+        // scope (`Send + 'static`), given up (`this` is not dropped).
+        unsafe { BoxCleanup::new(this.live, this.outcome) }
     }
 }
 
 impl Drop for Orphan<'_> {
     fn drop(&mut self) {
-        // SAFETY: the payload is ours (`new`); dropped once, here.
+        // Nobody took it: dropped unpolled, counted first (the destructor
+        // is foreign code and may panic).
+        self.dropped.set(self.dropped.get() + 1);
+        count_dropped();
+        // SAFETY: the payload is ours; dropped once, here.
         unsafe { self.live.drop_payload() }
     }
 }
 
-/// The program's cancel handler (`0`: none), a `fn(Orphan)` as a pointer.
+/// The program's cancel handler (null: none), a `fn(Orphan)` as a pointer.
 static HANDLER: core::sync::atomic::AtomicPtr<()> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// Sets the program's cancel handler: every [`scope`](crate::scope)
-/// (`Send + 'static` cleanup) dropped before it finished, and without a
-/// handler of its own, hands it each async cleanup that never started,
-/// instead of dropping it unpolled. Replaces the previous handler.
-///
-/// Runtime adapters are one line:
+/// dropped before it finished hands it each async cleanup that would have
+/// run and never started (unless the current tokio runtime took it, with
+/// the `tokio` feature). Replaces the previous handler.
 ///
 /// ```ignore
-/// // tokio
-/// deferral::set_cancel_handler(|orphan| drop(tokio::spawn(orphan.into_boxed())));
+/// // any runtime, with `alloc`
+/// deferral::cancel::set_cancel_handler(|orphan| my_runtime::spawn(orphan.into_boxed()));
 /// // a `static` reaper, no heap (drain it with `REAPER.run().await`)
-/// static REAPER: deferral::Reaper<4> = deferral::Reaper::new();
-/// deferral::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
+/// static REAPER: deferral::cancel::Reaper<4, 128> = deferral::cancel::Reaper::new();
+/// deferral::cancel::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
 /// ```
 ///
-/// `scope_local` cleanup may borrow the caller's state, so it is never
-/// handed over: a cancelled `scope_local` drops its unstarted async
-/// cleanup (its sync cleanup runs, as always).
-///
 /// ```standalone_crate
-/// deferral::set_cancel_handler(|orphan| drop(orphan)); // the default, spelled out
-/// # deferral::clear_cancel_handler();
+/// deferral::cancel::set_cancel_handler(|orphan| drop(orphan)); // the default, spelled out
+/// # deferral::cancel::clear_cancel_handler();
 /// ```
 pub fn set_cancel_handler(handler: fn(Orphan<'_>)) {
     // ORDERING: `Release` publishes the function pointer (code, not data:
     // nothing else to publish) to the `Acquire` in `hand_over`.
-    HANDLER.store(handler as *mut (), Ordering::Release);
+    HANDLER.store(handler as *mut (), core::sync::atomic::Ordering::Release);
 }
 
-/// Removes the program's cancel handler: cancelled scopes drop their
-/// unstarted async cleanup again.
+/// Removes the program's cancel handler.
 ///
 /// ```
-/// deferral::clear_cancel_handler();
+/// deferral::cancel::clear_cancel_handler();
 /// ```
 pub fn clear_cancel_handler() {
     // ORDERING: as in `set_cancel_handler`.
-    HANDLER.store(core::ptr::null_mut(), Ordering::Release);
+    HANDLER.store(core::ptr::null_mut(), core::sync::atomic::Ordering::Release);
 }
 
-/// Hands `live` to the program's handler, or drops it.
+/// Hands a `Sendable` scope's cleanup over (see the module docs); counts it
+/// in `dropped` if nothing took it.
 ///
 /// # Safety
-/// As [`Orphan::new`].
-pub(crate) unsafe fn hand_over(live: Live) {
-    // SAFETY: as the caller guarantees.
-    let orphan = unsafe { Orphan::new(live) };
+/// `live` is a claimed, never-polled async entry of a `Sendable` scope
+/// (`Send + 'static`), the caller's to give up.
+pub(crate) unsafe fn hand_over(live: Live, outcome: Outcome, dropped: &Cell<usize>) {
+    #[cfg(feature = "tokio")]
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        // SAFETY: as the caller guarantees.
+        drop(runtime.spawn(unsafe { BoxCleanup::new(live, outcome) }));
+        return;
+    }
+    let orphan = Orphan {
+        live,
+        outcome,
+        dropped,
+    };
     // ORDERING: pairs with the `Release` in `set_cancel_handler`.
-    let handler = HANDLER.load(Ordering::Acquire);
+    let handler = HANDLER.load(core::sync::atomic::Ordering::Acquire);
     if handler.is_null() {
         drop(orphan);
         return;
@@ -189,40 +233,144 @@ pub(crate) unsafe fn hand_over(live: Live) {
     handler(orphan);
 }
 
+/// Drops a cleanup that cannot be handed over (it may borrow), counting it.
+///
+/// # Safety
+/// `live` is a claimed async entry, the caller's to give up.
+pub(crate) unsafe fn drop_unpolled(live: Live, dropped: &Cell<usize>) {
+    drop(Orphan {
+        live,
+        outcome: Outcome::Cancelled,
+        dropped,
+    });
+}
+
+/// A cancelled scope's async cleanup as a future of its own, in one heap
+/// block (`alloc`): spawn it or await it. It sees how the body ended; its
+/// result (an error for an output nobody receives) is dropped. Dropped
+/// before its first poll, it counts as dropped unpolled ([`dropped`]).
+///
+/// ```standalone_crate
+/// use std::sync::Mutex;
+/// use futures::FutureExt;
+/// static TAKEN: Mutex<Option<deferral::cancel::BoxCleanup>> = Mutex::new(None);
+/// deferral::cancel::set_cancel_handler(|orphan| *TAKEN.lock().unwrap() = Some(orphan.into_boxed()));
+/// let mut scope = Box::pin(deferral::scope(async |d| {
+///     d.defer_async(async { println!("goodbye") });
+///     std::future::pending::<()>().await
+/// }));
+/// assert!(scope.as_mut().now_or_never().is_none());
+/// drop(scope);
+/// let cleanup = TAKEN.lock().unwrap().take().unwrap();
+/// futures::executor::block_on(cleanup); // prints "goodbye"
+/// # deferral::cancel::clear_cancel_handler();
+/// ```
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct BoxCleanup {
+    entry: crate::scope::entry::BoxedEntry,
+    exit: ExitHead,
+    polled: bool,
+}
+
+// SAFETY: only made from a `Sendable` scope's payloads (`Send + 'static`).
+#[cfg(feature = "alloc")]
+unsafe impl Send for BoxCleanup {}
+
+#[cfg(feature = "alloc")]
+impl BoxCleanup {
+    /// # Safety
+    /// As [`hand_over`].
+    unsafe fn new(live: Live, outcome: Outcome) -> Self {
+        BoxCleanup {
+            // SAFETY: as the caller guarantees.
+            entry: unsafe { crate::scope::entry::BoxedEntry::new(live) },
+            exit: ExitHead::detached(outcome),
+            polled: false,
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl fmt::Debug for BoxCleanup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxCleanup")
+            .field("done", &self.entry.live().is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Future for BoxCleanup {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let live = this
+            .entry
+            .live()
+            .expect("deferral: a `BoxCleanup` polled after completion");
+        this.polled = true;
+        // SAFETY: a live async payload, pinned in its heap block (which
+        // never moves), ours; the exit is a detached head, ours for the
+        // call.
+        let poll = unsafe { live.poll(cx, NonNull::from(&mut this.exit)) };
+        if poll.is_ready() {
+            // Finished: what is left of it is dropped, once (claimed first).
+            crate::scope::entry::Erased(live.head).claim();
+            // SAFETY: claimed, ours, dropped once.
+            unsafe { live.drop_payload() };
+        }
+        poll
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Drop for BoxCleanup {
+    fn drop(&mut self) {
+        if !self.polled && self.entry.live().is_some() {
+            count_dropped();
+        }
+    }
+}
+
 const EMPTY: u32 = 0;
 const FILLING: u32 = 1;
 const READY: u32 = 2;
 const RUNNING: u32 = 3;
+const STATE: u32 = 0b11;
+const OUTCOME_SHIFT: u32 = 8;
 
 #[repr(C, align(16))]
 struct SlotBytes<const BYTES: usize>([MaybeUninit<u8>; BYTES]);
 
 struct Slot<const BYTES: usize> {
+    /// `EMPTY`/`FILLING`/`READY`/`RUNNING`, and the outcome above.
     state: AtomicU32,
-    /// A header (its vtable says how to poll and drop), then the payload.
+    /// An entry: a head (its vtable says how to poll and drop), then the
+    /// payload.
     bytes: UnsafeCell<SlotBytes<BYTES>>,
 }
 
 /// A `static`, fixed-capacity home for cancelled scopes' async cleanup,
-/// without a heap: up to `SLOTS` cleanups of up to `BYTES` bytes each
-/// (header included, 16 bytes on 64-bit targets, 8 on 32-bit), run by a
-/// task that awaits [`run`](Reaper::run).
+/// without a heap: up to `SLOTS` cleanups whose entries (a two-word head
+/// plus the cleanup) fit `BYTES` bytes, run by the one task that awaits
+/// [`run`](Reaper::run).
 ///
 /// Install it with [`set_cancel_handler`]; a cancelled scope then moves
 /// each unstarted async cleanup into a free slot and wakes the task. When
-/// no slot is free or big enough, the documented fallback: the cleanup is
-/// dropped unpolled at once — its destructors run, exactly once — and
-/// counted in [`missed`](Reaper::missed).
+/// no slot is free or big enough: dropped unpolled at once, and counted
+/// in [`missed`](Reaper::missed).
 ///
 /// ```standalone_crate
 /// # futures::executor::block_on(async {
 /// use std::sync::atomic::{AtomicBool, Ordering};
-/// static REAPER: deferral::Reaper<2> = deferral::Reaper::new();
+/// static REAPER: deferral::cancel::Reaper<2> = deferral::cancel::Reaper::new();
 /// static CLOSED: AtomicBool = AtomicBool::new(false);
-/// deferral::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
+/// deferral::cancel::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
 ///
 /// let mut scope = Box::pin(deferral::scope(async |d| {
-///     d.try_defer_async(async { CLOSED.store(true, Ordering::SeqCst) }).unwrap();
+///     d.defer_async(async { CLOSED.store(true, Ordering::SeqCst) });
 ///     std::future::pending::<()>().await
 /// }));
 /// let _ = futures::poll!(scope.as_mut());
@@ -232,18 +380,21 @@ struct Slot<const BYTES: usize> {
 /// let _ = futures::poll!(std::pin::pin!(REAPER.run())); // the reaper task
 /// assert!(CLOSED.load(Ordering::SeqCst));
 /// assert_eq!(REAPER.pending(), 0);
-/// # deferral::clear_cancel_handler();
+/// # deferral::cancel::clear_cancel_handler();
 /// # });
 /// ```
 pub struct Reaper<const SLOTS: usize, const BYTES: usize = 64> {
     slots: [Slot<BYTES>; SLOTS],
     waker: AtomicWaker,
     missed: AtomicUsize,
+    /// A task's `Reap` polls the slots (see the module docs).
+    running: AtomicBool,
 }
 
 // SAFETY: a slot's bytes are written only by the hand-over that claimed it
-// (`FILLING`) and then used only by the reaper task (`READY`/`RUNNING`),
-// with `Release`/`Acquire` between them; the cleanups are `Send + 'static`.
+// (`FILLING`), then used only by the task holding the claim
+// (`READY`/`RUNNING`), with `Release`/`Acquire` between them; the cleanups
+// are `Send + 'static`.
 unsafe impl<const SLOTS: usize, const BYTES: usize> Sync for Reaper<SLOTS, BYTES> {}
 // SAFETY: as above.
 unsafe impl<const SLOTS: usize, const BYTES: usize> Send for Reaper<SLOTS, BYTES> {}
@@ -275,16 +426,18 @@ impl<const BYTES: usize> Slot<BYTES> {
         }
     }
 
-    /// Whether the payload of `vtable` fits after a header in a slot
-    /// (computed on a 16-aligned stand-in address: no access to the slot).
-    fn fits(vtable: &crate::slab::EntryVTable) -> bool {
-        const AT: usize = 64; // any multiple of 16
-        let header = core::ptr::without_provenance_mut::<Header>(AT);
-        let payload = vtable.payload_at(header).addr() - AT;
-        BYTES >= core::mem::size_of::<Header>()
-            && payload
-                .checked_add(vtable.layout().size())
-                .is_some_and(|end| end <= BYTES)
+    /// Whether an entry of `layout` fits at the start of a slot (16-aligned).
+    fn fits(layout: core::alloc::Layout) -> bool {
+        layout.size() <= BYTES && layout.align() <= align_of::<SlotBytes<BYTES>>()
+    }
+
+    /// Calls `f` with the slot's entry (inside the cell's access, so loom
+    /// sees it).
+    fn with_head<R>(&self, f: impl FnOnce(NonNull<Head>) -> R) -> R {
+        self.bytes.with_mut(|bytes| {
+            // SAFETY: an `UnsafeCell`'s pointer is never null.
+            f(unsafe { NonNull::new_unchecked(bytes.cast::<Head>()) })
+        })
     }
 }
 
@@ -298,7 +451,7 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
     /// An empty reaper, for a `static`.
     ///
     /// ```
-    /// static REAPER: deferral::Reaper<4, 128> = deferral::Reaper::new();
+    /// static REAPER: deferral::cancel::Reaper<4, 128> = deferral::cancel::Reaper::new();
     /// assert_eq!(REAPER.pending(), 0);
     /// ```
     #[cfg(not(loom))]
@@ -307,6 +460,7 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
             slots: [Slot::EMPTY; SLOTS],
             waker: AtomicWaker::new(),
             missed: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
         }
     }
 
@@ -317,25 +471,25 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
             slots: core::array::from_fn(|_| Slot::empty()),
             waker: AtomicWaker::new(),
             missed: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
         }
     }
 
     /// Takes a cancelled scope's cleanup: moves it into a free slot and
     /// wakes the task running [`run`](Self::run). With no slot free (or
-    /// none big enough) it is dropped unpolled at once and counted in
+    /// none big enough), it is dropped unpolled at once and counted in
     /// [`missed`](Self::missed). Never blocks or spins: callable from an
     /// interrupt handler.
     ///
     /// ```standalone_crate
-    /// static REAPER: deferral::Reaper<1> = deferral::Reaper::new();
-    /// deferral::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
-    /// # deferral::clear_cancel_handler();
+    /// static REAPER: deferral::cancel::Reaper<1> = deferral::cancel::Reaper::new();
+    /// deferral::cancel::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
+    /// # deferral::cancel::clear_cancel_handler();
     /// ```
     pub fn hand_over(&self, orphan: Orphan<'_>) {
-        let vtable = orphan.live.vtable();
-        let fits = Slot::<BYTES>::fits(vtable);
+        let fits = Slot::<BYTES>::fits(orphan.layout());
         for slot in self.slots.iter().filter(|_| fits) {
-            // ORDERING: `Acquire` pairs with the reaper's `Release` of
+            // ORDERING: `Acquire` pairs with the runner's `Release` of
             // `EMPTY`: its drop of the previous cleanup is done before we
             // write the bytes.
             if slot
@@ -345,18 +499,17 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
             {
                 continue;
             }
-            // SAFETY: the slot is ours (`FILLING`) and fits the payload; the
-            // orphan was never polled.
-            slot.bytes
-                .with_mut(|bytes| unsafe { orphan.move_to(bytes.cast::<Header>()) });
-            // ORDERING: `Release` publishes the bytes to the reaper's
+            let orphan = ManuallyDrop::new(orphan);
+            // SAFETY: the slot is ours (`FILLING`) and fits the entry at its
+            // start; the orphan was never polled, and is given up.
+            slot.with_head(|head| unsafe { orphan.live.move_to(head) });
+            let outcome = (orphan.outcome as u32) << OUTCOME_SHIFT;
+            // ORDERING: `Release` publishes the bytes to the runner's
             // `Acquire` load of `READY`.
-            slot.state.store(READY, Ordering::Release);
+            slot.state.store(READY | outcome, Ordering::Release);
             self.waker.wake();
             return;
         }
-        // The fallback: dropped unpolled, counted first (the destructor is
-        // foreign code and may panic).
         // ORDERING: a statistic; nothing is published with it.
         self.missed.fetch_add(1, Ordering::Relaxed);
         drop(orphan);
@@ -365,22 +518,22 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
     /// How many handed-over cleanups have not finished yet.
     ///
     /// ```
-    /// static REAPER: deferral::Reaper<1> = deferral::Reaper::new();
+    /// static REAPER: deferral::cancel::Reaper<1> = deferral::cancel::Reaper::new();
     /// assert_eq!(REAPER.pending(), 0);
     /// ```
     pub fn pending(&self) -> usize {
         self.slots
             .iter()
             // ORDERING: a snapshot for the caller; nothing is read after it.
-            .filter(|slot| slot.state.load(Ordering::Relaxed) != EMPTY)
+            .filter(|slot| slot.state.load(Ordering::Relaxed) & STATE != EMPTY)
             .count()
     }
 
     /// How many cleanups were dropped unpolled because no slot was free or
-    /// big enough (the fallback).
+    /// big enough.
     ///
     /// ```
-    /// static REAPER: deferral::Reaper<1> = deferral::Reaper::new();
+    /// static REAPER: deferral::cancel::Reaper<1> = deferral::cancel::Reaper::new();
     /// assert_eq!(REAPER.missed(), 0);
     /// ```
     pub fn missed(&self) -> usize {
@@ -389,19 +542,22 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
     }
 
     /// The reaper task: polls every handed-over cleanup to completion, for
-    /// ever (it never resolves). Await it in one task, for example an
-    /// Embassy task or a thread's `block_on`.
+    /// ever. One task drives a reaper: while one `run()` future is alive
+    /// and polled, another resolves to [`ReaperBusy`] at its first poll.
     ///
     /// ```
-    /// static REAPER: deferral::Reaper<1> = deferral::Reaper::new();
+    /// static REAPER: deferral::cancel::Reaper<1> = deferral::cancel::Reaper::new();
     /// let task = REAPER.run(); // spawn this
     /// # drop(task);
     /// ```
     pub fn run(&self) -> Reap<'_, SLOTS, BYTES> {
-        Reap { reaper: self }
+        Reap {
+            reaper: self,
+            claimed: false,
+        }
     }
 
-    /// Polls the cleanups; see [`Reap`].
+    /// Polls the cleanups. Only the claim's holder calls this.
     fn poll_slots(&self, cx: &mut Context<'_>) {
         // Register first, then look: a hand-over after the look wakes us.
         self.waker.register(cx.waker());
@@ -409,12 +565,12 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
             // ORDERING: `Acquire` pairs with the hand-over's `Release` of
             // `READY`: the bytes are there.
             let state = slot.state.load(Ordering::Acquire);
-            if state != READY && state != RUNNING {
+            if !matches!(state & STATE, READY | RUNNING) {
                 continue;
             }
-            // Only this task moves a slot on from `READY`.
+            // Only the claim's holder moves a slot on from `READY`.
             // ORDERING: nobody else reads it meanwhile; `Relaxed`.
-            slot.state.store(RUNNING, Ordering::Relaxed);
+            slot.state.store(state & !STATE | RUNNING, Ordering::Relaxed);
             /// Drops the cleanup and frees the slot when it finished or
             /// panicked.
             struct Finish<'a, const B: usize>(&'a Slot<B>);
@@ -429,21 +585,30 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
                         }
                     }
                     let _free = Free(self.0);
-                    self.0.bytes.with_mut(|bytes| {
-                        let header = bytes.cast::<Header>();
-                        // SAFETY: a live payload (`RUNNING`), ours; the
-                        // vtable was written by the hand-over.
-                        unsafe { (*header).vtable_unchecked().drop_at(header) }
+                    self.0.with_head(|head| {
+                        if let Some(live) = crate::scope::entry::Erased(head).claim() {
+                            // SAFETY: a live payload (`RUNNING`), ours.
+                            unsafe { live.drop_payload() }
+                        }
                     });
                 }
             }
             let finish = Finish(slot);
-            let poll = slot.bytes.with_mut(|bytes| {
-                let header = bytes.cast::<Header>();
+            let outcome = state >> OUTCOME_SHIFT;
+            let mut exit = ExitHead::detached(match outcome {
+                0 => Outcome::Ok,
+                1 => Outcome::Err,
+                2 => Outcome::Panicked,
+                _ => Outcome::Cancelled,
+            });
+            let poll = slot.with_head(|head| {
+                let live = crate::scope::entry::Erased(head)
+                    .live()
+                    .expect("deferral: a reaper slot holds a live cleanup");
                 // SAFETY: a live async payload (`READY`/`RUNNING`), pinned
-                // in the slot (it never moves again), polled only by this
-                // task.
-                unsafe { (*header).vtable_unchecked().poll_alone(header, cx) }
+                // in the slot (it never moves again), polled only by the
+                // claim's holder; the exit is ours for the call.
+                unsafe { live.poll(cx, NonNull::from(&mut exit)) }
             });
             if poll.is_pending() {
                 core::mem::forget(finish);
@@ -452,115 +617,107 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
     }
 }
 
-/// The future of [`Reaper::run`]: never resolves.
+impl<const SLOTS: usize, const BYTES: usize> Drop for Reaper<SLOTS, BYTES> {
+    fn drop(&mut self) {
+        // A reaper that is not a `static` (a field, a thread-local) drops
+        // what it still holds: unpolled or half-run, exactly once. If one
+        // destructor panics, the rest are dropped while it unwinds.
+        for slot in &self.slots {
+            struct Next<'a, const B: usize>(&'a Slot<B>);
+            impl<const B: usize> Drop for Next<'_, B> {
+                fn drop(&mut self) {
+                    // ORDERING: `&mut self`: nobody else is here.
+                    self.0.state.store(EMPTY, Ordering::Relaxed);
+                }
+            }
+            // ORDERING: as above.
+            if slot.state.load(Ordering::Relaxed) & STATE == EMPTY {
+                continue;
+            }
+            let _next = Next(slot);
+            slot.with_head(|head| {
+                if let Some(live) = crate::scope::entry::Erased(head).claim() {
+                    // SAFETY: a live payload, ours (we own the reaper).
+                    unsafe { live.drop_payload() }
+                }
+            });
+        }
+    }
+}
+
+/// Another task drives this reaper: what a second [`Reaper::run`] resolves
+/// to.
 ///
 /// ```
-/// static REAPER: deferral::Reaper<2> = deferral::Reaper::new();
-/// let reap: deferral::Reap<'static, 2, 64> = REAPER.run();
+/// # futures::executor::block_on(async {
+/// static REAPER: deferral::cancel::Reaper<1> = deferral::cancel::Reaper::new();
+/// let mut first = Box::pin(REAPER.run());
+/// assert!(futures::poll!(first.as_mut()).is_pending()); // the runner
+/// let err = REAPER.run().await.unwrap_err();
+/// assert_eq!(err.to_string(), "another task runs this reaper");
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaperBusy;
+
+impl fmt::Display for ReaperBusy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("another task runs this reaper")
+    }
+}
+
+impl core::error::Error for ReaperBusy {}
+
+/// The future of [`Reaper::run`]: runs for ever, or resolves to
+/// [`ReaperBusy`] if another one runs the reaper.
+///
+/// ```
+/// static REAPER: deferral::cancel::Reaper<2> = deferral::cancel::Reaper::new();
+/// let reap: deferral::cancel::Reap<'static, 2, 64> = REAPER.run();
 /// let _ = futures::executor::block_on(futures::future::select(reap, std::future::ready(())));
 /// ```
+#[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Reap<'a, const SLOTS: usize, const BYTES: usize> {
     reaper: &'a Reaper<SLOTS, BYTES>,
+    claimed: bool,
 }
 
 impl<const SLOTS: usize, const BYTES: usize> fmt::Debug for Reap<'_, SLOTS, BYTES> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reap").finish_non_exhaustive()
+        f.debug_struct("Reap")
+            .field("claimed", &self.claimed)
+            .finish_non_exhaustive()
     }
 }
 
 impl<const SLOTS: usize, const BYTES: usize> Future for Reap<'_, SLOTS, BYTES> {
-    type Output = core::convert::Infallible;
+    type Output = Result<core::convert::Infallible, ReaperBusy>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.claimed {
+            // ORDERING: `Acquire` pairs with the previous holder's
+            // `Release` in `drop`: its last slot writes happen before ours.
+            if self
+                .reaper
+                .running
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return Poll::Ready(Err(ReaperBusy));
+            }
+            self.claimed = true;
+        }
         self.reaper.poll_slots(cx);
         Poll::Pending
     }
 }
 
-#[cfg(all(loom, test, feature = "alloc"))]
-mod loom_tests {
-    //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_tests`: a
-    //! cancelled scope's hand-over to the reaper on one thread against the
-    //! reaper task on another.
-    extern crate std;
-    use super::{Orphan, Reaper};
-    use crate::slab::{Header, Live, vtable_of};
-    use crate::thunk::AsyncThunk;
-    use core::ptr::NonNull;
-    use core::task::{Context, Poll, Waker};
-    use loom::sync::Arc;
-    use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-
-    /// Counts its run and its drop.
-    struct Probe {
-        ran: Arc<AtomicUsize>,
-        dropped: Arc<AtomicUsize>,
-    }
-    impl Future for Probe {
-        type Output = ();
-        fn poll(self: core::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-            self.ran.fetch_add(1, SeqCst);
-            Poll::Ready(())
+impl<const SLOTS: usize, const BYTES: usize> Drop for Reap<'_, SLOTS, BYTES> {
+    fn drop(&mut self) {
+        if self.claimed {
+            // ORDERING: `Release` publishes our slot writes to the next
+            // holder's `Acquire`.
+            self.reaper.running.store(false, Ordering::Release);
         }
-    }
-    impl Drop for Probe {
-        fn drop(&mut self) {
-            self.dropped.fetch_add(1, SeqCst);
-        }
-    }
-
-    /// An orphan in a heap block of its own (as a scope's entry would be).
-    fn orphan(
-        ran: &Arc<AtomicUsize>,
-        dropped: &Arc<AtomicUsize>,
-    ) -> (Orphan<'static>, *mut u8, alloc::alloc::Layout) {
-        let vtable = vtable_of::<(), AsyncThunk<Probe>>();
-        let layout = alloc::alloc::Layout::from_size_align(256, 16).unwrap();
-        // SAFETY: a fresh block, big and aligned enough for a header and
-        // the payload.
-        unsafe {
-            let block = alloc::alloc::alloc(layout);
-            let header = block.cast::<Header>();
-            let payload = vtable.payload_at(header).cast::<AsyncThunk<Probe>>();
-            payload.write(AsyncThunk(Probe {
-                ran: ran.clone(),
-                dropped: dropped.clone(),
-            }));
-            let live = Live::at(NonNull::new_unchecked(header), vtable);
-            (Orphan::new(live), block, layout)
-        }
-    }
-
-    #[test]
-    fn hand_over_vs_reap() {
-        loom::model(|| {
-            let reaper: Arc<Reaper<1, 128>> = Arc::new(Reaper::new());
-            let (ran, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-            let (orphan, block, layout) = orphan(&ran, &dropped);
-            let block = block as usize;
-            let r = reaper.clone();
-            let producer = loom::thread::spawn(move || {
-                r.hand_over(orphan);
-                // SAFETY: the payload moved into the reaper (or was
-                // dropped): the block is ours to free.
-                unsafe { alloc::alloc::dealloc(block as *mut u8, layout) };
-            });
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut reap = core::pin::pin!(reaper.run());
-            // Poll until the producer is done and nothing is pending.
-            loop {
-                let _ = reap.as_mut().poll(&mut cx);
-                if ran.load(SeqCst) == 1 {
-                    break;
-                }
-                loom::thread::yield_now();
-            }
-            producer.join().unwrap();
-            assert_eq!(ran.load(SeqCst), 1, "ran once");
-            assert_eq!(dropped.load(SeqCst), 1, "dropped once");
-            assert_eq!(reaper.pending(), 0);
-            assert_eq!(reaper.missed(), 0);
-        });
     }
 }

@@ -2,7 +2,6 @@
 //! any executor, with or without a heap.
 //!
 //! ```
-//! # #[cfg(feature = "alloc")] // (without `alloc`: `try_guard`, `try_defer_async`)
 //! # futures::executor::block_on(async {
 //! use std::sync::{Arc, Mutex};
 //!
@@ -25,13 +24,14 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | `slab` | the inline, const-generic, type-erased storage of deferred thunks (the unsafe heart of [`DeferScope`]) |
-//! | `thunk` | the kinds of deferred work: closures, futures, guarded values with sync or async cleanup |
-//! | `scope` | [`scope`], [`Defer`], [`DeferScope`]: run a body, then its deferred thunks |
-//! | `ambient` | [`defer()`] and [`defer_async()`] without a handle (`std`) |
-//! | `promise` | `DeferredPromise`, its `Resolver`, the `static`-friendly `PromiseCell` (also settled from an interrupt with no resolver), the `static` multi-waiter `SharedCell`, combinators, boxed promises and `SharedPromise` |
-//! | `context` | `ContextVar` and `Snapshot`: values that follow a computation across polls and into deferred work |
-//! | `queue` | `TaskQueue`: deferred work started under a concurrency limit, by priority, paused, timed and rate-limited, results as a `Stream`; `Submitter` and the `static` `Inbox` feed it |
+//! | [`scope`] | [`scope`](scope()), [`scope_local`], [`Defer`], [`DeferScope`]: run a body, then its cleanup; [`Exit`], [`Outcome`], [`When`]; [`DeferStack`]; the ambient [`defer`] (`std`) |
+//! | [`cancel`] | what a cancelled scope does with async cleanup it could not run: the tokio hand-over, the program's handler, the `static` [`Reaper`](cancel::Reaper) |
+//! | [`promise`] | `DeferredPromise`, its `Resolver`, the `static` `PromiseCell` and `SharedCell`, combinators, `SharedPromise` |
+//! | [`context`] | `ContextVar` and `Snapshot`: values that follow a computation into deferred work (`alloc`) |
+//! | [`queue`] | `TaskQueue`: deferred work started under a concurrency limit |
+//! | `sync` | the atomics shim (core, `portable-atomic`, loom) and `AtomicWaker` |
+//! | `wake_set` | per-index wakers for concurrent cleanup and the queue (`alloc`) |
+//! | `panic` | catching panics where `std` can |
 //!
 //! Nothing here assumes an executor, a timer or an allocator: everything is
 //! driven by `poll`, wakers and [`core::task::Context`].
@@ -42,9 +42,14 @@
 //!   `SharedPromise`, the copy-on-write context map).
 //! - `std` (default, implies `alloc`): panic catching in scopes, the ambient
 //!   (thread-local) API, the thread-local current context.
+//! - `tokio` (implies `std`): a cancelled scope's async cleanup is spawned on
+//!   the current tokio runtime (see [`cancel`]).
+//! - `portable-atomic`, `portable-atomic-critical-section`: atomics for chips
+//!   without compare-and-swap (Cortex-M0/M0+).
 //!
 //! With `default-features = false` the crate is `#![no_std]`, never touches a
-//! heap, and builds for `thumbv7m-none-eabi` and `thumbv7em-none-eabihf`.
+//! heap, and builds for `thumbv6m-none-eabi` (with an atomics feature),
+//! `thumbv7m-none-eabi` and `thumbv7em-none-eabihf`.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // CI (`.ci/run`, nightly rustdoc with `--cfg deferral_doc_examples`): every
@@ -57,40 +62,18 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-mod ambient;
-mod cancel;
-mod cleanup;
-mod context;
-mod defer;
-mod exit;
+pub mod cancel;
+pub mod context;
 mod panic;
 pub mod promise;
-mod queue;
-mod scope;
-mod slab;
-mod stack;
+pub mod queue;
+pub mod scope;
 mod sync;
-mod thunk;
 #[cfg(feature = "alloc")]
 mod wake_set;
 
-#[cfg(feature = "std")]
-pub use ambient::{
-    AmbientRegistration, NoScope, defer, defer_async, defer_async_on_success,
-    defer_async_on_unwind, defer_on_success, defer_on_unwind, try_defer, try_defer_async,
-    try_defer_async_on_success, try_defer_async_on_unwind, try_defer_on_success,
-    try_defer_on_unwind,
-};
-pub use cancel::{Orphan, Reap, Reaper, clear_cancel_handler, set_cancel_handler};
-pub use cleanup::Order;
-#[cfg(feature = "std")]
-pub use context::WithContext;
 #[cfg(feature = "alloc")]
 pub use context::{ContextVar, Snapshot};
-pub use defer::{Defer, Fits, Full, Guard, Local, Registration, Sendable};
-#[cfg(feature = "alloc")]
-pub use exit::Errors;
-pub use exit::{AddError, CleanupOutput, Exit, ExitKind, Fallible};
 pub use promise::{
     Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Progress,
     PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,
@@ -100,23 +83,18 @@ pub use promise::{
 pub use promise::{SharedPromise, WeakSharedPromise};
 pub use queue::{
     AttachError, Clock, DEFAULT_QUEUE_CAPACITY, Deadline, Drain, Inbox, NoSleep, NoTimer,
-    OnRejection, Outcome, PushAllError, PushError, RateLimited, StopFn, TaskQueue, TimedOut, Timer,
-    Timing, Until, Yield, ZeroConcurrency,
+    OnRejection, Outcome as QueueOutcome, PushAllError, PushError, RateLimited, StopFn, TaskQueue,
+    TimedOut, Timer, Timing, Until, Yield, ZeroConcurrency,
 };
 #[cfg(feature = "alloc")]
 pub use queue::{BoxedTask, Submitter};
 #[cfg(feature = "alloc")]
-pub use scope::OnCancel;
+pub use scope::Errors;
 pub use scope::{
-    CutShort, DEFAULT_CAPACITY, DeferScope, Grace, IntoCancelHandler, NoHandler, ScopeBody,
-    ScopeBuilder, scope, scope_local,
+    Defer, DeferScope, DeferStack, Exit, Guard, Outcome, Registration, When, scope, scope_local,
 };
 #[cfg(feature = "std")]
-pub use scope::{FnBody, scope_fn};
-#[cfg(feature = "alloc")]
-pub use slab::BoxedThunk;
-pub use slab::Flavour;
-pub use stack::{DeferStack, Dispose};
+pub use scope::ambient::{defer, defer_async};
 
 /// The README's examples, compiled and run as doc-tests.
 #[cfg(all(doctest, feature = "std"))]
