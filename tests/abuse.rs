@@ -49,26 +49,25 @@ fn a_thunk_registering_more_thunks_during_top_level_cleanup_gets_them_back() {
     let log = DropLog::new();
     let l = log.clone();
     block_on(scope(async move |d| {
-        d.try_defer(move || {
+        d.defer(move || {
             // Cleanup is not the body: there is no scope to register on.
             let l2 = l.clone();
             let refused = deferral::try_defer(move || l2.push("ran by hand")).unwrap_err();
             (refused.into_inner())();
             assert!(deferral::try_defer_async(async {}).is_err());
             l.push("thunk");
-        })
-        .unwrap();
+        });
     }));
     assert_eq!(log.events(), ["ran by hand", "thunk"]);
 }
 
 #[test]
 fn polling_with_a_different_waker_every_time_wakes_only_the_latest() {
-    for order in [Order::Lifo, Order::Concurrent] {
+    for order in [Lifo, Concurrent] {
         let gate = Gate::new();
         let wait = gate.wait();
         let mut s = pin!(ScopeBuilder::new().order(order).run(async move |d| {
-            d.try_defer_async(wait).unwrap();
+            d.defer_async(wait);
         }));
         let counters: Vec<WakeCounter> = (0..4).map(|_| WakeCounter::new()).collect();
         for c in &counters {
@@ -92,7 +91,7 @@ fn polling_with_a_different_waker_every_time_wakes_only_the_latest() {
 
 #[test]
 fn stale_thunk_wakers_are_harmless_after_the_scope_is_gone() {
-    for order in [Order::Lifo, Order::Concurrent] {
+    for order in [Lifo, Concurrent] {
         let gate = Gate::new();
         let wait = gate.wait();
         let stolen: Arc<std::sync::Mutex<Option<Waker>>> = Arc::default();
@@ -100,7 +99,7 @@ fn stale_thunk_wakers_are_harmless_after_the_scope_is_gone() {
         let counter = WakeCounter::new();
         {
             let mut s = pin!(ScopeBuilder::new().order(order).run(async move |d| {
-                d.try_defer_async(async move {
+                d.defer_async(async move {
                     // Keep the thunk's waker beyond the scope's life.
                     std::future::poll_fn(|cx| {
                         *steal.lock().unwrap() = Some(cx.waker().clone());
@@ -108,8 +107,7 @@ fn stale_thunk_wakers_are_harmless_after_the_scope_is_gone() {
                     })
                     .await;
                     wait.await;
-                })
-                .unwrap();
+                });
             }));
             assert_eq!(poll_once(s.as_mut(), &counter), Poll::Pending);
             gate.open();
@@ -120,7 +118,7 @@ fn stale_thunk_wakers_are_harmless_after_the_scope_is_gone() {
         // In sequential orders a thunk is polled with the scope's own waker,
         // so the stolen one is a clone of it; with per-thunk wakers (alloc,
         // concurrent) it is the thunk's, which keeps no scope waker alive.
-        let per_thunk = cfg!(feature = "alloc") && order == Order::Concurrent;
+        let per_thunk = cfg!(feature = "alloc") && order == Concurrent;
         assert_eq!(counter.live(), if per_thunk { 0 } else { 1 }, "{order:?}");
         waker.wake_by_ref();
         waker.wake();
@@ -136,9 +134,9 @@ fn a_panicking_scope_waker_does_not_wedge_concurrent_cleanup() {
     let wait = gate.wait();
     let mut s = pin!(
         ScopeBuilder::new()
-            .order(Order::Concurrent)
+            .order(Concurrent)
             .run(async move |d| {
-                d.try_defer_async(wait).unwrap();
+                d.defer_async(wait);
             })
     );
     let bad = panicking_waker(&DROPS);
@@ -203,7 +201,7 @@ fn forgetting_guards_and_tokens_keeps_their_registrations() {
             drop(t);
         });
         std::mem::forget(guard); // leaks only the pointer: cleanup still runs
-        std::mem::forget(d.try_defer(move || l2.push("thunk")).unwrap());
+        std::mem::forget(d.defer(move || l2.push("thunk")));
     }));
     assert_eq!(log.events(), ["thunk", "guard cleanup"]);
     assert_eq!(drops.get(), 1);
@@ -221,12 +219,12 @@ fn defusing_after_other_registrations_and_in_any_order() {
         }
         let mut guards = Vec::new();
         for i in 0..10 {
-            guards.push(d.try_guard(i, logger(l.clone())).unwrap());
+            guards.push(d.guard(i, logger(l.clone())));
         }
         // Defuse every other one, from the middle outwards.
         let mut taken = Vec::new();
         for i in [5, 3, 7, 1, 9] {
-            let filler = d.try_guard(100, logger(DropLog::new())).unwrap();
+            let filler = d.guard(100, logger(DropLog::new()));
             let g = std::mem::replace(&mut guards[i], filler);
             taken.push(Guard::defuse(g));
         }
@@ -251,8 +249,7 @@ fn forgetting_a_scope_a_promise_or_a_resolver_is_safe() {
     let log = DropLog::new();
     let l = log.clone();
     let mut s = Box::pin(scope(async move |d| {
-        d.try_defer(move || l.push("never runs: the scope is leaked"))
-            .unwrap();
+        d.defer(move || l.push("never runs: the scope is leaked"));
         std::future::pending::<()>().await
     }));
     assert!(poll_once(s.as_mut(), &WakeCounter::new()).is_pending());

@@ -38,14 +38,14 @@ no!(Local<'static>: Send, Sync);
 fn a_scope_is_send_and_sync_when_what_it_runs_is() {
     fn send_sync<T: Send + Sync>(_: &T) {}
     let s = scope(async |d: &Defer<u8>| {
-        d.try_defer(|| ()).unwrap();
-        let guard = d.try_guard(String::new(), drop).unwrap();
+        d.defer(|| ());
+        let guard = d.guard(String::new(), drop);
         std::future::ready(()).await;
         guard.len() as u8
     });
     send_sync(&s);
     let local = scope_local(async |d| {
-        d.try_defer(|| ()).unwrap();
+        d.defer(|| ());
         1
     });
     // Sync: nothing is reachable through `&DeferScope`.

@@ -386,8 +386,7 @@ mod current {
                 })
             })
             .unwrap();
-            d.try_defer(move || l3.lock().unwrap().push(("plain", V.get())))
-                .unwrap();
+            d.defer(move || l3.lock().unwrap().push(("plain", V.get())));
             V.get()
         }));
         assert_eq!(out, None);
@@ -456,8 +455,7 @@ mod current {
         let gate = Gate::new();
         let wait = gate.wait();
         let mut fut = Box::pin(scope(async move |d| {
-            d.try_defer(move || l.lock().unwrap().push(V.get()))
-                .unwrap();
+            d.defer(move || l.lock().unwrap().push(V.get()));
             wait.await;
         }));
         let w = WakeCounter::new();
@@ -474,8 +472,7 @@ mod current {
         let gate = Gate::new();
         let wait = gate.wait();
         let mut fut = Box::pin(scope(async move |d| {
-            d.try_defer(move || l1.lock().unwrap().push(V.get()))
-                .unwrap();
+            d.defer(move || l1.lock().unwrap().push(V.get()));
             V.run(6, || d.try_defer(move || l2.lock().unwrap().push(V.get())))
                 .unwrap();
             wait.await;

@@ -72,33 +72,29 @@ macro_rules! body {
                 }};
             }
             let (run, held) = probe!("defer");
-            d.try_defer(move || {
+            d.defer(move || {
                 let _held = held;
                 run()
-            })
-            .unwrap();
+            });
             yield_now().await;
             let (run, held) = probe!("defer_with");
-            d.try_defer_with(move |exit: &mut Exit<Out>| {
+            d.defer_with(move |exit: &mut Exit<Out>| {
                 let _held = held;
                 assert_eq!(exit.output().is_some(), exit.is_returned());
                 run()
-            })
-            .unwrap();
+            });
             yield_now().await;
             let (run, held) = probe!("on_success");
-            d.try_defer_on_success(move || {
+            d.defer(move || {
                 let _held = held;
                 run()
-            })
-            .unwrap();
+            }).when(When::Ok);
             yield_now().await;
             let (run, held) = probe!("on_unwind");
-            d.try_defer_on_unwind(move || {
+            d.defer(move || {
                 let _held = held;
                 run()
-            })
-            .unwrap();
+            }).when(When::Panicked);
             yield_now().await;
             let (run, held) = probe!("on_error");
             d.try_defer_on_error(move |e: &mut String| {
@@ -109,21 +105,19 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("async");
-            d.try_defer_async(async move {
+            d.defer_async(async move {
                 let _held = held;
                 run();
                 yield_now().await;
-            })
-            .unwrap();
+            });
             yield_now().await;
             let (run, held) = probe!("async_with");
-            d.try_defer_async_with(async move {
+            d.defer_async(async move {
                 let _held = held;
                 run();
                 yield_now().await;
                 |_: &mut Exit<Out>| ()
-            })
-            .unwrap();
+            });
             yield_now().await;
             let (run, held) = probe!("async_on_exit");
             d.try_defer_async_on_exit(move |_: &mut Exit<Out>| async move {
@@ -134,20 +128,18 @@ macro_rules! body {
             .unwrap();
             yield_now().await;
             let (run, held) = probe!("async_on_success");
-            d.try_defer_async_on_success(async move {
+            d.defer_async(async move {
                 let _held = held;
                 run();
                 yield_now().await;
-            })
-            .unwrap();
+            }).when(When::Ok);
             yield_now().await;
             let (run, held) = probe!("async_on_unwind");
-            d.try_defer_async_on_unwind(async move {
+            d.defer_async(async move {
                 let _held = held;
                 run();
                 yield_now().await;
-            })
-            .unwrap();
+            }).when(When::Panicked);
             yield_now().await;
             let (run, held) = probe!("async_on_error");
             d.try_defer_async_on_error(move |e: &mut String| {
@@ -234,7 +226,7 @@ fn counts(events: &[String]) -> HashMap<&str, usize> {
 #[test]
 fn every_outcome_every_registration_every_order() {
     for &local in FLAVOURS {
-        for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+        for order in [Lifo, Fifo, Concurrent] {
             for outcome in [Outcome::Ok, Outcome::Err, Outcome::Panic] {
                 let ctx = format!("local={local} {order:?} {outcome:?}");
                 let log = DropLog::new();
@@ -264,7 +256,7 @@ fn every_outcome_every_registration_every_order() {
                 }
                 // Documented order: LIFO reverses registration order; FIFO
                 // keeps it; concurrent *starts* them in registration order.
-                if order == Order::Lifo {
+                if order == Lifo {
                     expected_runs.reverse();
                 }
                 let ran: Vec<&String> = events.iter().filter(|e| e.starts_with("run ")).collect();
@@ -281,7 +273,7 @@ const STRIDE: usize = if cfg!(miri) { 3 } else { 1 };
 #[test]
 fn cancelled_at_every_await_point_every_registration_every_order() {
     for &local in FLAVOURS {
-        for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+        for order in [Lifo, Fifo, Concurrent] {
             for outcome in [Outcome::Ok, Outcome::Err, Outcome::Panic] {
                 let (_, _, total) = drive(make(local, order, DropLog::new(), outcome), usize::MAX);
                 // The body awaits once per registration: the first 14 polls

@@ -45,12 +45,11 @@ fn lines(out: &Out) -> Vec<String> {
 fn go_spec_deferred_closure_amends_the_named_result_6_to_42() {
     let f = || {
         scope(async |d| {
-            d.try_defer_with(|exit: &mut Exit<i32>| {
+            d.defer_with(|exit: &mut Exit<i32>| {
                 if let Some(result) = exit.output_mut() {
                     *result *= 7;
                 }
-            })
-            .unwrap();
+            });
             6
         })
     };
@@ -59,27 +58,25 @@ fn go_spec_deferred_closure_amends_the_named_result_6_to_42() {
 
 #[test]
 fn go_spec_deferred_functions_run_while_panicking_the_amending_one_too() {
-    for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+    for order in [Lifo, Fifo, Concurrent] {
         let out = Out::default();
         let o = out.clone();
         let panicked = catch_unwind(AssertUnwindSafe(|| {
             block_on(ScopeBuilder::new().order(order).run(async move |d| {
                 let o1 = o.clone();
-                d.try_defer(move || println(&o1, "deferred 1")).unwrap();
+                d.defer(move || println(&o1, "deferred 1"));
                 let o2 = o.clone();
-                d.try_defer_with(move |exit: &mut Exit<i32>| {
+                d.defer_with(move |exit: &mut Exit<i32>| {
                     // It runs, and sees that there is no result to amend.
                     assert_eq!(exit.kind(), ExitKind::Panicked);
                     assert!(exit.output_mut().is_none());
                     println(&o2, "amending: no result");
-                })
-                .unwrap();
+                });
                 let o3 = o.clone();
-                d.try_defer_async(async move {
+                d.defer_async(async move {
                     yield_now().await;
                     println(&o3, "deferred async");
-                })
-                .unwrap();
+                });
                 yield_now().await;
                 panic!("f panics");
             }))
@@ -87,7 +84,7 @@ fn go_spec_deferred_functions_run_while_panicking_the_amending_one_too() {
         .unwrap_err();
         assert_eq!(panicked.downcast_ref::<&str>(), Some(&"f panics"));
         let mut ran = lines(&out);
-        if order == Order::Lifo {
+        if order == Lifo {
             assert_eq!(ran, ["deferred async", "amending: no result", "deferred 1"]);
         }
         ran.sort();
@@ -138,8 +135,7 @@ fn g(out: Out, i: i32) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
             std::panic::panic_any(format!("{i}"));
         }
         let o = out.clone();
-        d.try_defer(move || println(&o, format!("Defer in g {i}")))
-            .unwrap();
+        d.defer(move || println(&o, format!("Defer in g {i}")));
         println(&out, format!("Printing in g {i}"));
         g(out, i + 1).await;
     }))
@@ -149,13 +145,12 @@ async fn f(out: Out, recovers: bool) {
     scope(async |d| {
         if recovers {
             let o = out.clone();
-            d.try_defer_with(move |exit: &mut Exit<()>| {
+            d.defer_with(move |exit: &mut Exit<()>| {
                 if let Some(r) = exit.recover(()) {
                     let r = r.downcast_ref::<String>().unwrap();
                     println(&o, format!("Recovered in f {r}"));
                 }
-            })
-            .unwrap();
+            });
         }
         println(&out, "Calling g.");
         g(out.clone(), 0).await;
@@ -239,15 +234,13 @@ fn go_blog_lifo_and_named_result_increment() {
     block_on(scope(async move |d| {
         for i in 0..4 {
             let p = p.clone();
-            d.try_defer(move || p.lock().unwrap().push_str(&i.to_string()))
-                .unwrap();
+            d.defer(move || p.lock().unwrap().push_str(&i.to_string()));
         }
     }));
     assert_eq!(*printed.lock().unwrap(), "3210");
 
     let c = scope(async |d| {
-        d.try_defer_with(|exit: &mut Exit<i32>| *exit.output_mut().unwrap() += 1)
-            .unwrap();
+        d.defer_with(|exit: &mut Exit<i32>| *exit.output_mut().unwrap() += 1);
         1
     });
     assert_eq!(block_on(c), 2);
@@ -304,8 +297,7 @@ fn defer_error_example(is_error: bool, print: &mut Vec<&'static str>) -> Result<
     let print = &print;
     block_on(scope_local(async |d| {
         print.borrow_mut().push("start of function");
-        d.try_defer(move || print.borrow_mut().push("end of function"))
-            .unwrap();
+        d.defer(move || print.borrow_mut().push("end of function"));
         d.try_defer_on_error(move |_: &mut ZigError| {
             print.borrow_mut().push("encountered an error!")
         })
@@ -491,16 +483,14 @@ impl std::error::Error for JsError {}
 #[test]
 fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
     let result: Result<(), Errors<JsError>> = block_on(scope(async |d| {
-        d.try_defer_async(async {
+        d.defer_async(async {
             yield_now().await;
             Err(JsError("error1"))
-        })
-        .unwrap();
-        d.try_defer_async(async {
+        });
+        d.defer_async(async {
             yield_now().await;
             Err(JsError("error2"))
-        })
-        .unwrap();
+        });
         Ok(())
     }));
     let errors = result.unwrap_err();
@@ -530,9 +520,8 @@ fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
 fn js_body_error_then_disposal_errors_in_order() {
     let result: Result<u8, Errors<JsError>> = block_on(scope(async |d| {
         let _res = d
-            .try_guard_async("resource", |_| async { Err(JsError("dispose failed")) })
-            .unwrap();
-        d.try_defer(|| Err(JsError("defer failed"))).unwrap();
+            .guard_async("resource", |_| async { Err(JsError("dispose failed")) });
+        d.defer(|| Err(JsError("defer failed")));
         Err(JsError("body failed"))?
     }));
     let errors = result.unwrap_err();
@@ -553,8 +542,7 @@ fn errors_of_io_errors_convert_with_question_mark() {
     use std::io;
     let run = || -> io::Result<()> {
         let r: Result<(), Errors<io::Error>> = block_on(scope(async |d| {
-            d.try_defer(|| Err(io::Error::new(io::ErrorKind::BrokenPipe, "flush")))
-                .unwrap();
+            d.defer(|| Err(io::Error::new(io::ErrorKind::BrokenPipe, "flush")));
             Err(io::Error::new(io::ErrorKind::NotFound, "open"))?
         }));
         r?;
@@ -596,7 +584,7 @@ fn errors_of_io_errors_convert_with_question_mark() {
 fn scopeguard_defer_success_1() {
     let drops = std::cell::Cell::new(0);
     block_on(scope_local(async |d| {
-        d.try_defer_on_success(|| drops.set(1)).unwrap();
+        d.defer(|| drops.set(1)).when(When::Ok);
         assert_eq!(drops.get(), 0);
     }));
     assert_eq!(drops.get(), 1);
@@ -607,7 +595,7 @@ fn scopeguard_defer_success_2() {
     let drops = std::cell::Cell::new(0);
     let _ = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope_local(async |d| {
-            d.try_defer_on_success(|| drops.set(1)).unwrap();
+            d.defer(|| drops.set(1)).when(When::Ok);
             panic!("failure")
         }))
     }));
@@ -619,7 +607,7 @@ fn scopeguard_defer_unwind_1() {
     let drops = std::cell::Cell::new(0);
     let _ = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope_local(async |d| {
-            d.try_defer_on_unwind(|| drops.set(1)).unwrap();
+            d.defer(|| drops.set(1)).when(When::Panicked);
             assert_eq!(drops.get(), 0);
             panic!("failure")
         }))
@@ -631,7 +619,7 @@ fn scopeguard_defer_unwind_1() {
 fn scopeguard_defer_unwind_2() {
     let drops = std::cell::Cell::new(0);
     block_on(scope_local(async |d| {
-        d.try_defer_on_unwind(|| drops.set(1)).unwrap();
+        d.defer(|| drops.set(1)).when(When::Panicked);
     }));
     assert_eq!(drops.get(), 0);
 }
@@ -646,12 +634,10 @@ fn scopeguard_on_unwind_runs_for_a_scope_dropped_during_unwinding() {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let mut scope = Box::pin(scope(async move |d| {
             let d3 = d2.clone();
-            d.try_defer_on_unwind(move || {
+            d.defer(move || {
                 d3.fetch_add(1, SeqCst);
-            })
-            .unwrap();
-            d.try_defer_on_success(move || unreachable!("cancelled"))
-                .unwrap();
+            }).when(When::Panicked);
+            d.defer(move || unreachable!("cancelled")).when(When::Ok);
             std::future::pending::<()>().await
         }));
         let _ = support::poll_once(scope.as_mut(), &support::WakeCounter::new());
@@ -710,14 +696,13 @@ fn ambient_on_success_and_on_unwind() {
 #[test]
 fn recover_a_cleanup_panic_after_the_body_returned() {
     let out = block_on(scope(async |d| {
-        d.try_defer_with(|exit: &mut Exit<u8>| {
+        d.defer_with(|exit: &mut Exit<u8>| {
             assert!(exit.is_panicked());
             assert_eq!(exit.output(), Some(&1), "the body did return");
             let p = exit.recover(2).unwrap();
             assert_eq!(p.downcast_ref::<&str>(), Some(&"cleanup panics"));
-        })
-        .unwrap();
-        d.try_defer(|| panic!("cleanup panics")).unwrap();
+        });
+        d.defer(|| panic!("cleanup panics"));
         1
     }));
     assert_eq!(out, 2);
@@ -743,8 +728,7 @@ fn guard_async_close_error_becomes_the_output_error() {
     for (close_fails, body_fails) in [(false, false), (true, false), (false, true), (true, true)] {
         let result: Result<usize, String> = block_on(scope(async move |d| {
             let mut f = d
-                .try_guard_async(File(Vec::new(), close_fails), File::close)
-                .unwrap();
+                .guard_async(File(Vec::new(), close_fails), File::close);
             f.0.extend_from_slice(b"data");
             yield_now().await;
             if body_fails {
@@ -761,7 +745,7 @@ fn guard_async_close_error_becomes_the_output_error() {
     }
     // With `Errors`, both are kept.
     let result: Result<usize, Errors<String>> = block_on(scope(async |d| {
-        let _f = d.try_guard_async(File(vec![1], true), File::close).unwrap();
+        let _f = d.guard_async(File(vec![1], true), File::close);
         Err("write failed".to_string())?
     }));
     assert_eq!(

@@ -7,12 +7,12 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::{Order, ScopeBuilder};
+use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
 use support::{DropLog, Gate, WakeCounter, poll_once, yield_now};
 
 #[test]
 fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
-    for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+    for order in [Lifo, Fifo, Concurrent] {
         let log = DropLog::new();
         let l = log.clone();
         let deadline = Gate::new();
@@ -24,21 +24,19 @@ fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
                 .order(order)
                 .run(async move |d| {
                     let (a, held) = (l.clone(), l.on_drop("hangs"));
-                    d.try_defer_async(async move {
+                    d.defer_async(async move {
                         let _held = held;
                         a.push("hang: started");
                         std::future::pending::<()>().await
-                    })
-                    .unwrap();
+                    });
                     let (b, held) = (l.clone(), l.on_drop("quick"));
-                    d.try_defer_async(async move {
+                    d.defer_async(async move {
                         let _held = held;
                         yield_now().await;
                         b.push("quick: done");
-                    })
-                    .unwrap();
+                    });
                     let c = l.clone();
-                    d.try_defer(move || c.push("sync: done")).unwrap();
+                    d.defer(move || c.push("sync: done"));
                     yield_now().await;
                     "output"
                 })
@@ -69,7 +67,7 @@ fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
         };
         let cut = out.unwrap_err();
         // FIFO starts the hanging one first: the quick one never started.
-        let fifo = order == Order::Fifo;
+        let fifo = order == Fifo;
         assert_eq!(cut.cut(), if fifo { 2 } else { 1 }, "{order:?}: cut short");
         assert_eq!(cut.into_output(), "output");
         let events = log.events();
@@ -94,7 +92,7 @@ fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
 fn cleanup_that_finishes_in_time_resolves_ok() {
     let mut scope = pin!(
         deferral::scope(async |d| {
-            d.try_defer_async(async { yield_now().await }).unwrap();
+            d.defer_async(async { yield_now().await });
             7
         })
         .grace(std::future::pending::<()>)
@@ -115,15 +113,13 @@ fn a_deadline_before_any_cleanup_started_cuts_everything_async_and_runs_sync() {
     let out = support::block_on(
         deferral::scope(async move |d| {
             let a = l.clone();
-            d.try_defer(move || a.push("sync ran")).unwrap();
+            d.defer(move || a.push("sync ran"));
             let held = l.on_drop("async");
-            d.try_defer_async(async move {
+            d.defer_async(async move {
                 let _held = held;
                 std::future::pending::<()>().await
-            })
-            .unwrap();
-            d.try_defer_async(async { std::future::pending::<()>().await })
-                .unwrap();
+            });
+            d.defer_async(async { std::future::pending::<()>().await });
         })
         .grace(|| async {}),
     );
@@ -139,7 +135,7 @@ fn a_panicking_body_still_resumes_its_panic_when_cut_short() {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         support::block_on(
             deferral::scope(async |d| {
-                d.try_defer_async(std::future::pending::<()>()).unwrap();
+                d.defer_async(std::future::pending::<()>());
                 panic!("body panicked")
             })
             .grace(|| async {}),

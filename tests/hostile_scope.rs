@@ -12,11 +12,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use deferral::{Order, ScopeBuilder};
+use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
 use futures::future::FusedFuture;
 use support::{Behaviour, DropCounter, Gate, Hostile, WakeCounter};
 
-const ORDERS: [Order; 3] = [Order::Lifo, Order::Fifo, Order::Concurrent];
+const ORDERS: [Order; 3] = [Lifo, Fifo, Concurrent];
 
 /// Thunks registered by [`scope_under_test`], and what they touch.
 struct Fixture {
@@ -49,29 +49,26 @@ fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
     Box::pin(ScopeBuilder::new().order(order).run(async move |d| {
         for _ in 0..2 {
             let (r, v) = (ran.clone(), drops.tracked());
-            d.try_defer(move || {
+            d.defer(move || {
                 drop(v);
                 drop(r.tracked());
-            })
-            .unwrap();
+            });
         }
         for gate in &gates[..2] {
             let (r, v, wait) = (ran.clone(), drops.tracked(), gate.wait());
-            d.try_defer_async(async move {
+            d.defer_async(async move {
                 wait.await;
                 drop(v);
                 drop(r.tracked());
-            })
-            .unwrap();
+            });
         }
         let (r, wait) = (ran.clone(), gates[2].wait());
         let mut g = d
-            .try_guard_async(drops.tracked(), move |v| async move {
+            .guard_async(drops.tracked(), move |v| async move {
                 wait.await;
                 drop(v);
                 drop(r.tracked());
-            })
-            .unwrap();
+            });
         let _: &mut _ = &mut *g;
         7
     }))

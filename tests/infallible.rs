@@ -23,8 +23,8 @@ fn every_infallible_form_runs_its_cleanup_in_order() {
         d.defer(p("defer"));
         let q = p("with");
         d.defer_with(move |_: &mut Exit<Result<u8, String>>| q());
-        d.defer_on_success(p("on_success"));
-        d.defer_on_unwind(p("on_unwind: never"));
+        d.defer(p("on_success")).when(When::Ok);
+        d.defer(p("on_unwind: never")).when(When::Panicked);
         let q = p("on_error");
         d.defer_on_error(move |e: &mut String| {
             e.push('!');
@@ -37,8 +37,8 @@ fn every_infallible_form_runs_its_cleanup_in_order() {
         let q = p("async_on_exit");
         d.defer_async_on_exit(move |_: &mut Exit<Result<u8, String>>| async move { q() });
         let q = p("async_on_success");
-        d.defer_async_on_success(async move { q() });
-        d.defer_async_on_unwind(async move { unreachable!() });
+        d.defer_async(async move { q() }).when(When::Ok);
+        d.defer_async(async move { unreachable!() }).when(When::Panicked);
         let q = p("async_on_error");
         d.defer_async_on_error(move |_: &mut String| async move { q() });
         let q = p("guard");

@@ -64,14 +64,13 @@ impl PluginHost {
         push(log, "channel subscribed");
         let l = log.clone();
         stack
-            .try_defer(move || push(&l, "channel unsubscribed"))
-            .unwrap();
+            .defer(move || push(&l, "channel unsubscribed"));
         if socket_fails {
             return Err("socket failed"); // `stack` is disposed here
         }
         push(log, "socket opened");
         let l = log.clone();
-        stack.try_defer(move || push(&l, "socket closed")).unwrap();
+        stack.defer(move || push(&l, "socket closed"));
         Ok(PluginHost {
             disposed: false,
             disposables: Some(stack.take()), // `stack.move()`
@@ -135,8 +134,7 @@ async fn open_all(names: &[&'static str], log: &Log) -> Result<DeferStack, Strin
             }
             push(log, format!("open {name}"));
             let l = log.clone();
-            d.try_defer(move || push(&l, format!("close {name}")))
-                .unwrap();
+            d.defer(move || push(&l, format!("close {name}")));
         }
         let mut close_files = DeferStack::new();
         assert_eq!(d.move_all(&mut close_files), names.len());
@@ -181,8 +179,7 @@ fn async_safe_defer_run_now_runs_once_and_only_now() {
     block_on(scope(async move |d| {
         let l2 = l.clone();
         let guard = d
-            .try_guard(7, move |v| l2.push(format!("cleanup {v}")))
-            .unwrap();
+            .guard(7, move |v| l2.push(format!("cleanup {v}")));
         assert_eq!(d.len(), 1);
         Guard::run_now(guard);
         l.push("after run_now");
@@ -195,11 +192,10 @@ fn async_safe_defer_run_now_runs_once_and_only_now() {
 fn async_safe_defer_run_now_async_returns_the_cleanup_future() {
     let out: Result<(), String> = block_on(scope(async |d| {
         let guard = d
-            .try_guard_async(String::from("conn"), |c| async move {
+            .guard_async(String::from("conn"), |c| async move {
                 yield_now().await;
                 Err(format!("{c}: close failed"))
-            })
-            .unwrap();
+            });
         let closed = Guard::run_now(guard).await; // its error is ours
         assert_eq!(closed, Err("conn: close failed".to_string()));
         Ok(())
@@ -214,8 +210,7 @@ fn async_safe_defer_into_parts_returns_value_and_cleanup_unrun() {
     block_on(scope(async move |d| {
         let l2 = l.clone();
         let guard = d
-            .try_guard(vec![1], move |v| l2.push(format!("cleanup {v:?}")))
-            .unwrap();
+            .guard(vec![1], move |v| l2.push(format!("cleanup {v:?}")));
         let (mut value, cleanup) = Guard::into_parts(guard);
         value.push(2);
         l.push("split");
@@ -231,9 +226,9 @@ fn async_safe_defer_len_and_clear() {
     block_on(scope(async move |d| {
         assert_eq!(d.len(), 0);
         let held = l.on_drop("sync");
-        d.try_defer(move || drop(held)).unwrap();
+        d.defer(move || drop(held));
         let held = l.on_drop("async");
-        d.try_defer_async(async move { drop(held) }).unwrap();
+        d.defer_async(async move { drop(held) });
         let l2 = l.clone();
         let _guard = d.try_guard(l.on_drop("guarded"), move |g| {
             l2.push("guard cleanup");
@@ -263,11 +258,11 @@ fn clear_refuses_old_tokens_and_reuses_the_bytes() {
             .capacity::<64>()
             .run(async |d| {
                 for _ in 0..1000 {
-                    let token = d.try_defer(|| unreachable!("cleared")).unwrap();
+                    let token = d.defer(|| unreachable!("cleared"));
                     assert_eq!(d.clear(), 1);
                     assert!(token.try_cancel().is_none());
                 }
-                let token = d.try_defer(|| ()).unwrap();
+                let token = d.defer(|| ());
                 assert!(token.try_cancel().is_some(), "new tokens work");
             }),
     );
@@ -277,7 +272,7 @@ fn clear_refuses_old_tokens_and_reuses_the_bytes() {
 #[should_panic(expected = "cleared or moved")]
 fn cancel_after_clear_panics_with_a_message() {
     block_on(scope(async |d| {
-        let token = d.try_defer(|| ()).unwrap();
+        let token = d.defer(|| ());
         d.clear();
         let _ = token.cancel();
     }));
@@ -290,11 +285,11 @@ fn clear_with_a_panicking_destructor_drops_the_rest_then_resumes() {
     let panic = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
             let held = l.on_drop("a");
-            d.try_defer(move || drop(held)).unwrap();
+            d.defer(move || drop(held));
             let p = support::DropCounter::new().panicking();
-            d.try_defer(move || drop(p)).unwrap();
+            d.defer(move || drop(p));
             let held = l.on_drop("c");
-            d.try_defer(move || drop(held)).unwrap();
+            d.defer(move || drop(held));
             d.clear();
         }))
     }))
@@ -316,15 +311,13 @@ fn stack_dispose_runs_everything_lifo_sync_and_async() {
     for i in 0..3 {
         let l = log.clone();
         stack
-            .try_defer(move || push(&l, format!("sync {i}")))
-            .unwrap();
+            .defer(move || push(&l, format!("sync {i}")));
         let l = log.clone();
         stack
-            .try_defer_async(async move {
+            .defer_async(async move {
                 yield_now().await;
                 push(&l, format!("async {i}"));
-            })
-            .unwrap();
+            });
     }
     block_on(stack.dispose());
     assert_eq!(
@@ -343,8 +336,7 @@ fn stack_spills_past_its_inline_bytes_and_keeps_the_order() {
         let l = log.clone();
         let big = [i as u8; 40];
         stack
-            .try_defer(move || push(&l, format!("{}", big[0])))
-            .unwrap();
+            .defer(move || push(&l, format!("{}", big[0])));
     }
     assert_eq!(stack.len(), 50);
     let moved = stack.take(); // moving a stack moves its inline bytes
@@ -359,13 +351,12 @@ fn a_dropped_stack_runs_sync_cleanup_and_drops_async_cleanup_once() {
     let mut stack: DeferStack = DeferStack::new();
     let (l, held) = (log.clone(), log.on_drop("sync"));
     stack
-        .try_defer(move || {
+        .defer(move || {
             l.push("run sync");
             drop(held)
-        })
-        .unwrap();
+        });
     let held = log.on_drop("async");
-    stack.try_defer_async(async move { drop(held) }).unwrap();
+    stack.defer_async(async move { drop(held) });
     drop(stack); // no cancel handler in this test binary
     assert_eq!(log.events(), ["drop async", "run sync", "drop sync"]);
 }
@@ -375,16 +366,15 @@ fn stack_dispose_with_panics_runs_the_rest_and_resumes_the_first() {
     let log = DropLog::new();
     let mut stack: DeferStack = DeferStack::new();
     let l = log.clone();
-    stack.try_defer(move || l.push("oldest")).unwrap();
-    stack.try_defer(|| panic!("second")).unwrap();
+    stack.defer(move || l.push("oldest"));
+    stack.defer(|| panic!("second"));
     stack
-        .try_defer_async(async {
+        .defer_async(async {
             yield_now().await;
             panic!("first")
-        })
-        .unwrap();
+        });
     let l = log.clone();
-    stack.try_defer(move || l.push("newest")).unwrap();
+    stack.defer(move || l.push("newest"));
     let panic = catch_unwind(AssertUnwindSafe(|| block_on(stack.dispose()))).unwrap_err();
     assert_eq!(panic.downcast_ref::<&str>(), Some(&"first"));
     assert_eq!(log.events(), ["newest", "oldest"]);
@@ -396,18 +386,16 @@ fn a_dispose_dropped_midway_drops_the_started_one_and_runs_the_rest() {
     let mut stack: DeferStack = DeferStack::new();
     let (l, held) = (log.clone(), log.on_drop("older sync"));
     stack
-        .try_defer(move || {
+        .defer(move || {
             l.push("run older sync");
             drop(held)
-        })
-        .unwrap();
+        });
     let held = log.on_drop("pending async");
     stack
-        .try_defer_async(async move {
+        .defer_async(async move {
             let _held = held;
             std::future::pending::<()>().await
-        })
-        .unwrap();
+        });
     let mut dispose = Box::pin(stack.dispose());
     assert!(support::poll_once(dispose.as_mut(), &support::WakeCounter::new()).is_pending());
     drop(dispose);
@@ -424,20 +412,18 @@ fn tokens_and_guards_move_into_a_stack_keeping_their_kind() {
     let l = log.clone();
     block_on(scope(async |d| {
         let (a, b, c) = (l.clone(), l.clone(), l.clone());
-        let t = d.try_defer(move || push(&a, "moved defer")).unwrap();
+        let t = d.defer(move || push(&a, "moved defer"));
         t.move_to(&mut stack).unwrap();
         let t = d
-            .try_defer_on_unwind(move || push(&b, "moved on_unwind"))
-            .unwrap();
+            .defer(move || push(&b, "moved on_unwind")).when(When::Panicked);
         t.move_to(&mut stack).unwrap();
         let g = d
-            .try_guard(String::from("conn"), move |s| {
+            .guard(String::from("conn"), move |s| {
                 push(&c, format!("closed {s}"))
-            })
-            .unwrap();
+            });
         Guard::move_to(g, &mut stack).unwrap();
         // Cleanup that reads this scope's output cannot leave it.
-        let t = d.try_defer_with(|_: &mut Exit<()>| ()).unwrap();
+        let t = d.defer_with(|_: &mut Exit<()>| ());
         let t = t.move_to(&mut stack).unwrap_err();
         let _ = t.cancel();
         assert_eq!(d.len(), 0);
@@ -456,11 +442,10 @@ fn move_all_leaves_typed_cleanup_and_guards_behind() {
     let l = log.clone();
     let out: Result<(), String> = block_on(scope(async |d| {
         let (a, b, c) = (l.clone(), l.clone(), l.clone());
-        d.try_defer(move || push(&a, "portable")).unwrap();
-        let token = d.try_defer(move || push(&b, "portable too")).unwrap();
-        d.try_defer(|| Err::<(), String>("typed: reports to the output".into()))
-            .unwrap();
-        let _g = d.try_guard(1, move |_| push(&c, "guard stays")).unwrap();
+        d.defer(move || push(&a, "portable"));
+        let token = d.defer(move || push(&b, "portable too"));
+        d.defer(|| Err::<(), String>("typed: reports to the output".into()));
+        let _g = d.guard(1, move |_| push(&c, "guard stays"));
         assert_eq!(d.move_all(&mut stack), 2);
         assert!(
             token.try_cancel().is_none(),
@@ -482,8 +467,7 @@ fn move_all_into_a_full_stack_without_room_keeps_the_rest_registered() {
     let l = log.clone();
     block_on(scope(async |d| {
         let a = l.clone();
-        d.try_defer(move || push(&a, "ran in the scope or the stack"))
-            .unwrap();
+        d.defer(move || push(&a, "ran in the scope or the stack"));
         let moved = d.move_all(&mut stack);
         // With `alloc` the stack spills; without, nothing fits and it stays.
         assert_eq!(moved, usize::from(cfg!(feature = "alloc")));
@@ -563,41 +547,39 @@ fn new_paths(log: DropLog, stack: Arc<Mutex<DeferStack>>) -> impl Future<Output 
                 }
             }};
         }
-        d.try_defer(probe!("cleared")).unwrap();
-        d.try_defer_async({
+        d.defer(probe!("cleared"));
+        d.defer_async({
             let run = probe!("cleared async");
             async move { run() }
-        })
-        .unwrap();
+        });
         yield_now().await;
         assert_eq!(d.clear(), 2);
         yield_now().await;
-        d.try_defer(probe!("moved")).unwrap();
-        d.try_defer_async({
+        d.defer(probe!("moved"));
+        d.defer_async({
             let run = probe!("moved async");
             async move {
                 yield_now().await;
                 run()
             }
-        })
-        .unwrap();
+        });
         yield_now().await;
         assert_eq!(d.move_all(&mut stack.lock().unwrap()), 2);
         yield_now().await;
         let run = probe!("run now");
-        let g = d.try_guard((), move |()| run()).unwrap();
+        let g = d.guard((), move |()| run());
         yield_now().await;
         Guard::run_now(g);
         let run = probe!("split");
-        let g = d.try_guard((), move |()| run()).unwrap();
+        let g = d.guard((), move |()| run());
         let (value, cleanup) = Guard::into_parts(g);
         yield_now().await;
         cleanup(value);
         let run = probe!("moved guard");
-        let g = d.try_guard((), move |()| run()).unwrap();
+        let g = d.guard((), move |()| run());
         Guard::move_to(g, &mut stack.lock().unwrap()).unwrap();
         yield_now().await;
-        d.try_defer(probe!("stayed")).unwrap();
+        d.defer(probe!("stayed"));
         yield_now().await;
     })
 }

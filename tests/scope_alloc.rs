@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 #[allow(unused_imports)]
 use counting_alloc::{assert_no_alloc, count_allocations};
-use deferral::{Order, ScopeBuilder};
+use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
 use support::{WakeCounter, yield_now};
 
 // One counter per test: the tests of this binary run in parallel.
@@ -37,25 +37,21 @@ fn scenario(order: Order, ran: &'static AtomicUsize) -> impl Future<Output = u32
         .capacity::<1024>()
         .order(order)
         .run(async move |d| {
-            d.try_defer(bump).unwrap();
-            d.try_defer_with(|exit: &mut deferral::Exit<u32>| *exit.output_mut().unwrap() += 1)
-                .unwrap();
-            d.try_defer_async(async move {
+            d.defer(bump);
+            d.defer_with(|exit: &mut deferral::Exit<u32>| *exit.output_mut().unwrap() += 1);
+            d.defer_async(async move {
                 yield_now().await;
                 bump();
-            })
-            .unwrap();
+            });
             let mut g = d
-                .try_guard([0_u8; 32], |buf| assert_eq!(buf[0], 9))
-                .unwrap();
+                .guard([0_u8; 32], |buf| assert_eq!(buf[0], 9));
             g[0] = 9;
-            d.try_guard_async(5_u64, move |n| async move {
+            d.guard_async(5_u64, move |n| async move {
                 yield_now().await;
                 assert_eq!(n, 5);
                 bump();
-            })
-            .unwrap();
-            let token = d.try_defer(|| unreachable!()).unwrap();
+            });
+            let token = d.defer(|| unreachable!());
             let _thunk = token.cancel();
             yield_now().await;
             41
@@ -67,9 +63,9 @@ fn a_scope_that_fits_inline_does_not_allocate() {
     let waker = WakeCounter::new().waker();
     let mut cx = Context::from_waker(&waker);
     let orders: &[Order] = if cfg!(feature = "alloc") {
-        &[Order::Lifo, Order::Fifo]
+        &[Lifo, Fifo]
     } else {
-        &[Order::Lifo, Order::Fifo, Order::Concurrent]
+        &[Lifo, Fifo, Concurrent]
     };
     for &order in orders {
         let before = RAN_INLINE.load(SeqCst);
@@ -85,7 +81,7 @@ fn concurrent_cleanup_with_alloc_allocates_only_its_wakers() {
     let waker = WakeCounter::new().waker();
     let mut cx = Context::from_waker(&waker);
     let (out, n) =
-        count_allocations(|| drive(scenario(Order::Concurrent, &RAN_CONCURRENT), &mut cx));
+        count_allocations(|| drive(scenario(Concurrent, &RAN_CONCURRENT), &mut cx));
     assert_eq!(out, 42);
     // The wake set (box, shared state, bitset, index), one waker per async
     // thunk (2 here); nothing per poll.

@@ -63,13 +63,12 @@ fn a_thunk_running_during_cleanup_registers_on_the_enclosing_scope() {
     block_on(deferral::scope(async move |_| {
         let l1 = l.clone();
         deferral::scope(async move |d: &deferral::Defer<()>| {
-            d.try_defer(move || {
+            d.defer(move || {
                 let l2 = l1.clone();
                 // Not in the inner body any more: goes to the outer scope.
                 deferral::try_defer(move || l2.push("registered during cleanup")).unwrap();
                 l1.push("inner cleanup");
-            })
-            .unwrap();
+            });
         })
         .await;
         l.push("outer body end");

@@ -9,49 +9,56 @@ use std::collections::HashMap;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::{Guard, Order, ScopeBuilder};
+use deferral::Guard;
+use deferral::scope::ScopeBuilder;
+use support::order::{Boxed, ORDERS, Order};
 use support::{DropLog, WakeCounter, poll_once, yield_now};
+
+/// The program's cancel handler is global: the tests of this binary that
+/// depend on it (set or unset) take turns.
+static HANDLER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn handler_lock() -> std::sync::MutexGuard<'static, ()> {
+    HANDLER.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A scope with an await point between every registration, and async
 /// thunks that themselves await. Logs "new X" when a tracked value is
 /// created, "drop X" when dropped, "run X" when a thunk runs.
-fn scenario(order: Order, log: DropLog) -> impl Future<Output = &'static str> {
-    ScopeBuilder::new().order(order).run(async move |d| {
+fn scenario(order: Order, log: DropLog) -> Boxed<'static, &'static str> {
+    support::order::run(order, async move |d| {
         let l = log.clone();
         log.push("new s1");
-        d.try_defer(move || l.push("run s1")).unwrap();
+        d.defer(move || l.push("run s1"));
 
         log.push("new a1");
         let (l, held) = (log.clone(), log.on_drop("a1"));
-        d.try_defer_async(async move {
+        d.defer_async(async move {
             let _held = held;
             l.push("run a1 start");
             yield_now().await;
             l.push("run a1 end");
-        })
-        .unwrap();
+        });
         yield_now().await;
 
         log.push("new g");
         let l = log.clone();
         let mut g = d
-            .try_guard(log.on_drop("g"), move |v| {
+            .guard(log.on_drop("g"), move |v| {
                 l.push("run g");
                 drop(v);
-            })
-            .unwrap();
+            });
         yield_now().await;
 
         log.push("new ga");
         let l = log.clone();
         let _ga = d
-            .try_guard_async(log.on_drop("ga"), move |v| async move {
+            .guard_async(log.on_drop("ga"), move |v| async move {
                 l.push("run ga start");
                 yield_now().await;
                 l.push("run ga end");
                 drop(v);
-            })
-            .unwrap();
+            });
         log.push("new body local");
         let _local = log.on_drop("body local");
         yield_now().await;
@@ -106,7 +113,8 @@ fn check_exactly_once(events: &[String], context: &str) {
 
 #[test]
 fn cancelled_at_every_await_point_everything_runs_or_drops_exactly_once() {
-    for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+    let _handler = handler_lock();
+    for order in ORDERS {
         let total = polls_to_finish(order);
         assert!(
             total >= 4,
@@ -133,18 +141,18 @@ fn cancelled_at_every_await_point_everything_runs_or_drops_exactly_once() {
 
 #[test]
 fn cancelled_scope_runs_sync_thunks_and_drops_async_ones_unpolled() {
+    let _handler = handler_lock();
     let log = DropLog::new();
     let l = log.clone();
     {
         let mut s = pin!(ScopeBuilder::new().run(async move |d| {
             let l1 = l.clone();
-            d.try_defer(move || l1.push("sync")).unwrap();
+            d.defer(move || l1.push("sync"));
             let (l2, held) = (l.clone(), l.on_drop("async thunk"));
-            d.try_defer_async(async move {
+            d.defer_async(async move {
                 let _held = held;
                 l2.push("async polled");
-            })
-            .unwrap();
+            });
             let _local = l.on_drop("body");
             std::future::pending::<()>().await
         }));
@@ -156,30 +164,27 @@ fn cancelled_scope_runs_sync_thunks_and_drops_async_ones_unpolled() {
 #[test]
 #[cfg(feature = "alloc")]
 fn cancel_handler_receives_unstarted_async_thunks() {
-    use std::sync::{Arc, Mutex};
-    let handed = Arc::new(Mutex::new(Vec::new()));
-    let sink = handed.clone();
+    use std::sync::Mutex;
+    static HANDED: Mutex<Vec<deferral::cancel::BoxCleanup>> = Mutex::new(Vec::new());
+    let _handler = handler_lock();
+    deferral::cancel::set_cancel_handler(|orphan| HANDED.lock().unwrap().push(orphan.into_boxed()));
     let log = DropLog::new();
     let l = log.clone();
     {
-        let mut s = pin!(
-            ScopeBuilder::new()
-                .on_cancel(move |thunk| sink.lock().unwrap().push(thunk))
-                .run(async move |d| {
-                    for name in ["one", "two"] {
-                        let l = l.clone();
-                        d.try_defer_async(async move { l.push(name) }).unwrap();
-                    }
-                    let l = l.clone();
-                    d.try_guard_async(7, move |n| async move { l.push(format!("guard {n}")) })
-                        .unwrap();
-                    std::future::pending::<()>().await
-                })
-        );
+        let mut s = pin!(ScopeBuilder::new().run(async move |d| {
+            for name in ["one", "two"] {
+                let l = l.clone();
+                d.defer_async(async move { l.push(name) });
+            }
+            let l = l.clone();
+            d.guard_async(7, move |n| async move { l.push(format!("guard {n}")) });
+            std::future::pending::<()>().await
+        }));
         assert_eq!(poll_once(s.as_mut(), &WakeCounter::new()), Poll::Pending);
     }
+    deferral::cancel::clear_cancel_handler();
     assert!(log.events().is_empty(), "nothing ran during the drop");
-    let thunks = std::mem::take(&mut *handed.lock().unwrap());
+    let thunks = std::mem::take(&mut *HANDED.lock().unwrap());
     assert_eq!(thunks.len(), 3);
     for thunk in thunks {
         support::block_on(thunk); // a runtime would spawn them
@@ -197,22 +202,19 @@ fn cancel_tokens_defuse_registrations() {
     let l = log.clone();
     let out = support::block_on(ScopeBuilder::new().run(async move |d| {
         let l1 = l.clone();
-        let keep = d.try_defer(move || l1.push("kept")).unwrap();
+        let keep = d.defer(move || l1.push("kept"));
         let l2 = l.clone();
-        let token = d.try_defer(move || l2.push("cancelled sync")).unwrap();
+        let token = d.defer(move || l2.push("cancelled sync"));
         let thunk = token.cancel();
         let l3 = l.clone();
         let token = d
-            .try_defer_async(async move { l3.push("cancelled async") })
-            .unwrap();
+            .defer_async(async move { l3.push("cancelled async") });
         drop(token.cancel());
         let guard = d
-            .try_guard(String::from("value"), |_| panic!("defused"))
-            .unwrap();
+            .guard(String::from("value"), |_| panic!("defused"));
         let value = Guard::defuse(guard);
         let guard = d
-            .try_guard_async(5_u8, |_| async { panic!("defused") })
-            .unwrap();
+            .guard_async(5_u8, |_| async { panic!("defused") });
         let five = Guard::defuse(guard);
         let _ = keep; // dropping a token keeps its registration
         thunk(); // the handed-back thunk still works

@@ -3,7 +3,7 @@
 
 mod support;
 
-use deferral::ScopeBuilder;
+use deferral::scope::ScopeBuilder;
 use support::{DropCounter, DropLog, block_on};
 
 #[test]
@@ -45,19 +45,18 @@ fn full_slab_spills_to_the_heap_and_keeps_the_order() {
     block_on(ScopeBuilder::new().capacity::<128>().run(async move |d| {
         for i in 0..100 {
             let l = l.clone();
-            d.try_defer(move || l.push(i.to_string())).unwrap();
+            d.defer(move || l.push(i.to_string()));
         }
         // Alignment beyond what inline storage honours spills too.
         #[repr(align(64))]
         struct Aligned(u8);
         let big = Aligned(9);
         let l = l.clone();
-        d.try_defer(move || {
+        d.defer(move || {
             let big = big;
             assert_eq!(std::ptr::from_ref(&big).addr() % 64, 0);
             l.push(format!("aligned {}", big.0));
-        })
-        .unwrap();
+        });
     }));
     let expected: Vec<String> = std::iter::once("aligned 9".to_string())
         .chain((0..100).rev().map(|i| i.to_string()))
@@ -75,10 +74,10 @@ fn spilled_entries_are_freed_on_every_path() {
         let mut tokens = Vec::new();
         for (i, v) in values.into_iter().enumerate() {
             match i % 4 {
-                0 => drop(d.try_defer(move || drop(v)).unwrap()),
-                1 => tokens.push(d.try_defer(move || drop(v)).unwrap()),
-                2 => drop(d.try_defer_async(async move { drop(v) }).unwrap()),
-                _ => drop(d.try_guard(v, drop).unwrap()),
+                0 => drop(d.defer(move || drop(v))),
+                1 => tokens.push(d.defer(move || drop(v))),
+                2 => drop(d.defer_async(async move { drop(v) })),
+                _ => drop(d.guard(v, drop)),
             }
         }
         for t in tokens.drain(..5) {

@@ -6,7 +6,7 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::{Order, ScopeBuilder};
+use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
 use support::{Gate, WakeCounter, poll_once};
 
 fn gated_scope(gates: &[Gate]) -> impl Future<Output = ()> + use<> {
@@ -14,10 +14,10 @@ fn gated_scope(gates: &[Gate]) -> impl Future<Output = ()> + use<> {
     // 16 gates do not fit the default slab without `alloc`.
     ScopeBuilder::new()
         .capacity::<4096>()
-        .order(Order::Concurrent)
+        .order(Concurrent)
         .run(async move |d| {
             for w in waits {
-                d.try_defer_async(w).unwrap();
+                d.defer_async(w);
             }
         })
 }

@@ -8,7 +8,8 @@ mod support;
 use std::cell::RefCell;
 use std::pin::pin;
 
-use deferral::{Order, ScopeBuilder, scope_local};
+use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
+use deferral::scope_local;
 use support::{WakeCounter, block_on, poll_once, yield_now};
 
 /// A pretend peripheral.
@@ -31,9 +32,9 @@ fn cleanup_borrows_mut_locals_go_style() {
     let mut log: Vec<&str> = Vec::new();
     let mut adc = Adc::default();
     let out = block_on(scope_local(async |d| {
-        let mut adc = d.try_guard(&mut adc, Adc::power_off).unwrap();
+        let mut adc = d.guard(&mut adc, Adc::power_off);
         adc.powered = true;
-        d.try_defer(|| log.push("deferred")).unwrap();
+        d.defer(|| log.push("deferred"));
         yield_now().await;
         adc.samples += 1;
         adc.samples
@@ -46,19 +47,17 @@ fn cleanup_borrows_mut_locals_go_style() {
 
 #[test]
 fn async_cleanup_borrows_too_in_every_order() {
-    for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+    for order in [Lifo, Fifo, Concurrent] {
         let mut log: Vec<String> = Vec::new();
         let log_ref = &RefCell::new(&mut log);
         block_on(ScopeBuilder::new().order(order).run_local(async |d| {
             for i in 0..3 {
-                d.try_defer_async(async move {
+                d.defer_async(async move {
                     yield_now().await;
                     log_ref.borrow_mut().push(format!("async {i}"));
-                })
-                .unwrap();
+                });
             }
-            d.try_defer(|| log_ref.borrow_mut().push("sync".into()))
-                .unwrap();
+            d.defer(|| log_ref.borrow_mut().push("sync".into()));
         }));
         let mut sorted = log.clone();
         sorted.sort();
@@ -76,7 +75,7 @@ fn async_cleanup_borrows_too_in_every_order() {
 #[test]
 fn a_borrowing_scope_local_cancelled_at_every_await_point() {
     use support::DropLog;
-    for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+    for order in [Lifo, Fifo, Concurrent] {
         let total = {
             let mut adc = Adc::default();
             let log = DropLog::new();
@@ -132,26 +131,23 @@ fn scenario<'a>(
 ) -> impl Future<Output = ()> + 'a {
     ScopeBuilder::new().order(order).run_local(async move |d| {
         let mut adc = d
-            .try_guard(adc, move |adc| {
+            .guard(adc, move |adc| {
                 adc.power_off();
                 log.push("power off");
-            })
-            .unwrap();
+            });
         adc.powered = true;
         let value = log.on_drop("value");
-        d.try_defer(move || {
+        d.defer(move || {
             drop(value);
             log.push("sync ran");
-        })
-        .unwrap();
+        });
         yield_now().await;
         let held = log.on_drop("async");
-        d.try_defer_async(async move {
+        d.defer_async(async move {
             let _held = held;
             yield_now().await;
             log.push("async ran");
-        })
-        .unwrap();
+        });
         let _local = log.on_drop("body local");
         yield_now().await;
         adc.samples += 1;
@@ -172,8 +168,8 @@ fn without_alloc_cancelling_the_newest_registrations_frees_their_bytes() {
         }
         // Cancelled in registration order, the older one's bytes come back
         // too once the newer one's are.
-        let a = d.try_defer(|| ()).unwrap();
-        let b = d.try_defer(|| ()).unwrap();
+        let a = d.defer(|| ());
+        let b = d.defer(|| ());
         let _ = a.cancel(); // not the newest: its bytes wait for b's
         let _ = b.cancel(); // now both are free
         let _c = d.try_defer(|| ()).expect("room after both were cancelled");

@@ -13,23 +13,21 @@ use support::{DropLog, Gate, WakeCounter, block_on, poll_once, yield_now};
 /// async "d" (yields once), and logs each as it runs.
 async fn body(d: &deferral::Defer<&'static str>, log: &DropLog) -> &'static str {
     let l = log.clone();
-    d.try_defer(move || l.push("a")).unwrap();
+    d.defer(move || l.push("a"));
     let l = log.clone();
-    d.try_defer_async(async move {
+    d.defer_async(async move {
         l.push("b start");
         yield_now().await;
         l.push("b end");
-    })
-    .unwrap();
+    });
     let l = log.clone();
-    d.try_defer(move || l.push("c")).unwrap();
+    d.defer(move || l.push("c"));
     let l = log.clone();
-    d.try_defer_async(async move {
+    d.defer_async(async move {
         l.push("d start");
         yield_now().await;
         l.push("d end");
-    })
-    .unwrap();
+    });
     log.push("body");
     "out"
 }
@@ -49,23 +47,23 @@ fn run(order: Order) -> Vec<String> {
 #[test]
 fn lifo_is_the_default_and_runs_last_registered_first() {
     assert_eq!(
-        run(Order::Lifo),
+        run(Lifo),
         ["body", "d start", "d end", "c", "b start", "b end", "a"]
     );
-    assert_eq!(Order::default(), Order::Lifo);
+    assert_eq!(Order::default(), Lifo);
 }
 
 #[test]
 fn fifo_runs_first_registered_first() {
     assert_eq!(
-        run(Order::Fifo),
+        run(Fifo),
         ["body", "a", "b start", "b end", "c", "d start", "d end"]
     );
 }
 
 #[test]
 fn concurrent_starts_everything_then_polls_async_thunks_together() {
-    let events = run(Order::Concurrent);
+    let events = run(Concurrent);
     // Every thunk starts in registration order, as the seed's
     // `Promise.all(fns.map(fn => fn()))` calls them: sync ones run, async
     // ones are polled once; both async ones start before either ends.
@@ -77,11 +75,11 @@ fn concurrent_starts_everything_then_polls_async_thunks_together() {
 
 #[test]
 fn output_is_returned_only_after_every_thunk_finished() {
-    for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+    for order in [Lifo, Fifo, Concurrent] {
         let gate = Gate::new();
         let wait = gate.wait();
         let mut scope = pin!(ScopeBuilder::new().order(order).run(async move |d| {
-            d.try_defer_async(wait).unwrap();
+            d.defer_async(wait);
             5
         }));
         let counter = WakeCounter::new();
@@ -112,15 +110,12 @@ fn output_is_returned_only_after_every_thunk_finished() {
 fn thunks_see_and_change_the_output_in_cleanup_order() {
     let out = block_on(scope(async |d| {
         // Runs last (LIFO): sees what the later-registered ones did.
-        d.try_defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "first registered"))
-            .unwrap();
-        d.try_defer_async_with(async {
+        d.defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "first registered"));
+        d.defer_async(async {
             yield_now().await;
             |exit: &mut Exit<Vec<&str>>| push(exit, "async")
-        })
-        .unwrap();
-        d.try_defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "last registered"))
-            .unwrap();
+        });
+        d.defer_with(|exit: &mut Exit<Vec<&str>>| push(exit, "last registered"));
         vec!["body"]
     }));
     assert_eq!(
@@ -139,17 +134,16 @@ fn a_failing_close_turns_ok_into_err() {
         }
     }
     let out: Result<u32, &str> = block_on(scope(async |d| {
-        let conn = d.try_guard(Conn, drop).unwrap();
+        let conn = d.guard(Conn, drop);
         let conn = deferral::Guard::defuse(conn);
-        d.try_defer_async_with(async move {
+        d.defer_async(async move {
             let closed = conn.close().await;
             move |exit: &mut Exit<Result<u32, &str>>| {
                 if let Err(e) = closed {
                     exit.add_error(e);
                 }
             }
-        })
-        .unwrap();
+        });
         Ok(7)
     }));
     assert_eq!(out, Err("close failed"));
@@ -160,8 +154,8 @@ fn error_outputs_run_every_thunk_too() {
     let log = DropLog::new();
     let (a, b) = (log.clone(), log.clone());
     let out: Result<(), &str> = block_on(scope(async move |d| {
-        d.try_defer(move || a.push("a")).unwrap();
-        d.try_guard(b, |b| b.push("guard")).unwrap();
+        d.defer(move || a.push("a"));
+        d.guard(b, |b| b.push("guard"));
         Err("failed")?;
         unreachable!()
     }));
@@ -176,14 +170,12 @@ fn guards_give_the_body_mutable_access_and_cleanup_gets_the_final_value() {
     block_on(scope(async move |d| {
         let l2 = l.clone();
         let mut count = d
-            .try_guard(0_u32, move |n| l2.push(format!("sync {n}")))
-            .unwrap();
+            .guard(0_u32, move |n| l2.push(format!("sync {n}")));
         let mut name = d
-            .try_guard_async(String::from("conn"), move |s| async move {
+            .guard_async(String::from("conn"), move |s| async move {
                 yield_now().await;
                 l.push(format!("async {s}"));
-            })
-            .unwrap();
+            });
         for _ in 0..3 {
             *count += 1;
             yield_now().await;
@@ -199,10 +191,10 @@ fn nested_scopes_finish_inner_cleanup_before_outer() {
     let l = log.clone();
     block_on(scope(async move |outer| {
         let lo = l.clone();
-        outer.try_defer(move || lo.push("outer")).unwrap();
+        outer.defer(move || lo.push("outer"));
         let li = l.clone();
         scope(async move |inner: &deferral::Defer<()>| {
-            inner.try_defer(move || li.push("inner")).unwrap();
+            inner.defer(move || li.push("inner"));
             yield_now().await;
         })
         .await;

@@ -20,25 +20,23 @@ fn panic_message(err: Box<dyn std::any::Any + Send>) -> String {
 
 #[test]
 fn body_panic_runs_sync_and_async_thunks_then_resumes() {
-    for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+    for order in [Lifo, Fifo, Concurrent] {
         let log = DropLog::new();
         let l = log.clone();
         let err = catch_unwind(AssertUnwindSafe(|| {
             block_on(ScopeBuilder::new().order(order).run(async move |d| {
                 let l1 = l.clone();
-                d.try_defer(move || l1.push("sync")).unwrap();
+                d.defer(move || l1.push("sync"));
                 let l2 = l.clone();
-                d.try_defer_async(async move {
+                d.defer_async(async move {
                     yield_now().await; // polled to completion after the panic
                     l2.push("async");
-                })
-                .unwrap();
+                });
                 let l3 = l.clone();
-                d.try_defer_with(move |exit: &mut deferral::Exit<()>| {
+                d.defer_with(move |exit: &mut deferral::Exit<()>| {
                     assert!(exit.is_panicked() && exit.output().is_none());
                     l3.push("with: runs, no output")
-                })
-                .unwrap();
+                });
                 let _local = l.on_drop("body local");
                 yield_now().await;
                 panic!("body failed");
@@ -67,18 +65,17 @@ fn a_panicking_thunk_does_not_stop_the_others_and_the_first_panic_resumes() {
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
             let l1 = l.clone();
-            d.try_defer(move || l1.push("oldest")).unwrap();
-            d.try_defer(|| panic!("second panic")).unwrap();
+            d.defer(move || l1.push("oldest"));
+            d.defer(|| panic!("second panic"));
             let l2 = l.clone();
-            d.try_defer_async(async move {
+            d.defer_async(async move {
                 l2.push("async before panic");
                 yield_now().await;
                 panic!("async panic")
-            })
-            .unwrap();
-            d.try_defer(|| panic!("first panic")).unwrap();
+            });
+            d.defer(|| panic!("first panic"));
             let l3 = l.clone();
-            d.try_defer(move || l3.push("newest")).unwrap();
+            d.defer(move || l3.push("newest"));
         }))
     }))
     .unwrap_err();
@@ -90,7 +87,7 @@ fn a_panicking_thunk_does_not_stop_the_others_and_the_first_panic_resumes() {
 fn body_panic_wins_over_thunk_panics() {
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async |d| {
-            d.try_defer(|| panic!("thunk")).unwrap();
+            d.defer(|| panic!("thunk"));
             panic!("body");
         }))
     }))
@@ -106,11 +103,11 @@ fn panicking_destructors_are_dropped_once_and_do_not_stop_cleanup() {
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
             let l1 = l.clone();
-            d.try_defer(move || l1.push("older thunk")).unwrap();
+            d.defer(move || l1.push("older thunk"));
             // The guarded value's destructor panics when its cleanup drops it.
-            d.try_guard(value, drop).unwrap();
+            d.guard(value, drop);
             let l2 = l.clone();
-            d.try_defer(move || l2.push("newer thunk")).unwrap();
+            d.defer(move || l2.push("newer thunk"));
         }))
     }))
     .unwrap_err();
@@ -127,7 +124,7 @@ fn a_body_whose_destructor_panics_still_runs_cleanup() {
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
             let _held_by_body = value; // dropped when the body is
-            d.try_defer(move || l.push("thunk")).unwrap();
+            d.defer(move || l.push("thunk"));
         }))
     }))
     .unwrap_err();
@@ -142,13 +139,12 @@ fn a_panicking_async_guard_cleanup_drops_nothing_twice() {
     let tracked = drops.tracked();
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
-            d.try_guard_async(tracked, |t| {
+            d.guard_async(tracked, |t| {
                 drop(t);
                 panic!("cleanup constructor");
                 #[allow(unreachable_code)]
                 async {}
-            })
-            .unwrap();
+            });
         }))
     }))
     .unwrap_err();
@@ -173,10 +169,10 @@ fn cancellation_with_a_panicking_sync_thunk_runs_the_rest_then_panics() {
     let l = log.clone();
     let mut s = Box::pin(scope(async move |d| {
         let l1 = l.clone();
-        d.try_defer(move || l1.push("older")).unwrap();
-        d.try_defer(|| panic!("thunk during cancel")).unwrap();
+        d.defer(move || l1.push("older"));
+        d.defer(|| panic!("thunk during cancel"));
         let l2 = l.clone();
-        d.try_defer(move || l2.push("newer")).unwrap();
+        d.defer(move || l2.push("newer"));
         std::future::pending::<()>().await
     }));
     assert!(poll_once(s.as_mut(), &WakeCounter::new()).is_pending());
@@ -193,7 +189,7 @@ fn a_panic_in_the_bodys_synchronous_prefix_still_runs_the_thunks() {
     let l = log.clone();
     let err = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(move |d: &deferral::Defer<()>| {
-            d.try_defer(move || l.push("thunk")).unwrap();
+            d.defer(move || l.push("thunk"));
             if true {
                 panic!("sync prefix");
             }

@@ -10,7 +10,8 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::{DeferredPromise, Order, ScopeBuilder, TaskQueue, scope};
+use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
+use deferral::{DeferredPromise, TaskQueue, scope};
 use support::{WakeCounter, poll_once, yield_now};
 
 /// Keeps `&mut` to a local across a pending await point.
@@ -34,8 +35,7 @@ fn a_body_pausing_inside_a_self_borrowing_future() {
 fn a_body_pausing_while_borrowing_a_guard() {
     let out = support::block_on(scope(async |d| {
         let mut g = d
-            .try_guard(vec![1u32, 2], |v| assert_eq!(v, [1, 2, 3]))
-            .unwrap();
+            .guard(vec![1u32, 2], |v| assert_eq!(v, [1, 2, 3]));
         let r = &mut *g;
         yield_now().await;
         r.push(3);
@@ -46,14 +46,13 @@ fn a_body_pausing_while_borrowing_a_guard() {
 
 #[test]
 fn thunks_pausing_inside_self_borrowing_futures_in_every_order() {
-    for order in [Order::Lifo, Order::Fifo, Order::Concurrent] {
+    for order in [Lifo, Fifo, Concurrent] {
         let counter = WakeCounter::new();
         let mut s = pin!(ScopeBuilder::new().order(order).run(async |d| {
             for seed in 0..3 {
-                d.try_defer_async(async move {
+                d.defer_async(async move {
                     assert_eq!(self_borrowing(seed).await, 4 * seed + 1);
-                })
-                .unwrap();
+                });
             }
             self_borrowing(7).await
         }));
@@ -74,7 +73,7 @@ fn a_scope_dropped_while_its_body_is_paused_in_a_self_borrowing_future() {
     let counter = WakeCounter::new();
     for k in 1..=3 {
         let mut s = Box::pin(scope(async |d| {
-            d.try_defer(|| ()).unwrap();
+            d.defer(|| ());
             self_borrowing(1).await
         }));
         for _ in 0..k {

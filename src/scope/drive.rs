@@ -16,6 +16,11 @@
 //! its (consistent) state. Without `std` a panic unwinds out of `poll`, and
 //! whoever owns the chain finishes the rest ([`cancel`]).
 
+// `Driver` and the drivers are `pub` in a crate-private module (the sealed
+// pattern: `Order::Drive` names them, nobody outside can): their methods
+// take crate-private types.
+#![allow(private_interfaces)]
+
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
@@ -53,164 +58,171 @@ impl Ends {
     }
 }
 
-/// Where the cleanup of a chain is.
-pub(crate) enum Drive {
-    /// One entry at a time, in chain order: `next` is the entry to look
-    /// at; `started` whether it is an async entry already polled.
-    Sequential { next: *mut Head, started: bool },
-    /// Every entry started in chain order, then the async ones polled
-    /// together.
-    Concurrent(Concurrent),
-    Done,
+/// A cleanup driver: where the cleanup of a chain is. [`Sequential`] for
+/// [`Lifo`](super::Lifo) and [`Fifo`](super::Fifo) (and stacks),
+/// [`Concurrent`] for [`Concurrent`](super::Concurrent): a scope holds only
+/// the one its order needs.
+pub trait Driver: Sized {
+    /// A driver over the chain from `first`.
+    fn new(first: *mut Head) -> Self;
+
+    /// The step; see [`drive`].
+    ///
+    /// # Safety
+    /// As for [`drive`].
+    unsafe fn step(&mut self, ends: Ends, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Registers the owner's waker before anything is polled, outside the
+    /// catch: if its clone panics, the panic is the caller's, not a
+    /// cleanup's, and nothing changed.
+    fn register(&mut self, cx: &mut Context<'_>) {
+        let _ = cx;
+    }
+
+    /// After a caught panic: the async entry whose poll panicked, if one
+    /// did (it is done: dropped, as `FuturesUnordered` drops one). A sync
+    /// entry that panicked was claimed before it ran.
+    fn polled_panicked(&mut self) -> Option<Erased>;
+
+    /// The started range `[from, to)` and the unstarted rest; the driver is
+    /// done afterwards. What it still holds (the owner's waker) is dropped
+    /// by the caller, last.
+    fn split(&mut self) -> (*mut Head, *mut Head, *mut Head);
 }
 
-// SAFETY: a `Drive` is part of its owner (a scope, a stack's dispose): its
-// pointers point into the owner's own storage and are used only by
-// whoever polls or drops the owner. Whether the owner may move to another
-// thread is the owner's business (its storage's `Send`).
-unsafe impl Send for Drive {}
-// SAFETY: nothing is reachable through `&Drive`.
-unsafe impl Sync for Drive {}
-
-impl Drive {
-    /// A driver over the chain from `first`.
-    #[inline(always)]
-    pub(crate) fn new(first: Option<Erased>, concurrent: bool) -> Self {
-        let first = first.map_or(ptr::null_mut(), |e| e.0.as_ptr());
-        if concurrent {
-            Drive::Concurrent(Concurrent::new(first))
-        } else {
-            Drive::Sequential {
-                next: first,
-                started: false,
+/// Drives the chain to its end: the first panic of an entry is recorded in
+/// `ends`, and cleanup goes on with the others.
+///
+/// # Safety
+/// The caller owns the chain (every entry in it is its own to drive) and
+/// its entries are pinned where they are; `ends` stays valid and unborrowed
+/// for the call.
+pub(crate) unsafe fn drive<D: Driver>(driver: &mut D, ends: Ends, cx: &mut Context<'_>) -> Poll<()> {
+    driver.register(cx);
+    loop {
+        // SAFETY: as the caller guarantees.
+        match panicking::catch(|| unsafe { driver.step(ends, cx) }) {
+            Ok(poll) => return poll,
+            Err(panic) => {
+                ends.record(panic);
+                if let Some(live) = driver.polled_panicked().and_then(Erased::claim) {
+                    // A panic here propagates: the entry is claimed already.
+                    // SAFETY: claimed, ours, dropped once.
+                    unsafe { live.drop_payload() };
+                }
             }
         }
     }
+}
 
-    /// Drives the chain to its end.
-    ///
-    /// # Safety
-    /// The caller owns the chain (every entry in it is its own to drive)
-    /// and its entries are pinned where they are; `ends` stays valid and
-    /// unborrowed for the call.
-    pub(crate) unsafe fn poll(&mut self, ends: Ends, cx: &mut Context<'_>) -> Poll<()> {
-        if let Drive::Concurrent(c) = self {
-            // The owner's waker is cloned here, outside the catch: if its
-            // clone panics, the panic is the caller's (not a cleanup's),
-            // and nothing changed.
-            c.register(cx);
+/// The chain cannot be driven any more: started async entries are
+/// dropped; of the rest, in order, those whose condition does not hold
+/// are dropped, sync ones run, and async ones go to `hand_over` (which
+/// runs them elsewhere or drops them). Returns how many async entries
+/// were cut short (dropped started, or handed over). Panics are recorded
+/// in `ends`; the rest still runs.
+///
+/// # Safety
+/// As for [`drive`].
+pub(crate) unsafe fn cancel<D: Driver>(
+    driver: &mut D,
+    ends: Ends,
+    mut hand_over: impl FnMut(Live),
+) -> usize {
+    let mut cut = 0;
+    let (started_from, started_to, rest) = driver.split();
+    // 1. Started async entries cannot finish now: drop them.
+    let mut next = NonNull::new(started_from).map(Erased);
+    while let Some(entry) = next {
+        if entry.0.as_ptr() == started_to {
+            break;
         }
-        loop {
-            // SAFETY: as the caller guarantees.
-            match panicking::catch(|| unsafe { self.step(ends, cx) }) {
-                Ok(poll) => return poll,
-                Err(panic) => {
-                    ends.record(panic);
-                    self.drop_panicked();
-                }
+        next = entry.next();
+        if let Some(live) = entry.claim() {
+            if live.is_async() {
+                cut += 1;
             }
+            // SAFETY: claimed, ours, dropped once.
+            if let Err(p) = panicking::catch(|| unsafe { live.drop_payload() }) {
+                ends.record(p);
+            }
+        }
+    }
+    // 2. The rest, in order, under the one rule: an entry whose condition
+    // does not hold for how the owner ended is dropped unrun.
+    let mut next = NonNull::new(rest).map(Erased);
+    while let Some(entry) = next {
+        next = entry.next();
+        let Some(live) = entry.claim() else { continue };
+        let ran = panicking::catch(|| {
+            if !ends.holds(live.when) {
+                // SAFETY: claimed, ours, dropped once.
+                unsafe { live.drop_payload() };
+            } else if live.is_async() {
+                cut += 1;
+                hand_over(live);
+            } else {
+                // SAFETY: claimed, live, sync; `ends` as guaranteed.
+                unsafe { live.run(ends.exit) };
+            }
+        });
+        if let Err(p) = ran {
+            ends.record(p);
+        }
+    }
+    cut
+}
+
+/// One entry at a time, in chain order: LIFO, FIFO (the chain reversed),
+/// and stacks.
+pub struct Sequential {
+    /// The entry to look at (null: done).
+    next: *mut Head,
+    /// `next` is an async entry already polled.
+    started: bool,
+}
+
+// SAFETY: a driver is part of its owner (a scope, a stack's dispose): its
+// pointers point into the owner's own storage and are used only by
+// whoever polls or drops the owner. Whether the owner may move to another
+// thread is the owner's business (its storage's `Send`).
+unsafe impl Send for Sequential {}
+// SAFETY: nothing is reachable through `&Sequential`.
+unsafe impl Sync for Sequential {}
+
+impl Driver for Sequential {
+    #[inline(always)]
+    fn new(first: *mut Head) -> Self {
+        Sequential {
+            next: first,
+            started: false,
         }
     }
 
     #[inline(always)]
     unsafe fn step(&mut self, ends: Ends, cx: &mut Context<'_>) -> Poll<()> {
-        let poll = match self {
-            // SAFETY: as for `poll`.
-            Drive::Sequential { next, started } => unsafe { sequential(next, started, ends, cx) },
-            // SAFETY: as for `poll`.
-            Drive::Concurrent(c) => unsafe { c.poll(ends, cx) },
-            Drive::Done => Poll::Ready(()),
-        };
-        if poll.is_ready() {
-            *self = Drive::Done;
-        }
-        poll
+        // SAFETY: as the caller guarantees.
+        unsafe { sequential(&mut self.next, &mut self.started, ends, cx) }
     }
 
-    /// After a caught panic: the async entry whose poll panicked is done
-    /// (dropped, as `FuturesUnordered` drops one that panicked). A sync
-    /// entry that panicked was claimed before it ran: nothing to do.
-    #[cold]
-    fn drop_panicked(&mut self) {
-        let entry = match self {
-            Drive::Sequential { next, started } if *started => {
-                let entry = NonNull::new(*next).map(Erased);
-                *next = entry.map_or(ptr::null_mut(), Erased::link);
-                *started = false;
-                entry
-            }
-            Drive::Concurrent(c) => c.polled_panicked(),
-            _ => None,
-        };
-        if let Some(live) = entry.and_then(Erased::claim) {
-            // A panic here propagates: the entry is claimed already.
-            // SAFETY: claimed, ours, dropped once.
-            unsafe { live.drop_payload() };
+    fn polled_panicked(&mut self) -> Option<Erased> {
+        if !core::mem::replace(&mut self.started, false) {
+            return None;
         }
+        let entry = NonNull::new(self.next).map(Erased)?;
+        self.next = entry.link();
+        Some(entry)
     }
 
-    /// The chain cannot be driven any more: started async entries are
-    /// dropped; of the rest, in order, those whose condition does not hold
-    /// are dropped, sync ones run, and async ones go to `hand_over` (which
-    /// runs them elsewhere or drops them). Returns how many async entries
-    /// were cut short (dropped started, or handed over). Panics are recorded
-    /// in `ends`; the rest still runs.
-    ///
-    /// # Safety
-    /// As for [`poll`](Self::poll).
-    pub(crate) unsafe fn cancel(&mut self, ends: Ends, mut hand_over: impl FnMut(Live)) -> usize {
-        let mut cut = 0;
-        let (started_from, started_to, rest, _wake) = match core::mem::replace(self, Drive::Done) {
-            Drive::Sequential { next, started } if started => {
-                // SAFETY: `next` is an entry of the chain.
-                let after = NonNull::new(next).map_or(ptr::null_mut(), |e| Erased(e).link());
-                (next, after, after, None)
-            }
-            Drive::Sequential { next, .. } => (ptr::null_mut(), ptr::null_mut(), next, None),
-            Drive::Concurrent(c) => c.into_parts(),
-            Drive::Done => return 0,
-        };
-        // 1. Started async entries cannot finish now: drop them.
-        let mut next = NonNull::new(started_from).map(Erased);
-        while let Some(entry) = next {
-            if entry.0.as_ptr() == started_to {
-                break;
-            }
-            next = entry.next();
-            if let Some(live) = entry.claim() {
-                if live.is_async() {
-                    cut += 1;
-                }
-                // SAFETY: claimed, ours, dropped once.
-                if let Err(p) = panicking::catch(|| unsafe { live.drop_payload() }) {
-                    ends.record(p);
-                }
-            }
+    fn split(&mut self) -> (*mut Head, *mut Head, *mut Head) {
+        let next = core::mem::replace(&mut self.next, ptr::null_mut());
+        if core::mem::replace(&mut self.started, false) {
+            // SAFETY: `next` is an entry of the chain.
+            let after = NonNull::new(next).map_or(ptr::null_mut(), |e| Erased(e).link());
+            (next, after, after)
+        } else {
+            (ptr::null_mut(), ptr::null_mut(), next)
         }
-        // 2. The rest, in order, under the one rule: an entry whose
-        // condition does not hold for how the owner ended is dropped unrun.
-        let mut next = NonNull::new(rest).map(Erased);
-        while let Some(entry) = next {
-            next = entry.next();
-            let Some(live) = entry.claim() else { continue };
-            let ran = panicking::catch(|| {
-                if !ends.holds(live.when) {
-                    // SAFETY: claimed, ours, dropped once.
-                    unsafe { live.drop_payload() };
-                } else if live.is_async() {
-                    cut += 1;
-                    hand_over(live);
-                } else {
-                    // SAFETY: claimed, live, sync; `ends` as guaranteed.
-                    unsafe { live.run(ends.exit) };
-                }
-            });
-            if let Err(p) = ran {
-                ends.record(p);
-            }
-        }
-        // `_wake` (the owner's waker, foreign code) is dropped last.
-        cut
     }
 }
 
@@ -218,7 +230,7 @@ impl Drive {
 /// ones until one is pending or the chain ends.
 ///
 /// # Safety
-/// As for [`Drive::poll`].
+/// As for [`drive`].
 #[inline(always)]
 unsafe fn sequential(
     next: &mut *mut Head,
@@ -275,7 +287,7 @@ unsafe fn sequential(
 /// polled together. With `alloc`, each async entry gets a waker of its own
 /// and a wake-up polls only the entries that were woken; without, a
 /// wake-up polls every unfinished one.
-pub(crate) struct Concurrent {
+pub struct Concurrent {
     first: *mut Head,
     /// The next entry to start; null once all started.
     starting: *mut Head,
@@ -285,7 +297,12 @@ pub(crate) struct Concurrent {
     wake: Option<alloc::boxed::Box<Indexed>>,
 }
 
-impl Concurrent {
+// SAFETY: as for `Sequential`; the wake state is the owner's too.
+unsafe impl Send for Concurrent {}
+// SAFETY: nothing is reachable through `&Concurrent`.
+unsafe impl Sync for Concurrent {}
+
+impl Driver for Concurrent {
     fn new(first: *mut Head) -> Self {
         Concurrent {
             first,
@@ -296,7 +313,11 @@ impl Concurrent {
         }
     }
 
-    /// Registers the owner's waker (before anything is polled).
+    unsafe fn step(&mut self, ends: Ends, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.poll(ends, cx) }
+    }
+
     #[inline]
     fn register(&mut self, cx: &mut Context<'_>) {
         #[cfg(feature = "alloc")]
@@ -317,18 +338,16 @@ impl Concurrent {
         Some(Erased(entry))
     }
 
-    /// The started range, the unstarted rest, and the wake-up state (to be
-    /// dropped last: it holds the owner's waker).
-    fn into_parts(self) -> (*mut Head, *mut Head, *mut Head, Option<impl Sized>) {
-        #[cfg(feature = "alloc")]
-        let wake = self.wake;
-        #[cfg(not(feature = "alloc"))]
-        let wake = None::<()>;
-        (self.first, self.starting, self.starting, wake)
+    fn split(&mut self) -> (*mut Head, *mut Head, *mut Head) {
+        let first = core::mem::replace(&mut self.first, ptr::null_mut());
+        let starting = core::mem::replace(&mut self.starting, ptr::null_mut());
+        (first, starting, starting)
     }
+}
 
+impl Concurrent {
     /// # Safety
-    /// As for [`Drive::poll`].
+    /// As for [`drive`].
     unsafe fn poll(&mut self, ends: Ends, cx: &mut Context<'_>) -> Poll<()> {
         let Concurrent {
             starting, polling, ..
@@ -368,7 +387,7 @@ impl Concurrent {
             if let Some(w) = &mut wake {
                 debug_assert_eq!(w.entries.get(index), Some(&entry));
                 let waker = w.bits.waker_ref(index);
-                // SAFETY: as for `Drive::poll`.
+                // SAFETY: as for `drive`.
                 if unsafe { poll_entry(polling, live, &mut Context::from_waker(&waker), ends) }
                     .is_ready()
                 {
@@ -376,7 +395,7 @@ impl Concurrent {
                 }
                 continue;
             }
-            // SAFETY: as for `Drive::poll`.
+            // SAFETY: as for `drive`.
             let _ = unsafe { poll_entry(polling, live, cx, ends) };
         }
         #[cfg(feature = "alloc")]
@@ -392,7 +411,7 @@ impl Concurrent {
                 if let Some(live) = entries.get(index).and_then(|e| e.live()) {
                     let waker = bits.waker_ref(index);
                     let mut cx = Context::from_waker(&waker);
-                    // SAFETY: as for `Drive::poll`.
+                    // SAFETY: as for `drive`.
                     if unsafe { poll_entry(polling, live, &mut cx, ends) }.is_ready() {
                         *remaining -= 1;
                     }
@@ -411,7 +430,7 @@ impl Concurrent {
         while let Some(entry) = next {
             next = entry.next();
             if let Some(live) = entry.live().filter(|l| l.is_async()) {
-                // SAFETY: as for `Drive::poll`.
+                // SAFETY: as for `drive`.
                 pending |= unsafe { poll_entry(&mut self.polling, live, cx, ends) }.is_pending();
             }
         }
@@ -423,7 +442,7 @@ impl Concurrent {
 /// and drops it. `polling` names it meanwhile (a panic drops it).
 ///
 /// # Safety
-/// As for [`Drive::poll`].
+/// As for [`drive`].
 unsafe fn poll_entry(
     polling: &mut *mut Head,
     live: Live,

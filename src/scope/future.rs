@@ -42,7 +42,7 @@ use core::task::{Context, Poll};
 
 use futures_core::future::FusedFuture;
 
-use super::drive::{Drive, Ends};
+use super::drive::{self, Driver, Ends};
 use super::exit::{CANCELLED, Exit, ExitHead, UNWINDING};
 use super::flavour::{Flavour, Sendable};
 use super::handle::{DEFAULT_CAPACITY, Defer};
@@ -161,7 +161,7 @@ where
     /// scope's drop has nothing to look at.
     exit: ManuallyDrop<Exit<T>>,
     /// The cleanup in progress (`Phase::Cleanup`).
-    drive: ManuallyDrop<Drive>,
+    drive: ManuallyDrop<O::Drive>,
     _pinned: PhantomPinned,
     _life: PhantomData<(&'s (), O)>,
 }
@@ -192,7 +192,7 @@ where
                 closure: ManuallyDrop::new(body),
             }),
             exit: ManuallyDrop::new(Exit::new()),
-            drive: ManuallyDrop::new(Drive::Done),
+            drive: ManuallyDrop::new(O::Drive::new(ptr::null_mut())),
             _pinned: PhantomPinned,
             _life: PhantomData,
         }
@@ -268,12 +268,24 @@ where
     /// # Safety
     /// `this` is live, in `Phase::Cleanup`, its driver not started.
     #[inline(always)]
-    unsafe fn start_drive(this: *mut Self, concurrent: bool) {
-        // SAFETY: the body is gone: the scope has the slab to itself.
+    unsafe fn start_drive(this: *mut Self) {
+        // SAFETY: the body is gone: the scope has the slab to itself; the
+        // driver it replaces holds nothing.
         unsafe {
             let first = (*this).slab.core().start_cleanup(O::REVERSE);
-            *(*this).drive = Drive::new(first, concurrent);
+            *(*this).drive = O::Drive::new(first.map_or(ptr::null_mut(), |e| e.0.as_ptr()));
         }
+    }
+
+    /// Drops the driver (what it holds may be the owner's waker: foreign
+    /// code), leaving an empty one in its place first.
+    ///
+    /// # Safety
+    /// `this` is live.
+    unsafe fn end_drive(this: *mut Self) {
+        // SAFETY: as the caller guarantees.
+        let old = unsafe { core::mem::replace(&mut *(*this).drive, O::Drive::new(ptr::null_mut())) };
+        drop(old);
     }
 
     /// Cuts what cleanup has not finished: started async cleanup is
@@ -290,7 +302,7 @@ where
         let dropped = core::cell::Cell::new(0);
         // SAFETY: the driver owns the chain; `ends` is the scope's exit.
         let cut = crate::context::isolated(|| unsafe {
-            (*this).drive.cancel(ends, |live| {
+            drive::cancel(&mut *(*this).drive, ends, |live| {
                 // SAFETY: a claimed, never-polled async entry of this scope.
                 if K::SENDABLE {
                     crate::cancel::hand_over(live, ends.outcome(), &dropped)
@@ -324,7 +336,7 @@ where
                     // Cancelled before the body returned.
                     Self::exit(this).head.flags |= CANCELLED | unwinding;
                     Self::end_body(this);
-                    Self::start_drive(this, false);
+                    Self::start_drive(this);
                 }
                 // The body returned (or panicked): its outcome stands.
                 Phase::Cleanup => Self::exit(this).head.flags |= unwinding,
@@ -393,8 +405,7 @@ where
         unsafe {
             let this: *mut Self = self.get_unchecked_mut();
             let (cut, dropped) = Self::cut(this);
-            ManuallyDrop::drop(&mut (*this).drive);
-            *(*this).drive = Drive::Done;
+            Self::end_drive(this);
             match Self::finish(this) {
                 Poll::Ready(out) => (out, cut, dropped),
                 Poll::Pending => unreachable!(),
@@ -462,12 +473,17 @@ where
                     return Poll::Ready(out.unwrap_unchecked());
                 }
                 Self::exit(this).out = out;
-                Self::start_drive(this, O::CONCURRENT);
+                Self::start_drive(this);
             }
             let ends = Self::ends(this);
             // Cleanup registered in a context runs in it (it carries it);
             // the rest in the empty one.
-            core::task::ready!(crate::context::isolated(|| (*this).drive.poll(ends, cx)));
+            core::task::ready!(crate::context::isolated(|| drive::drive(
+                &mut *(*this).drive,
+                ends,
+                cx
+            )));
+            Self::end_drive(this);
             Self::finish(this)
         }
     }

@@ -28,7 +28,7 @@
 //! [`cancel`](crate::cancel)).
 
 pub(crate) mod ambient;
-mod drive;
+pub(crate) mod drive;
 pub(crate) mod entry;
 pub(crate) mod exit;
 mod flavour;
@@ -63,9 +63,9 @@ pub trait Order: order::Sealed {
     /// Cleanup walks the registrations oldest first.
     #[doc(hidden)]
     const REVERSE: bool;
-    /// Async cleanup runs together.
+    /// The cleanup driver this order needs (and no other).
     #[doc(hidden)]
-    const CONCURRENT: bool;
+    type Drive: drive::Driver;
 }
 
 mod order {
@@ -128,15 +128,15 @@ impl order::Sealed for Fifo {}
 impl order::Sealed for Concurrent {}
 impl Order for Lifo {
     const REVERSE: bool = false;
-    const CONCURRENT: bool = false;
+    type Drive = drive::Sequential;
 }
 impl Order for Fifo {
     const REVERSE: bool = true;
-    const CONCURRENT: bool = false;
+    type Drive = drive::Sequential;
 }
 impl Order for Concurrent {
     const REVERSE: bool = true;
-    const CONCURRENT: bool = true;
+    type Drive = drive::Concurrent;
 }
 
 /// Runs `body` with a [`Defer`] handle; when it returns, runs the cleanup

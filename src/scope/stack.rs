@@ -31,7 +31,7 @@ use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
-use super::drive::{Drive, Ends};
+use super::drive::{self, Driver, Ends, Sequential};
 use super::entry::{Erased, Head, Live, async_vtable, sync_vtable};
 use super::exit::{ExitHead, Outcome, When};
 use super::flavour::{Fits, Flavour, Full, Sendable};
@@ -379,7 +379,7 @@ impl<K: Flavour, const N: usize> Drop for DeferStack<K, N> {
         } else {
             Outcome::Ok
         });
-        let mut drive = Drive::new(NonNull::new(self.chain()).map(Erased), false);
+        let mut drive = Sequential::new(self.chain());
         // SAFETY: the chain is ours, in place until the heap blocks are
         // freed below; `exit` is ours.
         unsafe { cancel::<K>(&mut drive, NonNull::from(&mut exit)) };
@@ -396,7 +396,7 @@ impl<K: Flavour, const N: usize> Drop for DeferStack<K, N> {
 ///
 /// # Safety
 /// The chain is the caller's, in place; `exit` is live and unborrowed.
-unsafe fn cancel<K: Flavour>(drive: &mut Drive, exit: NonNull<ExitHead>) -> usize {
+unsafe fn cancel<K: Flavour>(drive: &mut Sequential, exit: NonNull<ExitHead>) -> usize {
     let ends = Ends {
         exit,
         classify: None,
@@ -404,7 +404,7 @@ unsafe fn cancel<K: Flavour>(drive: &mut Drive, exit: NonNull<ExitHead>) -> usiz
     let dropped = core::cell::Cell::new(0);
     // SAFETY: as the caller guarantees.
     unsafe {
-        drive.cancel(ends, |live| {
+        drive::cancel(drive, ends, |live| {
             // SAFETY: a claimed, never-polled async entry of the stack.
             if K::SENDABLE {
                 crate::cancel::hand_over(live, ends.outcome(), &dropped)
@@ -428,7 +428,7 @@ unsafe fn cancel<K: Flavour>(drive: &mut Drive, exit: NonNull<ExitHead>) -> usiz
 pub struct Dispose<K: Flavour = Sendable, const N: usize = DEFAULT_CAPACITY> {
     stack: DeferStack<K, N>,
     /// Started at the first poll, once the stack is pinned.
-    drive: Option<Drive>,
+    drive: Option<Sequential>,
     exit: ExitHead,
     _pinned: PhantomPinned,
 }
@@ -453,8 +453,8 @@ impl<K: Flavour, const N: usize> Future for Dispose<K, N> {
         let drive = match &mut this.drive {
             Some(drive) => drive,
             None => {
-                let first = NonNull::new(this.stack.chain()).map(Erased);
-                this.drive.insert(Drive::new(first, false))
+                let first = this.stack.chain();
+                this.drive.insert(Sequential::new(first))
             }
         };
         let ends = Ends {
@@ -462,7 +462,7 @@ impl<K: Flavour, const N: usize> Future for Dispose<K, N> {
             classify: None,
         };
         // SAFETY: the chain is ours and pinned; `ends` is our exit.
-        core::task::ready!(unsafe { drive.poll(ends, cx) });
+        core::task::ready!(unsafe { drive::drive(drive, ends, cx) });
         if let Some(p) = this.exit.panic.take() {
             panicking::resume(p);
         }

@@ -6,12 +6,14 @@
 //! - [`hostile`]: wakers whose clone, wake or drop panics on the k-th call,
 //!   or whose wake runs a hook (drops the thing being woken);
 //! - [`step`]: futures that control await points (`yield_now`, `Gate`);
+//! - [`order`]: cleanup orders as a value (the crate makes them types);
 //! - `alloc` (not declared here): a counting global allocator, included only
 //!   by the test binary that installs it (`tests/alloc_count.rs`).
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod drops;
 pub mod hostile;
+pub mod order;
 pub mod step;
 pub mod waker;
 
