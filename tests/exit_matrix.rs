@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 
-use deferral::{Exit, Order, ScopeBuilder};
+use deferral::{Exit, Outcome, When};
+use support::order::{ORDERS, Order};
 use support::{DropLog, WakeCounter, poll_once, yield_now};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Outcome {
+enum Ending {
     Ok,
     Err,
     Panic,
@@ -23,52 +24,91 @@ enum Outcome {
 
 type Out = Result<u32, String>;
 
-/// The registrations, in registration order.
-const KINDS: [&str; 13] = [
+/// The registrations, in registration order: the eight ways in, and
+/// conditions (`When`) on sync, async and guarded cleanup.
+const KINDS: [&str; 17] = [
     "defer",
     "defer_with",
-    "on_success",
-    "on_unwind",
-    "on_error",
+    "when_ok",
+    "when_err",
+    "when_failed",
+    "when_panicked",
+    "when_cancelled",
     "async",
     "async_with",
-    "async_on_exit",
-    "async_on_success",
-    "async_on_unwind",
-    "async_on_error",
+    "async_when_ok",
+    "async_when_err",
+    "async_when_failed",
     "guard",
+    "guard_with",
+    "guard_when_ok",
     "guard_async",
+    "guard_async_with",
 ];
 
-/// Whether `kind` runs when the body ended with `outcome` (and nothing else
-/// changed the exit: no registration here fails or panics).
-fn runs(kind: &str, outcome: Outcome) -> bool {
-    match kind {
-        "on_success" | "async_on_success" => outcome != Outcome::Panic,
-        "on_unwind" | "async_on_unwind" => outcome == Outcome::Panic,
-        "on_error" | "async_on_error" => outcome == Outcome::Err,
-        _ => true,
+/// What the body's ending is, as cleanup sees it.
+fn outcome_of(ending: Ending) -> Outcome {
+    match ending {
+        Ending::Ok => Outcome::Ok,
+        Ending::Err => Outcome::Err,
+        Ending::Panic => Outcome::Panicked,
     }
 }
 
-/// Runs when the scope is cancelled during its body: the sync registrations
-/// that do not depend on the output or on a panic.
-fn runs_when_cancelled(kind: &str) -> bool {
-    matches!(kind, "defer" | "defer_with" | "guard")
+/// Whether `kind` runs when the scope ended with `outcome` (and nothing else
+/// changed the exit: no registration here fails or panics).
+fn runs(kind: &str, outcome: Outcome) -> bool {
+    let when = match kind {
+        "when_ok" | "async_when_ok" | "guard_when_ok" => When::Ok,
+        "when_err" | "async_when_err" => When::Err,
+        "when_failed" | "async_when_failed" => When::Failed,
+        "when_panicked" => When::Panicked,
+        "when_cancelled" => When::Cancelled,
+        _ => When::Always,
+    };
+    when.holds(outcome)
+}
+
+fn is_async(kind: &str) -> bool {
+    kind.contains("async")
 }
 
 /// Registers one of every kind, with an await point after each; each
-/// thunk logs "run X" when it (starts to) run and owns a value that logs
-/// "drop X". Then ends the body with `outcome`.
+/// cleanup logs "run X" when it (starts to) run and owns a value that logs
+/// "drop X". Then ends the body with `ending`.
 macro_rules! body {
-    ($log:expr, $outcome:expr) => {{
+    ($log:expr, $ending:expr) => {{
         let log: DropLog = $log;
-        let outcome: Outcome = $outcome;
+        let ending: Ending = $ending;
+        let expected = outcome_of(ending);
         async move |d| -> Out {
             macro_rules! probe {
                 ($name:literal) => {{
                     let (l, held) = (log.clone(), log.on_drop($name));
                     (move || l.push(concat!("run ", $name)), held)
+                }};
+            }
+            macro_rules! sync_when {
+                ($name:literal, $when:expr) => {{
+                    let (run, held) = probe!($name);
+                    d.defer(move || {
+                        let _held = held;
+                        run()
+                    })
+                    .when($when);
+                    yield_now().await;
+                }};
+            }
+            macro_rules! async_when {
+                ($name:literal, $when:expr) => {{
+                    let (run, held) = probe!($name);
+                    d.defer_async(async move {
+                        let _held = held;
+                        run();
+                        yield_now().await;
+                    })
+                    .when($when);
+                    yield_now().await;
                 }};
             }
             let (run, held) = probe!("defer");
@@ -84,26 +124,11 @@ macro_rules! body {
                 run()
             });
             yield_now().await;
-            let (run, held) = probe!("on_success");
-            d.defer(move || {
-                let _held = held;
-                run()
-            }).when(When::Ok);
-            yield_now().await;
-            let (run, held) = probe!("on_unwind");
-            d.defer(move || {
-                let _held = held;
-                run()
-            }).when(When::Panicked);
-            yield_now().await;
-            let (run, held) = probe!("on_error");
-            d.try_defer_on_error(move |e: &mut String| {
-                let _held = held;
-                assert_eq!(e, "body failed");
-                run()
-            })
-            .unwrap();
-            yield_now().await;
+            sync_when!("when_ok", When::Ok);
+            sync_when!("when_err", When::Err);
+            sync_when!("when_failed", When::Failed);
+            sync_when!("when_panicked", When::Panicked);
+            sync_when!("when_cancelled", When::Cancelled);
             let (run, held) = probe!("async");
             d.defer_async(async move {
                 let _held = held;
@@ -112,64 +137,66 @@ macro_rules! body {
             });
             yield_now().await;
             let (run, held) = probe!("async_with");
-            d.defer_async(async move {
+            d.defer_async_with(move |outcome: Outcome| async move {
                 let _held = held;
+                assert!(outcome == expected || outcome == Outcome::Cancelled, "{outcome:?}");
                 run();
                 yield_now().await;
-                |_: &mut Exit<Out>| ()
             });
             yield_now().await;
-            let (run, held) = probe!("async_on_exit");
-            d.try_defer_async_on_exit(move |_: &mut Exit<Out>| async move {
-                let _held = held;
-                run();
-                yield_now().await;
-            })
-            .unwrap();
-            yield_now().await;
-            let (run, held) = probe!("async_on_success");
-            d.defer_async(async move {
-                let _held = held;
-                run();
-                yield_now().await;
-            }).when(When::Ok);
-            yield_now().await;
-            let (run, held) = probe!("async_on_unwind");
-            d.defer_async(async move {
-                let _held = held;
-                run();
-                yield_now().await;
-            }).when(When::Panicked);
-            yield_now().await;
-            let (run, held) = probe!("async_on_error");
-            d.try_defer_async_on_error(move |e: &mut String| {
-                assert_eq!(e, "body failed");
-                async move {
-                    let _held = held;
-                    run();
-                    yield_now().await;
-                }
-            })
-            .unwrap();
-            yield_now().await;
+            async_when!("async_when_ok", When::Ok);
+            async_when!("async_when_err", When::Err);
+            async_when!("async_when_failed", When::Failed);
             let (run, held) = probe!("guard");
-            let _g = d.try_guard(held, move |held| {
+            let _g = d.guard(held, move |held| {
                 let _held = held;
                 run()
             });
             yield_now().await;
+            let (run, held) = probe!("guard_with");
+            let _gw = d.guard_with(held, move |held, exit: &mut Exit<Out>| {
+                let _held = held;
+                let o = exit.outcome();
+                assert!(o == expected || o == Outcome::Cancelled, "{o:?}");
+                run()
+            });
+            yield_now().await;
+            let (run, held) = probe!("guard_when_ok");
+            let _gok = d
+                .guard(held, move |held| {
+                    let _held = held;
+                    run()
+                })
+                .when(When::Ok);
+            yield_now().await;
             let (run, held) = probe!("guard_async");
-            let _ga = d.try_guard_async(held, move |held| async move {
+            let _ga = d.guard_async(held, move |held| async move {
                 let _held = held;
                 run();
                 yield_now().await;
                 Ok::<(), String>(()) // a close that succeeds
             });
             yield_now().await;
-            match outcome {
-                Outcome::Ok => Ok(7),
-                Outcome::Err => Err("body failed".into()),
-                Outcome::Panic => panic!("body panicked"),
+            let (run, held) = probe!("guard_async_with");
+            let fallback = log.clone();
+            let _gaw = d.guard_async_with(
+                held,
+                move |held, outcome| async move {
+                    let _held = held;
+                    assert!(outcome == expected || outcome == Outcome::Cancelled, "{outcome:?}");
+                    run();
+                    yield_now().await;
+                },
+                move |held| {
+                    fallback.push("fallback guard_async_with");
+                    drop(held);
+                },
+            );
+            yield_now().await;
+            match ending {
+                Ending::Ok => Ok(7),
+                Ending::Err => Err("body failed".into()),
+                Ending::Panic => panic!("body panicked"),
             }
         }
     }};
@@ -177,15 +204,12 @@ macro_rules! body {
 
 type Scope<'a> = Pin<Box<dyn Future<Output = Out> + 'a>>;
 
-fn make(local: bool, order: Order, log: DropLog, outcome: Outcome) -> Scope<'static> {
+fn make(local: bool, order: Order, log: DropLog, ending: Ending) -> Scope<'static> {
+    // 17 registrations do not all fit the default slab without `alloc`.
     if local {
-        Box::pin(
-            ScopeBuilder::new()
-                .order(order)
-                .run_local(body!(log, outcome)),
-        )
+        support::order::run_local_n::<2048, _, _>(order, body!(log, ending))
     } else {
-        Box::pin(ScopeBuilder::new().order(order).run(body!(log, outcome)))
+        support::order::run_n::<2048, _, _>(order, body!(log, ending))
     }
 }
 
@@ -226,19 +250,21 @@ fn counts(events: &[String]) -> HashMap<&str, usize> {
 #[test]
 fn every_outcome_every_registration_every_order() {
     for &local in FLAVOURS {
-        for order in [Lifo, Fifo, Concurrent] {
-            for outcome in [Outcome::Ok, Outcome::Err, Outcome::Panic] {
-                let ctx = format!("local={local} {order:?} {outcome:?}");
+        for order in ORDERS {
+            for ending in [Ending::Ok, Ending::Err, Ending::Panic] {
+                let ctx = format!("local={local} {order:?} {ending:?}");
+                let outcome = outcome_of(ending);
                 let log = DropLog::new();
-                let (done, out, _) = drive(make(local, order, log.clone(), outcome), usize::MAX);
+                let (done, out, _) = drive(make(local, order, log.clone(), ending), usize::MAX);
                 assert!(done, "{ctx}");
-                match outcome {
-                    Outcome::Ok => assert_eq!(out, Some(Ok(7)), "{ctx}"),
-                    Outcome::Err => assert_eq!(out, Some(Err("body failed".into())), "{ctx}"),
-                    Outcome::Panic => assert_eq!(out, None, "{ctx}: the panic resumed"),
+                match ending {
+                    Ending::Ok => assert_eq!(out, Some(Ok(7)), "{ctx}"),
+                    Ending::Err => assert_eq!(out, Some(Err("body failed".into())), "{ctx}"),
+                    Ending::Panic => assert_eq!(out, None, "{ctx}: the panic resumed"),
                 }
                 let events = log.events();
                 let count = counts(&events);
+                assert_eq!(count.get("fallback guard_async_with"), None, "{ctx}: {events:?}");
                 let mut expected_runs = Vec::new();
                 for kind in KINDS {
                     let run = format!("run {kind}");
@@ -256,7 +282,7 @@ fn every_outcome_every_registration_every_order() {
                 }
                 // Documented order: LIFO reverses registration order; FIFO
                 // keeps it; concurrent *starts* them in registration order.
-                if order == Lifo {
+                if order == Order::Lifo {
                     expected_runs.reverse();
                 }
                 let ran: Vec<&String> = events.iter().filter(|e| e.starts_with("run ")).collect();
@@ -266,52 +292,68 @@ fn every_outcome_every_registration_every_order() {
     }
 }
 
-/// Under Miri (slow): one flavour per order, every third drop point.
+/// Under Miri (slow): one flavour, every third drop point.
 const FLAVOURS: &[bool] = if cfg!(miri) { &[true] } else { &[false, true] };
 const STRIDE: usize = if cfg!(miri) { 3 } else { 1 };
 
+/// The one rule of cancellation: a scope dropped in its body ended
+/// `Cancelled`; one dropped in its cleanup keeps the body's outcome. Either
+/// way a registration runs only if its condition holds for that outcome:
+/// sync cleanup then runs in the drop, async cleanup that never started is
+/// handed over (here: nobody takes it, so it is dropped, and an async guard's
+/// fallback gets its value), started async cleanup is dropped.
 #[test]
 fn cancelled_at_every_await_point_every_registration_every_order() {
     for &local in FLAVOURS {
-        for order in [Lifo, Fifo, Concurrent] {
-            for outcome in [Outcome::Ok, Outcome::Err, Outcome::Panic] {
-                let (_, _, total) = drive(make(local, order, DropLog::new(), outcome), usize::MAX);
-                // The body awaits once per registration: the first 14 polls
-                // end inside the body, the rest inside cleanup.
+        for order in ORDERS {
+            for ending in [Ending::Ok, Ending::Err, Ending::Panic] {
+                let (_, _, total) = drive(make(local, order, DropLog::new(), ending), usize::MAX);
+                // The body awaits once per registration: the first polls end
+                // inside the body, the rest inside cleanup.
                 let body_polls = KINDS.len() + 1;
                 for limit in (1..total).step_by(STRIDE) {
                     let ctx =
-                        format!("local={local} {order:?} {outcome:?} dropped after {limit} polls");
+                        format!("local={local} {order:?} {ending:?} dropped after {limit} polls");
                     let log = DropLog::new();
-                    let (done, _, _) = drive(make(local, order, log.clone(), outcome), limit);
+                    let (done, _, _) = drive(make(local, order, log.clone(), ending), limit);
                     assert!(!done, "{ctx}");
                     let events = log.events();
                     let count = counts(&events);
+                    let outcome = if limit < body_polls {
+                        Outcome::Cancelled
+                    } else {
+                        outcome_of(ending)
+                    };
                     let registered = KINDS.len().min(limit);
                     for (i, kind) in KINDS.iter().enumerate() {
-                        let run = count
-                            .get(format!("run {kind}").as_str())
-                            .copied()
-                            .unwrap_or(0);
-                        let dropped = count
-                            .get(format!("drop {kind}").as_str())
-                            .copied()
-                            .unwrap_or(0);
+                        let get = |e: String| count.get(e.as_str()).copied().unwrap_or(0);
+                        let run = get(format!("run {kind}"));
+                        let dropped = get(format!("drop {kind}"));
                         if i >= registered {
                             assert_eq!((run, dropped), (0, 0), "{ctx}: {kind} never registered");
                             continue;
                         }
                         assert_eq!(dropped, 1, "{ctx}: {kind} dropped once: {events:?}");
                         assert!(run <= 1, "{ctx}: {kind} ran twice: {events:?}");
-                        if limit < body_polls {
-                            // Cancelled in the body: no output, no panic.
+                        if run == 1 {
+                            assert!(runs(kind, outcome), "{ctx}: {kind} should not run");
+                        }
+                        if limit < body_polls && !is_async(kind) {
+                            // Cancelled in the body: sync cleanup whose
+                            // condition holds for `Cancelled` runs.
                             assert_eq!(
                                 run,
-                                usize::from(runs_when_cancelled(kind)),
+                                usize::from(runs(kind, outcome)),
                                 "{ctx}: {kind}: {events:?}"
                             );
-                        } else if run == 1 {
-                            assert!(runs(kind, outcome), "{ctx}: {kind} should not run");
+                        }
+                        if *kind == "guard_async_with" {
+                            let fallback = get("fallback guard_async_with".into());
+                            assert_eq!(
+                                run + fallback,
+                                1,
+                                "{ctx}: the async guard ran or its fallback got the value: {events:?}"
+                            );
                         }
                     }
                 }

@@ -12,11 +12,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use deferral::Defer;
 use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
 use futures::future::FusedFuture;
+use support::order::{ORDERS, Order};
 use support::{Behaviour, DropCounter, Gate, Hostile, WakeCounter};
-
-const ORDERS: [Order; 3] = [Lifo, Fifo, Concurrent];
 
 /// Thunks registered by [`scope_under_test`], and what they touch.
 struct Fixture {
@@ -46,7 +46,7 @@ type BoxedScope = Pin<Box<dyn FusedFuture<Output = u32> + Send>>;
 fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
     let (ran, drops) = (f.ran.clone(), f.drops.clone());
     let gates = f.gates.clone();
-    Box::pin(ScopeBuilder::new().order(order).run(async move |d| {
+    let body = async move |d: &Defer<u32>| {
         for _ in 0..2 {
             let (r, v) = (ran.clone(), drops.tracked());
             d.defer(move || {
@@ -71,7 +71,12 @@ fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
             });
         let _: &mut _ = &mut *g;
         7
-    }))
+    };
+    match order {
+        Order::Lifo => Box::pin(ScopeBuilder::new().order(Lifo).run(body)),
+        Order::Fifo => Box::pin(ScopeBuilder::new().order(Fifo).run(body)),
+        Order::Concurrent => Box::pin(ScopeBuilder::new().order(Concurrent).run(body)),
+    }
 }
 
 fn poll_caught(

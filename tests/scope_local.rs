@@ -8,8 +8,8 @@ mod support;
 use std::cell::RefCell;
 use std::pin::pin;
 
-use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
 use deferral::scope_local;
+use support::order::{ORDERS, Order};
 use support::{WakeCounter, block_on, poll_once, yield_now};
 
 /// A pretend peripheral.
@@ -47,10 +47,10 @@ fn cleanup_borrows_mut_locals_go_style() {
 
 #[test]
 fn async_cleanup_borrows_too_in_every_order() {
-    for order in [Lifo, Fifo, Concurrent] {
+    for order in ORDERS {
         let mut log: Vec<String> = Vec::new();
         let log_ref = &RefCell::new(&mut log);
-        block_on(ScopeBuilder::new().order(order).run_local(async |d| {
+        block_on(support::order::run_local(order, async |d| {
             for i in 0..3 {
                 d.defer_async(async move {
                     yield_now().await;
@@ -75,7 +75,7 @@ fn async_cleanup_borrows_too_in_every_order() {
 #[test]
 fn a_borrowing_scope_local_cancelled_at_every_await_point() {
     use support::DropLog;
-    for order in [Lifo, Fifo, Concurrent] {
+    for order in ORDERS {
         let total = {
             let mut adc = Adc::default();
             let log = DropLog::new();
@@ -128,8 +128,8 @@ fn scenario<'a>(
     order: Order,
     adc: &'a mut Adc,
     log: &'a support::DropLog,
-) -> impl Future<Output = ()> + 'a {
-    ScopeBuilder::new().order(order).run_local(async move |d| {
+) -> support::order::Boxed<'a, ()> {
+    support::order::run_local(order, async move |d| {
         let mut adc = d
             .guard(adc, move |adc| {
                 adc.power_off();

@@ -10,7 +10,6 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
 use deferral::{DeferredPromise, TaskQueue, scope};
 use support::{WakeCounter, poll_once, yield_now};
 
@@ -46,16 +45,16 @@ fn a_body_pausing_while_borrowing_a_guard() {
 
 #[test]
 fn thunks_pausing_inside_self_borrowing_futures_in_every_order() {
-    for order in [Lifo, Fifo, Concurrent] {
+    for order in support::order::ORDERS {
         let counter = WakeCounter::new();
-        let mut s = pin!(ScopeBuilder::new().order(order).run(async |d| {
+        let mut s = support::order::run(order, async |d| {
             for seed in 0..3 {
                 d.defer_async(async move {
                     assert_eq!(self_borrowing(seed).await, 4 * seed + 1);
                 });
             }
             self_borrowing(7).await
-        }));
+        });
         let mut polls = 0;
         let out = loop {
             polls += 1;
