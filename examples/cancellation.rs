@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 /// The hand-rolled executor: a queue of boxed futures, run to completion
 /// by `run_all` (a real one would park; this one just loops).
-static QUEUE: Mutex<VecDeque<deferral::BoxedThunk>> = Mutex::new(VecDeque::new());
+static QUEUE: Mutex<VecDeque<deferral::cancel::BoxCleanup>> = Mutex::new(VecDeque::new());
 
 fn run_all() {
     let mut cx = Context::from_waker(Waker::noop());
@@ -60,8 +60,8 @@ fn main() {
 
     println!("2. the program's handler hands it to our executor");
     // With tokio this line is:
-    // deferral::set_cancel_handler(|o| drop(tokio::spawn(o.into_boxed())));
-    deferral::set_cancel_handler(|orphan| QUEUE.lock().unwrap().push_back(orphan.into_boxed()));
+    // deferral::cancel::set_cancel_handler(|o| drop(tokio::spawn(o.into_boxed())));
+    deferral::cancel::set_cancel_handler(|orphan| QUEUE.lock().unwrap().push_back(orphan.into_boxed()));
     cancel(session("second"));
     run_all();
 
@@ -77,7 +77,7 @@ fn main() {
         Ok(out) => println!("  finished: {out}"),
         Err(cut) => println!("  {cut}; the output is still here: {:?}", cut.output()),
     }
-    deferral::clear_cancel_handler();
+    deferral::cancel::clear_cancel_handler();
 }
 
 /// Polls a future once, then drops it (a timeout firing, a `select!` arm

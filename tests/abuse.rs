@@ -11,7 +11,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use deferral::{DeferredPromise, Guard, Order, PromiseCell, ScopeBuilder, scope};
+use deferral::scope::ScopeBuilder;
+use deferral::{DeferredPromise, Guard, PromiseCell, scope};
+use support::order::Order::{self, Concurrent, Fifo, Lifo};
 use support::{DropCounter, DropLog, Gate, WakeCounter, block_on, poll_once};
 
 /// A waker whose `wake` panics (and that counts its drops).
@@ -52,9 +54,9 @@ fn a_thunk_registering_more_thunks_during_top_level_cleanup_gets_them_back() {
         d.defer(move || {
             // Cleanup is not the body: there is no scope to register on.
             let l2 = l.clone();
-            let refused = deferral::try_defer(move || l2.push("ran by hand")).unwrap_err();
+            let refused = deferral::scope::try_defer(move || l2.push("ran by hand")).unwrap_err();
             (refused.into_inner())();
-            assert!(deferral::try_defer_async(async {}).is_err());
+            assert!(deferral::scope::try_defer_async(async {}).is_err());
             l.push("thunk");
         });
     }));
@@ -66,7 +68,7 @@ fn polling_with_a_different_waker_every_time_wakes_only_the_latest() {
     for order in [Lifo, Concurrent] {
         let gate = Gate::new();
         let wait = gate.wait();
-        let mut s = pin!(ScopeBuilder::new().order(order).run(async move |d| {
+        let mut s = pin!(support::order::run(order, async move |d| {
             d.defer_async(wait);
         }));
         let counters: Vec<WakeCounter> = (0..4).map(|_| WakeCounter::new()).collect();
@@ -98,7 +100,7 @@ fn stale_thunk_wakers_are_harmless_after_the_scope_is_gone() {
         let steal = stolen.clone();
         let counter = WakeCounter::new();
         {
-            let mut s = pin!(ScopeBuilder::new().order(order).run(async move |d| {
+            let mut s = pin!(support::order::run(order, async move |d| {
                 d.defer_async(async move {
                     // Keep the thunk's waker beyond the scope's life.
                     std::future::poll_fn(|cx| {
@@ -133,9 +135,7 @@ fn a_panicking_scope_waker_does_not_wedge_concurrent_cleanup() {
     let gate = Gate::new();
     let wait = gate.wait();
     let mut s = pin!(
-        ScopeBuilder::new()
-            .order(Concurrent)
-            .run(async move |d| {
+        support::order::run(Concurrent, async move |d| {
                 d.defer_async(wait);
             })
     );
@@ -196,7 +196,7 @@ fn forgetting_guards_and_tokens_keeps_their_registrations() {
     let log = DropLog::new();
     let (l1, l2, t) = (log.clone(), log.clone(), drops.tracked());
     block_on(scope(async move |d| {
-        let guard = d.try_guard(t, move |t| {
+        let guard = d.guard(t, move |t| {
             l1.push("guard cleanup");
             drop(t);
         });
@@ -257,7 +257,7 @@ fn forgetting_a_scope_a_promise_or_a_resolver_is_safe() {
     assert!(log.events().is_empty());
     #[cfg(feature = "std")]
     assert!(
-        deferral::try_defer(|| ()).is_err(),
+        deferral::scope::try_defer(|| ()).is_err(),
         "no ambient scope is left behind"
     );
 

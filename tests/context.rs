@@ -516,7 +516,7 @@ mod current {
         let s = seen.clone();
         block_on(scope(async move |_d| {
             V.run(4, || {
-                deferral::try_defer(move || *s.lock().unwrap() = Some(V.get()))
+                deferral::scope::try_defer(move || *s.lock().unwrap() = Some(V.get()))
             })
             .unwrap();
         }));

@@ -62,7 +62,7 @@ fn go_spec_deferred_functions_run_while_panicking_the_amending_one_too() {
         let out = Out::default();
         let o = out.clone();
         let panicked = catch_unwind(AssertUnwindSafe(|| {
-            block_on(ScopeBuilder::new().order(order).run(async move |d| {
+            block_on(support::order::run(order, async move |d| {
                 let o1 = o.clone();
                 d.defer(move || println(&o1, "deferred 1"));
                 let o2 = o.clone();

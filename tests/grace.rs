@@ -7,7 +7,8 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
+use deferral::scope::ScopeBuilder;
+use support::order::Order::{Concurrent, Fifo, Lifo};
 use support::{DropLog, Gate, WakeCounter, poll_once, yield_now};
 
 #[test]
@@ -20,9 +21,7 @@ fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
         let timer_made = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tm = timer_made.clone();
         let mut scope = pin!(
-            ScopeBuilder::new()
-                .order(order)
-                .run(async move |d| {
+            support::order::run_grace(order, async move |d| {
                     let (a, held) = (l.clone(), l.on_drop("hangs"));
                     d.defer_async(async move {
                         let _held = held;
@@ -39,8 +38,7 @@ fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
                     d.defer(move || c.push("sync: done"));
                     yield_now().await;
                     "output"
-                })
-                .grace(move || {
+                }, move || {
                     tm.store(true, std::sync::atomic::Ordering::SeqCst);
                     d2.wait()
                 })

@@ -489,13 +489,13 @@ fn ambient_token_cancels_inside_its_scope_only() {
     let s = stale.clone();
     block_on(scope(async move |_| {
         let a = l.clone();
-        let token = deferral::try_defer(move || push(&a, "cancelled?")).unwrap();
+        let token = deferral::scope::try_defer(move || push(&a, "cancelled?")).unwrap();
         let f = token
             .cancel()
             .unwrap_or_else(|_| panic!("its own scope: cancelled"));
         drop(f);
         let b = l.clone();
-        let kept = deferral::try_defer(move || push(&b, "ran")).unwrap();
+        let kept = deferral::scope::try_defer(move || push(&b, "ran")).unwrap();
         // In a nested scope it is not the current one: refused, kept.
         let kept = scope(async move |_| kept.cancel().err().unwrap()).await;
         *s.borrow_mut() = Some(kept);
@@ -508,11 +508,11 @@ fn ambient_token_cancels_inside_its_scope_only() {
     let stale2 = Rc::new(RefCell::new(None));
     let s2 = stale2.clone();
     block_on(scope(async move |_| {
-        *s2.borrow_mut() = Some(deferral::try_defer(|| ()).unwrap());
+        *s2.borrow_mut() = Some(deferral::scope::try_defer(|| ()).unwrap());
     }));
     let token = stale2.borrow_mut().take().unwrap();
     block_on(scope(async move |_| {
-        deferral::try_defer(|| ()).unwrap();
+        deferral::scope::try_defer(|| ()).unwrap();
         assert!(token.cancel().is_err());
     }));
 }
@@ -520,10 +520,10 @@ fn ambient_token_cancels_inside_its_scope_only() {
 #[test]
 fn ambient_token_after_clear_is_refused() {
     block_on(scope(async |d| {
-        let token = deferral::try_defer(|| unreachable!("cleared")).unwrap();
+        let token = deferral::scope::try_defer(|| unreachable!("cleared")).unwrap();
         assert_eq!(d.clear(), 1);
         // A new registration may take the same bytes: the id tells them apart.
-        deferral::try_defer(|| ()).unwrap();
+        deferral::scope::try_defer(|| ()).unwrap();
         assert!(token.cancel().is_err());
         assert_eq!(d.len(), 1);
     }));

@@ -13,7 +13,7 @@ use std::task::Poll;
 
 use support::{WakeCounter, poll_once, yield_now};
 
-static REAPER: deferral::Reaper<2, 96> = deferral::Reaper::new();
+static REAPER: deferral::cancel::Reaper<2, 96> = deferral::cancel::Reaper::new();
 static CLOSED: AtomicUsize = AtomicUsize::new(0);
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
 
@@ -45,7 +45,7 @@ fn cancel_one() {
 
 #[test]
 fn cancelled_cleanup_runs_in_the_static_reaper_and_a_full_one_falls_back() {
-    deferral::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
+    deferral::cancel::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
     let waker = WakeCounter::new();
     let mut reap = pin!(REAPER.run());
 
@@ -93,5 +93,5 @@ fn cancelled_cleanup_runs_in_the_static_reaper_and_a_full_one_falls_back() {
     assert_eq!(REAPER.missed(), 2);
     assert_eq!(DROPPED.load(SeqCst), 5, "dropped unpolled, once");
     assert_eq!(REAPER.pending(), 0);
-    deferral::clear_cancel_handler();
+    deferral::cancel::clear_cancel_handler();
 }

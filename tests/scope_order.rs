@@ -6,7 +6,9 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::{Exit, Order, ScopeBuilder, scope};
+use deferral::scope::ScopeBuilder;
+use deferral::{Exit, scope};
+use support::order::Order::{self, Concurrent, Fifo, Lifo};
 use support::{DropLog, Gate, WakeCounter, block_on, poll_once, yield_now};
 
 /// Registers, in this order: sync "a", async "b" (yields once), sync "c",
@@ -36,9 +38,7 @@ fn run(order: Order) -> Vec<String> {
     let log = DropLog::new();
     let l = log.clone();
     let out = block_on(
-        ScopeBuilder::new()
-            .order(order)
-            .run(async move |d| body(d, &l).await),
+        support::order::run(order, async move |d| body(d, &l).await),
     );
     assert_eq!(out, "out");
     log.events()
@@ -50,7 +50,11 @@ fn lifo_is_the_default_and_runs_last_registered_first() {
         run(Lifo),
         ["body", "d start", "d end", "c", "b start", "b end", "a"]
     );
-    assert_eq!(Order::default(), Lifo);
+    // The builder's default order is LIFO too.
+    let log = DropLog::new();
+    let l = log.clone();
+    block_on(ScopeBuilder::new().run(async move |d| body(d, &l).await));
+    assert_eq!(log.events(), run(Lifo));
 }
 
 #[test]
@@ -78,7 +82,7 @@ fn output_is_returned_only_after_every_thunk_finished() {
     for order in [Lifo, Fifo, Concurrent] {
         let gate = Gate::new();
         let wait = gate.wait();
-        let mut scope = pin!(ScopeBuilder::new().order(order).run(async move |d| {
+        let mut scope = pin!(support::order::run(order, async move |d| {
             d.defer_async(wait);
             5
         }));
@@ -138,7 +142,7 @@ fn a_failing_close_turns_ok_into_err() {
         let conn = deferral::Guard::defuse(conn);
         d.defer_async(async move {
             let closed = conn.close().await;
-            move |exit: &mut Exit<Result<u32, &str>>| {
+            move |exit: &mut Exit<Result<u32, &'static str>>| {
                 if let Err(e) = closed {
                     exit.add_error(e);
                 }
@@ -211,13 +215,13 @@ fn seed_example_two_functions_under_use_defer() {
     // resolves with the body's result.
     async fn defer_test(log: DropLog) -> i32 {
         let l = log.clone();
-        deferral::try_defer(move || l.push("defer 1")).unwrap();
+        deferral::scope::try_defer(move || l.push("defer 1")).unwrap();
         log.push("not defer");
         1
     }
     async fn defer_test2(log: DropLog) -> i32 {
         let l = log.clone();
-        deferral::try_defer(move || l.push("defer 2")).unwrap();
+        deferral::scope::try_defer(move || l.push("defer 2")).unwrap();
         log.push("not defer 2");
         1
     }

@@ -8,7 +8,9 @@ mod support;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 
-use deferral::{Order, ScopeBuilder, scope};
+use deferral::scope::ScopeBuilder;
+use deferral::scope;
+use support::order::Order::{self, Concurrent, Fifo, Lifo};
 use support::{DropCounter, DropLog, WakeCounter, block_on, poll_once, yield_now};
 
 fn panic_message(err: Box<dyn std::any::Any + Send>) -> String {
@@ -24,7 +26,7 @@ fn body_panic_runs_sync_and_async_thunks_then_resumes() {
         let log = DropLog::new();
         let l = log.clone();
         let err = catch_unwind(AssertUnwindSafe(|| {
-            block_on(ScopeBuilder::new().order(order).run(async move |d| {
+            block_on(support::order::run(order, async move |d| {
                 let l1 = l.clone();
                 d.defer(move || l1.push("sync"));
                 let l2 = l.clone();
@@ -204,7 +206,7 @@ fn a_panic_in_the_bodys_synchronous_prefix_still_runs_the_thunks() {
 #[test]
 fn the_ambient_scope_is_set_during_the_bodys_synchronous_prefix() {
     let registered = block_on(scope(|_: &deferral::Defer<bool>| {
-        let ok = deferral::try_defer(|| ()).is_ok();
+        let ok = deferral::scope::try_defer(|| ()).is_ok();
         async move { ok }
     }));
     assert!(registered);

@@ -110,7 +110,7 @@ async fn handle(pool: Arc<Pool>, user: u32, sql: &'static str) -> io::Result<u64
 async fn main() {
     // A cancelled scope (a timed-out request) hands its unstarted async
     // cleanup — here, giving the connection back — to tokio.
-    deferral::set_cancel_handler(|orphan| drop(tokio::spawn(orphan.into_boxed())));
+    deferral::cancel::set_cancel_handler(|orphan| drop(tokio::spawn(orphan.into_boxed())));
 
     let log = Arc::new(Mutex::new(Vec::new()));
     let pool = Pool::new(2, &log);

@@ -33,7 +33,7 @@ impl Drop for Conn {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_cancels_a_scope_and_its_async_close_still_runs_once() {
     // The adapter: one line.
-    deferral::set_cancel_handler(|orphan| drop(tokio::spawn(orphan.into_boxed())));
+    deferral::cancel::set_cancel_handler(|orphan| drop(tokio::spawn(orphan.into_boxed())));
 
     let (closes, drops, closed) = (
         Arc::new(AtomicUsize::new(0)),
@@ -58,5 +58,5 @@ async fn timeout_cancels_a_scope_and_its_async_close_still_runs_once() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(closes.load(SeqCst), 1, "closed exactly once");
     assert_eq!(drops.load(SeqCst), 1, "dropped exactly once");
-    deferral::clear_cancel_handler();
+    deferral::cancel::clear_cancel_handler();
 }

@@ -82,3 +82,23 @@ where
         Order::Concurrent => Box::pin(b.order(Concurrent).run_local(body)),
     }
 }
+
+/// `ScopeBuilder::new().order(order).run(body).grace(deadline)`, boxed.
+pub fn run_grace<'a, T: 'a, F, G, D>(
+    order: Order,
+    body: F,
+    deadline: G,
+) -> Boxed<'a, Result<T, deferral::scope::CutShort<T>>>
+where
+    F: for<'d> AsyncFnOnce(&'d Defer<T>) -> T + 'a,
+    F: for<'d> ScopeBody<'d, T, Sendable, DEFAULT_CAPACITY, &'d (T, Sendable)>,
+    G: FnOnce() -> D + 'a,
+    D: Future + 'a,
+{
+    let b = ScopeBuilder::new();
+    match order {
+        Order::Lifo => Box::pin(b.order(Lifo).run(body).grace(deadline)),
+        Order::Fifo => Box::pin(b.order(Fifo).run(body).grace(deadline)),
+        Order::Concurrent => Box::pin(b.order(Concurrent).run(body).grace(deadline)),
+    }
+}
