@@ -8,11 +8,12 @@
 
 mod support;
 
-use deferral::{DeferStack, Exit, ScopeBuilder};
+use deferral::scope::ScopeBuilder;
+use deferral::{DeferStack, Exit, Outcome, When};
 use support::{DropLog, block_on, yield_now};
 
 #[test]
-fn every_infallible_form_runs_its_cleanup_in_order() {
+fn every_registration_runs_its_cleanup_in_order() {
     let log = DropLog::new();
     let l = log.clone();
     let out = block_on(deferral::scope(async move |d| {
@@ -23,31 +24,55 @@ fn every_infallible_form_runs_its_cleanup_in_order() {
         d.defer(p("defer"));
         let q = p("with");
         d.defer_with(move |_: &mut Exit<Result<u8, String>>| q());
-        d.defer(p("on_success")).when(When::Ok);
-        d.defer(p("on_unwind: never")).when(When::Panicked);
-        let q = p("on_error");
-        d.defer_on_error(move |e: &mut String| {
-            e.push('!');
-            q()
+        // An `Err` is not success (issue "A surface one can hold in one's
+        // head"): `When::Ok` does not run, `When::Err` does.
+        d.defer(p("when ok: never")).when(When::Ok);
+        d.defer(p("when panicked: never")).when(When::Panicked);
+        let q = p("when err");
+        d.defer_with(move |exit: &mut Exit<Result<u8, String>>| {
+            if let Some(e) = exit.error_mut() {
+                e.push('!');
+                q()
+            }
         });
         let q = p("async");
         d.defer_async(async move { q() });
+        let q = p("async edits the output");
+        d.defer_async(async move {
+            move |exit: &mut Exit<Result<u8, String>>| {
+                q();
+                assert!(exit.output().is_some());
+            }
+        });
         let q = p("async_with");
-        d.defer_async_with(async move { move |_: &mut Exit<Result<u8, String>>| q() });
-        let q = p("async_on_exit");
-        d.defer_async_on_exit(move |_: &mut Exit<Result<u8, String>>| async move { q() });
-        let q = p("async_on_success");
-        d.defer_async(async move { q() }).when(When::Ok);
-        d.defer_async(async move { unreachable!() }).when(When::Panicked);
-        let q = p("async_on_error");
-        d.defer_async_on_error(move |_: &mut String| async move { q() });
+        d.defer_async_with(move |outcome: Outcome| async move {
+            assert_eq!(outcome, Outcome::Err);
+            q()
+        });
+        d.defer_async(async move { unreachable!() }).when(When::Ok);
+        let q = p("async when err");
+        d.defer_async(async move { q() }).when(When::Err);
         let q = p("guard");
         let g = d.guard(5u8, move |v| {
             assert_eq!(v, 6);
             q()
         });
+        let q = p("guard_with");
+        let _gw = d.guard_with(1u8, move |v, exit: &mut Exit<Result<u8, String>>| {
+            assert_eq!((v, exit.outcome()), (1, Outcome::Err));
+            q()
+        });
         let q = p("guard_async");
         let h = d.guard_async(7u8, move |_| async move { q() });
+        let q = p("guard_async_with");
+        let _gaw = d.guard_async_with(
+            9u8,
+            move |v, outcome| async move {
+                assert_eq!((v, outcome), (9, Outcome::Err));
+                q()
+            },
+            |_| unreachable!("the cleanup ran: no fallback"),
+        );
         let mut g = g;
         *g += 1;
         yield_now().await;
@@ -57,15 +82,15 @@ fn every_infallible_form_runs_its_cleanup_in_order() {
     assert_eq!(
         log.events(),
         [
+            "guard_async_with",
             "guard_async",
+            "guard_with",
             "guard",
-            "async_on_error",
-            "async_on_success", // the body returned (an `Err`): on_success runs
-            "async_on_exit",
+            "async when err",
             "async_with",
+            "async edits the output",
             "async",
-            "on_error",
-            "on_success",
+            "when err",
             "with",
             "defer",
         ]
@@ -94,7 +119,7 @@ fn past_the_inline_slab_they_spill_instead_of_failing() {
 #[test]
 fn defer_stack_infallible_forms() {
     let log = DropLog::new();
-    let mut stack: DeferStack<deferral::Sendable, 16> = DeferStack::new();
+    let mut stack: DeferStack<deferral::scope::Sendable, 16> = DeferStack::new();
     for i in 0..10u64 {
         let l = log.clone();
         let pad = [i; 4];
@@ -150,8 +175,8 @@ fn scope_fn_runs_the_seeds_zero_argument_async_fns() {
         LOG.lock().unwrap().push("not defer 2");
         1
     }
-    assert_eq!(block_on(deferral::scope_fn(defer_test)), 1);
-    assert_eq!(block_on(deferral::scope_fn(defer_test2)), 1);
+    assert_eq!(block_on(deferral::scope::scope_fn(defer_test)), 1);
+    assert_eq!(block_on(deferral::scope::scope_fn(defer_test2)), 1);
     assert_eq!(
         *LOG.lock().unwrap(),
         ["not defer", "defer 1", "not defer 2", "defer 2"]
@@ -163,20 +188,15 @@ fn scope_fn_runs_the_seeds_zero_argument_async_fns() {
 fn ambient_infallible_forms_register_on_the_innermost_scope() {
     let log = DropLog::new();
     let l = log.clone();
-    block_on(deferral::scope_fn(async move || {
+    block_on(deferral::scope::scope_fn(async move || {
         let a = l.clone();
         deferral::defer(move || a.push("defer"));
         let a = l.clone();
         deferral::defer_async(async move { a.push("defer_async") });
+        // The token of an ambient registration cancels it (O(1)).
         let a = l.clone();
-        deferral::defer_on_success(move || a.push("on_success"));
-        deferral::defer_on_unwind(|| unreachable!());
-        let a = l.clone();
-        deferral::defer_async_on_success(async move { a.push("async_on_success") });
-        deferral::defer_async_on_unwind(async { unreachable!() });
+        let token = deferral::defer(move || a.push("cancelled"));
+        assert!(token.cancel().is_ok());
     }));
-    assert_eq!(
-        log.events(),
-        ["async_on_success", "on_success", "defer_async", "defer"]
-    );
+    assert_eq!(log.events(), ["defer_async", "defer"]);
 }
