@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use deferral::{DeferStack, Exit, Guard, scope};
+use deferral::{DeferStack, Exit, Guard, When, scope};
 use support::{DropLog, block_on, yield_now};
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -230,7 +230,7 @@ fn async_safe_defer_len_and_clear() {
         let held = l.on_drop("async");
         d.defer_async(async move { drop(held) });
         let l2 = l.clone();
-        let _guard = d.try_guard(l.on_drop("guarded"), move |g| {
+        let _guard = d.guard(l.on_drop("guarded"), move |g| {
             l2.push("guard cleanup");
             drop(g)
         });
@@ -254,7 +254,7 @@ fn async_safe_defer_len_and_clear() {
 #[test]
 fn clear_refuses_old_tokens_and_reuses_the_bytes() {
     block_on(
-        deferral::ScopeBuilder::new()
+        deferral::scope::ScopeBuilder::new()
             .capacity::<64>()
             .run(async |d| {
                 for _ in 0..1000 {
@@ -331,7 +331,7 @@ fn stack_dispose_runs_everything_lifo_sync_and_async() {
 #[test]
 fn stack_spills_past_its_inline_bytes_and_keeps_the_order() {
     let log = Log::default();
-    let mut stack: DeferStack<deferral::Sendable, 64> = DeferStack::new();
+    let mut stack: DeferStack<deferral::scope::Sendable, 64> = DeferStack::new();
     for i in 0..50 {
         let l = log.clone();
         let big = [i as u8; 40];
@@ -463,7 +463,7 @@ fn move_all_leaves_typed_cleanup_and_guards_behind() {
 #[test]
 fn move_all_into_a_full_stack_without_room_keeps_the_rest_registered() {
     let log = Log::default();
-    let mut stack: DeferStack<deferral::Sendable, 0> = DeferStack::new();
+    let mut stack: DeferStack<deferral::scope::Sendable, 0> = DeferStack::new();
     let l = log.clone();
     block_on(scope(async |d| {
         let a = l.clone();
