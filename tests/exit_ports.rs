@@ -10,7 +10,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
-use deferral::{Errors, Exit, ExitKind, Order, ScopeBuilder, scope, scope_local};
+use deferral::{Errors, Exit, Outcome, When, scope, scope_local};
+use support::order::Order::{Concurrent, Fifo, Lifo};
 use support::{block_on, yield_now};
 
 type Out = Arc<Mutex<Vec<String>>>;
@@ -68,7 +69,7 @@ fn go_spec_deferred_functions_run_while_panicking_the_amending_one_too() {
                 let o2 = o.clone();
                 d.defer_with(move |exit: &mut Exit<i32>| {
                     // It runs, and sees that there is no result to amend.
-                    assert_eq!(exit.kind(), ExitKind::Panicked);
+                    assert!(exit.is_panicked());
                     assert!(exit.output_mut().is_none());
                     println(&o2, "amending: no result");
                 });
@@ -282,8 +283,9 @@ fn zig_errdefer_captures_the_error() {
     // exactly as Zig's `captured: *?anyerror`.
     let mut captured: Option<ZigError> = None;
     let result: Result<(), ZigError> = block_on(scope_local(async |d| {
-        d.try_defer_on_error(|err: &mut ZigError| captured = Some(*err))
-            .unwrap();
+        d.defer_with(|exit: &mut Exit<Result<(), ZigError>>| {
+            captured = exit.error_mut().copied();
+        });
         Err(ZigError::GeneralFailure)
     }));
     assert_eq!(result, Err(ZigError::GeneralFailure));
@@ -298,10 +300,9 @@ fn defer_error_example(is_error: bool, print: &mut Vec<&'static str>) -> Result<
     block_on(scope_local(async |d| {
         print.borrow_mut().push("start of function");
         d.defer(move || print.borrow_mut().push("end of function"));
-        d.try_defer_on_error(move |_: &mut ZigError| {
-            print.borrow_mut().push("encountered an error!")
-        })
-        .unwrap();
+        // Zig's `errdefer`: the condition as a value.
+        d.defer(move || print.borrow_mut().push("encountered an error!"))
+            .when(When::Err);
         if is_error {
             return Err(ZigError::DeferError);
         }
@@ -335,20 +336,24 @@ fn zig_errdefer_runs_only_on_error_in_reverse_order() {
 }
 
 /// Zig's errdefer, async: the rollback is async work that needs the error.
+/// An async cleanup sees the outcome; the error itself is read by a sync
+/// cleanup that runs just before it (registered after it: LIFO).
 #[test]
 fn async_errdefer_rolls_back_only_on_error_seeing_it() {
     for fail in [false, true] {
         let rolled_back = Arc::new(Mutex::new(None));
         let r = rolled_back.clone();
+        let error = Arc::new(Mutex::new(None::<String>));
+        let e = error.clone();
         let result: Result<u8, String> = block_on(scope(async move |d| {
-            d.try_defer_async_on_error(move |err: &mut String| {
-                let err = err.clone();
-                async move {
-                    yield_now().await; // the async rollback
-                    *r.lock().unwrap() = Some(err);
-                }
+            d.defer_async(async move {
+                yield_now().await; // the async rollback
+                *r.lock().unwrap() = e.lock().unwrap().take();
             })
-            .unwrap();
+            .when(When::Err);
+            d.defer_with(move |exit: &mut Exit<Result<u8, String>>| {
+                *error.lock().unwrap() = exit.error_mut().cloned();
+            });
             yield_now().await;
             if fail {
                 Err("insert failed".to_string())
@@ -387,41 +392,38 @@ fn async_errdefer_rolls_back_only_on_error_seeing_it() {
 fn python_push_async_exit_suppresses_the_exception() {
     let out = Out::default();
     let (o1, o2) = (out.clone(), out.clone());
-    let result = block_on(scope(async move |d| {
+    type PyResult = Result<&'static str, ()>;
+    let result = block_on(scope(async move |d| -> PyResult {
         // Registered first, runs last: the exception is gone by then.
-        d.try_defer_async_on_exit(move |exit: &mut Exit<&str>| {
-            let seen = exit.kind();
-            async move { println(&o1, format!("outer sees {seen:?}")) }
-        })
-        .unwrap();
-        // suppress_exc: an async `__aexit__` that returns True.
-        d.try_defer_async_on_exit(move |exit: &mut Exit<&str>| {
-            let exc = exit
-                .panic_payload()
-                .and_then(|p| p.downcast_ref::<&str>())
-                .map(|s| s.to_string());
-            async move {
-                yield_now().await;
+        d.defer_async_with(move |outcome: Outcome| async move {
+            println(&o1, format!("outer sees {outcome:?}"))
+        });
+        // suppress_exc: an async `__aexit__` that returns True: after its
+        // async work it sees the exception and suppresses it.
+        d.defer_async(async move {
+            yield_now().await;
+            move |exit: &mut Exit<PyResult>| {
+                let exc = exit
+                    .panic_payload()
+                    .and_then(|p| p.downcast_ref::<&str>())
+                    .map(|s| s.to_string());
                 println(&o2, format!("suppress_exc got {exc:?}"));
-                |exit: &mut Exit<&str>| {
-                    exit.recover("suppressed");
-                }
+                exit.recover(Ok("suppressed"));
             }
-        })
-        .unwrap();
+        });
         yield_now().await;
         let zero = std::hint::black_box(0);
         if zero == 0 {
             panic!("division by zero"); // 1/0
         }
-        "unreachable"
+        Ok("unreachable")
     }));
-    assert_eq!(result, "suppressed");
+    assert_eq!(result, Ok("suppressed"));
     assert_eq!(
         lines(&out),
         [
             "suppress_exc got Some(\"division by zero\")",
-            "outer sees Returned"
+            "outer sees Ok"
         ]
     );
 }
@@ -433,13 +435,12 @@ fn python_push_async_exit_that_does_not_suppress_lets_it_propagate() {
     let s = seen.clone();
     let panic = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |d| {
-            d.try_defer_async_on_exit(move |exit: &mut Exit<()>| {
-                assert!(exit.is_panicked());
+            d.defer_async_with(move |outcome: Outcome| {
+                assert_eq!(outcome, Outcome::Panicked);
                 async move {
                     s.fetch_add(1, SeqCst);
                 }
-            })
-            .unwrap();
+            });
             panic!("IndexError");
         }))
     }))
@@ -501,14 +502,16 @@ fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
     // `Display` shows the first and counts the rest; `{:#}` shows them all.
     assert_eq!(errors.to_string(), "error2 (and 1 more)");
     assert_eq!(format!("{errors:#}"), "error2; error1");
-    // `Error::source` walks the chain.
+    // `Error::source` is the first error's cause (none here), not its
+    // sibling: anyhow and eyre print siblings as "Caused by:" otherwise.
     let mut chain = Vec::new();
     let mut next: Option<&dyn std::error::Error> = Some(&errors);
     while let Some(e) = next {
         chain.push(e.to_string());
         next = e.source();
     }
-    assert_eq!(chain, ["error2 (and 1 more)", "error1"]);
+    assert_eq!(chain, ["error2 (and 1 more)"]);
+    assert_eq!(errors.last(), &JsError("error1"), "the newest");
     // `?` works with it: into `Box<dyn Error>`.
     let boxed = || -> Result<(), Box<dyn std::error::Error>> { Err(errors)? };
     assert_eq!(boxed().unwrap_err().to_string(), "error2 (and 1 more)");
@@ -646,47 +649,32 @@ fn scopeguard_on_unwind_runs_for_a_scope_dropped_during_unwinding() {
     assert_eq!(drops.load(SeqCst), 1);
 }
 
-/// The ambient forms, from code that has no handle.
+/// The ambient forms, from code that has no handle: they run however the
+/// body ends (conditions need the handle: they are about its output).
 #[test]
-fn ambient_on_success_and_on_unwind() {
+fn ambient_forms_run_on_success_and_on_panic() {
     let ran = Arc::new(Mutex::new(Vec::new()));
     let r = ran.clone();
     block_on(scope(async move |_| {
         let (a, b) = (r.clone(), r.clone());
-        deferral::try_defer_on_success(move || a.lock().unwrap().push("success")).unwrap();
-        deferral::try_defer_on_unwind(move || b.lock().unwrap().push("unwind")).unwrap();
-        let (a, b) = (r.clone(), r.clone());
-        deferral::try_defer_async_on_success(
-            async move { a.lock().unwrap().push("async success") },
-        )
-        .unwrap();
-        deferral::try_defer_async_on_unwind(async move { b.lock().unwrap().push("async unwind") })
-            .unwrap();
+        deferral::defer(move || a.lock().unwrap().push("sync"));
+        deferral::defer_async(async move { b.lock().unwrap().push("async") });
     }));
-    assert_eq!(*ran.lock().unwrap(), ["async success", "success"]);
+    assert_eq!(*ran.lock().unwrap(), ["async", "sync"]);
 
     let ran = Arc::new(Mutex::new(Vec::new()));
     let r = ran.clone();
     let _ = catch_unwind(AssertUnwindSafe(|| {
         block_on(scope(async move |_| -> u64 {
             let (a, b) = (r.clone(), r.clone());
-            deferral::try_defer_on_success(move || a.lock().unwrap().push("success")).unwrap();
-            deferral::try_defer_on_unwind(move || b.lock().unwrap().push("unwind")).unwrap();
-            let (a, b) = (r.clone(), r.clone());
-            deferral::try_defer_async_on_success(
-                async move { a.lock().unwrap().push("async success") },
-            )
-            .unwrap();
-            deferral::try_defer_async_on_unwind(
-                async move { b.lock().unwrap().push("async unwind") },
-            )
-            .unwrap();
+            deferral::defer(move || a.lock().unwrap().push("sync"));
+            deferral::defer_async(async move { b.lock().unwrap().push("async") });
             panic!("boom")
         }))
     }));
-    assert_eq!(*ran.lock().unwrap(), ["async unwind", "unwind"]);
+    assert_eq!(*ran.lock().unwrap(), ["async", "sync"]);
     assert!(
-        deferral::try_defer_on_success(|| ()).is_err(),
+        deferral::scope::try_defer(|| ()).is_err(),
         "no scope here"
     );
 }

@@ -544,7 +544,7 @@ impl When {
 }
 
 /// An output that can tell success from failure: `Result` (an `Err` is a
-/// failure) and `()` (never one). What [`Exit::outcome`], [`When`] and
+/// failure), `()` and `!` (never one). What [`Exit::outcome`], [`When`] and
 /// [`Outcome`] need.
 ///
 /// ```
@@ -586,6 +586,19 @@ impl<U, E> Fallible for Result<U, E> {
     #[inline]
     fn error_mut(&mut self) -> Option<&mut E> {
         self.as_mut().err()
+    }
+}
+
+/// A body that only panics (its output type is `!`) never fails.
+impl Fallible for Never {
+    type Error = core::convert::Infallible;
+    #[inline]
+    fn error(&self) -> Option<&Self::Error> {
+        None
+    }
+    #[inline]
+    fn error_mut(&mut self) -> Option<&mut Self::Error> {
+        None
     }
 }
 
