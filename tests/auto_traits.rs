@@ -6,6 +6,10 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use deferral::cancel::{Orphan, Reaper, ReaperBusy};
+use deferral::scope::{
+    Concurrent, CutShort, Fifo, Fixed, Full, Lifo, Local, ScopeBuilder, Sendable,
+};
 use deferral::*;
 use static_assertions::{assert_impl_all as yes, assert_not_impl_any as no};
 
@@ -18,18 +22,33 @@ yes!(Defer<Cell<u8>>: Send, Sync);
 // `scope_local`'s handle may reach `!Send` cleanup: it stays on its thread.
 no!(Defer<(), Local<'static>>: Send, Sync);
 // Tokens and guards follow what they hold, like `&mut V`.
-yes!(Registration<'static, fn()>: Send, Sync, Unpin);
-no!(Registration<'static, Rc<()>>: Send, Sync);
-no!(Registration<'static, fn(), Local<'static>>: Send);
-yes!(Guard<'static, String, fn(String)>: Send, Sync, Unpin);
-yes!(Guard<'static, Cell<u8>, fn(Cell<u8>)>: Send);
-no!(Guard<'static, Cell<u8>, fn(Cell<u8>)>: Sync);
-no!(Guard<'static, Rc<()>, fn(Rc<()>)>: Send, Sync);
-no!(Guard<'static, String, fn(String), Local<'static>>: Send);
+yes!(Registration<'static, (), fn()>: Send, Sync, Unpin);
+yes!(Registration<'static, Rc<()>, fn()>: Send, Sync, Unpin); // the output type is not held
+no!(Registration<'static, (), Rc<()>>: Send, Sync);
+no!(Registration<'static, (), fn(), Local<'static>>: Send);
+yes!(Guard<'static, (), String, fn(String)>: Send, Sync, Unpin);
+yes!(Guard<'static, (), Cell<u8>, fn(Cell<u8>)>: Send);
+no!(Guard<'static, (), Cell<u8>, fn(Cell<u8>)>: Sync);
+no!(Guard<'static, (), Rc<()>, fn(Rc<()>)>: Send, Sync);
+no!(Guard<'static, (), String, fn(String), Local<'static>>: Send);
 yes!(Full<u8>: Send, Sync, Unpin);
-yes!(ScopeBuilder: Send, Unpin);
+yes!(ScopeBuilder: Send, Sync, Unpin);
 yes!(Sendable: Send, Sync);
 no!(Local<'static>: Send, Sync);
+yes!(Fixed: Send, Sync);
+no!(Fixed<Local<'static>>: Send, Sync);
+yes!(DeferStack: Send, Sync);
+no!(DeferStack<Local<'static>>: Send);
+// A stack can be disposed of inside `tokio::spawn` (issue "Soundness of the
+// new machinery", finding 10).
+yes!(scope::Dispose: Send);
+no!(scope::Dispose<Local<'static>>: Send);
+yes!(Outcome: Send, Sync, Unpin, Copy);
+yes!(When: Send, Sync, Unpin, Copy);
+yes!(CutShort<u8>: Send, Sync, Unpin);
+yes!(Reaper<2>: Send, Sync);
+yes!(ReaperBusy: Send, Sync, Copy);
+no!(Orphan<'static>: Send);
 
 // A scope is exactly as `Send` as what it runs (its type names a closure,
 // so these are checked on values; the `!Send` cases are compile-fail tests
@@ -52,11 +71,13 @@ fn a_scope_is_send_and_sync_when_what_it_runs_is() {
     fn sync<T: Sync>(_: &T) {}
     sync(&local);
 }
-yes!(Order: Send, Sync, Unpin, Copy);
+yes!(Lifo: Send, Sync, Unpin, Copy);
+yes!(Fifo: Send, Sync, Unpin, Copy);
+yes!(Concurrent: Send, Sync, Unpin, Copy);
 #[cfg(feature = "std")]
-yes!(NoScope<u8>: Send, Sync, Unpin);
+yes!(scope::NoScope<u8>: Send, Sync, Unpin);
 #[cfg(feature = "alloc")]
-yes!(BoxedThunk: Send, Unpin);
+yes!(cancel::BoxCleanup: Send, Unpin);
 
 // --- DeferredPromise -------------------------------------------------------
 yes!(DeferredPromise<u32, ()>: Send, Sync, Unpin);

@@ -84,7 +84,9 @@ mod current {
     use std::sync::{Arc, Mutex};
     use std::task::Poll;
 
-    use deferral::{DeferredPromise, PromiseExt, ScopeBuilder, WithContext, scope};
+    use deferral::context::WithContext;
+    use deferral::scope::ScopeBuilder;
+    use deferral::{DeferredPromise, PromiseExt, scope};
 
     use super::support::{self, Gate, WakeCounter, block_on, poll_once, yield_now};
     use super::*;
@@ -375,17 +377,15 @@ mod current {
         let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
         let out = block_on(scope(async |d| {
             V.run(1, || {
-                d.try_defer(move || l1.lock().unwrap().push(("sync", V.get())))
-            })
-            .unwrap();
+                d.defer(move || l1.lock().unwrap().push(("sync", V.get())));
+            });
             V.run(2, || {
-                d.try_defer_async(async move {
+                d.defer_async(async move {
                     l2.lock().unwrap().push(("async-1", V.get()));
                     yield_now().await;
                     l2.lock().unwrap().push(("async-2", V.get()));
-                })
-            })
-            .unwrap();
+                });
+            });
             d.defer(move || l3.lock().unwrap().push(("plain", V.get())));
             V.get()
         }));
@@ -408,20 +408,16 @@ mod current {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (s1, s2) = (seen.clone(), seen.clone());
         block_on(scope(async |d| {
-            let mut g = V
-                .run(8, || {
-                    d.try_guard(vec![1_u8], move |v| s1.lock().unwrap().push((v, V.get())))
-                })
-                .unwrap();
+            let mut g = V.run(8, || {
+                d.guard(vec![1_u8], move |v| s1.lock().unwrap().push((v, V.get())))
+            });
             g.push(2);
-            let mut ga = V
-                .run(9, || {
-                    d.try_guard_async(String::from("a"), move |v| async move {
-                        yield_now().await;
-                        s2.lock().unwrap().push((v.into_bytes(), V.get()));
-                    })
+            let mut ga = V.run(9, || {
+                d.guard_async(String::from("a"), move |v| async move {
+                    yield_now().await;
+                    s2.lock().unwrap().push((v.into_bytes(), V.get()));
                 })
-                .unwrap();
+            });
             yield_now().await;
             ga.push('b');
             g.push(3);
@@ -437,9 +433,7 @@ mod current {
         let ran = Arc::new(Mutex::new(false));
         let r = ran.clone();
         let back = block_on(scope(async |d| {
-            let token = V
-                .run(1, || d.try_defer(move || *r.lock().unwrap() = true))
-                .unwrap();
+            let token = V.run(1, || d.defer(move || *r.lock().unwrap() = true));
             token.cancel()
         }));
         back();
@@ -473,8 +467,9 @@ mod current {
         let wait = gate.wait();
         let mut fut = Box::pin(scope(async move |d| {
             d.defer(move || l1.lock().unwrap().push(V.get()));
-            V.run(6, || d.try_defer(move || l2.lock().unwrap().push(V.get())))
-                .unwrap();
+            V.run(6, || {
+                d.defer(move || l2.lock().unwrap().push(V.get()));
+            });
             wait.await;
         }));
         let w = WakeCounter::new();
@@ -485,27 +480,26 @@ mod current {
 
     #[test]
     fn a_cancel_handler_gets_async_thunks_that_still_carry_their_context() {
-        let handed = Arc::new(Mutex::new(Vec::new()));
-        let h = handed.clone();
+        // The only test of this binary that sets the program's handler.
+        static HANDED: Mutex<Vec<deferral::cancel::BoxCleanup>> = Mutex::new(Vec::new());
+        deferral::cancel::set_cancel_handler(|orphan| {
+            HANDED.lock().unwrap().push(orphan.into_boxed())
+        });
         let seen = Arc::new(Mutex::new(None));
         let s = seen.clone();
         let gate = Gate::new();
         let wait = gate.wait();
-        let mut fut = Box::pin(
-            ScopeBuilder::new()
-                .on_cancel(move |thunk| h.lock().unwrap().push(thunk))
-                .run(async move |d| {
-                    V.run(3, || {
-                        d.try_defer_async(async move { *s.lock().unwrap() = Some(V.get()) })
-                    })
-                    .unwrap();
-                    wait.await;
-                }),
-        );
+        let mut fut = Box::pin(scope(async move |d| {
+            V.run(3, || {
+                d.defer_async(async move { *s.lock().unwrap() = Some(V.get()) });
+            });
+            wait.await;
+        }));
         let w = WakeCounter::new();
         assert!(poll_once(fut.as_mut(), &w).is_pending());
         drop(fut);
-        let thunk = handed.lock().unwrap().pop().unwrap();
+        deferral::cancel::clear_cancel_handler();
+        let thunk = HANDED.lock().unwrap().pop().unwrap();
         block_on(thunk);
         assert_eq!(*seen.lock().unwrap(), Some(Some(3)));
     }

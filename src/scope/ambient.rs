@@ -18,7 +18,7 @@ mod enabled {
 
     use crate::scope::entry::{Head, TakeFn, async_vtable, sync_vtable, take_payload};
     use crate::scope::flavour::{Flavour, Sendable};
-    use crate::scope::payload::{Call, Now, Task};
+    use crate::scope::payload::{Call, InContext, Now, Task};
     use crate::scope::slab::Core;
 
     /// The core of the scope whose body is being polled on this thread. A
@@ -133,6 +133,21 @@ mod enabled {
         let Some(core) = current() else {
             return Err(NoScope(f));
         };
+        // Registered while a context variable is set: it runs in that
+        // context (as a handle's registrations do).
+        let snapshot = crate::Snapshot::capture();
+        if !snapshot.is_empty() {
+            type P<F> = InContext<Call<F>>;
+            let wrapped = InContext {
+                payload: Call(f),
+                snapshot,
+            };
+            // SAFETY: the vtable of `Entry<P<F>>`.
+            return match unsafe { core.push(sync_vtable::<(), P<F>>(), wrapped) } {
+                Ok(head) => Ok(token(core, head, take_payload::<(), P<F>>)),
+                Err(wrapped) => Err(NoScope(wrapped.payload.0)),
+            };
+        }
         // SAFETY: the vtable of `Entry<Call<F>>`.
         match unsafe { core.push(sync_vtable::<(), Call<F>>(), Call(f)) } {
             Ok(head) => Ok(token(core, head, take_payload::<(), Call<F>>)),
@@ -158,6 +173,23 @@ mod enabled {
             return Err(NoScope(fut));
         };
         type P<Fut> = Task<Now<Fut>, Fut>;
+        let snapshot = crate::Snapshot::capture();
+        if !snapshot.is_empty() {
+            type W<Fut> = InContext<P<Fut>>;
+            let wrapped = InContext {
+                payload: P::<Fut>::Waiting(Now(fut)),
+                snapshot,
+            };
+            // SAFETY: the vtable of `Entry<W<Fut>>`.
+            return match unsafe { core.push(async_vtable::<(), W<Fut>>(), wrapped) } {
+                Ok(head) => Ok(token(core, head, take_payload::<(), W<Fut>>)),
+                Err(InContext {
+                    payload: Task::Waiting(Now(fut)),
+                    ..
+                }) => Err(NoScope(fut)),
+                Err(_) => unreachable!(),
+            };
+        }
         // SAFETY: the vtable of `Entry<P<Fut>>`.
         match unsafe { core.push(async_vtable::<(), P<Fut>>(), P::<Fut>::Waiting(Now(fut))) } {
             Ok(head) => Ok(token(core, head, take_payload::<(), P<Fut>>)),
