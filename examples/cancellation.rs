@@ -1,19 +1,23 @@
-//! What runs when a scope is dropped before it finished, and how to keep
-//! its async cleanup: a hand-rolled executor takes the orphaned cleanup
-//! (the crate depends on no runtime), and a grace deadline bounds cleanup
-//! that hangs.
+//! What happens to cleanup when a scope is dropped before it finished (a
+//! timeout fired, a `select!` branch lost), and how to keep its async
+//! cleanup: the crate depends on no runtime, so here a hand-rolled
+//! executor takes it (with tokio, the `tokio` feature does that by
+//! itself); and a grace deadline bounds cleanup that hangs.
 //!
 //! Run it with `cargo run --example cancellation`.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-/// The hand-rolled executor: a queue of boxed futures, run to completion
-/// by `run_all` (a real one would park; this one just loops).
-static QUEUE: Mutex<VecDeque<deferral::cancel::BoxCleanup>> = Mutex::new(VecDeque::new());
+use deferral::Outcome;
+use deferral::cancel::BoxCleanup;
+
+/// The hand-rolled executor: a queue of cleanups, run to completion by
+/// `run_all` (a real one would park; this one just loops).
+static QUEUE: Mutex<VecDeque<BoxCleanup>> = Mutex::new(VecDeque::new());
 
 fn run_all() {
     let mut cx = Context::from_waker(Waker::noop());
@@ -21,7 +25,7 @@ fn run_all() {
         let Some(mut task) = QUEUE.lock().unwrap().pop_front() else {
             return;
         };
-        if task.as_mut().poll(&mut cx).is_pending() {
+        if Pin::new(&mut task).poll(&mut cx).is_pending() {
             QUEUE.lock().unwrap().push_back(task);
         }
     }
@@ -42,28 +46,64 @@ impl Future for After {
     }
 }
 
-async fn session(name: &'static str) {
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn note(log: &Log, line: String) {
+    println!("  {line}");
+    log.lock().unwrap().push(line);
+}
+
+/// A session that holds a connection: a rollback and a goodbye that are
+/// async, and a pool that wants the connection back whatever happens.
+async fn session(name: &'static str, log: Log, pool: Log) {
     deferral::scope(async |d| {
-        d.defer(move || println!("  {name}: sync cleanup runs in drop"));
-        d.defer_async(async move {
-            After(2).await;
-            println!("  {name}: async goodbye sent (on the executor)");
-        });
+        let l = log.clone();
+        d.defer(move || note(&l, format!("{name}: sync cleanup runs in the drop")));
+        let (l, p) = (log.clone(), pool.clone());
+        let _conn = d.guard_async_with(
+            format!("{name}'s connection"),
+            async move |conn: String, outcome: Outcome| {
+                After(2).await; // the async rollback
+                note(&l, format!("{name}: rolled back ({outcome:?}) on the executor"));
+                p.lock().unwrap().push(conn);
+            },
+            move |conn| {
+                // Nothing could run the rollback: the pool still gets it.
+                pool.lock().unwrap().push(format!("{conn} (fallback)"));
+            },
+        );
         std::future::pending::<()>().await // the body never finishes
     })
     .await
 }
 
 fn main() {
-    println!("1. cancelled with no handler: async cleanup is dropped unpolled");
-    cancel(session("first"));
+    println!("1. cancelled with no handler: the async cleanup cannot run, its fallback does");
+    let (log, pool) = (Log::default(), Log::default());
+    let before = deferral::cancel::dropped();
+    cancel(session("first", log.clone(), pool.clone()));
+    assert_eq!(*log.lock().unwrap(), ["first: sync cleanup runs in the drop"]);
+    assert_eq!(*pool.lock().unwrap(), ["first's connection (fallback)"]);
+    assert_eq!(deferral::cancel::dropped() - before, 1, "counted, never silent");
+    println!("  pool: {:?}", pool.lock().unwrap());
 
     println!("2. the program's handler hands it to our executor");
-    // With tokio this line is:
-    // deferral::cancel::set_cancel_handler(|o| drop(tokio::spawn(o.into_boxed())));
-    deferral::cancel::set_cancel_handler(|orphan| QUEUE.lock().unwrap().push_back(orphan.into_boxed()));
-    cancel(session("second"));
+    // With tokio there is nothing to write: the `tokio` feature spawns it.
+    deferral::cancel::set_cancel_handler(|orphan| {
+        QUEUE.lock().unwrap().push_back(orphan.into_boxed())
+    });
+    let (log, pool) = (Log::default(), Log::default());
+    cancel(session("second", log.clone(), pool.clone()));
     run_all();
+    deferral::cancel::clear_cancel_handler();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "second: sync cleanup runs in the drop",
+            "second: rolled back (Cancelled) on the executor"
+        ]
+    );
+    assert_eq!(*pool.lock().unwrap(), ["second's connection"]);
 
     println!("3. a grace deadline: cleanup that hangs is cut short");
     let out = futures::executor::block_on(
@@ -73,11 +113,9 @@ fn main() {
         })
         .grace(|| After(3)),
     );
-    match out {
-        Ok(out) => println!("  finished: {out}"),
-        Err(cut) => println!("  {cut}; the output is still here: {:?}", cut.output()),
-    }
-    deferral::cancel::clear_cancel_handler();
+    let cut = out.expect_err("the cleanup hangs");
+    println!("  {cut}; the output is still here: {:?}", cut.output());
+    assert_eq!((cut.cut(), *cut.output()), (1, "body output"));
 }
 
 /// Polls a future once, then drops it (a timeout firing, a `select!` arm

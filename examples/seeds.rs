@@ -47,9 +47,9 @@ async fn defer_test2() -> i32 {
 async fn seed_defer() {
     println!("-- defer / useDefer");
     // useDefer(deferTest);
-    assert_eq!(deferral::scope_fn(defer_test).await, 1);
+    assert_eq!(deferral::scope::scope_fn(defer_test).await, 1);
     // useDefer(deferTest2);
-    assert_eq!(deferral::scope_fn(defer_test2).await, 1);
+    assert_eq!(deferral::scope::scope_fn(defer_test2).await, 1);
     // (The seed prints the stored functions' source, `fns`; a Rust closure
     // has none. `Defer::len` counts them when you hold the handle.)
 }

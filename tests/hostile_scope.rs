@@ -73,9 +73,9 @@ fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
         7
     };
     match order {
-        Order::Lifo => Box::pin(support::order::run(Lifo, body)),
-        Order::Fifo => Box::pin(support::order::run(Fifo, body)),
-        Order::Concurrent => Box::pin(support::order::run(Concurrent, body)),
+        Order::Lifo => Box::pin(ScopeBuilder::new().order(Lifo).run(body)),
+        Order::Fifo => Box::pin(ScopeBuilder::new().order(Fifo).run(body)),
+        Order::Concurrent => Box::pin(ScopeBuilder::new().order(Concurrent).run(body)),
     }
 }
 

@@ -6,13 +6,16 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
+use deferral::scope::{Concurrent, ScopeBuilder};
 use support::{Gate, WakeCounter, poll_once};
 
 fn gated_scope(gates: &[Gate]) -> impl Future<Output = ()> + use<> {
     let waits: Vec<_> = gates.iter().map(Gate::wait).collect();
     // 16 gates do not fit the default slab without `alloc`.
-    support::order::run_n::<4096, _, _>(Concurrent, async move |d| {
+    ScopeBuilder::new()
+        .capacity::<4096>()
+        .order(Concurrent)
+        .run(async move |d| {
             for w in waits {
                 d.defer_async(w);
             }
