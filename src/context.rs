@@ -650,7 +650,7 @@ mod imp {
         /// [`Snapshot::wrap`] and [`ContextVar::scope`].
         ///
         /// ```
-        /// use deferral::{ContextVar, WithContext};
+        /// use deferral::{ContextVar, context::WithContext};
         ///
         /// static V: ContextVar<u8> = ContextVar::new();
         /// let fut: WithContext<_> = V.scope(3, async { V.get() });

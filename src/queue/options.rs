@@ -67,7 +67,7 @@ pub enum OnRejection {
 /// [`TaskQueue::stop_when`](super::TaskQueue::stop_when).
 ///
 /// ```
-/// use deferral::Outcome;
+/// use deferral::queue::Outcome;
 /// assert!(Err::<(), _>("no").is_rejection());
 /// assert!(!Ok::<_, ()>(1).is_rejection());
 /// ```
@@ -75,7 +75,7 @@ pub trait Outcome {
     /// Whether this output is a rejection.
     ///
     /// ```
-    /// use deferral::Outcome;
+    /// use deferral::queue::Outcome;
     /// assert!(Err::<u8, &str>("failed").is_rejection());
     /// ```
     fn is_rejection(&self) -> bool;
