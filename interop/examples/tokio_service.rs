@@ -1,8 +1,9 @@
 //! A tokio service whose request handlers borrow a database-like connection
-//! from a pool: the connection goes back to the pool after every request —
-//! returned, failed, panicked or timed out — a transaction commits on
-//! success and rolls back on error (`defer_on_error`, Zig's `errdefer`),
-//! and a failing `close` is reported instead of lost.
+//! from a pool: one registration commits the transaction on success, rolls
+//! it back through the connection otherwise — an error, a panic, or a
+//! timeout — and returns the connection to the pool after every request.
+//! No global setup: with `deferral`'s `tokio` feature, the cleanup of a
+//! timed-out request is spawned on the runtime.
 //!
 //! ```console
 //! $ cargo run -p deferral-interop --example tokio_service
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deferral::Exit;
+use deferral::Outcome;
 use tokio::sync::Semaphore;
 
 /// A connection: a name, and what happened on it.
@@ -32,6 +33,9 @@ impl Conn {
             .push(format!("conn {}: {sql}", self.id));
         if sql.contains("missing_table") {
             return Err(io::Error::other("no such table"));
+        }
+        if sql.contains("pg_sleep") {
+            tokio::time::sleep(Duration::from_secs(10)).await;
         }
         Ok(sql.len() as u64)
     }
@@ -69,8 +73,12 @@ impl Pool {
     }
 
     /// Gives a connection back (an async step, like a driver's `reset`).
-    async fn release(self: Arc<Self>, conn: Conn) {
+    async fn release(&self, conn: Conn) {
         tokio::task::yield_now().await; // `DISCARD ALL` on a real server
+        self.release_now(conn);
+    }
+
+    fn release_now(&self, conn: Conn) {
         self.idle.lock().unwrap().push(conn);
         self.returned.fetch_add(1, SeqCst);
         self.permits.add_permits(1);
@@ -80,26 +88,23 @@ impl Pool {
 /// One request: a transaction on a pooled connection.
 async fn handle(pool: Arc<Pool>, user: u32, sql: &'static str) -> io::Result<u64> {
     deferral::scope(async move |d| {
-        // The connection is the scope's for the whole body, and goes back
-        // to the pool after it however the body ends.
-        let p = pool.clone();
-        let mut conn = d.guard_async(pool.acquire().await, move |c| p.release(c));
+        // The connection is the scope's for the whole body; after it, one
+        // cleanup commits or rolls back through it, then gives it back —
+        // however the body ended (an error, a panic, a timeout).
+        let (p1, p2) = (pool.clone(), pool.clone());
+        let mut conn = d.guard_async_with(
+            pool.acquire().await,
+            async move |mut conn: Conn, outcome: Outcome| {
+                let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let done = conn.query(end).await.map(drop);
+                conn.log.lock().unwrap().push(format!("user {user}: {end} ({outcome:?})"));
+                p1.release(conn).await;
+                done // a failed COMMIT is the request's error
+            },
+            // Only if the cleanup can never run (no runtime to spawn it on).
+            move |conn| p2.release_now(conn),
+        );
         conn.query("BEGIN").await?;
-        // Roll back only if the body fails; commit only if it succeeds.
-        let log = conn.log.clone();
-        d.defer_on_error(move |e: &mut io::Error| {
-            log.lock()
-                .unwrap()
-                .push(format!("user {user}: ROLLBACK ({e})"));
-        });
-        // (`defer_on_success` would run on an `Err` too: the body
-        // *returned*. Commit looks at the output.)
-        let log = conn.log.clone();
-        d.defer_with(move |exit: &mut Exit<io::Result<u64>>| {
-            if let Some(Ok(_)) = exit.output() {
-                log.lock().unwrap().push(format!("user {user}: COMMIT"));
-            }
-        });
         let rows = conn.query(sql).await?;
         Ok(rows)
     })
@@ -108,10 +113,6 @@ async fn handle(pool: Arc<Pool>, user: u32, sql: &'static str) -> io::Result<u64
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // A cancelled scope (a timed-out request) hands its unstarted async
-    // cleanup — here, giving the connection back — to tokio.
-    deferral::cancel::set_cancel_handler(|orphan| drop(tokio::spawn(orphan.into_boxed())));
-
     let log = Arc::new(Mutex::new(Vec::new()));
     let pool = Pool::new(2, &log);
 
@@ -136,21 +137,20 @@ async fn main() {
     assert_eq!(pool.returned.load(SeqCst), 8);
 
     // A request that times out mid-query: the scope is dropped, and its
-    // connection still goes back to the pool (through the cancel handler).
+    // cleanup still rolls back and returns the connection (spawned on the
+    // runtime: no handler to set).
     let slow = handle(pool.clone(), 99, "SELECT pg_sleep(10)");
-    let timed_out = tokio::time::timeout(Duration::from_micros(1), slow).await;
+    let timed_out = tokio::time::timeout(Duration::from_millis(20), slow).await;
     assert!(timed_out.is_err());
     while pool.returned.load(SeqCst) < 9 {
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(pool.idle.lock().unwrap().len(), 2);
 
     let log = log.lock().unwrap();
-    assert_eq!(log.iter().filter(|l| l.ends_with("COMMIT")).count(), 7);
-    assert!(
-        log.iter()
-            .any(|l| l.starts_with("user 3: ROLLBACK (no such table)"))
-    );
+    assert_eq!(log.iter().filter(|l| l.ends_with("COMMIT (Ok)")).count(), 7);
+    assert!(log.iter().any(|l| l == "user 3: ROLLBACK (Err)"));
+    assert!(log.iter().any(|l| l == "user 99: ROLLBACK (Cancelled)"));
     for line in log.iter().filter(|l| l.starts_with("user")) {
         println!("{line}");
     }

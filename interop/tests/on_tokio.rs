@@ -56,13 +56,12 @@ fn rc_refcell_state_under_a_current_thread_runtime() {
         let handle = tokio::task::spawn_local(async move {
             scope_local(async |d| {
                 let s2 = s.clone();
-                d.try_defer(move || s2.borrow_mut().push("closed")).unwrap();
+                d.defer(move || s2.borrow_mut().push("closed"));
                 let s3 = s.clone();
-                d.try_defer_async(async move {
+                d.defer_async(async move {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                     s3.borrow_mut().push("flushed");
-                })
-                .unwrap();
+                });
                 s.borrow_mut().push("body");
                 tokio::task::yield_now().await;
                 7

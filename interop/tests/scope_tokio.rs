@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use deferral::{Order, ScopeBuilder, scope};
+use deferral::scope;
+use deferral::scope::{Concurrent, ScopeBuilder};
 
 fn assert_send<T: Send>(t: T) -> T {
     t
@@ -21,21 +22,19 @@ async fn a_send_body_is_spawned_and_cleans_up_on_the_runtime() {
         let fut = assert_send(scope(async move |d| {
             let c = closed.clone();
             let mut conn = d
-                .try_guard_async(Vec::<u64>::new(), move |v| async move {
+                .guard_async(Vec::<u64>::new(), move |v| async move {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     assert_eq!(v.len(), 3);
                     c.fetch_add(1, SeqCst);
-                })
-                .unwrap();
+                });
             for step in 0..3 {
                 tokio::task::yield_now().await;
                 conn.push(i * 10 + step);
             }
             let c = closed.clone();
-            d.try_defer(move || {
+            d.defer(move || {
                 c.fetch_add(1, SeqCst);
-            })
-            .unwrap();
+            });
             conn.iter().sum::<u64>()
         }));
         handles.push(tokio::spawn(fut));
@@ -54,15 +53,14 @@ async fn concurrent_cleanup_is_woken_from_timers_on_other_threads() {
     let out = tokio::spawn(
         ScopeBuilder::new()
             .capacity::<4096>() // five tokio `Sleep`s do not fit 512 bytes
-            .order(Order::Concurrent)
+            .order(Concurrent)
             .run(async move |d| {
                 for ms in [5, 1, 3, 2, 4] {
                     let done = d2.clone();
-                    d.try_defer_async(async move {
+                    d.defer_async(async move {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         done.fetch_add(1, SeqCst);
-                    })
-                    .unwrap();
+                    });
                 }
                 "out"
             }),
@@ -79,10 +77,9 @@ async fn an_aborted_task_cancels_the_scope() {
     let r = ran.clone();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(scope(async move |d| {
-        d.try_defer(move || {
+        d.defer(move || {
             r.fetch_add(1, SeqCst);
-        })
-        .unwrap();
+        });
         started_tx.send(()).unwrap();
         std::future::pending::<()>().await
     }));

@@ -67,6 +67,24 @@ pub const DEFAULT_CAPACITY: usize = if cfg!(feature = "alloc") { 256 } else { 64
 /// # });
 /// ```
 ///
+/// A cleanup that can never fit a slab that cannot grow (without `alloc`,
+/// or [`fixed`](crate::scope::ScopeBuilder::fixed)) is a compile error
+/// when the program is built (it is found while the registration is
+/// instantiated, so `cargo check` does not report it):
+///
+/// ```compile_fail
+/// # futures::executor::block_on(async {
+/// deferral::scope::ScopeBuilder::new()
+///     .capacity::<32>()
+///     .fixed()
+///     .run(async |d| {
+///         let big = [1u8; 64];
+///         let _ = d.defer(move || assert_eq!(big[0], 1)); // error: can never fit
+///     })
+///     .await;
+/// # });
+/// ```
+///
 /// The handle is invariant in `T`, so a cleanup cannot pretend a borrowed
 /// output lives longer than it does:
 ///

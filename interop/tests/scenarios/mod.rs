@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use deferral::{
-    BoxedThunk, DeferredPromise, Order, Progress, PromiseCell, PromiseError, PromiseExt,
-    PromiseState, ScopeBuilder, SharedPromise, scope,
+    DeferredPromise, Progress, PromiseCell, PromiseError, PromiseExt, PromiseState,
+    SharedPromise, scope,
 };
+use deferral::scope::{Concurrent, Fifo, Lifo, Order, ScopeBuilder};
 use futures::future::{Either, join_all, select};
 
 use crate::support::{DropCounter, Gate, yield_now};
@@ -72,28 +73,26 @@ async fn spawn_joined<T: Send + 'static>(
 /// async cleanup that suspends is resumed by the executor.
 pub async fn cleanup_order(_sp: &dyn Spawn) {
     let log = Log::default();
-    for (order, expected) in [
-        (Order::Lifo, ["body", "guard", "async", "sync"]),
-        (Order::Fifo, ["body", "sync", "async", "guard"]),
-    ] {
+    ordered::<Lifo>(&log, ["body", "guard", "async", "sync"]).await;
+    ordered::<Fifo>(&log, ["body", "sync", "async", "guard"]).await;
+    async fn ordered<O: Order + Default + std::fmt::Debug>(log: &Log, expected: [&str; 4]) {
+        let order = O::default();
         let l = log.clone();
         let out = ScopeBuilder::new()
-            .order(order)
+            .order(O::default())
             .run(async move |d| {
-                d.try_defer(l.on("sync")).unwrap();
+                d.defer(l.on("sync"));
                 let a = l.clone();
-                d.try_defer_async(async move {
+                d.defer_async(async move {
                     yield_now().await; // cleanup that suspends
                     a.push("async");
-                })
-                .unwrap();
+                });
                 let g = l.clone();
                 let mut conn = d
-                    .try_guard(vec![1, 2], move |conn| {
+                    .guard(vec![1, 2], move |conn| {
                         assert_eq!(conn, [1, 2, 3], "the body's changes reach the cleanup");
                         g.push("guard");
-                    })
-                    .unwrap();
+                    });
                 conn.push(3);
                 yield_now().await;
                 l.push("body");
@@ -109,21 +108,19 @@ pub async fn cleanup_order(_sp: &dyn Spawn) {
     let gate = Gate::new();
     let l = log.clone();
     let out = ScopeBuilder::new()
-        .order(Order::Concurrent)
+        .order(Concurrent)
         .run(async |d| {
             let (opener, a) = (gate.clone(), l.clone());
-            d.try_defer_async(async move {
+            d.defer_async(async move {
                 yield_now().await;
                 a.push("opens");
                 opener.open();
-            })
-            .unwrap();
+            });
             let (wait, b) = (gate.wait(), l.clone());
-            d.try_defer_async(async move {
+            d.defer_async(async move {
                 wait.await;
                 b.push("was let in");
-            })
-            .unwrap();
+            });
             "out"
         })
         .await;
@@ -138,20 +135,18 @@ pub async fn cleanup_after_error(_sp: &dyn Spawn) {
     let log = Log::default();
     let l = log.clone();
     let out: Result<u32, String> = scope(async |d| {
-        d.try_defer(l.on("closed")).unwrap();
+        d.defer(l.on("closed"));
         let a = l.clone();
-        d.try_defer_async(async move {
+        d.defer_async(async move {
             yield_now().await;
             a.push("flushed");
-        })
-        .unwrap();
+        });
         let w = l.clone();
-        d.try_defer_with(move |exit: &mut deferral::Exit<Result<u32, String>>| {
+        d.defer_with(move |exit: &mut deferral::Exit<Result<u32, String>>| {
             if exit.error_mut().is_some() {
                 w.push("saw the error");
             }
-        })
-        .unwrap();
+        });
         yield_now().await;
         let n: u32 = "not a number".parse().map_err(|_| "parse failed")?;
         Ok(n)
@@ -161,13 +156,12 @@ pub async fn cleanup_after_error(_sp: &dyn Spawn) {
     assert_eq!(log.take(), ["saw the error", "flushed", "closed"]);
 
     let out: Result<u32, &str> = scope(async |d| {
-        d.try_defer_async_with(async {
+        d.defer_async(async {
             yield_now().await; // an async close that fails
-            |exit: &mut deferral::Exit<Result<u32, &str>>| {
+            |exit: &mut deferral::Exit<Result<u32, &'static str>>| {
                 exit.add_error("close failed");
             }
-        })
-        .unwrap();
+        });
         Ok(1)
     })
     .await;
@@ -176,8 +170,10 @@ pub async fn cleanup_after_error(_sp: &dyn Spawn) {
 
 /// A scope dropped while its body is suspended (the `select` below is the
 /// executor-independent form of a timeout or an aborted task): the body is
-/// dropped, sync cleanup and guards run, async cleanup is dropped unpolled,
-/// or handed to `on_cancel`, which here spawns it on the executor.
+/// dropped, sync cleanup and guards run, async cleanup that cannot run
+/// elsewhere (`scope_local`: it may borrow) is dropped unpolled, and an
+/// async guard's fallback gets its value. (Handing async cleanup over to the
+/// runtime is `cancel_tokio.rs`.)
 pub async fn cleanup_after_cancellation(sp: &dyn Spawn) {
     let log = Log::default();
     let drops = DropCounter::new();
@@ -185,16 +181,15 @@ pub async fn cleanup_after_cancellation(sp: &dyn Spawn) {
     let l = log.clone();
     let (in_body, in_cleanup) = (drops.tracked(), drops.tracked());
     let s = started.clone();
-    let body = scope(async move |d| {
+    let body = deferral::scope_local(async move |d| {
         let _held_by_body = in_body;
-        d.try_defer(l.on("sync")).unwrap();
-        d.try_guard("file", |_| ()).unwrap();
+        d.defer(l.on("sync"));
+        d.guard("file", |_| ());
         let a = l.clone();
-        d.try_defer_async(async move {
+        d.defer_async(async move {
             let _tracked = in_cleanup;
             a.push("async: must not run");
-        })
-        .unwrap();
+        });
         s.open();
         never.wait().await; // suspended here when cancelled
         unreachable!("the gate never opens")
@@ -213,32 +208,26 @@ pub async fn cleanup_after_cancellation(sp: &dyn Spawn) {
         "the body and the unpolled thunk are dropped"
     );
 
-    // With `on_cancel`, the unstarted async cleanup is handed over: spawn it.
-    let orphans: Arc<Mutex<Vec<BoxedThunk>>> = Arc::default();
-    let sink = orphans.clone();
+    // An async guard whose cleanup cannot run: its fallback gets the value.
     let started = Gate::new();
     let s = started.clone();
     let l = log.clone();
-    let body = ScopeBuilder::new()
-        .on_cancel(move |thunk| sink.lock().unwrap().push(thunk))
-        .run(async move |d| {
-            let a = l.clone();
-            d.try_defer_async(async move {
-                yield_now().await;
-                a.push("async cleanup, on the executor");
-            })
-            .unwrap();
-            s.open();
-            std::future::pending::<()>().await
-        });
+    let body = deferral::scope_local(async move |d| {
+        let (a, f) = (l.clone(), l.clone());
+        let _conn = d.guard_async_with(
+            "conn",
+            async move |_conn, _outcome: deferral::Outcome| a.push("async cleanup: cannot run"),
+            move |conn: &'static str| f.push(if conn == "conn" { "fallback got" } else { "?" }),
+        );
+        s.open();
+        std::future::pending::<()>().await
+    });
     match select(Box::pin(body), Box::pin(started.wait())).await {
         Either::Left(_) => panic!("the body cannot finish"),
         Either::Right(((), body)) => drop(body),
     }
-    let thunks = std::mem::take(&mut *orphans.lock().unwrap());
-    assert_eq!(thunks.len(), 1);
-    join_all(thunks.into_iter().map(|t| spawn_joined(sp, t))).await;
-    assert_eq!(log.take(), ["async cleanup, on the executor"]);
+    assert_eq!(log.take(), ["fallback got"]);
+    let _ = sp;
 }
 
 /// Nothing of a deferred promise runs before its first poll: not the

@@ -2,7 +2,7 @@
 // outlives the body.
 fn main() {
     let _ = deferral::scope(async |d| {
-        let guard = d.try_guard(String::from("conn"), drop).unwrap();
+        let guard = d.guard(String::from("conn"), drop);
         guard
     });
 }

@@ -2,7 +2,7 @@
 fn main() {
     let mut stash = None;
     let _ = deferral::scope(async |d: &deferral::Defer<()>| {
-        stash = Some(d.try_guard(5_u32, drop).unwrap());
+        stash = Some(d.guard(5_u32, drop));
     });
     drop(stash);
 }

@@ -5,6 +5,6 @@ use std::rc::Rc;
 fn main() {
     let _ = deferral::scope(async |d: &deferral::Defer<()>| {
         let shared = Rc::new(1);
-        d.try_defer(move || drop(shared)).unwrap();
+        d.defer(move || drop(shared));
     });
 }

@@ -4,7 +4,7 @@ fn main() {
     futures::executor::block_on(async {
         deferral::scope_local(async |d| {
             let mut local = Vec::new();
-            d.try_defer(|| local.push(1)).unwrap();
+            d.defer(|| local.push(1));
         })
         .await;
     });

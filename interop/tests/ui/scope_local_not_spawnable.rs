@@ -7,7 +7,7 @@ fn main() {
     rt.block_on(async {
         let shared = Rc::new(1);
         let scope = deferral::scope_local(async |d| {
-            d.try_defer(move || drop(shared)).unwrap();
+            d.defer(move || drop(shared));
         });
         tokio::spawn(scope);
     });

@@ -3,6 +3,6 @@
 fn main() {
     let mut log = Vec::new();
     futures::executor::block_on(deferral::scope(async |d| {
-        d.try_defer(|| log.push(1)).unwrap();
+        d.defer(|| log.push(1));
     }));
 }

@@ -2,9 +2,8 @@
 // thunks while the scope cleans up is impossible through the handle.
 fn main() {
     let _ = deferral::scope(async |d: &deferral::Defer<()>| {
-        d.try_defer(move || {
-            let _ = d.try_defer(|| ());
-        })
-        .unwrap();
+        d.defer(move || {
+            let _ = d.defer(|| ());
+        });
     });
 }
