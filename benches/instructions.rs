@@ -570,7 +570,8 @@ fn fmt_nanos(n: f64) -> String {
 
 fn sizes() -> Vec<(String, usize)> {
     use core::mem::{size_of, size_of_val};
-    use deferral::{DeferredPromise, PromiseCell, Resolver, ScopeBuilder, SharedPromise};
+    use deferral::scope::ScopeBuilder;
+    use deferral::{DeferredPromise, PromiseCell, Resolver, SharedPromise};
 
     let bare = async { 0u32 };
     let scope = deferral::scope(async |_d| 0u32);
@@ -594,7 +595,7 @@ fn sizes() -> Vec<(String, usize)> {
         (
             format!(
                 "`deferral::scope(async \\|_d\\| 0u32)` (default capacity {} B)",
-                deferral::DEFAULT_CAPACITY
+                deferral::scope::DEFAULT_CAPACITY
             ),
             size_of_val(&scope),
         ),
@@ -608,7 +609,7 @@ fn sizes() -> Vec<(String, usize)> {
         ),
         (
             "`DeferScope` overhead without the slab bytes (scope − bare − capacity)".to_string(),
-            size_of_val(&scope) - size_of_val(&bare) - deferral::DEFAULT_CAPACITY,
+            size_of_val(&scope) - size_of_val(&bare) - deferral::scope::DEFAULT_CAPACITY,
         ),
         (
             "`DeferredPromise<u32, ()>` (`resolved`/`rejected`)".to_string(),

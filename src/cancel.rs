@@ -47,7 +47,12 @@ use crate::scope::entry::{Head, Live};
 use crate::scope::exit::{ExitHead, Outcome};
 use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
 
-/// Cleanup dropped unpolled, program-wide (see [`dropped`]).
+/// Cleanup dropped unpolled, program-wide (see [`dropped`]). Through the
+/// atomics shim (a read-modify-write needs `portable-atomic` on chips
+/// without compare-and-swap); under loom a plain statistic.
+#[cfg(not(loom))]
+static DROPPED: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
+#[cfg(loom)]
 static DROPPED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// How many cancelled scopes' async cleanups were dropped unpolled because
@@ -81,6 +86,7 @@ fn count_dropped() {
 /// [`Reaper::hand_over`]), or drop it (dropped unpolled, and counted).
 ///
 /// ```standalone_crate
+/// # #[cfg(feature = "alloc")]
 /// # futures::executor::block_on(async {
 /// use std::sync::Mutex;
 /// static ORPHANS: Mutex<Vec<deferral::cancel::BoxCleanup>> = Mutex::new(Vec::new());

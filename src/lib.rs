@@ -2,6 +2,7 @@
 //! any executor, with or without a heap.
 //!
 //! ```
+//! # #[cfg(feature = "alloc")] // (without: a slab sized with `ScopeBuilder::capacity`)
 //! # futures::executor::block_on(async {
 //! use std::sync::{Arc, Mutex};
 //!
@@ -62,39 +63,62 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod cancel;
-pub mod context;
-mod panic;
-pub mod promise;
-pub mod queue;
-pub mod scope;
-mod sync;
-#[cfg(feature = "alloc")]
-mod wake_set;
+// Without compare-and-swap (Cortex-M0/M0+: `thumbv6m-none-eabi`) the
+// crate's atomics come from `portable-atomic`: one error that says so, and
+// nothing else of the crate compiled (not a screenful of "no method named
+// `compare_exchange`").
+#[cfg(all(not(target_has_atomic = "ptr"), not(feature = "portable-atomic")))]
+compile_error!(
+    "deferral: this target has no compare-and-swap: enable the `portable-atomic-critical-section` \
+     feature (with a `critical-section` implementation, e.g. cortex-m's `critical-section-single-core`), \
+     or `portable-atomic` with portable-atomic's own `unsafe-assume-single-core`"
+);
 
-#[cfg(feature = "alloc")]
-pub use context::{ContextVar, Snapshot};
-pub use promise::{
-    Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Progress,
-    PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,
-    SharedCell, Source, WaitersFull,
-};
-#[cfg(feature = "alloc")]
-pub use promise::{SharedPromise, WeakSharedPromise};
-pub use queue::{
-    AttachError, Clock, DEFAULT_QUEUE_CAPACITY, Deadline, Drain, Inbox, NoSleep, NoTimer,
-    OnRejection, Outcome as QueueOutcome, PushAllError, PushError, RateLimited, StopFn, TaskQueue,
-    TimedOut, Timer, Timing, Until, Yield, ZeroConcurrency,
-};
-#[cfg(feature = "alloc")]
-pub use queue::{BoxedTask, Submitter};
-#[cfg(feature = "alloc")]
-pub use scope::Errors;
-pub use scope::{
-    Defer, DeferScope, DeferStack, Exit, Guard, Outcome, Registration, When, scope, scope_local,
-};
-#[cfg(feature = "std")]
-pub use scope::ambient::{defer, defer_async};
+/// The crate's items, compiled only where its atomics exist.
+macro_rules! with_atomics {
+    ($($item:item)*) => {
+        $(
+            #[cfg(any(target_has_atomic = "ptr", feature = "portable-atomic"))]
+            $item
+        )*
+    };
+}
+
+with_atomics! {
+    pub mod cancel;
+    pub mod context;
+    mod panic;
+    pub mod promise;
+    pub mod queue;
+    pub mod scope;
+    mod sync;
+    #[cfg(feature = "alloc")]
+    mod wake_set;
+
+    #[cfg(feature = "alloc")]
+    pub use context::{ContextVar, Snapshot};
+    pub use promise::{
+        Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Progress,
+        PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,
+        SharedCell, Source, WaitersFull,
+    };
+    #[cfg(feature = "alloc")]
+    pub use promise::{SharedPromise, WeakSharedPromise};
+    pub use queue::{
+        AttachError, Clock, DEFAULT_QUEUE_CAPACITY, Deadline, Drain, Inbox, NoSleep, NoTimer,
+        OnRejection, Outcome as QueueOutcome, PushAllError, PushError, RateLimited, StopFn, TaskQueue,
+        TimedOut, Timer, Timing, Until, Yield, ZeroConcurrency,
+    };
+    #[cfg(feature = "alloc")]
+    pub use queue::{BoxedTask, Submitter};
+    #[cfg(feature = "alloc")]
+    pub use scope::Errors;
+    pub use scope::{
+        Defer, DeferScope, DeferStack, Exit, Guard, Outcome, Registration, When, scope, scope_local,
+    };
+    #[cfg(feature = "std")]
+    pub use scope::ambient::{defer, defer_async};
+}
 
 /// The README's examples, compiled and run as doc-tests.
 #[cfg(all(doctest, feature = "std"))]

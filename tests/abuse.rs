@@ -13,7 +13,7 @@ use std::task::{Poll, Waker};
 
 use deferral::scope::ScopeBuilder;
 use deferral::{DeferredPromise, Guard, PromiseCell, scope};
-use support::order::Order::{self, Concurrent, Fifo, Lifo};
+use support::order::Order::{Concurrent, Lifo};
 use support::{DropCounter, DropLog, Gate, WakeCounter, block_on, poll_once};
 
 /// A waker whose `wake` panics (and that counts its drops).

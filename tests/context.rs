@@ -85,7 +85,6 @@ mod current {
     use std::task::Poll;
 
     use deferral::context::WithContext;
-    use deferral::scope::ScopeBuilder;
     use deferral::{DeferredPromise, PromiseExt, scope};
 
     use super::support::{self, Gate, WakeCounter, block_on, poll_once, yield_now};

@@ -7,7 +7,6 @@ mod support;
 use std::pin::pin;
 use std::task::Poll;
 
-use deferral::scope::ScopeBuilder;
 use support::order::Order::{Concurrent, Fifo, Lifo};
 use support::{DropLog, Gate, WakeCounter, poll_once, yield_now};
 
@@ -109,7 +108,7 @@ fn a_deadline_before_any_cleanup_started_cuts_everything_async_and_runs_sync() {
     let log = DropLog::new();
     let l = log.clone();
     let out = support::block_on(
-        deferral::scope(async move |d| {
+        deferral::scope::ScopeBuilder::new().capacity::<256>().run(async move |d| {
             let a = l.clone();
             d.defer(move || a.push("sync ran"));
             let held = l.on_drop("async");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use deferral::Defer;
-use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder};
+use deferral::scope::{Concurrent, Fifo, Lifo, ScopeBuilder, Sendable};
 use futures::future::FusedFuture;
 use support::order::{ORDERS, Order};
 use support::{Behaviour, DropCounter, Gate, Hostile, WakeCounter};
@@ -46,7 +46,7 @@ type BoxedScope = Pin<Box<dyn FusedFuture<Output = u32> + Send>>;
 fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
     let (ran, drops) = (f.ran.clone(), f.drops.clone());
     let gates = f.gates.clone();
-    let body = async move |d: &Defer<u32>| {
+    let body = async move |d: &Defer<u32, Sendable, 1024>| {
         for _ in 0..2 {
             let (r, v) = (ran.clone(), drops.tracked());
             d.defer(move || {
@@ -73,9 +73,9 @@ fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
         7
     };
     match order {
-        Order::Lifo => Box::pin(ScopeBuilder::new().order(Lifo).run(body)),
-        Order::Fifo => Box::pin(ScopeBuilder::new().order(Fifo).run(body)),
-        Order::Concurrent => Box::pin(ScopeBuilder::new().order(Concurrent).run(body)),
+        Order::Lifo => Box::pin(ScopeBuilder::new().capacity::<1024>().order(Lifo).run(body)),
+        Order::Fifo => Box::pin(ScopeBuilder::new().capacity::<1024>().order(Fifo).run(body)),
+        Order::Concurrent => Box::pin(ScopeBuilder::new().capacity::<1024>().order(Concurrent).run(body)),
     }
 }
 

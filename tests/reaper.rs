@@ -79,7 +79,8 @@ fn cancelled_cleanup_runs_in_the_static_reaper_and_a_full_one_falls_back() {
 
     // A cleanup bigger than a slot takes the fallback even with room.
     {
-        let mut scope = pin!(deferral::scope(async |d| {
+        let big_slab = deferral::scope::ScopeBuilder::new().capacity::<512>();
+        let mut scope = pin!(big_slab.run(async |d| {
             let big = (Conn, [0_u8; 128]);
             d.defer_async(async move {
                 let _big = big;

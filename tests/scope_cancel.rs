@@ -145,7 +145,7 @@ fn cancelled_scope_runs_sync_thunks_and_drops_async_ones_unpolled() {
     let log = DropLog::new();
     let l = log.clone();
     {
-        let mut s = pin!(ScopeBuilder::new().run(async move |d| {
+        let mut s = pin!(ScopeBuilder::new().capacity::<256>().run(async move |d| {
             let l1 = l.clone();
             d.defer(move || l1.push("sync"));
             let (l2, held) = (l.clone(), l.on_drop("async thunk"));

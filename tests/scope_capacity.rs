@@ -1,5 +1,6 @@
-//! Capacity: a full slab hands the thunk back (without `alloc`) or spills to
-//! the heap (with it); nothing is lost either way. Also the scope's size.
+//! Capacity: a full fixed slab hands the cleanup back; a growing one spills
+//! to the heap (with `alloc`) or panics (without); nothing is ever lost
+//! silently. Also the scope's size.
 
 mod support;
 
@@ -7,26 +8,25 @@ use deferral::scope::ScopeBuilder;
 use support::{DropCounter, DropLog, block_on};
 
 #[test]
-#[cfg(not(feature = "alloc"))]
-fn full_slab_hands_the_thunk_and_the_guarded_value_back() {
+fn full_fixed_slab_hands_the_thunk_and_the_guarded_value_back() {
     let log = DropLog::new();
     let drops = DropCounter::new();
     let l = log.clone();
     let tracked = drops.tracked();
-    block_on(ScopeBuilder::new().capacity::<128>().run(async move |d| {
+    block_on(ScopeBuilder::new().capacity::<128>().fixed().run(async move |d| {
         let mut registered = 0;
         let refused = loop {
             let l = l.clone();
-            match d.try_defer(move || l.push("ran")) {
+            match d.defer(move || l.push("ran")) {
                 Ok(_) => registered += 1,
                 Err(full) => break full,
             }
         };
         assert!(registered >= 1, "128 bytes hold at least one small thunk");
-        assert_eq!(refused.to_string(), "the scope's defer slab is full");
+        assert_eq!(refused.to_string(), "the scope's slab is full");
         // Nothing is lost: the caller gets the thunk back and may run it.
         (refused.into_inner())();
-        let (value, _cleanup) = d.try_guard(tracked, drop).unwrap_err().into_inner();
+        let (value, _cleanup) = d.guard(tracked, drop).unwrap_err().into_inner();
         drop(value);
         l.push(format!("registered {registered}"));
     }));
@@ -35,6 +35,19 @@ fn full_slab_hands_the_thunk_and_the_guarded_value_back() {
     assert!(events[1].starts_with("registered"));
     assert!(events[2..].iter().all(|e| e == "ran"));
     assert_eq!(drops.get(), 1);
+}
+
+/// Without `alloc` a growing slab that runs out is a sizing bug: a panic
+/// that names the fix, never a cleanup dropped silently.
+#[test]
+#[cfg(not(feature = "alloc"))]
+#[should_panic(expected = "the scope's slab is full")]
+fn a_growing_slab_that_runs_out_without_alloc_panics() {
+    block_on(ScopeBuilder::new().capacity::<64>().run(async |d| {
+        for _ in 0..100 {
+            d.defer(|| ());
+        }
+    }));
 }
 
 #[test]

@@ -13,7 +13,10 @@ use support::{DropLog, Gate, WakeCounter, block_on, poll_once, yield_now};
 
 /// Registers, in this order: sync "a", async "b" (yields once), sync "c",
 /// async "d" (yields once), and logs each as it runs.
-async fn body(d: &deferral::Defer<&'static str>, log: &DropLog) -> &'static str {
+async fn body<const N: usize>(
+    d: &deferral::Defer<&'static str, deferral::scope::Sendable, N>,
+    log: &DropLog,
+) -> &'static str {
     let l = log.clone();
     d.defer(move || l.push("a"));
     let l = log.clone();
@@ -53,7 +56,7 @@ fn lifo_is_the_default_and_runs_last_registered_first() {
     // The builder's default order is LIFO too.
     let log = DropLog::new();
     let l = log.clone();
-    block_on(ScopeBuilder::new().run(async move |d| body(d, &l).await));
+    block_on(ScopeBuilder::new().capacity::<256>().run(async move |d| body(d, &l).await));
     assert_eq!(log.events(), run(Lifo));
 }
 
@@ -171,7 +174,7 @@ fn error_outputs_run_every_thunk_too() {
 fn guards_give_the_body_mutable_access_and_cleanup_gets_the_final_value() {
     let log = DropLog::new();
     let l = log.clone();
-    block_on(scope(async move |d| {
+    block_on(ScopeBuilder::new().capacity::<256>().run(async move |d| {
         let l2 = l.clone();
         let mut count = d
             .guard(0_u32, move |n| l2.push(format!("sync {n}")));

@@ -8,9 +8,8 @@ mod support;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 
-use deferral::scope::ScopeBuilder;
 use deferral::scope;
-use support::order::Order::{self, Concurrent, Fifo, Lifo};
+use support::order::Order::{Concurrent, Fifo, Lifo};
 use support::{DropCounter, DropLog, WakeCounter, block_on, poll_once, yield_now};
 
 fn panic_message(err: Box<dyn std::any::Any + Send>) -> String {

@@ -47,7 +47,7 @@ fn a_body_pausing_while_borrowing_a_guard() {
 fn thunks_pausing_inside_self_borrowing_futures_in_every_order() {
     for order in support::order::ORDERS {
         let counter = WakeCounter::new();
-        let mut s = support::order::run(order, async |d| {
+        let mut s = support::order::run_n::<2048, _, _>(order, async |d| {
             for seed in 0..3 {
                 d.defer_async(async move {
                     assert_eq!(self_borrowing(seed).await, 4 * seed + 1);

@@ -104,8 +104,8 @@ macro_rules! scope_groups {
             "scope_async_1" "Register + run 1 async thunk"
             "One future (`YieldOnce`: wakes itself and returns `Pending` once, then finishes) registered in the body and awaited after it; the whole scope is polled until ready. `async_safe_defer::AsyncScope` boxes a closure and the future it returns (its documented `async_scope!` usage); the boxed baseline pushes `Pin<Box<dyn Future + Send>>` on a `Vec` and awaits them in LIFO order; `join_all`/`FuturesUnordered` are the concurrent baselines over the same boxed futures."
             [
-                ours "lifo" "`deferral`, `Order::Lifo`" $crate::cases::scope::async_ours::<1, false>,
-                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<1, true>,
+                ours "lifo" "`deferral`, `Lifo`" $crate::cases::scope::async_ours::<1, false>,
+                ours "concurrent" "`deferral`, `Concurrent`" $crate::cases::scope::async_ours::<1, true>,
                 theirs "async_safe_defer" "`async_safe_defer::AsyncScope`" $crate::cases::scope::async_asd::<1>,
                 theirs "boxed" "`Vec<Pin<Box<dyn Future>>>`, sequential" $crate::cases::scope::async_boxed::<1>,
                 theirs "join_all" "`futures::future::join_all` (boxed)" $crate::cases::scope::async_join_all::<1>,
@@ -114,8 +114,8 @@ macro_rules! scope_groups {
             "scope_async_8" "Register + run 8 async thunks"
             "As above with 8 `YieldOnce` futures."
             [
-                ours "lifo" "`deferral`, `Order::Lifo`" $crate::cases::scope::async_ours::<8, false>,
-                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<8, true>,
+                ours "lifo" "`deferral`, `Lifo`" $crate::cases::scope::async_ours::<8, false>,
+                ours "concurrent" "`deferral`, `Concurrent`" $crate::cases::scope::async_ours::<8, true>,
                 theirs "async_safe_defer" "`async_safe_defer::AsyncScope`" $crate::cases::scope::async_asd::<8>,
                 theirs "boxed" "`Vec<Pin<Box<dyn Future>>>`, sequential" $crate::cases::scope::async_boxed::<8>,
                 theirs "join_all" "`futures::future::join_all` (boxed)" $crate::cases::scope::async_join_all::<8>,
@@ -124,23 +124,23 @@ macro_rules! scope_groups {
             "scope_async_64" "Register + run 64 async thunks"
             "As above with 64 `YieldOnce` futures; our scope gets `capacity::<8192>()` so they stay inline."
             [
-                ours "lifo" "`deferral`, `Order::Lifo`" $crate::cases::scope::async_ours::<64, false>,
-                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<64, true>,
+                ours "lifo" "`deferral`, `Lifo`" $crate::cases::scope::async_ours::<64, false>,
+                ours "concurrent" "`deferral`, `Concurrent`" $crate::cases::scope::async_ours::<64, true>,
                 theirs "async_safe_defer" "`async_safe_defer::AsyncScope`" $crate::cases::scope::async_asd::<64>,
                 theirs "boxed" "`Vec<Pin<Box<dyn Future>>>`, sequential" $crate::cases::scope::async_boxed::<64>,
                 theirs "join_all" "`futures::future::join_all` (boxed)" $crate::cases::scope::async_join_all::<64>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<64>,
             ]
             "scope_concurrent_512" "Concurrent cleanup, 512 async thunks"
-            "Linearity check (SPEC: total poll work linear in N): 512 `YieldOnce` thunks, `Order::Concurrent` vs `FuturesUnordered` (boxed). Divide by N: the per-thunk cost should stay flat from 64 to 4096. Our slab (8192 B) spills to the heap past about 140 thunks here."
+            "Linearity check (SPEC: total poll work linear in N): 512 `YieldOnce` thunks, `Concurrent` vs `FuturesUnordered` (boxed). Divide by N: the per-thunk cost should stay flat from 64 to 4096. Our slab (8192 B) spills to the heap past about 140 thunks here."
             [
-                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<512, true>,
+                ours "concurrent" "`deferral`, `Concurrent`" $crate::cases::scope::async_ours::<512, true>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<512>,
             ]
             "scope_concurrent_4096" "Concurrent cleanup, 4096 async thunks"
             "As above with 4096 thunks (fewer callgrind iterations)."
             [
-                ours "concurrent" "`deferral`, `Order::Concurrent`" $crate::cases::scope::async_ours::<4096, true>,
+                ours "concurrent" "`deferral`, `Concurrent`" $crate::cases::scope::async_ours::<4096, true>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed)" $crate::cases::scope::async_unordered::<4096>,
             ]
             "scope_n_1" "N = 1 thunks, default capacity"
@@ -149,8 +149,8 @@ macro_rules! scope_groups {
                 ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<1>,
                 ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<1>,
                 ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<1>,
-                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<1, false>,
-                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<1, true>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Lifo`" $crate::cases::scope::sweep_async::<1, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Concurrent`" $crate::cases::scope::sweep_async::<1, true>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<1>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<1>,
             ]
@@ -160,8 +160,8 @@ macro_rules! scope_groups {
                 ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<16>,
                 ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<16>,
                 ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<16>,
-                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<16, false>,
-                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<16, true>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Lifo`" $crate::cases::scope::sweep_async::<16, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Concurrent`" $crate::cases::scope::sweep_async::<16, true>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<16>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<16>,
             ]
@@ -171,8 +171,8 @@ macro_rules! scope_groups {
                 ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<256>,
                 ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<256>,
                 ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<256>,
-                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<256, false>,
-                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<256, true>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Lifo`" $crate::cases::scope::sweep_async::<256, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Concurrent`" $crate::cases::scope::sweep_async::<256, true>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<256>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<256>,
             ]
@@ -182,8 +182,8 @@ macro_rules! scope_groups {
                 ours "sync" "`d.defer`" $crate::cases::scope::sweep_sync::<4096>,
                 ours "sync_local" "`scope_local` + `d.defer` (borrowing)" $crate::cases::scope::sweep_sync_local::<4096>,
                 ours "async_ready" "`d.defer_async`, ready at once" $crate::cases::scope::sweep_async_ready::<4096>,
-                ours "lifo" "`d.defer_async(YieldOnce)`, `Order::Lifo`" $crate::cases::scope::sweep_async::<4096, false>,
-                ours "concurrent" "`d.defer_async(YieldOnce)`, `Order::Concurrent`" $crate::cases::scope::sweep_async::<4096, true>,
+                ours "lifo" "`d.defer_async(YieldOnce)`, `Lifo`" $crate::cases::scope::sweep_async::<4096, false>,
+                ours "concurrent" "`d.defer_async(YieldOnce)`, `Concurrent`" $crate::cases::scope::sweep_async::<4096, true>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sweep_boxed_sync::<4096>,
                 theirs "futures_unordered" "`FuturesUnordered` (boxed `YieldOnce`)" $crate::cases::scope::sweep_unordered::<4096>,
             ]

@@ -4,7 +4,7 @@ use core::future::Future;
 use core::hint::black_box;
 use core::pin::Pin;
 
-use deferral::{Order, ScopeBuilder};
+use deferral::scope::{Concurrent, Lifo, ScopeBuilder};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -96,21 +96,20 @@ pub fn sync_boxed<const N: usize>() {
 // ---------------------------------------------------------- async thunks
 
 pub fn async_ours<const N: usize, const CONCURRENT: bool>() {
-    let order = if CONCURRENT {
-        Order::Concurrent
+    let b = ScopeBuilder::new().capacity::<8192>();
+    if CONCURRENT {
+        block(b.order(Concurrent).run(async |d| {
+            for i in 0..N {
+                d.defer_async(YieldOnce::new(black_box(i as u64)));
+            }
+        }));
     } else {
-        Order::Lifo
-    };
-    block(
-        ScopeBuilder::new()
-            .capacity::<8192>()
-            .order(order)
-            .run(async |d| {
-                for i in 0..N {
-                    d.defer_async(YieldOnce::new(black_box(i as u64)));
-                }
-            }),
-    );
+        block(b.order(Lifo).run(async |d| {
+            for i in 0..N {
+                d.defer_async(YieldOnce::new(black_box(i as u64)));
+            }
+        }));
+    }
 }
 
 pub fn async_asd<const N: usize>() {
@@ -228,16 +227,19 @@ pub fn sweep_async_ready<const N: usize>() {
 }
 
 pub fn sweep_async<const N: usize, const CONCURRENT: bool>() {
-    let order = if CONCURRENT {
-        Order::Concurrent
+    if CONCURRENT {
+        block(ScopeBuilder::new().order(Concurrent).run(async |d| {
+            for i in 0..N {
+                d.defer_async(YieldOnce::new(black_box(i as u64)));
+            }
+        }));
     } else {
-        Order::Lifo
-    };
-    block(ScopeBuilder::new().order(order).run(async |d| {
-        for i in 0..N {
-            d.defer_async(YieldOnce::new(black_box(i as u64)));
-        }
-    }));
+        block(deferral::scope(async |d| {
+            for i in 0..N {
+                d.defer_async(YieldOnce::new(black_box(i as u64)));
+            }
+        }));
+    }
 }
 
 pub fn sweep_boxed_sync<const N: usize>() {

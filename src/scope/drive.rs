@@ -98,6 +98,12 @@ pub trait Driver: Sized {
 /// its entries are pinned where they are; `ends` stays valid and unborrowed
 /// for the call.
 pub(crate) unsafe fn drive<D: Driver>(driver: &mut D, ends: Ends, cx: &mut Context<'_>) -> Poll<()> {
+    // Without `std` a panic of an entry's poll unwound out of our caller's
+    // previous poll: that entry is done (dropped) before anything else.
+    if let Some(live) = driver.polled_panicked().and_then(Erased::claim) {
+        // SAFETY: claimed, ours, dropped once.
+        unsafe { live.drop_payload() };
+    }
     driver.register(cx);
     loop {
         // SAFETY: as the caller guarantees.
@@ -178,9 +184,15 @@ pub(crate) unsafe fn cancel<D: Driver>(
 pub struct Sequential {
     /// The entry to look at (null: done).
     next: *mut Head,
-    /// `next` is an async entry already polled.
-    started: bool,
+    /// Where `next` is, if it is an async entry: [`WAITING`], [`POLLING`]
+    /// (inside its poll: if that unwinds, it stays so, and the entry is
+    /// dropped next time), [`PENDING`].
+    started: u8,
 }
+
+const WAITING: u8 = 0;
+const POLLING: u8 = 1;
+const PENDING: u8 = 2;
 
 // SAFETY: a driver is part of its owner (a scope, a stack's dispose): its
 // pointers point into the owner's own storage and are used only by
@@ -195,7 +207,7 @@ impl Driver for Sequential {
     fn new(first: *mut Head) -> Self {
         Sequential {
             next: first,
-            started: false,
+            started: WAITING,
         }
     }
 
@@ -205,10 +217,12 @@ impl Driver for Sequential {
         unsafe { sequential(&mut self.next, &mut self.started, ends, cx) }
     }
 
+    #[inline(always)]
     fn polled_panicked(&mut self) -> Option<Erased> {
-        if !core::mem::replace(&mut self.started, false) {
+        if self.started != POLLING {
             return None;
         }
+        self.started = WAITING;
         let entry = NonNull::new(self.next).map(Erased)?;
         self.next = entry.link();
         Some(entry)
@@ -216,7 +230,7 @@ impl Driver for Sequential {
 
     fn split(&mut self) -> (*mut Head, *mut Head, *mut Head) {
         let next = core::mem::replace(&mut self.next, ptr::null_mut());
-        if core::mem::replace(&mut self.started, false) {
+        if core::mem::replace(&mut self.started, WAITING) != WAITING {
             // SAFETY: `next` is an entry of the chain.
             let after = NonNull::new(next).map_or(ptr::null_mut(), |e| Erased(e).link());
             (next, after, after)
@@ -234,7 +248,7 @@ impl Driver for Sequential {
 #[inline(always)]
 unsafe fn sequential(
     next: &mut *mut Head,
-    started: &mut bool,
+    started: &mut u8,
     ends: Ends,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
@@ -269,12 +283,13 @@ unsafe fn sequential(
             continue;
         }
         *next = cursor;
-        *started = true;
+        *started = POLLING;
         // SAFETY: a live async payload, pinned in its storage.
         if unsafe { live.poll(cx, ends.exit) }.is_pending() {
+            *started = PENDING;
             return Poll::Pending;
         }
-        *started = false;
+        *started = WAITING;
         entry.claim();
         cursor = entry.link();
         *next = cursor;

@@ -38,7 +38,12 @@ pub struct Sendable;
 /// .await;
 /// # });
 /// ```
-pub struct Local<'env>(PhantomData<(fn(&'env ()) -> &'env (), *mut ())>);
+pub struct Local<'env>(PhantomData<(Invariant<'env>, NotSend)>);
+
+/// `fn(&'env ()) -> &'env ()`: invariant in `'env`.
+type Invariant<'env> = fn(&'env ()) -> &'env ();
+/// Neither `Send` nor `Sync`.
+type NotSend = *mut ();
 
 /// A flavour whose slab never grows: a registration that does not fit
 /// returns [`Full`] with the cleanup handed back, even with `alloc` (no

@@ -109,6 +109,10 @@ impl<T, K: Flavour, const N: usize> fmt::Debug for Defer<T, K, N> {
     }
 }
 
+/// A token's tie to the output type: `Send + Sync` whatever `T` is (no
+/// `T` is held), invariant in it.
+type Out<T> = fn(T) -> T;
+
 /// Where a registration landed: its head, how to take it back, and where
 /// its payload is (inside a context wrapper, if it got one).
 struct Stored<P> {
@@ -135,11 +139,6 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
         // SAFETY: `Defer` is a `repr(transparent)` wrapper of `Core<K>`
         // (its other field is a zero-sized marker).
         unsafe { &*core::ptr::from_ref(core).cast::<Self>() }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn core_for_tests(&self) -> &Core<K> {
-        &self.core
     }
 
     #[inline(always)]
@@ -502,6 +501,7 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
     /// gets the value instead, synchronously (pass `drop` for none).
     ///
     /// ```
+    /// # #[cfg(feature = "alloc")] // (without: a slab sized with `ScopeBuilder::capacity`)
     /// # futures::executor::block_on(async {
     /// use std::sync::{Arc, Mutex};
     /// use deferral::Outcome;
@@ -668,7 +668,7 @@ pub struct Registration<'d, T, X, K: Flavour = Sendable> {
     /// The core's epoch when registered: if it moved on (`clear`,
     /// `move_all`), the registration may be gone.
     epoch: u64,
-    _taken: PhantomData<(X, fn(T) -> T)>,
+    _taken: PhantomData<(X, Out<T>)>,
 }
 
 // SAFETY: a token is a claim on one entry of a core plus the right to take
@@ -727,12 +727,12 @@ impl<T, X, K: Flavour> Registration<'_, T, X, K> {
     /// # });
     /// ```
     pub fn move_to<const M: usize>(self, stack: &mut DeferStack<K, M>) -> Result<(), Self> {
-        // SAFETY: `move_entry` hands over a pending, never-polled, portable
-        // entry of this flavour.
-        if self
-            .core
-            .move_entry(self.head, Some(self.epoch), |live| unsafe { stack.accept(live) })
-        {
+        let accept = |live| {
+            // SAFETY: `move_entry` hands over a pending, never-polled,
+            // portable entry of this flavour.
+            unsafe { stack.accept(live) }
+        };
+        if self.core.move_entry(self.head, Some(self.epoch), accept) {
             Ok(())
         } else {
             Err(self)
@@ -808,7 +808,7 @@ pub struct Guard<'d, T, V, C, K: Flavour = Sendable> {
     /// Takes the value and cleanup back.
     take: TakeFn,
     value: NonNull<V>,
-    _owns: PhantomData<(&'d mut V, C, fn(T) -> T)>,
+    _owns: PhantomData<(&'d mut V, C, Out<T>)>,
 }
 
 // SAFETY: a `Guard` is a unique reference to `V` (`&mut V`) and the right
@@ -905,12 +905,12 @@ impl<T, V, C, K: Flavour> Guard<'_, T, V, C, K> {
     /// # });
     /// ```
     pub fn move_to<const M: usize>(guard: Self, stack: &mut DeferStack<K, M>) -> Result<(), Self> {
-        // SAFETY: as in `Registration::move_to` (consumed on success: no
-        // reference to the value survives).
-        if guard
-            .core
-            .move_entry(guard.head, None, |live| unsafe { stack.accept(live) })
-        {
+        let accept = |live| {
+            // SAFETY: as in `Registration::move_to` (consumed on success: no
+            // reference to the value survives).
+            unsafe { stack.accept(live) }
+        };
+        if guard.core.move_entry(guard.head, None, accept) {
             Ok(())
         } else {
             Err(guard)

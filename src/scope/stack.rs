@@ -332,14 +332,17 @@ impl<K: Flavour, const N: usize> DeferStack<K, N> {
     /// then the first panic resumes.
     pub fn clear(&mut self) -> usize {
         let first = self.chain();
-        struct Free<'a, K: Flavour, const N: usize>(&'a mut DeferStack<K, N>);
-        impl<K: Flavour, const N: usize> Drop for Free<'_, K, N> {
+        // The heap blocks are freed afterwards, also if a destructor panics.
+        #[cfg(feature = "alloc")]
+        struct Free<'a>(&'a mut alloc::vec::Vec<super::entry::BoxedEntry>);
+        #[cfg(feature = "alloc")]
+        impl Drop for Free<'_> {
             fn drop(&mut self) {
-                #[cfg(feature = "alloc")]
-                self.0.heap.clear();
+                self.0.clear();
             }
         }
-        let _free = Free(self);
+        #[cfg(feature = "alloc")]
+        let _free = Free(&mut self.heap);
         super::slab::drain(first)
     }
 

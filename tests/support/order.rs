@@ -6,9 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use deferral::Defer;
-use deferral::scope::{
-    Concurrent, DEFAULT_CAPACITY, Fifo, Lifo, Local, ScopeBody, ScopeBuilder, Sendable,
-};
+use deferral::scope::{Concurrent, Fifo, Lifo, Local, ScopeBody, ScopeBuilder, Sendable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -20,24 +18,28 @@ pub enum Order {
 pub const ORDERS: [Order; 3] = [Order::Lifo, Order::Fifo, Order::Concurrent];
 
 pub type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The slab of the scopes these helpers build: room for the tests' async
+/// cleanup without `alloc` (whose default is 64 bytes).
+pub const CAPACITY: usize = 1024;
 pub type BoxedSend<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// `ScopeBuilder::new().order(order).run(body)`, boxed.
+/// `ScopeBuilder::new().capacity::<CAPACITY>().order(order).run(body)`, boxed.
 pub fn run<'a, T: 'a, F>(order: Order, body: F) -> Boxed<'a, T>
 where
-    F: for<'d> AsyncFnOnce(&'d Defer<T>) -> T + 'a,
-    F: for<'d> ScopeBody<'d, T, Sendable, DEFAULT_CAPACITY, &'d (T, Sendable)>,
+    F: for<'d> AsyncFnOnce(&'d Defer<T, Sendable, CAPACITY>) -> T + 'a,
+    F: for<'d> ScopeBody<'d, T, Sendable, CAPACITY, &'d (T, Sendable)>,
 {
-    run_n::<DEFAULT_CAPACITY, T, F>(order, body)
+    run_n::<CAPACITY, T, F>(order, body)
 }
 
-/// `ScopeBuilder::new().order(order).run_local(body)`, boxed.
+/// `ScopeBuilder::new().capacity::<CAPACITY>().order(order).run_local(body)`, boxed.
 pub fn run_local<'a, 'env: 'a, T: 'a, F>(order: Order, body: F) -> Boxed<'a, T>
 where
-    F: for<'d> AsyncFnOnce(&'d Defer<T, Local<'env>>) -> T + 'a,
-    F: for<'d> ScopeBody<'d, T, Local<'env>, DEFAULT_CAPACITY, &'d (T, Local<'env>)>,
+    F: for<'d> AsyncFnOnce(&'d Defer<T, Local<'env>, CAPACITY>) -> T + 'a,
+    F: for<'d> ScopeBody<'d, T, Local<'env>, CAPACITY, &'d (T, Local<'env>)>,
 {
-    run_local_n::<DEFAULT_CAPACITY, T, F>(order, body)
+    run_local_n::<CAPACITY, T, F>(order, body)
 }
 
 /// `ScopeBuilder::new().capacity::<N>().order(order).run(body)`, boxed.
@@ -90,12 +92,12 @@ pub fn run_grace<'a, T: 'a, F, G, D>(
     deadline: G,
 ) -> Boxed<'a, Result<T, deferral::scope::CutShort<T>>>
 where
-    F: for<'d> AsyncFnOnce(&'d Defer<T>) -> T + 'a,
-    F: for<'d> ScopeBody<'d, T, Sendable, DEFAULT_CAPACITY, &'d (T, Sendable)>,
+    F: for<'d> AsyncFnOnce(&'d Defer<T, Sendable, CAPACITY>) -> T + 'a,
+    F: for<'d> ScopeBody<'d, T, Sendable, CAPACITY, &'d (T, Sendable)>,
     G: FnOnce() -> D + 'a,
     D: Future + 'a,
 {
-    let b = ScopeBuilder::new();
+    let b = ScopeBuilder::new().capacity::<CAPACITY>();
     match order {
         Order::Lifo => Box::pin(b.order(Lifo).run(body).grace(deadline)),
         Order::Fifo => Box::pin(b.order(Fifo).run(body).grace(deadline)),

@@ -67,12 +67,12 @@ fn main() -> ! {
         // Two sync cleanups and one async cleanup, all borrowing locals;
         // a 64-byte slab (enough for these three).
         out = block(
-            deferral::ScopeBuilder::new()
+            deferral::scope::ScopeBuilder::new()
                 .capacity::<64>()
                 .run_local(async |d| {
-                    d.try_defer_async(flush(&mut buf)).ok();
-                    d.try_defer(|| led_off(&mut led)).ok();
-                    d.try_defer(|| close(&mut port)).ok();
+                    d.defer_async(flush(&mut buf));
+                    d.defer(|| led_off(&mut led));
+                    d.defer(|| close(&mut port));
                     yield_now().await;
                     black_box(7)
                 }),
