@@ -64,7 +64,10 @@ async fn session(name: &'static str, log: Log, pool: Log) {
             format!("{name}'s connection"),
             async move |conn: String, outcome: Outcome| {
                 After(2).await; // the async rollback
-                note(&l, format!("{name}: rolled back ({outcome:?}) on the executor"));
+                note(
+                    &l,
+                    format!("{name}: rolled back ({outcome:?}) on the executor"),
+                );
                 p.lock().unwrap().push(conn);
             },
             move |conn| {
@@ -82,9 +85,16 @@ fn main() {
     let (log, pool) = (Log::default(), Log::default());
     let before = deferral::cancel::dropped();
     cancel(session("first", log.clone(), pool.clone()));
-    assert_eq!(*log.lock().unwrap(), ["first: sync cleanup runs in the drop"]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["first: sync cleanup runs in the drop"]
+    );
     assert_eq!(*pool.lock().unwrap(), ["first's connection (fallback)"]);
-    assert_eq!(deferral::cancel::dropped() - before, 1, "counted, never silent");
+    assert_eq!(
+        deferral::cancel::dropped() - before,
+        1,
+        "counted, never silent"
+    );
     println!("  pool: {:?}", pool.lock().unwrap());
 
     println!("2. the program's handler hands it to our executor");

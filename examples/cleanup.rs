@@ -40,7 +40,10 @@ impl From<DbError> for AppError {
 
 impl Conn {
     fn note(&self, what: impl Into<String>) {
-        self.log.lock().unwrap().push(format!("conn {}: {}", self.id, what.into()));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("conn {}: {}", self.id, what.into()));
     }
     async fn execute(&mut self, sql: &'static str) -> Result<(), DbError> {
         self.note(sql);
@@ -109,7 +112,10 @@ fn main() {
     futures::executor::block_on(async {
         let log = Log::default();
         let pool = Pool::default();
-        pool.put(Conn { id: 1, log: log.clone() });
+        pool.put(Conn {
+            id: 1,
+            log: log.clone(),
+        });
         log.lock().unwrap().clear();
 
         let ok = transfer(&pool, &log, "INSERT rows").await;

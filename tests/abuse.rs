@@ -134,11 +134,9 @@ fn a_panicking_scope_waker_does_not_wedge_concurrent_cleanup() {
     static DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let gate = Gate::new();
     let wait = gate.wait();
-    let mut s = pin!(
-        support::order::run(Concurrent, async move |d| {
-                d.defer_async(wait);
-            })
-    );
+    let mut s = pin!(support::order::run(Concurrent, async move |d| {
+        d.defer_async(wait);
+    }));
     let bad = panicking_waker(&DROPS);
     assert!(
         s.as_mut()

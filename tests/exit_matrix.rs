@@ -139,7 +139,10 @@ macro_rules! body {
             let (run, held) = probe!("async_with");
             d.defer_async_with(move |outcome: Outcome| async move {
                 let _held = held;
-                assert!(outcome == expected || outcome == Outcome::Cancelled, "{outcome:?}");
+                assert!(
+                    outcome == expected || outcome == Outcome::Cancelled,
+                    "{outcome:?}"
+                );
                 run();
                 yield_now().await;
             });
@@ -183,7 +186,10 @@ macro_rules! body {
                 held,
                 move |held, outcome| async move {
                     let _held = held;
-                    assert!(outcome == expected || outcome == Outcome::Cancelled, "{outcome:?}");
+                    assert!(
+                        outcome == expected || outcome == Outcome::Cancelled,
+                        "{outcome:?}"
+                    );
                     run();
                     yield_now().await;
                 },
@@ -264,7 +270,11 @@ fn every_outcome_every_registration_every_order() {
                 }
                 let events = log.events();
                 let count = counts(&events);
-                assert_eq!(count.get("fallback guard_async_with"), None, "{ctx}: {events:?}");
+                assert_eq!(
+                    count.get("fallback guard_async_with"),
+                    None,
+                    "{ctx}: {events:?}"
+                );
                 let mut expected_runs = Vec::new();
                 for kind in KINDS {
                     let run = format!("run {kind}");

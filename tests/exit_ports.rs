@@ -522,8 +522,7 @@ fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
 #[test]
 fn js_body_error_then_disposal_errors_in_order() {
     let result: Result<u8, Errors<JsError>> = block_on(scope(async |d| {
-        let _res = d
-            .guard_async("resource", |_| async { Err(JsError("dispose failed")) });
+        let _res = d.guard_async("resource", |_| async { Err(JsError("dispose failed")) });
         d.defer(|| Err(JsError("defer failed")));
         Err(JsError("body failed"))?
     }));
@@ -639,7 +638,8 @@ fn scopeguard_on_unwind_runs_for_a_scope_dropped_during_unwinding() {
             let d3 = d2.clone();
             d.defer(move || {
                 d3.fetch_add(1, SeqCst);
-            }).when(When::Panicked);
+            })
+            .when(When::Panicked);
             d.defer(move || unreachable!("cancelled")).when(When::Ok);
             std::future::pending::<()>().await
         }));
@@ -673,10 +673,7 @@ fn ambient_forms_run_on_success_and_on_panic() {
         }))
     }));
     assert_eq!(*ran.lock().unwrap(), ["async", "sync"]);
-    assert!(
-        deferral::scope::try_defer(|| ()).is_err(),
-        "no scope here"
-    );
+    assert!(deferral::scope::try_defer(|| ()).is_err(), "no scope here");
 }
 
 /// Recovering a panic that a cleanup (not the body) raised keeps the
@@ -715,8 +712,7 @@ fn guard_async_close_error_becomes_the_output_error() {
     }
     for (close_fails, body_fails) in [(false, false), (true, false), (false, true), (true, true)] {
         let result: Result<usize, String> = block_on(scope(async move |d| {
-            let mut f = d
-                .guard_async(File(Vec::new(), close_fails), File::close);
+            let mut f = d.guard_async(File(Vec::new(), close_fails), File::close);
             f.0.extend_from_slice(b"data");
             yield_now().await;
             if body_fails {

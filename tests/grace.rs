@@ -19,29 +19,31 @@ fn cleanup_that_never_finishes_is_cut_short_when_the_deadline_fires() {
         let d2 = deadline.clone();
         let timer_made = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tm = timer_made.clone();
-        let mut scope = pin!(
-            support::order::run_grace(order, async move |d| {
-                    let (a, held) = (l.clone(), l.on_drop("hangs"));
-                    d.defer_async(async move {
-                        let _held = held;
-                        a.push("hang: started");
-                        std::future::pending::<()>().await
-                    });
-                    let (b, held) = (l.clone(), l.on_drop("quick"));
-                    d.defer_async(async move {
-                        let _held = held;
-                        yield_now().await;
-                        b.push("quick: done");
-                    });
-                    let c = l.clone();
-                    d.defer(move || c.push("sync: done"));
+        let mut scope = pin!(support::order::run_grace(
+            order,
+            async move |d| {
+                let (a, held) = (l.clone(), l.on_drop("hangs"));
+                d.defer_async(async move {
+                    let _held = held;
+                    a.push("hang: started");
+                    std::future::pending::<()>().await
+                });
+                let (b, held) = (l.clone(), l.on_drop("quick"));
+                d.defer_async(async move {
+                    let _held = held;
                     yield_now().await;
-                    "output"
-                }, move || {
-                    tm.store(true, std::sync::atomic::Ordering::SeqCst);
-                    d2.wait()
-                })
-        );
+                    b.push("quick: done");
+                });
+                let c = l.clone();
+                d.defer(move || c.push("sync: done"));
+                yield_now().await;
+                "output"
+            },
+            move || {
+                tm.store(true, std::sync::atomic::Ordering::SeqCst);
+                d2.wait()
+            }
+        ));
         let waker = WakeCounter::new();
         assert!(
             poll_once(scope.as_mut(), &waker).is_pending(),
@@ -108,17 +110,19 @@ fn a_deadline_before_any_cleanup_started_cuts_everything_async_and_runs_sync() {
     let log = DropLog::new();
     let l = log.clone();
     let out = support::block_on(
-        deferral::scope::ScopeBuilder::new().capacity::<256>().run(async move |d| {
-            let a = l.clone();
-            d.defer(move || a.push("sync ran"));
-            let held = l.on_drop("async");
-            d.defer_async(async move {
-                let _held = held;
-                std::future::pending::<()>().await
-            });
-            d.defer_async(async { std::future::pending::<()>().await });
-        })
-        .grace(|| async {}),
+        deferral::scope::ScopeBuilder::new()
+            .capacity::<256>()
+            .run(async move |d| {
+                let a = l.clone();
+                d.defer(move || a.push("sync ran"));
+                let held = l.on_drop("async");
+                d.defer_async(async move {
+                    let _held = held;
+                    std::future::pending::<()>().await
+                });
+                d.defer_async(async { std::future::pending::<()>().await });
+            })
+            .grace(|| async {}),
     );
     assert_eq!(out.unwrap_err().cut(), 2);
     let mut events = log.events();

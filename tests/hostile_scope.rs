@@ -63,19 +63,23 @@ fn scope_under_test(order: Order, f: &Fixture) -> BoxedScope {
             });
         }
         let (r, wait) = (ran.clone(), gates[2].wait());
-        let mut g = d
-            .guard_async(drops.tracked(), move |v| async move {
-                wait.await;
-                drop(v);
-                drop(r.tracked());
-            });
+        let mut g = d.guard_async(drops.tracked(), move |v| async move {
+            wait.await;
+            drop(v);
+            drop(r.tracked());
+        });
         let _: &mut _ = &mut *g;
         7
     };
     match order {
         Order::Lifo => Box::pin(ScopeBuilder::new().capacity::<1024>().order(Lifo).run(body)),
         Order::Fifo => Box::pin(ScopeBuilder::new().capacity::<1024>().order(Fifo).run(body)),
-        Order::Concurrent => Box::pin(ScopeBuilder::new().capacity::<1024>().order(Concurrent).run(body)),
+        Order::Concurrent => Box::pin(
+            ScopeBuilder::new()
+                .capacity::<1024>()
+                .order(Concurrent)
+                .run(body),
+        ),
     }
 }
 

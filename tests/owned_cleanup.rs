@@ -63,8 +63,7 @@ impl PluginHost {
         let mut stack = DeferStack::new();
         push(log, "channel subscribed");
         let l = log.clone();
-        stack
-            .defer(move || push(&l, "channel unsubscribed"));
+        stack.defer(move || push(&l, "channel unsubscribed"));
         if socket_fails {
             return Err("socket failed"); // `stack` is disposed here
         }
@@ -178,8 +177,7 @@ fn async_safe_defer_run_now_runs_once_and_only_now() {
     let l = log.clone();
     block_on(scope(async move |d| {
         let l2 = l.clone();
-        let guard = d
-            .guard(7, move |v| l2.push(format!("cleanup {v}")));
+        let guard = d.guard(7, move |v| l2.push(format!("cleanup {v}")));
         assert_eq!(d.len(), 1);
         Guard::run_now(guard);
         l.push("after run_now");
@@ -191,11 +189,10 @@ fn async_safe_defer_run_now_runs_once_and_only_now() {
 #[test]
 fn async_safe_defer_run_now_async_returns_the_cleanup_future() {
     let out: Result<(), String> = block_on(scope(async |d| {
-        let guard = d
-            .guard_async(String::from("conn"), |c| async move {
-                yield_now().await;
-                Err(format!("{c}: close failed"))
-            });
+        let guard = d.guard_async(String::from("conn"), |c| async move {
+            yield_now().await;
+            Err(format!("{c}: close failed"))
+        });
         let closed = Guard::run_now(guard).await; // its error is ours
         assert_eq!(closed, Err("conn: close failed".to_string()));
         Ok(())
@@ -209,8 +206,7 @@ fn async_safe_defer_into_parts_returns_value_and_cleanup_unrun() {
     let l = log.clone();
     block_on(scope(async move |d| {
         let l2 = l.clone();
-        let guard = d
-            .guard(vec![1], move |v| l2.push(format!("cleanup {v:?}")));
+        let guard = d.guard(vec![1], move |v| l2.push(format!("cleanup {v:?}")));
         let (mut value, cleanup) = Guard::into_parts(guard);
         value.push(2);
         l.push("split");
@@ -310,14 +306,12 @@ fn stack_dispose_runs_everything_lifo_sync_and_async() {
     let mut stack: DeferStack = DeferStack::new();
     for i in 0..3 {
         let l = log.clone();
-        stack
-            .defer(move || push(&l, format!("sync {i}")));
+        stack.defer(move || push(&l, format!("sync {i}")));
         let l = log.clone();
-        stack
-            .defer_async(async move {
-                yield_now().await;
-                push(&l, format!("async {i}"));
-            });
+        stack.defer_async(async move {
+            yield_now().await;
+            push(&l, format!("async {i}"));
+        });
     }
     block_on(stack.dispose());
     assert_eq!(
@@ -335,8 +329,7 @@ fn stack_spills_past_its_inline_bytes_and_keeps_the_order() {
     for i in 0..50 {
         let l = log.clone();
         let big = [i as u8; 40];
-        stack
-            .defer(move || push(&l, format!("{}", big[0])));
+        stack.defer(move || push(&l, format!("{}", big[0])));
     }
     assert_eq!(stack.len(), 50);
     let moved = stack.take(); // moving a stack moves its inline bytes
@@ -350,11 +343,10 @@ fn a_dropped_stack_runs_sync_cleanup_and_drops_async_cleanup_once() {
     let log = DropLog::new();
     let mut stack: DeferStack = DeferStack::new();
     let (l, held) = (log.clone(), log.on_drop("sync"));
-    stack
-        .defer(move || {
-            l.push("run sync");
-            drop(held)
-        });
+    stack.defer(move || {
+        l.push("run sync");
+        drop(held)
+    });
     let held = log.on_drop("async");
     stack.defer_async(async move { drop(held) });
     drop(stack); // no cancel handler in this test binary
@@ -368,11 +360,10 @@ fn stack_dispose_with_panics_runs_the_rest_and_resumes_the_first() {
     let l = log.clone();
     stack.defer(move || l.push("oldest"));
     stack.defer(|| panic!("second"));
-    stack
-        .defer_async(async {
-            yield_now().await;
-            panic!("first")
-        });
+    stack.defer_async(async {
+        yield_now().await;
+        panic!("first")
+    });
     let l = log.clone();
     stack.defer(move || l.push("newest"));
     let panic = catch_unwind(AssertUnwindSafe(|| block_on(stack.dispose()))).unwrap_err();
@@ -385,17 +376,15 @@ fn a_dispose_dropped_midway_drops_the_started_one_and_runs_the_rest() {
     let log = DropLog::new();
     let mut stack: DeferStack = DeferStack::new();
     let (l, held) = (log.clone(), log.on_drop("older sync"));
-    stack
-        .defer(move || {
-            l.push("run older sync");
-            drop(held)
-        });
+    stack.defer(move || {
+        l.push("run older sync");
+        drop(held)
+    });
     let held = log.on_drop("pending async");
-    stack
-        .defer_async(async move {
-            let _held = held;
-            std::future::pending::<()>().await
-        });
+    stack.defer_async(async move {
+        let _held = held;
+        std::future::pending::<()>().await
+    });
     let mut dispose = Box::pin(stack.dispose());
     assert!(support::poll_once(dispose.as_mut(), &support::WakeCounter::new()).is_pending());
     drop(dispose);
@@ -415,12 +404,12 @@ fn tokens_and_guards_move_into_a_stack_keeping_their_kind() {
         let t = d.defer(move || push(&a, "moved defer"));
         t.move_to(&mut stack).unwrap();
         let t = d
-            .defer(move || push(&b, "moved on_unwind")).when(When::Panicked);
+            .defer(move || push(&b, "moved on_unwind"))
+            .when(When::Panicked);
         t.move_to(&mut stack).unwrap();
-        let g = d
-            .guard(String::from("conn"), move |s| {
-                push(&c, format!("closed {s}"))
-            });
+        let g = d.guard(String::from("conn"), move |s| {
+            push(&c, format!("closed {s}"))
+        });
         Guard::move_to(g, &mut stack).unwrap();
         // Cleanup that reads this scope's output cannot leave it.
         let t = d.defer_with(|_: &mut Exit<()>| ());

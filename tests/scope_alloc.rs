@@ -43,8 +43,7 @@ fn scenario<O: Order + Default>(ran: &'static AtomicUsize) -> impl Future<Output
                 yield_now().await;
                 bump();
             });
-            let mut g = d
-                .guard([0_u8; 32], |buf| assert_eq!(buf[0], 9));
+            let mut g = d.guard([0_u8; 32], |buf| assert_eq!(buf[0], 9));
             g[0] = 9;
             d.guard_async(5_u64, move |n| async move {
                 yield_now().await;
@@ -71,7 +70,9 @@ fn a_scope_that_fits_inline_does_not_allocate() {
     check("Lifo", &|cx| drive(scenario::<Lifo>(&RAN_INLINE), cx));
     check("Fifo", &|cx| drive(scenario::<Fifo>(&RAN_INLINE), cx));
     if !cfg!(feature = "alloc") {
-        check("Concurrent", &|cx| drive(scenario::<Concurrent>(&RAN_INLINE), cx));
+        check("Concurrent", &|cx| {
+            drive(scenario::<Concurrent>(&RAN_INLINE), cx)
+        });
     }
 }
 
@@ -80,8 +81,7 @@ fn a_scope_that_fits_inline_does_not_allocate() {
 fn concurrent_cleanup_with_alloc_allocates_only_its_wakers() {
     let waker = WakeCounter::new().waker();
     let mut cx = Context::from_waker(&waker);
-    let (out, n) =
-        count_allocations(|| drive(scenario::<Concurrent>(&RAN_CONCURRENT), &mut cx));
+    let (out, n) = count_allocations(|| drive(scenario::<Concurrent>(&RAN_CONCURRENT), &mut cx));
     assert_eq!(out, 42);
     // The wake set (box, shared state, bitset, index), one waker per async
     // thunk (2 here); nothing per poll.

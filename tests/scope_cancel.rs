@@ -43,22 +43,20 @@ fn scenario(order: Order, log: DropLog) -> Boxed<'static, &'static str> {
 
         log.push("new g");
         let l = log.clone();
-        let mut g = d
-            .guard(log.on_drop("g"), move |v| {
-                l.push("run g");
-                drop(v);
-            });
+        let mut g = d.guard(log.on_drop("g"), move |v| {
+            l.push("run g");
+            drop(v);
+        });
         yield_now().await;
 
         log.push("new ga");
         let l = log.clone();
-        let _ga = d
-            .guard_async(log.on_drop("ga"), move |v| async move {
-                l.push("run ga start");
-                yield_now().await;
-                l.push("run ga end");
-                drop(v);
-            });
+        let _ga = d.guard_async(log.on_drop("ga"), move |v| async move {
+            l.push("run ga start");
+            yield_now().await;
+            l.push("run ga end");
+            drop(v);
+        });
         log.push("new body local");
         let _local = log.on_drop("body local");
         yield_now().await;
@@ -207,14 +205,11 @@ fn cancel_tokens_defuse_registrations() {
         let token = d.defer(move || l2.push("cancelled sync"));
         let thunk = token.cancel();
         let l3 = l.clone();
-        let token = d
-            .defer_async(async move { l3.push("cancelled async") });
+        let token = d.defer_async(async move { l3.push("cancelled async") });
         drop(token.cancel());
-        let guard = d
-            .guard(String::from("value"), |_| panic!("defused"));
+        let guard = d.guard(String::from("value"), |_| panic!("defused"));
         let value = Guard::defuse(guard);
-        let guard = d
-            .guard_async(5_u8, |_| async { panic!("defused") });
+        let guard = d.guard_async(5_u8, |_| async { panic!("defused") });
         let five = Guard::defuse(guard);
         let _ = keep; // dropping a token keeps its registration
         thunk(); // the handed-back thunk still works

@@ -13,23 +13,28 @@ fn full_fixed_slab_hands_the_thunk_and_the_guarded_value_back() {
     let drops = DropCounter::new();
     let l = log.clone();
     let tracked = drops.tracked();
-    block_on(ScopeBuilder::new().capacity::<128>().fixed().run(async move |d| {
-        let mut registered = 0;
-        let refused = loop {
-            let l = l.clone();
-            match d.defer(move || l.push("ran")) {
-                Ok(_) => registered += 1,
-                Err(full) => break full,
-            }
-        };
-        assert!(registered >= 1, "128 bytes hold at least one small thunk");
-        assert_eq!(refused.to_string(), "the scope's slab is full");
-        // Nothing is lost: the caller gets the thunk back and may run it.
-        (refused.into_inner())();
-        let (value, _cleanup) = d.guard(tracked, drop).unwrap_err().into_inner();
-        drop(value);
-        l.push(format!("registered {registered}"));
-    }));
+    block_on(
+        ScopeBuilder::new()
+            .capacity::<128>()
+            .fixed()
+            .run(async move |d| {
+                let mut registered = 0;
+                let refused = loop {
+                    let l = l.clone();
+                    match d.defer(move || l.push("ran")) {
+                        Ok(_) => registered += 1,
+                        Err(full) => break full,
+                    }
+                };
+                assert!(registered >= 1, "128 bytes hold at least one small thunk");
+                assert_eq!(refused.to_string(), "the scope's slab is full");
+                // Nothing is lost: the caller gets the thunk back and may run it.
+                (refused.into_inner())();
+                let (value, _cleanup) = d.guard(tracked, drop).unwrap_err().into_inner();
+                drop(value);
+                l.push(format!("registered {registered}"));
+            }),
+    );
     let events = log.events();
     assert_eq!(events[0], "ran", "the handed-back thunk ran in the body");
     assert!(events[1].starts_with("registered"));

@@ -130,11 +130,10 @@ fn scenario<'a>(
     log: &'a support::DropLog,
 ) -> support::order::Boxed<'a, ()> {
     support::order::run_local_n::<256, _, _>(order, async move |d| {
-        let mut adc = d
-            .guard(adc, move |adc| {
-                adc.power_off();
-                log.push("power off");
-            });
+        let mut adc = d.guard(adc, move |adc| {
+            adc.power_off();
+            log.push("power off");
+        });
         adc.powered = true;
         let value = log.on_drop("value");
         d.defer(move || {
@@ -159,7 +158,9 @@ fn cancelling_the_newest_registrations_frees_their_bytes() {
     // A fixed 64-byte slab (it never spills, with or without `alloc`) holds
     // two 8-byte thunks and their heads on 64-bit; a loop that registers
     // and cancels never fills it.
-    let fixed = deferral::scope::ScopeBuilder::new().capacity::<64>().fixed();
+    let fixed = deferral::scope::ScopeBuilder::new()
+        .capacity::<64>()
+        .fixed();
     block_on(fixed.run_local(async |d| {
         for i in 0..1000u64 {
             let a = d.defer(move || assert!(i < 1000)).expect("room again");

@@ -40,9 +40,7 @@ async fn body<const N: usize>(
 fn run(order: Order) -> Vec<String> {
     let log = DropLog::new();
     let l = log.clone();
-    let out = block_on(
-        support::order::run(order, async move |d| body(d, &l).await),
-    );
+    let out = block_on(support::order::run(order, async move |d| body(d, &l).await));
     assert_eq!(out, "out");
     log.events()
 }
@@ -56,7 +54,11 @@ fn lifo_is_the_default_and_runs_last_registered_first() {
     // The builder's default order is LIFO too.
     let log = DropLog::new();
     let l = log.clone();
-    block_on(ScopeBuilder::new().capacity::<256>().run(async move |d| body(d, &l).await));
+    block_on(
+        ScopeBuilder::new()
+            .capacity::<256>()
+            .run(async move |d| body(d, &l).await),
+    );
     assert_eq!(log.events(), run(Lifo));
 }
 
@@ -176,13 +178,11 @@ fn guards_give_the_body_mutable_access_and_cleanup_gets_the_final_value() {
     let l = log.clone();
     block_on(ScopeBuilder::new().capacity::<256>().run(async move |d| {
         let l2 = l.clone();
-        let mut count = d
-            .guard(0_u32, move |n| l2.push(format!("sync {n}")));
-        let mut name = d
-            .guard_async(String::from("conn"), move |s| async move {
-                yield_now().await;
-                l.push(format!("async {s}"));
-            });
+        let mut count = d.guard(0_u32, move |n| l2.push(format!("sync {n}")));
+        let mut name = d.guard_async(String::from("conn"), move |s| async move {
+            yield_now().await;
+            l.push(format!("async {s}"));
+        });
         for _ in 0..3 {
             *count += 1;
             yield_now().await;

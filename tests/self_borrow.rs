@@ -33,8 +33,7 @@ fn a_body_pausing_inside_a_self_borrowing_future() {
 #[test]
 fn a_body_pausing_while_borrowing_a_guard() {
     let out = support::block_on(scope(async |d| {
-        let mut g = d
-            .guard(vec![1u32, 2], |v| assert_eq!(v, [1, 2, 3]));
+        let mut g = d.guard(vec![1u32, 2], |v| assert_eq!(v, [1, 2, 3]));
         let r = &mut *g;
         yield_now().await;
         r.push(3);

@@ -95,9 +95,16 @@ async fn handle(pool: Arc<Pool>, user: u32, sql: &'static str) -> io::Result<u64
         let mut conn = d.guard_async_with(
             pool.acquire().await,
             async move |mut conn: Conn, outcome: Outcome| {
-                let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let end = if outcome.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
                 let done = conn.query(end).await.map(drop);
-                conn.log.lock().unwrap().push(format!("user {user}: {end} ({outcome:?})"));
+                conn.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("user {user}: {end} ({outcome:?})"));
                 p1.release(conn).await;
                 done // a failed COMMIT is the request's error
             },

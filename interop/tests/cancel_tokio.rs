@@ -48,14 +48,22 @@ impl Pool {
 }
 
 /// The handler, as a user writes it: no global setup.
-async fn handle(pool: Arc<Pool>, steps: Arc<Semaphore>, reached: Arc<AtomicUsize>) -> Result<(), String> {
+async fn handle(
+    pool: Arc<Pool>,
+    steps: Arc<Semaphore>,
+    reached: Arc<AtomicUsize>,
+) -> Result<(), String> {
     deferral::scope(async move |d| {
         let (p1, p2) = (pool.clone(), pool.clone());
         let conn = d.guard_async_with(
             pool.take(),
             async move |conn: Conn, outcome: Outcome| {
                 tokio::task::yield_now().await; // the async COMMIT / ROLLBACK
-                let what = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let what = if outcome.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
                 p1.note(format!("conn {}: {what} ({outcome:?})", conn.id));
                 p1.put(conn);
             },
@@ -103,7 +111,11 @@ async fn a_timeout_at_every_await_point_returns_the_connection_exactly_once() {
     for point in 0..=POINTS {
         let pool = run_with_timeout_at(point).await;
         let log = pool.log.lock().unwrap().clone();
-        assert_eq!(pool.returned.load(SeqCst), 1, "point {point}: returned once: {log:?}");
+        assert_eq!(
+            pool.returned.load(SeqCst),
+            1,
+            "point {point}: returned once: {log:?}"
+        );
         assert_eq!(pool.idle.lock().unwrap().len(), 1, "point {point}");
         let last = log.last().expect("something happened").clone();
         if point >= POINTS {
@@ -111,7 +123,10 @@ async fn a_timeout_at_every_await_point_returns_the_connection_exactly_once() {
         } else if cfg!(feature = "tokio-handover") {
             // Spawned on the runtime: the rollback ran, through the
             // connection, after the request was cancelled.
-            assert_eq!(last, "conn 7: ROLLBACK (Cancelled)", "point {point}: {log:?}");
+            assert_eq!(
+                last, "conn 7: ROLLBACK (Cancelled)",
+                "point {point}: {log:?}"
+            );
         } else {
             // No runtime hand-over: the fallback got the connection.
             assert_eq!(last, "conn 7: fallback", "point {point}: {log:?}");

@@ -21,12 +21,11 @@ async fn a_send_body_is_spawned_and_cleans_up_on_the_runtime() {
         let closed = closed.clone();
         let fut = assert_send(scope(async move |d| {
             let c = closed.clone();
-            let mut conn = d
-                .guard_async(Vec::<u64>::new(), move |v| async move {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    assert_eq!(v.len(), 3);
-                    c.fetch_add(1, SeqCst);
-                });
+            let mut conn = d.guard_async(Vec::<u64>::new(), move |v| async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                assert_eq!(v.len(), 3);
+                c.fetch_add(1, SeqCst);
+            });
             for step in 0..3 {
                 tokio::task::yield_now().await;
                 conn.push(i * 10 + step);

@@ -28,7 +28,8 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hprintln};
 use critical_section::Mutex;
-use deferral::{PromiseCell, PromiseError, Resolver, ScopeBuilder};
+use deferral::scope::ScopeBuilder;
+use deferral::{PromiseCell, PromiseError, Resolver};
 use embassy_executor::Spawner;
 use panic_semihosting as _; // a panic prints its message and exits with status 1
 
@@ -46,8 +47,6 @@ enum AdcError {
     Conversion,
     /// The body's own error (to check cleanup on the error path).
     Overrun,
-    /// The scope's inline slab was full (no heap to spill to).
-    NoRoom,
 }
 
 // ----------------------------------------------------------------- SysTick
@@ -175,15 +174,15 @@ impl Adc {
 /// Powers the borrowed ADC on for one sample; the scope powers it off
 /// again on every way out, and counts its cleanups in a borrowed local.
 async fn sample_once(adc: &mut Adc, cleanups: &mut u8, fail: bool) -> Result<u16, AdcError> {
+    // 32 bytes: room for the two registrations below (12 bytes each on
+    // this target: a two-word head and a reference; too small a slab is a
+    // compile error for a cleanup that can never fit, a panic otherwise).
     ScopeBuilder::new()
-        .capacity::<64>()
+        .capacity::<32>()
         .run_local(async |d| {
             // The peripheral stays borrowed (`&mut Adc`): no move, no `Rc`.
-            let mut adc = d
-                .try_guard(adc, Adc::power_off)
-                .map_err(|_| AdcError::NoRoom)?;
-            d.try_defer(|| *cleanups += 1)
-                .map_err(|_| AdcError::NoRoom)?;
+            let mut adc = d.guard(adc, Adc::power_off);
+            d.defer(|| *cleanups += 1);
             adc.power_on();
             let value = adc.sample().await?;
             if fail {
@@ -223,11 +222,9 @@ async fn main(_spawner: Spawner) {
     // 3. A timeout cancels the scope mid-body: dropping it runs the sync
     //    cleanup, and the borrowed peripheral is powered off.
     let raced = select(
-        ScopeBuilder::new().capacity::<64>().run_local(async |d| {
-            let mut adc = d.try_guard(&mut adc, Adc::power_off).ok();
-            if let Some(adc) = adc.as_mut() {
-                adc.power_on();
-            }
+        ScopeBuilder::new().capacity::<32>().run_local(async |d| {
+            let mut adc = d.guard(&mut adc, Adc::power_off);
+            adc.power_on();
             core::future::pending::<()>().await; // never finishes
         }),
         Timeout::ticks(2),

@@ -32,9 +32,8 @@ use cortex_m::peripheral::SCB;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hprintln};
-use deferral::{
-    Progress, PromiseCell, PromiseError, PromiseState, Resolver, ScopeBuilder, SharedCell,
-};
+use deferral::scope::ScopeBuilder;
+use deferral::{Progress, PromiseCell, PromiseError, PromiseState, Resolver, SharedCell};
 use embassy_executor::Spawner;
 use panic_semihosting as _; // a panic prints its message and exits with status 1
 
@@ -192,21 +191,21 @@ impl Led {
 
 /// A body that registers cleanup, then succeeds or fails.
 async fn blink(fail: bool) -> Result<u32, SensorError> {
-    // 128 bytes of inline thunk storage instead of the default 512: sized
-    // for what this body registers (a full slab would fail `?` with `Full`).
+    // 128 bytes of inline storage, sized for what this body registers; a
+    // fixed slab: a registration that does not fit returns `Full` (here
+    // mapped to an error with `?`) instead of panicking.
     ScopeBuilder::new()
         .capacity::<128>()
+        .fixed()
         .run(async |d| {
-            let led = d
-                .try_guard(Led, Led::off)
-                .map_err(|_| SensorError::NoRoom)?;
-            d.try_defer(|| log(3)).map_err(|_| SensorError::NoRoom)?;
-            d.try_defer_async(async {
+            let led = d.guard(Led, Led::off).map_err(|_| SensorError::NoRoom)?;
+            d.defer(|| log(3)).map_err(|_| SensorError::NoRoom)?;
+            d.defer_async(async {
                 YieldNow(false).await; // cleanup that suspends
                 log(2);
             })
             .map_err(|_| SensorError::NoRoom)?;
-            d.try_defer_with(|exit: &mut deferral::Exit<Result<u32, SensorError>>| {
+            d.defer_with(|exit: &mut deferral::Exit<Result<u32, SensorError>>| {
                 // Go's named results: cleanup sees (and may change) the output.
                 if exit.error_mut().is_some() {
                     log(9);
@@ -318,7 +317,7 @@ fn report_sizes() {
     fn size_of_output<T>(_: impl FnOnce() -> T) -> usize {
         core::mem::size_of::<T>()
     }
-    let empty_body = async |_: &deferral::Defer<(), deferral::Local<'_>>| {};
+    let empty_body = async |_: &deferral::Defer<(), deferral::scope::Local<'_>, 0>| {};
     // Sizes the body's future type without calling anything.
     fn never<T>() -> T {
         unreachable!("only sized, never called")

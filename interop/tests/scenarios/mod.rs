@@ -11,11 +11,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
-use deferral::{
-    DeferredPromise, Progress, PromiseCell, PromiseError, PromiseExt, PromiseState,
-    SharedPromise, scope,
-};
 use deferral::scope::{Concurrent, Fifo, Lifo, Order, ScopeBuilder};
+use deferral::{
+    DeferredPromise, Progress, PromiseCell, PromiseError, PromiseExt, PromiseState, SharedPromise,
+    scope,
+};
 use futures::future::{Either, join_all, select};
 
 use crate::support::{DropCounter, Gate, yield_now};
@@ -88,11 +88,10 @@ pub async fn cleanup_order(_sp: &dyn Spawn) {
                     a.push("async");
                 });
                 let g = l.clone();
-                let mut conn = d
-                    .guard(vec![1, 2], move |conn| {
-                        assert_eq!(conn, [1, 2, 3], "the body's changes reach the cleanup");
-                        g.push("guard");
-                    });
+                let mut conn = d.guard(vec![1, 2], move |conn| {
+                    assert_eq!(conn, [1, 2, 3], "the body's changes reach the cleanup");
+                    g.push("guard");
+                });
                 conn.push(3);
                 yield_now().await;
                 l.push("body");
