@@ -63,17 +63,6 @@ mod enabled {
         CURRENT.get().map(|core| unsafe { core.as_ref() })
     }
 
-    /// A program-wide unique id, for a scope an ambient token names; 0 once
-    /// the 2^64 ids ran out (a token then never finds its scope).
-    pub(crate) fn next_id() -> u64 {
-        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        // ORDERING: only uniqueness matters, which every RMW on one atomic
-        // gives.
-        NEXT.fetch_update(Relaxed, Relaxed, |id| id.checked_add(1))
-            .unwrap_or(0)
-    }
-
     /// [`defer`]/[`defer_async`] was called outside any scope's body (or
     /// the scope's fixed slab was full). Carries the cleanup back.
     ///

@@ -15,24 +15,13 @@ use super::entry::{
     sync_vtable, take_payload,
 };
 use super::exit::{CleanupOutput, Exit, Fallible, Outcome, When, classify};
-use super::flavour::{Fits, Flavour, Full, Sendable};
+use super::flavour::{DEFAULT_CAPACITY, Fits, Flavour, Full, Sendable};
 use super::payload::{
     Call, CallWith, GuardCall, GuardCallWith, GuardStart, GuardWithStart, Now, Task, WithStart,
 };
 use super::slab::{ALIGN, Core};
 use super::stack::DeferStack;
 
-/// The inline slab capacity, in bytes, of a scope made by
-/// [`scope`](crate::scope) or [`scope_local`](crate::scope_local): 256 with
-/// `alloc` (a full slab spills to the heap), 64 without — sized for small
-/// chips; each registration takes a two-word head plus what it captures
-/// (see the README's firmware section). Choose another with
-/// [`ScopeBuilder::capacity`](crate::scope::ScopeBuilder::capacity).
-///
-/// ```
-/// assert_eq!(deferral::scope::DEFAULT_CAPACITY, if cfg!(feature = "alloc") { 256 } else { 64 });
-/// ```
-pub const DEFAULT_CAPACITY: usize = if cfg!(feature = "alloc") { 256 } else { 64 };
 
 /// The handle a scope's body uses to register cleanup.
 ///

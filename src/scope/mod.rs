@@ -48,7 +48,8 @@ pub use exit::Errors;
 pub use exit::{CleanupOutput, Exit, Fallible, Outcome, When};
 pub use flavour::{Fits, Fixed, Flavour, Full, Local, Sendable};
 pub use future::{CutShort, DeferScope, Grace, ScopeBody};
-pub use handle::{DEFAULT_CAPACITY, Defer, Guard, Registration};
+pub use flavour::DEFAULT_CAPACITY;
+pub use handle::{Defer, Guard, Registration};
 pub use stack::{DeferStack, Dispose};
 
 /// The order in which a scope runs its cleanup after the body — a type, so

@@ -592,7 +592,7 @@ impl<K: Flavour> Core<K> {
     pub(crate) fn instance(&self) -> u64 {
         let _locked = self.lock();
         if self.instance.get() == 0 {
-            self.instance.set(crate::scope::ambient::next_id());
+            self.instance.set(next_id());
         }
         self.instance.get()
     }
@@ -645,4 +645,16 @@ pub(crate) fn drain(first: *mut Head) -> usize {
         crate::panic::resume(p);
     }
     count
+}
+
+/// A program-wide unique id, for a scope an ambient token names; 0 once
+/// the 2^64 ids ran out (a token then never finds its scope).
+#[cfg(feature = "std")]
+pub(crate) fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // ORDERING: only uniqueness matters, which every RMW on one atomic
+    // gives.
+    NEXT.fetch_update(Relaxed, Relaxed, |id| id.checked_add(1))
+        .unwrap_or(0)
 }
