@@ -31,7 +31,7 @@
 //! | `ambient` | [`defer()`] and [`defer_async()`] without a handle (`std`) |
 //! | `promise` | `DeferredPromise`, its `Resolver`, the `static`-friendly `PromiseCell` (also settled from an interrupt with no resolver), the `static` multi-waiter `SharedCell`, combinators, boxed promises and `SharedPromise` |
 //! | `context` | `ContextVar` and `Snapshot`: values that follow a computation across polls and into deferred work |
-//! | `queue` | `TaskQueue`: deferred work started under a concurrency limit, by priority, paused, timed and rate-limited, results as a `Stream`; `Submitter` and the `static` `Inbox` feed it |
+//! | [`queue`] | [`TaskQueue`]: deferred work started under a concurrency limit, by priority, paused, timed and rate-limited, run inside its consumer's poll, results as a `Stream`; `Submitter` and the `static` `Inbox` feed it |
 //!
 //! Nothing here assumes an executor, a timer or an allocator: everything is
 //! driven by `poll`, wakers and [`core::task::Context`].
@@ -65,7 +65,7 @@ mod defer;
 mod exit;
 mod panic;
 pub mod promise;
-mod queue;
+pub mod queue;
 mod scope;
 mod slab;
 mod stack;
@@ -98,13 +98,7 @@ pub use promise::{
 };
 #[cfg(feature = "alloc")]
 pub use promise::{SharedPromise, WeakSharedPromise};
-pub use queue::{
-    AttachError, Clock, DEFAULT_QUEUE_CAPACITY, Deadline, Drain, Inbox, NoSleep, NoTimer,
-    OnRejection, Outcome, PushAllError, PushError, RateLimited, StopFn, TaskQueue, TimedOut, Timer,
-    Timing, Until, Yield, ZeroConcurrency,
-};
-#[cfg(feature = "alloc")]
-pub use queue::{BoxedTask, Submitter};
+pub use queue::TaskQueue;
 #[cfg(feature = "alloc")]
 pub use scope::OnCancel;
 pub use scope::{

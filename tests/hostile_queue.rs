@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Once};
 use std::task::{Context, Poll, Waker};
 
-use deferral::{NoTimer, OnRejection, TaskQueue, Yield};
+use deferral::TaskQueue;
+use deferral::queue::{NoTimer, OnRejection, Yield};
 use futures::Stream;
 #[cfg(feature = "alloc")]
 use support::Call;
@@ -575,19 +576,17 @@ fn dropping_the_queue_with_a_panicking_destructor_drops_everything_once() {
     for culprit in 0..3 {
         let gate = Gate::new();
         // 0 runs (holds the head), 1 finished (its output waits for 0's),
-        // 2 is not started (concurrency 2).
-        let mut plans = [
-            Plan {
-                gate: Some(gate.clone()),
-                ..Plan::default()
-            },
-            Plan::default(),
-            Plan::default(),
-        ];
+        // 2 runs (a finished task does not count towards the limit), 3 is
+        // not started (concurrency 2).
+        let gated = || Plan {
+            gate: Some(gate.clone()),
+            ..Plan::default()
+        };
+        let mut plans = [gated(), Plan::default(), gated(), Plan::default()];
         match culprit {
             0 => plans[0].future_drop_panics = true,
             1 => plans[1].output_drop_panics = true,
-            _ => plans[2].task_drop_panics = true,
+            _ => plans[3].task_drop_panics = true,
         }
         let mut queue = Box::pin(TaskQueue::<Task>::new().concurrency(2));
         let mut lives = Vec::new();
@@ -597,7 +596,7 @@ fn dropping_the_queue_with_a_panicking_destructor_drops_everything_once() {
             queue.as_mut().push(task).unwrap_or_else(|_| panic!("room"));
         }
         assert!(matches!(poll(queue.as_mut(), noop()), Ok(Poll::Pending)));
-        assert_eq!((queue.running(), queue.len()), (1, 3));
+        assert_eq!((queue.running(), queue.unstarted(), queue.len()), (2, 1, 4));
         assert!(catch_unwind(AssertUnwindSafe(|| drop(queue))).is_err());
         for life in &lives {
             life.assert_dropped_once();
@@ -982,7 +981,8 @@ fn waiting_case(behaviour: Behaviour, source: usize) {
     #[cfg(feature = "alloc")]
     let mut submit = (source == 0).then(|| queue.as_mut().submitter());
     // One `static` inbox per case (an inbox serves one queue, once).
-    static INBOXES: [deferral::Inbox<Task, 4>; 32] = [const { deferral::Inbox::new() }; 32];
+    static INBOXES: [deferral::queue::Inbox<Task, 4>; 32] =
+        [const { deferral::queue::Inbox::new() }; 32];
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let inbox = &INBOXES[NEXT.fetch_add(1, SeqCst)];
     if source == 1 {

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 
-use deferral::{Inbox, PushError, TaskQueue};
+use deferral::TaskQueue;
+use deferral::queue::{Inbox, PushError};
 use futures::Stream;
 use loom::sync::Mutex;
 use loom::sync::atomic::AtomicBool;

@@ -30,7 +30,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use deferral::{BoxedTask, TaskQueue, TimedOut};
+use deferral::TaskQueue;
+use deferral::queue::{BoxTask, Level, Options, TimedOut};
 use futures::StreamExt;
 
 // ------------------------------------------------------------ virtual time
@@ -156,7 +157,7 @@ impl<T: Clone> Log<T> {
     }
 }
 
-type Task = BoxedTask<'static, ()>;
+type Task = BoxTask<'static, ()>;
 
 /// p-queue's `async () => { await delay(ms); result.push(value) }`.
 fn delayed<T: Clone + Send + 'static>(clock: &Clock, ms: u64, log: &Log<T>, value: T) -> Task {
@@ -186,7 +187,7 @@ fn limited_concurrency_size_and_pending() {
     }
     let _ = poll_once(queue.as_mut());
     assert_eq!((queue.unstarted(), queue.running()), (1, 2));
-    clock.run(queue.as_mut().on_idle());
+    clock.run(queue.as_mut().until(Level::Idle).count());
     assert_eq!(log.get(), [0, 2, 1]);
 }
 
@@ -212,7 +213,7 @@ fn concurrency_5_is_never_exceeded() {
             .unwrap();
         assert!(queue.running() <= 5);
     }
-    clock.run(queue.as_mut().on_idle());
+    clock.run(queue.as_mut().until(Level::Idle).count());
     assert_eq!(max.load(SeqCst), 5);
     assert_eq!(running.load(SeqCst), 0);
 }
@@ -254,15 +255,33 @@ fn priority_order() {
         let log = log.clone();
         Box::pin(async move { log.push(n) })
     };
-    queue.as_mut().push_with_priority(task(1), 1).unwrap();
+    queue
+        .as_mut()
+        .push_with(task(1), Options::new().priority(1))
+        .unwrap();
     assert_eq!(poll_once(queue.as_mut()), Poll::Ready(Some(())));
-    queue.as_mut().push_with_priority(task(0), 0).unwrap();
-    queue.as_mut().push_with_priority(task(1), 1).unwrap();
-    queue.as_mut().push_with_priority(task(2), 1).unwrap();
-    queue.as_mut().push_with_priority(task(3), 2).unwrap();
-    queue.as_mut().push_with_priority(task(0), -1).unwrap();
-    Clock::default().run(queue.as_mut().on_empty());
-    Clock::default().run(queue.as_mut().on_idle());
+    queue
+        .as_mut()
+        .push_with(task(0), Options::new().priority(0))
+        .unwrap();
+    queue
+        .as_mut()
+        .push_with(task(1), Options::new().priority(1))
+        .unwrap();
+    queue
+        .as_mut()
+        .push_with(task(2), Options::new().priority(1))
+        .unwrap();
+    queue
+        .as_mut()
+        .push_with(task(3), Options::new().priority(2))
+        .unwrap();
+    queue
+        .as_mut()
+        .push_with(task(0), Options::new().priority(-1))
+        .unwrap();
+    Clock::default().run(queue.as_mut().until(Level::Empty).count());
+    Clock::default().run(queue.as_mut().until(Level::Idle).count());
     assert_eq!(log.get(), [1, 3, 1, 2, 0, 0]);
 }
 
@@ -286,9 +305,12 @@ fn priority_order_beyond_the_inline_window() {
         (30, 5),
         (21, 1),
     ] {
-        queue.as_mut().push_with_priority(task(n), p).unwrap();
+        queue
+            .as_mut()
+            .push_with(task(n), Options::new().priority(p))
+            .unwrap();
     }
-    Clock::default().run(queue.as_mut().on_idle());
+    Clock::default().run(queue.as_mut().until(Level::Idle).count());
     assert_eq!(log.get(), [30, 20, 21, 10, 11, 12, 13]);
 }
 
@@ -314,13 +336,13 @@ fn on_empty() {
             .unwrap();
         let _ = poll_once(queue.as_mut());
         assert_eq!((queue.unstarted(), queue.running()), (1, 1));
-        clock.run(queue.as_mut().on_empty());
+        clock.run(queue.as_mut().until(Level::Empty).count());
         assert_eq!(queue.unstarted(), 0);
         assert_eq!(queue.running(), 1, "empty, not idle: the last one runs");
-        clock.run(queue.as_mut().on_idle());
+        clock.run(queue.as_mut().until(Level::Idle).count());
     }
     // An empty queue is empty at once.
-    assert_eq!(clock.run(queue.as_mut().on_empty()), 0);
+    assert_eq!(clock.run(queue.as_mut().until(Level::Empty).count()), 0);
     assert_eq!(queue.unstarted(), 0);
 }
 
@@ -343,7 +365,7 @@ fn on_idle() {
         let _ = poll_once(queue.as_mut());
         assert_eq!((queue.unstarted(), queue.running()), (1, 2));
         let start = clock.now();
-        clock.run(queue.as_mut().on_idle());
+        clock.run(queue.as_mut().until(Level::Idle).count());
         assert_eq!((queue.unstarted(), queue.running()), (0, 0));
         assert_eq!(clock.now() - start, 200, "two rounds of 100 ms");
     }
@@ -355,7 +377,10 @@ fn on_idle() {
 fn on_idle_with_nothing_pending() {
     let mut queue = pin!(TaskQueue::<Task>::new());
     assert_eq!((queue.unstarted(), queue.running()), (0, 0));
-    assert_eq!(Clock::default().run(queue.as_mut().on_idle()), 0);
+    assert_eq!(
+        Clock::default().run(queue.as_mut().until(Level::Idle).count()),
+        0
+    );
 }
 
 /// `onIdle` on a queue that submitters keep open resolves (the stream
@@ -363,7 +388,7 @@ fn on_idle_with_nothing_pending() {
 #[test]
 fn on_idle_resolves_while_a_submitter_keeps_the_queue_open() {
     let clock = Clock::default();
-    let mut queue = pin!(TaskQueue::<BoxedTask<'static, u32>>::new().concurrency(2));
+    let mut queue = pin!(TaskQueue::<BoxTask<'static, u32>>::new().concurrency(2));
     let submit = queue.as_mut().submitter();
     for n in 0..3 {
         let clock2 = clock.clone();
@@ -374,7 +399,7 @@ fn on_idle_resolves_while_a_submitter_keeps_the_queue_open() {
             })
             .unwrap();
     }
-    let got: Vec<u32> = clock.run(queue.as_mut().until_idle().collect());
+    let got: Vec<u32> = clock.run(queue.as_mut().until(Level::Idle).collect());
     assert_eq!(got, [0, 1, 2]);
     // Still open: the stream waits for the submitter.
     assert_eq!(poll_once(queue.as_mut()), Poll::Pending);
@@ -442,10 +467,13 @@ fn paused_at_creation_then_started_until_idle() {
     for i in 0..3 {
         queue.as_mut().push(delayed(&clock, 100, &log, i)).unwrap();
     }
-    assert_eq!(clock.run_until(pin!(queue.as_mut().on_idle()), 1_000), None);
+    assert_eq!(
+        clock.run_until(pin!(queue.as_mut().until(Level::Idle).count()), 1_000),
+        None
+    );
     assert_eq!((queue.unstarted(), queue.running()), (3, 0));
     queue.as_mut().resume();
-    clock.run(queue.as_mut().on_idle());
+    clock.run(queue.as_mut().until(Level::Idle).count());
     assert_eq!((queue.unstarted(), queue.running()), (0, 0));
     assert_eq!(log.get(), [0, 1, 2]);
 }
@@ -462,7 +490,10 @@ fn running_tasks_finish_while_paused() {
     }
     let _ = poll_once(queue.as_mut());
     queue.as_mut().pause();
-    assert_eq!(clock.run_until(pin!(queue.as_mut().on_idle()), 1_000), None);
+    assert_eq!(
+        clock.run_until(pin!(queue.as_mut().until(Level::Idle).count()), 1_000),
+        None
+    );
     assert_eq!(log.get(), [0, 1]);
     assert_eq!((queue.unstarted(), queue.running()), (2, 0));
 }
@@ -495,7 +526,7 @@ fn timeout_drops_the_slow_tasks() {
             .push(delayed(&clock, ms, &log, name))
             .unwrap();
     }
-    clock.run(queue.as_mut().on_idle());
+    clock.run(queue.as_mut().until(Level::Idle).count());
     assert_eq!(log.get(), ["⚡️", "🐅", "🦆"]);
     assert_eq!(clock.now(), 300, "the slow ones were dropped at 300 ms");
 }
@@ -566,7 +597,7 @@ fn clear_drops_the_unstarted_tasks() {
     assert_eq!((queue.unstarted(), queue.running()), (4, 2));
     assert_eq!(queue.as_mut().clear(), 4);
     assert_eq!((queue.unstarted(), queue.running()), (0, 2));
-    clock.run(queue.as_mut().on_idle());
+    clock.run(queue.as_mut().until(Level::Idle).count());
     assert_eq!(log.get(), [0, 1], "the cleared tasks never ran");
 }
 
@@ -586,7 +617,7 @@ fn clear_drops_pending_submissions() {
     }
     assert_eq!(queue.as_mut().clear(), 3);
     drop(submit);
-    assert_eq!(Clock::default().run(queue.as_mut().drain()), 0);
+    assert_eq!(Clock::default().run(queue.as_mut().count()), 0);
     assert_eq!(ran.load(SeqCst), 0);
 }
 
@@ -607,13 +638,13 @@ fn add_all() {
 }
 
 /// test/test.ts ".addAll() sync/async mixed tasks": mixed task types in
-/// one call — here `BoxedTask`s — results in submission order.
+/// one call — here `BoxTask`s — results in submission order.
 #[test]
 fn add_all_mixed_tasks() {
     let clock = Clock::default();
-    let mut queue = pin!(TaskQueue::<BoxedTask<'static, &str>>::new().concurrency(4));
+    let mut queue = pin!(TaskQueue::<BoxTask<'static, &str>>::new().concurrency(4));
     let sleep = clock.delay(2000);
-    let tasks: Vec<BoxedTask<'static, &str>> = vec![
+    let tasks: Vec<BoxTask<'static, &str>> = vec![
         Box::pin(async { "sync 1" }),
         Box::pin(async move {
             sleep.await;
@@ -649,11 +680,11 @@ fn throttled() {
         queue.push(Box::pin(async move { log.push(n) })).unwrap();
     };
     push(queue.as_mut(), 1);
-    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 250), None);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().count()), 250), None);
     push(queue.as_mut(), 2);
-    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 490), None);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().count()), 490), None);
     assert_eq!(log.get(), [1]);
-    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 550), None);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().count()), 550), None);
     assert_eq!(log.get(), [1, 2]);
 }
 
@@ -675,7 +706,7 @@ fn throttled_10_concurrency_5() {
         queue.as_mut().push(delayed(&clock, 300, &log, i)).unwrap();
     }
     {
-        let mut drain = pin!(queue.as_mut().drain());
+        let mut drain = pin!(queue.as_mut().count());
         assert_eq!(clock.run_until(drain.as_mut(), 400), None);
         assert_eq!(log.get(), (0..5).collect::<Vec<_>>());
         assert_eq!(clock.run_until(drain.as_mut(), 700), None);
@@ -704,14 +735,14 @@ fn pause_works_when_throttled() {
     for i in 0..4 {
         queue.as_mut().push(delayed(&clock, 100, &log, i)).unwrap();
     }
-    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 300), None);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().count()), 300), None);
     assert_eq!(log.get(), [0, 1]);
-    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 600), None);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().count()), 600), None);
     queue.as_mut().pause();
-    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 1400), None);
+    assert_eq!(clock.run_until(pin!(queue.as_mut().count()), 1400), None);
     assert_eq!(log.get(), [0, 1]);
     queue.as_mut().resume();
-    assert_eq!(clock.run_until(pin!(queue.as_mut().drain()), 2200), Some(2));
+    assert_eq!(clock.run_until(pin!(queue.as_mut().count()), 2200), Some(2));
     assert_eq!(log.get(), [0, 1, 2, 3]);
     assert!(clock.now() >= 1500);
 }

@@ -30,7 +30,8 @@ use std::thread;
 use arbitrary::Arbitrary;
 use std::time::Duration;
 
-use deferral::{PushError, Submitter, TaskQueue, TimedOut, Yield};
+use deferral::TaskQueue;
+use deferral::queue::{Options, PushError, Submitter, TimedOut, Yield};
 use futures::Stream;
 use libfuzzer_sys::fuzz_target;
 
@@ -660,8 +661,8 @@ fn run(input: Input) {
                 };
                 let task = shared.task_with(spec, sub, priority);
                 let id = task.id;
-                match q.as_mut().push_with_priority(task, priority) {
-                    Ok(()) => {
+                match q.as_mut().push_with(task, Options::new().priority(priority)) {
+                    Ok(_) => {
                         model.pushed.push(id);
                         lock(&shared.queued).insert(id, priority);
                     }

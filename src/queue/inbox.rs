@@ -70,13 +70,14 @@ struct Cell<F> {
 /// ```
 /// # futures::executor::block_on(async {
 /// use core::future::Ready;
-/// use deferral::{Inbox, TaskQueue};
+/// use deferral::TaskQueue;
+/// use deferral::queue::Inbox;
 /// use futures::StreamExt;
 ///
 /// static INBOX: Inbox<Ready<u32>, 8> = Inbox::new();
 ///
 /// let mut queue = core::pin::pin!(TaskQueue::new());
-/// queue.as_mut().attach(&INBOX).unwrap();
+/// queue.attach(&INBOX).unwrap();
 /// // In an interrupt handler, say:
 /// INBOX.submit(core::future::ready(7)).unwrap();
 /// assert_eq!(queue.next().await, Some(7));
@@ -108,7 +109,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// An empty, open inbox (`M > 0`, checked at compile time).
     ///
     /// ```
-    /// static INBOX: deferral::Inbox<core::future::Ready<()>, 4> = deferral::Inbox::new();
+    /// static INBOX: deferral::queue::Inbox<core::future::Ready<()>, 4> = deferral::queue::Inbox::new();
     /// assert_eq!(INBOX.capacity(), 4);
     /// ```
     #[cfg(not(loom))]
@@ -147,7 +148,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// How many tasks it holds at most, `M`.
     ///
     /// ```
-    /// static INBOX: deferral::Inbox<core::future::Ready<()>, 2> = deferral::Inbox::new();
+    /// static INBOX: deferral::queue::Inbox<core::future::Ready<()>, 2> = deferral::queue::Inbox::new();
     /// assert_eq!(INBOX.capacity(), 2);
     /// ```
     pub fn capacity(&self) -> usize {
@@ -165,7 +166,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// never dropped.
     ///
     /// ```
-    /// use deferral::{Inbox, PushError};
+    /// use deferral::queue::{Inbox, PushError};
     /// static INBOX: Inbox<u8, 1> = Inbox::new();
     /// INBOX.submit(1).unwrap();
     /// assert!(matches!(INBOX.submit(2), Err(PushError::Full(2))));
@@ -178,7 +179,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// [`TaskQueue::push_with_priority`](super::TaskQueue::push_with_priority).
     ///
     /// ```
-    /// static INBOX: deferral::Inbox<u8, 2> = deferral::Inbox::new();
+    /// static INBOX: deferral::queue::Inbox<u8, 2> = deferral::queue::Inbox::new();
     /// INBOX.submit_with_priority(1, 5).unwrap();
     /// ```
     pub fn submit_with_priority(&self, task: F, priority: i32) -> Result<(), PushError<F>> {
@@ -245,7 +246,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// its stream ends (once it holds nothing else either). For good.
     ///
     /// ```
-    /// use deferral::{Inbox, PushError};
+    /// use deferral::queue::{Inbox, PushError};
     /// static INBOX: Inbox<u8, 2> = Inbox::new();
     /// INBOX.close();
     /// assert!(INBOX.is_closed());
@@ -262,7 +263,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// Whether the inbox is closed: [`Self::submit`] then refuses.
     ///
     /// ```
-    /// static INBOX: deferral::Inbox<u8, 2> = deferral::Inbox::new();
+    /// static INBOX: deferral::queue::Inbox<u8, 2> = deferral::queue::Inbox::new();
     /// assert!(!INBOX.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
@@ -313,6 +314,23 @@ impl<F, const M: usize> Inbox<F, M> {
     }
 }
 
+impl<F, const M: usize> Inbox<F, M> {
+    /// Whether a published submission waits at the head (only the attached
+    /// queue asks).
+    fn has_pending(&self) -> bool {
+        // ORDERING: `Relaxed` for `head` (only the queue writes it);
+        // `Relaxed` for the stamp: a hint for `TaskQueue::until` (a
+        // submission it misses wakes the queue, whose next poll takes it).
+        let head = self.head.load(Ordering::Relaxed);
+        let index = head & (Self::ONE_LAP - 1);
+        let stamp = self.cells[index]
+            .stamp
+            .load(Ordering::Relaxed)
+            .wrapping_add(index);
+        stamp == head.wrapping_add(1)
+    }
+}
+
 impl<F, const M: usize> fmt::Debug for Inbox<F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox")
@@ -333,6 +351,8 @@ impl<F, const M: usize> Default for Inbox<F, M> {
 pub(super) trait Source<F>: Sync {
     /// The oldest published submission, if any.
     fn take(&self) -> Option<(F, i32)>;
+    /// Whether one is there to take (a hint).
+    fn has_pending(&self) -> bool;
     fn register(&self, waker: &Waker);
     /// Not closed.
     fn is_open(&self) -> bool;
@@ -345,6 +365,9 @@ pub(super) trait Source<F>: Sync {
 impl<F: Send, const M: usize> Source<F> for Inbox<F, M> {
     fn take(&self) -> Option<(F, i32)> {
         Inbox::take(self)
+    }
+    fn has_pending(&self) -> bool {
+        Inbox::has_pending(self)
     }
     fn register(&self, waker: &Waker) {
         self.queue.register(waker);
