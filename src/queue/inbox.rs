@@ -209,8 +209,9 @@ impl<F, const M: usize> Inbox<F, M> {
         self.submit_with_priority(task, 0)
     }
 
-    /// [`Self::submit`] with a priority: see
-    /// [`TaskQueue::push_with_priority`](super::TaskQueue::push_with_priority).
+    /// [`Self::submit`] with a priority (higher first, FIFO among equals):
+    /// see [`Options::priority`](super::Options::priority). A submitted
+    /// task gets the queue's timeout.
     ///
     /// ```
     /// static INBOX: deferral::queue::Inbox<u8, 2> = deferral::queue::Inbox::new();

@@ -48,7 +48,7 @@ pub(super) struct State<F: IntoFuture, const N: usize, T: Timing, S> {
     /// `None` was returned and nothing was pushed since.
     pub(super) exhausted: bool,
     pub(super) paused: bool,
-    /// [`TaskQueue::close`]: no more pushes or submissions.
+    /// [`TaskQueue::close`](super::TaskQueue::close): no more pushes or submissions.
     pub(super) closed: bool,
     pub(super) timing: T,
     pub(super) rate: Option<RateLimit>,
@@ -86,7 +86,7 @@ impl<F> Drop for InboxOwner<F> {
     }
 }
 
-/// The queue's end of a `static` [`Inbox`]: closes it and drops what it
+/// The queue's end of a `static` [`Inbox`](super::Inbox): closes it and drops what it
 /// still holds when dropped.
 ///
 /// A pointer, not a `&'static dyn Source<F>`: that type would require
@@ -129,7 +129,7 @@ impl<F> Drop for Attached<F> {
 }
 
 impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
-    /// A new queue's state: see [`TaskQueue::new`].
+    /// A new queue's state: see [`TaskQueue::new`](super::TaskQueue::new).
     pub(super) const fn new(timing: T) -> Self {
         State {
             concurrency: 1,
@@ -384,7 +384,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
         }
     }
 
-    /// The next unstarted task to drop for [`TaskQueue::clear`], newest
+    /// The next unstarted task to drop for [`TaskQueue::clear`](super::TaskQueue::clear), newest
     /// first: the submissions (all at once: the list drops the rest if one
     /// destructor panics), the attached inbox's, the waiting tasks, the
     /// window's. Runs no foreign code: the caller drops what it gets.

@@ -282,8 +282,9 @@ impl<F> Submitter<F> {
         self.inbox.push(task, 0)
     }
 
-    /// [`Self::submit`] with a priority: see
-    /// [`TaskQueue::push_with_priority`](super::TaskQueue::push_with_priority).
+    /// [`Self::submit`] with a priority (higher first, FIFO among equals):
+    /// see [`Options::priority`](super::Options::priority). A submitted
+    /// task gets the queue's timeout.
     ///
     /// ```
     /// # futures::executor::block_on(async {
