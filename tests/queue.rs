@@ -541,6 +541,35 @@ fn a_full_window_hands_the_task_back() {
     assert_eq!(out, [Ok(1), Ok(2)]);
 }
 
+/// `cancel` and `set_priority` inside the inline window (the only storage
+/// without `alloc`): a cancelled task comes back unconverted and frees its
+/// slot for a push; a new priority reorders the queued tasks, behind their
+/// equals; neither touches a running task.
+#[test]
+fn cancel_and_set_priority_inside_the_inline_window() {
+    let stats = Stats::default();
+    let mut queue = pin!(TaskQueue::with_capacity::<4>());
+    let ids: Vec<_> = (0..4)
+        .map(|id| queue.push(stats.job(id, 1, false)).unwrap())
+        .collect();
+    let counter = WakeCounter::new();
+    assert_eq!(poll_next(queue.as_mut(), &counter), Poll::Pending);
+    assert_eq!(queue.running(), 1); // job 0
+    assert!(queue.cancel(ids[0]).is_none(), "running");
+    assert!(!queue.set_priority(ids[0], 9), "running");
+    let job = queue.cancel(ids[2]).expect("queued");
+    assert_eq!(job.id, 2);
+    assert_eq!(stats.converted.load(SeqCst), 1, "only job 0 started");
+    // Its slot is free again (without `alloc`: it would be `Full`).
+    let four = queue.push(stats.job(4, 0, false)).unwrap();
+    assert!(queue.set_priority(four, 1)); // before job 1
+    assert!(queue.set_priority(ids[3], 1)); // after job 4: behind its equal
+    assert!(queue.cancel(ids[2]).is_none(), "once");
+    let out: Vec<usize> = block_on(queue.as_mut().map(Result::unwrap).collect());
+    assert_eq!(out, [0, 4, 3, 1]);
+    drop(job);
+}
+
 #[test]
 fn a_wake_up_polls_only_the_woken_task_or_only_running_ones() {
     let gates: Vec<Gate> = (0..5).map(|_| Gate::new()).collect();

@@ -452,6 +452,11 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
         }
     }
 
+    /// The state of a queue a builder owns (the state is never pinned).
+    fn state_mut(&mut self) -> &mut State<F, N, T, S> {
+        &mut self.inner.get_mut().state
+    }
+
     /// The queue by value, for a builder (nothing in it is pinned: a pinned
     /// queue cannot be passed by value).
     fn into_inner(self) -> Inner<F, N, T, S> {
@@ -622,11 +627,11 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// ```
     // The queue is handed back whole: that is the point of the error.
     #[allow(clippy::result_large_err)]
-    pub fn try_concurrency(self, limit: usize) -> Result<Self, ZeroConcurrency<Self>> {
+    pub fn try_concurrency(mut self, limit: usize) -> Result<Self, ZeroConcurrency<Self>> {
         if limit == 0 {
             return Err(ZeroConcurrency(self));
         }
-        self.with(|_, state| state.concurrency = limit);
+        self.state_mut().concurrency = limit;
         Ok(self)
     }
 
@@ -658,8 +663,8 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// use deferral::queue::Yield;
     /// let _queue = TaskQueue::<core::future::Ready<u8>>::new().order(Yield::InCompletionOrder);
     /// ```
-    pub fn order(self, order: Yield) -> Self {
-        self.with(|_, state| state.order = order);
+    pub fn order(mut self, order: Yield) -> Self {
+        self.state_mut().order = order;
         self
     }
 
@@ -1224,17 +1229,15 @@ impl<F: IntoFuture, const N: usize, T: Timing + RateLimited, S> TaskQueue<F, N, 
     /// assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Pending);
     /// assert_eq!(queue.unstarted(), 1);
     /// ```
-    pub fn rate_limit(self, starts: usize, per: Duration) -> Self {
+    pub fn rate_limit(mut self, starts: usize, per: Duration) -> Self {
         assert!(
             starts > 0,
             "TaskQueue::rate_limit: at least one start per interval"
         );
-        self.with(|_, state| {
-            state.rate = Some(RateLimit {
-                cap: starts,
-                per,
-                started: 0,
-            });
+        self.state_mut().rate = Some(RateLimit {
+            cap: starts,
+            per,
+            started: 0,
         });
         self
     }

@@ -127,10 +127,7 @@ impl<T: Timing> Clone for Options<T> {
 
 impl<T: Timing> Copy for Options<T> {}
 
-impl<T: Timing> fmt::Debug for Options<T>
-where
-    T::Limit: fmt::Debug,
-{
+impl<T: Timing> fmt::Debug for Options<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Options")
             .field("priority", &self.priority)

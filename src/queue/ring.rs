@@ -455,16 +455,18 @@ impl<F: IntoFuture, T: Timing, const N: usize> Ring<F, T, N> {
         let fut = task.into_future();
         // The slot is `Vacant`: nothing is dropped.
         *self.slots[index].get_mut() = Slot::Running(fut, None);
-        // Doomed and uncounted while the timer is made (the caller's
-        // factory): if that panics, `bury` drops the future.
-        debug_assert!(self.doomed.is_none());
-        self.doomed = Some(index);
-        let timer = timer(limit);
-        if let Slot::Running(_, slot) = self.slots[index].get_mut() {
-            // `None` before: nothing is dropped.
-            *slot = timer;
+        if T::TIMEOUTS {
+            // Doomed and uncounted while the timer is made (the caller's
+            // factory): if that panics, `bury` drops the future.
+            debug_assert!(self.doomed.is_none());
+            self.doomed = Some(index);
+            let timer = timer(limit);
+            if let Slot::Running(_, slot) = self.slots[index].get_mut() {
+                // `None` before: nothing is dropped.
+                *slot = timer;
+            }
+            self.doomed = None;
         }
-        self.doomed = None;
         self.running += 1;
     }
 

@@ -727,6 +727,7 @@ where
         open && !self.closed
     }
 
+    #[inline(always)] // its one caller is `Stream::poll_next`
     pub(super) fn poll_next(
         &mut self,
         mut ring: Pin<&mut Ring<F, T, N>>,

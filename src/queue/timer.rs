@@ -93,7 +93,11 @@ pub trait Timing: sealed::Sealed {
     /// What a queued task keeps of its own timeout: nothing (`()`) on a
     /// queue without timeouts, `Option<Duration>` on a [`Deadline`] queue.
     #[doc(hidden)]
-    type Limit: Copy;
+    type Limit: Copy + fmt::Debug;
+    /// Whether a task can have a timeout at all (a queue without one skips
+    /// making timers).
+    #[doc(hidden)]
+    const TIMEOUTS: bool;
     /// The timeout a task gets when it names none (the queue's).
     #[doc(hidden)]
     fn limit(&self) -> Self::Limit;
@@ -140,6 +144,7 @@ impl Timing for NoTimer {
     type Sleep = NoSleep;
     type Item<O> = O;
     type Limit = ();
+    const TIMEOUTS: bool = false;
     fn limit(&self) {}
     fn sleep(&mut self, _: Duration) -> NoSleep {
         unreachable!("a queue without a timer sets no timeout and no rate limit")
@@ -175,6 +180,7 @@ impl<T: Timer> Timing for Clock<T> {
     type Sleep = T::Sleep;
     type Item<O> = O;
     type Limit = ();
+    const TIMEOUTS: bool = false;
     fn limit(&self) {}
     fn sleep(&mut self, duration: Duration) -> T::Sleep {
         self.0.sleep(duration)
@@ -217,6 +223,7 @@ impl<T: Timer> Timing for Deadline<T> {
     type Sleep = T::Sleep;
     type Item<O> = Result<O, TimedOut>;
     type Limit = Option<Duration>;
+    const TIMEOUTS: bool = true;
     fn limit(&self) -> Option<Duration> {
         self.timeout
     }

@@ -38,7 +38,8 @@ pub enum Level {
     /// `onEmpty`; the same as `Below(1)`).
     Empty,
     /// Fewer than this many tasks wait to start (p-queue's
-    /// `onSizeLessThan`).
+    /// `onSizeLessThan`). `Below(0)` is never reached: the batch runs until
+    /// the queue's stream ends.
     Below(usize),
 }
 
