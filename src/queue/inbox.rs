@@ -81,6 +81,13 @@ struct Cell<F> {
 /// [`TaskQueue::close`](super::TaskQueue::close) or by the queue's drop.
 /// Closing is for good: an inbox serves one queue for the program's life.
 ///
+/// Who may use which side: anyone may submit, from anywhere, at once. Only
+/// one queue ever takes from it — the first one
+/// [attached](super::TaskQueue::attach); every later attach, by any queue on
+/// any thread, is refused with [`AttachError`](super::AttachError) (a
+/// compare-and-swap of its flags, so two queues racing to attach cannot both
+/// win).
+///
 /// ```
 /// # futures::executor::block_on(async {
 /// use core::future::Ready;

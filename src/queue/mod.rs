@@ -239,7 +239,10 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// [`Deadline`]), `S` is the stop predicate's type ([`Self::stop_when`]).
 /// Tasks are added through `&self`; polling needs the queue pinned
 /// (`core::pin::pin!`, `Box::pin`, or nothing at all when it is `Unpin`:
-/// see "Storing a queue" in the module docs).
+/// see "Storing a queue" in the module docs). Who may poll it: whoever holds
+/// it mutably — `Pin<&mut TaskQueue>` or the queue itself —, one at a time;
+/// a shared `&TaskQueue` (what `push` takes) cannot poll, and the queue is
+/// not `Sync`, so its `&self` methods all run on one thread.
 ///
 /// A sequential loop over deferred tasks that start only when their turn
 /// comes:
