@@ -74,6 +74,7 @@
 //! type a struct stores is simply:
 //!
 //! ```
+//! # #[cfg(feature = "alloc")] // (`BoxTask` needs a heap)
 //! # futures::executor::block_on(async {
 //! use deferral::TaskQueue;
 //! use deferral::queue::BoxTask;
