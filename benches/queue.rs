@@ -38,7 +38,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use deferral::{TaskQueue, Yield};
+use deferral::TaskQueue;
+use deferral::queue::Yield;
 use futures::stream::{self, Stream, StreamExt};
 use futures_buffered::BufferedStreamExt;
 

@@ -29,7 +29,7 @@
 //! | [`cancel`] | what a cancelled scope does with async cleanup it could not run: the tokio hand-over, the program's handler, the `static` [`Reaper`](cancel::Reaper) |
 //! | [`promise`] | `DeferredPromise`, its `Resolver`, the `static` `PromiseCell` and `SharedCell`, combinators, `SharedPromise` |
 //! | [`context`] | `ContextVar` and `Snapshot`: values that follow a computation into deferred work (`alloc`) |
-//! | [`queue`] | `TaskQueue`: deferred work started under a concurrency limit |
+//! | [`queue`] | [`TaskQueue`]: deferred work started under a concurrency limit, by priority, paused, timed and rate-limited, run inside its consumer's poll, results as a `Stream`; `Submitter` and the `static` `Inbox` feed it |
 //! | `sync` | the atomics shim (core, `portable-atomic`, loom) and `AtomicWaker` |
 //! | `wake_set` | per-index wakers for concurrent cleanup and the queue (`alloc`) |
 //! | `panic` | catching panics where `std` can |
@@ -104,13 +104,7 @@ with_atomics! {
     };
     #[cfg(feature = "alloc")]
     pub use promise::{SharedPromise, WeakSharedPromise};
-    pub use queue::{
-        AttachError, Clock, DEFAULT_QUEUE_CAPACITY, Deadline, Drain, Inbox, NoSleep, NoTimer,
-        OnRejection, Outcome as QueueOutcome, PushAllError, PushError, RateLimited, StopFn, TaskQueue,
-        TimedOut, Timer, Timing, Until, Yield, ZeroConcurrency,
-    };
-    #[cfg(feature = "alloc")]
-    pub use queue::{BoxedTask, Submitter};
+    pub use queue::TaskQueue;
     #[cfg(feature = "alloc")]
     pub use scope::Errors;
     pub use scope::{

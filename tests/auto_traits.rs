@@ -98,6 +98,37 @@ yes!(SharedPromise<DeferredPromise<u32, ()>>: Send, Sync, Unpin, Clone);
 #[cfg(feature = "alloc")]
 yes!(WeakSharedPromise<DeferredPromise<u32, ()>>: Send, Sync, Unpin, Clone);
 
+// --- TaskQueue ------------------------------------------------------------
+// Moved between threads (spawned), never shared: its `&self` methods change
+// it, so it is `Send` but not `Sync` (`Submitter`/`Inbox` push from other
+// threads). `Unpin` exactly when its running futures (and timers) are: a
+// queue of boxed tasks sits in a struct as it is; one of `async` blocks is
+// pinned.
+type Pending = std::future::Pending<u32>;
+/// A future that is not `Unpin` (as every `async` block).
+struct Pinned(std::marker::PhantomPinned);
+impl std::future::Future for Pinned {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Pending
+    }
+}
+yes!(queue::TaskQueue<Pending>: Send, Unpin);
+no!(queue::TaskQueue<Pending>: Sync);
+no!(queue::TaskQueue<std::future::Ready<Rc<u32>>>: Send);
+yes!(queue::TaskQueue<Pinned>: Send);
+no!(queue::TaskQueue<Pinned>: Unpin);
+#[cfg(feature = "alloc")]
+yes!(queue::TaskQueue<queue::BoxTask<'static, Rc<u32>>>: Unpin);
+#[cfg(feature = "alloc")]
+yes!(queue::TaskQueue<queue::BoxTask<'static, u32>>: Send, Unpin);
+#[cfg(feature = "alloc")]
+yes!(queue::Submitter<Pending>: Send, Sync, Clone);
+yes!(queue::Inbox<Pending, 4>: Send, Sync);
+yes!(queue::TaskId: Send, Sync, Unpin, Copy);
+yes!(queue::Options: Send, Sync, Unpin, Copy);
+yes!(queue::Level: Send, Sync, Unpin, Copy);
+
 #[test]
 fn auto_traits_are_checked_at_compile_time() {
     // Everything above is a compile-time assertion; this test only makes

@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Once};
 use std::task::{Context, Poll, Waker};
 
-use deferral::{NoTimer, OnRejection, TaskQueue, Yield};
+use deferral::TaskQueue;
+use deferral::queue::{NoTimer, OnRejection, Yield};
 use futures::Stream;
 #[cfg(feature = "alloc")]
 use support::Call;
@@ -575,19 +576,17 @@ fn dropping_the_queue_with_a_panicking_destructor_drops_everything_once() {
     for culprit in 0..3 {
         let gate = Gate::new();
         // 0 runs (holds the head), 1 finished (its output waits for 0's),
-        // 2 is not started (concurrency 2).
-        let mut plans = [
-            Plan {
-                gate: Some(gate.clone()),
-                ..Plan::default()
-            },
-            Plan::default(),
-            Plan::default(),
-        ];
+        // 2 runs (a finished task does not count towards the limit), 3 is
+        // not started (concurrency 2).
+        let gated = || Plan {
+            gate: Some(gate.clone()),
+            ..Plan::default()
+        };
+        let mut plans = [gated(), Plan::default(), gated(), Plan::default()];
         match culprit {
             0 => plans[0].future_drop_panics = true,
             1 => plans[1].output_drop_panics = true,
-            _ => plans[2].task_drop_panics = true,
+            _ => plans[3].task_drop_panics = true,
         }
         let mut queue = Box::pin(TaskQueue::<Task>::new().concurrency(2));
         let mut lives = Vec::new();
@@ -597,7 +596,7 @@ fn dropping_the_queue_with_a_panicking_destructor_drops_everything_once() {
             queue.as_mut().push(task).unwrap_or_else(|_| panic!("room"));
         }
         assert!(matches!(poll(queue.as_mut(), noop()), Ok(Poll::Pending)));
-        assert_eq!((queue.running(), queue.len()), (1, 3));
+        assert_eq!((queue.running(), queue.unstarted(), queue.len()), (2, 1, 4));
         assert!(catch_unwind(AssertUnwindSafe(|| drop(queue))).is_err());
         for life in &lives {
             life.assert_dropped_once();
@@ -982,7 +981,8 @@ fn waiting_case(behaviour: Behaviour, source: usize) {
     #[cfg(feature = "alloc")]
     let mut submit = (source == 0).then(|| queue.as_mut().submitter());
     // One `static` inbox per case (an inbox serves one queue, once).
-    static INBOXES: [deferral::Inbox<Task, 4>; 32] = [const { deferral::Inbox::new() }; 32];
+    static INBOXES: [deferral::queue::Inbox<Task, 4>; 32] =
+        [const { deferral::queue::Inbox::new() }; 32];
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let inbox = &INBOXES[NEXT.fetch_add(1, SeqCst)];
     if source == 1 {
@@ -1168,4 +1168,230 @@ fn clear_with_a_panicking_destructor_goes_on_next_time() {
         assert!(!life.started());
         life.assert_dropped_once();
     }
+}
+
+// ------------------------------------------- the static inbox, hostile
+
+/// What the queue's waker does when the inbox wakes it.
+#[derive(Debug, Clone, Copy)]
+enum OnInboxWake {
+    /// Drops the queue (the inbox's owner) from inside the wake.
+    DropsTheQueue,
+    /// Polls the queue again from inside the wake (with another waker).
+    RepollsTheQueue,
+}
+
+/// Issue 21 ("the hostile kit runs over the queue's inbox"): a queue
+/// attached to a `static` `Inbox` waits for work with a hostile waker;
+/// the inbox wakes it from `submit` or `close`, and that wake drops the
+/// queue or polls it again. Nothing is lost or run twice: every task is
+/// yielded once or dropped unrun once, a dropped queue's inbox refuses
+/// later submissions, and no waker leaks.
+fn inbox_wake_case(on_wake: OnInboxWake, wake_from_close: bool) {
+    use std::sync::Mutex;
+    type Shared = Arc<Mutex<Option<Pin<Box<TaskQueue<Task>>>>>>;
+    let case = format!("{on_wake:?}, from close: {wake_from_close}");
+    static INBOXES: [deferral::queue::Inbox<Task, 4>; 8] =
+        [const { deferral::queue::Inbox::new() }; 8];
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let inbox = &INBOXES[NEXT.fetch_add(1, SeqCst)];
+
+    let queue: Shared = Arc::new(Mutex::new(Some(Box::pin(TaskQueue::new()))));
+    queue
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .attach(inbox)
+        .unwrap();
+    let yielded = Arc::new(Mutex::new(Vec::new()));
+    let hostile = Hostile::new();
+    {
+        let (queue, yielded) = (queue.clone(), yielded.clone());
+        hostile.on_wake(move || match on_wake {
+            OnInboxWake::DropsTheQueue => {
+                let taken = queue.lock().unwrap().take();
+                drop(taken);
+            }
+            OnInboxWake::RepollsTheQueue => {
+                let mut guard = queue.lock().unwrap();
+                let queue = guard.as_mut().unwrap();
+                let mut cx = Context::from_waker(Waker::noop());
+                while let Poll::Ready(Some(out)) = queue.as_mut().poll_next(&mut cx) {
+                    yielded.lock().unwrap().push(out.id);
+                }
+            }
+        });
+    }
+    let waker = hostile.waker();
+    let mut lives = Vec::new();
+    // The queue waits for work: its waker is in the inbox (the hostile one
+    // only where the submission is to run the hook).
+    {
+        let mut guard = queue.lock().unwrap();
+        let q = guard.as_mut().unwrap();
+        let first = if wake_from_close { noop() } else { &waker };
+        assert!(
+            matches!(poll(q.as_mut(), first), Ok(Poll::Pending)),
+            "{case}"
+        );
+    }
+    let (task, life) = Task::new(0, Plan::default());
+    lives.push(life);
+    if wake_from_close {
+        inbox
+            .submit(task)
+            .unwrap_or_else(|_| panic!("{case}: refused"));
+        let mut guard = queue.lock().unwrap();
+        let q = guard.as_mut().unwrap();
+        // Takes task 0 and re-registers the hostile waker.
+        if let Ok(Poll::Ready(Some(out))) = poll(q.as_mut(), &waker) {
+            yielded.lock().unwrap().push(out.id);
+        }
+        drop(guard);
+        inbox.close(); // wakes: the hook runs here
+    } else {
+        // The submission wakes: the hook runs inside `submit`.
+        inbox
+            .submit(task)
+            .unwrap_or_else(|_| panic!("{case}: refused"));
+    }
+    assert!(hostile.hook_ran(), "{case}: the wake ran the hook");
+    // A later submission: taken by a live queue, refused by a dropped one.
+    let (task, life) = Task::new(1, Plan::default());
+    lives.push(life);
+    let refused = inbox.submit(task).err();
+    let dropped = queue.lock().unwrap().is_none();
+    match on_wake {
+        OnInboxWake::DropsTheQueue => {
+            assert!(
+                matches!(refused, Some(deferral::queue::PushError::Closed(_))),
+                "{case}"
+            );
+        }
+        OnInboxWake::RepollsTheQueue if wake_from_close => {
+            assert!(
+                matches!(refused, Some(deferral::queue::PushError::Closed(_))),
+                "{case}"
+            );
+        }
+        OnInboxWake::RepollsTheQueue => assert!(refused.is_none(), "{case}"),
+    }
+    drop(refused);
+    if !dropped {
+        inbox.close();
+        let mut guard = queue.lock().unwrap();
+        let q = guard.as_mut().unwrap();
+        let mut ended = false;
+        for _ in 0..10 {
+            match poll(q.as_mut(), &waker) {
+                Ok(Poll::Ready(Some(out))) => yielded.lock().unwrap().push(out.id),
+                Ok(Poll::Ready(None)) => {
+                    ended = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(ended, "{case}: never ended");
+        guard.take();
+    }
+    let yielded = yielded.lock().unwrap().clone();
+    match (on_wake, wake_from_close) {
+        (OnInboxWake::DropsTheQueue, false) => assert_eq!(yielded, [] as [usize; 0], "{case}"),
+        (OnInboxWake::DropsTheQueue, true) | (OnInboxWake::RepollsTheQueue, true) => {
+            assert_eq!(yielded, [0], "{case}")
+        }
+        (OnInboxWake::RepollsTheQueue, false) => assert_eq!(yielded, [0, 1], "{case}"),
+    }
+    drop(waker);
+    for life in &lives {
+        life.assert_dropped_once_in(&case);
+    }
+    assert_eq!(hostile.live(), 0, "{case}: wakers leaked");
+}
+
+#[test]
+fn inbox_wakes_that_drop_or_repoll_the_queue() {
+    quiet_panics();
+    for on_wake in [OnInboxWake::DropsTheQueue, OnInboxWake::RepollsTheQueue] {
+        for wake_from_close in [false, true] {
+            inbox_wake_case(on_wake, wake_from_close);
+        }
+    }
+}
+
+// ------------------------------------------------ re-entrant destructors
+
+thread_local! {
+    /// A queue the tasks below reach from their destructors (a shared
+    /// reference is all `&self` methods need).
+    static CALLED_BACK: TaskQueue<CallsBack, 4> = const { TaskQueue::with_capacity::<4>() };
+}
+
+/// A task whose destructor calls back into its own queue.
+struct CallsBack {
+    calls_back: bool,
+    _drops: Tracked,
+    pushed: DropCounter,
+}
+
+impl IntoFuture for CallsBack {
+    type Output = ();
+    type IntoFuture = std::future::Ready<()>;
+    fn into_future(self) -> Self::IntoFuture {
+        std::future::ready(())
+    }
+}
+
+impl Drop for CallsBack {
+    fn drop(&mut self) {
+        if !std::mem::take(&mut self.calls_back) {
+            return;
+        }
+        CALLED_BACK.with(|queue| {
+            // Every `&self` method, from inside `clear`'s drop of a task.
+            let _ = (queue.len(), queue.unstarted(), queue.running());
+            let _ = (queue.is_paused(), queue.is_closed(), queue.is_stopped());
+            assert!(format!("{queue:?}").contains("TaskQueue"));
+            let extra = CallsBack {
+                calls_back: false,
+                _drops: self.pushed.tracked(),
+                pushed: DropCounter::new(),
+            };
+            let id = queue.push(extra).unwrap_or_else(|_| panic!("room"));
+            assert!(queue.set_priority(id, 1));
+            queue.pause();
+            queue.resume();
+            // A nested clear drops the rest (and the task just pushed).
+            let _ = queue.clear();
+        });
+    }
+}
+
+/// `clear` drops each task outside its access to the queue, so a task's
+/// destructor may use the queue — read it, push, re-prioritise, clear it
+/// again — and every task is still dropped exactly once (no re-entrancy
+/// panic, no double drop; Miri sees no aliasing).
+#[test]
+fn a_task_destructor_may_call_back_into_the_queue_during_clear() {
+    let drops = DropCounter::new();
+    let pushed = DropCounter::new();
+    CALLED_BACK.with(|queue| {
+        for i in 0..3 {
+            queue
+                .push(CallsBack {
+                    // The newest (dropped first by `clear`) calls back.
+                    calls_back: i == 2,
+                    _drops: drops.tracked(),
+                    pushed: pushed.clone(),
+                })
+                .unwrap_or_else(|_| panic!("room"));
+        }
+        let outer = queue.clear();
+        assert!(outer >= 1);
+        assert_eq!(drops.get(), 3, "each task dropped once");
+        assert_eq!(pushed.get(), 1, "the task pushed from a destructor too");
+        assert_eq!((queue.len(), queue.unstarted()), (0, 0));
+    });
 }

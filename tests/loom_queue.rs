@@ -7,7 +7,10 @@
 //! last `Submitter` dropped on another thread against the queue's poll:
 //! the stream ends after every submission, and never hangs); the `static`
 //! `Inbox` (a submission against the queue's take, two producers against
-//! one slot and the take, a submission against the queue's drop).
+//! one slot and the take — also across the wrap of its positions —, a
+//! submission against the queue's drop, two queues on two threads racing
+//! to attach it: one wins); `until` (its level check reads the inboxes'
+//! "a submission waits" hints) against a submission on another thread.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_queue`.
 #![cfg(loom)]
@@ -18,8 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 
-use deferral::{Inbox, PushError, TaskQueue};
-use futures::Stream;
+use deferral::TaskQueue;
+use deferral::queue::{Inbox, Level, PushError};
+use futures::{Stream, StreamExt};
 use loom::sync::Mutex;
 use loom::sync::atomic::AtomicBool;
 use loom::thread;
@@ -427,5 +431,136 @@ fn an_inbox_submission_vs_the_queues_drop() {
             assert_eq!(drops.load(SeqCst), 1);
         }
         assert!(inbox.is_closed());
+    });
+}
+
+/// Who drains a `static` inbox: two queues on two threads attach it at
+/// once; exactly one wins, for good (issue 21: "every public type that can
+/// be polled or drained by two parties says who may and enforces it").
+#[test]
+fn two_queues_race_to_attach_one_inbox() {
+    loom::model(|| {
+        let inbox = leaked_inbox::<1>();
+        let attach = move || {
+            let queue = TaskQueue::<Probe>::new();
+            let won = queue.attach(inbox).is_ok();
+            drop(queue); // a winner's drop closes the inbox
+            won
+        };
+        let th = thread::spawn(attach);
+        let here = attach();
+        let there = th.join().unwrap();
+        assert!(here ^ there, "exactly one attach wins: {here} {there}");
+        assert!(inbox.is_closed());
+    });
+}
+
+/// `until(Level::Idle)` reads whether a submission waits (a hint) while a
+/// producer submits on another thread: the batch ends with or without it,
+/// and the task comes out exactly once, then or later.
+#[test]
+fn until_idle_vs_a_submission_on_another_thread() {
+    loom::model(|| {
+        let inbox = leaked_inbox::<1>();
+        let mut queue = Box::pin(TaskQueue::<Probe>::new());
+        queue.attach(inbox).unwrap_or_else(|_| panic!("free"));
+        let (drops, runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let task = Probe {
+            drops: drops.clone(),
+            runs: runs.clone(),
+        };
+        let th = thread::spawn(move || {
+            inbox.submit(task).unwrap_or_else(|_| panic!("room"));
+        });
+        let waker = Waker::from(Arc::new(Flag::default()));
+        let mut cx = Context::from_waker(&waker);
+        let mut got = 0;
+        {
+            let mut batch = queue.as_mut().until(Level::Idle);
+            loop {
+                match Pin::new(&mut batch).poll_next(&mut cx) {
+                    Poll::Ready(Some(7)) => got += 1,
+                    Poll::Ready(None) => break,
+                    Poll::Pending => {
+                        // Pending only while the task runs or waits: the
+                        // producer is done by the time we look again.
+                        thread::yield_now();
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        th.join().unwrap();
+        inbox.close();
+        loop {
+            match queue.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(7)) => got += 1,
+                Poll::Ready(None) => break,
+                other => panic!("after the producer finished: {other:?}"),
+            }
+        }
+        assert_eq!(got, 1, "the task came out once");
+        assert_eq!((runs.load(SeqCst), drops.load(SeqCst)), (1, 1));
+    });
+}
+
+/// `two_producers_on_a_one_slot_inbox_vs_the_take` with the inbox's
+/// positions about to wrap around `usize::MAX`: a producer with a stale
+/// guess of `tail` or of a stamp is refused (its compare-and-swap fails,
+/// or it sees the slot full) across the wrap as before it.
+#[test]
+fn two_producers_across_the_position_wrap() {
+    loom::model(|| {
+        let inbox: &'static Inbox<Probe, 1> = Box::leak(Box::new(Inbox::starting_at(usize::MAX)));
+        let mut queue = Box::pin(TaskQueue::<Probe>::new().concurrency(2));
+        queue.attach(inbox).unwrap_or_else(|_| panic!("free"));
+        let (drops, runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        // One task through the last lap before the wrap.
+        inbox
+            .submit(Probe {
+                drops: drops.clone(),
+                runs: runs.clone(),
+            })
+            .unwrap_or_else(|_| panic!("room"));
+        let waker = Waker::from(Arc::new(Flag::default()));
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Ready(Some(7)));
+        let producers: Vec<_> = (0..2)
+            .map(|_| {
+                let task = Probe {
+                    drops: drops.clone(),
+                    runs: runs.clone(),
+                };
+                thread::spawn(move || match inbox.submit(task) {
+                    Ok(()) => true,
+                    Err(PushError::Full(task)) => {
+                        drop(task);
+                        false
+                    }
+                    Err(_) => panic!("open"),
+                })
+            })
+            .collect();
+        let mut got = 1;
+        if let Poll::Ready(Some(7)) = queue.as_mut().poll_next(&mut cx) {
+            got += 1;
+        }
+        let accepted = producers
+            .into_iter()
+            .map(|p| p.join().unwrap())
+            .filter(|a| *a)
+            .count();
+        inbox.close();
+        loop {
+            match queue.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(7)) => got += 1,
+                Poll::Ready(None) => break,
+                other => panic!("after the producers finished: {other:?}"),
+            }
+        }
+        assert!(accepted >= 1, "one slot: the first producer fits");
+        assert_eq!(got, 1 + accepted, "every accepted task came out once");
+        assert_eq!(runs.load(SeqCst), 1 + accepted);
+        assert_eq!(drops.load(SeqCst), 3);
     });
 }

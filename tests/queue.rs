@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use deferral::{DeferredPromise, OnRejection, PushError, TaskQueue, Yield};
+use deferral::queue::{OnRejection, PushError, Yield};
+use deferral::{DeferredPromise, TaskQueue};
 use futures::StreamExt;
 use futures::stream::FusedStream;
 use support::{DropCounter, Gate, WakeCounter, block_on, yield_now};
@@ -156,7 +157,7 @@ fn concurrency_is_capped_by_the_inline_window() {
         queue.as_mut().push(stats.job(id, 2, false)).unwrap();
     }
     assert_eq!(queue.len(), n);
-    assert_eq!(block_on(queue.as_mut().drain()), n);
+    assert_eq!(block_on(queue.as_mut().count()), n);
     assert_eq!(stats.max_running.load(SeqCst), 2);
 }
 
@@ -184,21 +185,116 @@ fn submission_order_versus_completion_order() {
     }
 }
 
+/// Issue 26: a finished task whose result waits for its turn behind a
+/// slow, older one no longer counts towards the limit, so the next task
+/// starts (p-queue's behaviour). On `c9d10e1` (where it counted until
+/// yielded, like `buffered(k)`) in submission order only tasks 0 and 1
+/// started: "left: [0, 1], right: [0, 1, 2]".
 #[test]
-fn in_submission_order_the_queue_runs_at_most_k_results_ahead() {
+fn a_finished_result_waiting_for_its_turn_does_not_hold_up_starts() {
+    for order in [Yield::InSubmissionOrder, Yield::InCompletionOrder] {
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let gates: Vec<Gate> = (0..4).map(|_| Gate::new()).collect();
+        let mut queue = pin!(TaskQueue::new().concurrency(2).order(order));
+        for (id, gate) in gates.iter().enumerate() {
+            let started = started.clone();
+            // Task 1 finishes at its first poll; the others wait for
+            // their gate.
+            let wait = (id != 1).then(|| gate.wait());
+            queue
+                .push(async move {
+                    started.lock().unwrap().push(id);
+                    if let Some(wait) = wait {
+                        wait.await;
+                    }
+                    id
+                })
+                .unwrap();
+        }
+        let counter = WakeCounter::new();
+        let mut early = Vec::new();
+        while let Poll::Ready(Some(id)) = poll_next(queue.as_mut(), &counter) {
+            early.push(id);
+        }
+        // Task 1's result waits for task 0's (submission order) or came
+        // out (completion order): either way task 2 runs beside task 0.
+        let expected_early: &[usize] = match order {
+            Yield::InSubmissionOrder => &[],
+            Yield::InCompletionOrder => &[1],
+        };
+        assert_eq!(early, expected_early, "{order:?}");
+        assert_eq!(*started.lock().unwrap(), [0, 1, 2], "{order:?}");
+        assert_eq!((queue.running(), queue.unstarted()), (2, 1), "{order:?}");
+        for gate in &gates {
+            gate.open();
+        }
+        let mut rest: Vec<usize> = block_on(queue.as_mut().collect());
+        if order == Yield::InCompletionOrder {
+            rest.sort();
+            assert_eq!(rest, [0, 2, 3]);
+        } else {
+            assert_eq!(rest, [0, 1, 2, 3]);
+        }
+    }
+}
+
+/// What bounds the results waiting behind a slow task is the window: with
+/// a window of 4, three finished results wait behind task 0 and nothing
+/// more starts until it is yielded. (This replaces a test of the old rule,
+/// "the queue runs at most `k` results ahead", which counted finished
+/// tasks towards the concurrency limit.)
+#[test]
+fn the_window_bounds_how_far_results_run_ahead_of_a_slow_task() {
+    let stats = Stats::default();
+    let gate = Gate::new();
+    let mut queue = pin!(TaskQueue::with_capacity::<4>().concurrency(2));
+    let wait = gate.wait();
+    queue
+        .push(futures::future::Either::Left(async move {
+            wait.await;
+            Ok(0)
+        }))
+        .unwrap();
+    let n = if cfg!(feature = "alloc") { 7 } else { 4 };
+    for id in 1..n {
+        queue
+            .push(futures::future::Either::Right(
+                stats.job(id, 0, false).into_future(),
+            ))
+            .unwrap();
+    }
+    let counter = WakeCounter::new();
+    assert_eq!(poll_next(queue.as_mut(), &counter), Poll::Pending);
+    // Task 0 runs; 1, 2, 3 finished and fill the window.
+    assert_eq!(
+        stats.log(),
+        ["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"]
+    );
+    assert_eq!((queue.running(), queue.unstarted()), (1, n - 4));
+    gate.open();
+    let out: Vec<usize> = block_on(queue.as_mut().map(Result::unwrap).collect());
+    assert_eq!(out, (0..n).collect::<Vec<_>>());
+}
+
+/// A poll with a result ready yields it and starts nothing more: tasks
+/// that finish at their first poll start one per poll, whatever the
+/// concurrency (the laziness of the docs' first example).
+#[test]
+fn a_poll_with_a_result_ready_starts_nothing_more() {
     let stats = Stats::default();
     let mut queue = pin!(TaskQueue::new().concurrency(2));
     for id in 0..5 {
-        queue.as_mut().push(stats.job(id, 0, false)).unwrap();
+        queue.push(stats.job(id, 0, false)).unwrap();
     }
     let counter = WakeCounter::new();
-    assert_eq!(
-        poll_next(queue.as_mut(), &counter),
-        Poll::Ready(Some(Ok(0)))
-    );
-    // Jobs 0 and 1 ran (job 1's result waits), nothing else.
-    assert_eq!(stats.converted.load(SeqCst), 2);
-    assert_eq!(queue.len(), 4);
+    for id in 0..5 {
+        assert_eq!(
+            poll_next(queue.as_mut(), &counter),
+            Poll::Ready(Some(Ok(id)))
+        );
+        assert_eq!(stats.converted.load(SeqCst), id + 1);
+        assert_eq!(queue.len(), 4 - id);
+    }
 }
 
 #[test]
@@ -445,6 +541,35 @@ fn a_full_window_hands_the_task_back() {
     assert_eq!(out, [Ok(1), Ok(2)]);
 }
 
+/// `cancel` and `set_priority` inside the inline window (the only storage
+/// without `alloc`): a cancelled task comes back unconverted and frees its
+/// slot for a push; a new priority reorders the queued tasks, behind their
+/// equals; neither touches a running task.
+#[test]
+fn cancel_and_set_priority_inside_the_inline_window() {
+    let stats = Stats::default();
+    let mut queue = pin!(TaskQueue::with_capacity::<4>());
+    let ids: Vec<_> = (0..4)
+        .map(|id| queue.push(stats.job(id, 1, false)).unwrap())
+        .collect();
+    let counter = WakeCounter::new();
+    assert_eq!(poll_next(queue.as_mut(), &counter), Poll::Pending);
+    assert_eq!(queue.running(), 1); // job 0
+    assert!(queue.cancel(ids[0]).is_none(), "running");
+    assert!(!queue.set_priority(ids[0], 9), "running");
+    let job = queue.cancel(ids[2]).expect("queued");
+    assert_eq!(job.id, 2);
+    assert_eq!(stats.converted.load(SeqCst), 1, "only job 0 started");
+    // Its slot is free again (without `alloc`: it would be `Full`).
+    let four = queue.push(stats.job(4, 0, false)).unwrap();
+    assert!(queue.set_priority(four, 1)); // before job 1
+    assert!(queue.set_priority(ids[3], 1)); // after job 4: behind its equal
+    assert!(queue.cancel(ids[2]).is_none(), "once");
+    let out: Vec<usize> = block_on(queue.as_mut().map(Result::unwrap).collect());
+    assert_eq!(out, [0, 4, 3, 1]);
+    drop(job);
+}
+
 #[test]
 fn a_wake_up_polls_only_the_woken_task_or_only_running_ones() {
     let gates: Vec<Gate> = (0..5).map(|_| Gate::new()).collect();
@@ -480,6 +605,7 @@ fn a_wake_up_polls_only_the_woken_task_or_only_running_ones() {
 #[cfg(feature = "alloc")]
 mod submitter {
     use super::*;
+    use deferral::queue::Level;
     use std::future::Future;
 
     type Task = Pin<Box<dyn Future<Output = u32> + Send>>;
@@ -504,7 +630,7 @@ mod submitter {
             }))
             .unwrap();
         // `submit` keeps the queue open: run it until it is idle.
-        let out: Vec<u32> = block_on(queue.as_mut().until_idle().collect::<Vec<_>>());
+        let out: Vec<u32> = block_on(queue.as_mut().until(Level::Idle).collect::<Vec<_>>());
         assert_eq!(out, [1, 2, 3]);
         assert!(!submit.is_closed());
     }

@@ -13,7 +13,8 @@ use std::task::{Context, Poll};
 
 #[allow(unused_imports)]
 use counting_alloc::{assert_no_alloc, count_allocations};
-use deferral::{TaskQueue, Yield};
+use deferral::TaskQueue;
+use deferral::queue::Yield;
 use futures::Stream;
 use support::{WakeCounter, yield_now};
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll};
 
-use deferral::{Inbox, PushError, TaskQueue};
+use deferral::TaskQueue;
+use deferral::queue::{Inbox, PushError};
 use futures::{Stream, StreamExt};
 use support::{WakeCounter, block_on};
 
@@ -427,7 +428,7 @@ fn a_small_window_in_completion_order_keeps_taking_from_its_inbox() {
     let mut queue = pin!(
         TaskQueue::with_capacity::<2>()
             .concurrency(2)
-            .order(deferral::Yield::InCompletionOrder)
+            .order(deferral::queue::Yield::InCompletionOrder)
     );
     queue.as_mut().attach(&INBOX).unwrap();
     let total = if cfg!(miri) { 12 } else { 200 };

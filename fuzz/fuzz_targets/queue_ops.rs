@@ -1,6 +1,7 @@
-//! Random sequences of push / submit (with priorities) / poll / wake /
-//! pause / resume / clear / close / time / drop operations on a
-//! `TaskQueue` with a virtual-time timer (per-task timeout, rate limit),
+//! Random sequences of push (with a priority and a per-task timeout) /
+//! submit / set_priority / cancel / poll / `until(level)` / wake / pause /
+//! resume / clear / close / time / drop operations on a `TaskQueue` with a
+//! virtual-time timer (per-task timeout, rate limit),
 //! with tasks that finish after a random number of polls,
 //! reject, submit a follow-up task from inside, or panic: in `into_future`,
 //! once in a poll, in their destructor (the task's, the future's or the
@@ -13,10 +14,13 @@
 //! run at once; every task that neither panicked nor was cut by a stop is
 //! yielded, once (as `Err(TimedOut)` iff its future was dropped by its
 //! timeout), and in start order when asked; pushed tasks start by
-//! priority, FIFO among equals; nothing starts while paused; a clear
-//! drops every unstarted task unrun; after a stop nothing starts and the
-//! stream ends with the rejection; the queue always ends (closed, or its
-//! last submitter dropped).
+//! priority, FIFO among equals (a new priority puts a task behind its
+//! equals); `set_priority` and `cancel` act exactly on the pushed tasks
+//! not started yet (a cancelled task comes back unrun, with its id);
+//! `until(level)` ends only at its level (or the queue's end); nothing
+//! starts while paused; a clear drops every unstarted task unrun; after a
+//! stop nothing starts and the stream ends with the rejection; the queue
+//! always ends (closed, or its last submitter dropped).
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -30,7 +34,8 @@ use std::thread;
 use arbitrary::Arbitrary;
 use std::time::Duration;
 
-use deferral::{PushError, Submitter, TaskQueue, TimedOut, Yield};
+use deferral::TaskQueue;
+use deferral::queue::{Level, Options, PushError, Submitter, TaskId, TimedOut, Yield};
 use futures::Stream;
 use libfuzzer_sys::fuzz_target;
 
@@ -81,8 +86,17 @@ enum WakerPlan {
 enum Op {
     Push(Spec),
     Submit(Spec),
-    /// Push with a priority in -2..=2.
-    PushPriority(Spec, u8),
+    /// Push with a priority in -2..=2 and a timeout of its own (0: the
+    /// queue's, 1: none, else that many ticks).
+    PushWith(Spec, u8, u8),
+    /// Gives the n-th pushed task (modulo their number) a priority in
+    /// -2..=2.
+    SetPriority(u8, u8),
+    /// Cancels the n-th pushed task (modulo their number).
+    Cancel(u8),
+    /// Polls `until(level)` (`l % 4`: 0 idle, 1 empty, else below
+    /// `l / 4 % 4`) up to `1 + n % 8` times.
+    Until(u8, u8),
     Pause,
     Resume,
     /// Drops every unstarted task.
@@ -138,7 +152,10 @@ struct Record {
     /// `stop_when` panicked on its output: not a rejection.
     stop_when_panicked: bool,
     output_drops: usize,
+    /// Its priority, the last one given.
     priority: i32,
+    /// Its order among its priority at its start (see `Shared::queued`).
+    order: u64,
 }
 
 struct Shared {
@@ -150,9 +167,12 @@ struct Shared {
     /// The queue is paused: nothing may start.
     paused: AtomicBool,
     /// Pushed (not submitted) tasks not started, not dropped: id →
-    /// priority. A start must not skip one of a higher priority, or an
-    /// older one of the same.
-    queued: Mutex<BTreeMap<usize, i32>>,
+    /// (priority, order). A start must not skip one of a higher priority,
+    /// or one of the same with a lower order (pushed, or given its
+    /// priority, earlier).
+    queued: Mutex<BTreeMap<usize, (i32, u64)>>,
+    /// The next order number (see `queued`).
+    order: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -238,14 +258,15 @@ impl IntoFuture for Task {
         {
             // Priority order among the pushed tasks waiting in the queue.
             let mut queued = lock(&shared.queued);
-            if let Some(mine) = queued.remove(&self.id) {
-                for (&other, &p) in queued.iter() {
+            if let Some((mine, my_order)) = queued.remove(&self.id) {
+                for (&other, &(p, order)) in queued.iter() {
                     assert!(
-                        p < mine || (p == mine && other > self.id),
+                        p < mine || (p == mine && order > my_order),
                         "task {} (priority {mine}) started before task {other} (priority {p})",
                         self.id
                     );
                 }
+                self.shared.with(self.id, |r| r.order = my_order);
             }
         }
         self.shared.with(self.id, |r| r.started += 1);
@@ -522,6 +543,18 @@ fn poll<Q: Stream<Item = Item> + ?Sized>(
     shared: &Shared,
     waker: &Waker,
 ) -> Option<Poll<Option<()>>> {
+    poll_stream(queue, model, shared, waker, true)
+}
+
+/// Polls the queue or an `until` batch of it (`is_queue: false`: its end
+/// is not the queue's) once; `None` if it panicked.
+fn poll_stream<Q: Stream<Item = Item> + ?Sized>(
+    queue: Pin<&mut Q>,
+    model: &mut Model,
+    shared: &Shared,
+    waker: &Waker,
+    is_queue: bool,
+) -> Option<Poll<Option<()>>> {
     let mut cx = Context::from_waker(waker);
     let mut queue = queue;
     let result = catch_unwind(AssertUnwindSafe(|| queue.as_mut().poll_next(&mut cx)));
@@ -531,7 +564,7 @@ fn poll<Q: Stream<Item = Item> + ?Sized>(
     Some(match out {
         Poll::Pending => Poll::Pending,
         Poll::Ready(None) => {
-            if model.rejected {
+            if model.rejected && is_queue {
                 model.ended_on_stop = true;
             }
             Poll::Ready(None)
@@ -609,6 +642,7 @@ fn run(input: Input) {
         wakers: Mutex::new(BTreeMap::new()),
         paused: AtomicBool::new(false),
         queued: Mutex::new(BTreeMap::new()),
+        order: AtomicUsize::new(0),
     });
     let mut model = Model {
         order,
@@ -649,27 +683,111 @@ fn run(input: Input) {
     let mut queue = Some(Box::pin(queue));
     let mut submit = Some(queue.as_mut().unwrap().as_mut().submitter());
     let victims: Arc<Victims> = Arc::new(Mutex::new(Vec::new()));
+    // Pushed tasks: (our id, the queue's `TaskId`).
+    let mut ids: Vec<(usize, TaskId)> = Vec::new();
     for op in input.ops.iter().take(256) {
         let Some(q) = queue.as_mut() else { break };
         let sub = submit.as_ref().expect("kept until the end");
         match op {
-            Op::Push(spec) | Op::PushPriority(spec, _) => {
-                let priority = match op {
-                    Op::PushPriority(_, p) => i32::from(*p % 5) - 2,
-                    _ => 0,
-                };
+            Op::Push(spec) | Op::PushWith(spec, ..) => {
+                let mut options = Options::new();
+                let mut priority = 0;
+                if let Op::PushWith(_, p, t) = op {
+                    priority = i32::from(*p % 5) - 2;
+                    options = options.priority(priority);
+                    match t {
+                        0 => {}
+                        1 => options = options.timeout(None),
+                        t => options = options.timeout(Duration::from_millis(u64::from(t % 16))),
+                    }
+                }
                 let task = shared.task_with(spec, sub, priority);
                 let id = task.id;
-                match q.as_mut().push_with_priority(task, priority) {
-                    Ok(()) => {
+                // In the model first (the push runs no foreign code); a
+                // refused task's drop takes it out again.
+                let order = shared.order.fetch_add(1, SeqCst) as u64;
+                lock(&shared.queued).insert(id, (priority, order));
+                match q.push_with(task, options) {
+                    Ok(task_id) => {
                         model.pushed.push(id);
-                        lock(&shared.queued).insert(id, priority);
+                        ids.push((id, task_id));
                     }
                     Err(PushError::Stopped(task)) => {
                         assert!(q.is_stopped());
                         let _ = catch_unwind(AssertUnwindSafe(|| drop(task)));
                     }
                     Err(e) => panic!("unexpected refusal {e}"),
+                }
+            }
+            Op::SetPriority(n, p) => {
+                let Some(&(id, task_id)) = ids.get(*n as usize % ids.len().max(1)) else {
+                    continue;
+                };
+                let priority = i32::from(*p % 5) - 2;
+                let queued = lock(&shared.queued).contains_key(&id);
+                let order = shared.order.fetch_add(1, SeqCst) as u64;
+                // Runs no foreign code: it cannot panic.
+                let changed = q.set_priority(task_id, priority);
+                assert_eq!(changed, queued, "set_priority of task {id}");
+                if changed {
+                    lock(&shared.queued).insert(id, (priority, order));
+                    shared.with(id, |r| r.priority = priority);
+                }
+            }
+            Op::Cancel(n) => {
+                let Some(&(id, task_id)) = ids.get(*n as usize % ids.len().max(1)) else {
+                    continue;
+                };
+                let queued = lock(&shared.queued).contains_key(&id);
+                let cancelled = q.cancel(task_id);
+                assert_eq!(cancelled.is_some(), queued, "cancel of task {id}");
+                if let Some(task) = cancelled {
+                    assert_eq!(task.id, id, "cancel handed back another task");
+                    assert!(!task.converted, "a cancelled task was started");
+                    // Its destructor may panic (planned): it ends unstarted.
+                    let _ = catch_unwind(AssertUnwindSafe(|| drop(task)));
+                    assert!(!lock(&shared.queued).contains_key(&id));
+                }
+            }
+            Op::Until(level, polls) => {
+                let level = match level % 4 {
+                    0 => Level::Idle,
+                    1 => Level::Empty,
+                    _ => Level::Below(usize::from(level / 4 % 4)),
+                };
+                let mut until = q.as_mut().until(level);
+                let mut ended = false;
+                for _ in 0..1 + polls % 8 {
+                    // A panic inside: the batch is abandoned (the queue
+                    // stays usable, checked by the ops that follow).
+                    match poll_stream(
+                        Pin::new(&mut until),
+                        &mut model,
+                        &shared,
+                        Waker::noop(),
+                        false,
+                    ) {
+                        Some(Poll::Ready(None)) => {
+                            ended = true;
+                            break;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                drop(until);
+                if ended {
+                    let reached = match level {
+                        Level::Idle => q.is_empty(),
+                        Level::Empty => q.unstarted() == 0,
+                        Level::Below(n) => q.unstarted() < n,
+                    };
+                    // Or the queue's own stream ended (it is empty then;
+                    // `Below(0)` is never reached).
+                    assert!(
+                        reached || q.is_empty(),
+                        "until({level:?}) ended before its level"
+                    );
                 }
             }
             Op::Submit(spec) => {
@@ -789,15 +907,15 @@ fn run(input: Input) {
     if model.order == Yield::InSubmissionOrder {
         let records = lock(&shared.records);
         for priority in -2..=2 {
-            let pushed_yielded: Vec<usize> = model
+            let orders: Vec<u64> = model
                 .yielded
                 .iter()
-                .copied()
-                .filter(|id| model.pushed.contains(id) && records[id].priority == priority)
+                .filter(|id| model.pushed.contains(id) && records[*id].priority == priority)
+                .map(|id| records[id].order)
                 .collect();
-            let mut sorted = pushed_yielded.clone();
+            let mut sorted = orders.clone();
             sorted.sort();
-            assert_eq!(pushed_yielded, sorted, "submission order broken");
+            assert_eq!(orders, sorted, "submission order broken");
         }
     }
 

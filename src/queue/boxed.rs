@@ -1,4 +1,4 @@
-//! [`BoxedTask`] (`alloc`): tasks of mixed types in one queue, each boxed
+//! [`BoxTask`] (`alloc`): tasks of mixed types in one queue, each boxed
 //! by [`TaskQueue::push_boxed`] — still started (and converted with
 //! `into_future`) only when the queue starts it.
 
@@ -8,26 +8,30 @@ use core::task::{Context, Poll};
 
 use pin_project::pin_project;
 
-use super::{PushError, TaskQueue, Timing};
+use super::{PushError, TaskId, TaskQueue, Timing};
 
 /// A type-erased task: what a queue of tasks of mixed types holds
-/// (`alloc`). [`TaskQueue::push_boxed`] and
+/// (`alloc`), named like `futures`' `BoxFuture` (and this crate's
+/// `BoxPromise`). [`TaskQueue::push_boxed`] and
 /// [`Submitter::submit_boxed`](super::Submitter::submit_boxed) box any
-/// task into one.
+/// task into one. It is `Unpin`, and so is a queue of them: a struct can
+/// store a `TaskQueue<BoxTask<'static, T>>` as it is.
 ///
 /// ```
 /// # futures::executor::block_on(async {
-/// use deferral::{BoxedTask, DeferredPromise, TaskQueue};
+/// use deferral::TaskQueue;
+/// use deferral::queue::BoxTask;
 /// use futures::StreamExt;
-/// // Two closures, two promise types, one queue:
-/// let mut queue = core::pin::pin!(TaskQueue::<BoxedTask<Result<u32, ()>>>::new());
-/// queue.as_mut().push_boxed(DeferredPromise::lazy(|| async { Ok(1) })).unwrap();
+/// // Two closures, two future types, one queue, no pinning:
+/// let mut queue = TaskQueue::<BoxTask<Result<u32, ()>>>::new();
+/// queue.push_boxed(async { Ok(1) }).unwrap();
 /// let two = 2;
-/// queue.as_mut().push_boxed(DeferredPromise::lazy(move || async move { Ok(two) })).unwrap();
-/// assert_eq!(queue.collect::<Vec<_>>().await, [Ok(1), Ok(2)]);
+/// queue.push_boxed(async move { Ok(two) }).unwrap();
+/// assert_eq!(queue.next().await, Some(Ok(1)));
+/// assert_eq!(queue.next().await, Some(Ok(2)));
 /// # });
 /// ```
-pub type BoxedTask<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type BoxTask<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Converts its task with `into_future` at the first poll, not before.
 #[pin_project(project = LazyProj)]
@@ -51,8 +55,8 @@ impl<I: IntoFuture> Future for LazyStart<I> {
     }
 }
 
-/// Boxes `task` into a [`BoxedTask`] that converts it at its first poll.
-pub(super) fn boxed<'a, I>(task: I) -> BoxedTask<'a, I::Output>
+/// Boxes `task` into a [`BoxTask`] that converts it at its first poll.
+pub(super) fn boxed<'a, I>(task: I) -> BoxTask<'a, I::Output>
 where
     I: IntoFuture + Send + 'a,
     I::IntoFuture: Send,
@@ -60,7 +64,7 @@ where
     Box::pin(LazyStart::Task(Some(task)))
 }
 
-impl<'a, O, const N: usize, T: Timing, S> TaskQueue<BoxedTask<'a, O>, N, T, S> {
+impl<'a, O, const N: usize, T: Timing, S> TaskQueue<BoxTask<'a, O>, N, T, S> {
     /// Boxes `task` (one allocation) and pushes it: how tasks of different
     /// types — two closures' promises, say — share a queue. The task is
     /// still converted with `into_future` and started only when the queue
@@ -68,15 +72,16 @@ impl<'a, O, const N: usize, T: Timing, S> TaskQueue<BoxedTask<'a, O>, N, T, S> {
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// use deferral::{BoxedTask, TaskQueue};
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::BoxTask;
     /// use futures::StreamExt;
-    /// let mut queue = core::pin::pin!(TaskQueue::<BoxedTask<u32>>::new());
-    /// queue.as_mut().push_boxed(async { 1 }).unwrap();
-    /// queue.as_mut().push_boxed(core::future::ready(2)).unwrap();
+    /// let queue = TaskQueue::<BoxTask<u32>>::new();
+    /// queue.push_boxed(async { 1 }).unwrap();
+    /// queue.push_boxed(core::future::ready(2)).unwrap();
     /// assert_eq!(queue.collect::<Vec<_>>().await, [1, 2]);
     /// # });
     /// ```
-    pub fn push_boxed<I>(self: Pin<&mut Self>, task: I) -> Result<(), PushError<BoxedTask<'a, O>>>
+    pub fn push_boxed<I>(&self, task: I) -> Result<TaskId, PushError<BoxTask<'a, O>>>
     where
         I: IntoFuture<Output = O> + Send + 'a,
         I::IntoFuture: Send,
@@ -85,21 +90,22 @@ impl<'a, O, const N: usize, T: Timing, S> TaskQueue<BoxedTask<'a, O>, N, T, S> {
     }
 }
 
-impl<'a, O> super::Submitter<BoxedTask<'a, O>> {
+impl<'a, O> super::Submitter<BoxTask<'a, O>> {
     /// Boxes `task` and submits it (see [`TaskQueue::push_boxed`]).
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// use deferral::{BoxedTask, TaskQueue};
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::BoxTask;
     /// use futures::StreamExt;
-    /// let mut queue = core::pin::pin!(TaskQueue::<BoxedTask<'static, u32>>::new());
-    /// let submit = queue.as_mut().submitter();
+    /// let queue = TaskQueue::<BoxTask<'static, u32>>::new();
+    /// let submit = queue.submitter();
     /// submit.submit_boxed(async { 1 }).unwrap();
     /// drop(submit);
     /// assert_eq!(queue.collect::<Vec<_>>().await, [1]);
     /// # });
     /// ```
-    pub fn submit_boxed<I>(&self, task: I) -> Result<(), PushError<BoxedTask<'a, O>>>
+    pub fn submit_boxed<I>(&self, task: I) -> Result<(), PushError<BoxTask<'a, O>>>
     where
         I: IntoFuture<Output = O> + Send + 'a,
         I::IntoFuture: Send,

@@ -35,11 +35,25 @@
 //!   lost, nothing spins.
 //!
 //! Nothing here allocates or locks; on chips without compare-and-swap
-//! (`thumbv6m`) the `portable-atomic` features provide it. An inbox serves
-//! one queue, once ([`TaskQueue::attach`](super::TaskQueue::attach)); it is
+//! (`thumbv6m`) the `portable-atomic` features provide it.
+//!
+//! Who may take from it: producers are anyone, anywhere; the consumer side
+//! (`take`, `register`, reading `head`) is single-consumer and belongs to
+//! one queue for the program's life: [`TaskQueue::attach`](super::TaskQueue::attach)
+//! wins the `ATTACHED` flag with a compare-and-swap from 0, once, and every
+//! later attach (by any queue, on any thread) is refused. The inbox is
 //! closed for good when that queue is dropped or closed, or by
-//! [`Inbox::close`]. `tests/loom_queue.rs` model-checks submit against
-//! take and against close.
+//! [`Inbox::close`].
+//!
+//! Positions are `usize` (32 bits on Cortex-M) and wrap: every comparison
+//! is a wrapping difference, tested across the wrap (`tests` below, and
+//! the loom model `two_producers_across_the_position_wrap`). What wrapping
+//! cannot rule out is the ABA of every Vyukov-style ring (crossbeam's
+//! `ArrayQueue` too): a producer stalled between its stamp load and its
+//! compare-and-swap of `tail` while exactly 2^32 other positions pass (4
+//! billion submissions taken meanwhile) would claim a slot it did not check.
+//! `tests/loom_queue.rs` model-checks submit against take, against close,
+//! against a second producer, and two queues racing to attach.
 
 use core::fmt;
 use core::mem::MaybeUninit;
@@ -67,16 +81,24 @@ struct Cell<F> {
 /// [`TaskQueue::close`](super::TaskQueue::close) or by the queue's drop.
 /// Closing is for good: an inbox serves one queue for the program's life.
 ///
+/// Who may use which side: anyone may submit, from anywhere, at once. Only
+/// one queue ever takes from it — the first one
+/// [attached](super::TaskQueue::attach); every later attach, by any queue on
+/// any thread, is refused with [`AttachError`](super::AttachError) (a
+/// compare-and-swap of its flags, so two queues racing to attach cannot both
+/// win).
+///
 /// ```
 /// # futures::executor::block_on(async {
 /// use core::future::Ready;
-/// use deferral::{Inbox, TaskQueue};
+/// use deferral::TaskQueue;
+/// use deferral::queue::Inbox;
 /// use futures::StreamExt;
 ///
 /// static INBOX: Inbox<Ready<u32>, 8> = Inbox::new();
 ///
 /// let mut queue = core::pin::pin!(TaskQueue::new());
-/// queue.as_mut().attach(&INBOX).unwrap();
+/// queue.attach(&INBOX).unwrap();
 /// // In an interrupt handler, say:
 /// INBOX.submit(core::future::ready(7)).unwrap();
 /// assert_eq!(queue.next().await, Some(7));
@@ -108,7 +130,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// An empty, open inbox (`M > 0`, checked at compile time).
     ///
     /// ```
-    /// static INBOX: deferral::Inbox<core::future::Ready<()>, 4> = deferral::Inbox::new();
+    /// static INBOX: deferral::queue::Inbox<core::future::Ready<()>, 4> = deferral::queue::Inbox::new();
     /// assert_eq!(INBOX.capacity(), 4);
     /// ```
     #[cfg(not(loom))]
@@ -144,10 +166,30 @@ impl<F, const M: usize> Inbox<F, M> {
         }
     }
 
+    /// An empty, open inbox whose positions start at the lap boundary at
+    /// or below `position`: tests and loom models of the positions' wrap
+    /// around `usize::MAX` (32 bits on Cortex-M).
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn starting_at(position: usize) -> Self {
+        let lap = position & !(Self::ONE_LAP - 1);
+        Inbox {
+            cells: core::array::from_fn(|_| Cell {
+                // `stamp - index` of "free for position `lap + index`".
+                stamp: AtomicUsize::new(lap),
+                task: UnsafeCell::new(MaybeUninit::uninit()),
+            }),
+            tail: AtomicUsize::new(lap),
+            head: AtomicUsize::new(lap),
+            flags: AtomicUsize::new(0),
+            queue: AtomicWaker::new(),
+        }
+    }
+
     /// How many tasks it holds at most, `M`.
     ///
     /// ```
-    /// static INBOX: deferral::Inbox<core::future::Ready<()>, 2> = deferral::Inbox::new();
+    /// static INBOX: deferral::queue::Inbox<core::future::Ready<()>, 2> = deferral::queue::Inbox::new();
     /// assert_eq!(INBOX.capacity(), 2);
     /// ```
     pub fn capacity(&self) -> usize {
@@ -165,7 +207,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// never dropped.
     ///
     /// ```
-    /// use deferral::{Inbox, PushError};
+    /// use deferral::queue::{Inbox, PushError};
     /// static INBOX: Inbox<u8, 1> = Inbox::new();
     /// INBOX.submit(1).unwrap();
     /// assert!(matches!(INBOX.submit(2), Err(PushError::Full(2))));
@@ -174,11 +216,12 @@ impl<F, const M: usize> Inbox<F, M> {
         self.submit_with_priority(task, 0)
     }
 
-    /// [`Self::submit`] with a priority: see
-    /// [`TaskQueue::push_with_priority`](super::TaskQueue::push_with_priority).
+    /// [`Self::submit`] with a priority (higher first, FIFO among equals):
+    /// see [`Options::priority`](super::Options::priority). A submitted
+    /// task gets the queue's timeout.
     ///
     /// ```
-    /// static INBOX: deferral::Inbox<u8, 2> = deferral::Inbox::new();
+    /// static INBOX: deferral::queue::Inbox<u8, 2> = deferral::queue::Inbox::new();
     /// INBOX.submit_with_priority(1, 5).unwrap();
     /// ```
     pub fn submit_with_priority(&self, task: F, priority: i32) -> Result<(), PushError<F>> {
@@ -245,7 +288,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// its stream ends (once it holds nothing else either). For good.
     ///
     /// ```
-    /// use deferral::{Inbox, PushError};
+    /// use deferral::queue::{Inbox, PushError};
     /// static INBOX: Inbox<u8, 2> = Inbox::new();
     /// INBOX.close();
     /// assert!(INBOX.is_closed());
@@ -262,7 +305,7 @@ impl<F, const M: usize> Inbox<F, M> {
     /// Whether the inbox is closed: [`Self::submit`] then refuses.
     ///
     /// ```
-    /// static INBOX: deferral::Inbox<u8, 2> = deferral::Inbox::new();
+    /// static INBOX: deferral::queue::Inbox<u8, 2> = deferral::queue::Inbox::new();
     /// assert!(!INBOX.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
@@ -313,6 +356,23 @@ impl<F, const M: usize> Inbox<F, M> {
     }
 }
 
+impl<F, const M: usize> Inbox<F, M> {
+    /// Whether a published submission waits at the head (only the attached
+    /// queue asks).
+    fn has_pending(&self) -> bool {
+        // ORDERING: `Relaxed` for `head` (only the queue writes it);
+        // `Relaxed` for the stamp: a hint for `TaskQueue::until` (a
+        // submission it misses wakes the queue, whose next poll takes it).
+        let head = self.head.load(Ordering::Relaxed);
+        let index = head & (Self::ONE_LAP - 1);
+        let stamp = self.cells[index]
+            .stamp
+            .load(Ordering::Relaxed)
+            .wrapping_add(index);
+        stamp == head.wrapping_add(1)
+    }
+}
+
 impl<F, const M: usize> fmt::Debug for Inbox<F, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox")
@@ -333,6 +393,8 @@ impl<F, const M: usize> Default for Inbox<F, M> {
 pub(super) trait Source<F>: Sync {
     /// The oldest published submission, if any.
     fn take(&self) -> Option<(F, i32)>;
+    /// Whether one is there to take (a hint).
+    fn has_pending(&self) -> bool;
     fn register(&self, waker: &Waker);
     /// Not closed.
     fn is_open(&self) -> bool;
@@ -345,6 +407,9 @@ pub(super) trait Source<F>: Sync {
 impl<F: Send, const M: usize> Source<F> for Inbox<F, M> {
     fn take(&self) -> Option<(F, i32)> {
         Inbox::take(self)
+    }
+    fn has_pending(&self) -> bool {
+        Inbox::has_pending(self)
     }
     fn register(&self, waker: &Waker) {
         self.queue.register(waker);
@@ -359,5 +424,94 @@ impl<F: Send, const M: usize> Source<F> for Inbox<F, M> {
     fn detach(&self) {
         Source::close(self);
         drop(self.queue.take());
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The positions wrap around `usize::MAX` (after 4 billion submissions
+    /// on a 32-bit chip): across the wrap the inbox stays FIFO, refuses the
+    /// stale side — a producer whose slot still holds the previous lap's
+    /// task gets `Full`, the queue does not take a slot that is not
+    /// published — and never loses or repeats a task. (Run in release too:
+    /// `cargo test --release --lib queue::inbox`; in debug builds any
+    /// arithmetic that did not wrap would panic here.)
+    #[test]
+    fn positions_wrap_around_usize_max() {
+        const M: usize = 3;
+        let one_lap = Inbox::<u32, M>::ONE_LAP;
+        let inbox = Inbox::<u32, M>::starting_at(usize::MAX - 8 * one_lap);
+        let start = inbox.tail.load(Ordering::Relaxed);
+        let (mut next_in, mut next_out) = (0u32, 0u32);
+        for round in 0..64 {
+            // Fill it: `M` accepted, then refused with the task back.
+            for _ in 0..M {
+                inbox.submit(next_in).unwrap();
+                next_in += 1;
+            }
+            match inbox.submit(u32::MAX) {
+                Err(PushError::Full(task)) => assert_eq!(task, u32::MAX),
+                other => panic!("round {round}: a full inbox took a task: {other:?}"),
+            }
+            // Take some (one, two or three), oldest first.
+            for _ in 0..=(round % M) {
+                assert_eq!(inbox.take().map(|(t, _)| t), Some(next_out));
+                next_out += 1;
+            }
+            // The rest stay: the queue takes nothing beyond them.
+            let left = next_in - next_out;
+            for _ in 0..left {
+                assert_eq!(inbox.take().map(|(t, _)| t), Some(next_out));
+                next_out += 1;
+            }
+            assert_eq!(inbox.take().map(|(t, _)| t), None, "round {round}");
+        }
+        let end = inbox.tail.load(Ordering::Relaxed);
+        assert!(
+            end < start,
+            "the positions wrapped ({start:#x} -> {end:#x})"
+        );
+        assert_eq!(next_out, next_in);
+    }
+
+    /// A slot claimed by a producer but not yet published is not taken,
+    /// across the wrap too, and nothing after it is taken first: the
+    /// producer is simulated — it claims the position past `usize::MAX`,
+    /// another producer fills the next one, and only then the first
+    /// writes and publishes.
+    #[test]
+    fn an_unpublished_slot_is_not_taken_across_the_wrap() {
+        const M: usize = 2;
+        let one_lap = Inbox::<u32, M>::ONE_LAP;
+        let inbox = Inbox::<u32, M>::starting_at(usize::MAX - one_lap + 1);
+        inbox.submit(0).unwrap();
+        inbox.submit(1).unwrap();
+        assert_eq!(inbox.take().map(|(t, _)| t), Some(0));
+        assert_eq!(inbox.take().map(|(t, _)| t), Some(1));
+        // The next position is past `usize::MAX`: claim it (as `submit`
+        // does with its compare-and-swap) without publishing.
+        let claimed = inbox.tail.load(Ordering::Relaxed);
+        assert!(claimed < one_lap, "wrapped: {claimed:#x}");
+        inbox
+            .tail
+            .compare_exchange(claimed, claimed + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .unwrap();
+        inbox.submit(2).unwrap(); // the next position, published
+        assert_eq!(inbox.take().map(|(t, _)| t), None, "unpublished head");
+        // The first producer finishes: write, then publish the stamp.
+        let index = claimed & (one_lap - 1);
+        let cell = &inbox.cells[index];
+        // SAFETY: the position is claimed above and not published: no one
+        // else reads or writes the cell (the test plays its producer).
+        cell.task.with_mut(|task| unsafe { (*task).write((1, 0)) });
+        cell.stamp.store(
+            claimed.wrapping_add(1).wrapping_sub(index),
+            Ordering::Release,
+        );
+        assert_eq!(inbox.take().map(|(t, _)| t), Some(1));
+        assert_eq!(inbox.take().map(|(t, _)| t), Some(2));
+        assert_eq!(inbox.take().map(|(t, _)| t), None);
     }
 }

@@ -1,5 +1,40 @@
-//! `TaskQueue`: deferred work started under a concurrency limit, results as
-//! a [`Stream`].
+//! [`TaskQueue`]: deferred work started under a concurrency limit, results
+//! as a [`Stream`], and everything that goes with it.
+//!
+//! # Where tasks run, and when they progress
+//!
+//! A `TaskQueue` is a stream, not a runtime. Its tasks run **inside the
+//! poll of whoever consumes the queue** — the code that awaits
+//! `queue.next()`, [`until`](TaskQueue::until), or anything else that
+//! polls the stream: that poll starts tasks and polls them, one after
+//! another, on the consumer's task and thread. Nothing is spawned and
+//! nothing runs in parallel (a task that computes for a long time holds up
+//! the others and the consumer), and **nothing progresses while nobody
+//! polls the queue**: a task waiting for I/O or a timer is woken by it like
+//! any future, and the wake-up makes the consumer poll the queue again,
+//! which polls that task.
+//!
+//! One poll of the queue, in this order:
+//!
+//! 1. yields a result that is already there, if any (and does nothing else);
+//! 2. polls the running tasks that were woken since the last poll;
+//! 3. takes new submissions ([`Submitter`], [`Inbox`]);
+//! 4. starts tasks — each converted with `into_future` and polled once —
+//!    while fewer than [`concurrency`](TaskQueue::concurrency) run, until one
+//!    has a result to yield (a task that has finished does not count, even
+//!    while its result waits for its turn; see [`Yield`]).
+//!
+//! It returns `Pending` only when no task can start (limit reached, paused,
+//! rate-limited, window full, nothing queued): a slow task holds up the
+//! results after it in submission order, never the starts.
+//!
+//! For tasks that should make progress while you are busy elsewhere, poll
+//! the queue from a task of its own (`tokio::spawn(async move { while let
+//! Some(r) = queue.next().await { .. } })`); for tasks that should run on
+//! several threads at once, spawn them on a runtime (`tokio::task::JoinSet`)
+//! and queue their join handles.
+//!
+//! # What it does
 //!
 //! A list of deferred fetches awaited one after another is the simplest
 //! task queue. [`TaskQueue`] is that loop done properly — what `p-queue`
@@ -8,38 +43,136 @@
 //! without a heap:
 //!
 //! - a pushed task is not started (not even converted with
-//!   [`IntoFuture::into_future`]) until the queue starts it, when a running
-//!   slot is free and the queue is polled;
-//! - at most [`concurrency`](TaskQueue::concurrency) tasks are in flight
-//!   (started, result not yet yielded; default 1: one after another);
-//! - tasks start by [priority](TaskQueue::push_with_priority), then in
-//!   submission order; the queue can be [paused](TaskQueue::pause),
-//!   [cleared](TaskQueue::clear), [closed](TaskQueue::close);
+//!   [`IntoFuture::into_future`]) until the queue starts it;
+//! - at most [`concurrency`](TaskQueue::concurrency) tasks run at once
+//!   (default 1: one after another);
+//! - tasks start by priority ([`Options`]), then in submission order; a
+//!   queued task can get a new [priority](TaskQueue::set_priority) or be
+//!   [cancelled](TaskQueue::cancel) by the [`TaskId`] its push returned; the
+//!   queue can be [paused](TaskQueue::pause), [cleared](TaskQueue::clear),
+//!   [closed](TaskQueue::close);
 //! - results come out as a [`Stream`], in start or completion order
-//!   ([`Yield`]); [`until_idle`](TaskQueue::until_idle),
-//!   [`on_idle`](TaskQueue::on_idle) and [`on_empty`](TaskQueue::on_empty)
-//!   run it until p-queue's `onIdle` / `onEmpty` would resolve;
+//!   ([`Yield`]); [`until`](TaskQueue::until) yields them until the queue
+//!   reaches a [`Level`] (p-queue's `onIdle`, `onEmpty`, `onSizeLessThan`);
 //! - [`Submitter`]s (`alloc`) and a `static` [`Inbox`] (no heap, interrupt
 //!   handlers) feed it from elsewhere and keep it open, like an mpsc
 //!   channel's senders;
-//! - a [`Timer`] factory gives it per-task [timeouts](TaskQueue::timeout)
-//!   and a [rate limit](TaskQueue::rate_limit), without a runtime;
+//! - a [`Timer`] factory gives it [timeouts](TaskQueue::timeout) (per task
+//!   too) and a [rate limit](TaskQueue::rate_limit), without a runtime;
 //! - on a rejection it keeps going or stops ([`OnRejection`]);
 //! - dropping the queue drops unstarted tasks unrun and running ones in
 //!   place.
 //!
-//! See [`TaskQueue`] for how it stores and wakes its tasks.
+//! # Storing a queue
+//!
+//! Every method that adds, removes or configures tasks takes `&self`, so a
+//! queue is used the same way whether it is a plain value, pinned on the
+//! stack (`core::pin::pin!`) or in a `Pin<Box<_>>`: `queue.push(task)`,
+//! no `as_mut()`. Only polling it (the [`Stream`], [`TaskQueue::until`])
+//! needs it pinned. A queue whose running futures are `Unpin` — boxed
+//! tasks ([`BoxTask`]) or any `Unpin` future — is `Unpin` itself, so the
+//! type a struct stores is simply:
+//!
+//! ```
+//! # #[cfg(feature = "alloc")] // (`BoxTask` needs a heap)
+//! # futures::executor::block_on(async {
+//! use deferral::TaskQueue;
+//! use deferral::queue::BoxTask;
+//! use futures::StreamExt;
+//!
+//! struct Crawler {
+//!     pages: TaskQueue<BoxTask<'static, String>>,
+//! }
+//!
+//! impl Crawler {
+//!     fn visit(&self, url: &'static str) {
+//!         self.pages.push_boxed(async move { format!("<html>{url}</html>") }).unwrap();
+//!     }
+//!     async fn next_page(&mut self) -> Option<String> {
+//!         self.pages.next().await
+//!     }
+//! }
+//!
+//! let mut crawler = Crawler { pages: TaskQueue::new().concurrency(4) };
+//! crawler.visit("a");
+//! assert_eq!(crawler.next_page().await.as_deref(), Some("<html>a</html>"));
+//! # });
+//! ```
+//!
+//! A queue of unboxed `async` blocks (`!Unpin`, the no-heap case) is stored
+//! pinned: `Pin<Box<TaskQueue<F>>>`, or pinned in the async fn that owns
+//! it; its methods are called the same way.
+//!
+//! # How it works
+//!
+//! All of a queue's state lives in one `UnsafeCell<Inner>`: the ring of
+//! running and queued tasks (`ring.rs`), the rate limit's window timer,
+//! and the unpinned rest (`state.rs`). Two rules make that sound:
+//!
+//! - **One `&mut` at a time.** A `TaskQueue` is `Send` but not `Sync`, so
+//!   its `&self` methods run on one thread. `poll_next` and `until` take
+//!   `Pin<&mut Self>`: the borrow checker gives them sole access, and no
+//!   `&self` method can run during them. The `&self` methods reach the
+//!   state only through `TaskQueue::with` (read-write) and
+//!   `TaskQueue::view` (read-only), which set and check a `busy` flag: a
+//!   call made while another holds the state — which only a re-entrant
+//!   call from foreign code could be, and none of them runs foreign code
+//!   inside — panics instead of making a second reference. Foreign code
+//!   that `&self` methods do run (a task's destructor in
+//!   [`TaskQueue::clear`], an iterator in [`TaskQueue::push_all`]) runs
+//!   outside `with`, between two accesses, with the queue consistent; it may
+//!   call the queue again.
+//! - **No shared reference freezes a future.** A running future may point
+//!   into itself (an `async fn` holding a reference to its own local across
+//!   an `.await`); a shared reference covering its bytes, made between two
+//!   of its polls, invalidates those pointers (Stacked Borrows). So `&Self`
+//!   covers only the `UnsafeCell`; the read-only accessors make a `&Ring`
+//!   and a `&State`, never a `&Inner`, and the ring's slots and the window
+//!   are each in an `UnsafeCell` too, so neither reference claims a future's
+//!   bytes. (It did on `c9d10e1`: `len()` took `&TaskQueue`, which covered
+//!   the rate limit's window timer; `tests/queue_accessors.rs`.)
+//!
+//! Pinning: the running futures and timers in the ring's slots and the
+//! window timer are structurally pinned — never moved while the queue is
+//! pinned (no method moves them; only builders, which take the queue by
+//! value, convert them, and a pinned queue cannot be passed by value). So
+//! `TaskQueue` is `Unpin` exactly when those two types are
+//! (`F::IntoFuture` and the timer's `Sleep`).
+//!
+//! Who may poll what:
+//!
+//! | shared part | polled or drained by | enforced by |
+//! |---|---|---|
+//! | the queue | the holder of `Pin<&mut TaskQueue>` | the borrow checker (`&TaskQueue` cannot poll) |
+//! | a `static` [`Inbox`] | the one queue attached to it, ever | a flag set once by [`TaskQueue::attach`] |
+//! | a [`Submitter`]'s inbox | the queue that made it | it is private to that queue |
+//! | the per-slot wake flags (`wake_set.rs`) | the queue that made them | private to that queue |
+//!
+//! # Counters
+//!
+//! | counter | width | guards | on wrap |
+//! |---|---|---|---|
+//! | [`TaskId`] (`State::next_id`) | 64 bits | which task `cancel` and `set_priority` act on | does not wrap: 2^64 pushes is 584 years at one per nanosecond |
+//! | [`Inbox`] positions and stamps | `usize`: 32 bits on Cortex-M | a producer's claim of a slot | wrapping arithmetic throughout, tested across the wrap (`inbox::tests`, release); a producer stalled between two instructions while 2^32 other positions pass could claim a reused slot (the ABA of every Vyukov-style ring, crossbeam's `ArrayQueue` too) |
+//!
+//! The ring's counters (`head`, `len`, `started`, ..) count slots of a
+//! fixed window and guard no reuse; a [`Submitter`] count is bounded by its
+//! `Arc`'s.
+//!
+//! See [`TaskQueue`] for storage, wake-ups and panics.
 
 #[cfg(feature = "alloc")]
 mod boxed;
-mod drain;
 mod inbox;
 mod options;
 mod ring;
+mod state;
 #[cfg(feature = "alloc")]
 mod submitter;
 mod timer;
+mod until;
 
+use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::pin::Pin;
 use core::ptr::NonNull;
@@ -47,47 +180,45 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 
 #[cfg(feature = "alloc")]
-use alloc::collections::VecDeque;
-#[cfg(feature = "alloc")]
 use alloc::sync::Arc;
-#[cfg(feature = "alloc")]
-use core::task::Waker;
 
 use futures_core::Stream;
 use futures_core::stream::FusedStream;
 
 #[cfg(feature = "alloc")]
-pub use boxed::BoxedTask;
-pub use drain::{Drain, Until};
+pub use boxed::BoxTask;
 pub use inbox::Inbox;
 use inbox::Source;
 pub use options::{
-    AttachError, OnRejection, Outcome, PushAllError, PushError, Yield, ZeroConcurrency,
+    AttachError, OnRejection, Options, Outcome, PushAllError, PushError, TaskId, Yield,
+    ZeroConcurrency,
 };
-use ring::{Latest, Progress, Ring};
+use ring::Ring;
+#[cfg(feature = "alloc")]
+use state::InboxOwner;
+use state::{Attached, State, Unstarted};
 #[cfg(feature = "alloc")]
 pub use submitter::Submitter;
 use timer::RateLimit;
 pub use timer::{Clock, Deadline, NoSleep, NoTimer, TimedOut, Timer, Timing};
-
-#[cfg(feature = "alloc")]
-use crate::wake_set::WakeBits;
+pub use until::{Level, Until};
 
 /// Inline window of a queue made by [`TaskQueue::new`], in tasks.
 ///
 /// Choose another with [`TaskQueue::with_capacity`].
 ///
 /// ```
-/// assert_eq!(deferral::DEFAULT_QUEUE_CAPACITY, 16);
+/// assert_eq!(deferral::queue::DEFAULT_CAPACITY, 16);
 /// ```
-pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
+pub const DEFAULT_CAPACITY: usize = 16;
 
 /// The default stop predicate type of a [`TaskQueue`]: a function pointer
 /// (what [`TaskQueue::on_rejection`] stores). A queue built with a closure
 /// ([`TaskQueue::stop_when`]) names the closure's type instead.
 ///
 /// ```
-/// use deferral::{NoTimer, OnRejection, StopFn, TaskQueue};
+/// use deferral::TaskQueue;
+/// use deferral::queue::{NoTimer, OnRejection, StopFn};
 /// type Job = core::future::Ready<Result<u8, ()>>;
 /// let _queue: TaskQueue<Job, 16, NoTimer, StopFn<Result<u8, ()>>> =
 ///     TaskQueue::new().on_rejection(OnRejection::Stop);
@@ -96,20 +227,30 @@ pub type StopFn<O> = fn(&O) -> bool;
 
 /// Deferred work started under a concurrency limit; results as a [`Stream`].
 ///
-/// `F` is the task type: anything [`IntoFuture`] — a
-/// [`DeferredPromise`](crate::DeferredPromise), an `async` block, a
-/// [`BoxedTask`] for tasks of mixed types. `N` is the inline window, in
-/// tasks (see Storage below). `T` says what the queue can do with time
-/// ([`NoTimer`], [`Clock`], [`Deadline`]), `S` is the stop predicate's type
-/// ([`Self::stop_when`]). The queue must be pinned to be polled
-/// (`core::pin::pin!`, or `Box::pin`).
+/// **Where tasks run:** inside the poll of the queue's consumer — whoever
+/// awaits `queue.next()` (or polls the stream some other way). Nothing is
+/// spawned, nothing runs in parallel, and nothing progresses while nobody
+/// polls the queue; see "Where tasks run, and when they progress" in the
+/// [module docs](self).
 ///
-/// A sequential loop over deferred promises that start only when their
-/// turn comes:
+/// `F` is the task type: anything [`IntoFuture`] — an `async` block, a
+/// [`DeferredPromise`](crate::DeferredPromise), a [`BoxTask`] for tasks of
+/// mixed types. `N` is the inline window, in tasks (see Storage below).
+/// `T` says what the queue can do with time ([`NoTimer`], [`Clock`],
+/// [`Deadline`]), `S` is the stop predicate's type ([`Self::stop_when`]).
+/// Tasks are added through `&self`; polling needs the queue pinned
+/// (`core::pin::pin!`, `Box::pin`, or nothing at all when it is `Unpin`:
+/// see "Storing a queue" in the module docs). Who may poll it: whoever holds
+/// it mutably — `Pin<&mut TaskQueue>` or the queue itself —, one at a time;
+/// a shared `&TaskQueue` (what `push` takes) cannot poll, and the queue is
+/// not `Sync`, so its `&self` methods all run on one thread.
+///
+/// A sequential loop over deferred tasks that start only when their turn
+/// comes:
 ///
 /// ```
 /// # futures::executor::block_on(async {
-/// use deferral::{DeferredPromise, TaskQueue};
+/// use deferral::TaskQueue;
 /// use futures::StreamExt;
 /// use std::sync::{Arc, Mutex};
 ///
@@ -117,16 +258,17 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// let mut queue = core::pin::pin!(TaskQueue::new()); // concurrency 1
 /// for url in 1..=4 {
 ///     let started = started.clone();
-///     let fetch = DeferredPromise::lazy(move || async move {
-///         started.lock().unwrap().push(url);
-///         Ok::<_, ()>(url * 10)
-///     });
-///     queue.as_mut().push(fetch).unwrap();
+///     queue
+///         .push(async move {
+///             started.lock().unwrap().push(url);
+///             Ok::<_, ()>(url * 10)
+///         })
+///         .unwrap();
 /// }
 /// assert!(started.lock().unwrap().is_empty()); // nothing started yet
 /// assert_eq!(queue.next().await, Some(Ok(10)));
 /// assert_eq!(*started.lock().unwrap(), [1]); // one at a time
-/// assert_eq!(queue.as_mut().drain().await, 3);
+/// assert_eq!(queue.count().await, 3); // the rest, results discarded
 /// # });
 /// ```
 ///
@@ -141,7 +283,7 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// it ends once they are all gone (or [`Self::close`] was called) and its
 /// work is done. A queue stopped on a rejection ends after the rejection.
 /// To wait for "everything so far" on an open queue, use
-/// [`Self::until_idle`] or [`Self::on_idle`].
+/// [`Self::until`] with [`Level::Idle`].
 ///
 /// # Storage
 ///
@@ -149,14 +291,15 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// order: the tasks it started (running, or finished with an output waiting
 /// for its turn) and the first unstarted ones (by priority, then submission
 /// order). The window spans from the oldest task not yet yielded to the
-/// newest, so in completion order a slow old task keeps the slots after it
-/// in use. Without `alloc` a push into a full window hands the task back
-/// ([`PushError::Full`]); with `alloc` the tasks beyond the window wait in
-/// a `VecDeque` (sorted by priority, as p-queue does: a push of a higher
-/// priority than waiting ones is a binary search and an insertion),
-/// unbounded, and start from there into the window as it frees up.
-/// Running tasks always live in the window, pinned there, so at most `N`
-/// run at once whatever the concurrency.
+/// newest, so a slow old task keeps the slots after it in use: at most `N`
+/// started tasks, running or waiting to be yielded, whatever the
+/// concurrency — the window, not the concurrency, bounds how far the queue
+/// runs ahead of its consumer. Without `alloc` a push into a full window
+/// hands the task back ([`PushError::Full`]); with `alloc` the tasks
+/// beyond the window wait in a `VecDeque` (sorted by priority, as p-queue
+/// does: a push of a higher priority than waiting ones is a binary search
+/// and an insertion), unbounded, and start from there into the window as
+/// it frees up. Running tasks always live in the window, pinned there.
 ///
 /// # Wake-ups
 ///
@@ -199,142 +342,147 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// aborts the process.
 pub struct TaskQueue<
     F: IntoFuture,
-    const N: usize = DEFAULT_QUEUE_CAPACITY,
+    const N: usize = DEFAULT_CAPACITY,
     T: Timing = NoTimer,
     S = StopFn<<F as IntoFuture>::Output>,
 > {
-    /// Pinned: running tasks (and their timers) live here. Structurally
-    /// pinned, like `window` (see `project`).
-    ring: Ring<F, T::Sleep, N>,
-    /// The rate limit's current window, from its first start.
-    window: Option<T::Sleep>,
+    /// Everything (see "How it works" in the module docs).
+    inner: UnsafeCell<Inner<F, N, T, S>>,
+    /// A `&self` method holds a reference into `inner` (see `with`).
+    busy: Cell<bool>,
+}
+
+/// A queue's state: the pinned parts (the ring's running futures, the
+/// window timer), each in an `UnsafeCell`, and the rest.
+struct Inner<F: IntoFuture, const N: usize, T: Timing, S> {
+    /// Structurally pinned: running tasks (and their timers) live here.
+    ring: Ring<F, T, N>,
+    /// The rate limit's current window, from its first start. Structurally
+    /// pinned; in a cell so that a `&Inner` would not freeze it (none is
+    /// made, see the module docs; this keeps it so).
+    window: UnsafeCell<Option<T::Sleep>>,
     state: State<F, N, T, S>,
 }
 
-/// `TaskQueue`'s fields, the pinned ones pinned.
-struct TaskQueueProj<'a, F: IntoFuture, const N: usize, T: Timing, S> {
-    ring: Pin<&'a mut Ring<F, T::Sleep, N>>,
+// SAFETY: only the ring's running futures (`F::IntoFuture`) and the timers
+// (`T::Sleep`: per task, and the window) are pinned (structurally, see the
+// module docs); when both are `Unpin`, moving a queue moves nothing that
+// relies on its address. Nothing else in the queue is ever pinned.
+impl<F, const N: usize, T, S> Unpin for TaskQueue<F, N, T, S>
+where
+    F: IntoFuture,
+    F::IntoFuture: Unpin,
+    T: Timing,
+    T::Sleep: Unpin,
+{
+}
+
+/// A pinned queue's parts, the pinned ones pinned (`TaskQueue::project`).
+struct Parts<'a, F: IntoFuture, const N: usize, T: Timing, S> {
+    ring: Pin<&'a mut Ring<F, T, N>>,
     window: Pin<&'a mut Option<T::Sleep>>,
     state: &'a mut State<F, N, T, S>,
 }
 
+/// Resets the `busy` flag when a `with` or `view` ends, even by a panic.
+struct Release<'a>(&'a Cell<bool>);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
-    fn project(self: Pin<&mut Self>) -> TaskQueueProj<'_, F, N, T, S> {
-        // SAFETY: `ring` and `window` are structurally pinned: never moved
-        // out of a pinned queue (no by-value accessor, no `Drop` impl on
-        // `TaskQueue` itself, not `repr(packed)`), and the auto-`Unpin`
-        // impl requires both to be `Unpin`. `state` is not pinned.
+    /// Marks the state as in use; panics if it is already (a re-entrant
+    /// call: see "How it works").
+    #[inline(always)]
+    fn enter(&self) -> Release<'_> {
+        if self.busy.replace(true) {
+            reentered();
+        }
+        Release(&self.busy)
+    }
+
+    /// Runs `f` on the ring and the state: the one way `&self` methods
+    /// change the queue. `f` must run no foreign code (see "How it works").
+    #[inline(always)]
+    fn with<R>(&self, f: impl FnOnce(Pin<&mut Ring<F, T, N>>, &mut State<F, N, T, S>) -> R) -> R {
+        let _busy = self.enter();
+        let inner = self.inner.get();
+        // SAFETY: `busy` was clear, so no other reference into `inner`
+        // exists: the queue is `!Sync` (this thread only), a `Pin<&mut
+        // Self>` holder cannot coexist with our `&self`, and every other
+        // `&self` access goes through `enter` and ends before returning.
+        // The references made here live until `f` returns, and `f` runs no
+        // foreign code that could call back. The ring is pinned in place
+        // if the queue is (its running futures are never moved: ring.rs);
+        // if the queue is not pinned, no future in it has been polled
+        // (polling needs `Pin<&mut Self>`), or the queue is `Unpin`.
+        let (ring, state) =
+            unsafe { (Pin::new_unchecked(&mut (*inner).ring), &mut (*inner).state) };
+        f(ring, state)
+    }
+
+    /// Runs `f` on shared references to the ring and the state: the one
+    /// way `&self` methods read the queue.
+    #[inline(always)]
+    fn view<R>(&self, f: impl FnOnce(&Ring<F, T, N>, &State<F, N, T, S>) -> R) -> R {
+        let _busy = self.enter();
+        let inner = self.inner.get();
+        // SAFETY: as in `with`, no mutable reference into `inner` exists
+        // meanwhile. No `&Inner` is made: `&Ring` freezes its counters but
+        // not its slots (each in an `UnsafeCell`), so no running future's
+        // bytes are claimed, and the window is not reached at all.
+        let (ring, state) = unsafe { (&(*inner).ring, &(*inner).state) };
+        f(ring, state)
+    }
+
+    /// The parts of a pinned queue, for polling.
+    fn project(self: Pin<&mut Self>) -> Parts<'_, F, N, T, S> {
+        // SAFETY: `Pin<&mut Self>` is sole access (no `&self` method runs
+        // meanwhile, see "How it works"). The ring and the window are
+        // structurally pinned: never moved out of a pinned queue (no
+        // method moves them, `TaskQueue` has no `Drop` impl, not
+        // `repr(packed)`), and the `Unpin` impl requires both to be `Unpin`.
+        // The state is not pinned.
         unsafe {
-            let this = self.get_unchecked_mut();
-            TaskQueueProj {
-                ring: Pin::new_unchecked(&mut this.ring),
-                window: Pin::new_unchecked(&mut this.window),
-                state: &mut this.state,
+            let inner = self.get_unchecked_mut().inner.get_mut();
+            Parts {
+                ring: Pin::new_unchecked(&mut inner.ring),
+                window: Pin::new_unchecked(inner.window.get_mut()),
+                state: &mut inner.state,
             }
         }
     }
-}
 
-/// Whether the queue stopped on a rejection, and how far it got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// Not stopped.
-    No,
-    /// Stopped on the rejection in slot `.0`, not yielded yet: nothing
-    /// after it is kept (in completion order, nothing else at all).
-    At(usize),
-    /// The rejection was yielded: nothing is kept, the stream ends.
-    Done,
-}
-
-/// Everything but the window: never pinned.
-struct State<F: IntoFuture, const N: usize, T, S> {
-    concurrency: usize,
-    order: Yield,
-    stop_when: Option<S>,
-    stop: Stop,
-    /// `None` was returned and nothing was pushed since.
-    exhausted: bool,
-    paused: bool,
-    /// [`TaskQueue::close`]: no more pushes or submissions.
-    closed: bool,
-    timing: T,
-    rate: Option<RateLimit>,
-    /// Tasks beyond the window, in start order (priority, then
-    /// submission), with their priorities.
-    #[cfg(feature = "alloc")]
-    waiting: VecDeque<(i32, F)>,
-    /// Per-slot wake flags, made at the first poll.
-    #[cfg(feature = "alloc")]
-    wake: Option<WakeBits>,
-    /// Finished slots to yield next, in the order they finished
-    /// (completion order without a predicate).
-    #[cfg(feature = "alloc")]
-    ready: VecDeque<usize>,
-    /// Each slot's waker, made when the slot first runs a task.
-    #[cfg(feature = "alloc")]
-    wakers: [Option<Waker>; N],
-    #[cfg(feature = "alloc")]
-    inbox: Option<InboxOwner<F>>,
-    attached: Option<Attached<F>>,
-}
-
-/// The queue's end of a submitter inbox: closes it when dropped.
-#[cfg(feature = "alloc")]
-struct InboxOwner<F>(Arc<submitter::Inbox<F>>);
-
-#[cfg(feature = "alloc")]
-impl<F> Drop for InboxOwner<F> {
-    fn drop(&mut self) {
-        self.0.close();
-        drop(self.0.take_all());
+    /// The state of a queue a builder owns (the state is never pinned).
+    fn state_mut(&mut self) -> &mut State<F, N, T, S> {
+        &mut self.inner.get_mut().state
     }
-}
 
-/// The queue's end of a `static` [`Inbox`]: closes it and drops what it
-/// still holds when dropped.
-///
-/// A pointer, not a `&'static dyn Source<F>`: that type would require
-/// `F: 'static` of every queue, attached or not.
-struct Attached<F>(NonNull<dyn Source<F>>);
-
-// SAFETY: made only from a `&'static Inbox<F, M>` with `F: Send` (see
-// `TaskQueue::attach`), which is `Sync` (so `&Inbox` is `Send + Sync`).
-unsafe impl<F: Send> Send for Attached<F> {}
-// SAFETY: as for `Send`.
-unsafe impl<F: Send> Sync for Attached<F> {}
-
-impl<F> Attached<F> {
-    fn source(&self) -> &dyn Source<F> {
-        // SAFETY: the pointer came from a `&'static` inbox: valid for ever,
-        // and only ever read through shared references.
-        unsafe { self.0.as_ref() }
+    /// The queue by value, for a builder (nothing in it is pinned: a pinned
+    /// queue cannot be passed by value).
+    fn into_inner(self) -> Inner<F, N, T, S> {
+        self.inner.into_inner()
     }
-}
 
-impl<F> Drop for Attached<F> {
-    fn drop(&mut self) {
-        /// Goes on dropping the rest if a task's destructor panics.
-        struct Rest<'a, F>(&'a dyn Source<F>);
-        impl<F> Drop for Rest<'_, F> {
-            fn drop(&mut self) {
-                while let Some(task) = self.0.take() {
-                    drop(task);
-                }
-            }
-        }
-        let source = self.source();
-        source.detach();
-        let rest = Rest(source);
-        // Each task is taken out of the inbox before it is dropped.
-        while let Some(task) = rest.0.take() {
-            drop(task);
+    fn from_inner(inner: Inner<F, N, T, S>) -> Self {
+        TaskQueue {
+            inner: UnsafeCell::new(inner),
+            busy: Cell::new(false),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn reentered() -> ! {
+    panic!("TaskQueue: a method was called again while another one was running (re-entered)")
 }
 
 impl<F: IntoFuture> TaskQueue<F> {
-    /// An empty queue with an inline window of [`DEFAULT_QUEUE_CAPACITY`]
+    /// An empty queue with an inline window of [`DEFAULT_CAPACITY`]
     /// tasks, concurrency 1, [`Yield::InSubmissionOrder`],
     /// [`OnRejection::KeepGoing`] and no timer.
     ///
@@ -357,30 +505,12 @@ impl<F: IntoFuture> TaskQueue<F> {
     /// ```
     pub const fn with_capacity<const M: usize>() -> TaskQueue<F, M> {
         TaskQueue {
-            ring: Ring::new(),
-            window: None,
-            state: State {
-                concurrency: 1,
-                order: Yield::InSubmissionOrder,
-                stop_when: None,
-                stop: Stop::No,
-                exhausted: false,
-                paused: false,
-                closed: false,
-                timing: NoTimer,
-                rate: None,
-                #[cfg(feature = "alloc")]
-                waiting: VecDeque::new(),
-                #[cfg(feature = "alloc")]
-                wake: None,
-                #[cfg(feature = "alloc")]
-                ready: VecDeque::new(),
-                #[cfg(feature = "alloc")]
-                wakers: [const { None }; M],
-                #[cfg(feature = "alloc")]
-                inbox: None,
-                attached: None,
-            },
+            inner: UnsafeCell::new(Inner {
+                ring: Ring::new(),
+                window: UnsafeCell::new(None),
+                state: State::new(NoTimer),
+            }),
+            busy: Cell::new(false),
         }
     }
 }
@@ -395,7 +525,7 @@ impl<F: IntoFuture, const N: usize, S> TaskQueue<F, N, NoTimer, S> {
     /// Gives the queue a [`Timer`] factory: any `FnMut(Duration) -> impl
     /// Future<Output = ()>`, such as a runtime's `sleep`. Then
     /// [`Self::rate_limit`] and [`Self::timeout`] can use it. The queue
-    /// calls it when a task starts (for its timeout) and when a rate-limit
+    /// calls it when a task with a timeout starts and when a rate-limit
     /// window opens; nothing else in the queue knows about time.
     ///
     /// ```
@@ -407,59 +537,70 @@ impl<F: IntoFuture, const N: usize, S> TaskQueue<F, N, NoTimer, S> {
     /// # drop(queue);
     /// ```
     pub fn timer<Mk: Timer>(self, timer: Mk) -> TaskQueue<F, N, Clock<Mk>, S> {
-        TaskQueue {
-            ring: self.ring.map_timer(|never| match never {}),
-            window: None,
-            state: self.state.convert(|NoTimer| Clock(timer), |s| s),
-        }
+        // The window is `None`: a queue without a timer opens none.
+        let Inner { ring, state, .. } = self.into_inner();
+        TaskQueue::from_inner(Inner {
+            ring: ring.convert(|never| match never {}, |()| ()),
+            window: UnsafeCell::new(None),
+            state: state.convert(|NoTimer| Clock(timer), |s| s),
+        })
     }
 }
 
 impl<F: IntoFuture, const N: usize, Mk: Timer, S> TaskQueue<F, N, Clock<Mk>, S> {
-    /// Gives every task `timeout` from its start: a task still running then
+    /// Gives every task a timeout from its start: a task still running then
     /// is dropped (in place, unfinished) and yields `Err(TimedOut)`; the
     /// others yield `Ok(output)` — the stream's item becomes
-    /// `Result<F::Output, TimedOut>`. The timer is made from the queue's
-    /// [`Timer`] factory when the task starts, so time spent waiting to
-    /// start does not count (p-queue's `timeout`). When the queue stops on
-    /// rejections ([`Self::on_rejection`], [`Self::stop_when`]), a timeout
-    /// is a rejection.
+    /// `Result<F::Output, TimedOut>`. `timeout` is the default: a task
+    /// pushed with [`Options::timeout`] has its own, and with `None` only
+    /// those tasks have one. The timer is made from the queue's [`Timer`]
+    /// factory when the task starts, so time spent waiting to start does not
+    /// count (p-queue's `timeout`). When the queue stops on rejections
+    /// ([`Self::on_rejection`], [`Self::stop_when`]), a timeout is a
+    /// rejection.
     ///
     /// ```
     /// # futures::executor::block_on(async {
     /// use core::time::Duration;
-    /// use deferral::{TaskQueue, TimedOut};
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::TimedOut;
     /// use futures::StreamExt;
+    /// use futures::future::Either;
     /// // A timer that is already over: every task that does not finish at
     /// // its first poll times out.
-    /// let mut queue = core::pin::pin!(
-    ///     TaskQueue::new()
-    ///         .timer(|_: Duration| core::future::ready(()))
-    ///         .timeout(Duration::from_millis(10))
-    /// );
-    /// queue.as_mut().push(futures::future::Either::Left(core::future::ready(1))).unwrap();
-    /// queue.as_mut().push(futures::future::Either::Right(core::future::pending())).unwrap();
+    /// let queue = TaskQueue::new()
+    ///     .timer(|_: Duration| core::future::ready(()))
+    ///     .timeout(Duration::from_millis(10));
+    /// queue.push(Either::Left(core::future::ready(1))).unwrap();
+    /// queue.push(Either::Right(core::future::pending())).unwrap();
     /// assert_eq!(queue.collect::<Vec<_>>().await, [Ok(1), Err(TimedOut)]);
     /// # });
     /// ```
-    pub fn timeout(self, timeout: Duration) -> TaskQueue<F, N, Deadline<Mk>, S> {
-        TaskQueue {
-            ring: self.ring,
-            window: self.window,
-            state: self
-                .state
-                .convert(|Clock(timer)| Deadline { timer, timeout }, |s| s),
-        }
+    pub fn timeout(self, timeout: impl Into<Option<Duration>>) -> TaskQueue<F, N, Deadline<Mk>, S> {
+        let timeout = timeout.into();
+        let Inner {
+            ring,
+            window,
+            state,
+        } = self.into_inner();
+        TaskQueue::from_inner(Inner {
+            // Running tasks keep running without a timeout; queued ones get
+            // the new default.
+            ring: ring.convert(|sleep| sleep, |()| timeout),
+            window,
+            state: state.convert(|Clock(timer)| Deadline { timer, timeout }, |s| s),
+        })
     }
 }
 
 impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
-    /// Keeps up to `limit` tasks in flight (default 1): started, and whose
-    /// result has not been yielded yet — like `buffered(limit)`. So at most
-    /// `limit` run at once, and the queue never runs more than `limit`
-    /// results ahead of its consumer (with `limit` 1, the next task starts
-    /// when the previous result is taken). At most `N` whatever `limit` is:
-    /// started tasks live in the inline window.
+    /// Runs up to `limit` tasks at once (default 1: one after another;
+    /// p-queue's `concurrency`). A task counts from its start until it
+    /// finishes: a finished task whose result waits for its turn (in
+    /// submission order) does not hold up the next start — unlike
+    /// `buffered(limit)`, which counts it until it is yielded. What bounds
+    /// the results waiting for the consumer is the window, `N`; at most `N`
+    /// tasks run, whatever `limit` is.
     ///
     /// # Panics
     ///
@@ -494,27 +635,27 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
         if limit == 0 {
             return Err(ZeroConcurrency(self));
         }
-        self.state.concurrency = limit;
+        self.state_mut().concurrency = limit;
         Ok(self)
     }
 
     /// Changes the concurrency limit of a running queue (p-queue's
     /// `queue.concurrency = n`): a lower limit lets the running tasks
-    /// finish and starts none until fewer are in flight; a higher one
-    /// starts more at the next poll. 0 is refused.
+    /// finish and starts none until fewer run; a higher one starts more at
+    /// the next poll. 0 is refused.
     ///
     /// ```
     /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::<core::future::Ready<u8>>::new());
-    /// queue.as_mut().set_concurrency(8).unwrap();
+    /// let queue = TaskQueue::<core::future::Ready<u8>>::new();
+    /// queue.set_concurrency(8).unwrap();
     /// assert_eq!(queue.max_running(), 8);
-    /// assert!(queue.as_mut().set_concurrency(0).is_err());
+    /// assert!(queue.set_concurrency(0).is_err());
     /// ```
-    pub fn set_concurrency(self: Pin<&mut Self>, limit: usize) -> Result<(), ZeroConcurrency> {
+    pub fn set_concurrency(&self, limit: usize) -> Result<(), ZeroConcurrency> {
         if limit == 0 {
             return Err(ZeroConcurrency(()));
         }
-        self.project().state.concurrency = limit;
+        self.with(|_, state| state.concurrency = limit);
         Ok(())
     }
 
@@ -522,11 +663,12 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// [`Yield::InSubmissionOrder`]).
     ///
     /// ```
-    /// use deferral::{TaskQueue, Yield};
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::Yield;
     /// let _queue = TaskQueue::<core::future::Ready<u8>>::new().order(Yield::InCompletionOrder);
     /// ```
     pub fn order(mut self, order: Yield) -> Self {
-        self.state.order = order;
+        self.state_mut().order = order;
         self
     }
 
@@ -543,14 +685,16 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// use deferral::{OnRejection, PushError, TaskQueue};
-    /// let mut queue = core::pin::pin!(TaskQueue::new().on_rejection(OnRejection::Stop));
     /// use core::future::ready;
-    /// queue.as_mut().push(ready(Err::<u8, _>("no"))).unwrap();
-    /// queue.as_mut().push(ready(Ok(1))).unwrap();
-    /// assert_eq!(queue.as_mut().drain().await, 1);
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::{OnRejection, PushError};
+    /// use futures::StreamExt;
+    /// let mut queue = core::pin::pin!(TaskQueue::new().on_rejection(OnRejection::Stop));
+    /// queue.push(ready(Err::<u8, _>("no"))).unwrap();
+    /// queue.push(ready(Ok(1))).unwrap();
+    /// assert_eq!(queue.as_mut().count().await, 1);
     /// assert!(queue.is_stopped());
-    /// let refused = queue.as_mut().push(ready(Ok(2)));
+    /// let refused = queue.push(ready(Ok(2)));
     /// assert!(matches!(refused, Err(PushError::Stopped(_))));
     /// # });
     /// ```
@@ -562,11 +706,16 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
             OnRejection::Stop => Some(<F::Output as Outcome>::is_rejection as StopFn<F::Output>),
             OnRejection::KeepGoing => None,
         };
-        TaskQueue {
-            ring: self.ring,
-            window: self.window,
-            state: self.state.convert(|t| t, |_| stop),
-        }
+        let Inner {
+            ring,
+            window,
+            state,
+        } = self.into_inner();
+        TaskQueue::from_inner(Inner {
+            ring,
+            window,
+            state: state.convert(|t| t, |_| stop),
+        })
     }
 
     /// [`OnRejection::Stop`] for any output: `is_rejection` (any `FnMut`,
@@ -578,31 +727,36 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// use futures::StreamExt;
     /// let limit = 4;
     /// let mut seen = 0;
-    /// let mut queue = core::pin::pin!(TaskQueue::new().stop_when(move |n: &u32| {
+    /// let queue = TaskQueue::new().stop_when(move |n: &u32| {
     ///     seen += 1;
     ///     *n > limit || seen > 10
-    /// }));
+    /// });
     /// for n in [3, 5, 1] {
-    ///     queue.as_mut().push(async move { n }).unwrap();
+    ///     queue.push(async move { n }).unwrap();
     /// }
-    /// assert_eq!(queue.collect::<Vec<_>>().await, [3, 5]);
+    /// assert_eq!(Box::pin(queue).collect::<Vec<_>>().await, [3, 5]);
     /// # });
     /// ```
     pub fn stop_when<P>(self, is_rejection: P) -> TaskQueue<F, N, T, P>
     where
         P: FnMut(&F::Output) -> bool,
     {
-        TaskQueue {
-            ring: self.ring,
-            window: self.window,
-            state: self.state.convert(|t| t, |_| Some(is_rejection)),
-        }
+        let Inner {
+            ring,
+            window,
+            state,
+        } = self.into_inner();
+        TaskQueue::from_inner(Inner {
+            ring,
+            window,
+            state: state.convert(|t| t, |_| Some(is_rejection)),
+        })
     }
 
-    /// Adds a task at the end of the queue (priority 0). It is not started
-    /// here (nor converted with `into_future`): the queue starts it when
-    /// it is polled and a running slot is free. Works while other tasks
-    /// run.
+    /// Adds a task at the end of the queue (priority 0, the queue's
+    /// timeout) and returns its [`TaskId`]. It is not started here (nor
+    /// converted with `into_future`): the queue starts it when it is
+    /// polled and fewer than the limit run. Works while other tasks run.
     ///
     /// Refused, the task handed back, when the window is full without
     /// `alloc` ([`PushError::Full`]), after a stop
@@ -611,49 +765,44 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     ///
     /// ```
     /// # futures::executor::block_on(async {
+    /// use core::future::ready;
     /// use deferral::TaskQueue;
     /// use futures::StreamExt;
     /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// use core::future::ready;
-    /// queue.as_mut().push(ready(1)).unwrap();
+    /// queue.push(ready(1)).unwrap();
     /// assert_eq!(queue.next().await, Some(1));
-    /// queue.as_mut().push(ready(2)).unwrap(); // after the first result
+    /// queue.push(ready(2)).unwrap(); // after the first result
     /// assert_eq!(queue.next().await, Some(2));
     /// assert_eq!(queue.next().await, None);
     /// # });
     /// ```
-    pub fn push(self: Pin<&mut Self>, task: F) -> Result<(), PushError<F>> {
-        self.push_with_priority(task, 0)
+    pub fn push(&self, task: F) -> Result<TaskId, PushError<F>> {
+        self.with(|ring, state| state.push(ring, task, 0, None))
     }
 
-    /// Adds a task that starts before every waiting task of a lower
-    /// priority, and after those of the same or a higher one (p-queue's
-    /// `priority`: higher first, default 0, FIFO among equals). Running
-    /// tasks are not affected. Refused as [`Self::push`] is; without
-    /// `alloc`, a full window refuses any priority.
+    /// [`Self::push`] with [`Options`]: a priority (p-queue's `priority`:
+    /// a task starts before every waiting task of a lower priority, after
+    /// those of the same or a higher one; default 0) and, on a queue with
+    /// a [timeout](Self::timeout), the task's own timeout (p-queue's
+    /// per-task `timeout`). Running tasks are not affected. Refused as
+    /// [`Self::push`] is; without `alloc`, a full window refuses any
+    /// priority.
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// use deferral::TaskQueue;
-    /// use futures::StreamExt;
     /// use core::future::ready;
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().push(ready("b")).unwrap();
-    /// queue.as_mut().push_with_priority(ready("a"), 1).unwrap();
-    /// queue.as_mut().push_with_priority(ready("c"), -1).unwrap();
-    /// assert_eq!(queue.collect::<Vec<_>>().await, ["a", "b", "c"]);
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::Options;
+    /// use futures::StreamExt;
+    /// let queue = TaskQueue::new();
+    /// queue.push(ready("b")).unwrap();
+    /// queue.push_with(ready("a"), Options::new().priority(1)).unwrap();
+    /// queue.push_with(ready("c"), Options::new().priority(-1)).unwrap();
+    /// assert_eq!(Box::pin(queue).collect::<Vec<_>>().await, ["a", "b", "c"]);
     /// # });
     /// ```
-    pub fn push_with_priority(
-        self: Pin<&mut Self>,
-        task: F,
-        priority: i32,
-    ) -> Result<(), PushError<F>> {
-        let this = self.project();
-        if this.state.closed {
-            return Err(PushError::Closed(task));
-        }
-        this.state.push(this.ring, task, priority)
+    pub fn push_with(&self, task: F, options: Options<T>) -> Result<TaskId, PushError<F>> {
+        self.with(|ring, state| state.push(ring, task, options.priority, options.limit))
     }
 
     /// Pushes every task of `tasks` in order (p-queue's `addAll`), and
@@ -664,23 +813,22 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// # futures::executor::block_on(async {
     /// use deferral::TaskQueue;
     /// use futures::StreamExt;
-    /// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
-    /// let pushed = queue.as_mut().push_all((1..=3).map(core::future::ready)).unwrap();
+    /// let queue = TaskQueue::new().concurrency(2);
+    /// let pushed = queue.push_all((1..=3).map(core::future::ready)).unwrap();
     /// assert_eq!(pushed, 3);
-    /// assert_eq!(queue.collect::<Vec<_>>().await, [1, 2, 3]);
+    /// assert_eq!(Box::pin(queue).collect::<Vec<_>>().await, [1, 2, 3]);
     /// # });
     /// ```
-    pub fn push_all<I>(
-        mut self: Pin<&mut Self>,
-        tasks: I,
-    ) -> Result<usize, PushAllError<F, I::IntoIter>>
+    pub fn push_all<I>(&self, tasks: I) -> Result<usize, PushAllError<F, I::IntoIter>>
     where
         I: IntoIterator<Item = F>,
     {
         let mut rest = tasks.into_iter();
         let mut pushed = 0;
+        // The iterator is foreign code: it runs between pushes, outside
+        // `with`.
         while let Some(task) = rest.next() {
-            if let Err(refused) = self.as_mut().push(task) {
+            if let Err(refused) = self.push(task) {
                 return Err(PushAllError { refused, rest });
             }
             pushed += 1;
@@ -688,37 +836,84 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
         Ok(pushed)
     }
 
-    /// A handle that pushes into this queue without `&mut` access, from
-    /// another thread or from inside a running task (`alloc`); while one
-    /// lives the queue stays open. See [`Submitter`].
+    /// Gives the task `id`, if it has not started yet, a new priority: it
+    /// then starts after the waiting tasks of that priority (p-queue's
+    /// `setPriority`). `false` if `id` is not waiting to start (it started,
+    /// finished, was cancelled or cleared — or came from another queue).
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use core::future::ready;
+    /// use deferral::TaskQueue;
+    /// use futures::StreamExt;
+    /// let queue = TaskQueue::new();
+    /// queue.push(ready("a")).unwrap();
+    /// let b = queue.push(ready("b")).unwrap();
+    /// assert!(queue.set_priority(b, 1));
+    /// assert_eq!(Box::pin(queue).collect::<Vec<_>>().await, ["b", "a"]);
+    /// # });
+    /// ```
+    pub fn set_priority(&self, id: TaskId, priority: i32) -> bool {
+        self.with(|ring, state| state.set_priority(ring, id, priority))
+    }
+
+    /// Takes the task `id` out of the queue if it has not started yet, and
+    /// hands it back unrun (p-queue aborts a queued task through its
+    /// `signal`); `None` if it is not waiting to start. A running task is
+    /// not touched: to stop one, make the task itself cancellable (e.g.
+    /// `futures::future::Abortable`), or let a [timeout](Self::timeout)
+    /// drop it.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use core::future::ready;
+    /// use deferral::TaskQueue;
+    /// use futures::StreamExt;
+    /// let queue = TaskQueue::new();
+    /// queue.push(ready(1)).unwrap();
+    /// let two = queue.push(ready(2)).unwrap();
+    /// let task = queue.cancel(two).unwrap(); // handed back, never started
+    /// assert_eq!(task.into_inner(), 2);
+    /// assert!(queue.cancel(two).is_none());
+    /// assert_eq!(Box::pin(queue).collect::<Vec<_>>().await, [1]);
+    /// # });
+    /// ```
+    pub fn cancel(&self, id: TaskId) -> Option<F> {
+        self.with(|ring, state| state.remove(ring, id).map(|entry| entry.task))
+    }
+
+    /// A handle that pushes into this queue from another thread or from
+    /// inside a running task (`alloc`); while one lives the queue stays
+    /// open. See [`Submitter`].
     ///
     /// ```
     /// # futures::executor::block_on(async {
     /// use deferral::TaskQueue;
     /// use futures::StreamExt;
     /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// let submit = queue.as_mut().submitter();
+    /// let submit = queue.submitter();
     /// std::thread::spawn(move || submit.submit(async { 7 }).unwrap()).join().unwrap();
     /// assert_eq!(queue.next().await, Some(7));
     /// assert_eq!(queue.next().await, None); // the submitter is gone
     /// # });
     /// ```
     #[cfg(feature = "alloc")]
-    pub fn submitter(self: Pin<&mut Self>) -> Submitter<F> {
-        let state = self.project().state;
-        let closed = state.is_stopped() || state.closed;
-        let inbox = &state
-            .inbox
-            .get_or_insert_with(|| InboxOwner(Arc::new(submitter::Inbox::new())))
-            .0;
-        if closed {
-            inbox.close_for_submitters();
-        }
-        inbox.add_sender();
-        state.exhausted = false;
-        Submitter {
-            inbox: inbox.clone(),
-        }
+    pub fn submitter(&self) -> Submitter<F> {
+        self.with(|_, state| {
+            let closed = state.is_stopped() || state.closed;
+            let inbox = &state
+                .inbox
+                .get_or_insert_with(|| InboxOwner(Arc::new(submitter::Inbox::new())))
+                .0;
+            if closed {
+                inbox.close_for_submitters();
+            }
+            inbox.add_sender();
+            state.exhausted = false;
+            Submitter {
+                inbox: inbox.clone(),
+            }
+        })
     }
 
     /// Takes its submissions from `inbox`, a `static` [`Inbox`] (no heap,
@@ -727,31 +922,30 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// already has an inbox or `inbox` served a queue (or was closed).
     ///
     /// ```
-    /// use deferral::{Inbox, TaskQueue};
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::Inbox;
     /// static INBOX: Inbox<core::future::Ready<u8>, 4> = Inbox::new();
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().attach(&INBOX).unwrap();
-    /// let mut other = core::pin::pin!(TaskQueue::new());
-    /// assert!(other.as_mut().attach(&INBOX).is_err());
+    /// let queue = TaskQueue::new();
+    /// queue.attach(&INBOX).unwrap();
+    /// let other = TaskQueue::new();
+    /// assert!(other.attach(&INBOX).is_err());
     /// ```
-    pub fn attach<const M: usize>(
-        self: Pin<&mut Self>,
-        inbox: &'static Inbox<F, M>,
-    ) -> Result<(), AttachError>
+    pub fn attach<const M: usize>(&self, inbox: &'static Inbox<F, M>) -> Result<(), AttachError>
     where
         F: Send + 'static,
     {
-        let state = self.project().state;
-        if state.attached.is_some() || !inbox.attach() {
-            return Err(AttachError(()));
-        }
-        if state.closed || state.is_stopped() {
-            Source::close(inbox);
-        }
-        let source: &'static dyn Source<F> = inbox;
-        state.attached = Some(Attached(NonNull::from(source)));
-        state.exhausted = false;
-        Ok(())
+        self.with(|_, state| {
+            if state.attached.is_some() || !inbox.attach() {
+                return Err(AttachError(()));
+            }
+            if state.closed || state.is_stopped() {
+                Source::close(inbox);
+            }
+            let source: &'static dyn Source<F> = inbox;
+            state.attached = Some(Attached(NonNull::from(source)));
+            state.exhausted = false;
+            Ok(())
+        })
     }
 
     /// Starts no more tasks until [`Self::resume`] (p-queue's `pause`);
@@ -763,15 +957,15 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// use deferral::TaskQueue;
     /// use futures::Stream;
     /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().pause();
-    /// queue.as_mut().push(core::future::ready(1)).unwrap();
+    /// queue.pause();
+    /// queue.push(core::future::ready(1)).unwrap();
     /// let mut cx = Context::from_waker(core::task::Waker::noop());
     /// assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Pending);
-    /// queue.as_mut().resume();
+    /// queue.resume();
     /// assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Ready(Some(1)));
     /// ```
-    pub fn pause(self: Pin<&mut Self>) {
-        self.project().state.paused = true;
+    pub fn pause(&self) {
+        self.with(|_, state| state.paused = true);
     }
 
     /// Lets the queue start tasks again after [`Self::pause`] (p-queue's
@@ -779,26 +973,26 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     ///
     /// ```
     /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::<core::future::Ready<u8>>::new());
-    /// queue.as_mut().pause();
-    /// queue.as_mut().resume();
+    /// let queue = TaskQueue::<core::future::Ready<u8>>::new();
+    /// queue.pause();
+    /// queue.resume();
     /// assert!(!queue.is_paused());
     /// ```
-    pub fn resume(self: Pin<&mut Self>) {
-        self.project().state.paused = false;
+    pub fn resume(&self) {
+        self.with(|_, state| state.paused = false);
     }
 
     /// Whether the queue is paused (p-queue's `isPaused`).
     ///
     /// ```
     /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::<core::future::Ready<u8>>::new());
+    /// let queue = TaskQueue::<core::future::Ready<u8>>::new();
     /// assert!(!queue.is_paused());
-    /// queue.as_mut().pause();
+    /// queue.pause();
     /// assert!(queue.is_paused());
     /// ```
     pub fn is_paused(&self) -> bool {
-        self.state.paused
+        self.view(|_, state| state.paused)
     }
 
     /// Accepts no more work: pushes and submissions are refused with
@@ -809,47 +1003,50 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// ```
     /// # futures::executor::block_on(async {
     /// use core::future::{Ready, ready};
-    /// use deferral::{Inbox, PushError, TaskQueue};
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::{Inbox, PushError};
     /// use futures::StreamExt;
     /// static INBOX: Inbox<Ready<u8>, 4> = Inbox::new();
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().attach(&INBOX).unwrap(); // keeps the queue open
+    /// let queue = TaskQueue::new();
+    /// queue.attach(&INBOX).unwrap(); // keeps the queue open
     /// INBOX.submit(ready(1)).unwrap();
-    /// queue.as_mut().close();
+    /// queue.close();
     /// assert!(matches!(INBOX.submit(ready(2)), Err(PushError::Closed(_))));
-    /// assert!(matches!(queue.as_mut().push(ready(3)), Err(PushError::Closed(_))));
-    /// assert_eq!(queue.collect::<Vec<_>>().await, [1]); // drained, then ended
+    /// assert!(matches!(queue.push(ready(3)), Err(PushError::Closed(_))));
+    /// assert_eq!(Box::pin(queue).collect::<Vec<_>>().await, [1]); // drained, then ended
     /// # });
     /// ```
-    pub fn close(self: Pin<&mut Self>) {
-        let state = self.project().state;
-        state.closed = true;
-        #[cfg(feature = "alloc")]
-        if let Some(inbox) = &state.inbox {
-            inbox.0.close_for_submitters();
-        }
-        if let Some(attached) = &state.attached {
-            attached.source().close();
-        }
+    pub fn close(&self) {
+        self.with(|_, state| {
+            state.closed = true;
+            #[cfg(feature = "alloc")]
+            if let Some(inbox) = &state.inbox {
+                inbox.0.close_for_submitters();
+            }
+            if let Some(attached) = &state.attached {
+                attached.source().close();
+            }
+        });
     }
 
     /// Whether [`Self::close`] was called.
     ///
     /// ```
     /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::<core::future::Ready<u8>>::new());
-    /// queue.as_mut().close();
+    /// let queue = TaskQueue::<core::future::Ready<u8>>::new();
+    /// queue.close();
     /// assert!(queue.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        self.state.closed
+        self.view(|_, state| state.closed)
     }
 
     /// Drops every task not started yet — pushed, waiting, or submitted
     /// and not taken yet — unrun, newest first, and returns how many
     /// (p-queue's `clear`). Running tasks and finished results stay. Each
-    /// task leaves the queue before it is dropped: if a destructor panics,
-    /// the rest stay queued and the next `clear` goes on.
+    /// task leaves the queue before it is dropped (a destructor may use the
+    /// queue): if a destructor panics, the rest stay queued and the next
+    /// `clear` goes on.
     ///
     /// ```
     /// use core::task::{Context, Poll};
@@ -857,129 +1054,72 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// use futures::Stream;
     /// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
     /// for _ in 0..6 {
-    ///     queue.as_mut().push(core::future::pending::<()>()).unwrap();
+    ///     queue.push(core::future::pending::<()>()).unwrap();
     /// }
     /// let mut cx = Context::from_waker(core::task::Waker::noop());
     /// assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Pending); // two start
-    /// assert_eq!(queue.as_mut().clear(), 4);
+    /// assert_eq!(queue.clear(), 4);
     /// assert_eq!((queue.unstarted(), queue.running()), (0, 2));
     /// ```
-    pub fn clear(self: Pin<&mut Self>) -> usize {
-        let this = self.project();
-        this.state.clear(this.ring)
+    pub fn clear(&self) -> usize {
+        let mut dropped = 0;
+        // Each batch is taken out under `with`, then dropped outside it.
+        while let Some(unstarted) = self.with(|ring, state| state.next_to_clear(ring)) {
+            match unstarted {
+                Unstarted::One(task) => {
+                    dropped += 1;
+                    drop(task);
+                }
+                #[cfg(feature = "alloc")]
+                Unstarted::Submitted(tasks) => {
+                    // The list drops the rest if one destructor panics.
+                    for task in tasks {
+                        dropped += 1;
+                        drop(task);
+                    }
+                }
+            }
+        }
+        dropped
     }
 
-    /// A future that runs the queue until its stream ends (see "When the
-    /// stream ends" above: for an open queue, when its submitters are gone
-    /// or it is closed), discarding the results, and resolves to how many
-    /// it discarded.
+    /// The queue's results until it reaches `level` — [`Level::Idle`]
+    /// (p-queue's `onIdle`), [`Level::Empty`] (`onEmpty`) or
+    /// [`Level::Below`] (`onSizeLessThan`) — as a stream; it also ends
+    /// where the queue's stream does. The queue goes on afterwards. To wait
+    /// without keeping the results (as p-queue's promises do), count them:
+    /// `queue.as_mut().until(Level::Idle).count().await`.
     ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().push(async { "a" }).unwrap();
-    /// assert_eq!(queue.as_mut().drain().await, 1);
-    /// # });
-    /// ```
-    pub fn drain(self: Pin<&mut Self>) -> Drain<'_, F, N, T, S> {
-        Drain::new(self, drain::End::Stream)
-    }
-
-    /// A future that runs the queue until it is idle — nothing waits to
-    /// start, nothing runs, no result is left (p-queue's `onIdle`) —
-    /// discarding the results it takes on the way, and resolves to how
-    /// many it discarded: for tasks that hand their results on themselves
-    /// (a resolver, a channel). To keep the results, use
-    /// [`Self::until_idle`]. Unlike [`Self::drain`] it resolves while
-    /// submitters live. A paused queue with unstarted tasks is not idle.
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// use core::future::{Ready, ready};
-    /// use deferral::{Inbox, TaskQueue};
-    /// static INBOX: Inbox<Ready<u8>, 4> = Inbox::new();
-    /// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
-    /// queue.as_mut().attach(&INBOX).unwrap(); // keeps the queue open
-    /// for n in 0..3 {
-    ///     INBOX.submit(ready(n)).unwrap();
-    /// }
-    /// assert_eq!(queue.as_mut().on_idle().await, 3);
-    /// assert!(queue.is_empty());
-    /// # });
-    /// ```
-    pub fn on_idle(self: Pin<&mut Self>) -> Drain<'_, F, N, T, S> {
-        Drain::new(self, drain::End::Idle)
-    }
-
-    /// A future that runs the queue until no task waits to start (they
-    /// all started; some may still run: p-queue's `onEmpty`), discarding
-    /// the results it takes on the way, and resolves to how many it
-    /// discarded. To keep the results, use [`Self::until_empty`].
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
-    /// for _ in 0..3 {
-    ///     queue.as_mut().push(futures::future::pending::<()>()).unwrap();
-    /// }
-    /// queue.as_mut().set_concurrency(3).unwrap();
-    /// assert_eq!(queue.as_mut().on_empty().await, 0); // all three started
-    /// assert_eq!((queue.unstarted(), queue.running()), (0, 3));
-    /// # });
-    /// ```
-    pub fn on_empty(self: Pin<&mut Self>) -> Drain<'_, F, N, T, S> {
-        Drain::new(self, drain::End::Empty)
-    }
-
-    /// The queue's results until it is idle (see [`Self::on_idle`]), as a
-    /// stream: the way to wait for "everything so far" on a queue that
-    /// submitters keep open. The queue goes on afterwards.
+    /// The level is looked at after each poll of the queue (the first one
+    /// always happens, and takes the pending submissions): once it is
+    /// reached, the stream ends without polling the queue again.
     ///
     /// ```
     /// # futures::executor::block_on(async {
     /// use core::future::{Ready, ready};
-    /// use deferral::{Inbox, TaskQueue};
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::{Inbox, Level};
     /// use futures::StreamExt;
     /// static INBOX: Inbox<Ready<u8>, 4> = Inbox::new();
     /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().attach(&INBOX).unwrap(); // keeps the queue open
+    /// queue.attach(&INBOX).unwrap(); // keeps the queue open
     /// INBOX.submit(ready(1)).unwrap();
     /// INBOX.submit(ready(2)).unwrap();
-    /// let batch: Vec<_> = queue.as_mut().until_idle().collect().await;
+    /// let batch: Vec<_> = queue.as_mut().until(Level::Idle).collect().await;
     /// assert_eq!(batch, [1, 2]);
     /// INBOX.submit(ready(3)).unwrap();
     /// assert_eq!(queue.next().await, Some(3));
     /// # });
     /// ```
-    pub fn until_idle(self: Pin<&mut Self>) -> Until<'_, F, N, T, S> {
-        Until::new(self, drain::End::Idle)
-    }
-
-    /// The queue's results until no task waits to start (see
-    /// [`Self::on_empty`]), as a stream; the queue goes on afterwards.
-    ///
-    /// ```
-    /// # futures::executor::block_on(async {
-    /// use deferral::TaskQueue;
-    /// use futures::StreamExt;
-    /// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
-    /// let task = |n: u8| async move {
-    ///     if n > 1 {
-    ///         futures::future::pending::<()>().await; // runs for ever
-    ///     }
-    ///     n
-    /// };
-    /// queue.as_mut().push_all([0, 1, 2, 3].map(task)).unwrap();
-    /// // Until the last one started: 0 and 1 finish, 2 and 3 run.
-    /// let firsts: Vec<_> = queue.as_mut().until_empty().collect().await;
-    /// assert_eq!(firsts, [0, 1]);
-    /// assert_eq!((queue.unstarted(), queue.running()), (0, 2));
-    /// # });
-    /// ```
-    pub fn until_empty(self: Pin<&mut Self>) -> Until<'_, F, N, T, S> {
-        Until::new(self, drain::End::Empty)
+    #[doc(
+        alias = "on_idle",
+        alias = "onIdle",
+        alias = "on_empty",
+        alias = "onEmpty"
+    )]
+    #[doc(alias = "onSizeLessThan", alias = "drain")]
+    pub fn until(self: Pin<&mut Self>, level: Level) -> Until<'_, F, N, T, S> {
+        Until::new(self, level)
     }
 
     /// Tasks held: running, finished with a result not yet yielded, and
@@ -987,12 +1127,12 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     ///
     /// ```
     /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().push(async {}).unwrap();
+    /// let queue = TaskQueue::new();
+    /// queue.push(async {}).unwrap();
     /// assert_eq!(queue.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.ring.held() + self.state.waiting_len()
+        self.view(|ring, state| ring.held() + state.waiting_len())
     }
 
     /// Whether [`Self::len`] is 0.
@@ -1010,27 +1150,27 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     ///
     /// ```
     /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().push(async {}).unwrap();
+    /// let queue = TaskQueue::new();
+    /// queue.push(async {}).unwrap();
     /// assert_eq!(queue.unstarted(), 1);
     /// ```
     pub fn unstarted(&self) -> usize {
-        self.ring.queued() + self.state.waiting_len()
+        self.view(|ring, state| ring.queued() + state.waiting_len())
     }
 
     /// Tasks started and not finished (p-queue's `pending`).
     ///
     /// ```
     /// use deferral::TaskQueue;
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// queue.as_mut().push(async {}).unwrap();
+    /// let queue = TaskQueue::new();
+    /// queue.push(async {}).unwrap();
     /// assert_eq!(queue.running(), 0); // not polled yet: nothing started
     /// ```
     pub fn running(&self) -> usize {
-        self.ring.running()
+        self.view(|ring, _| ring.running())
     }
 
-    /// The most tasks in flight at once: the concurrency, at most `N`.
+    /// The most tasks running at once: the concurrency, at most `N`.
     ///
     /// ```
     /// use deferral::TaskQueue;
@@ -1038,7 +1178,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// assert_eq!(queue.max_running(), 2);
     /// ```
     pub fn max_running(&self) -> usize {
-        self.state.max_running()
+        self.view(|_, state| state.max_running())
     }
 
     /// The inline window, `N`.
@@ -1059,7 +1199,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// assert!(!TaskQueue::<core::future::Ready<()>>::new().is_stopped());
     /// ```
     pub fn is_stopped(&self) -> bool {
-        self.state.is_stopped()
+        self.view(|_, state| state.is_stopped())
     }
 }
 
@@ -1087,7 +1227,7 @@ impl<F: IntoFuture, const N: usize, T: Timing + RateLimited, S> TaskQueue<F, N, 
     ///         .timer(|_: Duration| core::future::pending::<()>())
     ///         .rate_limit(1, Duration::from_secs(1))
     /// );
-    /// queue.as_mut().push_all([1, 2].map(core::future::ready)).unwrap();
+    /// queue.push_all([1, 2].map(core::future::ready)).unwrap();
     /// let mut cx = Context::from_waker(core::task::Waker::noop());
     /// assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Ready(Some(1)));
     /// assert_eq!(queue.as_mut().poll_next(&mut cx), Poll::Pending);
@@ -1098,7 +1238,7 @@ impl<F: IntoFuture, const N: usize, T: Timing + RateLimited, S> TaskQueue<F, N, 
             starts > 0,
             "TaskQueue::rate_limit: at least one start per interval"
         );
-        self.state.rate = Some(RateLimit {
+        self.state_mut().rate = Some(RateLimit {
             cap: starts,
             per,
             started: 0,
@@ -1112,546 +1252,13 @@ impl<F: IntoFuture, const N: usize, T: Timing + RateLimited, S> TaskQueue<F, N, 
 ///
 /// ```
 /// use core::time::Duration;
-/// use deferral::{Clock, RateLimited};
+/// use deferral::queue::{Clock, RateLimited};
 /// fn can_rate_limit<T: RateLimited>() {}
 /// can_rate_limit::<Clock<fn(Duration) -> core::future::Pending<()>>>();
 /// ```
 pub trait RateLimited: Timing {}
 impl<Mk: Timer> RateLimited for Clock<Mk> {}
 impl<Mk: Timer> RateLimited for Deadline<Mk> {}
-
-impl<F: IntoFuture, const N: usize, T, S> State<F, N, T, S> {
-    fn max_running(&self) -> usize {
-        self.concurrency.min(N)
-    }
-
-    fn is_stopped(&self) -> bool {
-        self.stop != Stop::No
-    }
-
-    fn waiting_len(&self) -> usize {
-        #[cfg(feature = "alloc")]
-        return self.waiting.len();
-        #[cfg(not(feature = "alloc"))]
-        0
-    }
-
-    /// The same state with another timing and stop predicate (builders).
-    fn convert<T2, S2>(
-        self,
-        timing: impl FnOnce(T) -> T2,
-        stop_when: impl FnOnce(Option<S>) -> Option<S2>,
-    ) -> State<F, N, T2, S2> {
-        State {
-            concurrency: self.concurrency,
-            order: self.order,
-            stop_when: stop_when(self.stop_when),
-            stop: self.stop,
-            exhausted: self.exhausted,
-            paused: self.paused,
-            closed: self.closed,
-            timing: timing(self.timing),
-            rate: self.rate,
-            #[cfg(feature = "alloc")]
-            waiting: self.waiting,
-            #[cfg(feature = "alloc")]
-            wake: self.wake,
-            #[cfg(feature = "alloc")]
-            ready: self.ready,
-            #[cfg(feature = "alloc")]
-            wakers: self.wakers,
-            #[cfg(feature = "alloc")]
-            inbox: self.inbox,
-            attached: self.attached,
-        }
-    }
-}
-
-impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
-    fn push(
-        &mut self,
-        ring: Pin<&mut Ring<F, T::Sleep, N>>,
-        task: F,
-        priority: i32,
-    ) -> Result<(), PushError<F>> {
-        if self.is_stopped() {
-            return Err(PushError::Stopped(task));
-        }
-        self.exhausted = false;
-        self.enqueue(ring, task, priority)
-    }
-
-    /// Queues a task in start order: in the window if it starts before
-    /// every task waiting beyond it, else among those (`alloc`).
-    #[cfg_attr(not(feature = "alloc"), allow(unused_mut))]
-    fn enqueue(
-        &mut self,
-        mut ring: Pin<&mut Ring<F, T::Sleep, N>>,
-        task: F,
-        priority: i32,
-    ) -> Result<(), PushError<F>> {
-        #[cfg(feature = "alloc")]
-        {
-            // The window's queued tasks all start before the waiting ones:
-            // a task goes into the window only if it starts before those.
-            let task = match self.waiting.front() {
-                Some((p, _)) if priority <= *p => task,
-                _ => match ring.as_mut().push(task, priority) {
-                    Ok(()) => return Ok(()),
-                    Err(task) => {
-                        if ring.last_queued_priority().is_some_and(|p| p < priority) {
-                            // Full: the last queued task of the window
-                            // waits instead.
-                            let (evicted, p) = ring.as_mut().pop_last_queued().expect("queued");
-                            self.waiting.push_front((p, evicted));
-                            if ring.push(task, priority).is_err() {
-                                unreachable!("a slot was just freed");
-                            }
-                            return Ok(());
-                        }
-                        task
-                    }
-                },
-            };
-            // Behind the waiting tasks of at least its priority.
-            match self.waiting.back() {
-                Some((p, _)) if *p < priority => {
-                    let at = self.waiting.partition_point(|(p, _)| *p >= priority);
-                    self.waiting.insert(at, (priority, task));
-                }
-                _ => self.waiting.push_back((priority, task)),
-            }
-            Ok(())
-        }
-        #[cfg(not(feature = "alloc"))]
-        ring.push(task, priority).map_err(PushError::Full)
-    }
-
-    /// Moves the submissions into the window or the waiting tasks. Without
-    /// `alloc`, an attached inbox's tasks are taken only while the window
-    /// has room (the rest wait in the inbox).
-    fn refill(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) {
-        if self.is_stopped() {
-            return; // `enforce_stop` drops them
-        }
-        #[cfg(feature = "alloc")]
-        if let Some(inbox) = &self.inbox {
-            for (task, priority) in inbox.0.take_all() {
-                self.exhausted = false;
-                let _ = self.enqueue(ring.as_mut(), task, priority);
-            }
-        }
-        while cfg!(feature = "alloc") || ring.as_mut().has_room() {
-            let Some((task, priority)) = self.attached.as_ref().and_then(|a| a.source().take())
-            else {
-                break;
-            };
-            self.exhausted = false;
-            self.enqueue(ring.as_mut(), task, priority)
-                .expect("the window had room");
-        }
-    }
-
-    /// Drops the unstarted tasks, newest first; see [`TaskQueue::clear`].
-    fn clear(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) -> usize {
-        let mut dropped = 0;
-        #[cfg(feature = "alloc")]
-        if let Some(inbox) = &self.inbox {
-            // The `Taken` list drops the rest if one destructor panics.
-            for task in inbox.0.take_all() {
-                dropped += 1;
-                drop(task);
-            }
-        }
-        if let Some(attached) = &self.attached {
-            while let Some(task) = attached.source().take() {
-                dropped += 1;
-                drop(task);
-            }
-        }
-        #[cfg(feature = "alloc")]
-        while let Some(task) = self.waiting.pop_back() {
-            dropped += 1;
-            drop(task);
-        }
-        while let Some(task) = ring.as_mut().pop_last_queued() {
-            dropped += 1;
-            drop(task);
-        }
-        dropped
-    }
-}
-
-impl<F, const N: usize, T, S> State<F, N, T, S>
-where
-    F: IntoFuture,
-    T: Timing,
-    S: FnMut(&F::Output) -> bool,
-{
-    /// Handles the outcome of the task that finished last, if it still
-    /// needs it: `stop_when` looks at it (once; a timeout is a rejection
-    /// when stopping), then, in completion order, returns its slot, to be
-    /// yielded next. Also the first thing a poll does, which finishes what
-    /// a panic interrupted.
-    #[inline(always)]
-    fn settle(&mut self, ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<usize> {
-        match ring.latest() {
-            // Nothing to do (the common case).
-            Latest::None if self.stop == Stop::No => return None,
-            // No predicate to run: nothing to examine, nothing to stop.
-            Latest::Unexamined(index) if self.stop_when.is_none() && self.stop == Stop::No => {
-                return if self.order == Yield::InCompletionOrder {
-                    Some(index)
-                } else {
-                    ring.forget_latest(); // it waits for its turn
-                    None
-                };
-            }
-            _ => {}
-        }
-        self.settle_slow(ring)
-    }
-
-    /// [`Self::settle`] with a predicate to run or a stop to enforce.
-    #[inline(never)]
-    fn settle_slow(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<usize> {
-        if let Latest::Unexamined(index) = ring.latest() {
-            // Examined first: a panicking `stop_when` is not asked again,
-            // and the output counts as no rejection.
-            ring.as_mut().examined(index);
-            if let Some(is_rejection) = &mut self.stop_when {
-                if ring.output(index).is_none_or(is_rejection) {
-                    self.stop = Stop::At(index);
-                }
-            }
-        }
-        self.enforce_stop(ring.as_mut());
-        match ring.latest() {
-            Latest::Examined(index) if self.order == Yield::InCompletionOrder => Some(index),
-            Latest::Examined(_) => {
-                // It waits for its turn.
-                ring.forget_latest();
-                None
-            }
-            Latest::Unexamined(_) | Latest::None => None,
-        }
-    }
-
-    /// After a stop, drops what must not run or be yielded any more: the
-    /// submissions, the waiting tasks, and the window's entries after the
-    /// rejection (in completion order, all but the rejection; once it is
-    /// yielded, everything). Each is taken out before it is dropped, so
-    /// after a panicking destructor the next call goes on.
-    fn enforce_stop(&mut self, ring: Pin<&mut Ring<F, T::Sleep, N>>) {
-        if self.stop == Stop::No {
-            return;
-        }
-        #[cfg(feature = "alloc")]
-        {
-            if let Some(inbox) = &self.inbox {
-                inbox.0.close_for_submitters();
-                for task in inbox.0.take_all() {
-                    drop(task);
-                }
-            }
-            while let Some(task) = self.waiting.pop_back() {
-                drop(task);
-            }
-        }
-        if let Some(attached) = &self.attached {
-            attached.source().close();
-            while let Some(task) = attached.source().take() {
-                drop(task);
-            }
-        }
-        match (self.stop, self.order) {
-            (Stop::No, _) => {}
-            (Stop::At(index), Yield::InSubmissionOrder) => ring.truncate_after(index),
-            (Stop::At(index), Yield::InCompletionOrder) => ring.retain_only(index),
-            (Stop::Done, _) => ring.clear(),
-        }
-    }
-
-    /// Takes the outcome of slot `index`, finished and settled. Runs no
-    /// foreign code: the output is returned, never dropped here.
-    fn take(&mut self, ring: Pin<&mut Ring<F, T::Sleep, N>>, index: usize) -> T::Item<F::Output> {
-        let out = ring.take(index).expect("a finished slot");
-        if self.stop == Stop::At(index) {
-            // Everything else is gone already (`enforce_stop`).
-            self.stop = Stop::Done;
-        }
-        T::report(out)
-    }
-
-    /// In start order: the oldest result, if it is there.
-    fn take_oldest(&mut self, ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<T::Item<F::Output>> {
-        let (index, out) = ring.take_oldest()?;
-        if self.stop == Stop::At(index) {
-            self.stop = Stop::Done;
-        }
-        Some(T::report(out))
-    }
-
-    /// Polls the running tasks that may have progressed; in completion
-    /// order, returns the slot of the first that finished (settled, not
-    /// taken yet).
-    #[cfg(feature = "alloc")]
-    fn poll_running(&mut self, mut ring: Pin<&mut Ring<F, T::Sleep, N>>) -> Option<usize> {
-        // In completion order without a predicate, the tasks that finish in
-        // one pass are all kept, in the order they finished, and yielded by
-        // the next polls without registering or taking the flags again.
-        let batch = self.stop_when.is_none() && self.order == Yield::InCompletionOrder;
-        loop {
-            let mut finished = false;
-            let bits = self.wake.as_ref()?;
-            let (wakers, ready) = (&self.wakers, &mut self.ready);
-            bits.for_each_woken(|index| {
-                if index >= N || !ring.is_running(index) {
-                    return true; // padding bits, stale wake-ups
-                }
-                let Some(waker) = &wakers[index] else {
-                    return true;
-                };
-                match ring
-                    .as_mut()
-                    .poll_slot(index, &mut Context::from_waker(waker))
-                {
-                    Progress::Finished if batch => {
-                        // Nothing to examine: it waits in `ready`.
-                        ring.as_mut().forget_latest();
-                        ready.push_back(index);
-                        true
-                    }
-                    Progress::Finished => {
-                        finished = true;
-                        false
-                    }
-                    Progress::Idle | Progress::Pending => true,
-                }
-            });
-            if let Some(index) = self.ready.pop_front() {
-                return Some(index);
-            }
-            // The unvisited flags were put back: settle the finished task
-            // (which may stop the queue), then go on.
-            if !finished {
-                return None;
-            }
-            if let Some(index) = self.settle(ring.as_mut()) {
-                return Some(index);
-            }
-        }
-    }
-
-    /// Polls every running task with the caller's waker (no per-task wakers
-    /// without `alloc`); in completion order, returns the slot of the first
-    /// that finished (settled, not taken yet).
-    #[cfg(not(feature = "alloc"))]
-    fn poll_running(
-        &mut self,
-        mut ring: Pin<&mut Ring<F, T::Sleep, N>>,
-        cx: &mut Context<'_>,
-    ) -> Option<usize> {
-        let mut offset = 0;
-        let mut left = ring.running();
-        while left > 0 && offset < ring.started() {
-            let index = ring.index(offset);
-            offset += 1;
-            if !ring.is_running(index) {
-                continue;
-            }
-            left -= 1;
-            if let Progress::Finished = ring.as_mut().poll_slot(index, cx) {
-                if let Some(index) = self.settle(ring.as_mut()) {
-                    return Some(index);
-                }
-                // A stop may have dropped entries: walk what is left.
-                if self.is_stopped() {
-                    return None;
-                }
-            }
-        }
-        None
-    }
-
-    /// Whether the rate limit lets one more task start now (polls the
-    /// window's timer when the window is used up).
-    fn rate_allows(
-        &mut self,
-        mut window: Pin<&mut Option<T::Sleep>>,
-        cx: &mut Context<'_>,
-    ) -> bool {
-        let Some(rate) = &mut self.rate else {
-            return true;
-        };
-        if rate.started < rate.cap {
-            return true;
-        }
-        if let Some(timer) = window.as_mut().as_pin_mut() {
-            if timer.poll(cx).is_pending() {
-                return false;
-            }
-        }
-        // The window is over: the next start opens a new one. (Dropping the
-        // timer may panic: the counts are reset next time, as it is gone.)
-        window.set(None);
-        rate.started = 0;
-        true
-    }
-
-    /// Tasks waiting to start, in the window or beyond it.
-    fn has_unstarted(&self, ring: &Ring<F, T::Sleep, N>) -> bool {
-        ring.queued() > 0 || self.waiting_len() > 0
-    }
-
-    /// Starts the next task — the window's first queued one, else the
-    /// first waiting beyond the window, in a new window entry — and polls
-    /// it once (opening a rate-limit window first if there is none).
-    /// `None` if there is none, or no room in the window.
-    fn start_next(
-        &mut self,
-        mut ring: Pin<&mut Ring<F, T::Sleep, N>>,
-        mut window: Pin<&mut Option<T::Sleep>>,
-        cx: &mut Context<'_>,
-    ) -> Option<(usize, Progress)> {
-        #[cfg(feature = "alloc")]
-        let from_waiting = ring.queued() == 0;
-        #[cfg(not(feature = "alloc"))]
-        let from_waiting = false;
-        if from_waiting && !ring.as_mut().has_room() {
-            return None;
-        }
-        if let Some(rate) = &mut self.rate {
-            if window.is_none() {
-                window.set(Some(self.timing.sleep(rate.per)));
-            }
-            rate.started += 1;
-        }
-        let timing = &mut self.timing;
-        let timer = timing.timeout().map(|d| move || timing.sleep(d));
-        #[cfg(feature = "alloc")]
-        let index = if from_waiting {
-            let (_, task) = self.waiting.pop_front()?;
-            match ring.as_mut().start_task(task, timer) {
-                Ok(index) => index,
-                Err(_) => unreachable!("checked: room, nothing queued"),
-            }
-        } else {
-            ring.as_mut().start_next(timer)?
-        };
-        #[cfg(not(feature = "alloc"))]
-        let index = ring.as_mut().start_next(timer)?;
-        #[cfg(feature = "alloc")]
-        let progress = {
-            let _ = cx;
-            let bits = self.wake.as_ref().expect("made at the start of the poll");
-            let waker = self.wakers[index].get_or_insert_with(|| bits.waker(index));
-            ring.poll_slot(index, &mut Context::from_waker(waker))
-        };
-        #[cfg(not(feature = "alloc"))]
-        let progress = ring.poll_slot(index, cx);
-        Some((index, progress))
-    }
-
-    /// Registers `cx`'s waker with the inboxes, then reads whether a
-    /// submission may still come (in that order: see `Inbox::is_open`).
-    fn register_and_check_open(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut open = false;
-        #[cfg(feature = "alloc")]
-        {
-            if let Some(inbox) = &self.inbox {
-                inbox.0.register(cx.waker());
-                open |= inbox.0.is_open();
-            }
-            if self.wake.is_none() {
-                self.wake = Some(WakeBits::new(N, false));
-                if self.stop_when.is_none() && self.order == Yield::InCompletionOrder {
-                    // The batch of finished tasks (see `poll_running`).
-                    self.ready.reserve_exact(self.max_running());
-                }
-            }
-            if let Some(bits) = &self.wake {
-                bits.register(cx.waker());
-            }
-        }
-        if let Some(attached) = &self.attached {
-            attached.source().register(cx.waker());
-            open |= attached.source().is_open();
-        }
-        open && !self.closed
-    }
-
-    fn poll_next(
-        &mut self,
-        mut ring: Pin<&mut Ring<F, T::Sleep, N>>,
-        mut window: Pin<&mut Option<T::Sleep>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<T::Item<F::Output>>> {
-        // 0. Finish what a panic interrupted: drop a future whose poll
-        // panicked, settle an output, go on with a stop.
-        ring.as_mut().bury();
-        if let Some(index) = self.settle(ring.as_mut()) {
-            return Poll::Ready(Some(self.take(ring, index)));
-        }
-        // A result already there needs no waker: yield it at once.
-        #[cfg(feature = "alloc")]
-        if let Some(index) = self.ready.pop_front() {
-            return Poll::Ready(Some(self.take(ring, index)));
-        }
-        if self.order == Yield::InSubmissionOrder {
-            if let Some(out) = self.take_oldest(ring.as_mut()) {
-                return Poll::Ready(Some(out));
-            }
-        }
-
-        // Register first, then look (see `wake_set` and `Inbox::is_open`).
-        let open = self.register_and_check_open(cx) && !self.is_stopped();
-
-        // 1. The running tasks.
-        if ring.running() > 0 {
-            #[cfg(feature = "alloc")]
-            let finished = self.poll_running(ring.as_mut());
-            #[cfg(not(feature = "alloc"))]
-            let finished = self.poll_running(ring.as_mut(), cx);
-            if let Some(index) = finished {
-                return Poll::Ready(Some(self.take(ring, index)));
-            }
-        }
-
-        // 2. Take the submissions; start tasks up to the limits, each
-        // polled once.
-        self.refill(ring.as_mut());
-        while !self.paused
-            && !self.is_stopped()
-            && ring.in_flight() < self.max_running()
-            && self.has_unstarted(&ring)
-            && self.rate_allows(window.as_mut(), cx)
-        {
-            let Some((_, progress)) = self.start_next(ring.as_mut(), window.as_mut(), cx) else {
-                break;
-            };
-            if let Progress::Finished = progress {
-                if let Some(index) = self.settle(ring.as_mut()) {
-                    return Poll::Ready(Some(self.take(ring, index)));
-                }
-            }
-        }
-
-        // 3. In start order, the oldest result if it is there.
-        if self.order == Yield::InSubmissionOrder {
-            if let Some(out) = self.take_oldest(ring.as_mut()) {
-                return Poll::Ready(Some(out));
-            }
-        }
-
-        if ring.held() == 0 && self.waiting_len() == 0 && !open {
-            self.exhausted = true;
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
-    }
-}
 
 impl<F, const N: usize, T, S> Stream for TaskQueue<F, N, T, S>
 where
@@ -1661,14 +1268,19 @@ where
 {
     type Item = T::Item<F::Output>;
 
-    /// Starts tasks up to the limits and yields the next result; `None`
-    /// when the queue is empty and closed to submissions (or stopped and
-    /// drained): see "When the stream ends" in the [`TaskQueue`] docs. A
-    /// queue that returned `None` yields again after a new push, like
-    /// `FuturesUnordered`; polling it again without one returns `None`.
+    /// Yields the next result, starting and polling tasks as described in
+    /// "Where tasks run" (module docs); `None` when the queue is empty and
+    /// closed to submissions (or stopped and drained): see "When the stream
+    /// ends" in the [`TaskQueue`] docs. A queue that returned `None` yields
+    /// again after a new push, like `FuturesUnordered`; polling it again
+    /// without one returns `None`.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
-        this.state.poll_next(this.ring, this.window, cx)
+        let Parts {
+            ring,
+            window,
+            state,
+        } = self.project();
+        state.poll_next(ring, window, cx)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -1685,21 +1297,34 @@ where
     /// True once the stream returned `None` and nothing was pushed since
     /// (a submission is noticed by the next poll only).
     fn is_terminated(&self) -> bool {
-        self.state.exhausted
+        self.view(|_, state| state.exhausted)
     }
 }
 
 impl<F: IntoFuture, const N: usize, T: Timing, S> fmt::Debug for TaskQueue<F, N, T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Read first: the formatter is foreign code (it may call back).
+        let (concurrency, order, len, running, paused, closed, stopped) =
+            self.view(|ring, state| {
+                (
+                    state.concurrency,
+                    state.order,
+                    ring.held() + state.waiting_len(),
+                    ring.running(),
+                    state.paused,
+                    state.closed,
+                    state.is_stopped(),
+                )
+            });
         f.debug_struct("TaskQueue")
             .field("capacity", &N)
-            .field("concurrency", &self.state.concurrency)
-            .field("order", &self.state.order)
-            .field("len", &self.len())
-            .field("running", &self.running())
-            .field("paused", &self.state.paused)
-            .field("closed", &self.state.closed)
-            .field("stopped", &self.state.is_stopped())
+            .field("concurrency", &concurrency)
+            .field("order", &order)
+            .field("len", &len)
+            .field("running", &running)
+            .field("paused", &paused)
+            .field("closed", &closed)
+            .field("stopped", &stopped)
             .finish_non_exhaustive()
     }
 }

@@ -8,9 +8,11 @@
 //! ones, not started, in the order they will start: by priority, highest
 //! first, and in submission order among equal priorities. A push finds its
 //! place from the back (O(1) when priorities are equal, as by default) and
-//! shifts the queued entries after it (they are not pinned). Tasks start
-//! strictly from the front of the queued ones, so the split point is one
-//! counter. A started entry is
+//! shifts the queued entries after it (they are not pinned); taking one
+//! queued entry out ([`Ring::remove_queued`], for a cancel or a new
+//! priority) shifts the ones after it forward. Tasks start strictly from
+//! the front of the queued ones, so the split point is one counter. A
+//! started entry is
 //!
 //! | slot              | counted in | what it is                                        |
 //! |-------------------|------------|---------------------------------------------------|
@@ -71,18 +73,28 @@ use core::mem;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use super::timer::TimedOut;
+use super::TaskId;
+use super::timer::{TimedOut, Timing};
 
 /// Outputs that finished or timed out.
 pub(super) type Outcome<F> = Result<<F as IntoFuture>::Output, TimedOut>;
 
-pub(super) enum Slot<F: IntoFuture, Z> {
+/// A task waiting to start, with what decides when it starts and what it
+/// gets then.
+pub(super) struct Queued<F, X> {
+    pub(super) task: F,
+    pub(super) priority: i32,
+    pub(super) id: TaskId,
+    /// Its timeout ([`Timing::Limit`]: nothing for a queue without one).
+    pub(super) limit: X,
+}
+
+pub(super) enum Slot<F: IntoFuture, T: Timing> {
     Vacant,
-    /// A task and its priority.
-    Queued(F, i32),
-    /// The future and its timeout's timer (`Z`: uninhabited, and the
-    /// `Option` zero-sized, for a queue without a timer).
-    Running(F::IntoFuture, Option<Z>),
+    Queued(Queued<F, T::Limit>),
+    /// The future and its timeout's timer (uninhabited, and the `Option`
+    /// zero-sized, for a queue without a timer).
+    Running(F::IntoFuture, Option<T::Sleep>),
     Finished(F::Output),
     TimedOut,
 }
@@ -111,13 +123,13 @@ pub(super) enum Latest {
     Examined(usize),
 }
 
-pub(super) struct Ring<F: IntoFuture, Z, const N: usize> {
-    /// In `UnsafeCell`s: the queue's `&self` methods (`len`, `running`, ..)
-    /// make a `&Ring`, which must not claim that a running future — which
-    /// may point into itself — is frozen (Stacked Borrows UB between two
-    /// polls of a self-borrowing task). Slots are read through raw pointers
-    /// by `&self` methods and through `get_mut` otherwise.
-    slots: [UnsafeCell<Slot<F, Z>>; N],
+pub(super) struct Ring<F: IntoFuture, T: Timing, const N: usize> {
+    /// In `UnsafeCell`s: the queue's read-only accessors (`len`, `running`,
+    /// ..) make a `&Ring`, which must not claim that a running future —
+    /// which may point into itself — is frozen (Stacked Borrows UB between
+    /// two polls of a self-borrowing task). Slots are read through raw
+    /// pointers by `&self` methods and through `get_mut` otherwise.
+    slots: [UnsafeCell<Slot<F, T>>; N],
     head: usize,
     len: usize,
     started: usize,
@@ -131,19 +143,7 @@ pub(super) struct Ring<F: IntoFuture, Z, const N: usize> {
     latest: Latest,
 }
 
-// SAFETY: what `&Ring` reaches is what a `[Slot<F>; N]` would give (the
-// cells only stop `&Ring` from freezing the slots): `Sync` when every kind
-// of slot content is.
-unsafe impl<F, Z, const N: usize> Sync for Ring<F, Z, N>
-where
-    F: IntoFuture + Sync,
-    F::IntoFuture: Sync,
-    F::Output: Sync,
-    Z: Sync,
-{
-}
-
-impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
+impl<F: IntoFuture, T: Timing, const N: usize> Ring<F, T, N> {
     pub(super) const fn new() -> Self {
         const { assert!(N > 0, "a TaskQueue needs a capacity of at least 1") };
         Ring {
@@ -158,15 +158,24 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         }
     }
 
-    /// The same ring for another timer type: `timer` converts the timers
-    /// of running tasks. Moves the ring, so only for one that is not
-    /// pinned (a builder's).
-    pub(super) fn map_timer<Z2>(self, mut timer: impl FnMut(Z) -> Z2) -> Ring<F, Z2, N> {
+    /// The same ring for another timing: `timer` converts the timers of
+    /// running tasks, `limit` the timeouts of queued ones. Moves the ring,
+    /// so only for one that is not pinned (a builder's).
+    pub(super) fn convert<T2: Timing>(
+        self,
+        mut timer: impl FnMut(T::Sleep) -> T2::Sleep,
+        mut limit: impl FnMut(T::Limit) -> T2::Limit,
+    ) -> Ring<F, T2, N> {
         Ring {
             slots: self.slots.map(|slot| {
                 UnsafeCell::new(match slot.into_inner() {
                     Slot::Vacant => Slot::Vacant,
-                    Slot::Queued(task, p) => Slot::Queued(task, p),
+                    Slot::Queued(q) => Slot::Queued(Queued {
+                        task: q.task,
+                        priority: q.priority,
+                        id: q.id,
+                        limit: limit(q.limit),
+                    }),
                     Slot::Running(fut, t) => Slot::Running(fut, t.map(&mut timer)),
                     Slot::Finished(out) => Slot::Finished(out),
                     Slot::TimedOut => Slot::TimedOut,
@@ -202,11 +211,6 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
     /// Tasks started and not finished (a doomed one is not counted).
     pub(super) fn running(&self) -> usize {
         self.running
-    }
-
-    /// Tasks started whose output was not taken yet.
-    pub(super) fn in_flight(&self) -> usize {
-        self.running + self.finished
     }
 
     /// Number of started entries (the first `started` offsets).
@@ -283,18 +287,22 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
     /// Queues a task behind the queued ones of at least its priority (in
     /// start order); hands it back when the ring is full. Scans from the
     /// back, so equal priorities cost O(1).
-    pub(super) fn push(self: Pin<&mut Self>, task: F, priority: i32) -> Result<(), F> {
+    pub(super) fn push(
+        self: Pin<&mut Self>,
+        entry: Queued<F, T::Limit>,
+    ) -> Result<(), Queued<F, T::Limit>> {
         let this = self.slots();
         this.trim_front();
         if this.len == N {
-            return Err(task);
+            return Err(entry);
         }
         // The slot after the last entry is `Vacant`: shift the queued
         // entries of lower priority into it, one by one, back to front.
         let mut at = this.len;
         while at > this.started {
             let before = this.index(at - 1);
-            if !matches!(this.slots[before].get_mut(), Slot::Queued(_, p) if *p < priority) {
+            if !matches!(this.slots[before].get_mut(), Slot::Queued(q) if q.priority < entry.priority)
+            {
                 break;
             }
             let moved = mem::replace(this.slots[before].get_mut(), Slot::Vacant);
@@ -303,7 +311,7 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         }
         // `Vacant` (outside the window, or just moved from): nothing is
         // dropped.
-        *this.slots[this.index(at)].get_mut() = Slot::Queued(task, priority);
+        *this.slots[this.index(at)].get_mut() = Slot::Queued(entry);
         this.len += 1;
         Ok(())
     }
@@ -318,14 +326,14 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         // no future, so reading it through the raw pointer freezes nothing
         // that could point into itself.
         match unsafe { &*self.slots[self.index(self.len - 1)].get() } {
-            Slot::Queued(_, p) => Some(*p),
+            Slot::Queued(q) => Some(q.priority),
             _ => unreachable!("the entries after the started ones are queued"),
         }
     }
 
     /// Takes the last queued task (the one that starts last) out of the
-    /// ring, with its priority. Runs no foreign code.
-    pub(super) fn pop_last_queued(self: Pin<&mut Self>) -> Option<(F, i32)> {
+    /// ring. Runs no foreign code.
+    pub(super) fn pop_last_queued(self: Pin<&mut Self>) -> Option<Queued<F, T::Limit>> {
         let this = self.slots();
         if this.queued() == 0 {
             return None;
@@ -333,73 +341,129 @@ impl<F: IntoFuture, Z: Future<Output = ()>, const N: usize> Ring<F, Z, N> {
         this.len -= 1;
         let index = this.index(this.len);
         match mem::replace(this.slots[index].get_mut(), Slot::Vacant) {
-            Slot::Queued(task, p) => Some((task, p)),
+            Slot::Queued(q) => Some(q),
             _ => unreachable!("the entries after the started ones are queued"),
         }
     }
 
+    /// Takes the queued task `id` out of the ring, if it is there; the
+    /// queued entries after it move one place forward. Runs no foreign
+    /// code.
+    pub(super) fn remove_queued(self: Pin<&mut Self>, id: TaskId) -> Option<Queued<F, T::Limit>> {
+        let this = self.slots();
+        let mut at = this.started;
+        loop {
+            if at == this.len {
+                return None;
+            }
+            let index = this.index(at);
+            if matches!(this.slots[index].get_mut(), Slot::Queued(q) if q.id == id) {
+                break;
+            }
+            at += 1;
+        }
+        let found = mem::replace(this.slots[this.index(at)].get_mut(), Slot::Vacant);
+        // Queued entries are not pinned: close the gap (each move leaves a
+        // `Vacant` behind, so nothing is dropped).
+        while at + 1 < this.len {
+            let next = mem::replace(this.slots[this.index(at + 1)].get_mut(), Slot::Vacant);
+            *this.slots[this.index(at)].get_mut() = next;
+            at += 1;
+        }
+        this.len -= 1;
+        match found {
+            Slot::Queued(q) => Some(q),
+            _ => unreachable!("matched above"),
+        }
+    }
+
+    /// Whether the oldest started entry that is not vacant has an outcome
+    /// to take (in start order, the next result is there).
+    pub(super) fn oldest_finished(&self) -> bool {
+        for offset in 0..self.started {
+            let slot = self.slots[self.index(offset)].get();
+            // SAFETY: `&self`: nobody mutates the slot now; matching the
+            // place through the raw pointer reads the discriminant only and
+            // makes no reference (the slot may hold a running future).
+            unsafe {
+                match *slot {
+                    Slot::Vacant => continue,
+                    Slot::Finished(_) | Slot::TimedOut => return true,
+                    Slot::Queued(_) | Slot::Running(..) => return false,
+                }
+            }
+        }
+        false
+    }
+
     /// Starts the first queued task (converts it with `into_future`), makes
-    /// its timeout's timer with `timer` (if any) and returns its slot
-    /// index.
+    /// its timeout's timer with `timer` (from the task's limit; `None`:
+    /// no timeout) and returns its slot index.
     pub(super) fn start_next(
         self: Pin<&mut Self>,
-        timer: Option<impl FnOnce() -> Z>,
+        timer: impl FnOnce(T::Limit) -> Option<T::Sleep>,
     ) -> Option<usize> {
         let this = self.slots();
         if this.started == this.len {
             return None;
         }
         let index = this.index(this.started);
-        let Slot::Queued(task, _) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
+        let Slot::Queued(entry) = mem::replace(this.slots[index].get_mut(), Slot::Vacant) else {
             unreachable!("the entries after the started ones are queued")
         };
         // Counted as started first: if `into_future` panics the slot is a
         // `Vacant` entry among the started ones, which is consistent (and
         // forgotten once it is at the front).
         this.started += 1;
-        this.run(index, task, timer);
+        this.run(index, entry, timer);
         Some(index)
     }
 
-    /// Starts `task` (one that was never in the ring) in a new entry after
+    /// Starts `entry` (one that was never in the ring) in a new entry after
     /// the others, as [`Self::start_next`] does; hands it back if the ring
     /// is full (call [`Self::has_room`] first: it forgets the vacant front)
     /// or still holds queued tasks (they start first).
     #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub(super) fn start_task(
         self: Pin<&mut Self>,
-        task: F,
-        timer: Option<impl FnOnce() -> Z>,
-    ) -> Result<usize, F> {
+        entry: Queued<F, T::Limit>,
+        timer: impl FnOnce(T::Limit) -> Option<T::Sleep>,
+    ) -> Result<usize, Queued<F, T::Limit>> {
         let this = self.slots();
         // The caller trimmed the front (`has_room`).
         if this.len == N || this.started < this.len {
-            return Err(task);
+            return Err(entry);
         }
         let index = this.index(this.len);
         // A `Vacant` entry among the started ones until it runs (as in
         // `start_next`): consistent if `into_future` panics.
         this.len += 1;
         this.started += 1;
-        this.run(index, task, timer);
+        this.run(index, entry, timer);
         Ok(index)
     }
 
-    /// Converts `task` into the running future of the `Vacant` started
-    /// slot `index`, with its timer.
-    fn run(&mut self, index: usize, task: F, timer: Option<impl FnOnce() -> Z>) {
+    /// Converts `entry`'s task into the running future of the `Vacant`
+    /// started slot `index`, with its timer.
+    fn run(
+        &mut self,
+        index: usize,
+        entry: Queued<F, T::Limit>,
+        timer: impl FnOnce(T::Limit) -> Option<T::Sleep>,
+    ) {
+        let Queued { task, limit, .. } = entry;
         let fut = task.into_future();
         // The slot is `Vacant`: nothing is dropped.
         *self.slots[index].get_mut() = Slot::Running(fut, None);
-        if let Some(timer) = timer {
-            // Doomed and uncounted while the timer is made: if that
-            // panics, `bury` drops the future.
+        if T::TIMEOUTS {
+            // Doomed and uncounted while the timer is made (the caller's
+            // factory): if that panics, `bury` drops the future.
             debug_assert!(self.doomed.is_none());
             self.doomed = Some(index);
-            let timer = timer();
+            let timer = timer(limit);
             if let Slot::Running(_, slot) = self.slots[index].get_mut() {
                 // `None` before: nothing is dropped.
-                *slot = Some(timer);
+                *slot = timer;
             }
             self.doomed = None;
         }

@@ -3,8 +3,9 @@
 //!
 //! # How it works
 //!
-//! A running task cannot hold `&mut` to the queue that is polling it, so
-//! submissions go through a shared inbox: a lock-free, push-only linked list
+//! A running task cannot hold a reference to the queue that is polling it
+//! (and a `TaskQueue` is not `Sync`), so submissions go through a shared
+//! inbox: a lock-free, push-only linked list
 //! (a Treiber stack). [`Submitter::submit`] allocates a node and links it in
 //! with one compare-and-swap, then wakes the queue through an
 //! [`AtomicWaker`]. The queue takes the whole list at once (one `swap` with
@@ -71,6 +72,13 @@ impl<F> Inbox<F> {
         // any submitter was dropped happens before this load, hence before
         // the caller's `take_all`.
         self.senders.load(Ordering::Acquire) > 0 && !self.is_closed()
+    }
+
+    /// Whether a submission waits to be taken.
+    pub(super) fn has_pending(&self) -> bool {
+        // ORDERING: `Relaxed`: a hint for `TaskQueue::until` (a submission
+        // it misses wakes the queue, whose next poll takes it).
+        !self.newest.load(Ordering::Relaxed).is_null()
     }
 
     /// A new `Submitter`'s count.
@@ -166,6 +174,13 @@ impl<F> Drop for Inbox<F> {
 /// dropped.
 pub(super) struct Taken<F>(*mut Node<F>);
 
+impl<F> Taken<F> {
+    /// Whether no submission was taken.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_null()
+    }
+}
+
 impl<F> Iterator for Taken<F> {
     /// A task and its priority.
     type Item = (F, i32);
@@ -203,7 +218,7 @@ impl<F> Drop for Taken<F> {
 }
 
 /// A cloneable handle that pushes tasks into a
-/// [`TaskQueue`](super::TaskQueue) without `&mut` access to it: from another
+/// [`TaskQueue`](super::TaskQueue) without access to it: from another
 /// thread or from inside one of the queue's own running tasks (`alloc`: each
 /// submission allocates a node; for interrupt handlers and without a heap,
 /// use a `static` [`Inbox`](super::Inbox)).
@@ -222,7 +237,7 @@ impl<F> Drop for Taken<F> {
 /// use futures::StreamExt;
 ///
 /// let mut queue = core::pin::pin!(TaskQueue::new().concurrency(2));
-/// let submit = queue.as_mut().submitter();
+/// let submit = queue.submitter();
 /// let producer = std::thread::spawn(move || {
 ///     for n in 1..=3 {
 ///         submit.submit(async move { n * 10 }).unwrap();
@@ -254,9 +269,10 @@ impl<F> Submitter<F> {
     /// and the task stays submitted (or is dropped unrun with the queue).
     ///
     /// ```
-    /// use deferral::{PushError, TaskQueue};
-    /// let mut queue = Box::pin(TaskQueue::new());
-    /// let submit = queue.as_mut().submitter();
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::PushError;
+    /// let queue = TaskQueue::new();
+    /// let submit = queue.submitter();
     /// submit.submit(core::future::ready(1)).unwrap();
     /// drop(queue); // the submitted task is dropped, never run
     /// let refused = submit.submit(core::future::ready(2));
@@ -266,15 +282,16 @@ impl<F> Submitter<F> {
         self.inbox.push(task, 0)
     }
 
-    /// [`Self::submit`] with a priority: see
-    /// [`TaskQueue::push_with_priority`](super::TaskQueue::push_with_priority).
+    /// [`Self::submit`] with a priority (higher first, FIFO among equals):
+    /// see [`Options::priority`](super::Options::priority). A submitted
+    /// task gets the queue's timeout.
     ///
     /// ```
     /// # futures::executor::block_on(async {
     /// use deferral::TaskQueue;
     /// use futures::StreamExt;
-    /// let mut queue = core::pin::pin!(TaskQueue::new());
-    /// let submit = queue.as_mut().submitter();
+    /// let queue = TaskQueue::new();
+    /// let submit = queue.submitter();
     /// submit.submit(core::future::ready("low")).unwrap();
     /// submit.submit_with_priority(core::future::ready("high"), 1).unwrap();
     /// drop(submit);
@@ -290,8 +307,8 @@ impl<F> Submitter<F> {
     ///
     /// ```
     /// use deferral::TaskQueue;
-    /// let mut queue = Box::pin(TaskQueue::<core::future::Ready<()>>::new());
-    /// let submit = queue.as_mut().submitter();
+    /// let queue = TaskQueue::<core::future::Ready<()>>::new();
+    /// let submit = queue.submitter();
     /// assert!(!submit.is_closed());
     /// drop(queue);
     /// assert!(submit.is_closed());

@@ -23,7 +23,7 @@ use core::time::Duration;
 ///
 /// ```
 /// use core::time::Duration;
-/// use deferral::Timer;
+/// use deferral::queue::Timer;
 /// // tokio: `|d| tokio::time::sleep(d)`; Embassy:
 /// // `|d: Duration| embassy_time::Timer::after(d.try_into().unwrap())`.
 /// let mut never = |_: Duration| core::future::pending::<()>();
@@ -36,7 +36,7 @@ pub trait Timer {
     ///
     /// ```
     /// use core::time::Duration;
-    /// use deferral::Timer;
+    /// use deferral::queue::Timer;
     /// let mut timer = |_: Duration| async {}; // any `FnMut(Duration) -> impl Future`
     /// futures::executor::block_on(timer.sleep(Duration::from_millis(1)));
     /// ```
@@ -59,7 +59,7 @@ where
 /// [`timeout`](super::TaskQueue::timeout).
 ///
 /// ```
-/// use deferral::TimedOut;
+/// use deferral::queue::TimedOut;
 /// assert_eq!(TimedOut.to_string(), "the task timed out");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -81,7 +81,7 @@ mod sealed {
 /// [`Clock`] or [`Deadline`] (see the table in their docs). Sealed.
 ///
 /// ```
-/// use deferral::{NoTimer, Timing};
+/// use deferral::queue::{NoTimer, Timing};
 /// fn yields<T: Timing>() {}
 /// yields::<NoTimer>();
 /// ```
@@ -90,10 +90,22 @@ pub trait Timing: sealed::Sealed {
     type Sleep: Future<Output = ()>;
     /// What the queue yields for a task with output `O`.
     type Item<O>;
+    /// What a queued task keeps of its own timeout: nothing (`()`) on a
+    /// queue without timeouts, `Option<Duration>` on a [`Deadline`] queue.
+    #[doc(hidden)]
+    type Limit: Copy + fmt::Debug;
+    /// Whether a task can have a timeout at all (a queue without one skips
+    /// making timers).
+    #[doc(hidden)]
+    const TIMEOUTS: bool;
+    /// The timeout a task gets when it names none (the queue's).
+    #[doc(hidden)]
+    fn limit(&self) -> Self::Limit;
     #[doc(hidden)]
     fn sleep(&mut self, duration: Duration) -> Self::Sleep;
+    /// The timer of a task started with `limit`, if it has a timeout.
     #[doc(hidden)]
-    fn timeout(&self) -> Option<Duration>;
+    fn deadline(&mut self, limit: Self::Limit) -> Option<Self::Sleep>;
     #[doc(hidden)]
     fn report<O>(outcome: Result<O, TimedOut>) -> Self::Item<O>;
 }
@@ -101,7 +113,8 @@ pub trait Timing: sealed::Sealed {
 /// A queue without a timer: no timeouts, no rate limit (the default).
 ///
 /// ```
-/// use deferral::{NoTimer, TaskQueue};
+/// use deferral::TaskQueue;
+/// use deferral::queue::NoTimer;
 /// let _queue: TaskQueue<core::future::Ready<u8>, 16, NoTimer> = TaskQueue::new();
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
@@ -111,7 +124,7 @@ pub struct NoTimer;
 /// queue without a timer stores nothing for it.
 ///
 /// ```
-/// fn _never(n: deferral::NoSleep) -> ! {
+/// fn _never(n: deferral::queue::NoSleep) -> ! {
 ///     match n {}
 /// }
 /// ```
@@ -130,10 +143,13 @@ impl sealed::Sealed for NoTimer {}
 impl Timing for NoTimer {
     type Sleep = NoSleep;
     type Item<O> = O;
+    type Limit = ();
+    const TIMEOUTS: bool = false;
+    fn limit(&self) {}
     fn sleep(&mut self, _: Duration) -> NoSleep {
         unreachable!("a queue without a timer sets no timeout and no rate limit")
     }
-    fn timeout(&self) -> Option<Duration> {
+    fn deadline(&mut self, (): ()) -> Option<NoSleep> {
         None
     }
     fn report<O>(outcome: Result<O, TimedOut>) -> O {
@@ -147,7 +163,8 @@ impl Timing for NoTimer {
 ///
 /// ```
 /// use core::time::Duration;
-/// use deferral::{Clock, TaskQueue};
+/// use deferral::TaskQueue;
+/// use deferral::queue::Clock;
 /// fn never(_: Duration) -> core::future::Pending<()> {
 ///     core::future::pending()
 /// }
@@ -162,10 +179,13 @@ impl<T> sealed::Sealed for Clock<T> {}
 impl<T: Timer> Timing for Clock<T> {
     type Sleep = T::Sleep;
     type Item<O> = O;
+    type Limit = ();
+    const TIMEOUTS: bool = false;
+    fn limit(&self) {}
     fn sleep(&mut self, duration: Duration) -> T::Sleep {
         self.0.sleep(duration)
     }
-    fn timeout(&self) -> Option<Duration> {
+    fn deadline(&mut self, (): ()) -> Option<T::Sleep> {
         None
     }
     fn report<O>(outcome: Result<O, TimedOut>) -> O {
@@ -173,14 +193,17 @@ impl<T: Timer> Timing for Clock<T> {
     }
 }
 
-/// A queue whose tasks each get `timeout` from their start (and that can
+/// A queue whose tasks each get a timeout from their start (and that can
 /// rate-limit): a task still running then is dropped and yields
-/// `Err(TimedOut)`; the others yield `Ok(output)`. Made by
+/// `Err(TimedOut)`; the others yield `Ok(output)`. The queue's timeout is
+/// the default (none at all with `.timeout(None)`); a task can have its own
+/// ([`Options::timeout`](super::Options::timeout)). Made by
 /// [`TaskQueue::timeout`](super::TaskQueue::timeout).
 ///
 /// ```
 /// use core::time::Duration;
-/// use deferral::{Deadline, TaskQueue, TimedOut};
+/// use deferral::TaskQueue;
+/// use deferral::queue::{Deadline, TimedOut};
 /// let queue = TaskQueue::<core::future::Ready<u8>>::new()
 ///     .timer(|_: Duration| core::future::pending::<()>())
 ///     .timeout(Duration::from_secs(1));
@@ -190,7 +213,8 @@ impl<T: Timer> Timing for Clock<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline<T> {
     pub(super) timer: T,
-    pub(super) timeout: Duration,
+    /// The default timeout of a task.
+    pub(super) timeout: Option<Duration>,
 }
 
 impl<T> sealed::Sealed for Deadline<T> {}
@@ -198,11 +222,16 @@ impl<T> sealed::Sealed for Deadline<T> {}
 impl<T: Timer> Timing for Deadline<T> {
     type Sleep = T::Sleep;
     type Item<O> = Result<O, TimedOut>;
+    type Limit = Option<Duration>;
+    const TIMEOUTS: bool = true;
+    fn limit(&self) -> Option<Duration> {
+        self.timeout
+    }
     fn sleep(&mut self, duration: Duration) -> T::Sleep {
         self.timer.sleep(duration)
     }
-    fn timeout(&self) -> Option<Duration> {
-        Some(self.timeout)
+    fn deadline(&mut self, limit: Option<Duration>) -> Option<T::Sleep> {
+        limit.map(|d| self.timer.sleep(d))
     }
     fn report<O>(outcome: Result<O, TimedOut>) -> Result<O, TimedOut> {
         outcome
