@@ -320,14 +320,8 @@ impl Future for BoxCleanup {
         // SAFETY: a live async payload, pinned in its heap block (which
         // never moves), ours; the exit is a detached head, ours for the
         // call.
-        let poll = unsafe { live.poll(cx, NonNull::from(&mut this.exit)) };
-        if poll.is_ready() {
-            // Finished: what is left of it is dropped, once (claimed first).
-            crate::scope::entry::Erased(live.head).claim();
-            // SAFETY: claimed, ours, dropped once.
-            unsafe { live.drop_payload() };
-        }
-        poll
+        // Finished, it is gone and dropped.
+        unsafe { live.poll(cx, NonNull::from(&mut this.exit)) }
     }
 }
 

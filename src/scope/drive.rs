@@ -24,7 +24,7 @@
 use core::ptr::{self, NonNull};
 use core::task::{Context, Poll};
 
-use super::entry::{Erased, Head, Live};
+use super::entry::{Erased, Head, Kind, Live};
 use super::exit::{Classify, ExitHead, Outcome, When};
 use crate::panic as panicking;
 
@@ -262,39 +262,34 @@ unsafe fn sequential(
             *next = ptr::null_mut();
             return Poll::Ready(());
         };
-        let Some(live) = entry.live() else {
+        let Some(vtable) = runs(entry, ends) else {
             cursor = entry.link();
             continue;
         };
-        if !ends.holds(live.when) {
-            entry.claim();
-            cursor = entry.link();
-            // SAFETY: claimed, ours, dropped once.
-            unsafe { live.drop_payload() };
-            continue;
+        match vtable.kind {
+            Kind::Sync(run) => {
+                // Claimed before it runs: if it panics, it is gone and
+                // cleanup goes on from the next one.
+                entry.claim_unchecked();
+                cursor = entry.link();
+                // SAFETY: a live sync payload we claimed; `ends` as
+                // guaranteed.
+                unsafe { run(entry.0, ends.exit) };
+            }
+            Kind::Async(poll) => {
+                *next = cursor;
+                *started = POLLING;
+                // SAFETY: a live async payload, pinned in its storage; when
+                // ready, it is gone and dropped.
+                if unsafe { poll(entry.0, cx, ends.exit) }.is_pending() {
+                    *started = PENDING;
+                    return Poll::Pending;
+                }
+                *started = WAITING;
+                cursor = entry.link();
+                *next = cursor;
+            }
         }
-        if !live.is_async() {
-            // Claimed before it runs: if it panics, it is gone and cleanup
-            // goes on from the next one.
-            entry.claim();
-            cursor = entry.link();
-            // SAFETY: a live sync payload we claimed; `ends` as guaranteed.
-            unsafe { live.run(ends.exit) };
-            continue;
-        }
-        *next = cursor;
-        *started = POLLING;
-        // SAFETY: a live async payload, pinned in its storage.
-        if unsafe { live.poll(cx, ends.exit) }.is_pending() {
-            *started = PENDING;
-            return Poll::Pending;
-        }
-        *started = WAITING;
-        entry.claim();
-        cursor = entry.link();
-        *next = cursor;
-        // SAFETY: finished: drop what is left of it, once.
-        unsafe { live.drop_payload() };
     }
 }
 
@@ -373,45 +368,33 @@ impl Concurrent {
         // once (with their own waker, with `alloc`).
         while let Some(entry) = NonNull::new(*starting).map(Erased) {
             *starting = entry.link();
-            let Some(live) = entry.live() else { continue };
-            #[cfg(feature = "alloc")]
-            let index = match &mut wake {
-                Some(w) if live.is_async() => {
-                    w.started += 1;
-                    w.started - 1
-                }
-                _ => 0,
+            let Some(vtable) = runs(entry, ends) else {
+                continue;
             };
-            if !ends.holds(live.when) {
-                entry.claim();
-                #[cfg(feature = "alloc")]
-                if let Some(w) = &mut wake {
-                    w.remaining -= usize::from(live.is_async());
+            let poll = match vtable.kind {
+                Kind::Sync(run) => {
+                    entry.claim_unchecked();
+                    // SAFETY: claimed, live, sync; `ends` as guaranteed.
+                    unsafe { run(entry.0, ends.exit) };
+                    continue;
                 }
-                // SAFETY: claimed, ours, dropped once.
-                unsafe { live.drop_payload() };
-                continue;
-            }
-            if !live.is_async() {
-                entry.claim();
-                // SAFETY: claimed, live, sync; `ends` as guaranteed.
-                unsafe { live.run(ends.exit) };
-                continue;
-            }
+                Kind::Async(poll) => poll,
+            };
             #[cfg(feature = "alloc")]
             if let Some(w) = &mut wake {
-                debug_assert_eq!(w.entries.get(index), Some(&entry));
+                let index = w.entries.len();
+                w.entries.push(entry);
+                w.remaining += 1;
                 let waker = w.bits.waker_ref(index);
+                let mut cx = Context::from_waker(&waker);
                 // SAFETY: as for `drive`.
-                if unsafe { poll_entry(polling, live, &mut Context::from_waker(&waker), ends) }
-                    .is_ready()
-                {
+                if unsafe { poll_entry(polling, entry, poll, &mut cx, ends) }.is_ready() {
                     w.remaining -= 1;
                 }
                 continue;
             }
             // SAFETY: as for `drive`.
-            let _ = unsafe { poll_entry(polling, live, cx, ends) };
+            let _ = unsafe { poll_entry(polling, entry, poll, cx, ends) };
         }
         #[cfg(feature = "alloc")]
         if let Some(w) = wake {
@@ -419,15 +402,15 @@ impl Concurrent {
                 bits,
                 entries,
                 remaining,
-                ..
             } = w;
             bits.for_each_woken(|index| {
-                // Not live: finished already (a stale wake-up).
-                if let Some(live) = entries.get(index).and_then(|e| e.live()) {
+                // Gone: finished already (a stale wake-up).
+                let Some(entry) = entries.get(index) else { return true };
+                if let Some(Kind::Async(poll)) = entry.vtable().map(|v| v.kind) {
                     let waker = bits.waker_ref(index);
                     let mut cx = Context::from_waker(&waker);
                     // SAFETY: as for `drive`.
-                    if unsafe { poll_entry(polling, live, &mut cx, ends) }.is_ready() {
+                    if unsafe { poll_entry(polling, *entry, poll, &mut cx, ends) }.is_ready() {
                         *remaining -= 1;
                     }
                 }
@@ -444,35 +427,51 @@ impl Concurrent {
         let mut next = NonNull::new(self.first).map(Erased);
         while let Some(entry) = next {
             next = entry.next();
-            if let Some(live) = entry.live().filter(|l| l.is_async()) {
+            if let Some(Kind::Async(poll)) = entry.vtable().map(|v| v.kind) {
                 // SAFETY: as for `drive`.
-                pending |= unsafe { poll_entry(&mut self.polling, live, cx, ends) }.is_pending();
+                pending |= unsafe { poll_entry(&mut self.polling, entry, poll, cx, ends) }
+                    .is_pending();
             }
         }
         if pending { Poll::Pending } else { Poll::Ready(()) }
     }
 }
 
-/// Polls a live async entry whose condition holds; when it finishes, claims
-/// and drops it. `polling` names it meanwhile (a panic drops it).
+/// The vtable of a live entry that runs now; an entry whose condition does
+/// not hold is dropped (claimed first), a gone one skipped: `None`.
+#[inline(always)]
+fn runs(entry: Erased, ends: Ends) -> Option<&'static super::entry::VTable> {
+    // The common case in one test: pending, and always runs.
+    if let Some(vtable) = entry.plain() {
+        return Some(vtable);
+    }
+    let live = entry.live()?;
+    if ends.holds(live.when) {
+        return Some(live.vtable);
+    }
+    entry.claim_unchecked();
+    // SAFETY: claimed, ours, dropped once.
+    unsafe { live.drop_payload() };
+    None
+}
+
+/// Polls a live async entry whose condition holds (once finished, it is
+/// gone and dropped). `polling` names it meanwhile (a panic drops it).
 ///
 /// # Safety
-/// As for [`drive`].
+/// As for [`drive`]; `poll` is the entry's.
+#[inline(always)]
 unsafe fn poll_entry(
     polling: &mut *mut Head,
-    live: Live,
+    entry: Erased,
+    poll: unsafe fn(NonNull<Head>, &mut Context<'_>, NonNull<ExitHead>) -> Poll<()>,
     cx: &mut Context<'_>,
     ends: Ends,
 ) -> Poll<()> {
-    *polling = live.head.as_ptr();
+    *polling = entry.0.as_ptr();
     // SAFETY: a live async payload, pinned in its storage.
-    let poll = unsafe { live.poll(cx, ends.exit) };
+    let poll = unsafe { poll(entry.0, cx, ends.exit) };
     *polling = ptr::null_mut();
-    if poll.is_ready() {
-        Erased(live.head).claim();
-        // SAFETY: finished: drop what is left of it, once.
-        unsafe { live.drop_payload() };
-    }
     poll
 }
 
@@ -481,36 +480,27 @@ unsafe fn poll_entry(
 #[cfg(feature = "alloc")]
 struct Indexed {
     bits: crate::wake_set::WakeBits,
+    /// The started async entries (room for all, reserved up front).
     entries: alloc::vec::Vec<Erased>,
-    /// How many were started (or skipped by their condition).
-    started: usize,
+    /// Started and not finished.
     remaining: usize,
 }
 
 #[cfg(feature = "alloc")]
 impl Indexed {
-    /// The live async entries of the chain from `first`, in order, with
-    /// one allocation of the exact size (plus the wake flags).
+    /// Room for the async entries of the chain from `first`: one
+    /// allocation of the exact size (plus the wake flags).
     fn new(first: *mut Head) -> Self {
-        let asyncs = || {
-            let mut next = NonNull::new(first).map(Erased);
-            core::iter::from_fn(move || {
-                loop {
-                    let entry = next?;
-                    next = entry.next();
-                    if entry.live().is_some_and(Live::is_async) {
-                        return Some(entry);
-                    }
-                }
-            })
-        };
-        let mut entries = alloc::vec::Vec::with_capacity(asyncs().count());
-        entries.extend(asyncs());
+        let mut count = 0;
+        let mut next = NonNull::new(first).map(Erased);
+        while let Some(entry) = next {
+            next = entry.next();
+            count += usize::from(matches!(entry.vtable().map(|v| v.kind), Some(Kind::Async(_))));
+        }
         Indexed {
-            bits: crate::wake_set::WakeBits::new(entries.len(), false),
-            remaining: entries.len(),
-            entries,
-            started: 0,
+            bits: crate::wake_set::WakeBits::new(count, false),
+            entries: alloc::vec::Vec::with_capacity(count),
+            remaining: 0,
         }
     }
 }

@@ -16,7 +16,8 @@
 //! The head's first word is the vtable pointer, tagged in its low bits
 //! (vtables are 16-aligned) with the registration's [`When`] (3 bits) and
 //! `BUSY` (1 bit: a token is taking the entry back, so nothing else may
-//! touch or reclaim it); it is null once the entry is gone. Whoever clears
+//! touch or reclaim it); once the entry is gone it holds no vtable, only a
+//! `GONE` tag no live entry has. Whoever clears
 //! it owns the payload and must run, drop or take it exactly once, and
 //! clears it *before* any foreign code runs (the heapless `truncate`
 //! rule), so a panicking payload is never touched twice. The second word
@@ -37,7 +38,7 @@ use super::exit::{ExitHead, When};
 /// The bookkeeping in front of every payload: two words.
 #[repr(C)]
 pub(crate) struct Head {
-    /// The payload's vtable, tagged with the condition and `BUSY`; null
+    /// The payload's vtable, tagged with the condition and `BUSY`; `GONE`
     /// once the entry is gone.
     word: *const VTable,
     /// The entry registered before this one (its owner's chain).
@@ -47,6 +48,10 @@ pub(crate) struct Head {
 const WHEN_BITS: usize = 0b0111;
 const BUSY: usize = 0b1000;
 const TAG_BITS: usize = 0b1111;
+/// The word of an entry that is gone: no vtable, and condition bits no
+/// [`When`] has, so that "all tag bits clear" alone says "live, not busy,
+/// [`When::Always`]" (the cleanup loop's fast path).
+const GONE: usize = WHEN_BITS;
 
 /// An entry of payload `P`: the head, then the payload.
 #[repr(C)]
@@ -79,7 +84,8 @@ pub(crate) const GUARDED: u8 = 2;
 pub(crate) enum Kind {
     /// Reads the payload out and runs it.
     Sync(unsafe fn(NonNull<Head>, NonNull<ExitHead>)),
-    /// Polls the payload in place.
+    /// Polls the payload in place. When it is ready, the entry is gone
+    /// and its payload dropped (by the time the poll returns).
     Async(unsafe fn(NonNull<Head>, &mut Context<'_>, NonNull<ExitHead>) -> Poll<()>),
 }
 
@@ -156,6 +162,11 @@ unsafe fn run<Out, P: SyncPayload<Out>>(head: NonNull<Head>, exit: NonNull<ExitH
     payload.run(exit);
 }
 
+/// Polls; a finished payload is dropped here, its entry marked gone first
+/// (a panicking destructor leaves nothing to drop twice). Inlined into the
+/// payload's poll, that drop usually compiles to nothing (a finished
+/// [`Task`](super::payload::Task) holds nothing).
+///
 /// # Safety
 /// `head` heads a live `Entry<P>` pinned where it is, exclusively the
 /// caller's for the call.
@@ -166,7 +177,13 @@ unsafe fn poll<Out, P: AsyncPayload<Out>>(
 ) -> Poll<()> {
     // SAFETY: as the caller guarantees; entries never move once polled.
     let payload = unsafe { Pin::new_unchecked(&mut *payload_of::<P>(head)) };
-    payload.poll(cx, exit)
+    let poll = payload.poll(cx, exit);
+    if poll.is_ready() {
+        Erased(head).claim_unchecked();
+        // SAFETY: ours (the caller's), gone now: dropped once.
+        unsafe { ptr::drop_in_place(payload_of::<P>(head)) };
+    }
+    poll
 }
 
 /// # Safety
@@ -261,15 +278,15 @@ impl Erased {
     #[inline(always)]
     pub(crate) fn vtable(self) -> Option<&'static VTable> {
         let word = self.word();
-        // SAFETY: a non-null word is a tagged `&'static VTable`.
-        (!word.is_null()).then(|| unsafe { &*word.map_addr(|a| a & !TAG_BITS) })
+        // SAFETY: a word with an address is a tagged `&'static VTable`.
+        (word.addr() & !TAG_BITS != 0).then(|| unsafe { &*word.map_addr(|a| a & !TAG_BITS) })
     }
 
     /// Live and not being taken.
     #[inline(always)]
     pub(crate) fn is_pending(self) -> bool {
         let word = self.word();
-        !word.is_null() && word.addr() & BUSY == 0
+        word.addr() & !TAG_BITS != 0 && word.addr() & BUSY == 0
     }
 
     #[inline(always)]
@@ -296,13 +313,29 @@ impl Erased {
         self.set_word(word.map_addr(|a| if busy { a | BUSY } else { a & !BUSY }));
     }
 
+    /// The vtable of a pending entry with condition [`When::Always`] (the
+    /// tag bits are all clear: one test), else `None`.
+    #[inline(always)]
+    pub(crate) fn plain(self) -> Option<&'static VTable> {
+        let word = self.word();
+        // SAFETY: with no tag bit set the word is a live entry's untagged
+        // `&'static VTable` (a gone entry's has tag bits).
+        (word.addr() & TAG_BITS == 0).then(|| unsafe { &*word })
+    }
+
+    /// Claims a live entry whose vtable the caller already read.
+    #[inline(always)]
+    pub(crate) fn claim_unchecked(self) {
+        self.set_word(ptr::without_provenance(GONE));
+    }
+
     /// Claims a live entry: from now on it is the caller's to run, poll or
     /// drop, and nobody else's. `None` if it was gone already.
     #[inline(always)]
     pub(crate) fn claim(self) -> Option<Live> {
         let vtable = self.vtable()?;
         let when = self.when();
-        self.set_word(ptr::null());
+        self.set_word(ptr::without_provenance(GONE));
         Some(Live {
             head: self.0,
             vtable,
@@ -352,7 +385,8 @@ impl Live {
         }
     }
 
-    /// Polls an async payload in place.
+    /// Polls an async payload in place; once it is ready, the entry is
+    /// gone and its payload dropped.
     ///
     /// # Safety
     /// The payload is async, live, pinned where it is and the caller's for

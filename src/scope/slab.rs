@@ -238,7 +238,18 @@ impl<K: Flavour> Core<K> {
     /// Room for an entry of `layout`.
     #[inline(always)]
     fn bump(&self, layout: Layout) -> Option<NonNull<Head>> {
-        if layout.align() <= ALIGN || self.chunk_align() >= layout.align() {
+        // The cursor is always aligned for a head (every entry's size is a
+        // multiple of its alignment, at least a head's): most entries need
+        // no rounding, and that is known at compile time.
+        if layout.align() <= align_of::<Head>() {
+            let at = self.cursor.get();
+            if layout.size() <= self.limit.get().addr().wrapping_sub(at.addr()) {
+                // SAFETY: `[at, at + size)` lies within the region.
+                self.cursor.set(unsafe { at.add(layout.size()) });
+                // SAFETY: inside our bytes or a chunk: not null.
+                return Some(unsafe { NonNull::new_unchecked(at.cast()) });
+            }
+        } else if layout.align() <= ALIGN || self.chunk_align() >= layout.align() {
             let at = align_up(self.cursor.get(), layout.align());
             let room = self.limit.get().addr().wrapping_sub(at.addr());
             if at.addr() >= self.cursor.get().addr() && layout.size() <= room {
