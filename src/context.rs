@@ -43,7 +43,7 @@
 //! static AC: ContextVar<u32> = ContextVar::new();
 //!
 //! // `ac.run(123, () => Promise.try_defer((res) => res(ac.get())))`
-//! let p = AC.run(123, || DeferredPromise::<_, ()>::new(|res| res.resolve(AC.get())));
+//! let p = AC.run(123, || DeferredPromise::<_, PromiseError<()>>::new(|res| res.resolve(AC.get())));
 //! // `ac.run('abc', () => p.then(..))`: the executor still sees 123.
 //! let seen = AC.run(456, || futures::executor::block_on(p));
 //! assert_eq!(seen, Ok(Some(123)));

@@ -91,13 +91,9 @@ pub use defer::{Defer, Fits, Full, Guard, Local, Registration, Sendable};
 #[cfg(feature = "alloc")]
 pub use exit::Errors;
 pub use exit::{AddError, CleanupOutput, Exit, ExitKind, Fallible};
-pub use promise::{
-    Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Progress,
-    PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,
-    SharedCell, Source, WaitersFull,
-};
 #[cfg(feature = "alloc")]
-pub use promise::{SharedPromise, WeakSharedPromise};
+pub use promise::SharedPromise;
+pub use promise::{DeferredPromise, PromiseCell, PromiseError, PromiseExt, Resolver, SharedCell};
 pub use queue::{
     AttachError, Clock, DEFAULT_QUEUE_CAPACITY, Deadline, Drain, Inbox, NoSleep, NoTimer,
     OnRejection, Outcome, PushAllError, PushError, RateLimited, StopFn, TaskQueue, TimedOut, Timer,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 
-use deferral::{DeferredPromise, PromiseCell, PromiseError, Refusal};
+use deferral::promise::Refusal;
+use deferral::{DeferredPromise, PromiseCell, PromiseError};
 use loom::thread;
 
 #[derive(Default)]
@@ -178,9 +179,11 @@ fn detached_reject_vs_poll() {
     loom::model(|| {
         let slot = Arc::new(std::sync::Mutex::new(None));
         let s = slot.clone();
-        let mut promise = Box::pin(DeferredPromise::<u32, u8>::detached(move |r| {
-            *s.lock().unwrap() = Some(r);
-        }));
+        let mut promise = Box::pin(DeferredPromise::<u32, PromiseError<u8>>::detached(
+            move |r| {
+                *s.lock().unwrap() = Some(r);
+            },
+        ));
         let (flag, w) = waker();
         assert_eq!(poll(&mut promise, &w), Poll::Pending); // runs the executor
         let resolver = slot.lock().unwrap().take().unwrap();

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
-use deferral::{Refusal, SharedCell, WaitersFull};
+use deferral::SharedCell;
+use deferral::promise::{Refusal, WaitersFull};
 use support::{Behaviour, WakeCounter, block_on};
 #[cfg(feature = "std")]
 use support::{Call, Hostile};
@@ -152,7 +153,7 @@ fn first_settlement_wins_and_refusals_hand_the_value_back() {
     let refused = cell.resolve("v".into()).unwrap_err();
     assert_eq!(
         (refused.reason(), refused.into_value()),
-        (Refusal::AlreadySettled, "v".to_string())
+        (Refusal::AlreadySettled, Ok("v".to_string()))
     );
     assert_eq!(cell.get(), Some(Err(&"e1".to_string())));
     assert_eq!(block_on(cell.wait().unwrap()), Err("e1".to_string()));

@@ -18,9 +18,9 @@ use super::{block, poll_once};
 // --------------------------------------------------------- in the executor
 
 pub fn in_executor_new() {
-    black_box(block(DeferredPromise::<u32, ()>::new(|r| {
-        r.resolve(black_box(7))
-    })))
+    black_box(block(
+        DeferredPromise::<u32, deferral::PromiseError<()>>::new(|r| r.resolve(black_box(7))),
+    ))
     .unwrap();
 }
 
@@ -59,7 +59,8 @@ fn pending_settle_ready<F, T: PartialEq + core::fmt::Debug>(
 
 pub fn escaping_detached() {
     let slot: Cell<Option<Resolver<'static, u32, ()>>> = Cell::new(None);
-    let promise = pin!(DeferredPromise::<u32, ()>::detached(|r| slot.set(Some(r))));
+    let promise =
+        pin!(DeferredPromise::<u32, deferral::PromiseError<()>>::detached(|r| slot.set(Some(r))));
     pending_settle_ready(
         promise,
         || slot.take().unwrap().resolve(black_box(7)).unwrap(),

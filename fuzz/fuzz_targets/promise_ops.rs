@@ -20,9 +20,8 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 
 use arbitrary::Arbitrary;
-use deferral::{
-    DeferredPromise, Progress, PromiseCell, PromiseError, PromiseState, Refusal, Resolver, Source,
-};
+use deferral::{DeferredPromise, PromiseCell, PromiseError, Resolver, Source};
+use deferral::promise::{Progress, PromiseState, Refusal};
 use libfuzzer_sys::fuzz_target;
 
 /// Values alive right now: a lost or doubled drop shows at the end.
@@ -431,7 +430,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 }
                 let slot = h.delivered.clone();
-                let p = DeferredPromise::<Val, u8>::detached(move |r| {
+                let p = DeferredPromise::<Val, PromiseError<u8>>::detached(move |r| {
                     *slot.borrow_mut() = Some(r);
                 });
                 let id = h.gens.len();

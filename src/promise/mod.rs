@@ -58,7 +58,7 @@
 //! use deferral::{DeferredPromise, PromiseExt};
 //! use futures::executor::block_on;
 //!
-//! let chain = DeferredPromise::<u32, &str>::new(|res| res.resolve(123))
+//! let chain = DeferredPromise::<u32, PromiseError<&str>>::new(|res| res.resolve(123))
 //!     .deferred_then(|v| Ok(v * 2))
 //!     .deferred_catch(|_e| Ok::<_, core::convert::Infallible>(0))
 //!     .deferred_finally(|| println!("done"));
@@ -77,25 +77,32 @@ mod detached;
 mod error;
 mod executor;
 mod ext;
+mod inner;
 mod resolver;
 #[cfg(feature = "alloc")]
 mod shared;
 mod shared_cell;
+mod signal;
+mod slot;
 mod state;
 
 #[cfg(feature = "alloc")]
 pub use boxed::{BoxPromise, LocalBoxPromise};
 #[cfg(feature = "std")]
 pub use catch::{CatchPanics, Caught, Panic};
-pub use cell::{CellPromise, CellRun, PromiseCell, Ticket};
-pub use deferred::{DeferredPromise, FromExecutor, FromFuture, FromValue, Source};
+pub use cell::{CellExecutor, CellPromise, PromiseCell};
+pub use deferred::{DeferredPromise, Executor, Lazy, Ready};
 #[cfg(feature = "alloc")]
-pub use detached::{DetachedPromise, FromDetached};
+pub use detached::Detached;
 pub use error::{CellBusy, PromiseError, Refusal, SettleError};
-pub use executor::{Driving, ExecutorReturn, LocalExecutorReturn, Nothing};
+pub use executor::{ExecutorReturn, LocalExecutorReturn, Nothing};
 pub use ext::{Catch, Finally, Follow, PromiseExt, Reaction, Then, ThenCatch};
+#[cfg(feature = "alloc")]
+pub use inner::LocalErased;
+pub use inner::{Erased, PromiseFuture};
 pub use resolver::{Adopt, Resolver};
 #[cfg(feature = "alloc")]
 pub use shared::{SharedPromise, WeakSharedPromise};
 pub use shared_cell::{MAX_WAITERS, SharedCell, SharedWait, SharedWaitRef, WaitersFull};
+pub use signal::{SignalCell, SignalWait};
 pub use state::{Progress, PromiseState};

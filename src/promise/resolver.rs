@@ -8,8 +8,8 @@ use core::marker::PhantomData;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use super::cell::{RawSlot, Settled};
 use super::error::{Refusal, SettleError};
+use super::slot::{RawSlot, Settled};
 #[cfg(feature = "alloc")]
 use crate::sync::Arc;
 
@@ -55,7 +55,7 @@ enum Target<'a, T, E> {
 /// use deferral::{DeferredPromise, Resolver};
 ///
 /// let mut stash: Option<Resolver<'_, u8, ()>> = None;
-/// let p = DeferredPromise::<u8, ()>::new(|r| stash = Some(r));
+/// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| stash = Some(r));
 /// ```
 ///
 /// and a resolver cannot be shared between threads (it is `!Sync`):
@@ -66,10 +66,11 @@ enum Target<'a, T, E> {
 /// ```
 ///
 /// ```
-/// use deferral::{DeferredPromise, Refusal};
+/// use deferral::DeferredPromise;
+/// use deferral::promise::Refusal;
 /// use futures::executor::block_on;
 ///
-/// let p = DeferredPromise::<u32, String>::new(|resolver| {
+/// let p = DeferredPromise::<u32, PromiseError<String>>::new(|resolver| {
 ///     resolver.resolve(1).unwrap();
 ///     let refused = resolver.reject("too late".into()).unwrap_err();
 ///     assert_eq!(refused.reason(), Refusal::AlreadySettled);
@@ -125,45 +126,36 @@ impl<'a, T, E> Resolver<'a, T, E> {
 
     /// Fulfils the promise with `value`.
     ///
-    /// Refused (the value handed back) when the promise is already settled,
-    /// when the resolver is stale (its cell was reused) or when the promise
-    /// was dropped.
-    ///
-    /// ```
-    /// use deferral::DeferredPromise;
-    ///
-    /// let p = DeferredPromise::<&str, ()>::new(|r| r.resolve("done"));
-    /// assert_eq!(futures::executor::block_on(p), Ok("done"));
-    /// ```
-    #[inline]
-    pub fn resolve(&self, value: T) -> Result<(), SettleError<T>> {
-        self.settle(Ok(value)).map_err(|refused| {
-            refused.map(|outcome| match outcome {
-                Ok(value) => value,
-                Err(_) => unreachable!("a refusal hands back what it was given"),
-            })
-        })
-    }
-
-    /// Rejects the promise with `error`.
-    ///
-    /// Refused (the error handed back) in the same cases as
-    /// [`resolve`](Resolver::resolve).
+    /// Refused (the value handed back, as `Ok(value)`) when the promise is
+    /// already settled, when the resolver is stale (its cell was reused) or
+    /// when the promise was dropped. `resolve`, `reject` and `settle` all
+    /// return the same type, so their results unify.
     ///
     /// ```
     /// use deferral::{DeferredPromise, PromiseError};
     ///
-    /// let p = DeferredPromise::<u8, &str>::new(|r| r.reject("boom"));
+    /// let p = DeferredPromise::<&str, PromiseError<()>>::new(|r| r.resolve("done"));
+    /// assert_eq!(futures::executor::block_on(p), Ok("done"));
+    /// ```
+    #[inline]
+    pub fn resolve(&self, value: T) -> Result<(), SettleError<Result<T, E>>> {
+        self.settle(Ok(value))
+    }
+
+    /// Rejects the promise with `error`.
+    ///
+    /// Refused (the error handed back, as `Err(error)`) in the same cases
+    /// as [`resolve`](Resolver::resolve).
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, PromiseError};
+    ///
+    /// let p = DeferredPromise::<u8, PromiseError<&str>>::new(|r| r.reject("boom"));
     /// assert_eq!(futures::executor::block_on(p), Err(PromiseError::Rejected("boom")));
     /// ```
     #[inline]
-    pub fn reject(&self, error: E) -> Result<(), SettleError<E>> {
-        self.settle(Err(error)).map_err(|refused| {
-            refused.map(|outcome| match outcome {
-                Err(error) => error,
-                Ok(_) => unreachable!("a refusal hands back what it was given"),
-            })
-        })
+    pub fn reject(&self, error: E) -> Result<(), SettleError<Result<T, E>>> {
+        self.settle(Err(error))
     }
 
     /// Settles with `outcome`: `Ok` fulfils, `Err` rejects.
@@ -171,7 +163,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// ```
     /// use deferral::DeferredPromise;
     ///
-    /// let p = DeferredPromise::<u8, ()>::new(|r| r.settle(Ok(4)));
+    /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| r.settle(Ok(4)));
     /// assert_eq!(futures::executor::block_on(p), Ok(4));
     /// ```
     #[inline]
@@ -288,7 +280,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// ```
     /// use deferral::DeferredPromise;
     ///
-    /// let p = DeferredPromise::<u8, ()>::new(|r| {
+    /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
     ///     assert!(!r.is_settled());
     ///     r.resolve(1).unwrap();
     ///     assert!(r.is_settled());

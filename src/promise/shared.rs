@@ -120,7 +120,7 @@ const POISONED_MSG: &str = "`SharedPromise`'s source panicked";
 /// use deferral::{DeferredPromise, SharedPromise};
 /// use futures::executor::block_on;
 ///
-/// let a = SharedPromise::new(DeferredPromise::<String, ()>::new(|r| {
+/// let a = SharedPromise::new(DeferredPromise::<String, PromiseError<()>>::new(|r| {
 ///     r.resolve("config".to_string())
 /// }));
 /// let b = a.clone();
