@@ -38,11 +38,12 @@
 //!
 #![cfg_attr(feature = "std", doc = "```")]
 #![cfg_attr(not(feature = "std"), doc = "```ignore")]
-//! use deferral::{ContextVar, DeferredPromise};
+//! use deferral::{ContextVar, DeferredPromise, PromiseError};
 //!
 //! static AC: ContextVar<u32> = ContextVar::new();
 //!
-//! // `ac.run(123, () => Promise.try_defer((res) => res(ac.get())))`
+//! // `ac.run(123, () => Promise.defer((res) => res(ac.get())))` (the seed's
+//! // `Promise.defer`, today's TC39 `Promise.lazy` proposal)
 //! let p = AC.run(123, || DeferredPromise::<_, PromiseError<()>>::new(|res| res.resolve(AC.get())));
 //! // `ac.run('abc', () => p.then(..))`: the executor still sees 123.
 //! let seen = AC.run(456, || futures::executor::block_on(p));

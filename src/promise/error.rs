@@ -115,7 +115,7 @@ impl<E> PromiseError<E> {
 /// library converts every `Error`), when `E` is an error type itself.
 ///
 /// ```
-/// use deferral::DeferredPromise;
+/// use deferral::{DeferredPromise, PromiseError};
 /// use std::io;
 ///
 /// async fn fetch() -> io::Result<u32> {
@@ -161,7 +161,7 @@ impl<E: core::error::Error + 'static> core::error::Error for PromiseError<E> {
 /// Why a settlement was refused.
 ///
 /// ```
-/// use deferral::DeferredPromise;
+/// use deferral::{DeferredPromise, PromiseError};
 /// use deferral::promise::Refusal;
 ///
 /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
@@ -191,14 +191,14 @@ pub enum Refusal {
 /// A refused settlement: the value handed back, and why.
 ///
 /// ```
-/// use deferral::DeferredPromise;
+/// use deferral::{DeferredPromise, PromiseError};
 /// use deferral::promise::Refusal;
 ///
 /// let p = DeferredPromise::<String, PromiseError<()>>::new(|r| {
 ///     r.resolve("first".to_string()).unwrap();
 ///     let refused = r.resolve("second".to_string()).unwrap_err();
 ///     assert_eq!(refused.reason(), Refusal::AlreadySettled);
-///     assert_eq!(refused.into_value(), "second");
+///     assert_eq!(refused.into_value(), Ok("second".to_string()));
 /// });
 /// # drop(p);
 /// ```
@@ -216,7 +216,8 @@ impl<V> SettleError<V> {
     /// Why the settlement was refused.
     ///
     /// ```
-    /// # use deferral::{DeferredPromise, Refusal};
+    /// # use deferral::{DeferredPromise, PromiseError};
+    /// # use deferral::promise::Refusal;
     /// # let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
     /// #     r.resolve(1).unwrap();
     /// assert_eq!(r.reject(()).unwrap_err().reason(), Refusal::AlreadySettled);
@@ -230,10 +231,10 @@ impl<V> SettleError<V> {
     /// The refused value, handed back.
     ///
     /// ```
-    /// # use deferral::DeferredPromise;
+    /// # use deferral::{DeferredPromise, PromiseError};
     /// # let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
     /// #     r.resolve(1).unwrap();
-    /// assert_eq!(r.resolve(2).unwrap_err().into_value(), 2);
+    /// assert_eq!(r.resolve(2).unwrap_err().into_value(), Ok(2));
     /// # });
     /// # drop(p);
     /// ```

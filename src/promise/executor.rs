@@ -73,7 +73,7 @@ pub trait ExecutorReturn<'a, T, E>: sealed::Sealed {
 /// [`DeferredPromise::detached`]: crate::DeferredPromise::detached
 ///
 /// ```
-/// use deferral::DeferredPromise;
+/// use deferral::{DeferredPromise, PromiseError};
 ///
 /// let unit = DeferredPromise::<u8, PromiseError<()>>::new(|res| {
 ///     res.resolve(1).unwrap();

@@ -55,7 +55,7 @@
 //!   weak handles (`WeakSharedPromise`).
 //!
 //! ```
-//! use deferral::{DeferredPromise, PromiseExt};
+//! use deferral::{DeferredPromise, PromiseError, PromiseExt};
 //! use futures::executor::block_on;
 //!
 //! let chain = DeferredPromise::<u32, PromiseError<&str>>::new(|res| res.resolve(123))

@@ -66,7 +66,7 @@ enum Target<'a, T, E> {
 /// ```
 ///
 /// ```
-/// use deferral::DeferredPromise;
+/// use deferral::{DeferredPromise, PromiseError};
 /// use deferral::promise::Refusal;
 /// use futures::executor::block_on;
 ///
@@ -74,7 +74,7 @@ enum Target<'a, T, E> {
 ///     resolver.resolve(1).unwrap();
 ///     let refused = resolver.reject("too late".into()).unwrap_err();
 ///     assert_eq!(refused.reason(), Refusal::AlreadySettled);
-///     assert_eq!(refused.into_value(), "too late");
+///     assert_eq!(refused.into_value(), Err("too late".to_string()));
 /// });
 /// assert_eq!(block_on(p), Ok(1));
 /// ```
@@ -161,7 +161,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// Settles with `outcome`: `Ok` fulfils, `Err` rejects.
     ///
     /// ```
-    /// use deferral::DeferredPromise;
+    /// use deferral::{DeferredPromise, PromiseError};
     ///
     /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| r.settle(Ok(4)));
     /// assert_eq!(futures::executor::block_on(p), Ok(4));
@@ -278,7 +278,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// `true` once this resolver's settlement was accepted.
     ///
     /// ```
-    /// use deferral::DeferredPromise;
+    /// use deferral::{DeferredPromise, PromiseError};
     ///
     /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
     ///     assert!(!r.is_settled());

@@ -117,7 +117,7 @@ const POISONED_MSG: &str = "`SharedPromise`'s source panicked";
 /// handles share one promise.
 ///
 /// ```
-/// use deferral::{DeferredPromise, SharedPromise};
+/// use deferral::{DeferredPromise, PromiseError, SharedPromise};
 /// use futures::executor::block_on;
 ///
 /// let a = SharedPromise::new(DeferredPromise::<String, PromiseError<()>>::new(|r| {

@@ -12,7 +12,7 @@ use core::fmt;
 /// without settling (`PromiseError::Abandoned`) reports `Rejected`.
 ///
 /// ```
-/// use deferral::DeferredPromise;
+/// use deferral::{DeferredPromise, PromiseError};
 /// use deferral::promise::{Progress, PromiseState};
 ///
 /// let p = DeferredPromise::<u32, PromiseError<()>>::new(|r| r.resolve(7));
