@@ -573,7 +573,7 @@ mod imp {
             pub fn wrap<F: Future>(self, future: F) -> WithContext<F> {
                 WithContext {
                     snapshot: self,
-                    future: Some(future),
+                    future: core::cell::UnsafeCell::new(Some(future)),
                 }
             }
         }
@@ -661,9 +661,17 @@ mod imp {
         pub struct WithContext<F> {
             snapshot: Snapshot,
             /// `None` only while being dropped. Structurally pinned (see
-            /// `project`).
-            future: Option<F>,
+            /// `project`). In an `UnsafeCell` so that `&WithContext` (its
+            /// `Debug`) never covers the future's bytes: a shared reference
+            /// over a pinned, self-borrowing future between two polls is
+            /// undefined behaviour under Stacked Borrows.
+            future: core::cell::UnsafeCell<Option<F>>,
         }
+
+        // SAFETY: `&WithContext` reaches only the snapshot (`Sync`) and, for
+        // `is_terminated`, `F::is_terminated` through `&F` when `F: Sync`
+        // allows it; the future is otherwise only touched through `&mut`.
+        unsafe impl<F: Sync> Sync for WithContext<F> {}
 
         // Only the future is pinned.
         impl<F: Unpin> Unpin for WithContext<F> {}
@@ -677,7 +685,7 @@ mod imp {
                 // type is `Unpin` only if `F` is (above).
                 unsafe {
                     let this = self.get_unchecked_mut();
-                    (&this.snapshot, Pin::new_unchecked(&mut this.future))
+                    (&this.snapshot, Pin::new_unchecked(this.future.get_mut()))
                 }
             }
         }
@@ -697,7 +705,10 @@ mod imp {
 
         impl<F: FusedFuture> FusedFuture for WithContext<F> {
             fn is_terminated(&self) -> bool {
-                self.future.as_ref().is_none_or(F::is_terminated)
+                // SAFETY: `&self`: nobody accesses the future mutably. The
+                // reference is `F`'s own `is_terminated` receiver: a fused
+                // future answers it by its own means.
+                unsafe { (*self.future.get()).as_ref() }.is_none_or(F::is_terminated)
             }
         }
 

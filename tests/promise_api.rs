@@ -179,3 +179,52 @@ fn catch_panics_turns_a_panicking_executor_into_a_rejection() {
     let mut p = DeferredPromise::<u8, ()>::resolved(3).catch_panics();
     assert_eq!(block_on(Pin::new(&mut p)).unwrap(), 3);
 }
+
+/// Issue 26: `catch_panics` after a settlement keeps the first settlement,
+/// as in JS (`new Promise((res) => { res(123); throw e })` stays resolved
+/// with 123). On c9d10e1 the value was lost: `Err(Caught::Panicked(..))`.
+#[test]
+fn catch_panics_after_a_settlement_keeps_the_first_settlement() {
+    use deferral::PromiseCell;
+    use deferral::promise::Caught;
+    let p = DeferredPromise::<u8, PromiseError<()>>::new(|res| {
+        res.resolve(123).unwrap();
+        panic!("thrown after resolving");
+    })
+    .catch_panics();
+    assert_eq!(block_on(p).unwrap(), 123);
+    // A rejection followed by a panic: the rejection stands.
+    let p = DeferredPromise::<u8, PromiseError<&str>>::new(|res| {
+        res.reject("no").unwrap();
+        panic!("thrown after rejecting");
+    })
+    .catch_panics();
+    assert!(matches!(
+        block_on(p),
+        Err(Caught::Rejected(PromiseError::Rejected("no")))
+    ));
+    // The same with the resolvers that may leave their executor.
+    let p = DeferredPromise::<u8, PromiseError<()>>::detached(|res| {
+        res.resolve(7).unwrap();
+        panic!("late");
+    })
+    .catch_panics();
+    assert_eq!(block_on(p).unwrap(), 7);
+    static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+    let p = CELL
+        .lazy(|res| {
+            res.resolve(9).unwrap();
+            panic!("late");
+        })
+        .unwrap()
+        .catch_panics();
+    assert_eq!(block_on(p).unwrap(), 9);
+    assert!(CELL.is_free());
+    // A panic before any settlement is still the rejection.
+    let p = CELL
+        .lazy(|_res| -> () { panic!("early") })
+        .unwrap()
+        .catch_panics();
+    assert!(matches!(block_on(p), Err(Caught::Panicked(ref p)) if p.message() == Some("early")));
+    assert!(CELL.is_free());
+}
