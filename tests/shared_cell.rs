@@ -353,3 +353,63 @@ fn is_send_and_sync_and_unpin() {
     unpin::<deferral::promise::SharedWait<'static, String, (), 4>>();
     unpin::<deferral::promise::SharedWaitRef<'static, String, (), 4>>();
 }
+
+/// Issue 21 finding 8: a panicking `clone` of the settlement must leave the
+/// waiter able to hand the value out on its next poll (the value is latched
+/// in the cell). On c9d10e1 the waiter was marked done before the clone, so
+/// the next poll panicked "polled after completion".
+#[test]
+fn finding_8_a_panicking_clone_leaves_the_waiter_able_to_finish() {
+    use futures::future::FusedFuture;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    static FAIL: AtomicBool = AtomicBool::new(true);
+    #[derive(Debug, PartialEq)]
+    struct Flaky(u8);
+    impl Clone for Flaky {
+        fn clone(&self) -> Self {
+            if FAIL.swap(false, SeqCst) {
+                panic!("clone fails once");
+            }
+            Flaky(self.0)
+        }
+    }
+    static CELL: SharedCell<Flaky, (), 1> = SharedCell::new();
+    let mut w = Box::pin(CELL.wait().unwrap());
+    CELL.resolve(Flaky(7)).map_err(drop).unwrap();
+    let counter = WakeCounter::new();
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        support::poll_once(w.as_mut(), &counter)
+    }));
+    assert!(first.is_err(), "the clone panicked");
+    assert!(!w.is_terminated());
+    assert_eq!(
+        support::poll_once(w.as_mut(), &counter),
+        Poll::Ready(Ok(Flaky(7)))
+    );
+    assert!(w.is_terminated());
+}
+
+/// Issue 21 finding 9: `reset` after a waiter was passed to `mem::forget`
+/// (its slot still claimed, its waker still registered) must not fire a
+/// debug assertion from safe code; it empties the cell, drops the leftover
+/// waker, and the cell works again. On c9d10e1: "no waiter can be alive".
+#[test]
+fn finding_9_reset_after_a_forgotten_waiter() {
+    let mut cell = SharedCell::<u8, (), 2>::new();
+    let counter = WakeCounter::new();
+    let mut w = Box::pin(cell.wait().unwrap());
+    assert!(support::poll_once(w.as_mut(), &counter).is_pending());
+    std::mem::forget(w);
+    cell.resolve(1).unwrap();
+    assert_eq!(cell.reset(), Some(Ok(1)));
+    assert_eq!(
+        counter.live(),
+        0,
+        "the forgotten waiter's waker was dropped"
+    );
+    assert_eq!(cell.waiters(), 0);
+    let (a, b) = (cell.wait().unwrap(), cell.wait().unwrap());
+    cell.resolve(2).unwrap();
+    assert_eq!(block_on(a), Ok(2));
+    assert_eq!(block_on(b), Ok(2));
+}

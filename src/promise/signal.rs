@@ -40,9 +40,9 @@
 //! and no party ever waits for another: lock-free, and safe in an
 //! interrupt handler. Foreign code (`wake`, a waker's `clone`/`drop`, a
 //! replaced value's `drop`) runs only after the state word is consistent,
-//! and never between taking a value and handing it out (a finished
-//! waiter's waker stays registered until replaced or woken once,
-//! spuriously).
+//! and never between taking a value and handing it out: the waiter drops
+//! its registered waker *before* it takes the value, so a panicking waker
+//! destructor leaves the value in the cell for the next poll.
 
 use core::fmt;
 use core::future::Future;
@@ -376,10 +376,7 @@ impl<T, E> SignalCell<T, E> {
         })
     }
 
-    /// The waiter gives its claim back. Its registered waker stays in the
-    /// `AtomicWaker` (the next registration replaces it, a settlement
-    /// wakes it once, spuriously): no foreign code runs here, so nothing
-    /// can panic between taking a value and handing it out.
+    /// The waiter gives its claim back (its waker was taken out before).
     fn release_waiter(&self) {
         // ORDERING: `Release` ends our accesses to the `AtomicWaker` before
         // the next waiter's `Acquire` claim.
@@ -440,21 +437,27 @@ impl<T, E> Future for SignalWait<'_, T, E> {
             panic!("`SignalWait` polled after completion");
         }
         let cell = self.cell;
-        let outcome = match cell.try_take() {
-            Some(outcome) => outcome,
-            None => {
-                cell.waker.register(cx.waker());
-                match cell.try_take() {
-                    Some(outcome) => outcome,
-                    None => return Poll::Pending,
+        loop {
+            if cell.is_signaled() {
+                // Our registration must not outlive the wait. Its drop is
+                // foreign code and may panic: it runs while the value is
+                // still in the cell and we still hold the claim, so a panic
+                // here only means the next poll takes the value.
+                drop(cell.waker.take());
+                if let Some(outcome) = cell.try_take() {
+                    // No foreign code from the take to the return.
+                    self.done = true;
+                    cell.release_waiter();
+                    return Poll::Ready(outcome);
                 }
+                // Somebody else's `try_take` got it: wait for the next one.
             }
-        };
-        // No foreign code from the take to the return: the value cannot be
-        // lost to a panic.
-        self.done = true;
-        cell.release_waiter();
-        Poll::Ready(outcome)
+            // Publish the waker, then re-check.
+            cell.waker.register(cx.waker());
+            if !cell.is_signaled() {
+                return Poll::Pending;
+            }
+        }
     }
 }
 
@@ -467,7 +470,11 @@ impl<T, E> FusedFuture for SignalWait<'_, T, E> {
 impl<T, E> Drop for SignalWait<'_, T, E> {
     fn drop(&mut self) {
         if !self.done {
+            // The waker out, the claim given back, then the waker dropped
+            // (foreign code, with the state consistent).
+            let waker = self.cell.waker.take();
             self.cell.release_waiter();
+            drop(waker);
         }
     }
 }
