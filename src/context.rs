@@ -514,6 +514,16 @@ mod imp {
         }
 
         impl Snapshot {
+            /// `true` when running inside this snapshot changes nothing
+            /// now: it is empty and no non-empty snapshot was ever made
+            /// current (so the current one is empty too). The inline fast
+            /// path of promises created and polled where no context
+            /// variable was ever set.
+            #[inline(always)]
+            pub(crate) fn runs_as_is(&self) -> bool {
+                self.is_empty() && never_entered()
+            }
+
             /// The current snapshot of this thread: O(1) (an `Arc` clone),
             /// nothing at all when no variable is set.
             ///

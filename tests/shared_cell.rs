@@ -397,8 +397,8 @@ fn finding_8_a_panicking_clone_leaves_the_waiter_able_to_finish() {
 fn finding_9_reset_after_a_forgotten_waiter() {
     let mut cell = SharedCell::<u8, (), 2>::new();
     let counter = WakeCounter::new();
-    let mut w = Box::pin(cell.wait().unwrap());
-    assert!(support::poll_once(w.as_mut(), &counter).is_pending());
+    let mut w = cell.wait().unwrap();
+    assert!(support::poll_once(Pin::new(&mut w), &counter).is_pending());
     std::mem::forget(w);
     cell.resolve(1).unwrap();
     assert_eq!(cell.reset(), Some(Ok(1)));

@@ -187,7 +187,7 @@ macro_rules! x64 {
     };
 }
 
-fn source_ours() -> DeferredPromise<u32, ()> {
+fn source_ours() -> DeferredPromise<u32, (), deferral::promise::Ready<u32, ()>> {
     DeferredPromise::resolved(black_box(1))
 }
 
@@ -207,6 +207,25 @@ pub fn then_ours_8() {
 
 pub fn then_ours_64() {
     let p = x64!(source_ours(), deferred_then, |v| Ok::<u32, ()>(v + 1));
+    assert_eq!(black_box(block(p)), Ok(65));
+}
+
+/// The same chain on a boxed promise, `p = p.deferred_then(..)` in a loop
+/// (one heap node per link, settled by the iterative driver).
+pub fn then_boxed_64() {
+    let mut p: DeferredPromise<u32, ()> = source_ours().boxed();
+    for _ in 0..64 {
+        p = p.deferred_then(|v| Ok(v + 1));
+    }
+    assert_eq!(black_box(block(p)), Ok(65));
+}
+
+/// The boxed baseline: `futures`' boxed `map_ok`, `p = p.map_ok(..).boxed()`.
+pub fn then_map_ok_boxed_64() {
+    let mut p: futures::future::BoxFuture<'static, Result<u32, ()>> = source_futures().boxed();
+    for _ in 0..64 {
+        p = p.map_ok(|v| v + 1).boxed();
+    }
     assert_eq!(black_box(block(p)), Ok(65));
 }
 
@@ -246,7 +265,7 @@ pub fn then_and_then_64() {
 
 // ------------------------------------------------------ signal-style cell
 
-static SIGNAL_CELL: PromiseCell<u32, ()> = PromiseCell::new();
+static SIGNAL_CELL: deferral::promise::SignalCell<u32, ()> = deferral::promise::SignalCell::new();
 
 /// `CELL.wait()` then the "interrupt" settles the cell itself.
 pub fn signal_cell() {

@@ -11,7 +11,7 @@ use super::error::{CellBusy, PromiseError};
 use super::executor::ExecutorReturn;
 #[cfg(not(feature = "std"))]
 use super::inner::ContextSlot;
-use super::inner::{PromiseFuture, sealed::Sealed};
+use super::inner::{PromiseFuture, in_context, sealed::Sealed};
 use super::resolver::Resolver;
 use super::slot::{RawSlot, SlotFuture};
 use super::state::PromiseState;
@@ -273,7 +273,7 @@ impl<'a, X, T, E, D> CellExecutor<'a, X, T, E, D> {
         let this = unsafe { self.get_unchecked_mut() };
         let (promise, context) = (&mut this.promise, &this.context);
         let drive = &mut this.drive;
-        context.run(|| {
+        in_context(context, || {
             if let Some(executor) = this.executor.take() {
                 let (&slot, generation) = promise.inner.parts();
                 // If the executor panics, the resolver it got is dropped by

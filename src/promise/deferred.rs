@@ -22,7 +22,7 @@ use super::error::PromiseError;
 use super::executor::LocalExecutorReturn;
 #[cfg(not(feature = "std"))]
 use super::inner::ContextSlot;
-use super::inner::{Erased, PromiseFuture, sealed::Sealed};
+use super::inner::{Erased, PromiseFuture, in_context, sealed::Sealed};
 use super::resolver::Resolver;
 use super::state::{Progress, PromiseState};
 use crate::context::Captured;
@@ -423,7 +423,7 @@ impl<X, T, E> Executor<X, T, E> {
             polled_after_completion();
         };
         let mut slot = None;
-        let panic = self.context.run(|| {
+        let panic = in_context(&self.context, || {
             if catch {
                 crate::panic::catch(|| drop(executor(Resolver::local(&mut slot)))).err()
             } else {
@@ -516,7 +516,7 @@ where
         // `Unstarted` is not pinned: it is moved out to be called.
         let this = unsafe { self.get_unchecked_mut() };
         let state = &mut this.state;
-        this.context.run(|| {
+        in_context(&this.context, || {
             if let LazyState::Unstarted(_) = state {
                 // If `make` panics, the state is `Done`; the wrapper never
                 // polls again.

@@ -10,7 +10,7 @@ use super::error::PromiseError;
 use super::executor::ExecutorReturn;
 #[cfg(not(feature = "std"))]
 use super::inner::ContextSlot;
-use super::inner::{PromiseFuture, sealed::Sealed};
+use super::inner::{PromiseFuture, in_context, sealed::Sealed};
 use super::resolver::Resolver;
 use super::slot::{RawSlot, SlotFuture};
 use super::state::{Progress, PromiseState};
@@ -96,7 +96,7 @@ impl<X, T: 'static, E: 'static, D> Detached<X, T, E, D> {
         let this = unsafe { self.get_unchecked_mut() };
         let (promise, context, drive) = (&mut this.promise, &this.context, &mut this.drive);
         let executor = &mut this.executor;
-        context.run(|| {
+        in_context(context, || {
             if let Some(executor) = executor.take() {
                 let slot = Arc::new(RawSlot::new());
                 let generation = match slot.reserve() {

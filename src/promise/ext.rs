@@ -19,7 +19,7 @@ use pin_project::pin_project;
 use super::deferred::{DeferredPromise, polled_after_completion, unreachable_state};
 #[cfg(not(feature = "std"))]
 use super::inner::ContextSlot;
-use super::inner::{PromiseFuture, sealed::Sealed};
+use super::inner::{PromiseFuture, context_is_inert, sealed::Sealed};
 use crate::context::Captured;
 
 /// What a handler may return: a value (`Ok`/`Err`, or `()`), or a future to
@@ -264,12 +264,13 @@ impl<T, E, F: Future<Output = Result<T, E>>> PromiseExt<T, E> for F {}
 // ------------------------------------------------------------------ chain
 
 /// One combinator's state: the source and the handler, then the reaction.
-#[pin_project(project = ChainProj, project_replace = ChainReplace)]
+#[pin_project(project = ChainProj)]
 enum Chain<P, H, F> {
     First {
         #[pin]
         source: P,
-        handler: H,
+        /// Taken when the source settles (never pinned).
+        handler: Option<H>,
     },
     Second {
         #[pin]
@@ -290,7 +291,10 @@ impl<P, H, F> Linked<P, H, F> {
     #[inline(always)]
     fn new(source: P, handler: H) -> Self {
         Linked {
-            chain: Chain::First { source, handler },
+            chain: Chain::First {
+                source,
+                handler: Some(handler),
+            },
             context: Captured::capture(),
         }
     }
@@ -316,32 +320,64 @@ impl<P, H, F> Linked<P, H, F> {
         // pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
-        let mut chain = unsafe { Pin::new_unchecked(&mut this.chain) };
-        this.context.run(|| {
-            if let ChainProj::First { source, .. } = chain.as_mut().project() {
-                let input = core::task::ready!(source.poll(cx));
-                // The settled source is dropped (in place), then the handler
-                // runs; if it panics the chain is `Empty`.
-                let ChainReplace::First { handler, .. } =
-                    chain.as_mut().project_replace(Chain::Empty)
-                else {
-                    unreachable_state();
-                };
-                match step(handler, input) {
-                    Next::Done(output) => return Poll::Ready(output),
-                    Next::Follow(reaction) => chain.set(Chain::Second { reaction }),
-                }
-            }
-            match chain.as_mut().project() {
-                ChainProj::Second { reaction } => {
-                    let output = core::task::ready!(reaction.poll(cx));
-                    chain.set(Chain::Empty);
-                    Poll::Ready(output)
-                }
-                _ => polled_after_completion(),
-            }
-        })
+        let chain = unsafe { Pin::new_unchecked(&mut this.chain) };
+        // Inline when no context variable was ever set; no closure on the
+        // fast path, so that a chain's links inline into each other.
+        if context_is_inert(&this.context) {
+            Self::drive(chain, cx, step)
+        } else {
+            slow_context(&this.context, || Self::drive(chain, cx, step))
+        }
     }
+
+    /// The state machine (see `poll_with`).
+    #[inline(always)]
+    fn drive<O>(
+        mut chain: Pin<&mut Chain<P, H, F>>,
+        cx: &mut Context<'_>,
+        step: impl FnOnce(H, P::Output) -> Next<F, O>,
+    ) -> Poll<O>
+    where
+        P: Future,
+        F: Future<Output = O>,
+    {
+        if let ChainProj::First { source, handler } = chain.as_mut().project() {
+            let input = core::task::ready!(source.poll(cx));
+            let Some(handler) = handler.take() else {
+                unreachable_state();
+            };
+            // The settled source is dropped (in place), then the handler
+            // runs; if it panics the chain is `Empty`.
+            chain.set(Chain::Empty);
+            match step(handler, input) {
+                Next::Done(output) => return Poll::Ready(output),
+                Next::Follow(reaction) => chain.set(Chain::Second { reaction }),
+            }
+        }
+        match chain.as_mut().project() {
+            ChainProj::Second { reaction } => {
+                let output = core::task::ready!(reaction.poll(cx));
+                chain.set(Chain::Empty);
+                Poll::Ready(output)
+            }
+            _ => polled_after_completion(),
+        }
+    }
+}
+
+/// The context's slow path (a context variable was set somewhere): run
+/// `f` inside the snapshot.
+#[cfg(feature = "std")]
+#[inline(always)]
+fn slow_context<R>(context: &Captured, f: impl FnOnce() -> R) -> R {
+    super::inner::run_in(context, f)
+}
+
+/// Without `std` the context is inert: never called.
+#[cfg(not(feature = "std"))]
+#[inline(always)]
+fn slow_context<R>(_context: &Captured, f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 macro_rules! combinator {

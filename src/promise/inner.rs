@@ -65,6 +65,49 @@ impl ContextSlot for () {
     }
 }
 
+/// Calls `f` inside `context`: inline when that changes nothing (no context
+/// variable was ever set: one load and a branch), through
+/// [`Snapshot::run`](crate::Snapshot::run) otherwise.
+#[inline(always)]
+pub(crate) fn in_context<R>(context: &crate::context::Captured, f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "std")]
+    {
+        if context.runs_as_is() {
+            f()
+        } else {
+            run_in(context, f)
+        }
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let () = context;
+        f()
+    }
+}
+
+/// `true` when running inside `context` changes nothing now (see
+/// [`in_context`]); always without `std`.
+#[inline(always)]
+pub(crate) fn context_is_inert(context: &crate::context::Captured) -> bool {
+    #[cfg(feature = "std")]
+    {
+        context.runs_as_is()
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let () = context;
+        true
+    }
+}
+
+/// The slow path of [`in_context`], out of line.
+#[cfg(feature = "std")]
+#[cold]
+#[inline(never)]
+pub(crate) fn run_in<R>(context: &crate::Snapshot, f: impl FnOnce() -> R) -> R {
+    context.run(f)
+}
+
 pub(crate) mod sealed {
     /// Only this crate's futures are [`PromiseFuture`](super::PromiseFuture)s.
     pub trait Sealed {}

@@ -79,7 +79,9 @@ enum Target<'a, T, E> {
 /// assert_eq!(block_on(p), Ok(1));
 /// ```
 pub struct Resolver<'a, T, E> {
-    target: Target<'a, T, E>,
+    /// Dropped by hand in `Drop` (an `Arc` only for `Shared`), so that the
+    /// drop of a local or cell resolver is inline, with no drop glue call.
+    target: core::mem::ManuallyDrop<Target<'a, T, E>>,
     phase: Cell<Phase>,
 }
 
@@ -119,7 +121,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
 
     fn with(target: Target<'a, T, E>) -> Self {
         Self {
-            target,
+            target: core::mem::ManuallyDrop::new(target),
             phase: Cell::new(Phase::Live),
         }
     }
@@ -168,7 +170,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// ```
     #[inline]
     pub fn settle(&self, outcome: Result<T, E>) -> Result<(), SettleError<Result<T, E>>> {
-        let slot = match (&self.target, self.phase.get()) {
+        let slot = match (&*self.target, self.phase.get()) {
             (Target::Local(slot, _), _) => {
                 // SAFETY: the pointer comes from an exclusive borrow that
                 // lives for `'a` (see `local`), and the resolver is `!Sync`,
@@ -230,7 +232,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// assert!(resolver.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        match (&self.target, self.phase.get()) {
+        match (&*self.target, self.phase.get()) {
             (Target::Local(..), _) => false,
             (_, Phase::Released) => true,
             (Target::Cell(slot, generation), _) => slot.is_closed(*generation),
@@ -297,16 +299,32 @@ impl<T, E> Drop for Resolver<'_, T, E> {
     fn drop(&mut self) {
         // The common cases (settled; a local resolver) stay inline; only an
         // unsettled shared resolver reaches the cell.
-        if self.phase.get() != Phase::Live {
-            return;
-        }
-        match &self.target {
+        match &*self.target {
             // An empty local slot is read as "abandoned" by the promise.
             Target::Local(..) => {}
-            Target::Cell(slot, generation) => abandon(slot, *generation),
+            Target::Cell(slot, generation) => {
+                if self.phase.get() == Phase::Live {
+                    abandon(slot, *generation);
+                }
+            }
             #[cfg(feature = "alloc")]
-            Target::Shared(slot, generation) => abandon(slot, *generation),
+            Target::Shared(..) => drop_shared(self),
         }
+    }
+}
+
+/// The drop of a resolver over `Arc`-shared state: abandon if unfinished,
+/// then release the `Arc` (out of line: it may free the allocation).
+#[cfg(feature = "alloc")]
+#[inline(never)]
+fn drop_shared<T, E>(resolver: &mut Resolver<'_, T, E>) {
+    // SAFETY: called once, from `Drop`; the target is never used after.
+    let target = unsafe { core::mem::ManuallyDrop::take(&mut resolver.target) };
+    if let Target::Shared(slot, generation) = target {
+        if resolver.phase.get() == Phase::Live {
+            abandon(&slot, generation);
+        }
+        drop(slot);
     }
 }
 
@@ -321,7 +339,7 @@ fn abandon<T, E>(slot: &RawSlot<T, E>, generation: u32) {
 
 impl<T, E> fmt::Debug for Resolver<'_, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let storage = match &self.target {
+        let storage = match &*self.target {
             Target::Local(..) => "local",
             Target::Cell(..) => "cell",
             #[cfg(feature = "alloc")]
