@@ -720,11 +720,9 @@ mod shared {
         }
     }
 
-    fn counted() -> (
-        SharedPromise<DeferredPromise<Counted, (), deferral::promise::Ready<Counted, ()>>>,
-        Arc<AtomicUsize>,
-        Arc<AtomicUsize>,
-    ) {
+    type Source = DeferredPromise<Counted, (), deferral::promise::Ready<Counted, ()>>;
+
+    fn counted() -> (SharedPromise<Source>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let (value, clones, drops) = Counted::new();
         let shared = SharedPromise::new(DeferredPromise::<Counted, ()>::resolved(value));
         (shared, clones, drops)

@@ -73,7 +73,12 @@ fn combinator_accessors_while_following_a_self_borrowing_future() {
                 |v| Follow(async move { Ok::<_, ()>(self_borrowing(v).await) }),
                 |()| Follow(async { Ok(0) }),
             )
-            .deferred_finally(|| Follow(async { Ok(self_borrowing(0).await).map(drop) }))
+            .deferred_finally(|| {
+                Follow(async {
+                    let _sum = self_borrowing(0).await;
+                    Ok(())
+                })
+            })
     );
     // 1 -> 5 -> 5 -> 21
     assert_eq!(poll_with_accessors(p), Ok(21));

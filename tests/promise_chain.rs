@@ -91,8 +91,7 @@ fn a_deep_unsettled_chain_drops_without_recursion_each_capture_once() {
             }
         }
         let drops = Arc::new(AtomicUsize::new(0));
-        let mut p: DeferredPromise<u64, ()> =
-            DeferredPromise::lazy(|| std::future::pending()).boxed();
+        let mut p: DeferredPromise<u64, ()> = DeferredPromise::lazy(std::future::pending).boxed();
         for _ in 0..LINKS {
             let c = Counted(drops.clone());
             p = p.deferred_then(move |v| {

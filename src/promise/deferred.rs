@@ -69,8 +69,9 @@ const TERMINATED: u8 = 4;
 /// # Naming the type
 ///
 /// With `alloc`, `DeferredPromise<T, E>` — the third parameter left to its
-/// default — is the boxed promise ([`BoxPromise<'static, T, E>`]
-/// (crate::promise::BoxPromise)): `.boxed()` turns any promise with that
+/// default — is the boxed promise
+/// ([`BoxPromise<'static, T, E>`](crate::promise::BoxPromise)): `.boxed()`
+/// turns any promise with that
 /// output into it, so that is the type a struct field or a `Vec` stores.
 /// Without a heap, name the future: `F` is a closure's type for `new`,
 /// `lazy` and the combinators, so use a function pointer as the executor
@@ -160,6 +161,7 @@ impl<T, E, F> DeferredPromise<T, E, F> {
     /// The future, by value (boxing and wrapping move it; the promise was
     /// never pinned, since it is moved by value).
     #[inline(always)]
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
     pub(crate) fn into_parts(self) -> (F, u8) {
         (self.future.into_inner(), self.progress)
     }

@@ -51,6 +51,9 @@ impl<T: 'static, E: 'static> DeferredPromise<T, PromiseError<E>> {
     }
 }
 
+/// The promise's side of the `Arc`-shared state.
+type SharedSide<T, E> = SlotFuture<Arc<RawSlot<T, E>>, T, E>;
+
 /// The future of a [`DeferredPromise::detached`] promise: the executor,
 /// waiting for the first poll, then the promise's side of the `Arc`-shared
 /// state and whatever the executor left to drive (an
@@ -73,7 +76,7 @@ impl<T: 'static, E: 'static> DeferredPromise<T, PromiseError<E>> {
 /// ```
 pub struct Detached<X, T, E, D> {
     executor: Option<X>,
-    promise: Option<SlotFuture<Arc<RawSlot<T, E>>, T, E>>,
+    promise: Option<SharedSide<T, E>>,
     /// Structurally pinned (see `poll_inner`).
     drive: Option<D>,
     context: Captured,

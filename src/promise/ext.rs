@@ -246,6 +246,7 @@ pub trait PromiseExt<T, E>: Future<Output = Result<T, E>> + Sized {
     /// let p = DeferredPromise::<u8, &str>::rejected("boom").deferred_finally(|| ());
     /// assert_eq!(futures::executor::block_on(p), Err("boom"));
     /// ```
+    #[allow(clippy::type_complexity)]
     #[inline]
     fn deferred_finally<H, R>(
         self,

@@ -37,7 +37,9 @@
 //! [`DeferredPromise::state`]: crate::DeferredPromise::state
 
 use core::future::Future;
+#[cfg(any(feature = "std", not(feature = "alloc")))]
 use core::pin::Pin;
+#[cfg(any(feature = "std", not(feature = "alloc")))]
 use core::task::{Context, Poll};
 
 use super::state::PromiseState;
@@ -45,24 +47,17 @@ use super::state::PromiseState;
 /// Without `std` a promise keeps nothing of its creation context
 /// ([`crate::context::Captured`] is `()`): there is no current context to
 /// capture or restore. (With `std` it is a `Snapshot`, whose own `capture`
-/// and `run` are used.)
+/// is used.)
 #[cfg(not(feature = "std"))]
 pub(crate) trait ContextSlot {
     /// Captures nothing.
     fn capture() -> Self;
-    /// Calls `f`.
-    fn run<R>(&self, f: impl FnOnce() -> R) -> R;
 }
 
 #[cfg(not(feature = "std"))]
 impl ContextSlot for () {
     #[inline(always)]
     fn capture() {}
-
-    #[inline(always)]
-    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        f()
-    }
 }
 
 /// Calls `f` inside `context`: inline when that changes nothing (no context
@@ -205,6 +200,9 @@ mod no_alloc {
     use core::convert::Infallible;
     use core::marker::PhantomData;
 
+    /// What `Erased` stands for, as a type.
+    type Output<'a, T, E> = (&'a (), fn() -> Result<T, E>);
+
     /// The third parameter of a boxed `DeferredPromise` (with `alloc`).
     /// Without `alloc` nothing is boxed: the type exists (it is the default
     /// of `DeferredPromise<T, E>`) but has no value.
@@ -215,7 +213,7 @@ mod no_alloc {
     /// ```
     pub struct Erased<'a, T, E> {
         pub(super) never: Infallible,
-        pub(super) _output: PhantomData<(&'a (), fn() -> Result<T, E>)>,
+        pub(super) _output: PhantomData<Output<'a, T, E>>,
     }
 }
 #[cfg(not(feature = "alloc"))]
@@ -600,15 +598,17 @@ mod erased {
     /// Polls the chain under `root` without recursing (module docs).
     /// `Ready` once `root` keeps its settlement.
     fn drive<'a>(root: NonNull<dyn Raw + 'a>, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY (every deref below): the root is exclusively borrowed by
-        // the poll of its promise, and every node under it is owned by its
-        // parent: the driver has the only access to each, one at a time.
-        // Nodes are pinned in their `Box`es; a node is freed only by its
-        // parent (after `advance` took its settlement), never while it is on
-        // the path.
+        // Why every deref below is sound: the root is exclusively borrowed
+        // by the poll of its promise, and every node under it is owned by
+        // its parent: the driver has the only access to each, one at a
+        // time. Nodes are pinned in their `Box`es; a node is freed only by
+        // its parent (after `advance` took its settlement), never while it
+        // is on the path.
         let mut node = root;
         // The common case: a single node.
+        // SAFETY: as above.
         let Some(child) = (unsafe { node.as_ref().pending_child() }) else {
+            // SAFETY: as above.
             return unsafe { node.as_ref().advance(cx) };
         };
         let mut path = Path {
@@ -620,10 +620,12 @@ mod erased {
         node = shorten(child);
         loop {
             // Down to the deepest unfinished node.
+            // SAFETY: as above.
             while let Some(child) = unsafe { node.as_ref().pending_child() } {
                 path.push(node);
                 node = shorten(child);
             }
+            // SAFETY: as above.
             core::task::ready!(unsafe { node.as_ref().advance(cx) });
             // Settled: its parent takes the settlement at its own advance.
             match path.pop() {

@@ -246,7 +246,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     ///
     /// Return it from the executor of `DeferredPromise::detached` or
     /// [`PromiseCell::lazy`](crate::PromiseCell::lazy) and the promise
-    /// drives it ([`ExecutorReturn`](crate::ExecutorReturn)): `detached(|res|
+    /// drives it ([`ExecutorReturn`](crate::promise::ExecutorReturn)): `detached(|res|
     /// res.adopt(fetch(..)))` resolves to `fetch`'s output. Anywhere else,
     /// someone must poll the returned [`Adopt`] (await it, spawn it, or join
     /// it with other work); dropping it before it finishes drops the
