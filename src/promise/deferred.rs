@@ -240,10 +240,12 @@ impl<T, E, F: PromiseFuture<T, E>> Future for DeferredPromise<T, E, F> {
         if *progress & TERMINATED != 0 {
             polled_after_completion();
         }
-        // A panic out of `poll` leaves the promise rejected, and finished
-        // unless its future can resume (module docs of `promise::inner`).
+        // A panic out of `poll` leaves the promise rejected and finished,
+        // unless its future can resume (a cell's, whose panic came from a
+        // waker: the settlement is still in the slot); that one stays
+        // started, its state read from the cell.
         *progress = if F::RESUMES_AFTER_PANIC {
-            REJECTED
+            STARTED
         } else {
             REJECTED | TERMINATED
         };
