@@ -141,3 +141,5 @@ pub use shared::{SharedPromise, WeakSharedPromise};
 pub use shared_cell::{MAX_WAITERS, SharedCell, SharedWait, SharedWaitRef, WaitersFull};
 pub use signal::{SignalCell, SignalWait};
 pub use state::{Progress, PromiseState};
+
+pub(crate) use deferred::unreachable_state;

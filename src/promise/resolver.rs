@@ -398,10 +398,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (future, resolver) = self.project();
-        assert!(resolver.is_some(), "`Adopt` polled after completion");
+        if resolver.is_none() {
+            panic!("`Adopt` polled after completion");
+        }
         let outcome = core::task::ready!(future.poll(cx));
-        let resolver = resolver.take().expect("checked above");
-        Poll::Ready(resolver.settle(outcome))
+        match resolver.take() {
+            Some(resolver) => Poll::Ready(resolver.settle(outcome)),
+            None => panic!("`Adopt` polled after completion"),
+        }
     }
 }
 

@@ -211,7 +211,7 @@ impl<T, E> SignalCell<T, E> {
                 Err(actual) => state = actual,
             }
         };
-        let cell = &self.slots[slot as usize];
+        let cell = &self.slots[(slot & 1) as usize];
         // SAFETY: we moved the slot to `WRITING`: nobody else touches it
         // until we publish. A `FULL` slot holds a value (read out to be
         // dropped after publishing); an `EMPTY` one holds none.
@@ -301,7 +301,8 @@ impl<T, E> SignalCell<T, E> {
         };
         // SAFETY: we moved these slots from `FULL` to `READING`: they hold
         // values, and nobody else touches them until we empty them.
-        let take = |i: u32| self.slots[i as usize].with_mut(|p| unsafe { (*p).assume_init_read() });
+        let take =
+            |i: u32| self.slots[(i & 1) as usize].with_mut(|p| unsafe { (*p).assume_init_read() });
         let value = take(newest);
         let older = (full == 0b11).then(|| take(newest ^ 1));
         // `READING` is `0b11`: clearing both bits empties the slot.
@@ -391,7 +392,7 @@ impl<T, E> Drop for SignalCell<T, E> {
         for i in 0..2 {
             if status(state, i) == FULL {
                 // SAFETY: `FULL` slots hold a value nobody took; dropped once.
-                self.slots[i as usize].with_mut(|p| unsafe { (*p).assume_init_drop() });
+                self.slots[(i & 1) as usize].with_mut(|p| unsafe { (*p).assume_init_drop() });
             }
         }
     }
