@@ -514,14 +514,19 @@ mod imp {
         }
 
         impl Snapshot {
-            /// `true` when running inside this snapshot changes nothing
-            /// now: it is empty and no non-empty snapshot was ever made
-            /// current (so the current one is empty too). The inline fast
-            /// path of promises created and polled where no context
-            /// variable was ever set.
+            /// `true` when running inside this *captured* snapshot changes
+            /// nothing now: no non-empty snapshot was ever made current, so
+            /// the current one is empty, and so is every snapshot that
+            /// `capture` took (it captures the current one). The inline
+            /// fast path of promises created and polled where no context
+            /// variable was ever set: one `Relaxed` load. (Only for
+            /// snapshots from `capture`: one built with `with_value` is not
+            /// empty whatever this says.)
             #[inline(always)]
             pub(crate) fn runs_as_is(&self) -> bool {
-                self.is_empty() && never_entered()
+                let inert = never_entered();
+                debug_assert!(!inert || self.is_empty());
+                inert
             }
 
             /// The current snapshot of this thread: O(1) (an `Arc` clone),
