@@ -307,6 +307,16 @@ macro_rules! promise_groups {
                 ours "deferred_then_boxed" "boxed `deferred_then`" $crate::cases::promise::then_boxed_64,
                 theirs "map_ok_boxed" "`map_ok(..).boxed()`" $crate::cases::promise::then_map_ok_boxed_64,
             ]
+            "promise_then_boxed_512" "Boxed chain, length 512 (linearity)"
+            "As above with 512 links: the cost per link stays flat (the chain settles iteratively)."
+            [
+                ours "deferred_then_boxed" "boxed `deferred_then`" $crate::cases::promise::then_boxed::<512>,
+            ]
+            "promise_then_boxed_4096" "Boxed chain, length 4096 (linearity)"
+            "As above with 4096 links."
+            [
+                ours "deferred_then_boxed" "boxed `deferred_then`" $crate::cases::promise::then_boxed::<4096>,
+            ]
         }
     };
 }

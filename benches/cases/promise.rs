@@ -213,11 +213,16 @@ pub fn then_ours_64() {
 /// The same chain on a boxed promise, `p = p.deferred_then(..)` in a loop
 /// (one heap node per link, settled by the iterative driver).
 pub fn then_boxed_64() {
+    then_boxed::<64>();
+}
+
+/// `N` boxed links (linearity: the cost per link is flat in `N`).
+pub fn then_boxed<const N: u32>() {
     let mut p: DeferredPromise<u32, ()> = source_ours().boxed();
-    for _ in 0..64 {
+    for _ in 0..N {
         p = p.deferred_then(|v| Ok(v + 1));
     }
-    assert_eq!(black_box(block(p)), Ok(65));
+    assert_eq!(black_box(block(p)), Ok(N + 1));
 }
 
 /// The boxed baseline: `futures`' boxed `map_ok`, `p = p.map_ok(..).boxed()`.
