@@ -220,9 +220,10 @@ impl<T, E> SignalCell<T, E> {
             (*p).write(outcome);
             old
         });
-        // ORDERING: `AcqRel`: `Release` hands the written value to the
-        // reader's `Acquire` claim; `Acquire` on the re-reads for symmetry
-        // (we only change our own slot's bits and `NEWER`).
+        // ORDERING: the publishing CAS is `AcqRel`: `Release` hands the
+        // written value to the reader's `Acquire` claim. The load and the
+        // failure are `Relaxed`: from them we only recompute our own
+        // slot's bits and `NEWER`, reading nothing the word guards.
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             let published = (with_status(state, slot, FULL) & !NEWER) | (slot << 4);
