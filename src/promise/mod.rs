@@ -142,4 +142,5 @@ pub use shared_cell::{MAX_WAITERS, SharedCell, SharedWait, SharedWaitRef, Waiter
 pub use signal::{SignalCell, SignalWait};
 pub use state::{Progress, PromiseState};
 
+#[cfg(feature = "alloc")]
 pub(crate) use deferred::unreachable_state;
