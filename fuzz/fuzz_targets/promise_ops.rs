@@ -13,17 +13,17 @@
 #![no_main]
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::SeqCst};
-use std::future::Future;
 use std::task::{Context, Poll, Wake, Waker};
 
 use arbitrary::Arbitrary;
+use deferral::promise::{Progress, PromiseState, Refusal};
 use deferral::promise::{PromiseFuture, SignalCell};
 use deferral::{DeferredPromise, PromiseCell, PromiseError, PromiseExt, Resolver};
-use deferral::promise::{Progress, PromiseState, Refusal};
 use libfuzzer_sys::fuzz_target;
 
 /// Values alive right now: a lost or doubled drop shows at the end.
@@ -203,7 +203,12 @@ static SIGNAL: SignalCell<Val, u8> = SignalCell::new();
 
 /// The model of a chain: the output of `kinds` applied to `start`; `None`
 /// when a handler panics (at link `panic_at`).
-fn model_chain(start: Result<u8, u8>, kinds: &[u8], len: usize, panic_at: Option<usize>) -> Option<Result<u8, u8>> {
+fn model_chain(
+    start: Result<u8, u8>,
+    kinds: &[u8],
+    len: usize,
+    panic_at: Option<usize>,
+) -> Option<Result<u8, u8>> {
     let mut v = start;
     for i in 0..len {
         let kind = kinds.get(i % kinds.len().max(1)).copied().unwrap_or(0) % 3;
@@ -243,7 +248,14 @@ impl Capture {
 }
 
 /// Builds and runs one chain, checking it against `model_chain`.
-fn run_chain(start: Result<u8, u8>, kinds: &[u8], len: usize, boxed: bool, poll: bool, panic_at: Option<usize>) {
+fn run_chain(
+    start: Result<u8, u8>,
+    kinds: &[u8],
+    len: usize,
+    boxed: bool,
+    poll: bool,
+    panic_at: Option<usize>,
+) {
     let expected = model_chain(start, kinds, len, panic_at);
     let source = match start {
         Ok(v) => DeferredPromise::<u8, u8>::resolved(v),
@@ -262,7 +274,11 @@ fn run_chain(start: Result<u8, u8>, kinds: &[u8], len: usize, boxed: bool, poll:
                 }),
                 1 => p.deferred_catch(move |e| {
                     c.check();
-                    if e % 2 == 0 { Ok(e) } else { Err(e.wrapping_add(1)) }
+                    if e % 2 == 0 {
+                        Ok(e)
+                    } else {
+                        Err(e.wrapping_add(1))
+                    }
                 }),
                 _ => p.deferred_finally(move || c.check()),
             };
@@ -286,7 +302,11 @@ fn run_chain(start: Result<u8, u8>, kinds: &[u8], len: usize, boxed: bool, poll:
                 })),
                 1 => Box::pin(p.deferred_catch(move |e| {
                     c.check();
-                    if e % 2 == 0 { Ok(e) } else { Err(e.wrapping_add(1)) }
+                    if e % 2 == 0 {
+                        Ok(e)
+                    } else {
+                        Err(e.wrapping_add(1))
+                    }
                 })),
                 _ => Box::pin(p.deferred_finally(move || c.check())),
             };
@@ -310,7 +330,9 @@ trait TestPromise {
     fn state_of(&self) -> PromiseState;
 }
 
-impl<F: PromiseFuture<Val, PromiseError<u8>>> TestPromise for DeferredPromise<Val, PromiseError<u8>, F> {
+impl<F: PromiseFuture<Val, PromiseError<u8>>> TestPromise
+    for DeferredPromise<Val, PromiseError<u8>, F>
+{
     fn poll_it(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Out> {
         std::future::Future::poll(self, cx)
     }
@@ -441,7 +463,10 @@ impl Harness {
                 r.map_err(|e| {
                     assert_eq!(e.reason(), expected.unwrap_err());
                     let back = e.into_value();
-                    assert!(matches!(back, Ok(Val(b)) if b == v), "refused value handed back");
+                    assert!(
+                        matches!(back, Ok(Val(b)) if b == v),
+                        "refused value handed back"
+                    );
                     let _ = caught(move || drop(back));
                     e_reason(expected)
                 })
@@ -449,7 +474,10 @@ impl Harness {
             Err(v) => caught(|| r.reject(v)).map(|r| {
                 r.map_err(|e| {
                     assert_eq!(e.reason(), expected.unwrap_err());
-                    assert!(matches!(e.into_value(), Err(b) if b == v), "refused error handed back");
+                    assert!(
+                        matches!(e.into_value(), Err(b) if b == v),
+                        "refused error handed back"
+                    );
                     e_reason(expected)
                 })
             }),
@@ -664,8 +692,20 @@ fuzz_target!(|ops: Vec<Op>| {
                     drop(CELL.lazy(|_| ()).unwrap());
                 }
             }
-            Op::Chain { start, kinds, len, deep, boxed, poll, panic_at } => {
-                let len = if deep { usize::from(len) * 64 } else { usize::from(len) };
+            Op::Chain {
+                start,
+                kinds,
+                len,
+                deep,
+                boxed,
+                poll,
+                panic_at,
+            } => {
+                let len = if deep {
+                    usize::from(len) * 64
+                } else {
+                    usize::from(len)
+                };
                 run_chain(start, &kinds, len, boxed, poll, panic_at.map(usize::from));
             }
             Op::SignalSettle { value } => {
@@ -693,7 +733,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::SignalPoll { waker } => {
-                let Some(w) = signal_wait.as_mut() else { continue };
+                let Some(w) = signal_wait.as_mut() else {
+                    continue;
+                };
                 let i = usize::from(waker % 5);
                 let waker = match i {
                     0 | 1 => Waker::from(signal_wakers[i].clone()),

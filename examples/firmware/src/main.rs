@@ -32,8 +32,8 @@ use cortex_m::peripheral::SCB;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hprintln};
-use deferral::{PromiseCell, PromiseError, Resolver, ScopeBuilder, SharedCell};
 use deferral::promise::{Progress, PromiseState};
+use deferral::{PromiseCell, PromiseError, Resolver, ScopeBuilder, SharedCell};
 use embassy_executor::Spawner;
 use panic_semihosting as _; // a panic prints its message and exits with status 1
 
