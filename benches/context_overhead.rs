@@ -29,7 +29,11 @@ fn overhead(c: &mut Criterion) {
         b.iter(|| poll_ready(futures::future::lazy(|_| Ok::<u32, ()>(black_box(1)))))
     });
     g.bench_function("deferred_promise_new", |b| {
-        b.iter(|| poll_ready(DeferredPromise::<u32, ()>::new(|r| r.resolve(black_box(1)))))
+        b.iter(|| {
+            poll_ready(DeferredPromise::<u32, deferral::PromiseError<()>>::new(
+                |r| r.resolve(black_box(1)),
+            ))
+        })
     });
     g.bench_function("deferred_promise_lazy", |b| {
         b.iter(|| {
@@ -71,9 +75,11 @@ fn count(spec: &str) {
                 })));
             }
             "deferred_promise_new" => {
-                let _ = black_box(poll_ready(DeferredPromise::<u32, ()>::new(|r| {
-                    r.resolve(black_box(1))
-                })));
+                let _ = black_box(poll_ready(
+                    DeferredPromise::<u32, deferral::PromiseError<()>>::new(|r| {
+                        r.resolve(black_box(1))
+                    }),
+                ));
             }
             "deferred_promise_lazy" => {
                 let _ = black_box(poll_ready(DeferredPromise::lazy(|| {

@@ -576,9 +576,9 @@ fn sizes() -> Vec<(String, usize)> {
     let bare = async { 0u32 };
     let scope = deferral::scope(async |_d| 0u32);
     let small = ScopeBuilder::new().capacity::<64>().run(async |_d| 0u32);
-    let new = DeferredPromise::<u32, ()>::new(|r| r.resolve(1));
+    let new = DeferredPromise::<u32, deferral::PromiseError<()>>::new(|r| r.resolve(1));
     let lazy = DeferredPromise::<u32, ()>::lazy(|| core::future::ready(Ok(1)));
-    let detached = DeferredPromise::<u32, ()>::detached(drop);
+    let detached = DeferredPromise::<u32, deferral::PromiseError<()>>::detached(drop);
     static CELL: PromiseCell<u32, ()> = PromiseCell::new();
     let (cell_promise, cell_resolver) = CELL.promise().unwrap();
     let (tx, rx) = futures::channel::oneshot::channel::<u32>();
@@ -616,7 +616,7 @@ fn sizes() -> Vec<(String, usize)> {
             size_of::<DeferredPromise<u32, ()>>(),
         ),
         (
-            "`DeferredPromise::<u32, ()>::new(\\|r\\| r.resolve(1))`".to_string(),
+            "`DeferredPromise::<u32, deferral::PromiseError<()>>::new(\\|r\\| r.resolve(1))`".to_string(),
             size_of_val(&new),
         ),
         (
@@ -624,7 +624,7 @@ fn sizes() -> Vec<(String, usize)> {
             size_of_val(&lazy),
         ),
         (
-            "`DeferredPromise::<u32, ()>::detached(..)` (before the first poll)".to_string(),
+            "`DeferredPromise::<u32, deferral::PromiseError<()>>::detached(..)` (before the first poll)".to_string(),
             size_of_val(&detached),
         ),
         (

@@ -105,7 +105,7 @@ where
     F: Future<Output = T> + Send + 'static,
 {
     let spawner = spawner.clone();
-    DeferredPromise::<T, ()>::detached(move |resolver| {
+    DeferredPromise::<T, PromiseError<()>>::detached(move |resolver| {
         spawner.spawn(async move {
             let out = task.await; // not inside `resolve(..)`: `&Resolver` is not `Send`
             let _ = resolver.resolve(out); // refused only if nobody waits
@@ -128,7 +128,7 @@ fn main() {
 
             // A lazy promise: its executor runs at the first poll, and
             // hands the resolver to an OS thread (a driver, a callback...).
-            let sensor = DeferredPromise::<u32, &str>::detached(|resolver| {
+            let sensor = DeferredPromise::<u32, PromiseError<&str>>::detached(|resolver| {
                 println!("1. sensor promise started");
                 thread::spawn(move || resolver.resolve(42).unwrap());
             });

@@ -64,7 +64,7 @@ async fn promise_defer() {
     let val = Rc::new(Cell::new("123"));
 
     // const promise = Promise.defer((res) => {
-    let promise = DeferredPromise::<i32, ()>::new({
+    let promise = DeferredPromise::<i32, PromiseError<()>>::new({
         let (called, val) = (called.clone(), val.clone());
         move |res| {
             //   called = true;
@@ -100,7 +100,7 @@ async fn promise_chain() {
     let handle_the_error = |_: PromiseError<()>| Ok::<_, PromiseError<()>>(0);
     let do_one_last_thing = || println!("finally");
     // Promise.defer((res) => res(123))
-    let chain = DeferredPromise::<i32, ()>::new(|res| res.resolve(123))
+    let chain = DeferredPromise::<i32, PromiseError<()>>::new(|res| res.resolve(123))
         //    .then(doSomething)
         .deferred_then(do_something)
         //    .catch(handleTheError)
@@ -118,7 +118,7 @@ fn async_context() {
     println!("-- Promise.defer and AsyncContext");
     // const p = ac.run(123, () => Promise.defer((res) => res(ac.get())));
     let p = AC.run("123", || {
-        DeferredPromise::<&str, ()>::new(|res| res.resolve(AC.get().unwrap()))
+        DeferredPromise::<&str, PromiseError<()>>::new(|res| res.resolve(AC.get().unwrap()))
     });
     // ac.run('abc', () => {
     AC.run("abc", || {
@@ -179,7 +179,7 @@ async fn unhandled_rejection() {
     let rejected = Rc::new(Cell::new(false));
     let r = rejected.clone();
     // const deferred = Promise.defer((res, rej) => rej(new Error('boom')));
-    let deferred = DeferredPromise::<(), &str>::new(move |res| {
+    let deferred = DeferredPromise::<(), PromiseError<&str>>::new(move |res| {
         r.set(true);
         res.reject("boom")
     });

@@ -38,12 +38,13 @@
 //!
 #![cfg_attr(feature = "std", doc = "```")]
 #![cfg_attr(not(feature = "std"), doc = "```ignore")]
-//! use deferral::{ContextVar, DeferredPromise};
+//! use deferral::{ContextVar, DeferredPromise, PromiseError};
 //!
 //! static AC: ContextVar<u32> = ContextVar::new();
 //!
-//! // `ac.run(123, () => Promise.try_defer((res) => res(ac.get())))`
-//! let p = AC.run(123, || DeferredPromise::<_, ()>::new(|res| res.resolve(AC.get())));
+//! // `ac.run(123, () => Promise.defer((res) => res(ac.get())))` (the seed's
+//! // `Promise.defer`, today's TC39 `Promise.lazy` proposal)
+//! let p = AC.run(123, || DeferredPromise::<_, PromiseError<()>>::new(|res| res.resolve(AC.get())));
 //! // `ac.run('abc', () => p.then(..))`: the executor still sees 123.
 //! let seen = AC.run(456, || futures::executor::block_on(p));
 //! assert_eq!(seen, Ok(Some(123)));
@@ -513,6 +514,21 @@ mod imp {
         }
 
         impl Snapshot {
+            /// `true` when running inside this *captured* snapshot changes
+            /// nothing now: no non-empty snapshot was ever made current, so
+            /// the current one is empty, and so is every snapshot that
+            /// `capture` took (it captures the current one). The inline
+            /// fast path of promises created and polled where no context
+            /// variable was ever set: one `Relaxed` load. (Only for
+            /// snapshots from `capture`: one built with `with_value` is not
+            /// empty whatever this says.)
+            #[inline(always)]
+            pub(crate) fn runs_as_is(&self) -> bool {
+                let inert = never_entered();
+                debug_assert!(!inert || self.is_empty());
+                inert
+            }
+
             /// The current snapshot of this thread: O(1) (an `Arc` clone),
             /// nothing at all when no variable is set.
             ///
@@ -572,7 +588,7 @@ mod imp {
             pub fn wrap<F: Future>(self, future: F) -> WithContext<F> {
                 WithContext {
                     snapshot: self,
-                    future: Some(future),
+                    future: core::cell::UnsafeCell::new(Some(future)),
                 }
             }
         }
@@ -660,9 +676,17 @@ mod imp {
         pub struct WithContext<F> {
             snapshot: Snapshot,
             /// `None` only while being dropped. Structurally pinned (see
-            /// `project`).
-            future: Option<F>,
+            /// `project`). In an `UnsafeCell` so that `&WithContext` (its
+            /// `Debug`) never covers the future's bytes: a shared reference
+            /// over a pinned, self-borrowing future between two polls is
+            /// undefined behaviour under Stacked Borrows.
+            future: core::cell::UnsafeCell<Option<F>>,
         }
+
+        // SAFETY: `&WithContext` reaches only the snapshot (`Sync`) and, for
+        // `is_terminated`, `F::is_terminated` through `&F` when `F: Sync`
+        // allows it; the future is otherwise only touched through `&mut`.
+        unsafe impl<F: Sync> Sync for WithContext<F> {}
 
         // Only the future is pinned.
         impl<F: Unpin> Unpin for WithContext<F> {}
@@ -676,7 +700,7 @@ mod imp {
                 // type is `Unpin` only if `F` is (above).
                 unsafe {
                     let this = self.get_unchecked_mut();
-                    (&this.snapshot, Pin::new_unchecked(&mut this.future))
+                    (&this.snapshot, Pin::new_unchecked(this.future.get_mut()))
                 }
             }
         }
@@ -696,7 +720,10 @@ mod imp {
 
         impl<F: FusedFuture> FusedFuture for WithContext<F> {
             fn is_terminated(&self) -> bool {
-                self.future.as_ref().is_none_or(F::is_terminated)
+                // SAFETY: `&self`: nobody accesses the future mutably. The
+                // reference is `F`'s own `is_terminated` receiver: a fused
+                // future answers it by its own means.
+                unsafe { (*self.future.get()).as_ref() }.is_none_or(F::is_terminated)
             }
         }
 

@@ -27,7 +27,7 @@
 //! |---|---|
 //! | [`scope`] | [`scope`](scope()), [`scope_local`], [`Defer`], [`DeferScope`]: run a body, then its cleanup; [`Exit`], [`Outcome`], [`When`]; [`DeferStack`]; the ambient [`defer`] (`std`) |
 //! | [`cancel`] | what a cancelled scope does with async cleanup it could not run: the tokio hand-over, the program's handler, the `static` [`Reaper`](cancel::Reaper) |
-//! | [`promise`] | `DeferredPromise`, its `Resolver`, the `static` `PromiseCell` and `SharedCell`, combinators, `SharedPromise` |
+//! | [`promise`] | `DeferredPromise` and its `Resolver`, combinators, `SharedPromise`; the `static` cells: `PromiseCell` (one settlement), `SharedCell` (many waiters), `SignalCell` (interrupts: the latest settlement wins) |
 //! | [`context`] | `ContextVar` and `Snapshot`: values that follow a computation into deferred work (`alloc`) |
 //! | [`queue`] | [`TaskQueue`]: deferred work started under a concurrency limit, by priority, paused, timed and rate-limited, run inside its consumer's poll, results as a `Stream`; `Submitter` and the `static` `Inbox` feed it |
 //! | `sync` | the atomics shim (core, `portable-atomic`, loom) and `AtomicWaker` |
@@ -97,13 +97,9 @@ with_atomics! {
 
     #[cfg(feature = "alloc")]
     pub use context::{ContextVar, Snapshot};
-    pub use promise::{
-        Adopt, CellBusy, DeferredPromise, ExecutorReturn, Follow, LocalExecutorReturn, Progress,
-        PromiseCell, PromiseError, PromiseExt, PromiseState, Reaction, Refusal, Resolver, SettleError,
-        SharedCell, Source, WaitersFull,
-    };
     #[cfg(feature = "alloc")]
-    pub use promise::{SharedPromise, WeakSharedPromise};
+    pub use promise::SharedPromise;
+    pub use promise::{DeferredPromise, PromiseCell, PromiseError, PromiseExt, Resolver, SharedCell};
     pub use queue::TaskQueue;
     #[cfg(feature = "alloc")]
     pub use scope::Errors;

@@ -154,9 +154,9 @@ fn a_panicking_scope_waker_does_not_wedge_concurrent_cleanup() {
 fn a_panicking_promise_waker_still_delivers_the_value() {
     static DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut p = pin!(DeferredPromise::<u32, ()>::detached(move |r| tx
-        .send(r)
-        .unwrap()));
+    let mut p = pin!(
+        DeferredPromise::<u32, deferral::PromiseError<()>>::detached(move |r| tx.send(r).unwrap())
+    );
     let bad = panicking_waker(&DROPS);
     assert!(
         p.as_mut()
@@ -174,12 +174,16 @@ fn a_panicking_promise_waker_still_delivers_the_value() {
 #[test]
 #[cfg(feature = "alloc")]
 fn resolving_inside_the_executor_and_again_from_a_thread_is_refused() {
-    let p = DeferredPromise::<u32, ()>::detached(|r| {
+    let p = DeferredPromise::<u32, deferral::PromiseError<()>>::detached(|r| {
         r.resolve(1).unwrap();
         std::thread::spawn(move || {
             let refused = r.resolve(2).unwrap_err();
-            assert_eq!(refused.reason(), deferral::Refusal::AlreadySettled);
-            assert_eq!(refused.into_value(), 2, "the refused value is handed back");
+            assert_eq!(refused.reason(), deferral::promise::Refusal::AlreadySettled);
+            assert_eq!(
+                refused.into_value(),
+                Ok(2),
+                "the refused value is handed back"
+            );
         })
         .join()
         .unwrap();
@@ -271,8 +275,10 @@ fn forgetting_a_scope_a_promise_or_a_resolver_is_safe() {
         "the cell stays busy while a resolver is leaked"
     );
     let captured = String::from("leaked with the executor, never run");
-    std::mem::forget(DeferredPromise::<u32, ()>::new(move |r| {
-        drop(captured);
-        r.resolve(1)
-    }));
+    std::mem::forget(DeferredPromise::<u32, deferral::PromiseError<()>>::new(
+        move |r| {
+            drop(captured);
+            r.resolve(1)
+        },
+    ));
 }

@@ -10,6 +10,11 @@ use deferral::cancel::{Orphan, Reaper, ReaperBusy};
 use deferral::scope::{
     Concurrent, CutShort, Fifo, Fixed, Full, Lifo, Local, ScopeBuilder, Sendable,
 };
+use deferral::promise::{
+    CellBusy, CellPromise, PromiseState, Ready, SettleError, SignalCell, SignalWait,
+};
+#[cfg(feature = "alloc")]
+use deferral::promise::{LocalBoxPromise, WeakSharedPromise};
 use deferral::*;
 use static_assertions::{assert_impl_all as yes, assert_not_impl_any as no};
 
@@ -80,8 +85,22 @@ yes!(scope::NoScope<u8>: Send, Sync, Unpin);
 yes!(cancel::BoxCleanup: Send, Unpin);
 
 // --- DeferredPromise -------------------------------------------------------
+// A promise is `Send` exactly when its future is; `Sync` always: nothing but
+// its progress byte (and a cell's atomic state) is reachable through
+// `&DeferredPromise`, never the future or a value (as for `&DeferScope`).
+yes!(DeferredPromise<u32, (), Ready<u32, ()>>: Send, Sync, Unpin);
+no!(DeferredPromise<Rc<u32>, (), Ready<Rc<u32>, ()>>: Send);
+yes!(DeferredPromise<Rc<u32>, (), Ready<Rc<u32>, ()>>: Sync);
+yes!(DeferredPromise<u32, PromiseError<()>, CellPromise<'static, u32, ()>>: Send, Sync, Unpin);
+// The boxed promise (`alloc`): the default third parameter.
+#[cfg(feature = "alloc")]
 yes!(DeferredPromise<u32, ()>: Send, Sync, Unpin);
-no!(DeferredPromise<Rc<u32>, ()>: Send, Sync);
+#[cfg(feature = "alloc")]
+no!(DeferredPromise<Rc<u32>, ()>: Send);
+#[cfg(feature = "alloc")]
+no!(LocalBoxPromise<'static, u32, ()>: Send);
+#[cfg(feature = "alloc")]
+yes!(LocalBoxPromise<'static, u32, ()>: Sync, Unpin);
 yes!(PromiseState: Send, Sync, Unpin, Copy);
 yes!(PromiseError<u8>: Send, Sync, Unpin);
 yes!(SettleError<u8>: Send, Sync, Unpin);
@@ -93,6 +112,10 @@ yes!(PromiseCell<u32, ()>: Send, Sync);
 yes!(Resolver<'static, u32, ()>: Send);
 no!(Resolver<'static, u32, ()>: Sync);
 no!(Resolver<'static, Rc<u32>, ()>: Send);
+// The signal: a `static` shared by the task and the interrupt handler; its
+// waiter may move between threads.
+yes!(SignalCell<u32, ()>: Send, Sync);
+yes!(SignalWait<'static, u32, ()>: Send, Sync, Unpin);
 #[cfg(feature = "alloc")]
 yes!(SharedPromise<DeferredPromise<u32, ()>>: Send, Sync, Unpin, Clone);
 #[cfg(feature = "alloc")]

@@ -11,7 +11,8 @@
 
 mod support;
 
-use deferral::{PromiseCell, Refusal};
+use deferral::PromiseCell;
+use deferral::promise::Refusal;
 use support::DropCounter;
 
 type Tracked = support::drops::Tracked;

@@ -105,7 +105,7 @@ mod current {
     fn the_seed_example_sees_123_not_abc() {
         // const p = ac.run(123, () => Promise.try_defer((res) => res(ac.get())));
         let p = AC.run(Js::Num(123), || {
-            DeferredPromise::<_, ()>::new(|res| res.resolve(AC.get()))
+            DeferredPromise::<_, deferral::PromiseError<()>>::new(|res| res.resolve(AC.get()))
         });
         // ac.run('abc', () => { p.then((val) => console.log(val)); });
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -127,7 +127,7 @@ mod current {
 
     #[test]
     fn a_promise_created_in_the_empty_context_runs_in_it() {
-        let p = DeferredPromise::<_, ()>::new(|res| res.resolve(V.get()));
+        let p = DeferredPromise::<_, deferral::PromiseError<()>>::new(|res| res.resolve(V.get()));
         assert_eq!(V.run(1, || block_on(p)), Ok(None));
     }
 
@@ -365,7 +365,7 @@ mod current {
         assert_eq!(block_on(tc), Ok(3));
         assert_eq!(block_on(cell), Ok(Some(4)));
         let detached = V.run(5, || {
-            DeferredPromise::<_, ()>::detached(|r| r.resolve(V.get()))
+            DeferredPromise::<_, deferral::PromiseError<()>>::detached(|r| r.resolve(V.get()))
         });
         assert_eq!(block_on(detached), Ok(Some(5)));
     }

@@ -14,7 +14,8 @@ use std::task::{Context, Poll};
 
 #[cfg(feature = "alloc")]
 use deferral::DeferredPromise;
-use deferral::{PromiseCell, PromiseError, Refusal, Resolver};
+use deferral::promise::Refusal;
+use deferral::{PromiseCell, PromiseError, Resolver};
 use support::{Behaviour, Call, DropCounter, Hostile, WakeCounter};
 
 type Tracked = support::drops::Tracked;
@@ -136,9 +137,11 @@ type Stash<'a> = Arc<Mutex<Option<Resolver<'a, Tracked, ()>>>>;
 #[cfg(feature = "alloc")]
 fn detached<'a>(stash: &Stash<'a>) -> Pin<Box<dyn Future<Output = Out> + Send + 'a>> {
     let stash = stash.clone();
-    Box::pin(DeferredPromise::<Tracked, ()>::detached(move |r| {
-        *stash.lock().unwrap() = Some(r);
-    }))
+    Box::pin(DeferredPromise::<Tracked, PromiseError<()>>::detached(
+        move |r| {
+            *stash.lock().unwrap() = Some(r);
+        },
+    ))
 }
 
 #[test]
@@ -351,7 +354,7 @@ fn finished_resolvers_never_touch_a_reused_cell() {
     drop((settled, released)); // finished: their drops abandon nothing
     assert_eq!(
         p.state(),
-        deferral::PromiseState::Pending(deferral::Progress::Unstarted)
+        deferral::promise::PromiseState::Pending(deferral::promise::Progress::Unstarted)
     );
     fresh.resolve(drops.tracked()).map_err(drop).unwrap();
     drop(support::block_on(p));

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 
-use deferral::{DeferredPromise, PromiseCell, PromiseError, Refusal};
+use deferral::promise::Refusal;
+use deferral::{DeferredPromise, PromiseCell, PromiseError};
 use loom::thread;
 
 #[derive(Default)]
@@ -178,9 +179,11 @@ fn detached_reject_vs_poll() {
     loom::model(|| {
         let slot = Arc::new(std::sync::Mutex::new(None));
         let s = slot.clone();
-        let mut promise = Box::pin(DeferredPromise::<u32, u8>::detached(move |r| {
-            *s.lock().unwrap() = Some(r);
-        }));
+        let mut promise = Box::pin(DeferredPromise::<u32, PromiseError<u8>>::detached(
+            move |r| {
+                *s.lock().unwrap() = Some(r);
+            },
+        ));
         let (flag, w) = waker();
         assert_eq!(poll(&mut promise, &w), Poll::Pending); // runs the executor
         let resolver = slot.lock().unwrap().take().unwrap();
@@ -472,54 +475,6 @@ fn shared_woken_clone_dropped_passes_the_wake_on() {
     });
 }
 
-/// Signal-style settlement (`CELL.resolve` with no resolver) on one thread
-/// while the `wait` promise polls on the other: no lost wake-up, the value
-/// arrives once, the cell ends free.
-#[test]
-fn cell_signal_resolve_vs_poll() {
-    loom::model(|| {
-        let cell = leak_cell::<u32, ()>();
-        let mut waiting = Box::pin(cell.wait().unwrap());
-        let t = thread::spawn(move || cell.resolve(7).unwrap());
-        let (flag, w) = waker();
-        if let Poll::Ready(v) = poll(&mut waiting, &w) {
-            assert_eq!(v, Ok(7));
-            t.join().unwrap();
-        } else {
-            t.join().unwrap();
-            assert_eq!(flag.0.load(SeqCst), 1, "lost wake-up");
-            assert_eq!(poll(&mut waiting, &w), Poll::Ready(Ok(7)));
-        }
-        assert!(cell.is_free());
-    });
-}
-
-/// A signal-style settlement racing the waiter's drop (a timed-out wait):
-/// the value is dropped exactly once (by the closing waiter, or handed back
-/// to the settler), and the cell is free as soon as both are done.
-#[test]
-fn cell_signal_resolve_vs_waiter_drop() {
-    loom::model(|| {
-        let drops = Arc::new(AtomicUsize::new(0));
-        let cell = leak_cell::<Tracked, ()>();
-        let waiting = cell.wait().unwrap();
-        let d = drops.clone();
-        let t = thread::spawn(move || {
-            if let Err(refused) = cell.resolve(Tracked(d)) {
-                assert!(matches!(
-                    refused.reason(),
-                    Refusal::Closed | Refusal::NoWaiter
-                ));
-            }
-        });
-        drop(waiting);
-        t.join().unwrap();
-        assert_eq!(drops.load(SeqCst), 1);
-        assert!(cell.is_free());
-        assert!(cell.wait().is_ok(), "reusable at once");
-    });
-}
-
 fn leak_shared<T, E, const N: usize>() -> &'static deferral::SharedCell<T, E, N> {
     Box::leak(Box::new(deferral::SharedCell::new()))
 }
@@ -607,5 +562,83 @@ fn shared_cell_waker_replaced_vs_settle() {
                 assert_eq!(poll(&mut w, &new), Poll::Ready(Ok(&5)));
             }
         }
+    });
+}
+
+// ------------------------------------------------------------- SignalCell
+
+fn leak_signal<T, E>() -> &'static deferral::promise::SignalCell<T, E> {
+    Box::leak(Box::new(deferral::promise::SignalCell::new()))
+}
+
+/// The interrupt settles while the task polls its wait: no lost wake-up,
+/// the value arrives exactly once.
+#[test]
+fn signal_settle_vs_wait() {
+    loom::model(|| {
+        let cell = leak_signal::<u32, ()>();
+        let mut wait = cell.wait().unwrap();
+        let t = thread::spawn(move || cell.resolve(7).unwrap());
+        let (flag, w) = waker();
+        let first = poll(&mut wait, &w);
+        t.join().unwrap();
+        match first {
+            Poll::Ready(v) => assert_eq!(v, Ok(7)),
+            Poll::Pending => {
+                assert_eq!(flag.0.load(SeqCst), 1, "lost wake-up");
+                assert_eq!(poll(&mut wait, &w), Poll::Ready(Ok(7)));
+            }
+        }
+        assert!(!cell.is_signaled());
+    });
+}
+
+/// Two settlers (an interrupt pre-empting another) while the task takes:
+/// every value is taken, replaced or refused (`Busy`) — dropped exactly
+/// once — and the latest survives until taken.
+#[test]
+fn signal_two_settlers_vs_take() {
+    loom::model(|| {
+        let cell = leak_signal::<Tracked, ()>();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let settler = |d: Arc<AtomicUsize>| {
+            thread::spawn(move || {
+                if let Err(refused) = cell.resolve(Tracked(d)) {
+                    assert_eq!(refused.reason(), Refusal::Busy);
+                }
+            })
+        };
+        let a = settler(drops.clone());
+        let b = settler(drops.clone());
+        let taken = cell.try_take();
+        a.join().unwrap();
+        b.join().unwrap();
+        drop(taken);
+        cell.reset();
+        assert_eq!(drops.load(SeqCst), 2, "each value dropped exactly once");
+        assert!(!cell.is_signaled());
+    });
+}
+
+/// A settlement racing a timed-out (dropped) waiter: the value stays for the
+/// next wait, the waiter's waker is not kept, the claim is free.
+#[test]
+fn signal_settle_vs_waiter_drop() {
+    loom::model(|| {
+        let cell = leak_signal::<Tracked, ()>();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut wait = cell.wait().unwrap();
+        let (_flag, w) = waker();
+        assert!(poll(&mut wait, &w).is_pending());
+        let d = drops.clone();
+        let t = thread::spawn(move || cell.resolve(Tracked(d)).map_err(drop).unwrap());
+        drop(wait);
+        t.join().unwrap();
+        let mut next = cell.wait().unwrap();
+        let (_flag, w) = waker();
+        let got = poll(&mut next, &w);
+        assert!(matches!(got, Poll::Ready(Ok(_))), "kept for the next wait");
+        drop(got);
+        assert_eq!(drops.load(SeqCst), 1);
     });
 }

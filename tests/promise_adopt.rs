@@ -26,7 +26,7 @@ fn detached_adopt_resolves_to_the_adopted_value() {
         *r.lock().unwrap() = true;
         Ok::<_, io::Error>(200)
     };
-    let p = DeferredPromise::<u32, io::Error>::detached(|res| res.adopt(fetch));
+    let p = DeferredPromise::<u32, PromiseError<io::Error>>::detached(|res| res.adopt(fetch));
     assert!(!*ran.lock().unwrap(), "lazy: nothing ran yet");
     assert_eq!(block_on(p).unwrap(), 200);
     assert!(*ran.lock().unwrap());
@@ -35,7 +35,8 @@ fn detached_adopt_resolves_to_the_adopted_value() {
 #[cfg(feature = "alloc")]
 #[test]
 fn detached_adopt_of_a_rejection_rejects() {
-    let p = DeferredPromise::<u32, &str>::detached(|res| res.adopt(async { Err("404") }));
+    let p =
+        DeferredPromise::<u32, PromiseError<&str>>::detached(|res| res.adopt(async { Err("404") }));
     assert_eq!(block_on(p), Err(PromiseError::Rejected("404")));
 }
 
@@ -82,12 +83,12 @@ fn dropping_a_promise_mid_adoption_frees_everything() {
 #[cfg(feature = "alloc")]
 #[test]
 fn executor_return_shapes() {
-    let unit = DeferredPromise::<u8, ()>::detached(|res| {
+    let unit = DeferredPromise::<u8, PromiseError<()>>::detached(|res| {
         res.resolve(1).unwrap();
     });
-    let result = DeferredPromise::<u8, ()>::detached(|res| res.resolve(2));
-    let rejected = DeferredPromise::<u8, ()>::detached(|res| res.reject(()));
-    let settled = DeferredPromise::<u8, ()>::new(|res| res.settle(Ok(4)));
+    let result = DeferredPromise::<u8, PromiseError<()>>::detached(|res| res.resolve(2));
+    let rejected = DeferredPromise::<u8, PromiseError<()>>::detached(|res| res.reject(()));
+    let settled = DeferredPromise::<u8, PromiseError<()>>::new(|res| res.settle(Ok(4)));
     assert_eq!(block_on(unit), Ok(1));
     assert_eq!(block_on(result), Ok(2));
     assert_eq!(block_on(rejected), Err(PromiseError::Rejected(())));

@@ -26,15 +26,17 @@ fn executor_settled_promise_does_not_allocate() {
     let waker = counter.waker();
     let mut cx = Context::from_waker(&waker);
     assert_no_alloc(|| {
-        let mut p = pin!(DeferredPromise::<u32, ()>::new(|r| r.resolve(7)));
+        let mut p = pin!(DeferredPromise::<u32, PromiseError<()>>::new(
+            |r| r.resolve(7)
+        ));
         assert_eq!(p.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
-        let mut abandoned = pin!(DeferredPromise::<u32, ()>::new(|_| ()));
+        let mut abandoned = pin!(DeferredPromise::<u32, PromiseError<()>>::new(|_| ()));
         assert_eq!(
             abandoned.as_mut().poll(&mut cx),
             Poll::Ready(Err(PromiseError::Abandoned))
         );
         let mut chain = pin!(
-            DeferredPromise::<u32, ()>::new(|r| r.resolve(1))
+            DeferredPromise::<u32, PromiseError<()>>::new(|r| r.resolve(1))
                 .deferred_then(|v| Ok(v + 1))
                 .deferred_catch(|_| Ok::<u32, ()>(0))
                 .deferred_finally(|| ())
@@ -71,7 +73,7 @@ fn detached_promise_allocates_its_shared_state_once_at_first_poll() {
     let waker = counter.waker();
     let mut cx = Context::from_waker(&waker);
     let (mut p, created) =
-        count_allocations(|| Box::pin(DeferredPromise::<u32, ()>::detached(drop)));
+        count_allocations(|| Box::pin(DeferredPromise::<u32, PromiseError<()>>::detached(drop)));
     assert_eq!(created, 1, "only the Box of this test");
     let (_, polled) = count_allocations(|| {
         assert_eq!(

@@ -8,7 +8,8 @@ mod support;
 use std::io;
 use std::pin::Pin;
 
-use deferral::{DeferredPromise, PromiseError, PromiseExt, PromiseState};
+use deferral::promise::PromiseState;
+use deferral::{DeferredPromise, PromiseError, PromiseExt};
 use support::{WakeCounter, block_on};
 
 // ------------------------------------------------------------------ errors
@@ -16,18 +17,18 @@ use support::{WakeCounter, block_on};
 #[test]
 fn question_mark_into_io_error() {
     async fn read() -> io::Result<u32> {
-        let n = DeferredPromise::<u32, io::Error>::new(|r| r.resolve(5)).await?;
+        let n = DeferredPromise::<u32, PromiseError<io::Error>>::new(|r| r.resolve(5)).await?;
         Ok(n)
     }
     async fn rejected() -> io::Result<u32> {
-        DeferredPromise::<u32, io::Error>::new(|r| {
+        DeferredPromise::<u32, PromiseError<io::Error>>::new(|r| {
             r.reject(io::Error::new(io::ErrorKind::TimedOut, "slow"))
         })
         .await?;
         unreachable!()
     }
     async fn abandoned() -> io::Result<u32> {
-        DeferredPromise::<u32, io::ErrorKind>::new(|r| drop(r)).await?;
+        DeferredPromise::<u32, PromiseError<io::ErrorKind>>::new(|r| drop(r)).await?;
         unreachable!()
     }
     assert_eq!(block_on(read()).unwrap(), 5);
@@ -55,7 +56,7 @@ impl From<PromiseError<MyErr>> for MyErr {
 #[test]
 fn question_mark_into_the_users_own_error() {
     async fn run(settle: u8) -> Result<u8, MyErr> {
-        let v = DeferredPromise::<u8, MyErr>::new(move |r| match settle {
+        let v = DeferredPromise::<u8, PromiseError<MyErr>>::new(move |r| match settle {
             0 => drop(r),
             1 => drop(r.reject(MyErr::Device(3))),
             _ => drop(r.resolve(9)),
@@ -71,7 +72,7 @@ fn question_mark_into_the_users_own_error() {
 #[test]
 fn question_mark_into_a_boxed_error() {
     async fn run() -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(DeferredPromise::<u8, io::Error>::new(|r| drop(r)).await?)
+        Ok(DeferredPromise::<u8, PromiseError<io::Error>>::new(|r| drop(r)).await?)
     }
     assert!(
         block_on(run())
@@ -94,7 +95,7 @@ fn a_promise_in_a_struct_field_and_promises_of_different_closures_in_a_vec() {
     };
     assert_eq!(
         c.pending.state(),
-        PromiseState::Pending(deferral::Progress::Unstarted)
+        PromiseState::Pending(deferral::promise::Progress::Unstarted)
     );
     let all = vec![
         c.pending,
@@ -128,7 +129,9 @@ fn boxed_promises_are_send_unpin_fused() {
 /// promise is then finished (polling again panics with a clear message).
 #[test]
 fn panicking_executor_propagates_by_default() {
-    let mut p = Box::pin(DeferredPromise::<u8, ()>::new(|_r| panic!("executor bug")));
+    let mut p = Box::pin(DeferredPromise::<u8, PromiseError<()>>::new(|_r| {
+        panic!("executor bug")
+    }));
     let w = WakeCounter::new();
     let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         support::poll_once(p.as_mut(), &w)
@@ -148,14 +151,16 @@ fn panicking_executor_propagates_by_default() {
 #[test]
 fn catch_panics_turns_a_panicking_executor_into_a_rejection() {
     use deferral::promise::Caught;
-    let p = DeferredPromise::<u8, ()>::new(|_r| panic!("executor bug")).catch_panics();
+    let p =
+        DeferredPromise::<u8, PromiseError<()>>::new(|_r| panic!("executor bug")).catch_panics();
     match block_on(p) {
         Err(Caught::Panicked(panic)) => assert_eq!(panic.message(), Some("executor bug")),
         other => panic!("{other:?}"),
     }
     // A detached executor that panicked after handing its resolver out:
     // the resolver is dropped by the unwinding (abandon), the panic wins.
-    let p = DeferredPromise::<u8, ()>::detached(|_r| -> () { panic!("late") }).catch_panics();
+    let p = DeferredPromise::<u8, PromiseError<()>>::detached(|_r| -> () { panic!("late") })
+        .catch_panics();
     assert!(matches!(block_on(p), Err(Caught::Panicked(_))));
     // A panicking handler in a chain, and a panicking followed future.
     let p = DeferredPromise::<u8, ()>::resolved(1)
@@ -166,11 +171,60 @@ fn catch_panics_turns_a_panicking_executor_into_a_rejection() {
         .catch_panics();
     assert!(matches!(block_on(p), Err(Caught::Panicked(ref p)) if p.message() == Some("future")));
     // Values and rejections pass through.
-    let p = DeferredPromise::<u8, &str>::new(|r| r.reject("no")).catch_panics();
+    let p = DeferredPromise::<u8, PromiseError<&str>>::new(|r| r.reject("no")).catch_panics();
     assert!(matches!(
         block_on(p),
         Err(Caught::Rejected(PromiseError::Rejected("no")))
     ));
     let mut p = DeferredPromise::<u8, ()>::resolved(3).catch_panics();
     assert_eq!(block_on(Pin::new(&mut p)).unwrap(), 3);
+}
+
+/// Issue 26: `catch_panics` after a settlement keeps the first settlement,
+/// as in JS (`new Promise((res) => { res(123); throw e })` stays resolved
+/// with 123). On c9d10e1 the value was lost: `Err(Caught::Panicked(..))`.
+#[test]
+fn catch_panics_after_a_settlement_keeps_the_first_settlement() {
+    use deferral::PromiseCell;
+    use deferral::promise::Caught;
+    let p = DeferredPromise::<u8, PromiseError<()>>::new(|res| {
+        res.resolve(123).unwrap();
+        panic!("thrown after resolving");
+    })
+    .catch_panics();
+    assert_eq!(block_on(p).unwrap(), 123);
+    // A rejection followed by a panic: the rejection stands.
+    let p = DeferredPromise::<u8, PromiseError<&str>>::new(|res| {
+        res.reject("no").unwrap();
+        panic!("thrown after rejecting");
+    })
+    .catch_panics();
+    assert!(matches!(
+        block_on(p),
+        Err(Caught::Rejected(PromiseError::Rejected("no")))
+    ));
+    // The same with the resolvers that may leave their executor.
+    let p = DeferredPromise::<u8, PromiseError<()>>::detached(|res| {
+        res.resolve(7).unwrap();
+        panic!("late");
+    })
+    .catch_panics();
+    assert_eq!(block_on(p).unwrap(), 7);
+    static CELL: PromiseCell<u8, ()> = PromiseCell::new();
+    let p = CELL
+        .lazy(|res| {
+            res.resolve(9).unwrap();
+            panic!("late");
+        })
+        .unwrap()
+        .catch_panics();
+    assert_eq!(block_on(p).unwrap(), 9);
+    assert!(CELL.is_free());
+    // A panic before any settlement is still the rejection.
+    let p = CELL
+        .lazy(|_res| -> () { panic!("early") })
+        .unwrap()
+        .catch_panics();
+    assert!(matches!(block_on(p), Err(Caught::Panicked(ref p)) if p.message() == Some("early")));
+    assert!(CELL.is_free());
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
-use deferral::{Refusal, SharedCell, WaitersFull};
+use deferral::SharedCell;
+use deferral::promise::{Refusal, WaitersFull};
 use support::{Behaviour, WakeCounter, block_on};
 #[cfg(feature = "std")]
 use support::{Call, Hostile};
@@ -152,7 +153,7 @@ fn first_settlement_wins_and_refusals_hand_the_value_back() {
     let refused = cell.resolve("v".into()).unwrap_err();
     assert_eq!(
         (refused.reason(), refused.into_value()),
-        (Refusal::AlreadySettled, "v".to_string())
+        (Refusal::AlreadySettled, Ok("v".to_string()))
     );
     assert_eq!(cell.get(), Some(Err(&"e1".to_string())));
     assert_eq!(block_on(cell.wait().unwrap()), Err("e1".to_string()));
@@ -351,4 +352,64 @@ fn is_send_and_sync_and_unpin() {
     send_sync::<deferral::promise::SharedWait<'static, String, (), 4>>();
     unpin::<deferral::promise::SharedWait<'static, String, (), 4>>();
     unpin::<deferral::promise::SharedWaitRef<'static, String, (), 4>>();
+}
+
+/// Issue 21 finding 8: a panicking `clone` of the settlement must leave the
+/// waiter able to hand the value out on its next poll (the value is latched
+/// in the cell). On c9d10e1 the waiter was marked done before the clone, so
+/// the next poll panicked "polled after completion".
+#[test]
+fn finding_8_a_panicking_clone_leaves_the_waiter_able_to_finish() {
+    use futures::future::FusedFuture;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    static FAIL: AtomicBool = AtomicBool::new(true);
+    #[derive(Debug, PartialEq)]
+    struct Flaky(u8);
+    impl Clone for Flaky {
+        fn clone(&self) -> Self {
+            if FAIL.swap(false, SeqCst) {
+                panic!("clone fails once");
+            }
+            Flaky(self.0)
+        }
+    }
+    static CELL: SharedCell<Flaky, (), 1> = SharedCell::new();
+    let mut w = Box::pin(CELL.wait().unwrap());
+    CELL.resolve(Flaky(7)).map_err(drop).unwrap();
+    let counter = WakeCounter::new();
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        support::poll_once(w.as_mut(), &counter)
+    }));
+    assert!(first.is_err(), "the clone panicked");
+    assert!(!w.is_terminated());
+    assert_eq!(
+        support::poll_once(w.as_mut(), &counter),
+        Poll::Ready(Ok(Flaky(7)))
+    );
+    assert!(w.is_terminated());
+}
+
+/// Issue 21 finding 9: `reset` after a waiter was passed to `mem::forget`
+/// (its slot still claimed, its waker still registered) must not fire a
+/// debug assertion from safe code; it empties the cell, drops the leftover
+/// waker, and the cell works again. On c9d10e1: "no waiter can be alive".
+#[test]
+fn finding_9_reset_after_a_forgotten_waiter() {
+    let mut cell = SharedCell::<u8, (), 2>::new();
+    let counter = WakeCounter::new();
+    let mut w = cell.wait().unwrap();
+    assert!(support::poll_once(Pin::new(&mut w), &counter).is_pending());
+    std::mem::forget(w);
+    cell.resolve(1).unwrap();
+    assert_eq!(cell.reset(), Some(Ok(1)));
+    assert_eq!(
+        counter.live(),
+        0,
+        "the forgotten waiter's waker was dropped"
+    );
+    assert_eq!(cell.waiters(), 0);
+    let (a, b) = (cell.wait().unwrap(), cell.wait().unwrap());
+    cell.resolve(2).unwrap();
+    assert_eq!(block_on(a), Ok(2));
+    assert_eq!(block_on(b), Ok(2));
 }

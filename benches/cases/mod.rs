@@ -274,6 +274,12 @@ macro_rules! promise_groups {
                 ours "shared_promise" "`deferral::SharedPromise`" $crate::cases::promise::shared_ours::<64>,
                 theirs "futures_shared" "`futures::future::Shared`" $crate::cases::promise::shared_futures::<64>,
             ]
+            "promise_shared_1000" "Shared promise, 1000 waiters"
+            "As above with 1000 clones (issue 26 target: at most 1.5× `futures::future::Shared`)."
+            [
+                ours "shared_promise" "`deferral::SharedPromise`" $crate::cases::promise::shared_ours::<1000>,
+                theirs "futures_shared" "`futures::future::Shared`" $crate::cases::promise::shared_futures::<1000>,
+            ]
             "promise_then_1" "deferred_then chain, length 1"
             "A settled `u32` source followed by one `+ 1` handler, built then polled to completion: `DeferredPromise::resolved(..).deferred_then(\\|v\\| Ok(v + 1))` vs `futures::future::ready(Ok(..))` with `TryFutureExt::map_ok` and with `and_then(\\|v\\| ready(Ok(v + 1)))`."
             [
@@ -294,6 +300,22 @@ macro_rules! promise_groups {
                 ours "deferred_then" "`deferred_then`" $crate::cases::promise::then_ours_64,
                 theirs "map_ok" "`TryFutureExt::map_ok`" $crate::cases::promise::then_map_ok_64,
                 theirs "and_then" "`TryFutureExt::and_then`" $crate::cases::promise::then_and_then_64,
+            ]
+            "promise_then_boxed_64" "Boxed chain, length 64, built in a loop"
+            "`p = p.deferred_then(\\|v\\| Ok(v + 1))` on a boxed `DeferredPromise<u32, ()>` (one heap node per link, settled without recursion) vs `futures`' `p = p.map_ok(..).boxed()`."
+            [
+                ours "deferred_then_boxed" "boxed `deferred_then`" $crate::cases::promise::then_boxed_64,
+                theirs "map_ok_boxed" "`map_ok(..).boxed()`" $crate::cases::promise::then_map_ok_boxed_64,
+            ]
+            "promise_then_boxed_512" "Boxed chain, length 512 (linearity)"
+            "As above with 512 links: the cost per link stays flat (the chain settles iteratively)."
+            [
+                ours "deferred_then_boxed" "boxed `deferred_then`" $crate::cases::promise::then_boxed::<512>,
+            ]
+            "promise_then_boxed_4096" "Boxed chain, length 4096 (linearity)"
+            "As above with 4096 links."
+            [
+                ours "deferred_then_boxed" "boxed `deferred_then`" $crate::cases::promise::then_boxed::<4096>,
             ]
         }
     };

@@ -18,9 +18,9 @@ use super::{block, poll_once};
 // --------------------------------------------------------- in the executor
 
 pub fn in_executor_new() {
-    black_box(block(DeferredPromise::<u32, ()>::new(|r| {
-        r.resolve(black_box(7))
-    })))
+    black_box(block(
+        DeferredPromise::<u32, deferral::PromiseError<()>>::new(|r| r.resolve(black_box(7))),
+    ))
     .unwrap();
 }
 
@@ -59,7 +59,8 @@ fn pending_settle_ready<F, T: PartialEq + core::fmt::Debug>(
 
 pub fn escaping_detached() {
     let slot: Cell<Option<Resolver<'static, u32, ()>>> = Cell::new(None);
-    let promise = pin!(DeferredPromise::<u32, ()>::detached(|r| slot.set(Some(r))));
+    let promise =
+        pin!(DeferredPromise::<u32, deferral::PromiseError<()>>::detached(|r| slot.set(Some(r))));
     pending_settle_ready(
         promise,
         || slot.take().unwrap().resolve(black_box(7)).unwrap(),
@@ -186,7 +187,7 @@ macro_rules! x64 {
     };
 }
 
-fn source_ours() -> DeferredPromise<u32, ()> {
+fn source_ours() -> DeferredPromise<u32, (), deferral::promise::Ready<u32, ()>> {
     DeferredPromise::resolved(black_box(1))
 }
 
@@ -206,6 +207,30 @@ pub fn then_ours_8() {
 
 pub fn then_ours_64() {
     let p = x64!(source_ours(), deferred_then, |v| Ok::<u32, ()>(v + 1));
+    assert_eq!(black_box(block(p)), Ok(65));
+}
+
+/// The same chain on a boxed promise, `p = p.deferred_then(..)` in a loop
+/// (one heap node per link, settled by the iterative driver).
+pub fn then_boxed_64() {
+    then_boxed::<64>();
+}
+
+/// `N` boxed links (linearity: the cost per link is flat in `N`).
+pub fn then_boxed<const N: u32>() {
+    let mut p: DeferredPromise<u32, ()> = source_ours().boxed();
+    for _ in 0..N {
+        p = p.deferred_then(|v| Ok(v + 1));
+    }
+    assert_eq!(black_box(block(p)), Ok(N + 1));
+}
+
+/// The boxed baseline: `futures`' boxed `map_ok`, `p = p.map_ok(..).boxed()`.
+pub fn then_map_ok_boxed_64() {
+    let mut p: futures::future::BoxFuture<'static, Result<u32, ()>> = source_futures().boxed();
+    for _ in 0..64 {
+        p = p.map_ok(|v| v + 1).boxed();
+    }
     assert_eq!(black_box(block(p)), Ok(65));
 }
 
@@ -245,7 +270,7 @@ pub fn then_and_then_64() {
 
 // ------------------------------------------------------ signal-style cell
 
-static SIGNAL_CELL: PromiseCell<u32, ()> = PromiseCell::new();
+static SIGNAL_CELL: deferral::promise::SignalCell<u32, ()> = deferral::promise::SignalCell::new();
 
 /// `CELL.wait()` then the "interrupt" settles the cell itself.
 pub fn signal_cell() {

@@ -13,6 +13,7 @@
 #![no_main]
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,9 +21,9 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Wake, Waker};
 
 use arbitrary::Arbitrary;
-use deferral::{
-    DeferredPromise, Progress, PromiseCell, PromiseError, PromiseState, Refusal, Resolver, Source,
-};
+use deferral::promise::{Progress, PromiseState, Refusal};
+use deferral::promise::{PromiseFuture, SignalCell};
+use deferral::{DeferredPromise, PromiseCell, PromiseError, PromiseExt, Resolver};
 use libfuzzer_sys::fuzz_target;
 
 /// Values alive right now: a lost or doubled drop shows at the end.
@@ -171,6 +172,154 @@ enum Op {
     Churn {
         times: u8,
     },
+    /// A chain of `deferred_then`/`deferred_catch`/`deferred_finally`
+    /// links (`kinds`, cycled, `len × 64` links when `deep`) on a resolved
+    /// or rejected source, unboxed (up to 8 links) or boxed (any length,
+    /// settled without recursion), polled to the end or dropped unpolled;
+    /// every handler captures a value (dropped exactly once) and one may
+    /// panic.
+    Chain {
+        start: Result<u8, u8>,
+        kinds: Vec<u8>,
+        len: u8,
+        deep: bool,
+        boxed: bool,
+        poll: bool,
+        panic_at: Option<u8>,
+    },
+    /// `SignalCell`: settle (latest wins), take, wait (poll / drop).
+    SignalSettle {
+        value: Result<u8, u8>,
+    },
+    SignalTake,
+    SignalWait,
+    SignalPoll {
+        waker: u8,
+    },
+    SignalDropWait,
+}
+
+static SIGNAL: SignalCell<Val, u8> = SignalCell::new();
+
+/// The model of a chain: the output of `kinds` applied to `start`; `None`
+/// when a handler panics (at link `panic_at`).
+fn model_chain(
+    start: Result<u8, u8>,
+    kinds: &[u8],
+    len: usize,
+    panic_at: Option<usize>,
+) -> Option<Result<u8, u8>> {
+    let mut v = start;
+    for i in 0..len {
+        let kind = kinds.get(i % kinds.len().max(1)).copied().unwrap_or(0) % 3;
+        let runs = match kind {
+            0 => v.is_ok(),
+            1 => v.is_err(),
+            _ => true,
+        };
+        if runs && panic_at == Some(i) {
+            return None;
+        }
+        v = match (kind, v) {
+            (0, Ok(x)) => Ok(x.wrapping_add(1)),
+            (1, Err(e)) => {
+                if e % 2 == 0 {
+                    Ok(e)
+                } else {
+                    Err(e.wrapping_add(1))
+                }
+            }
+            (_, v) => v,
+        };
+    }
+    Some(v)
+}
+
+/// A handler's captured value (counted in `LIVE`: dropped exactly once)
+/// and the panic plan.
+struct Capture(#[allow(dead_code)] Val, bool);
+
+impl Capture {
+    fn check(&self) {
+        if self.1 {
+            panic!("hostile waker: planned handler panic");
+        }
+    }
+}
+
+/// Builds and runs one chain, checking it against `model_chain`.
+fn run_chain(
+    start: Result<u8, u8>,
+    kinds: &[u8],
+    len: usize,
+    boxed: bool,
+    poll: bool,
+    panic_at: Option<usize>,
+) {
+    let expected = model_chain(start, kinds, len, panic_at);
+    let source = match start {
+        Ok(v) => DeferredPromise::<u8, u8>::resolved(v),
+        Err(e) => DeferredPromise::<u8, u8>::rejected(e),
+    };
+    let kind = |i: usize| kinds.get(i % kinds.len().max(1)).copied().unwrap_or(0) % 3;
+    let cap = |i: usize| Capture(Val::new((i % 200) as u8), panic_at == Some(i));
+    let out = if boxed {
+        let mut p: DeferredPromise<u8, u8> = source.boxed();
+        for i in 0..len {
+            let c = cap(i);
+            p = match kind(i) {
+                0 => p.deferred_then(move |x| {
+                    c.check();
+                    Ok(x.wrapping_add(1))
+                }),
+                1 => p.deferred_catch(move |e| {
+                    c.check();
+                    if e % 2 == 0 {
+                        Ok(e)
+                    } else {
+                        Err(e.wrapping_add(1))
+                    }
+                }),
+                _ => p.deferred_finally(move || c.check()),
+            };
+        }
+        if !poll {
+            drop(p);
+            return;
+        }
+        caught(move || futures::executor::block_on(p))
+    } else {
+        // Unboxed: a fixed shape of up to 8 links (each a distinct type).
+        let len = len.min(8);
+        let expected_short = model_chain(start, kinds, len, panic_at);
+        let mut p: futures::future::LocalBoxFuture<'static, Result<u8, u8>> = Box::pin(source);
+        for i in 0..len {
+            let c = cap(i);
+            p = match kind(i) {
+                0 => Box::pin(p.deferred_then(move |x| {
+                    c.check();
+                    Ok(x.wrapping_add(1))
+                })),
+                1 => Box::pin(p.deferred_catch(move |e| {
+                    c.check();
+                    if e % 2 == 0 {
+                        Ok(e)
+                    } else {
+                        Err(e.wrapping_add(1))
+                    }
+                })),
+                _ => Box::pin(p.deferred_finally(move || c.check())),
+            };
+        }
+        if !poll {
+            drop(p);
+            return;
+        }
+        let got = caught(move || futures::executor::block_on(p));
+        assert_eq!(got, expected_short, "unboxed chain vs model");
+        return;
+    };
+    assert_eq!(out, expected, "boxed chain vs model");
 }
 
 type Out = Result<Val, PromiseError<u8>>;
@@ -181,7 +330,9 @@ trait TestPromise {
     fn state_of(&self) -> PromiseState;
 }
 
-impl<S: Source<Val, PromiseError<u8>>> TestPromise for DeferredPromise<Val, PromiseError<u8>, S> {
+impl<F: PromiseFuture<Val, PromiseError<u8>>> TestPromise
+    for DeferredPromise<Val, PromiseError<u8>, F>
+{
     fn poll_it(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Out> {
         std::future::Future::poll(self, cx)
     }
@@ -312,7 +463,10 @@ impl Harness {
                 r.map_err(|e| {
                     assert_eq!(e.reason(), expected.unwrap_err());
                     let back = e.into_value();
-                    assert_eq!(back.0, v, "refused value handed back");
+                    assert!(
+                        matches!(back, Ok(Val(b)) if b == v),
+                        "refused value handed back"
+                    );
                     let _ = caught(move || drop(back));
                     e_reason(expected)
                 })
@@ -320,7 +474,10 @@ impl Harness {
             Err(v) => caught(|| r.reject(v)).map(|r| {
                 r.map_err(|e| {
                     assert_eq!(e.reason(), expected.unwrap_err());
-                    assert_eq!(e.into_value(), v, "refused error handed back");
+                    assert!(
+                        matches!(e.into_value(), Err(b) if b == v),
+                        "refused error handed back"
+                    );
                     e_reason(expected)
                 })
             }),
@@ -381,6 +538,10 @@ fuzz_target!(|ops: Vec<Op>| {
         chaos: false,
         delivered: Rc::new(RefCell::new(None)),
     };
+    let mut signal_model: Option<Result<u8, u8>> = None;
+    let mut signal_wait: Option<Pin<Box<deferral::promise::SignalWait<'static, Val, u8>>>> = None;
+    // The signal's own wakers: the harness's counted ones model the pair.
+    let signal_wakers: [Arc<Count>; 2] = [Arc::default(), Arc::default()];
     for op in ops.into_iter().take(96) {
         match op {
             Op::Create { lazy } => {
@@ -431,7 +592,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 }
                 let slot = h.delivered.clone();
-                let p = DeferredPromise::<Val, u8>::detached(move |r| {
+                let p = DeferredPromise::<Val, PromiseError<u8>>::detached(move |r| {
                     *slot.borrow_mut() = Some(r);
                 });
                 let id = h.gens.len();
@@ -531,6 +692,76 @@ fuzz_target!(|ops: Vec<Op>| {
                     drop(CELL.lazy(|_| ()).unwrap());
                 }
             }
+            Op::Chain {
+                start,
+                kinds,
+                len,
+                deep,
+                boxed,
+                poll,
+                panic_at,
+            } => {
+                let len = if deep {
+                    usize::from(len) * 64
+                } else {
+                    usize::from(len)
+                };
+                run_chain(start, &kinds, len, boxed, poll, panic_at.map(usize::from));
+            }
+            Op::SignalSettle { value } => {
+                let v = match value {
+                    Ok(v) => Ok(Val::new(v % PANICKY)),
+                    Err(e) => Err(e),
+                };
+                // Single-threaded: never `Busy`. A replaced value is dropped
+                // by the settler; the wake may be a hostile waker's.
+                match caught(|| SIGNAL.settle(v)) {
+                    Some(r) => assert!(r.is_ok(), "a single-threaded settle is never refused"),
+                    None => h.chaos = true,
+                }
+                signal_model = Some(value.map(|v| v % PANICKY));
+            }
+            Op::SignalTake => {
+                let got = SIGNAL.try_take().map(|r| r.map(|Val(v)| v));
+                assert_eq!(got, signal_model.take(), "try_take vs model");
+            }
+            Op::SignalWait => {
+                let made = SIGNAL.wait();
+                assert_eq!(made.is_err(), signal_wait.is_some(), "one waiter at a time");
+                if let Ok(w) = made {
+                    signal_wait = Some(Box::pin(w));
+                }
+            }
+            Op::SignalPoll { waker } => {
+                let Some(w) = signal_wait.as_mut() else {
+                    continue;
+                };
+                let i = usize::from(waker % 5);
+                let waker = match i {
+                    0 | 1 => Waker::from(signal_wakers[i].clone()),
+                    _ => {
+                        h.chaos = true;
+                        hostile_waker(&h.hostile[i - 2])
+                    }
+                };
+                let poll = caught(|| w.as_mut().poll(&mut Context::from_waker(&waker)));
+                let _ = caught(move || drop(waker));
+                match poll {
+                    Some(Poll::Ready(out)) => {
+                        let got = out.map(|Val(v)| v);
+                        assert_eq!(Some(got), signal_model.take(), "wait vs model");
+                        signal_wait = None;
+                    }
+                    Some(Poll::Pending) => assert!(signal_model.is_none(), "pending with a value"),
+                    // A hostile waker panicked: the value, if any, is still in the cell.
+                    None => assert_eq!(SIGNAL.is_signaled(), signal_model.is_some()),
+                }
+            }
+            Op::SignalDropWait => {
+                if let Some(w) = signal_wait.take() {
+                    let _ = caught(move || drop(w));
+                }
+            }
         }
         h.check();
     }
@@ -542,6 +773,10 @@ fuzz_target!(|ops: Vec<Op>| {
     for (r, _) in h.resolvers.drain(..) {
         let _ = caught(move || drop(r));
     }
+    if let Some(w) = signal_wait.take() {
+        let _ = caught(move || drop(w));
+    }
+    SIGNAL.reset();
     let delivered = h.delivered.borrow_mut().take();
     let _ = caught(move || drop(delivered));
     assert!(CELL.is_free(), "cell busy after every pair was dropped");

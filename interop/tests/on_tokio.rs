@@ -19,7 +19,7 @@ fn works_on_tokio_multi_thread() {
     let rounds = if cfg!(miri) { 2 } else { 100 };
     rt.block_on(async {
         for i in 0..rounds {
-            let p = DeferredPromise::<u32, ()>::detached(move |r| {
+            let p = DeferredPromise::<u32, deferral::PromiseError<()>>::detached(move |r| {
                 tokio::spawn(async move { r.resolve(i).unwrap() });
             })
             .deferred_then(|v| Ok(v + 1));
@@ -35,7 +35,7 @@ fn detached_resolver_spawned_on_tokio() {
         .build()
         .unwrap();
     let out = rt.block_on(async {
-        DeferredPromise::<u32, ()>::detached(|res| {
+        DeferredPromise::<u32, deferral::PromiseError<()>>::detached(|res| {
             tokio::spawn(async move { res.resolve(1) });
         })
         .await

@@ -7,26 +7,26 @@ use std::string::String;
 
 use core::fmt;
 use core::future::Future;
-use core::panic::AssertUnwindSafe;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use futures_core::future::FusedFuture;
+use super::deferred::DeferredPromise;
+use super::inner::{PromiseFuture, sealed::Sealed};
 
-/// The error of a [`catch_panics`](crate::PromiseExt::catch_panics)
+/// The error of a [`catch_panics`](crate::DeferredPromise::catch_panics)
 /// promise: the promise's own error, or the panic that unwound out of its
 /// poll (the JS executor's `throw`, turned into a rejection).
 ///
 /// ```
 /// use deferral::promise::Caught;
-/// use deferral::{DeferredPromise, PromiseError, PromiseExt};
+/// use deferral::{DeferredPromise, PromiseError};
 ///
-/// let p = DeferredPromise::<u8, ()>::new(|_res| panic!("sensor on fire")).catch_panics();
+/// let p = DeferredPromise::<u8, PromiseError<()>>::new(|_res| panic!("sensor on fire")).catch_panics();
 /// match futures::executor::block_on(p) {
 ///     Err(Caught::Panicked(panic)) => assert_eq!(panic.message(), Some("sensor on fire")),
 ///     other => panic!("{other:?}"),
 /// }
-/// let p = DeferredPromise::<u8, &str>::new(|res| res.reject("no")).catch_panics();
+/// let p = DeferredPromise::<u8, PromiseError<&str>>::new(|res| res.reject("no")).catch_panics();
 /// assert!(matches!(
 ///     futures::executor::block_on(p),
 ///     Err(Caught::Rejected(PromiseError::Rejected("no")))
@@ -62,7 +62,7 @@ impl<E: std::error::Error + 'static> std::error::Error for Caught<E> {
 ///
 /// ```
 /// use deferral::promise::Caught;
-/// use deferral::{DeferredPromise, PromiseExt};
+/// use deferral::DeferredPromise;
 ///
 /// let p = DeferredPromise::<u8, ()>::lazy(|| async { panic!("{}", 42) }).catch_panics();
 /// let Err(Caught::Panicked(panic)) = futures::executor::block_on(p) else { unreachable!() };
@@ -76,8 +76,8 @@ impl Panic {
     ///
     /// ```
     /// # use deferral::promise::Caught;
-    /// # use deferral::{DeferredPromise, PromiseExt};
-    /// let p = DeferredPromise::<u8, ()>::new(|_| panic!("boom")).catch_panics();
+    /// # use deferral::{DeferredPromise, PromiseError};
+    /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|_| panic!("boom")).catch_panics();
     /// let Err(Caught::Panicked(panic)) = futures::executor::block_on(p) else { unreachable!() };
     /// assert_eq!(panic.message(), Some("boom"));
     /// ```
@@ -92,8 +92,8 @@ impl Panic {
     ///
     /// ```
     /// # use deferral::promise::Caught;
-    /// # use deferral::{DeferredPromise, PromiseExt};
-    /// let p = DeferredPromise::<u8, ()>::new(|_| std::panic::panic_any(7u32)).catch_panics();
+    /// # use deferral::{DeferredPromise, PromiseError};
+    /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|_| std::panic::panic_any(7u32)).catch_panics();
     /// let Err(Caught::Panicked(panic)) = futures::executor::block_on(p) else { unreachable!() };
     /// assert_eq!(panic.into_payload().downcast_ref::<u32>(), Some(&7));
     /// ```
@@ -117,71 +117,87 @@ impl fmt::Display for Panic {
     }
 }
 
-/// A future that turns a panic unwinding out of its inner future's `poll`
-/// into `Err(Caught::Panicked(..))`; made by
-/// [`PromiseExt::catch_panics`](crate::PromiseExt::catch_panics). After a
-/// caught panic the inner future is never polled again (only dropped).
+impl<T, E, F: PromiseFuture<T, E>> DeferredPromise<T, E, F> {
+    /// With `std`: a panic unwinding out of this promise's poll — its
+    /// executor, a handler, the future it follows — becomes
+    /// `Err(Caught::Panicked(..))` instead of unwinding through the
+    /// caller's `poll`, as a throwing JS executor rejects its promise. And
+    /// as in JS, a panic *after* the promise was settled (`res.resolve(v);
+    /// panic!()`) is ignored: the first settlement stands. Opt in per
+    /// promise; without it panics propagate (see "Panics" on
+    /// [`DeferredPromise`]).
+    ///
+    /// ```
+    /// use deferral::promise::Caught;
+    /// use deferral::{DeferredPromise, PromiseError, PromiseExt};
+    ///
+    /// let p = DeferredPromise::<u8, ()>::resolved(1)
+    ///     .deferred_then(|_| -> Result<u8, ()> { panic!("handler bug") })
+    ///     .catch_panics();
+    /// let out = futures::executor::block_on(p);
+    /// assert!(matches!(out, Err(Caught::Panicked(ref p)) if p.message() == Some("handler bug")));
+    ///
+    /// // Resolved, then panicked: the value stands (JS ignores a late throw).
+    /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|res| {
+    ///     res.resolve(123).unwrap();
+    ///     panic!("after resolving");
+    /// })
+    /// .catch_panics();
+    /// assert_eq!(futures::executor::block_on(p).unwrap(), 123);
+    /// ```
+    pub fn catch_panics(self) -> DeferredPromise<T, Caught<E>, CatchPanics<F>> {
+        let (inner, progress) = self.into_parts();
+        DeferredPromise::with(CatchPanics { inner }, progress)
+    }
+}
+
+/// The future of a [`catch_panics`](DeferredPromise::catch_panics) promise:
+/// the promise's own future, each poll under `catch_unwind`. After a caught
+/// panic the inner future is never polled again (only dropped).
 ///
 /// ```
-/// use deferral::{DeferredPromise, PromiseExt};
+/// use deferral::DeferredPromise;
 ///
 /// let p = DeferredPromise::<u8, ()>::resolved(1).catch_panics();
 /// assert_eq!(futures::executor::block_on(p).unwrap(), 1);
 /// ```
-#[must_use = "futures do nothing unless you .await or poll them"]
 pub struct CatchPanics<F> {
-    /// Structurally pinned (see `project`).
+    /// Structurally pinned (see `poll`).
     inner: F,
-    done: bool,
 }
 
-impl<F> CatchPanics<F> {
-    pub(crate) fn new(inner: F) -> Self {
-        Self { inner, done: false }
-    }
+impl<F: Unpin> Unpin for CatchPanics<F> {}
+impl<F> Sealed for CatchPanics<F> {}
 
-    /// The pinned inner future and the flag.
-    fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut bool) {
-        // SAFETY: `inner` is structurally pinned: it is never moved out of
-        // a pinned `CatchPanics` (no method hands it out by value, there is
-        // no `Drop` impl, the struct is not `repr(packed)`), and the
-        // auto-`Unpin` impl requires `F: Unpin`. `done` is not pinned.
-        unsafe {
-            let this = self.get_unchecked_mut();
-            (Pin::new_unchecked(&mut this.inner), &mut this.done)
+impl<T, E, F> Future for CatchPanics<F>
+where
+    F: PromiseFuture<T, E> + Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, Caught<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `inner` is structurally pinned: never moved out of a
+        // pinned `CatchPanics` (no by-value accessor, no `Drop`, not
+        // `repr(packed)`), and the type is `Unpin` only if `F` is.
+        let inner = unsafe { self.map_unchecked_mut(|this| &mut this.inner) };
+        // The promise's wrapper never polls again after `Ready`, so the
+        // inner future, which may have panicked, is only dropped after.
+        match inner.poll_catching(cx) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(out.map_err(Caught::Rejected)),
+            Err(payload) => Poll::Ready(Err(Caught::Panicked(Panic(payload)))),
         }
     }
 }
 
-impl<T, E, F: Future<Output = Result<T, E>>> Future for CatchPanics<F> {
-    type Output = Result<T, Caught<E>>;
+impl<T, E, F> PromiseFuture<T, Caught<E>> for CatchPanics<F>
+where
+    F: PromiseFuture<T, E> + Future<Output = Result<T, E>>,
+{
+    const PEEKS: bool = F::PEEKS;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (inner, done) = self.project();
-        assert!(!*done, "`CatchPanics` polled after completion");
-        // `AssertUnwindSafe`: after a caught panic the inner future is never
-        // observed again, only dropped.
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
-        let out = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(out)) => out.map_err(Caught::Rejected),
-            Err(payload) => Err(Caught::Panicked(Panic(payload))),
-        };
-        *done = true;
-        Poll::Ready(out)
-    }
-}
-
-impl<T, E, F: Future<Output = Result<T, E>>> FusedFuture for CatchPanics<F> {
-    fn is_terminated(&self) -> bool {
-        self.done
-    }
-}
-
-impl<F> fmt::Debug for CatchPanics<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CatchPanics")
-            .field("done", &self.done)
-            .finish_non_exhaustive()
+    unsafe fn peek(this: *const Self, unstarted: bool) -> super::state::PromiseState {
+        // SAFETY: as the caller guarantees; a newtype.
+        unsafe { F::peek(&raw const (*this).inner, unstarted) }
     }
 }

@@ -1,5 +1,15 @@
-//! `DeferredPromise`: the lazy promise state machine.
+//! `DeferredPromise`: the lazy promise, and the futures of its own
+//! constructors (`new`, `lazy`, `resolved`, `rejected`).
+//!
+//! A `DeferredPromise<T, E, F>` is a thin wrapper: the future `F` that does
+//! the work (one per constructor and combinator: [`Executor`], [`Lazy`],
+//! [`Ready`], the combinators, the cell and detached futures, or the boxed
+//! [`Erased`]) behind an `UnsafeCell`, and one `progress` byte beside it
+//! that `state()`, `is_terminated()` and `Debug` read — so those `&self`
+//! accessors never make a reference over a possibly self-borrowing future
+//! (see `promise::inner`).
 
+use core::cell::UnsafeCell;
 use core::fmt;
 use core::future::Future;
 use core::marker::PhantomData;
@@ -7,130 +17,66 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use futures_core::future::FusedFuture;
-use pin_project::pin_project;
 
 use super::error::PromiseError;
 use super::executor::LocalExecutorReturn;
+#[cfg(not(feature = "std"))]
+use super::inner::ContextSlot;
+use super::inner::{Erased, PromiseFuture, in_context, sealed::Sealed};
 use super::resolver::Resolver;
 use super::state::{Progress, PromiseState};
+use crate::context::Captured;
 
-mod sealed {
-    pub trait Sealed {}
+/// `progress` values: what the promise reports, and whether it finished.
+const UNSTARTED: u8 = 0;
+const STARTED: u8 = 1;
+const FULFILLED: u8 = 2;
+const REJECTED: u8 = 3;
+/// Set once the promise handed out its settlement (or its poll panicked).
+const TERMINATED: u8 = 4;
 
-    /// What a promise keeps of the context it was created in: a
-    /// [`Snapshot`](crate::Snapshot) for sources that run code (with `std`),
-    /// `()` for those that run none or without `std`.
-    pub trait ContextSlot {
-        /// Captures the current context (nothing for `()`).
-        fn capture() -> Self;
-        /// Calls `f` inside the captured context.
-        fn run<R>(&self, f: impl FnOnce() -> R) -> R;
-    }
-}
-
-pub(crate) use sealed::{ContextSlot, Sealed};
-
-impl ContextSlot for () {
-    #[inline(always)]
-    fn capture() {}
-    #[inline(always)]
-    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        f()
-    }
-}
-
-#[cfg(feature = "std")]
-impl ContextSlot for crate::Snapshot {
-    #[inline]
-    fn capture() -> Self {
-        crate::Snapshot::capture()
-    }
-    #[inline]
-    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        crate::Snapshot::run(self, f)
-    }
-}
-
-/// What a [`DeferredPromise`] holds before its first poll, and how it starts.
+/// A promise whose work runs inside its first poll, never before.
 ///
-/// Implemented by the crate's source types ([`FromExecutor`], [`FromFuture`], [`FromValue`],
-/// the cell and detached sources, the combinators); sealed. The third type
-/// parameter of `DeferredPromise<T, E, S>` is one of these.
+/// `DeferredPromise<T, E, F>` is a `Future<Output = Result<T, E>>`.
+/// Creating it runs nothing (`state()` is `Pending(Unstarted)`); the first
+/// `poll` runs the executor (or handler, or starts the future), then the
+/// promise is `Pending(Started)` until it settles (`Fulfilled` /
+/// `Rejected`). Never polled ⇒ the executor never runs and is simply
+/// dropped. Polling it again after it returned `Ready` panics with
+/// "`DeferredPromise` polled after completion";
+/// [`FusedFuture::is_terminated`] tells you when that would happen.
 ///
-/// ```
-/// use deferral::{DeferredPromise, Source};
+/// # Its error type: one rule
 ///
-/// fn unstarted<T, E, S: Source<T, E>>(p: &DeferredPromise<T, E, S>) -> bool {
-///     !p.state().is_settled()
-/// }
-/// assert!(unstarted(&DeferredPromise::<u8, ()>::new(|r| r.resolve(1))));
-/// ```
-pub trait Source<T, E>: Sealed {
-    /// The future the promise polls once started.
-    #[doc(hidden)]
-    type Running: Future<Output = Result<T, E>>;
-
-    /// What the promise keeps of its creation context: the snapshot for
-    /// sources that run code (with `std`), `()` for the others.
-    #[doc(hidden)]
-    type Context: ContextSlot;
-
-    /// Runs the executor (or whatever starts this source). Called inside the
-    /// promise's first poll, exactly once.
-    #[doc(hidden)]
-    fn start(self) -> Self::Running;
-
-    /// The state reported before the first poll.
-    #[doc(hidden)]
-    fn unstarted_state(&self) -> PromiseState {
-        PromiseState::Pending(Progress::Unstarted)
-    }
-
-    /// The state reported while running.
-    #[doc(hidden)]
-    fn running_state(_running: &Self::Running) -> PromiseState {
-        PromiseState::Pending(Progress::Started)
-    }
-}
-
-#[pin_project(project = StageProj, project_replace = StageReplace)]
-enum Stage<S, R> {
-    Unstarted(S),
-    Started(#[pin] R),
-    Done { fulfilled: bool },
-}
-
-/// A promise whose executor runs inside its first poll, never before.
+/// **`E` is what awaiting the promise can fail with.** A promise settled
+/// by a [`Resolver`] can also fail because that resolver was dropped
+/// unsettled, so its `E` is [`PromiseError<R>`](PromiseError), `R` being
+/// what the resolver rejects with; a promise that follows a value or a
+/// future keeps that error type. The turbofish names the promise's own
+/// `E`: `DeferredPromise::<u8, PromiseError<MyErr>>::new(|r| r.reject(MyErr))`
+/// is a `DeferredPromise<u8, PromiseError<MyErr>, _>`.
 ///
-/// `DeferredPromise<T, E, S>` is a `Future<Output = Result<T, E>>`. Creating
-/// it runs nothing (`state()` is `Pending(Unstarted)`); the first `poll` runs
-/// the executor, then the promise is `Pending(Started)` until it settles
-/// (`Fulfilled` / `Rejected`). Never polled ⇒ the executor never runs and is
-/// simply dropped. Polling it again after it returned `Ready` panics with
-/// "`DeferredPromise` polled after completion"; [`FusedFuture::is_terminated`]
-/// tells you when that would happen.
-///
-/// Promises settled by a [`Resolver`] can be abandoned, so their error type is
-/// [`PromiseError<E>`]; `?` on them needs `From<PromiseError<E>>` for your
-/// error. Promises that cannot be abandoned keep their own error type.
-///
-/// | constructor | `S` | output | shared state |
-/// |---|---|---|---|
-/// | [`new`](DeferredPromise::new) | [`FromExecutor`] | `Result<T, PromiseError<E>>` | none: settled inside the executor |
-/// | [`PromiseCell::promise`](crate::PromiseCell::promise) / [`lazy`](crate::PromiseCell::lazy) | [`CellPromise`](crate::promise::CellPromise) / [`CellRun`](crate::promise::CellRun) | `Result<T, PromiseError<E>>` | a `static` cell, no heap |
-/// | `detached` (`alloc`) | `FromDetached` | `Result<T, PromiseError<E>>` | `Arc` |
-/// | [`lazy`](DeferredPromise::lazy) | [`FromFuture`] | the future's `Result<T, E>` | none |
-/// | [`resolved`](DeferredPromise::resolved) / [`rejected`](DeferredPromise::rejected) | [`FromValue`] (the default) | `Result<T, E>` | none |
+/// | constructor | `F` | `E` |
+/// |---|---|---|
+/// | [`new`](DeferredPromise::new) | [`Executor`] | `PromiseError<R>` |
+/// | `detached` (`alloc`) | [`Detached`](crate::promise::Detached) | `PromiseError<R>` |
+/// | [`PromiseCell::promise`](crate::PromiseCell::promise) / [`lazy`](crate::PromiseCell::lazy) | [`CellPromise`](crate::promise::CellPromise) / [`CellExecutor`](crate::promise::CellExecutor) | `PromiseError<R>` |
+/// | [`lazy`](DeferredPromise::lazy) | [`Lazy`] | the future's |
+/// | [`resolved`](DeferredPromise::resolved) / [`rejected`](DeferredPromise::rejected) | [`Ready`] | any |
+/// | [`deferred_then`](crate::PromiseExt::deferred_then) and the other combinators | [`Then`](crate::promise::Then), ... | the source's (or the handler's) |
+/// | [`boxed`](DeferredPromise::boxed) (`alloc`) | [`Erased`] | unchanged |
 ///
 /// # Naming the type
 ///
-/// `S` is the closure's type for `new`, `lazy` and the combinators, so the
-/// full type cannot be written down. With `alloc`, box it:
-/// `field: BoxPromise<'static, T, E>` holds any promise with that output
-/// ([`boxed`](DeferredPromise::boxed), [`boxed_local`](DeferredPromise::boxed_local),
-/// [`BoxPromise`](crate::promise::BoxPromise)). Without a heap, use a
-/// function pointer as the executor (`FromExecutor<fn(Resolver<'_, T, E>)>`, see
-/// [`FromExecutor`]) or a [`PromiseCell`](crate::PromiseCell), whose promise type
+/// With `alloc`, `DeferredPromise<T, E>` — the third parameter left to its
+/// default — is the boxed promise
+/// ([`BoxPromise<'static, T, E>`](crate::promise::BoxPromise)): `.boxed()`
+/// turns any promise with that
+/// output into it, so that is the type a struct field or a `Vec` stores.
+/// Without a heap, name the future: `F` is a closure's type for `new`,
+/// `lazy` and the combinators, so use a function pointer as the executor
+/// (`Executor<fn(Resolver<'_, T, R>), T, R>`) or a
+/// [`PromiseCell`](crate::PromiseCell), whose promise type
 /// [`CellPromise`](crate::promise::CellPromise) names no closure.
 ///
 /// # Panics
@@ -143,29 +89,28 @@ enum Stage<S, R> {
 /// with "`DeferredPromise` polled after completion". A resolver dropped by
 /// the unwinding abandons its promise, so whoever else waits on it sees
 /// [`PromiseError::Abandoned`], never a hang. With `std`,
-/// [`PromiseExt::catch_panics`](crate::PromiseExt::catch_panics) opts in
-/// to the JS behaviour instead: the panic becomes
-/// `Err(Caught::Panicked(..))`, a rejection.
+/// [`catch_panics`](DeferredPromise::catch_panics) opts in to the JS
+/// behaviour instead: the panic becomes `Err(Caught::Panicked(..))`, a
+/// rejection, and a panic after a settlement leaves the settlement in
+/// place.
 ///
-/// `DeferredPromise<T, E>` names the default `S = FromValue<T, E>`. Sizes
-/// (printed by the `sizes` test in `tests/promise.rs`, x86_64):
-/// `DeferredPromise<u32, ()>` (resolved/rejected) is 12 bytes; a `new`
-/// promise with a capture-less executor is 8 bytes (the state tag and the
-/// settled `Result<u32, PromiseError<()>>`; captures add their size); a
-/// [`PromiseCell`](crate::PromiseCell) promise is 24 bytes (the cell
-/// reference, its generation, flags) with or without `defer`. With `std`,
-/// promises that run code (`new`, `lazy`, `defer`, `detached`, the
-/// combinators) also keep the context they were created in
-/// ([`Snapshot`](crate::Snapshot), one pointer): `new` is then 16 bytes and
-/// `defer` 32; `resolved`, `rejected` and `PromiseCell::promise` capture
-/// nothing.
+/// # Sizes
+///
+/// The promise is its future plus one byte (the `progress` that `state()`
+/// reads), rounded up to the future's alignment. With `std`, futures that
+/// run code (`new`, `lazy`, `detached`, `PromiseCell::lazy`, the
+/// combinators) also keep the context they were created in (a
+/// [`Snapshot`](crate::Snapshot), one pointer); `resolved`, `rejected` and
+/// `PromiseCell::promise` capture nothing. `tests/promise.rs` (`sizes`)
+/// prints them.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Progress, PromiseState};
+/// use deferral::{DeferredPromise, PromiseError};
+/// use deferral::promise::{Progress, PromiseState};
 /// use std::sync::atomic::{AtomicBool, Ordering};
 ///
 /// static CALLED: AtomicBool = AtomicBool::new(false);
-/// let promise = DeferredPromise::<u32, ()>::new(|res| {
+/// let promise = DeferredPromise::<u32, PromiseError<()>>::new(|res| {
 ///     CALLED.store(true, Ordering::SeqCst);
 ///     res.resolve(123)
 /// });
@@ -177,19 +122,169 @@ enum Stage<S, R> {
 /// assert!(CALLED.load(Ordering::SeqCst));
 /// ```
 #[must_use = "a deferred promise does nothing until it is polled (awaited)"]
-pub struct DeferredPromise<T, E, S = FromValue<T, E>>
-where
-    S: Source<T, E>,
-{
-    /// Structurally pinned (see `project`): its `Started` state.
-    stage: Stage<S, S::Running>,
-    /// The context current at creation: the executor, handlers and the
-    /// started future run inside it (see [`crate::ContextVar`]).
-    context: S::Context,
+pub struct DeferredPromise<T, E, F = Erased<'static, T, E>> {
+    /// Structurally pinned (see `project`); only `poll`, `Drop` glue and
+    /// `into_future` reach it, never a `&self` method.
+    future: UnsafeCell<F>,
+    /// One of `UNSTARTED`..`REJECTED`, with `TERMINATED` once finished.
+    progress: u8,
     _output: PhantomData<fn() -> Result<T, E>>,
 }
 
-impl<T, E> DeferredPromise<T, E> {
+// SAFETY: through `&DeferredPromise` nothing but the `progress` byte is read,
+// and `F::peek` (only for the cell-backed futures and `Erased`), which reads
+// plain fields of the future and atomics: no `&F`, no `T` or `E` is ever
+// reached. So sharing a promise between threads is sound whatever `F`,
+// `T` and `E` are (as `&DeferScope` is).
+unsafe impl<T, E, F> Sync for DeferredPromise<T, E, F> {}
+
+// Only the future is pinned: the promise is `Unpin` exactly when it is
+// (the auto impl, through `UnsafeCell<F>`).
+
+impl<T, E, F> DeferredPromise<T, E, F> {
+    /// A promise over `future`, reporting `progress` until first polled.
+    #[inline(always)]
+    pub(crate) const fn with(future: F, progress: u8) -> Self {
+        DeferredPromise {
+            future: UnsafeCell::new(future),
+            progress,
+            _output: PhantomData,
+        }
+    }
+
+    /// A promise over `future`, `Pending(Unstarted)`.
+    #[inline(always)]
+    pub(crate) const fn from_future(future: F) -> Self {
+        Self::with(future, UNSTARTED)
+    }
+
+    /// The future, by value (boxing and wrapping move it; the promise was
+    /// never pinned, since it is moved by value).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(crate) fn into_parts(self) -> (F, u8) {
+        (self.future.into_inner(), self.progress)
+    }
+
+    /// The future, for a chain link that reads its source's erased node
+    /// (`pending_child`): a plain read, while the link's driver has the
+    /// only access to the chain.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn future_ptr(&self) -> *mut F {
+        self.future.get()
+    }
+
+    /// The future, mutably (for a chain link's iterative drop).
+    #[cfg(feature = "alloc")]
+    pub(crate) fn future_mut(&mut self) -> &mut F {
+        self.future.get_mut()
+    }
+
+    /// The pinned future and the progress byte.
+    #[inline(always)]
+    fn project(self: Pin<&mut Self>) -> (Pin<&mut F>, &mut u8) {
+        // SAFETY: `future` is structurally pinned: never moved out of a
+        // pinned promise (`into_parts` takes `self` by value, so it only
+        // applies to a promise that was never pinned; there is no `Drop`
+        // impl; not `repr(packed)`), and the promise is `Unpin` only if `F`
+        // is. `progress` is not pinned.
+        unsafe {
+            let this = self.get_unchecked_mut();
+            (
+                Pin::new_unchecked(this.future.get_mut()),
+                &mut this.progress,
+            )
+        }
+    }
+
+    /// `true` once the promise handed out its settlement (or its poll
+    /// panicked): polling it again would panic.
+    #[inline]
+    fn finished(&self) -> bool {
+        self.progress & TERMINATED != 0
+    }
+}
+
+impl<T, E, F: PromiseFuture<T, E>> DeferredPromise<T, E, F> {
+    /// Where the promise is in its life. After it handed out its settlement
+    /// it keeps reporting `Fulfilled` or `Rejected`.
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, PromiseError};
+    /// use deferral::promise::{Progress, PromiseState};
+    ///
+    /// let mut p = Box::pin(DeferredPromise::<u8, PromiseError<()>>::new(|r| r.resolve(1)));
+    /// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
+    /// assert_eq!(futures::executor::block_on(p.as_mut()), Ok(1));
+    /// assert_eq!(p.state(), PromiseState::Fulfilled);
+    /// ```
+    pub fn state(&self) -> PromiseState {
+        match self.progress & !TERMINATED {
+            FULFILLED => PromiseState::Fulfilled,
+            REJECTED => PromiseState::Rejected,
+            // SAFETY: `&self`: nobody accesses the future mutably, and
+            // `peek` reads plain fields and atomics only.
+            progress if F::PEEKS => unsafe { F::peek(self.future.get(), progress == UNSTARTED) },
+            UNSTARTED => PromiseState::Pending(Progress::Unstarted),
+            _ => PromiseState::Pending(Progress::Started),
+        }
+    }
+}
+
+impl<T, E, F: PromiseFuture<T, E>> Future for DeferredPromise<T, E, F> {
+    type Output = Result<T, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let (future, progress) = self.project();
+        if *progress & TERMINATED != 0 {
+            polled_after_completion();
+        }
+        // A panic out of `poll` leaves the promise rejected and finished,
+        // unless its future can resume (a cell's, whose panic came from a
+        // waker: the settlement is still in the slot); that one stays
+        // started, its state read from the cell.
+        *progress = if F::RESUMES_AFTER_PANIC {
+            STARTED
+        } else {
+            REJECTED | TERMINATED
+        };
+        let poll = future.poll(cx);
+        *progress = match &poll {
+            Poll::Pending => STARTED,
+            Poll::Ready(Ok(_)) => FULFILLED | TERMINATED,
+            Poll::Ready(Err(_)) => REJECTED | TERMINATED,
+        };
+        poll
+    }
+}
+
+/// The one panic of a misused promise (a literal: no formatting code).
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn polled_after_completion() -> ! {
+    panic!("`DeferredPromise` polled after completion")
+}
+
+impl<T, E, F: PromiseFuture<T, E>> FusedFuture for DeferredPromise<T, E, F> {
+    fn is_terminated(&self) -> bool {
+        self.finished()
+    }
+}
+
+impl<T, E, F: PromiseFuture<T, E>> fmt::Debug for DeferredPromise<T, E, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredPromise")
+            .field("state", &self.state())
+            .field("terminated", &self.finished())
+            .finish_non_exhaustive()
+    }
+}
+
+// ------------------------------------------------------------ constructors
+
+impl<T, E> DeferredPromise<T, PromiseError<E>> {
     /// A promise whose `executor` runs at the first poll and settles it
     /// through the [`Resolver`] it receives — the JS `new Promise(executor)`,
     /// made lazy.
@@ -214,27 +309,34 @@ impl<T, E> DeferredPromise<T, E> {
     /// promise's stack slot). To settle later or from elsewhere, use
     /// `DeferredPromise::detached` (with `alloc`: a `'static`, `Send`
     /// resolver behind an `Arc`) or a [`PromiseCell`](crate::PromiseCell)
-    /// (no heap; its resolver may go to an interrupt handler, or the cell
-    /// itself is settled with [`PromiseCell::resolve`](crate::PromiseCell::resolve)).
-    /// To settle with a future's output (JS `res(fetch(..))`), use
+    /// (no heap; its resolver may go to an interrupt handler). To settle
+    /// with a future's output (JS `res(fetch(..))`), use
     /// [`lazy`](DeferredPromise::lazy): `new`'s resolver cannot `adopt`.
     ///
     /// ```
-    /// use deferral::DeferredPromise;
+    /// use deferral::{DeferredPromise, PromiseError};
     ///
-    /// let p = DeferredPromise::<u32, ()>::new(|res| res.resolve(123));
+    /// let p = DeferredPromise::<u32, PromiseError<()>>::new(|res| res.resolve(123));
     /// assert_eq!(futures::executor::block_on(p), Ok(123));
     /// ```
-    pub fn new<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, FromExecutor<X>>
+    #[inline]
+    pub fn new<X, R>(executor: X) -> DeferredPromise<T, PromiseError<E>, Executor<X, T, E>>
     where
         X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
         R: LocalExecutorReturn,
     {
-        DeferredPromise::from_start(FromExecutor { executor })
+        DeferredPromise::from_future(Executor {
+            executor: Some(executor),
+            context: Captured::capture(),
+            _output: PhantomData,
+        })
     }
+}
 
+impl<T, E> DeferredPromise<T, E> {
     /// A promise that calls `make` at its first poll and follows the future
-    /// it returns (the JS executor `res => res(future)`).
+    /// it returns (the JS executor `res => res(future)`). Its error type is
+    /// the future's.
     ///
     /// ```
     /// use deferral::DeferredPromise;
@@ -242,310 +344,244 @@ impl<T, E> DeferredPromise<T, E> {
     /// let p = DeferredPromise::lazy(|| async { Ok::<_, ()>(2 + 2) });
     /// assert_eq!(futures::executor::block_on(p), Ok(4));
     /// ```
-    pub fn lazy<F, Fut>(make: F) -> DeferredPromise<T, E, FromFuture<F>>
+    #[inline]
+    pub fn lazy<M, Fut>(make: M) -> DeferredPromise<T, E, Lazy<M, Fut>>
     where
-        F: FnOnce() -> Fut,
+        M: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        DeferredPromise::from_start(FromFuture { make })
+        DeferredPromise::from_future(Lazy {
+            state: LazyState::Unstarted(make),
+            context: Captured::capture(),
+        })
     }
 
     /// An already fulfilled promise (`state()` is `Fulfilled`).
     ///
     /// ```
-    /// use deferral::{DeferredPromise, PromiseState};
+    /// use deferral::DeferredPromise;
+    /// use deferral::promise::PromiseState;
     ///
     /// let p = DeferredPromise::<_, ()>::resolved(1);
     /// assert_eq!(p.state(), PromiseState::Fulfilled);
     /// assert_eq!(futures::executor::block_on(p), Ok(1));
     /// ```
-    pub fn resolved(value: T) -> Self {
-        DeferredPromise::from_start(FromValue(Some(Ok(value))))
+    #[inline]
+    pub const fn resolved(value: T) -> DeferredPromise<T, E, Ready<T, E>> {
+        DeferredPromise::with(Ready(Some(Ok(value))), FULFILLED)
     }
 
     /// An already rejected promise (`state()` is `Rejected`).
     ///
     /// ```
-    /// use deferral::{DeferredPromise, PromiseState};
+    /// use deferral::DeferredPromise;
+    /// use deferral::promise::PromiseState;
     ///
     /// let p = DeferredPromise::<u8, _>::rejected("boom");
     /// assert_eq!(p.state(), PromiseState::Rejected);
     /// assert_eq!(futures::executor::block_on(p), Err("boom"));
     /// ```
-    pub fn rejected(error: E) -> Self {
-        DeferredPromise::from_start(FromValue(Some(Err(error))))
-    }
-}
-
-impl<T, E, S: Source<T, E>> DeferredPromise<T, E, S> {
-    pub(crate) fn from_start(source: S) -> Self {
-        DeferredPromise {
-            stage: Stage::Unstarted(source),
-            context: S::Context::capture(),
-            _output: PhantomData,
-        }
-    }
-
-    /// A promise whose source starts where it lies: for sources whose
-    /// `start` only moves them into their running state (the
-    /// combinators), the promise is built in that state directly, so the
-    /// first poll moves nothing. (Moving a combinator's source at its first
-    /// poll copied the rest of the chain: starting a chain of `n` cost
-    /// O(n²) bytes.) The running state itself reports `Unstarted` until it
-    /// is polled ([`Source::running_state`]).
-    pub(crate) fn from_running(running: S::Running) -> Self {
-        DeferredPromise {
-            stage: Stage::Started(running),
-            context: S::Context::capture(),
-            _output: PhantomData,
-        }
-    }
-
-    /// Where the promise is in its life. After it handed out its settlement
-    /// it keeps reporting `Fulfilled` or `Rejected`.
-    ///
-    /// ```
-    /// use deferral::{DeferredPromise, Progress, PromiseState};
-    ///
-    /// let mut p = Box::pin(DeferredPromise::<u8, ()>::new(|r| r.resolve(1)));
-    /// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
-    /// assert_eq!(futures::executor::block_on(p.as_mut()), Ok(1));
-    /// assert_eq!(p.state(), PromiseState::Fulfilled);
-    /// ```
-    pub fn state(&self) -> PromiseState {
-        match &self.stage {
-            Stage::Unstarted(source) => source.unstarted_state(),
-            Stage::Started(running) => S::running_state(running),
-            Stage::Done { fulfilled: true } => PromiseState::Fulfilled,
-            Stage::Done { fulfilled: false } => PromiseState::Rejected,
-        }
-    }
-}
-
-impl<T, E, S: Source<T, E, Running = S>> DeferredPromise<T, E, S> {
-    /// The source, for sources that are their own running state, until the
-    /// promise finished.
-    pub(crate) fn source(&self) -> Option<&S> {
-        match &self.stage {
-            Stage::Unstarted(source) | Stage::Started(source) => Some(source),
-            Stage::Done { .. } => None,
-        }
-    }
-}
-
-// Only a started promise's running state is pinned (the unstarted source
-// is moved out to start it; the context is never pinned).
-impl<T, E, S: Source<T, E>> Unpin for DeferredPromise<T, E, S> where S::Running: Unpin {}
-
-impl<T, E, S: Source<T, E>> DeferredPromise<T, E, S> {
-    /// The pinned stage and the captured context.
-    #[inline(always)]
-    fn project(self: Pin<&mut Self>) -> (Pin<&mut Stage<S, S::Running>>, &mut S::Context) {
-        // SAFETY: `stage` is structurally pinned: never moved out of a
-        // pinned promise (no by-value accessor, no `Drop` impl, not
-        // `repr(packed)`); the promise is `Unpin` only if `S::Running` is
-        // (above), which is exactly when `Stage` is (its only pinned
-        // field is `Started`'s). `context` is not pinned.
-        unsafe {
-            let this = self.get_unchecked_mut();
-            (Pin::new_unchecked(&mut this.stage), &mut this.context)
-        }
-    }
-}
-
-impl<T, E, S: Source<T, E>> Future for DeferredPromise<T, E, S> {
-    type Output = Result<T, E>;
-
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        let (mut stage, context) = self.project();
-        // Everything the promise runs — the executor or handler, then the
-        // future it started — runs in the context captured at creation
-        // (kept until the promise is dropped). Dropping an unfinished
-        // promise drops its executor or future in the dropper's context:
-        // a `Drop` impl here costs ~30 instructions on every promise
-        // (measured with `benches/context_overhead.rs`).
-        context.run(|| {
-            if let StageProj::Unstarted(_) = stage.as_mut().project() {
-                // Move the source out (it was never pinned: `Unstarted` is
-                // not a structurally pinned field). If `start` panics, the
-                // promise is left `Done` and polling it again panics with
-                // the message below.
-                let source = match stage
-                    .as_mut()
-                    .project_replace(Stage::Done { fulfilled: false })
-                {
-                    StageReplace::Unstarted(source) => source,
-                    _ => unreachable!("checked just above"),
-                };
-                stage.set(Stage::Started(source.start()));
-            }
-            match stage.as_mut().project() {
-                StageProj::Started(running) => {
-                    let outcome = core::task::ready!(running.poll(cx));
-                    stage.set(Stage::Done {
-                        fulfilled: outcome.is_ok(),
-                    });
-                    Poll::Ready(outcome)
-                }
-                StageProj::Done { .. } => panic!("`DeferredPromise` polled after completion"),
-                StageProj::Unstarted(_) => unreachable!("started above"),
-            }
-        })
+    pub const fn rejected(error: E) -> DeferredPromise<T, E, Ready<T, E>> {
+        DeferredPromise::with(Ready(Some(Err(error))), REJECTED)
     }
 }
 
-impl<T, E, S: Source<T, E>> FusedFuture for DeferredPromise<T, E, S> {
-    fn is_terminated(&self) -> bool {
-        matches!(self.stage, Stage::Done { .. })
-    }
-}
+// ----------------------------------------------------------------- Executor
 
-impl<T, E, S: Source<T, E>> fmt::Debug for DeferredPromise<T, E, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeferredPromise")
-            .field("state", &self.state())
-            .finish_non_exhaustive()
-    }
-}
-
-/// The source of a [`DeferredPromise::new`] promise: the executor, waiting.
+/// The future of a [`DeferredPromise::new`] promise: the executor, waiting
+/// for the first poll (and the context it was created in).
 ///
 /// ```
-/// use deferral::promise::FromExecutor;
+/// use deferral::promise::Executor;
 /// use deferral::{DeferredPromise, PromiseError, Resolver};
 ///
 /// fn answer(r: Resolver<'_, u8, ()>) {
 ///     r.resolve(42).unwrap();
 /// }
-/// let p: DeferredPromise<u8, PromiseError<()>, FromExecutor<fn(Resolver<'_, u8, ()>)>> =
-///     DeferredPromise::new(answer as fn(Resolver<'_, u8, ()>));
+/// type Answer = DeferredPromise<u8, PromiseError<()>, Executor<fn(Resolver<'_, u8, ()>), u8, ()>>;
+/// let p: Answer = DeferredPromise::new(answer as fn(Resolver<'_, u8, ()>));
 /// assert_eq!(futures::executor::block_on(p), Ok(42));
 /// ```
-pub struct FromExecutor<X> {
-    executor: X,
+pub struct Executor<X, T, E> {
+    executor: Option<X>,
+    context: Captured,
+    _output: PhantomData<fn() -> Result<T, E>>,
 }
 
-impl<X> Sealed for FromExecutor<X> {}
+// Nothing is pinned: the executor runs by value.
+impl<X, T, E> Unpin for Executor<X, T, E> {}
+impl<X, T, E> Sealed for Executor<X, T, E> {}
 
-impl<T, E, X, R> Source<T, PromiseError<E>> for FromExecutor<X>
+impl<X, T, E> Executor<X, T, E> {
+    /// Runs the executor with a resolver over a local slot, in the
+    /// creation context. With `catch`, a panic is caught and handed back
+    /// beside whatever settlement was made before it.
+    #[inline(always)]
+    fn run<R>(&mut self, catch: bool) -> (Result<T, PromiseError<E>>, Option<crate::panic::Panic>)
+    where
+        X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
+        R: LocalExecutorReturn,
+    {
+        let Some(executor) = self.executor.take() else {
+            polled_after_completion();
+        };
+        let mut slot = None;
+        let panic = in_context(&self.context, || {
+            if catch {
+                crate::panic::catch(|| drop(executor(Resolver::local(&mut slot)))).err()
+            } else {
+                drop(executor(Resolver::local(&mut slot)));
+                None
+            }
+        });
+        let outcome = match slot {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(error)) => Err(PromiseError::Rejected(error)),
+            None => Err(PromiseError::Abandoned),
+        };
+        (outcome, panic)
+    }
+}
+
+impl<X, R, T, E> Future for Executor<X, T, E>
 where
     X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
     R: LocalExecutorReturn,
 {
-    type Running = FromValue<T, PromiseError<E>>;
-    type Context = crate::context::Captured;
+    type Output = Result<T, PromiseError<E>>;
 
     #[inline]
-    fn start(self) -> Self::Running {
-        let mut slot = None;
-        drop((self.executor)(Resolver::local(&mut slot)));
-        FromValue(Some(match slot {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => Err(PromiseError::Rejected(error)),
-            None => Err(PromiseError::Abandoned),
-        }))
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(self.get_mut().run(false).0)
     }
 }
 
-impl<X> fmt::Debug for FromExecutor<X> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FromExecutor").finish_non_exhaustive()
+impl<X, R, T, E> PromiseFuture<T, PromiseError<E>> for Executor<X, T, E>
+where
+    X: for<'a> FnOnce(Resolver<'a, T, E>) -> R,
+    R: LocalExecutorReturn,
+{
+    #[cfg(feature = "std")]
+    fn poll_catching(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Result<Poll<Self::Output>, crate::panic::Panic> {
+        match self.get_mut().run(true) {
+            // Panicked before settling: the panic is the rejection.
+            (Err(PromiseError::Abandoned), Some(panic)) => Err(panic),
+            // Settled, then maybe panicked: a throw after a settlement is
+            // ignored (JS), the first settlement stands.
+            (outcome, _) => Ok(Poll::Ready(outcome)),
+        }
     }
 }
 
-/// The source of a [`DeferredPromise::lazy`] promise: the function that makes
-/// the future, waiting.
+// --------------------------------------------------------------------- Lazy
+
+enum LazyState<M, Fut> {
+    Unstarted(M),
+    Started(Fut),
+    Done,
+}
+
+/// The future of a [`DeferredPromise::lazy`] promise: the function that
+/// makes the future, then that future.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Progress, PromiseState};
+/// use deferral::DeferredPromise;
+/// use deferral::promise::{Progress, PromiseState};
 ///
 /// let p = DeferredPromise::lazy(|| std::future::ready(Ok::<u8, ()>(1)));
 /// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
 /// # drop(p);
 /// ```
-pub struct FromFuture<F> {
-    make: F,
+pub struct Lazy<M, Fut> {
+    /// Structurally pinned in `Started` (see `poll`).
+    state: LazyState<M, Fut>,
+    context: Captured,
 }
 
-impl<F> Sealed for FromFuture<F> {}
+impl<M, Fut: Unpin> Unpin for Lazy<M, Fut> {}
+impl<M, Fut> Sealed for Lazy<M, Fut> {}
 
-impl<T, E, F, Fut> Source<T, E> for FromFuture<F>
+impl<T, E, M, Fut> Future for Lazy<M, Fut>
 where
-    F: FnOnce() -> Fut,
+    M: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    type Running = Fut;
-    type Context = crate::context::Captured;
+    type Output = Result<T, E>;
 
     #[inline]
-    fn start(self) -> Fut {
-        (self.make)()
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        // SAFETY: `Started`'s future is structurally pinned: it is never
+        // moved out (it is dropped in place by the assignment of `Done`),
+        // `Lazy` has no `Drop` and is `Unpin` only if `Fut` is. `M` in
+        // `Unstarted` is not pinned: it is moved out to be called.
+        let this = unsafe { self.get_unchecked_mut() };
+        let state = &mut this.state;
+        in_context(&this.context, || {
+            if let LazyState::Unstarted(_) = state {
+                // If `make` panics, the state is `Done`; the wrapper never
+                // polls again.
+                let LazyState::Unstarted(make) = core::mem::replace(state, LazyState::Done) else {
+                    unreachable_state();
+                };
+                *state = LazyState::Started(make());
+            }
+            let LazyState::Started(future) = state else {
+                polled_after_completion();
+            };
+            // SAFETY: pinned, as above.
+            let out = core::task::ready!(unsafe { Pin::new_unchecked(future) }.poll(cx));
+            *state = LazyState::Done;
+            Poll::Ready(out)
+        })
     }
 }
 
-impl<F> fmt::Debug for FromFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FromFuture").finish_non_exhaustive()
-    }
+impl<T, E, M, Fut> PromiseFuture<T, E> for Lazy<M, Fut>
+where
+    M: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
 }
 
-/// A settlement waiting to be handed out: the source of
-/// [`DeferredPromise::resolved`] / [`rejected`](DeferredPromise::rejected)
-/// (the default `S` of `DeferredPromise<T, E>`), and the running state of a
-/// [`DeferredPromise::new`] promise.
+/// A state the code above just ruled out.
+#[cold]
+#[inline(never)]
+pub(crate) fn unreachable_state() -> ! {
+    panic!("deferral: unreachable promise state")
+}
+
+// -------------------------------------------------------------------- Ready
+
+/// The future of a [`DeferredPromise::resolved`] /
+/// [`rejected`](DeferredPromise::rejected) promise: the settlement, waiting
+/// to be handed out.
 ///
 /// ```
 /// use deferral::DeferredPromise;
-/// use deferral::promise::FromValue;
+/// use deferral::promise::Ready;
 ///
-/// let p: DeferredPromise<u32, (), FromValue<u32, ()>> = DeferredPromise::resolved(5);
+/// let p: DeferredPromise<u32, (), Ready<u32, ()>> = DeferredPromise::resolved(5);
 /// assert_eq!(futures::executor::block_on(p), Ok(5));
 /// ```
-pub struct FromValue<T, E>(Option<Result<T, E>>);
+pub struct Ready<T, E>(Option<Result<T, E>>);
 
-impl<T, E> Sealed for FromValue<T, E> {}
+impl<T, E> Unpin for Ready<T, E> {}
+impl<T, E> Sealed for Ready<T, E> {}
 
-impl<T, E> Unpin for FromValue<T, E> {}
-
-impl<T, E> Future for FromValue<T, E> {
+impl<T, E> Future for Ready<T, E> {
     type Output = Result<T, E>;
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        Poll::Ready(
-            self.0
-                .take()
-                .expect("`DeferredPromise` polled after completion"),
-        )
-    }
-}
-
-impl<T, E> Source<T, E> for FromValue<T, E> {
-    type Running = Self;
-    type Context = ();
-
-    fn start(self) -> Self {
-        self
-    }
-
-    fn unstarted_state(&self) -> PromiseState {
-        Self::running_state(self)
-    }
-
-    fn running_state(running: &Self) -> PromiseState {
-        match &running.0 {
-            Some(Ok(_)) => PromiseState::Fulfilled,
-            Some(Err(_)) => PromiseState::Rejected,
-            None => PromiseState::Pending(Progress::Started),
+        match self.0.take() {
+            Some(out) => Poll::Ready(out),
+            None => polled_after_completion(),
         }
     }
 }
 
-impl<T, E> fmt::Debug for FromValue<T, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Settled")
-            .field(&Self::running_state(self))
-            .finish()
-    }
-}
+impl<T, E> PromiseFuture<T, E> for Ready<T, E> {}

@@ -15,10 +15,10 @@ use core::fmt;
 /// use deferral::{DeferredPromise, PromiseError};
 /// use futures::executor::block_on;
 ///
-/// let rejected = DeferredPromise::<u8, &str>::new(|r| r.reject("boom"));
+/// let rejected = DeferredPromise::<u8, PromiseError<&str>>::new(|r| r.reject("boom"));
 /// assert_eq!(block_on(rejected), Err(PromiseError::Rejected("boom")));
 ///
-/// let abandoned = DeferredPromise::<u8, &str>::new(|r| drop(r));
+/// let abandoned = DeferredPromise::<u8, PromiseError<&str>>::new(|r| drop(r));
 /// assert_eq!(block_on(abandoned), Err(PromiseError::Abandoned));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +65,7 @@ impl<E> PromiseError<E> {
     /// #[derive(Debug, PartialEq)]
     /// enum DriverError { Timeout, Gone }
     ///
-    /// let p = DeferredPromise::<u8, DriverError>::new(|r| drop(r));
+    /// let p = DeferredPromise::<u8, PromiseError<DriverError>>::new(|r| drop(r));
     /// let out = futures::executor::block_on(p).map_err(|e| e.rejection_or_else(|| DriverError::Gone));
     /// assert_eq!(out, Err(DriverError::Gone));
     /// assert_eq!(PromiseError::Rejected(DriverError::Timeout).rejection_or_else(|| DriverError::Gone), DriverError::Timeout);
@@ -103,8 +103,8 @@ impl<E> PromiseError<E> {
 /// }
 ///
 /// async fn read() -> Result<u8, MyErr> {
-///     let byte = DeferredPromise::<u8, MyErr>::new(|r| r.resolve(7)).await?;
-///     let gone = DeferredPromise::<u8, MyErr>::new(|r| drop(r)).await;
+///     let byte = DeferredPromise::<u8, PromiseError<MyErr>>::new(|r| r.resolve(7)).await?;
+///     let gone = DeferredPromise::<u8, PromiseError<MyErr>>::new(|r| drop(r)).await;
 ///     assert_eq!(gone.map_err(MyErr::from), Err(MyErr::ResolverGone));
 ///     Ok(byte)
 /// }
@@ -115,12 +115,12 @@ impl<E> PromiseError<E> {
 /// library converts every `Error`), when `E` is an error type itself.
 ///
 /// ```
-/// use deferral::DeferredPromise;
+/// use deferral::{DeferredPromise, PromiseError};
 /// use std::io;
 ///
 /// async fn fetch() -> io::Result<u32> {
-///     let n = DeferredPromise::<u32, io::Error>::new(|r| r.resolve(3)).await?;
-///     let abandoned = DeferredPromise::<u32, io::Error>::new(|r| drop(r)).await;
+///     let n = DeferredPromise::<u32, PromiseError<io::Error>>::new(|r| r.resolve(3)).await?;
+///     let abandoned = DeferredPromise::<u32, PromiseError<io::Error>>::new(|r| drop(r)).await;
 ///     let err: io::Error = abandoned.unwrap_err().into();
 ///     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
 ///     Ok(n)
@@ -161,9 +161,10 @@ impl<E: core::error::Error + 'static> core::error::Error for PromiseError<E> {
 /// Why a settlement was refused.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Refusal};
+/// use deferral::{DeferredPromise, PromiseError};
+/// use deferral::promise::Refusal;
 ///
-/// let p = DeferredPromise::<u8, ()>::new(|r| {
+/// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
 ///     r.resolve(1).unwrap();
 ///     assert_eq!(r.resolve(2).unwrap_err().reason(), Refusal::AlreadySettled);
 /// });
@@ -180,23 +181,24 @@ pub enum Refusal {
     Stale,
     /// The promise was dropped: nobody will read the value.
     Closed,
-    /// Nobody waits: a signal-style settlement
-    /// ([`PromiseCell::resolve`](crate::PromiseCell::resolve) and friends)
-    /// found no [`PromiseCell::wait`](crate::PromiseCell::wait) promise on
-    /// the cell (it is free, or its promise has a `Resolver` of its own).
-    NoWaiter,
+    /// Both value slots of a [`SignalCell`](crate::promise::SignalCell)
+    /// are in use by other parties at this instant (a settlement pre-empted
+    /// by another one while the waiter takes a value): retry, or keep the
+    /// value.
+    Busy,
 }
 
 /// A refused settlement: the value handed back, and why.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Refusal};
+/// use deferral::{DeferredPromise, PromiseError};
+/// use deferral::promise::Refusal;
 ///
-/// let p = DeferredPromise::<String, ()>::new(|r| {
+/// let p = DeferredPromise::<String, PromiseError<()>>::new(|r| {
 ///     r.resolve("first".to_string()).unwrap();
 ///     let refused = r.resolve("second".to_string()).unwrap_err();
 ///     assert_eq!(refused.reason(), Refusal::AlreadySettled);
-///     assert_eq!(refused.into_value(), "second");
+///     assert_eq!(refused.into_value(), Ok("second".to_string()));
 /// });
 /// # drop(p);
 /// ```
@@ -214,8 +216,9 @@ impl<V> SettleError<V> {
     /// Why the settlement was refused.
     ///
     /// ```
-    /// # use deferral::{DeferredPromise, Refusal};
-    /// # let p = DeferredPromise::<u8, ()>::new(|r| {
+    /// # use deferral::{DeferredPromise, PromiseError};
+    /// # use deferral::promise::Refusal;
+    /// # let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
     /// #     r.resolve(1).unwrap();
     /// assert_eq!(r.reject(()).unwrap_err().reason(), Refusal::AlreadySettled);
     /// # });
@@ -228,19 +231,15 @@ impl<V> SettleError<V> {
     /// The refused value, handed back.
     ///
     /// ```
-    /// # use deferral::DeferredPromise;
-    /// # let p = DeferredPromise::<u8, ()>::new(|r| {
+    /// # use deferral::{DeferredPromise, PromiseError};
+    /// # let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
     /// #     r.resolve(1).unwrap();
-    /// assert_eq!(r.resolve(2).unwrap_err().into_value(), 2);
+    /// assert_eq!(r.resolve(2).unwrap_err().into_value(), Ok(2));
     /// # });
     /// # drop(p);
     /// ```
     pub fn into_value(self) -> V {
         self.value
-    }
-
-    pub(crate) fn map<W>(self, f: impl FnOnce(V) -> W) -> SettleError<W> {
-        SettleError::new(f(self.value), self.reason)
     }
 }
 
@@ -259,7 +258,7 @@ impl<V> fmt::Display for SettleError<V> {
             Refusal::AlreadySettled => "settlement refused: the promise is already settled",
             Refusal::Stale => "settlement refused: stale resolver of a reused promise cell",
             Refusal::Closed => "settlement refused: the promise was dropped",
-            Refusal::NoWaiter => "settlement refused: no promise waits on the cell",
+            Refusal::Busy => "settlement refused: the signal cell is busy",
         })
     }
 }
@@ -270,7 +269,8 @@ impl<V> core::error::Error for SettleError<V> {}
 /// resolver has not finished): it is free again once both are done.
 ///
 /// ```
-/// use deferral::{CellBusy, PromiseCell};
+/// use deferral::PromiseCell;
+/// use deferral::promise::CellBusy;
 ///
 /// static CELL: PromiseCell<u32, ()> = PromiseCell::new();
 /// let (promise, resolver) = CELL.promise().unwrap();

@@ -3,12 +3,9 @@
 //! the promise then drives — so that `res.adopt(fetch())` written as an
 //! executor's last expression settles the promise, or does not compile.
 
-use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
-
-use pin_project::pin_project;
 
 use super::error::SettleError;
 use super::resolver::Adopt;
@@ -76,12 +73,12 @@ pub trait ExecutorReturn<'a, T, E>: sealed::Sealed {
 /// [`DeferredPromise::detached`]: crate::DeferredPromise::detached
 ///
 /// ```
-/// use deferral::DeferredPromise;
+/// use deferral::{DeferredPromise, PromiseError};
 ///
-/// let unit = DeferredPromise::<u8, ()>::new(|res| {
+/// let unit = DeferredPromise::<u8, PromiseError<()>>::new(|res| {
 ///     res.resolve(1).unwrap();
 /// });
-/// let result = DeferredPromise::<u8, ()>::new(|res| res.resolve(2));
+/// let result = DeferredPromise::<u8, PromiseError<()>>::new(|res| res.resolve(2));
 /// assert_eq!(futures::executor::block_on(unit), Ok(1));
 /// assert_eq!(futures::executor::block_on(result), Ok(2));
 /// ```
@@ -90,7 +87,7 @@ pub trait ExecutorReturn<'a, T, E>: sealed::Sealed {
 /// use deferral::DeferredPromise;
 ///
 /// // `new`'s resolver cannot outlive its executor: use `lazy(|| fetch)`.
-/// let p = DeferredPromise::<u8, ()>::new(|res| res.adopt(async { Ok(1) }));
+/// let p = DeferredPromise::<u8, PromiseError<()>>::new(|res| res.adopt(async { Ok(1) }));
 /// ```
 #[diagnostic::on_unimplemented(
     message = "the executor of `DeferredPromise::new` cannot return `{Self}`",
@@ -176,51 +173,5 @@ impl Future for Nothing {
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
         match *self {}
-    }
-}
-
-/// A promise's running state together with what its executor left to drive
-/// (an [`Adopt`]): each poll first drives that, then polls the promise.
-#[doc(hidden)]
-#[pin_project]
-pub struct Driving<P, D> {
-    #[pin]
-    promise: P,
-    #[pin]
-    drive: Option<D>,
-}
-
-impl<P, D> Driving<P, D> {
-    pub(crate) fn new(promise: P, drive: Option<D>) -> Self {
-        Self { promise, drive }
-    }
-
-    pub(crate) fn promise(&self) -> &P {
-        &self.promise
-    }
-}
-
-impl<P: Future, D: Future> Future for Driving<P, D> {
-    type Output = P::Output;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<P::Output> {
-        let mut this = self.project();
-        if let Some(drive) = this.drive.as_mut().as_pin_mut() {
-            if drive.poll(cx).is_ready() {
-                // Settled (or refused): the adopted future is done.
-                this.drive.set(None);
-            }
-        }
-        this.promise.poll(cx)
-    }
-}
-
-impl<P: fmt::Debug, D> fmt::Debug for Driving<P, D> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Driving")
-            .field("promise", &self.promise)
-            .field("driving", &self.drive.is_some())
-            .finish()
     }
 }

@@ -8,8 +8,8 @@ use core::marker::PhantomData;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use super::cell::{RawSlot, Settled};
 use super::error::{Refusal, SettleError};
+use super::slot::{RawSlot, Settled};
 #[cfg(feature = "alloc")]
 use crate::sync::Arc;
 
@@ -55,7 +55,7 @@ enum Target<'a, T, E> {
 /// use deferral::{DeferredPromise, Resolver};
 ///
 /// let mut stash: Option<Resolver<'_, u8, ()>> = None;
-/// let p = DeferredPromise::<u8, ()>::new(|r| stash = Some(r));
+/// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| stash = Some(r));
 /// ```
 ///
 /// and a resolver cannot be shared between threads (it is `!Sync`):
@@ -66,19 +66,22 @@ enum Target<'a, T, E> {
 /// ```
 ///
 /// ```
-/// use deferral::{DeferredPromise, Refusal};
+/// use deferral::{DeferredPromise, PromiseError};
+/// use deferral::promise::Refusal;
 /// use futures::executor::block_on;
 ///
-/// let p = DeferredPromise::<u32, String>::new(|resolver| {
+/// let p = DeferredPromise::<u32, PromiseError<String>>::new(|resolver| {
 ///     resolver.resolve(1).unwrap();
 ///     let refused = resolver.reject("too late".into()).unwrap_err();
 ///     assert_eq!(refused.reason(), Refusal::AlreadySettled);
-///     assert_eq!(refused.into_value(), "too late");
+///     assert_eq!(refused.into_value(), Err("too late".to_string()));
 /// });
 /// assert_eq!(block_on(p), Ok(1));
 /// ```
 pub struct Resolver<'a, T, E> {
-    target: Target<'a, T, E>,
+    /// Dropped by hand in `Drop` (an `Arc` only for `Shared`), so that the
+    /// drop of a local or cell resolver is inline, with no drop glue call.
+    target: core::mem::ManuallyDrop<Target<'a, T, E>>,
     phase: Cell<Phase>,
 }
 
@@ -118,65 +121,56 @@ impl<'a, T, E> Resolver<'a, T, E> {
 
     fn with(target: Target<'a, T, E>) -> Self {
         Self {
-            target,
+            target: core::mem::ManuallyDrop::new(target),
             phase: Cell::new(Phase::Live),
         }
     }
 
     /// Fulfils the promise with `value`.
     ///
-    /// Refused (the value handed back) when the promise is already settled,
-    /// when the resolver is stale (its cell was reused) or when the promise
-    /// was dropped.
-    ///
-    /// ```
-    /// use deferral::DeferredPromise;
-    ///
-    /// let p = DeferredPromise::<&str, ()>::new(|r| r.resolve("done"));
-    /// assert_eq!(futures::executor::block_on(p), Ok("done"));
-    /// ```
-    #[inline]
-    pub fn resolve(&self, value: T) -> Result<(), SettleError<T>> {
-        self.settle(Ok(value)).map_err(|refused| {
-            refused.map(|outcome| match outcome {
-                Ok(value) => value,
-                Err(_) => unreachable!("a refusal hands back what it was given"),
-            })
-        })
-    }
-
-    /// Rejects the promise with `error`.
-    ///
-    /// Refused (the error handed back) in the same cases as
-    /// [`resolve`](Resolver::resolve).
+    /// Refused (the value handed back, as `Ok(value)`) when the promise is
+    /// already settled, when the resolver is stale (its cell was reused) or
+    /// when the promise was dropped. `resolve`, `reject` and `settle` all
+    /// return the same type, so their results unify.
     ///
     /// ```
     /// use deferral::{DeferredPromise, PromiseError};
     ///
-    /// let p = DeferredPromise::<u8, &str>::new(|r| r.reject("boom"));
+    /// let p = DeferredPromise::<&str, PromiseError<()>>::new(|r| r.resolve("done"));
+    /// assert_eq!(futures::executor::block_on(p), Ok("done"));
+    /// ```
+    #[inline]
+    pub fn resolve(&self, value: T) -> Result<(), SettleError<Result<T, E>>> {
+        self.settle(Ok(value))
+    }
+
+    /// Rejects the promise with `error`.
+    ///
+    /// Refused (the error handed back, as `Err(error)`) in the same cases
+    /// as [`resolve`](Resolver::resolve).
+    ///
+    /// ```
+    /// use deferral::{DeferredPromise, PromiseError};
+    ///
+    /// let p = DeferredPromise::<u8, PromiseError<&str>>::new(|r| r.reject("boom"));
     /// assert_eq!(futures::executor::block_on(p), Err(PromiseError::Rejected("boom")));
     /// ```
     #[inline]
-    pub fn reject(&self, error: E) -> Result<(), SettleError<E>> {
-        self.settle(Err(error)).map_err(|refused| {
-            refused.map(|outcome| match outcome {
-                Err(error) => error,
-                Ok(_) => unreachable!("a refusal hands back what it was given"),
-            })
-        })
+    pub fn reject(&self, error: E) -> Result<(), SettleError<Result<T, E>>> {
+        self.settle(Err(error))
     }
 
     /// Settles with `outcome`: `Ok` fulfils, `Err` rejects.
     ///
     /// ```
-    /// use deferral::DeferredPromise;
+    /// use deferral::{DeferredPromise, PromiseError};
     ///
-    /// let p = DeferredPromise::<u8, ()>::new(|r| r.settle(Ok(4)));
+    /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| r.settle(Ok(4)));
     /// assert_eq!(futures::executor::block_on(p), Ok(4));
     /// ```
     #[inline]
     pub fn settle(&self, outcome: Result<T, E>) -> Result<(), SettleError<Result<T, E>>> {
-        let slot = match (&self.target, self.phase.get()) {
+        let slot = match (&*self.target, self.phase.get()) {
             (Target::Local(slot, _), _) => {
                 // SAFETY: the pointer comes from an exclusive borrow that
                 // lives for `'a` (see `local`), and the resolver is `!Sync`,
@@ -238,7 +232,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// assert!(resolver.is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        match (&self.target, self.phase.get()) {
+        match (&*self.target, self.phase.get()) {
             (Target::Local(..), _) => false,
             (_, Phase::Released) => true,
             (Target::Cell(slot, generation), _) => slot.is_closed(*generation),
@@ -252,7 +246,7 @@ impl<'a, T, E> Resolver<'a, T, E> {
     ///
     /// Return it from the executor of `DeferredPromise::detached` or
     /// [`PromiseCell::lazy`](crate::PromiseCell::lazy) and the promise
-    /// drives it ([`ExecutorReturn`](crate::ExecutorReturn)): `detached(|res|
+    /// drives it ([`ExecutorReturn`](crate::promise::ExecutorReturn)): `detached(|res|
     /// res.adopt(fetch(..)))` resolves to `fetch`'s output. Anywhere else,
     /// someone must poll the returned [`Adopt`] (await it, spawn it, or join
     /// it with other work); dropping it before it finishes drops the
@@ -286,9 +280,9 @@ impl<'a, T, E> Resolver<'a, T, E> {
     /// `true` once this resolver's settlement was accepted.
     ///
     /// ```
-    /// use deferral::DeferredPromise;
+    /// use deferral::{DeferredPromise, PromiseError};
     ///
-    /// let p = DeferredPromise::<u8, ()>::new(|r| {
+    /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|r| {
     ///     assert!(!r.is_settled());
     ///     r.resolve(1).unwrap();
     ///     assert!(r.is_settled());
@@ -305,16 +299,32 @@ impl<T, E> Drop for Resolver<'_, T, E> {
     fn drop(&mut self) {
         // The common cases (settled; a local resolver) stay inline; only an
         // unsettled shared resolver reaches the cell.
-        if self.phase.get() != Phase::Live {
-            return;
-        }
-        match &self.target {
+        match &*self.target {
             // An empty local slot is read as "abandoned" by the promise.
             Target::Local(..) => {}
-            Target::Cell(slot, generation) => abandon(slot, *generation),
+            Target::Cell(slot, generation) => {
+                if self.phase.get() == Phase::Live {
+                    abandon(slot, *generation);
+                }
+            }
             #[cfg(feature = "alloc")]
-            Target::Shared(slot, generation) => abandon(slot, *generation),
+            Target::Shared(..) => drop_shared(self),
         }
+    }
+}
+
+/// The drop of a resolver over `Arc`-shared state: abandon if unfinished,
+/// then release the `Arc` (out of line: it may free the allocation).
+#[cfg(feature = "alloc")]
+#[inline(never)]
+fn drop_shared<T, E>(resolver: &mut Resolver<'_, T, E>) {
+    // SAFETY: called once, from `Drop`; the target is never used after.
+    let target = unsafe { core::mem::ManuallyDrop::take(&mut resolver.target) };
+    if let Target::Shared(slot, generation) = target {
+        if resolver.phase.get() == Phase::Live {
+            abandon(&slot, generation);
+        }
+        drop(slot);
     }
 }
 
@@ -329,7 +339,7 @@ fn abandon<T, E>(slot: &RawSlot<T, E>, generation: u32) {
 
 impl<T, E> fmt::Debug for Resolver<'_, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let storage = match &self.target {
+        let storage = match &*self.target {
             Target::Local(..) => "local",
             Target::Cell(..) => "cell",
             #[cfg(feature = "alloc")]
@@ -388,10 +398,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (future, resolver) = self.project();
-        assert!(resolver.is_some(), "`Adopt` polled after completion");
+        if resolver.is_none() {
+            panic!("`Adopt` polled after completion");
+        }
         let outcome = core::task::ready!(future.poll(cx));
-        let resolver = resolver.take().expect("checked above");
-        Poll::Ready(resolver.settle(outcome))
+        match resolver.take() {
+            Some(resolver) => Poll::Ready(resolver.settle(outcome)),
+            None => panic!("`Adopt` polled after completion"),
+        }
     }
 }
 

@@ -97,8 +97,22 @@ const POLLING: u32 = 1;
 const COMPLETE: u32 = 2;
 const POISONED: u32 = 3;
 
-/// What every poll panics with once the source panicked.
-const POISONED_MSG: &str = "`SharedPromise`'s source panicked";
+/// A handle that is not done holds the shared state (a literal panic: no
+/// formatting code in `no_std` builds).
+#[cold]
+#[inline(never)]
+fn not_done_holds_state() -> ! {
+    panic!("deferral: a SharedPromise handle that is not done holds the state")
+}
+
+/// What every poll panics with once the source panicked (a literal: no
+/// formatting code in `no_std` builds).
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn poisoned() -> ! {
+    panic!("`SharedPromise`'s source panicked")
+}
 
 /// A cloneable, lazily started promise: the first clone that is polled starts
 /// (polls) the source; every clone resolves to a clone of its output, except
@@ -117,10 +131,10 @@ const POISONED_MSG: &str = "`SharedPromise`'s source panicked";
 /// handles share one promise.
 ///
 /// ```
-/// use deferral::{DeferredPromise, SharedPromise};
+/// use deferral::{DeferredPromise, PromiseError, SharedPromise};
 /// use futures::executor::block_on;
 ///
-/// let a = SharedPromise::new(DeferredPromise::<String, ()>::new(|r| {
+/// let a = SharedPromise::new(DeferredPromise::<String, PromiseError<()>>::new(|r| {
 ///     r.resolve("config".to_string())
 /// }));
 /// let b = a.clone();
@@ -188,7 +202,7 @@ impl<F: Future> Inner<F> {
         // while the caller's handle lends it. Shared reads only.
         self.slot.with(|slot| match unsafe { &*slot } {
             Slot::Complete(output) => output,
-            Slot::Running(_) => unreachable!("COMPLETE implies an output"),
+            Slot::Running(_) => crate::promise::unreachable_state(),
         })
     }
 
@@ -197,7 +211,7 @@ impl<F: Future> Inner<F> {
     fn into_output(self) -> F::Output {
         match self.slot.into_inner() {
             Slot::Complete(output) => output,
-            Slot::Running(_) => unreachable!("COMPLETE implies an output"),
+            Slot::Running(_) => crate::promise::unreachable_state(),
         }
     }
 }
@@ -507,7 +521,7 @@ impl<F: Future> SharedPromise<F> {
             // long as `&self`, a strong handle: no other handle moves the
             // output out while it exists, and it cannot while borrowed.
             COMPLETE => Some(unsafe { inner.output() }),
-            POISONED => panic!("{POISONED_MSG}"),
+            POISONED => poisoned(),
             _ => None,
         }
     }
@@ -551,7 +565,7 @@ impl<F: Future> SharedPromise<F> {
     fn shared(&self) -> &Inner<F> {
         self.inner
             .as_deref()
-            .expect("a handle that is not done holds the state")
+            .unwrap_or_else(|| not_done_holds_state())
     }
 
     /// The output: moved out if this is the last strong handle, cloned
@@ -560,10 +574,7 @@ impl<F: Future> SharedPromise<F> {
     where
         F::Output: Clone,
     {
-        let inner = self
-            .inner
-            .take()
-            .expect("a handle that is not done holds the state");
+        let inner = self.inner.take().unwrap_or_else(|| not_done_holds_state());
         match Arc::try_unwrap(inner) {
             // No other strong handle, and none can appear: weak handles do
             // not upgrade from a count of zero. Move the output out.
@@ -593,7 +604,7 @@ impl<F: Future> SharedPromise<F> {
         // it, and the closer stored the final state before that.
         match self.shared().state.load(Ordering::Acquire) {
             COMPLETE => self.ready(),
-            _ => panic!("{POISONED_MSG}"),
+            _ => poisoned(),
         }
     }
 
@@ -621,7 +632,7 @@ impl<F: Future> SharedPromise<F> {
         let inner = self
             .inner
             .as_deref()
-            .expect("a handle that is not done holds the state");
+            .unwrap_or_else(|| not_done_holds_state());
         let poison = Poison {
             notifier: &inner.notifier,
             state: &inner.state,
@@ -636,7 +647,7 @@ impl<F: Future> SharedPromise<F> {
                 // allocation, is never moved, and is dropped in place.
                 unsafe { Pin::new_unchecked(future) }.poll(&mut Context::from_waker(&waker))
             }
-            Slot::Complete(_) => unreachable!("a completed source is never polled"),
+            Slot::Complete(_) => crate::promise::unreachable_state(),
         });
         let output = match poll {
             Poll::Ready(output) => output,
@@ -669,7 +680,7 @@ impl<F: Future> SharedPromise<F> {
         inner.slot.with_mut(|slot| {
             // SAFETY: `POLLING` and ours, as above.
             let Slot::Running(future) = (unsafe { &mut *slot }) else {
-                unreachable!("a completed source is never polled");
+                crate::promise::unreachable_state();
             };
             let future: *mut F = future;
             let store = Store {
@@ -755,16 +766,18 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // `SharedPromise` is `Unpin`: the source is pinned in the `Arc`.
         let this = self.get_mut();
-        assert!(!this.done, "`SharedPromise` polled after completion");
+        if this.done {
+            panic!("`SharedPromise` polled after completion");
+        }
         let inner = this
             .inner
             .as_deref()
-            .expect("a handle that is not done holds the state");
+            .unwrap_or_else(|| not_done_holds_state());
         // ORDERING: `Acquire` pairs with the `Release` store of the final
         // state (in `Notifier::close`), so the output is visible.
         match inner.state.load(Ordering::Acquire) {
             COMPLETE => return this.ready(),
-            POISONED => panic!("{POISONED_MSG}"),
+            POISONED => poisoned(),
             _ => {}
         }
         // Publish the waker first, then try to become the poller: a poller
@@ -784,7 +797,7 @@ where
             // Another clone is polling: it, or the source's waker, wakes us.
             Err(POLLING) => Poll::Pending,
             Err(COMPLETE) => this.ready(),
-            Err(_) => panic!("{POISONED_MSG}"),
+            Err(_) => poisoned(),
         }
     }
 }

@@ -220,7 +220,8 @@ impl<T, E, const N: usize> SharedCell<T, E, N> {
     /// cell is not settled yet.
     ///
     /// ```
-    /// use deferral::{SharedCell, WaitersFull};
+    /// use deferral::SharedCell;
+    /// use deferral::promise::WaitersFull;
     ///
     /// static CFG: SharedCell<String, (), 1> = SharedCell::new();
     /// let first = CFG.wait().unwrap();
@@ -290,20 +291,16 @@ impl<T, E, const N: usize> SharedCell<T, E, N> {
     /// [`Refusal::AlreadySettled`].
     ///
     /// ```
-    /// use deferral::{Refusal, SharedCell};
+    /// use deferral::SharedCell;
+    /// use deferral::promise::Refusal;
     ///
     /// static CELL: SharedCell<u8, (), 2> = SharedCell::new();
     /// CELL.resolve(1).unwrap();
     /// let refused = CELL.resolve(2).unwrap_err();
-    /// assert_eq!((refused.reason(), refused.into_value()), (Refusal::AlreadySettled, 2));
+    /// assert_eq!((refused.reason(), refused.into_value()), (Refusal::AlreadySettled, Ok(2)));
     /// ```
-    pub fn resolve(&self, value: T) -> Result<(), SettleError<T>> {
-        self.settle(Ok(value)).map_err(|refused| {
-            refused.map(|outcome| match outcome {
-                Ok(value) => value,
-                Err(_) => unreachable!("a refusal hands back what it was given"),
-            })
-        })
+    pub fn resolve(&self, value: T) -> Result<(), SettleError<Result<T, E>>> {
+        self.settle(Ok(value))
     }
 
     /// Rejects the promise: every waiter gets `error`; refused as
@@ -317,13 +314,8 @@ impl<T, E, const N: usize> SharedCell<T, E, N> {
     /// CELL.reject("sensor missing").unwrap();
     /// assert_eq!(futures::executor::block_on(w), Err("sensor missing"));
     /// ```
-    pub fn reject(&self, error: E) -> Result<(), SettleError<E>> {
-        self.settle(Err(error)).map_err(|refused| {
-            refused.map(|outcome| match outcome {
-                Err(error) => error,
-                Ok(_) => unreachable!("a refusal hands back what it was given"),
-            })
-        })
+    pub fn reject(&self, error: E) -> Result<(), SettleError<Result<T, E>>> {
+        self.settle(Err(error))
     }
 
     /// Settles the promise with `outcome` and wakes every waiter; refused as
@@ -459,13 +451,20 @@ impl<T, E, const N: usize> SharedCell<T, E, N> {
     /// assert!(cell.resolve(2).is_ok());
     /// ```
     pub fn reset(&mut self) -> Option<Result<T, E>> {
+        // `&mut self`: no waiter is alive. One passed to `mem::forget` may
+        // have left its slot claimed and its waker registered: drop those
+        // wakers first (foreign code, while the cell is unchanged; a panic
+        // leaves the rest for the next reset or the cell's drop), then
+        // empty the cell.
+        for waker in &self.wakers {
+            drop(waker.take());
+        }
         // ORDERING: `&mut self`: no other thread accesses the cell.
         let state = self.load(Ordering::Acquire);
-        debug_assert_eq!(state.slots(), 0, "no waiter can be alive");
+        self.state.store(EMPTY, Ordering::Relaxed);
         if !state.is_settled() {
             return None;
         }
-        self.state.store(EMPTY, Ordering::Relaxed);
         // SAFETY: it was settled (initialised), and the state now says
         // empty, so it will not be read or dropped again.
         Some(
@@ -507,7 +506,8 @@ impl<T, E, const N: usize> fmt::Debug for SharedCell<T, E, N> {
 /// the cell for more waiters.
 ///
 /// ```
-/// use deferral::{SharedCell, WaitersFull};
+/// use deferral::SharedCell;
+/// use deferral::promise::WaitersFull;
 ///
 /// static CELL: SharedCell<u8, (), 1> = SharedCell::new();
 /// let _only = CELL.wait().unwrap();
@@ -541,27 +541,38 @@ impl<'a, T, E, const N: usize> Waiter<'a, T, E, N> {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<&'a T, &'a E>> {
-        assert!(!self.done, "`SharedCell` waiter polled after completion");
-        if let Some(out) = self.cell.get() {
-            return Poll::Ready(self.finish(out));
+    /// Polls for the settlement and hands it to `map` (a clone, or the
+    /// references themselves). The waiter is marked done only after `map`
+    /// returned: its slot is released first (consistent state before the
+    /// foreign code of the waker's drop and of `map`), and if either
+    /// panics, the latched value is still in the cell and the next poll
+    /// hands it out.
+    fn poll_map<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        map: impl FnOnce(Result<&'a T, &'a E>) -> R,
+    ) -> Poll<R> {
+        if self.done {
+            panic!("`SharedCell` waiter polled after completion");
         }
-        let slot = self
-            .slot
-            .expect("a waiter of an unsettled cell holds a slot");
-        self.cell.wakers[slot as usize].register(cx.waker());
-        match self.cell.get() {
-            Some(out) => Poll::Ready(self.finish(out)),
-            None => Poll::Pending,
-        }
-    }
-
-    fn finish<R>(&mut self, out: R) -> R {
-        // Release first: if dropping the waker panics, `done` is still
-        // false and the next poll hands the (latched) value out again.
+        let out = match self.cell.get() {
+            Some(out) => out,
+            None => {
+                let Some(slot) = self.slot else {
+                    // A waiter of an unsettled cell holds a slot.
+                    panic!("deferral: a SharedCell waiter lost its slot");
+                };
+                self.cell.wakers[slot as usize].register(cx.waker());
+                match self.cell.get() {
+                    Some(out) => out,
+                    None => return Poll::Pending,
+                }
+            }
+        };
         self.release();
+        let out = map(out);
         self.done = true;
-        out
+        Poll::Ready(out)
     }
 
     /// Gives the slot back: the waker out, the bit cleared, then the waker
@@ -618,9 +629,10 @@ impl<T: Clone, E: Clone, const N: usize> Future for SharedWait<'_, T, E, N> {
     type Output = Result<T, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        // The slot is released before the clone: a panicking `clone` leaves
-        // the value in the cell for the next poll.
-        self.waiter.poll(cx).map(|out| match out {
+        // The slot is released before the clone, and the waiter is done
+        // only after it: a panicking `clone` leaves the value in the cell
+        // for the next poll.
+        self.waiter.poll_map(cx, |out| match out {
             Ok(value) => Ok(value.clone()),
             Err(error) => Err(error.clone()),
         })
@@ -656,7 +668,7 @@ impl<'a, T, E, const N: usize> Future for SharedWaitRef<'a, T, E, N> {
     type Output = Result<&'a T, &'a E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<&'a T, &'a E>> {
-        self.waiter.poll(cx)
+        self.waiter.poll_map(cx, |out| out)
     }
 }
 

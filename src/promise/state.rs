@@ -12,9 +12,10 @@ use core::fmt;
 /// without settling (`PromiseError::Abandoned`) reports `Rejected`.
 ///
 /// ```
-/// use deferral::{DeferredPromise, Progress, PromiseState};
+/// use deferral::{DeferredPromise, PromiseError};
+/// use deferral::promise::{Progress, PromiseState};
 ///
-/// let p = DeferredPromise::<u32, ()>::new(|r| r.resolve(7));
+/// let p = DeferredPromise::<u32, PromiseError<()>>::new(|r| r.resolve(7));
 /// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
 /// assert_eq!(futures::executor::block_on(p), Ok(7));
 /// ```
@@ -31,7 +32,8 @@ pub enum PromiseState {
 /// The two kinds of [`PromiseState::Pending`].
 ///
 /// ```
-/// use deferral::{DeferredPromise, Progress, PromiseState};
+/// use deferral::DeferredPromise;
+/// use deferral::promise::{Progress, PromiseState};
 ///
 /// let p = DeferredPromise::lazy(|| async { Ok::<u8, ()>(1) });
 /// assert_eq!(p.state(), PromiseState::Pending(Progress::Unstarted));
@@ -49,10 +51,11 @@ impl PromiseState {
     /// `true` for `Fulfilled` and `Rejected`.
     ///
     /// ```
-    /// use deferral::{DeferredPromise, PromiseState};
+    /// use deferral::DeferredPromise;
+    /// use deferral::promise::PromiseState;
     ///
     /// assert!(DeferredPromise::<u8, ()>::resolved(1).state().is_settled());
-    /// assert!(!PromiseState::Pending(deferral::Progress::Started).is_settled());
+    /// assert!(!PromiseState::Pending(deferral::promise::Progress::Started).is_settled());
     /// ```
     pub fn is_settled(self) -> bool {
         !matches!(self, PromiseState::Pending(_))

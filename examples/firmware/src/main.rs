@@ -32,8 +32,9 @@ use cortex_m::peripheral::SCB;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hprintln};
+use deferral::promise::{Progress, PromiseState};
 use deferral::scope::ScopeBuilder;
-use deferral::{Progress, PromiseCell, PromiseError, PromiseState, Resolver, SharedCell};
+use deferral::{PromiseCell, PromiseError, Resolver, SharedCell};
 use embassy_executor::Spawner;
 use panic_semihosting as _; // a panic prints its message and exits with status 1
 

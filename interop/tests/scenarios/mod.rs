@@ -11,10 +11,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
+use deferral::promise::{Progress, PromiseState};
 use deferral::scope::{Concurrent, Fifo, Lifo, Order, ScopeBuilder};
 use deferral::{
-    DeferredPromise, Progress, PromiseCell, PromiseError, PromiseExt, PromiseState, SharedPromise,
-    scope,
+    DeferredPromise, PromiseCell, PromiseError, PromiseExt, SharedPromise, scope,
 };
 use futures::future::{Either, join_all, select};
 
@@ -58,7 +58,7 @@ async fn spawn_joined<T: Send + 'static>(
     sp: &dyn Spawn,
     task: impl Future<Output = T> + Send + 'static,
 ) -> T {
-    DeferredPromise::<T, ()>::detached(move |resolver| {
+    DeferredPromise::<T, PromiseError<()>>::detached(move |resolver| {
         sp.spawn(Box::pin(async move {
             let out = task.await;
             // Refused only if the join handle is gone: nobody waits.
@@ -235,7 +235,7 @@ pub async fn cleanup_after_cancellation(sp: &dyn Spawn) {
 pub async fn lazy_start(_sp: &dyn Spawn) {
     let runs = Arc::new(AtomicUsize::new(0));
     let (r1, r2, r3) = (runs.clone(), runs.clone(), runs.clone());
-    let promise = DeferredPromise::<u32, ()>::new(move |res| {
+    let promise = DeferredPromise::<u32, PromiseError<()>>::new(move |res| {
         r1.fetch_add(1, SeqCst);
         res.resolve(20)
     });
@@ -272,7 +272,7 @@ pub async fn lazy_start(_sp: &dyn Spawn) {
 pub async fn resolve_from_another_task(sp: &dyn Spawn) {
     let spawned = Arc::new(AtomicUsize::new(0));
     let s = spawned.clone();
-    let promise = DeferredPromise::<u32, &str>::detached(|resolver| {
+    let promise = DeferredPromise::<u32, PromiseError<&str>>::detached(|resolver| {
         s.fetch_add(1, SeqCst);
         sp.spawn(Box::pin(async move {
             yield_now().await;
@@ -288,7 +288,7 @@ pub async fn resolve_from_another_task(sp: &dyn Spawn) {
     assert_eq!(promise.await, Ok(42));
     assert_eq!(spawned.load(SeqCst), 1);
 
-    let rejected = DeferredPromise::<u32, &str>::detached(|resolver| {
+    let rejected = DeferredPromise::<u32, PromiseError<&str>>::detached(|resolver| {
         sp.spawn(Box::pin(async move {
             yield_now().await;
             resolver.reject("refused").unwrap();
@@ -296,7 +296,7 @@ pub async fn resolve_from_another_task(sp: &dyn Spawn) {
     });
     assert_eq!(rejected.await, Err(PromiseError::Rejected("refused")));
 
-    let abandoned = DeferredPromise::<u32, &str>::detached(|resolver| {
+    let abandoned = DeferredPromise::<u32, PromiseError<&str>>::detached(|resolver| {
         sp.spawn(Box::pin(async move {
             yield_now().await;
             drop(resolver);
@@ -366,7 +366,7 @@ pub async fn task_queue(sp: &dyn Spawn) {
         let task = DeferredPromise::<u32, PromiseError<()>>::lazy(move || async move {
             started.fetch_add(1, SeqCst);
             peak.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
-            let reply = DeferredPromise::<u32, ()>::detached(|resolver| {
+            let reply = DeferredPromise::<u32, PromiseError<()>>::detached(|resolver| {
                 sp.spawn(Box::pin(async move {
                     yield_now().await;
                     resolver.resolve(n * 10).unwrap();

@@ -4,7 +4,7 @@
 use deferral::DeferredPromise;
 
 fn main() {
-    let _p = DeferredPromise::<u32, ()>::detached(|res| {
+    let _p = DeferredPromise::<u32, deferral::PromiseError<()>>::detached(|res| {
         std::thread::spawn(move || res.resolve(1))
     });
 }

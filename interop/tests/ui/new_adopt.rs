@@ -4,5 +4,5 @@ use deferral::DeferredPromise;
 
 fn main() {
     let fetch = async { Ok::<u32, ()>(200) };
-    let _p = DeferredPromise::<u32, ()>::new(|res| res.adopt(fetch));
+    let _p = DeferredPromise::<u32, deferral::PromiseError<()>>::new(|res| res.adopt(fetch));
 }

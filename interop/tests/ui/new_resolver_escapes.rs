@@ -5,7 +5,7 @@
 use deferral::DeferredPromise;
 
 fn main() {
-    let _p = DeferredPromise::<u32, ()>::new(|res| {
+    let _p = DeferredPromise::<u32, deferral::PromiseError<()>>::new(|res| {
         std::thread::spawn(move || res.resolve(1));
     });
 }
