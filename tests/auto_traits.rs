@@ -7,14 +7,14 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use deferral::cancel::{Orphan, Reaper, ReaperBusy};
-use deferral::scope::{
-    Concurrent, CutShort, Fifo, Fixed, Full, Lifo, Local, ScopeBuilder, Sendable,
-};
 use deferral::promise::{
     CellBusy, CellPromise, PromiseState, Ready, SettleError, SignalCell, SignalWait,
 };
 #[cfg(feature = "alloc")]
 use deferral::promise::{LocalBoxPromise, WeakSharedPromise};
+use deferral::scope::{
+    Concurrent, CutShort, Fifo, Fixed, Full, Lifo, Local, ScopeBuilder, Sendable,
+};
 use deferral::*;
 use static_assertions::{assert_impl_all as yes, assert_not_impl_any as no};
 

@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use deferral::promise::{Progress, PromiseState};
 use deferral::scope::{Concurrent, Fifo, Lifo, Order, ScopeBuilder};
-use deferral::{
-    DeferredPromise, PromiseCell, PromiseError, PromiseExt, SharedPromise, scope,
-};
+use deferral::{DeferredPromise, PromiseCell, PromiseError, PromiseExt, SharedPromise, scope};
 use futures::future::{Either, join_all, select};
 
 use crate::support::{DropCounter, Gate, yield_now};
