@@ -317,6 +317,28 @@ where
         (cut, dropped.get())
     }
 
+    /// Drives the cleanup.
+    ///
+    /// # Safety
+    /// `this` is the pinned scope, in `Phase::Cleanup` with its driver
+    /// started.
+    #[inline(always)]
+    unsafe fn drive(this: *mut Self, cx: &mut Context<'_>) -> Poll<T> {
+        // SAFETY: as the caller guarantees; raw projections only.
+        unsafe {
+            let ends = Self::ends(this);
+            // Cleanup registered in a context runs in it (it carries it);
+            // the rest in the empty one.
+            core::task::ready!(crate::context::isolated(|| drive::drive(
+                &mut *(*this).drive,
+                ends,
+                cx
+            )));
+            Self::end_drive(this);
+            Self::finish(this)
+        }
+    }
+
     /// The slow path of `drop`: the scope did not finish.
     #[cold]
     #[inline(never)]
@@ -458,15 +480,18 @@ where
                 });
                 let out = match polled {
                     Ok(Poll::Pending) => return Poll::Pending,
-                    Ok(Poll::Ready(out)) => Some(out),
+                    Ok(Poll::Ready(out)) => {
+                        Self::end_body(this);
+                        Some(out)
+                    }
                     Err(p) => {
                         Self::exit(this).head.record(p);
+                        if (*this).phase == Phase::Body {
+                            Self::end_body(this);
+                        }
                         None
                     }
                 };
-                if (*this).phase == Phase::Body {
-                    Self::end_body(this);
-                }
                 if core.is_empty() && out.is_some() && Self::exit(this).head.panic.is_none() {
                     // Nothing registered: no cleanup machinery at all.
                     (*this).phase = Phase::Done;
@@ -476,16 +501,7 @@ where
                 Self::exit(this).out = out;
                 Self::start_drive(this);
             }
-            let ends = Self::ends(this);
-            // Cleanup registered in a context runs in it (it carries it);
-            // the rest in the empty one.
-            core::task::ready!(crate::context::isolated(|| drive::drive(
-                &mut *(*this).drive,
-                ends,
-                cx
-            )));
-            Self::end_drive(this);
-            Self::finish(this)
+            Self::drive(this, cx)
         }
     }
 }
