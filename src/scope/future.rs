@@ -457,6 +457,10 @@ where
                 if (*this).phase == Phase::Done {
                     panic!("`DeferScope` polled after completion");
                 }
+                if (*this).phase == Phase::Init {
+                    // The scope's address is final: start the slab.
+                    Slab::init(&raw mut (*this).slab);
+                }
                 let core = (*this).slab.core();
                 let cell = (*this).body.get();
                 // Calling the body may already run user code (a closure
@@ -465,8 +469,6 @@ where
                 let polled = panicking::catch(|| {
                     crate::scope::ambient::enter(core, || {
                         if (*this).phase == Phase::Init {
-                            // The scope's address is final: start the slab.
-                            Slab::init(&raw mut (*this).slab);
                             let body = ManuallyDrop::take(&mut (*cell).closure);
                             // If calling the body panics, there is no future.
                             (*this).phase = Phase::Cleanup;

@@ -55,30 +55,34 @@ use super::flavour::Flavour;
 use crate::sync::{AtomicBool, Ordering};
 
 /// The part of a [`Slab`] that does not depend on `N`; what a handle is.
+///
+/// (Zero-initialised fields alternate with others: a long run of zeros
+/// makes LLVM call `memset` at `opt-level = "s"`, which costs a firmware
+/// 170 bytes of flash when nothing else needs it.)
 #[repr(C)]
 pub(crate) struct Core<K: Flavour> {
     /// The newest entry.
     top: Cell<*mut Head>,
     /// Bump allocator: next free byte, end of the current region, and its
-    /// start. Null until [`Slab::init`].
+    /// start.
     cursor: Cell<*mut u8>,
     limit: Cell<*mut u8>,
-    region: Cell<*mut u8>,
     /// Moves on at every `clear` and `move_all` (see the module docs).
     epoch: Cell<u64>,
+    region: Cell<*mut u8>,
     /// Tells an `Err` output from an `Ok` one, once a registration needs it
     /// (`Registration::when`): set where the output type is known.
     classify: Cell<Option<Classify>>,
-    /// `clear`s under way: no bytes are given back meanwhile.
-    hold: Cell<u32>,
+    /// The flavour's `GROWS`, for the ambient API (which does not know
+    /// the flavour).
+    grows: bool,
     /// Serialises changes when `K::LOCKS` (a one-word spin lock). Every
     /// flavour has it, so that the ambient API can treat any core as a
     /// `Core<Sendable>` (the layout is the same; locking a `Local` core is
     /// harmless).
     lock: AtomicBool,
-    /// The flavour's `GROWS`, for the ambient API (which does not know
-    /// the flavour).
-    grows: bool,
+    /// `clear`s under way: no bytes are given back meanwhile.
+    hold: Cell<u32>,
     /// Spilled chunks, newest first (`alloc`).
     #[cfg(feature = "alloc")]
     chunks: Cell<*mut Chunk>,
@@ -119,7 +123,9 @@ struct Bytes<const N: usize>([MaybeUninit<u8>; N]);
 /// pointers reach (Stacked Borrows skips that claim for `!Unpin` types).
 #[repr(C)]
 pub(crate) struct Slab<K: Flavour, const N: usize> {
-    core: Core<K>,
+    /// Written by [`Slab::init`] (nothing is written before: a scope that
+    /// is never polled costs nothing to make).
+    core: MaybeUninit<Core<K>>,
     bytes: UnsafeCell<Bytes<N>>,
     _pinned: PhantomPinned,
 }
@@ -139,14 +145,32 @@ impl<K: Flavour> Drop for Locked<'_, K> {
 }
 
 impl<K: Flavour, const N: usize> Slab<K, N> {
-    /// An empty slab; [`Slab::init`] starts its allocator.
-    pub(crate) fn new() -> Self {
+    /// A slab to be started by [`Slab::init`].
+    pub(crate) const fn new() -> Self {
         Slab {
-            core: Core {
+            core: MaybeUninit::uninit(),
+            bytes: UnsafeCell::new(Bytes([MaybeUninit::uninit(); N])),
+            _pinned: PhantomPinned,
+        }
+    }
+
+    /// Writes the core, its bump allocator at the inline bytes.
+    ///
+    /// # Safety
+    /// `this` points to a slab that will not move again (it is pinned) and
+    /// carries provenance over all of it; called once, before
+    /// [`core`](Self::core).
+    #[inline(always)]
+    pub(crate) unsafe fn init(this: *mut Self) {
+        // SAFETY: `this` is valid (caller); `&raw mut` makes no reference,
+        // so the pointer keeps `this`'s provenance.
+        unsafe {
+            let bytes = (&raw mut (*this).bytes).cast::<u8>();
+            (&raw mut (*this).core).cast::<Core<K>>().write(Core {
                 top: Cell::new(ptr::null_mut()),
-                cursor: Cell::new(ptr::null_mut()),
-                limit: Cell::new(ptr::null_mut()),
-                region: Cell::new(ptr::null_mut()),
+                cursor: Cell::new(bytes),
+                limit: Cell::new(bytes.add(N)),
+                region: Cell::new(bytes),
                 epoch: Cell::new(0),
                 classify: Cell::new(None),
                 hold: Cell::new(0),
@@ -157,33 +181,18 @@ impl<K: Flavour, const N: usize> Slab<K, N> {
                 #[cfg(feature = "std")]
                 instance: Cell::new(0),
                 _flavour: PhantomData,
-            },
-            bytes: UnsafeCell::new(Bytes([MaybeUninit::uninit(); N])),
-            _pinned: PhantomPinned,
+            });
         }
     }
 
-    /// Points the bump allocator at the inline bytes.
+    /// The core.
     ///
     /// # Safety
-    /// `this` points to a slab that will not move again (it is pinned) and
-    /// carries provenance over all of it; called once, before any push.
+    /// [`init`](Self::init) was called.
     #[inline(always)]
-    pub(crate) unsafe fn init(this: *mut Self) {
-        // SAFETY: `this` is valid (caller); `&raw mut` makes no reference,
-        // so the pointer keeps `this`'s provenance.
-        unsafe {
-            let bytes = (&raw mut (*this).bytes).cast::<u8>();
-            let core = &(*this).core;
-            core.region.set(bytes);
-            core.cursor.set(bytes);
-            core.limit.set(bytes.add(N));
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn core(&self) -> &Core<K> {
-        &self.core
+    pub(crate) unsafe fn core(&self) -> &Core<K> {
+        // SAFETY: written by `init` (the caller guarantees it ran).
+        unsafe { self.core.assume_init_ref() }
     }
 }
 
