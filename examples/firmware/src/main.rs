@@ -11,6 +11,10 @@
 //!   promise is first polled.
 //! - Two Embassy tasks await one `static SharedCell` (a multi-waiter
 //!   promise, no heap, no lock) that the SysTick handler resolves once.
+//! - A scope cancelled before its cleanup could run (a timeout, say): its
+//!   async cleanup goes to a `static Reaper` that a task of its own drains
+//!   (the program's cancel handler hands it over), so the peripheral is
+//!   still powered down.
 //!
 //! The firmware exits QEMU through semihosting: status 0 when every check
 //! passed, 1 on the first failed check or on any panic.
@@ -32,6 +36,7 @@ use cortex_m::peripheral::SCB;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::{debug, hprintln};
+use deferral::cancel::Reaper;
 use deferral::promise::{Progress, PromiseState};
 use deferral::scope::ScopeBuilder;
 use deferral::{PromiseCell, PromiseError, Resolver, SharedCell};
@@ -245,11 +250,76 @@ async fn cleanup_task() {
     CLEANUP_DONE.store(1, Ordering::Release);
 }
 
+/// A heap-free home for the async cleanup of cancelled scopes: two slots
+/// of 64 bytes, drained by `reaper_task`.
+static REAPER: Reaper<2> = Reaper::new();
+
+#[embassy_executor::task]
+async fn reaper_task() {
+    // Runs the handed-over cleanup for ever (a second `run` would resolve
+    // to `ReaperBusy`).
+    let _ = REAPER.run().await;
+}
+
+static RADIO_ON: AtomicBool = AtomicBool::new(false);
+
+/// A body that powers a radio up and never finishes on its own: the
+/// caller gives up on it after a few polls (a timeout), which drops the
+/// scope before its cleanup could be awaited.
+async fn transmit() {
+    deferral::scope(async |d| {
+        RADIO_ON.store(true, Ordering::Relaxed);
+        d.defer_async(async {
+            YieldNow(false).await; // an async power-down sequence
+            RADIO_ON.store(false, Ordering::Relaxed);
+        });
+        core::future::pending::<()>().await
+    })
+    .await
+}
+
+/// Polls `fut` `polls` times, then drops it: a timeout without a timer.
+async fn give_up_after<F: Future>(polls: usize, fut: F) {
+    let mut fut = core::pin::pin!(fut);
+    let mut left = polls;
+    core::future::poll_fn(|cx| {
+        if left == 0 {
+            return Poll::Ready(());
+        }
+        left -= 1;
+        let _ = fut.as_mut().poll(cx);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     hprintln!("deferral firmware: start");
     report_sizes();
     spawner.spawn(cleanup_task().expect("task pool has room"));
+
+    // 0. Cancelled cleanup runs in the reaper task.
+    deferral::cancel::set_cancel_handler(|orphan| REAPER.hand_over(orphan));
+    spawner.spawn(reaper_task().expect("task pool has room"));
+    give_up_after(2, transmit()).await;
+    check(
+        RADIO_ON.load(Ordering::Relaxed),
+        "the scope was cut short with the radio on",
+    );
+    check(REAPER.pending() == 1, "its power-down went to the reaper");
+    while REAPER.pending() != 0 {
+        YieldNow(false).await;
+    }
+    check(
+        !RADIO_ON.load(Ordering::Relaxed),
+        "the reaper powered the radio down",
+    );
+    check(
+        REAPER.missed() == 0 && deferral::cancel::dropped() == 0,
+        "nothing dropped",
+    );
 
     // 1. Resolved from the interrupt handler.
     let (promise, resolver) = SAMPLE.promise().expect("the cell is free");
