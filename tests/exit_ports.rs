@@ -500,7 +500,7 @@ fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
         [&JsError("error2"), &JsError("error1")]
     );
     // `Display` shows the first and counts the rest; `{:#}` shows them all.
-    assert_eq!(errors.to_string(), "error2 (and 1 more)");
+    assert_eq!(errors.to_string(), "error2 (and 1 later error)");
     assert_eq!(format!("{errors:#}"), "error2; error1");
     // `Error::source` is the first error's cause (none here), not its
     // sibling: anyhow and eyre print siblings as "Caused by:" otherwise.
@@ -510,11 +510,11 @@ fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
         chain.push(e.to_string());
         next = e.source();
     }
-    assert_eq!(chain, ["error2 (and 1 more)"]);
+    assert_eq!(chain, ["error2 (and 1 later error)"]);
     assert_eq!(errors.last(), &JsError("error1"), "the newest");
     // `?` works with it: into `Box<dyn Error>`.
     let boxed = || -> Result<(), Box<dyn std::error::Error>> { Err(errors)? };
-    assert_eq!(boxed().unwrap_err().to_string(), "error2 (and 1 more)");
+    assert_eq!(boxed().unwrap_err().to_string(), "error2 (and 1 later error)");
 }
 
 /// The same proposal's `await using` with a throwing body: the body's error

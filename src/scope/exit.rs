@@ -719,7 +719,7 @@ impl<T, F: FnOnce(&mut Exit<T>)> CleanupOutput<T> for F {
 /// lost: a cleanup returning `Err(e)` appends it. `?` on an `E` in the body
 /// works (`From<E>`). [`first`](Errors::first) is the oldest error (the
 /// body's, if it failed) and [`last`](Errors::last) the newest;
-/// [`Display`](fmt::Display) shows the first and how many followed (`{:#}`
+/// [`Display`](fmt::Display) shows the first and how many came later (`{:#}`
 /// shows them all, oldest first). [`Error::source`] is the first error's
 /// source: its cause, not its siblings.
 ///
@@ -739,7 +739,7 @@ impl<T, F: FnOnce(&mut Exit<T>)> CleanupOutput<T> for F {
 ///     errors.iter().map(String::as_str).collect::<Vec<_>>(),
 ///     ["the body failed", "first disposal failed", "second disposal failed"]
 /// );
-/// assert_eq!(errors.to_string(), "the body failed (and 2 more)");
+/// assert_eq!(errors.to_string(), "the body failed (and 2 later errors)");
 /// assert_eq!(errors.last(), "second disposal failed");
 /// # });
 /// ```
@@ -859,7 +859,8 @@ impl<E: fmt::Display> fmt::Display for Errors<E> {
         write!(f, "{}", self.first)?;
         match self.rest.len() {
             0 => Ok(()),
-            more => write!(f, " (and {more} more)"),
+            1 => f.write_str(" (and 1 later error)"),
+            later => write!(f, " (and {later} later errors)"),
         }
     }
 }
