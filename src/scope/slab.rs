@@ -240,8 +240,12 @@ impl<K: Flavour> Core<K> {
     fn bump(&self, layout: Layout) -> Option<NonNull<Head>> {
         if layout.align() <= ALIGN || self.chunk_align() >= layout.align() {
             let at = align_up(self.cursor.get(), layout.align());
-            let room = self.limit.get().addr().wrapping_sub(at.addr());
-            if at.addr() >= self.cursor.get().addr() && layout.size() <= room {
+            // Aligning may move `at` past `limit` (a region whose end is not
+            // aligned: an inline capacity that is not a multiple of 16, a
+            // chunk an entry filled exactly): then there is no room at all
+            // (a wrapping difference would be a huge "room").
+            let room = self.limit.get().addr().checked_sub(at.addr());
+            if at.addr() >= self.cursor.get().addr() && room.is_some_and(|r| layout.size() <= r) {
                 // SAFETY: `[at, at + size)` lies within the region.
                 self.cursor.set(unsafe { at.add(layout.size()) });
                 // SAFETY: inside our bytes or a chunk: not null.
