@@ -80,7 +80,6 @@ fn engine_1_an_inline_capacity_not_a_multiple_of_16_is_never_overrun() {
 // type's `take`.
 
 #[test]
-#[ignore = "finding: a token reads the epoch outside the lock (data race with clear; Miri)"]
 fn engine_2_a_token_made_while_another_thread_clears_is_never_confused() {
     let rounds = if cfg!(miri) { 20 } else { 2000 };
     let ran = AtomicUsize::new(0);

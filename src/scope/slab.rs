@@ -28,7 +28,8 @@
 //! `scope_local`'s handle is `!Sync` and has no lock at all.
 //!
 //! Tokens ([`Registration`](crate::Registration)) name their entry by
-//! address and the core's *epoch* when they were made; [`clear`](Core::clear)
+//! address and the core's *epoch* when they were made (read under the lock
+//! that registered the entry); [`clear`](Core::clear)
 //! and [`move_all`](Core::move_all) move the epoch on, after which no token
 //! made before touches the slab (its entry's bytes may hold another entry
 //! by then). The epoch is 64 bits wide: it cannot wrap. A token's check is
@@ -124,6 +125,13 @@ pub(crate) struct Slab<K: Flavour, const N: usize> {
     _pinned: PhantomPinned,
 }
 
+/// A registration's place in the slab: its entry, and the epoch its token
+/// remembers (see [`Core::push`]).
+pub(crate) struct Pushed {
+    pub(crate) head: NonNull<Head>,
+    pub(crate) epoch: u64,
+}
+
 /// Holds the lock (if the flavour locks) until dropped, also on unwind.
 struct Locked<'a, K: Flavour>(&'a Core<K>);
 
@@ -212,7 +220,11 @@ impl<K: Flavour> Core<K> {
     }
 
     /// Registers `payload` (of `vtable`'s layout) as the newest entry;
-    /// hands it back when it does not fit. Returns its head.
+    /// hands it back when it does not fit. Returns its head and the epoch
+    /// its token remembers, read under the same lock: read afterwards, a
+    /// `clear` on another thread in between (a body that shares `&Defer`
+    /// with scoped threads) would race with the read, and could leave the
+    /// token naming the cleared entry's bytes at the new epoch.
     ///
     /// # Safety
     /// `vtable` is the vtable of an `Entry<P>`; the slab was started.
@@ -221,7 +233,7 @@ impl<K: Flavour> Core<K> {
         &self,
         vtable: &'static VTable,
         payload: P,
-    ) -> Result<NonNull<Head>, P> {
+    ) -> Result<Pushed, P> {
         let locked = self.lock();
         let Some(at) = self.bump(vtable.layout) else {
             drop(locked);
@@ -231,8 +243,9 @@ impl<K: Flavour> Core<K> {
         // entry, owned by this slab; we hold the lock to link it.
         unsafe { Head::write(at, Head::new(vtable, When::Always, self.top.get()), payload) };
         self.top.set(at.as_ptr());
+        let epoch = self.epoch.get();
         drop(locked);
-        Ok(at)
+        Ok(Pushed { head: at, epoch })
     }
 
     /// Room for an entry of `layout`.
@@ -313,12 +326,6 @@ impl<K: Flavour> Core<K> {
         self.limit.set(chunk.cast::<u8>().wrapping_add(size));
         // SAFETY: inside the fresh chunk, aligned for `layout`.
         unsafe { NonNull::new_unchecked(start.cast()) }
-    }
-
-    /// The epoch a token made now remembers.
-    #[inline(always)]
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.get()
     }
 
     /// Moves the epoch on: every token made before is stale.
