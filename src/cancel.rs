@@ -626,28 +626,40 @@ impl<const SLOTS: usize, const BYTES: usize> Reaper<SLOTS, BYTES> {
 impl<const SLOTS: usize, const BYTES: usize> Drop for Reaper<SLOTS, BYTES> {
     fn drop(&mut self) {
         // A reaper that is not a `static` (a field, a thread-local) drops
-        // what it still holds: unpolled or half-run, exactly once. If one
-        // destructor panics, the rest are dropped while it unwinds.
-        for slot in &self.slots {
-            struct Next<'a, const B: usize>(&'a Slot<B>);
-            impl<const B: usize> Drop for Next<'_, B> {
-                fn drop(&mut self) {
-                    // ORDERING: `&mut self`: nobody else is here.
-                    self.0.state.store(EMPTY, Ordering::Relaxed);
-                }
-            }
-            // ORDERING: as above.
-            if slot.state.load(Ordering::Relaxed) & STATE == EMPTY {
-                continue;
-            }
-            let _next = Next(slot);
-            slot.with_head(|head| {
-                if let Some(live) = crate::scope::entry::Erased(head).claim() {
-                    // SAFETY: a live payload, ours (we own the reaper).
-                    unsafe { live.drop_payload() }
-                }
-            });
+        // what it still holds: unpolled or half-run, exactly once.
+        drop_slots(&self.slots);
+    }
+}
+
+/// Drops the cleanup each slot holds, exactly once. If one destructor
+/// panics, the later slots are still dropped while it unwinds (a second
+/// panic then aborts, as in `Vec`'s drop): nothing leaks.
+fn drop_slots<const B: usize>(slots: &[Slot<B>]) {
+    /// Drops the slots after a panicking one.
+    struct Rest<'a, const B: usize>(&'a [Slot<B>]);
+    impl<const B: usize> Drop for Rest<'_, B> {
+        fn drop(&mut self) {
+            drop_slots(self.0);
         }
+    }
+    for (index, slot) in slots.iter().enumerate() {
+        // ORDERING: the reaper is being dropped (`&mut`): nobody else is
+        // here.
+        if slot.state.load(Ordering::Relaxed) & STATE == EMPTY {
+            continue;
+        }
+        // Emptied and claimed before the destructor (foreign code) runs.
+        // ORDERING: as above.
+        slot.state.store(EMPTY, Ordering::Relaxed);
+        let rest = Rest(&slots[index + 1..]);
+        slot.with_head(|head| {
+            if let Some(live) = crate::scope::entry::Erased(head).claim() {
+                // SAFETY: a live payload, ours (we own the reaper); claimed,
+                // so dropped once.
+                unsafe { live.drop_payload() }
+            }
+        });
+        core::mem::forget(rest);
     }
 }
 

@@ -156,7 +156,6 @@ fn engine_3_grace_polls_a_self_borrowing_timer_soundly() {
 // slots leaked.
 
 #[test]
-#[ignore = "finding: Reaper::drop leaks the later slots when one destructor panics"]
 fn engine_4_a_dropped_reaper_drops_every_slot_even_if_one_panics() {
     use deferral::cancel::Reaper;
     use std::sync::Mutex;
