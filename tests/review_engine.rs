@@ -206,7 +206,6 @@ fn cancel<F: Future>(scope: F) {
 // caught, so these pass there either way.)
 
 #[test]
-#[ignore = "finding: without std, drive::cancel unwinds and leaks the rest"]
 fn engine_5_a_panicking_cleanup_in_a_dropped_stack_does_not_leak_the_rest() {
     let drops = DropCounter::new();
     let mut stack: deferral::DeferStack<deferral::scope::Sendable, 256> =
@@ -222,7 +221,6 @@ fn engine_5_a_panicking_cleanup_in_a_dropped_stack_does_not_leak_the_rest() {
 }
 
 #[test]
-#[ignore = "finding: without std, drive::cancel unwinds and leaks the rest"]
 fn engine_5_a_panicking_cleanup_in_a_cancelled_scope_does_not_leak_the_rest() {
     let drops = DropCounter::new();
     let (a, c) = (drops.tracked(), drops.tracked());
@@ -245,7 +243,6 @@ fn engine_5_a_panicking_cleanup_in_a_cancelled_scope_does_not_leak_the_rest() {
 // same after a body closure that panicked while being called.
 
 #[test]
-#[ignore = "finding: without std, a panicking body destructor leaks the cleanup"]
 fn engine_6_a_body_destructor_panicking_in_a_cancelled_scope_leaks_no_cleanup() {
     let drops = DropCounter::new();
     let (t, bomb) = (drops.tracked(), drops.panicking());
@@ -265,7 +262,6 @@ fn engine_6_a_body_destructor_panicking_in_a_cancelled_scope_leaks_no_cleanup() 
 }
 
 #[test]
-#[ignore = "finding: without std, a panicking body closure leaks the cleanup"]
 fn engine_6_a_body_closure_panicking_while_called_leaks_no_cleanup() {
     let drops = DropCounter::new();
     let t = drops.tracked();

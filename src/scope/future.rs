@@ -338,11 +338,36 @@ where
                 Phase::Body => {
                     // Cancelled before the body returned.
                     Self::exit(this).head.flags |= CANCELLED | unwinding;
+                    // Without `std` the body's destructor may unwind out of
+                    // here (nothing catches it): the cancellation is then
+                    // finished while it unwinds, so no cleanup leaks (a
+                    // second panic aborts, as in any destructor).
+                    let rest = panicking::OnUnwind::new(|| Self::cancel_rest(this));
                     Self::end_body(this);
-                    Self::start_drive(this);
+                    rest.defuse();
                 }
                 // The body returned (or panicked): its outcome stands.
                 Phase::Cleanup => Self::exit(this).head.flags |= unwinding,
+            }
+            Self::cancel_rest(this);
+        }
+    }
+
+    /// The rest of `cancel`, once the body is gone: starts the driver if
+    /// nothing did (the body ended by unwinding, without `std`: a body
+    /// closure that panicked while called, a body destructor that
+    /// panicked), cuts the cleanup, and drops what is left.
+    ///
+    /// # Safety
+    /// `this` is live, its body gone, its phase `Cleanup` or `Body`.
+    unsafe fn cancel_rest(this: *mut Self) {
+        // SAFETY: as the caller guarantees; raw projections only.
+        unsafe {
+            // Once the driver started, the slab is empty for good (the body,
+            // and with it every handle, is gone): a chain left there was
+            // never handed to it.
+            if !(*this).slab.core().is_empty() {
+                Self::start_drive(this);
             }
             (*this).phase = Phase::Done;
             Self::cut(this);
