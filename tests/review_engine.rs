@@ -408,3 +408,57 @@ fn two_threads_register_guard_and_cancel_through_one_handle() {
     assert_eq!(out, rounds);
     assert_eq!(RAN.load(SeqCst) as u64, rounds);
 }
+
+// -------------------------------------------------------------- engine 7
+// Concurrent cleanup (with `alloc`) counted a finished async entry only
+// after dropping what was left of it: if that drop panicked — the context
+// snapshot an entry registered under a `ContextVar` carries, whose value's
+// destructor panics — the entry was gone but still counted as running, and
+// the scope stayed pending for ever (nothing left to wake it).
+
+#[cfg(feature = "std")]
+mod engine_7 {
+    use super::*;
+
+    struct Bomb(&'static AtomicUsize);
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if self.0.swap(0, SeqCst) == 1 {
+                panic!("a context value's destructor panics");
+            }
+        }
+    }
+
+    static CTX: deferral::ContextVar<Bomb> = deferral::ContextVar::new();
+
+    #[test]
+    #[cfg_attr(miri, ignore = "hashbrown leaks its table when a value's drop panics")]
+    fn engine_7_concurrent_cleanup_whose_remains_panic_on_drop_still_finishes() {
+        for order in support::order::ORDERS {
+            static ARMED: AtomicUsize = AtomicUsize::new(0);
+            ARMED.store(1, SeqCst);
+            let mut scope = support::order::run(order, async |d| {
+                CTX.run(Bomb(&ARMED), || {
+                    d.defer_async(async {});
+                });
+                7
+            });
+            let counter = WakeCounter::new();
+            let finished = catch_unwind(AssertUnwindSafe(|| {
+                (0..10).find_map(|_| match poll_once(scope.as_mut(), &counter) {
+                    Poll::Ready(out) => Some(out),
+                    Poll::Pending => None,
+                })
+            }));
+            let message = finished
+                .err()
+                .and_then(|p| p.downcast_ref::<&str>().copied());
+            assert_eq!(
+                message,
+                Some("a context value's destructor panics"),
+                "{order:?}: the scope finished and resumed the destructor's panic"
+            );
+        }
+    }
+}

@@ -460,12 +460,20 @@ impl Concurrent {
                 if unsafe { poll_entry(polling, live, &mut Context::from_waker(&waker), ends) }
                     .is_ready()
                 {
+                    // Counted before its remains are dropped (foreign code):
+                    // if that panics, the entry is still done.
                     w.remaining -= 1;
+                    // SAFETY: finished and claimed by `poll_entry`: ours,
+                    // dropped once.
+                    unsafe { live.drop_payload() };
                 }
                 continue;
             }
             // SAFETY: as for `drive`.
-            let _ = unsafe { poll_entry(polling, live, cx, ends) };
+            if unsafe { poll_entry(polling, live, cx, ends) }.is_ready() {
+                // SAFETY: as above.
+                unsafe { live.drop_payload() };
+            }
         }
         #[cfg(feature = "alloc")]
         if let Some(w) = wake {
@@ -483,6 +491,8 @@ impl Concurrent {
                     // SAFETY: as for `drive`.
                     if unsafe { poll_entry(polling, live, &mut cx, ends) }.is_ready() {
                         *remaining -= 1;
+                        // SAFETY: as above.
+                        unsafe { live.drop_payload() };
                     }
                 }
                 true
@@ -500,15 +510,23 @@ impl Concurrent {
             next = entry.next();
             if let Some(live) = entry.live().filter(|l| l.is_async()) {
                 // SAFETY: as for `drive`.
-                pending |= unsafe { poll_entry(&mut self.polling, live, cx, ends) }.is_pending();
+                if unsafe { poll_entry(&mut self.polling, live, cx, ends) }.is_ready() {
+                    // SAFETY: as above.
+                    unsafe { live.drop_payload() };
+                } else {
+                    pending = true;
+                }
             }
         }
         if pending { Poll::Pending } else { Poll::Ready(()) }
     }
 }
 
-/// Polls a live async entry whose condition holds; when it finishes, claims
-/// and drops it. `polling` names it meanwhile (a panic drops it).
+/// Polls a live async entry whose condition holds; when it finishes,
+/// claims it: the caller counts it done, *then* drops its remains (foreign
+/// code: a context snapshot's destructor), so a panicking drop cannot leave
+/// a finished entry counted as running. `polling` names it meanwhile (a
+/// panic drops it).
 ///
 /// # Safety
 /// As for [`drive`].
@@ -524,8 +542,6 @@ unsafe fn poll_entry(
     *polling = ptr::null_mut();
     if poll.is_ready() {
         Erased(live.head).claim();
-        // SAFETY: finished: drop what is left of it, once.
-        unsafe { live.drop_payload() };
     }
     poll
 }
