@@ -462,3 +462,49 @@ mod engine_7 {
         }
     }
 }
+
+/// Two scopes at the very same address (one `Pin<Box<Option<_>>>` slot,
+/// refilled in place): an ambient token of the first never takes the
+/// second's registration at the same bytes.
+#[cfg(feature = "std")]
+#[test]
+fn an_ambient_token_of_a_scope_is_refused_by_the_next_scope_at_its_address() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    type Token = deferral::scope::AmbientRegistration<Box<dyn FnOnce() + Send>>;
+    fn make(
+        slot: Rc<RefCell<Option<Token>>>,
+        log: support::DropLog,
+    ) -> impl Future<Output = usize> {
+        deferral::scope(async move |d| {
+            let l = log.clone();
+            let mine: Token = deferral::defer(Box::new(move || l.push("ran")));
+            let old = slot.borrow_mut().take();
+            match old {
+                // The first scope leaves its token behind.
+                None => *slot.borrow_mut() = Some(mine),
+                Some(old) => {
+                    assert!(old.cancel().is_err(), "another scope's token");
+                    let _kept = mine; // its registration stays
+                }
+            }
+            d.len()
+        })
+    }
+    let log = support::DropLog::new();
+    let token = Rc::new(RefCell::new(None));
+    let mut slot = Box::pin(Some(make(token.clone(), log.clone())));
+    let at = std::ptr::from_ref(&*slot).addr();
+    let poll = |slot: &mut std::pin::Pin<Box<Option<_>>>| {
+        poll_once(slot.as_mut().as_pin_mut().unwrap(), &WakeCounter::new())
+    };
+    assert_eq!(poll(&mut slot), Poll::Ready(1));
+    slot.set(Some(make(token.clone(), log.clone())));
+    assert_eq!(std::ptr::from_ref(&*slot).addr(), at, "the same address");
+    assert_eq!(
+        poll(&mut slot),
+        Poll::Ready(1),
+        "its own registration stayed"
+    );
+    assert_eq!(log.events(), ["ran", "ran"]);
+}
