@@ -83,3 +83,27 @@ pub(crate) fn abort() -> ! {
         panic!("deferral: aborting");
     }
 }
+
+/// Runs `f` when dropped, unless [defused](OnUnwind::defuse) first: what
+/// must be finished even if foreign code unwinds past it (without `std`,
+/// where nothing is caught).
+pub(crate) struct OnUnwind<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnUnwind<F> {
+    pub(crate) fn new(f: F) -> Self {
+        OnUnwind(Some(f))
+    }
+
+    /// Nothing unwound: `f` does not run.
+    pub(crate) fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for OnUnwind<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}

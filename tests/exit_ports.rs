@@ -514,7 +514,10 @@ fn js_async_disposable_stack_two_failing_disposals_are_both_kept() {
     assert_eq!(errors.last(), &JsError("error1"), "the newest");
     // `?` works with it: into `Box<dyn Error>`.
     let boxed = || -> Result<(), Box<dyn std::error::Error>> { Err(errors)? };
-    assert_eq!(boxed().unwrap_err().to_string(), "error2 (and 1 later error)");
+    assert_eq!(
+        boxed().unwrap_err().to_string(),
+        "error2 (and 1 later error)"
+    );
 }
 
 /// The same proposal's `await using` with a throwing body: the body's error

@@ -19,7 +19,7 @@ mod enabled {
     use crate::scope::entry::{Head, TakeFn, async_vtable, sync_vtable, take_payload};
     use crate::scope::flavour::{Flavour, Sendable};
     use crate::scope::payload::{Call, InContext, Now, Task};
-    use crate::scope::slab::Core;
+    use crate::scope::slab::{Core, Pushed};
 
     /// The core of the scope whose body is being polled on this thread. A
     /// core of any flavour is stored as a `Core<Sendable>`: the layout is
@@ -133,13 +133,13 @@ mod enabled {
             };
             // SAFETY: the vtable of `Entry<P<F>>`.
             return match unsafe { core.push(sync_vtable::<(), P<F>>(), wrapped) } {
-                Ok(head) => Ok(token(core, head, take_payload::<(), P<F>>)),
+                Ok(pushed) => Ok(token(core, pushed, take_payload::<(), P<F>>)),
                 Err(wrapped) => Err(NoScope(wrapped.payload.0)),
             };
         }
         // SAFETY: the vtable of `Entry<Call<F>>`.
         match unsafe { core.push(sync_vtable::<(), Call<F>>(), Call(f)) } {
-            Ok(head) => Ok(token(core, head, take_payload::<(), Call<F>>)),
+            Ok(pushed) => Ok(token(core, pushed, take_payload::<(), Call<F>>)),
             Err(Call(f)) => Err(NoScope(f)),
         }
     }
@@ -171,7 +171,7 @@ mod enabled {
             };
             // SAFETY: the vtable of `Entry<W<Fut>>`.
             return match unsafe { core.push(async_vtable::<(), W<Fut>>(), wrapped) } {
-                Ok(head) => Ok(token(core, head, take_payload::<(), W<Fut>>)),
+                Ok(pushed) => Ok(token(core, pushed, take_payload::<(), W<Fut>>)),
                 Err(InContext {
                     payload: Task::Waiting(Now(fut)),
                     ..
@@ -181,18 +181,18 @@ mod enabled {
         }
         // SAFETY: the vtable of `Entry<P<Fut>>`.
         match unsafe { core.push(async_vtable::<(), P<Fut>>(), P::<Fut>::Waiting(Now(fut))) } {
-            Ok(head) => Ok(token(core, head, take_payload::<(), P<Fut>>)),
+            Ok(pushed) => Ok(token(core, pushed, take_payload::<(), P<Fut>>)),
             Err(Task::Waiting(Now(fut))) => Err(NoScope(fut)),
             Err(_) => unreachable!(),
         }
     }
 
-    fn token<X>(core: &Core<Sendable>, head: NonNull<Head>, take: TakeFn) -> AmbientRegistration<X> {
+    fn token<X>(core: &Core<Sendable>, pushed: Pushed, take: TakeFn) -> AmbientRegistration<X> {
         AmbientRegistration {
             core: NonNull::from(core),
             instance: core.instance(),
-            epoch: core.epoch(),
-            head,
+            epoch: pushed.epoch,
+            head: pushed.head,
             take,
             _taken: PhantomData,
         }

@@ -14,7 +14,9 @@
 //! dropped twice. With `std` one `catch_unwind` surrounds the loop, not
 //! each entry: after a caught panic the loop records it and goes on from
 //! its (consistent) state. Without `std` a panic unwinds out of `poll`, and
-//! whoever owns the chain finishes the rest ([`cancel`]).
+//! whoever owns the chain finishes the rest ([`cancel`]); a panic inside
+//! `cancel` itself unwinds too, and a drop guard finishes the rest of the
+//! chain while it does.
 
 // `Driver` and the drivers are `pub` in a crate-private module (the sealed
 // pattern: `Order::Drive` names them, nobody outside can): their methods
@@ -126,7 +128,9 @@ pub(crate) unsafe fn drive<D: Driver>(driver: &mut D, ends: Ends, cx: &mut Conte
 /// are dropped, sync ones run, and async ones go to `hand_over` (which
 /// runs them elsewhere or drops them). Returns how many async entries
 /// were cut short (dropped started, or handed over). Panics are recorded
-/// in `ends`; the rest still runs.
+/// in `ends`; the rest still runs. Without `std` (nothing is caught) a
+/// panic unwinds out of here, and the rest is finished while it unwinds (a
+/// second panic aborts, as in any destructor): nothing leaks.
 ///
 /// # Safety
 /// As for [`drive`].
@@ -135,48 +139,98 @@ pub(crate) unsafe fn cancel<D: Driver>(
     ends: Ends,
     mut hand_over: impl FnMut(Live),
 ) -> usize {
-    let mut cut = 0;
-    let (started_from, started_to, rest) = driver.split();
-    // 1. Started async entries cannot finish now: drop them.
-    let mut next = NonNull::new(started_from).map(Erased);
-    while let Some(entry) = next {
-        if entry.0.as_ptr() == started_to {
-            break;
-        }
-        next = entry.next();
-        if let Some(live) = entry.claim() {
-            if live.is_async() {
-                cut += 1;
+    let (started, started_to, rest) = driver.split();
+    let mut left = Left {
+        started,
+        started_to,
+        rest,
+        cut: 0,
+    };
+    let hand_over: &mut dyn FnMut(Live) = &mut hand_over;
+    // SAFETY: as the caller guarantees; `left` and `hand_over` outlive the
+    // call and are reached only through these pointers meanwhile.
+    unsafe { Left::finish(&mut left, ends, hand_over) };
+    left.cut
+}
+
+/// What [`cancel`] has still to do: the started entries `[started,
+/// started_to)`, then the rest from `rest`. Each entry is claimed and the
+/// cursors moved past it before its foreign code runs.
+struct Left {
+    started: *mut Head,
+    started_to: *mut Head,
+    rest: *mut Head,
+    /// Async entries cut short so far.
+    cut: usize,
+}
+
+impl Left {
+    /// The next live entry, claimed, and whether it had started.
+    fn next(&mut self) -> Option<(Live, bool)> {
+        while let Some(entry) = NonNull::new(self.started).map(Erased) {
+            if entry.0.as_ptr() == self.started_to {
+                break;
             }
-            // SAFETY: claimed, ours, dropped once.
-            if let Err(p) = panicking::catch(|| unsafe { live.drop_payload() }) {
+            self.started = entry.link();
+            if let Some(live) = entry.claim() {
+                return Some((live, true));
+            }
+        }
+        self.started = ptr::null_mut();
+        while let Some(entry) = NonNull::new(self.rest).map(Erased) {
+            self.rest = entry.link();
+            if let Some(live) = entry.claim() {
+                return Some((live, false));
+            }
+        }
+        None
+    }
+
+    /// Finishes every entry left (see [`cancel`]).
+    ///
+    /// # Safety
+    /// As for [`cancel`]; `this` and `hand_over` are valid for the call
+    /// and used by nobody else meanwhile.
+    unsafe fn finish(this: *mut Left, ends: Ends, hand_over: *mut (dyn FnMut(Live) + '_)) {
+        /// Finishes the rest if an entry's foreign code unwinds (without
+        /// `std`, where nothing is caught).
+        struct Rest<'h>(*mut Left, Ends, *mut (dyn FnMut(Live) + 'h));
+        impl Drop for Rest<'_> {
+            fn drop(&mut self) {
+                // SAFETY: as for the `finish` that made this guard.
+                unsafe { Left::finish(self.0, self.1, self.2) }
+            }
+        }
+        // SAFETY: as the caller guarantees.
+        while let Some((live, started)) = unsafe { (*this).next() } {
+            let counted = if started {
+                live.is_async()
+            } else {
+                live.is_async() && ends.holds(live.when)
+            };
+            // SAFETY: as the caller guarantees.
+            unsafe { (*this).cut += usize::from(counted) };
+            let rest = Rest(this, ends, hand_over);
+            let ran = panicking::catch(|| {
+                if started || !ends.holds(live.when) {
+                    // Started (it cannot finish now), or its condition does
+                    // not hold for how the owner ended: dropped.
+                    // SAFETY: claimed, ours, dropped once.
+                    unsafe { live.drop_payload() };
+                } else if live.is_async() {
+                    // SAFETY: `hand_over` is valid (caller).
+                    unsafe { (*hand_over)(live) };
+                } else {
+                    // SAFETY: claimed, live, sync; `ends` as guaranteed.
+                    unsafe { live.run(ends.exit) };
+                }
+            });
+            core::mem::forget(rest);
+            if let Err(p) = ran {
                 ends.record(p);
             }
         }
     }
-    // 2. The rest, in order, under the one rule: an entry whose condition
-    // does not hold for how the owner ended is dropped unrun.
-    let mut next = NonNull::new(rest).map(Erased);
-    while let Some(entry) = next {
-        next = entry.next();
-        let Some(live) = entry.claim() else { continue };
-        let ran = panicking::catch(|| {
-            if !ends.holds(live.when) {
-                // SAFETY: claimed, ours, dropped once.
-                unsafe { live.drop_payload() };
-            } else if live.is_async() {
-                cut += 1;
-                hand_over(live);
-            } else {
-                // SAFETY: claimed, live, sync; `ends` as guaranteed.
-                unsafe { live.run(ends.exit) };
-            }
-        });
-        if let Err(p) = ran {
-            ends.record(p);
-        }
-    }
-    cut
 }
 
 /// One entry at a time, in chain order: LIFO, FIFO (the chain reversed),

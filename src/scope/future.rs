@@ -27,7 +27,10 @@
 //! scope while it runs: every access is a raw-pointer projection of one
 //! field. The body is in an `UnsafeCell`, and so are the slab's bytes, so a
 //! `&DeferScope` taken between two polls (`is_terminated`, `Debug`) claims
-//! nothing about the self-borrowing parts.
+//! nothing about the self-borrowing parts. The rule for every future here
+//! that holds another future inline: what may borrow itself across a
+//! pending poll lives in an `UnsafeCell` (so does [`Grace`]'s timer), and
+//! what `&self` accessors read lives outside it.
 //!
 //! A scope with nothing registered pays for no cleanup machinery: after
 //! the body it finds the slab empty and returns the output straight away.
@@ -358,11 +361,36 @@ where
                 Phase::Body => {
                     // Cancelled before the body returned.
                     Self::exit(this).head.flags |= CANCELLED | unwinding;
+                    // Without `std` the body's destructor may unwind out of
+                    // here (nothing catches it): the cancellation is then
+                    // finished while it unwinds, so no cleanup leaks (a
+                    // second panic aborts, as in any destructor).
+                    let rest = panicking::OnUnwind::new(|| Self::cancel_rest(this));
                     Self::end_body(this);
-                    Self::start_drive(this);
+                    rest.defuse();
                 }
                 // The body returned (or panicked): its outcome stands.
                 Phase::Cleanup => Self::exit(this).head.flags |= unwinding,
+            }
+            Self::cancel_rest(this);
+        }
+    }
+
+    /// The rest of `cancel`, once the body is gone: starts the driver if
+    /// nothing did (the body ended by unwinding, without `std`: a body
+    /// closure that panicked while called, a body destructor that
+    /// panicked), cuts the cleanup, and drops what is left.
+    ///
+    /// # Safety
+    /// `this` is live, its body gone, its phase `Cleanup` or `Body`.
+    unsafe fn cancel_rest(this: *mut Self) {
+        // SAFETY: as the caller guarantees; raw projections only.
+        unsafe {
+            // Once the driver started, the slab is empty for good (the body,
+            // and with it every handle, is gone): a chain left there was
+            // never handed to it.
+            if !(*this).slab.core().is_empty() {
+                Self::start_drive(this);
             }
             (*this).phase = Phase::Done;
             Self::cut(this);
@@ -411,7 +439,7 @@ where
         Grace {
             scope: self,
             deadline: Some(deadline),
-            timer: None,
+            timer: UnsafeCell::new(None),
         }
     }
 
@@ -568,7 +596,21 @@ where
     /// maker is not.
     scope: DeferScope<'s, T, F, K, N, O>,
     deadline: Option<G>,
-    timer: Option<D>,
+    /// In an `UnsafeCell`, like the scope's body: the timer may borrow its
+    /// own state across a pending poll, and a `&Grace` taken between two
+    /// polls (`Debug`) must not claim those bytes are frozen (Stacked and
+    /// Tree Borrows; issue 21, finding 11).
+    timer: UnsafeCell<Option<D>>,
+}
+
+// SAFETY: through `&Grace` only the scope's phase is read (`Debug`); the
+// deadline maker and the timer are reached only through `Pin<&mut Grace>`.
+unsafe impl<'s, T, F, K, const N: usize, O, G, D> Sync for Grace<'s, T, F, K, N, O, G, D>
+where
+    K: Flavour,
+    F: ScopeBody<'s, T, K, N>,
+    O: Order,
+{
 }
 
 impl<'s, T, F, K, const N: usize, O, G, D> Grace<'s, T, F, K, N, O, G, D>
@@ -588,13 +630,14 @@ where
         // SAFETY: `scope` and `timer` are structurally pinned: never moved
         // out of a pinned `Grace` (no by-value accessor, no `Drop` impl,
         // not `repr(packed)`); `Grace` is never `Unpin` (`DeferScope` is
-        // not: `PhantomPinned`).
+        // not: `PhantomPinned`). The timer's cell is ours alone for the
+        // borrow of `self` (nothing reads it through `&Grace`).
         unsafe {
             let this = self.get_unchecked_mut();
             (
                 Pin::new_unchecked(&mut this.scope),
                 &mut this.deadline,
-                Pin::new_unchecked(&mut this.timer),
+                Pin::new_unchecked(&mut *this.timer.get()),
             )
         }
     }
@@ -607,7 +650,8 @@ where
     O: Order,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Nothing of the (pinned, possibly self-borrowing) timer is read.
+        // Nothing of the (pinned, possibly self-borrowing) timer is read,
+        // and `&self` claims nothing about it (it is in its cell).
         f.debug_struct("Grace")
             .field("scope", &self.scope)
             .finish_non_exhaustive()
@@ -632,13 +676,15 @@ where
         if !scope.cleaning() {
             return Poll::Pending;
         }
-        if timer.is_none() {
-            let deadline = deadline
-                .take()
-                .expect("deferral: `Grace` polled after completion");
+        // The timer is started once the deadline maker is gone: asking the
+        // timer (`is_none()`) would make a `&Option<D>` over a future that
+        // may borrow itself (issue 21, finding 11's class).
+        if let Some(deadline) = deadline.take() {
             timer.set(Some(deadline()));
         }
-        let fired = timer.as_mut().as_pin_mut().expect("started");
+        let Some(fired) = timer.as_mut().as_pin_mut() else {
+            panic!("deferral: `Grace` polled after completion")
+        };
         core::task::ready!(fired.poll(cx));
         timer.set(None);
         let (output, cut, dropped) = scope.cut_short();

@@ -19,7 +19,7 @@ use super::flavour::{DEFAULT_CAPACITY, Fits, Flavour, Full, Sendable};
 use super::payload::{
     Call, CallWith, GuardCall, GuardCallWith, GuardStart, GuardWithStart, Now, Task, WithStart,
 };
-use super::slab::{ALIGN, Core};
+use super::slab::{ALIGN, Core, Pushed};
 use super::stack::DeferStack;
 
 
@@ -106,6 +106,8 @@ type Out<T> = fn(T) -> T;
 /// its payload is (inside a context wrapper, if it got one).
 struct Stored<P> {
     head: NonNull<Head>,
+    /// The core's epoch when it was stored (read under the slab's lock).
+    epoch: u64,
     take: TakeFn,
     payload: *mut P,
 }
@@ -143,8 +145,9 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
                 let wrapped = InContext { payload, snapshot };
                 // SAFETY: the vtable of `Entry<InContext<P>>`.
                 return match unsafe { self.core.push(sync_vtable::<T, InContext<P>>(), wrapped) } {
-                    Ok(head) => Ok(Stored {
+                    Ok(Pushed { head, epoch }) => Ok(Stored {
                         head,
+                        epoch,
                         take: take_payload::<T, InContext<P>>,
                         // SAFETY: only computes an address.
                         payload: unsafe { &raw mut (*payload_of::<InContext<P>>(head)).payload },
@@ -155,8 +158,9 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
         }
         // SAFETY: the vtable of `Entry<P>`.
         match unsafe { self.core.push(sync_vtable::<T, P>(), payload) } {
-            Ok(head) => Ok(Stored {
+            Ok(Pushed { head, epoch }) => Ok(Stored {
                 head,
+                epoch,
                 take: take_payload::<T, P>,
                 payload: payload_of::<P>(head),
             }),
@@ -175,8 +179,9 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
                 let wrapped = InContext { payload, snapshot };
                 // SAFETY: the vtable of `Entry<InContext<P>>`.
                 return match unsafe { self.core.push(async_vtable::<T, InContext<P>>(), wrapped) } {
-                    Ok(head) => Ok(Stored {
+                    Ok(Pushed { head, epoch }) => Ok(Stored {
                         head,
+                        epoch,
                         take: take_payload::<T, InContext<P>>,
                         // SAFETY: only computes an address.
                         payload: unsafe { &raw mut (*payload_of::<InContext<P>>(head)).payload },
@@ -187,8 +192,9 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
         }
         // SAFETY: the vtable of `Entry<P>`.
         match unsafe { self.core.push(async_vtable::<T, P>(), payload) } {
-            Ok(head) => Ok(Stored {
+            Ok(Pushed { head, epoch }) => Ok(Stored {
                 head,
+                epoch,
                 take: take_payload::<T, P>,
                 payload: payload_of::<P>(head),
             }),
@@ -202,7 +208,7 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
             core: &self.core,
             head: stored.head,
             take: stored.take,
-            epoch: self.core.epoch(),
+            epoch: stored.epoch,
             _taken: PhantomData,
         }
     }

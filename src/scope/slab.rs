@@ -28,7 +28,8 @@
 //! `scope_local`'s handle is `!Sync` and has no lock at all.
 //!
 //! Tokens ([`Registration`](crate::Registration)) name their entry by
-//! address and the core's *epoch* when they were made; [`clear`](Core::clear)
+//! address and the core's *epoch* when they were made (read under the lock
+//! that registered the entry); [`clear`](Core::clear)
 //! and [`move_all`](Core::move_all) move the epoch on, after which no token
 //! made before touches the slab (its entry's bytes may hold another entry
 //! by then). The epoch is 64 bits wide: it cannot wrap. A token's check is
@@ -130,6 +131,13 @@ pub(crate) struct Slab<K: Flavour, const N: usize> {
     _pinned: PhantomPinned,
 }
 
+/// A registration's place in the slab: its entry, and the epoch its token
+/// remembers (see [`Core::push`]).
+pub(crate) struct Pushed {
+    pub(crate) head: NonNull<Head>,
+    pub(crate) epoch: u64,
+}
+
 /// Holds the lock (if the flavour locks) until dropped, also on unwind.
 struct Locked<'a, K: Flavour>(&'a Core<K>);
 
@@ -221,7 +229,11 @@ impl<K: Flavour> Core<K> {
     }
 
     /// Registers `payload` (of `vtable`'s layout) as the newest entry;
-    /// hands it back when it does not fit. Returns its head.
+    /// hands it back when it does not fit. Returns its head and the epoch
+    /// its token remembers, read under the same lock: read afterwards, a
+    /// `clear` on another thread in between (a body that shares `&Defer`
+    /// with scoped threads) would race with the read, and could leave the
+    /// token naming the cleared entry's bytes at the new epoch.
     ///
     /// # Safety
     /// `vtable` is the vtable of an `Entry<P>`; the slab was started.
@@ -230,7 +242,7 @@ impl<K: Flavour> Core<K> {
         &self,
         vtable: &'static VTable,
         payload: P,
-    ) -> Result<NonNull<Head>, P> {
+    ) -> Result<Pushed, P> {
         let locked = self.lock();
         let Some(at) = self.bump(vtable.layout) else {
             drop(locked);
@@ -240,8 +252,9 @@ impl<K: Flavour> Core<K> {
         // entry, owned by this slab; we hold the lock to link it.
         unsafe { Head::write(at, Head::new(vtable, When::Always, self.top.get()), payload) };
         self.top.set(at.as_ptr());
+        let epoch = self.epoch.get();
         drop(locked);
-        Ok(at)
+        Ok(Pushed { head: at, epoch })
     }
 
     /// Room for an entry of `layout`.
@@ -260,8 +273,12 @@ impl<K: Flavour> Core<K> {
             }
         } else if layout.align() <= ALIGN || self.chunk_align() >= layout.align() {
             let at = align_up(self.cursor.get(), layout.align());
-            let room = self.limit.get().addr().wrapping_sub(at.addr());
-            if at.addr() >= self.cursor.get().addr() && layout.size() <= room {
+            // Aligning may move `at` past `limit` (a region whose end is not
+            // aligned: an inline capacity that is not a multiple of 16, a
+            // chunk an entry filled exactly): then there is no room at all
+            // (a wrapping difference would be a huge "room").
+            let room = self.limit.get().addr().checked_sub(at.addr());
+            if at.addr() >= self.cursor.get().addr() && room.is_some_and(|r| layout.size() <= r) {
                 // SAFETY: `[at, at + size)` lies within the region.
                 self.cursor.set(unsafe { at.add(layout.size()) });
                 // SAFETY: inside our bytes or a chunk: not null.
@@ -329,12 +346,6 @@ impl<K: Flavour> Core<K> {
         self.limit.set(chunk.cast::<u8>().wrapping_add(size));
         // SAFETY: inside the fresh chunk, aligned for `layout`.
         unsafe { NonNull::new_unchecked(start.cast()) }
-    }
-
-    /// The epoch a token made now remembers.
-    #[inline(always)]
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.get()
     }
 
     /// Moves the epoch on: every token made before is stale.
