@@ -202,20 +202,37 @@ pub enum Either<A, B> {
     Second(B),
 }
 
-/// Polls `a`, then `b`; the first ready wins and the other is dropped.
-pub async fn select<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let mut a = core::pin::pin!(a);
-    let mut b = core::pin::pin!(b);
-    core::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+/// Polls `a`, then `b`; the first ready wins and the other is dropped (a
+/// struct, as embassy-futures' `select`: an `async fn` would keep both the
+/// argument and its pinned copy of `a` in its state).
+pub fn select<A: Future, B: Future>(a: A, b: B) -> Select<A, B> {
+    Select { a, b }
+}
+
+/// The future of [`select`].
+pub struct Select<A, B> {
+    a: A,
+    b: B,
+}
+
+impl<A: Future, B: Future> Future for Select<A, B> {
+    type Output = Either<A::Output, B::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `a` and `b` are never moved out of the pinned `Select`
+        // (structural pinning; `Select` has no `Drop` and is not `Unpin`
+        // unless both are).
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        if let Poll::Ready(v) = unsafe { Pin::new_unchecked(&mut this.a) }.poll(cx) {
             return Poll::Ready(Either::First(v));
         }
-        if let Poll::Ready(v) = b.as_mut().poll(cx) {
+        // SAFETY: as above.
+        if let Poll::Ready(v) = unsafe { Pin::new_unchecked(&mut this.b) }.poll(cx) {
             return Poll::Ready(Either::Second(v));
         }
         Poll::Pending
-    })
-    .await
+    }
 }
 
 /// Returns `Pending` once, waking itself: lets the other tasks run.
