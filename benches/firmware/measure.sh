@@ -115,7 +115,9 @@ error, timeout cancellation); SysTick signals the reading through a
 \`static\` cell; two tasks await one \`static\` result. **deferral**:
 \`ScopeBuilder::new().capacity::<16>().run_local\` with \`d.guard\`,
 \`SignalCell\`, \`SharedCell\`. **hand-written**: a 20-line \`Drop\` guard,
-embassy-sync \`Signal\` and \`OnceLock\`. **bare skeleton**: the same
+embassy-sync \`Signal\` and \`OnceLock\` (whose \`get\` re-polls by waking
+itself: it stores no waker, where \`SharedCell\` keeps one per waiter).
+**bare skeleton**: the same
 executor, tasks and pokes with no cleanup or signalling library (atomic
 words the tasks poll): the floor. Release, \`lto = true\`,
 \`opt-level = "s"\`, \`codegen-units = 1\`, a panic handler that does not
