@@ -3,7 +3,10 @@
 #   1. wall time: the criterion benches `scope` and `promise` (short times);
 #   2. instruction counts: `instructions report` runs each case under
 #      `valgrind --tool=callgrind` (apt-get install valgrind if missing),
-#      reads criterion's results and writes the report.
+#      reads criterion's results and writes the report;
+#   3. the task queue, and issue 25's firmware program (flash, RAM, task
+#      futures; benches/firmware/measure.sh, which runs it in QEMU),
+#      appended.
 # Usage: bash benches/report.sh   (from anywhere; about 9 minutes on 2 cores)
 # Knobs: WARM_UP (seconds, default 1), MEASURE (seconds, default 2),
 #        OUT (default BENCHMARKS.md at the crate root).
@@ -29,3 +32,6 @@ cargo bench -p deferral-bench --bench instructions -- report --out "$OUT" --comm
     cargo bench -p deferral-bench --bench queue -- instructions 2>/dev/null
     cargo bench -p deferral-bench --bench queue -- table 2>/dev/null
 } >> "$OUT"
+# Issue 25's firmware program with deferral, by hand and bare, on thumbv7m
+# and thumbv6m (benches/firmware: builds each, runs it in QEMU), appended.
+bash benches/firmware/measure.sh >> "$OUT"
