@@ -32,17 +32,20 @@ impl From<DbError> for AppError {
 #[test]
 fn cleanup_for_success_does_not_run_after_the_body_returns_err() {
     let log = RefCell::new(Vec::new());
-    let out: Result<(), AppError> = block_on(deferral::scope_local(async |d| {
-        d.defer(|| log.borrow_mut().push("commit")).when(When::Ok);
-        d.defer_async(async { log.borrow_mut().push("commit async") })
-            .when(When::Ok);
-        let _tx = d
-            .guard("tx", |_| log.borrow_mut().push("commit guard"))
-            .when(When::Ok);
-        d.defer(|| log.borrow_mut().push("rollback"))
-            .when(When::Err);
-        Err(AppError::Body("failed"))
-    }));
+    // (Four registrations: more than the 64 bytes a no-`alloc` scope has
+    // by default on a 64-bit host.)
+    let out: Result<(), AppError> =
+        block_on(ScopeBuilder::new().capacity::<256>().run_local(async |d| {
+            d.defer(|| log.borrow_mut().push("commit")).when(When::Ok);
+            d.defer_async(async { log.borrow_mut().push("commit async") })
+                .when(When::Ok);
+            let _tx = d
+                .guard("tx", |_| log.borrow_mut().push("commit guard"))
+                .when(When::Ok);
+            d.defer(|| log.borrow_mut().push("rollback"))
+                .when(When::Err);
+            Err(AppError::Body("failed"))
+        }));
     assert_eq!(out, Err(AppError::Body("failed")));
     assert_eq!(*log.borrow(), ["rollback"]);
 
