@@ -160,6 +160,11 @@ impl AtomicWaker {
     }
 
     /// Removes and returns the stored waker, if this call could reach it.
+    ///
+    /// Out of line without `std` (firmware): its read-modify-write loops
+    /// (LDREX/STREX on Cortex-M) are the largest part of every wake, and
+    /// inlined into each caller they cost flash several times over.
+    #[cfg_attr(not(feature = "std"), inline(never))]
     pub(crate) fn take(&self) -> Option<Waker> {
         // ORDERING: `AcqRel`: `Acquire` so that, if the state was `IDLE`, we
         // see the last registration's write of the cell; `Release` so that a
