@@ -6,6 +6,9 @@
 //! failed with "implementation of `Source` is not general enough".) The
 //! `!Send` cases are compile-fail tests in `tests/ui/promise_not_send_*.rs`.
 #![cfg(feature = "std")]
+// Handlers are closures on purpose: what users write, and the types whose
+// `Send`-ness (with borrowed captures and outputs) is under test.
+#![allow(clippy::redundant_closure)]
 
 use std::future::Future;
 
