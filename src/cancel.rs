@@ -176,7 +176,7 @@ impl Drop for Orphan<'_> {
 static HANDLER: core::sync::atomic::AtomicPtr<()> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
-/// Sets the program's cancel handler: every [`scope`](crate::scope)
+/// Sets the program's cancel handler: every [`scope`](crate::scope())
 /// dropped before it finished hands it each async cleanup that would have
 /// run and never started (unless the current tokio runtime took it, with
 /// the `tokio` feature). Replaces the previous handler.

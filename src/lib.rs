@@ -25,7 +25,7 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`scope`] | [`scope`](scope()), [`scope_local`], [`Defer`], [`DeferScope`]: run a body, then its cleanup; [`Exit`], [`Outcome`], [`When`]; [`DeferStack`]; the ambient [`defer`] (`std`) |
+//! | [`scope`](mod@scope) | [`scope`](scope()), [`scope_local`], [`Defer`], [`DeferScope`]: run a body, then its cleanup; [`Exit`], [`Outcome`], [`When`]; [`DeferStack`]; the ambient [`defer`] (`std`) |
 //! | [`cancel`] | what a cancelled scope does with async cleanup it could not run: the tokio hand-over, the program's handler, the `static` [`Reaper`](cancel::Reaper) |
 //! | [`promise`] | `DeferredPromise` and its `Resolver`, combinators, `SharedPromise`; the `static` cells: `PromiseCell` (one settlement), `SharedCell` (many waiters), `SignalCell` (interrupts: the latest settlement wins) |
 //! | [`context`] | `ContextVar` and `Snapshot`: values that follow a computation into deferred work (`alloc`) |
@@ -53,6 +53,9 @@
 //! `thumbv7m-none-eabi` and `thumbv7em-none-eabihf`.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The atomics condition every item carries (see `with_atomics!`) is not a
+// feature a user turns on: the badges leave it out.
+#![cfg_attr(docsrs, doc(auto_cfg(hide(target_has_atomic = "ptr", feature = "portable-atomic"))))]
 // CI (`.ci/run`, nightly rustdoc with `--cfg deferral_doc_examples`): every
 // public item's docs show it in use.
 #![cfg_attr(deferral_doc_examples, feature(rustdoc_missing_doc_code_examples))]

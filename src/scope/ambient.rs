@@ -198,7 +198,7 @@ mod enabled {
         }
     }
 
-    /// Registers `f` on the innermost [`scope`](crate::scope) whose body is
+    /// Registers `f` on the innermost [`scope`](crate::scope()) whose body is
     /// being polled on this thread — the seed's `defer`, and Go's, for code
     /// that has no [`Defer`](crate::Defer) handle at hand. It runs however
     /// that body ends.

@@ -6,7 +6,7 @@ use core::fmt;
 use core::marker::PhantomData;
 
 /// The inline slab capacity, in bytes, of a scope made by
-/// [`scope`](crate::scope) or [`scope_local`](crate::scope_local): 256 with
+/// [`scope`](crate::scope()) or [`scope_local`](crate::scope_local): 256 with
 /// `alloc` (a full slab spills to the heap), 64 without — sized for small
 /// chips; each registration takes a two-word head plus what it captures
 /// (see the README's firmware section). Choose another with
@@ -18,7 +18,7 @@ use core::marker::PhantomData;
 pub const DEFAULT_CAPACITY: usize = if cfg!(feature = "alloc") { 256 } else { 64 };
 
 
-/// The flavour of [`scope`](crate::scope): cleanup is `Send + 'static`, so
+/// The flavour of [`scope`](crate::scope()): cleanup is `Send + 'static`, so
 /// the scope can be spawned on a multi-threaded runtime even while its body
 /// holds the handle across `.await`, and cleanup a cancelled scope could not
 /// run can be handed over to run elsewhere.

@@ -125,7 +125,7 @@ union BodyCell<F, Fut> {
     future: ManuallyDrop<Fut>,
 }
 
-/// The future of [`scope`](crate::scope), [`scope_local`](crate::scope_local)
+/// The future of [`scope`](crate::scope()), [`scope_local`](crate::scope_local)
 /// and [`ScopeBuilder`](super::ScopeBuilder): resolves to the body's output
 /// after every cleanup has finished.
 ///

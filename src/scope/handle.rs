@@ -27,7 +27,7 @@ use super::stack::DeferStack;
 ///
 /// The body gets `&Defer<T, K, N>`: `T` is the body's output type, `K` the
 /// scope's [flavour](super::Flavour) ([`Sendable`] for
-/// [`scope`](crate::scope), [`Local`](super::Local) for
+/// [`scope`](crate::scope()), [`Local`](super::Local) for
 /// [`scope_local`](crate::scope_local)), `N` its inline capacity. The
 /// reference cannot escape the body.
 ///
