@@ -331,7 +331,10 @@ impl<T> Exit<T> {
     /// Stops the panic in flight, if any, and makes `output` the scope's
     /// output — Go's `recover()`. Returns the panic's payload; `None` (and
     /// `output` is dropped) if nothing is panicking. The cleanup that runs
-    /// after this one sees the body as returned.
+    /// after this one sees the body as returned — unless the scope was
+    /// cancelled before its body returned: the panic is stopped, but there
+    /// is no output to give anyone (`output` is dropped) and it stays
+    /// [cancelled](Exit::is_cancelled).
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -351,6 +354,12 @@ impl<T> Exit<T> {
     #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
     pub fn recover(&mut self, output: T) -> Option<std::boxed::Box<dyn core::any::Any + Send>> {
         let payload = self.head.panic.take()?;
+        if self.head.flags & CANCELLED != 0 {
+            // Nobody receives an output: the exit stays "cancelled, no
+            // output" (dropping `output` is foreign code, run last).
+            drop(output);
+            return Some(payload);
+        }
         // The old output (left by a body that returned before a cleanup
         // panicked) is replaced; dropping it is foreign code, run once the
         // exit is consistent again.
