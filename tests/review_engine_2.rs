@@ -121,7 +121,8 @@ fn r2_1_a_scope_polled_again_after_its_body_closure_unwound_runs_its_cleanup() {
         assert!(first.is_err(), "{order:?}: the body's panic");
         // Polled again after the panic: it may panic again, but the cleanup
         // registered before the panic must run (once), not leak.
-        let _ = catch_unwind(AssertUnwindSafe(|| poll_once(scope.as_mut(), &counter)));
+        let second = catch_unwind(AssertUnwindSafe(|| poll_once(scope.as_mut(), &counter)));
+        assert!(second.is_err(), "{order:?}: there is no output to return");
         let _ = catch_unwind(AssertUnwindSafe(|| drop(scope)));
         assert_eq!(drops.get(), 1, "{order:?}: the registered cleanup ran once");
     }
