@@ -126,7 +126,7 @@ fn a_rollback_cut_short_by_a_grace_deadline_still_runs_elsewhere() {
             });
             Err("failed")
         })
-        .grace(|| yield_now()),
+        .grace(yield_now),
     );
     cancel::clear_cancel_handler();
 
@@ -166,7 +166,7 @@ fn cut_counts_only_cleanup_that_was_going_to_run() {
             d.defer_async(pending::<()>()); // hangs
             Ok(7)
         })
-        .grace(|| yield_now()),
+        .grace(yield_now),
     );
     let cut = out.unwrap_err();
     assert_eq!((cut.cut(), cut.dropped()), (1, 0));
