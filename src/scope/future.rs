@@ -246,13 +246,14 @@ where
             }
             match exit.out.take() {
                 Some(out) => Poll::Ready(out),
-                None => unreachable!("deferral: a returned body has an output"),
+                // Only without `std` (which records every panic): polled
+                // again after the body's end unwound out of a poll.
+                None => panic!("`DeferScope` polled again after its body panicked"),
             }
         }
     }
 
-    /// Ends the body in place (its future dropped after the tag moved on)
-    /// and starts the cleanup driver.
+    /// Ends the body in place (its future dropped after the tag moved on).
     ///
     /// # Safety
     /// `this` is live, in `Phase::Body`.
@@ -260,11 +261,41 @@ where
         // SAFETY: as the caller guarantees.
         unsafe {
             (*this).phase = Phase::Cleanup;
+            #[cfg(not(feature = "std"))]
+            let unwinding = Self::if_the_end_unwinds(this);
             let cell = (*this).body.get();
             if let Err(p) = panicking::catch(|| ManuallyDrop::drop(&mut (*cell).future)) {
                 Self::exit(this).head.record(p);
             }
+            #[cfg(not(feature = "std"))]
+            unwinding.defuse();
         }
+    }
+
+    /// Without `std` nothing catches a panic: if the body's end — its
+    /// closure's call, its future's drop — unwinds (out of `poll` or
+    /// `drop`), this guard, dropped while it unwinds, leaves the scope as
+    /// `std` would have: the cleanup sees a panic, and the driver holds the
+    /// chain, so that whoever polls or drops the scope next runs it (none
+    /// leaks; a later poll panics once the cleanup ran: no output). With a
+    /// panic strategy of `abort` it compiles to nothing.
+    ///
+    /// # Safety
+    /// For the guard's drop: `this` stays live, in `Phase::Cleanup` with
+    /// its driver not started, until the guard is defused, which the
+    /// caller does as soon as the body's end returned; dropped undefused
+    /// (while that end unwinds), the body is gone.
+    #[cfg(not(feature = "std"))]
+    #[inline(always)]
+    unsafe fn if_the_end_unwinds(this: *mut Self) -> panicking::OnUnwind<impl FnOnce()> {
+        panicking::OnUnwind::new(move || {
+            // SAFETY: as `if_the_end_unwinds`'s caller guarantees: the body
+            // is gone (its end unwound), the driver not started.
+            unsafe {
+                Self::exit(this).head.flags |= CANCELLED | UNWINDING;
+                Self::start_drive(this);
+            }
+        })
     }
 
     /// Starts the driver over the slab's chain.
@@ -377,9 +408,8 @@ where
     }
 
     /// The rest of `cancel`, once the body is gone: starts the driver if
-    /// nothing did (the body ended by unwinding, without `std`: a body
-    /// closure that panicked while called, a body destructor that
-    /// panicked), cuts the cleanup, and drops what is left.
+    /// nothing did (a body cancelled just now), cuts the cleanup, and drops
+    /// what is left.
     ///
     /// # Safety
     /// `this` is live, its body gone, its phase `Cleanup` or `Body`.
@@ -500,8 +530,12 @@ where
                             let body = ManuallyDrop::take(&mut (*cell).closure);
                             // If calling the body panics, there is no future.
                             (*this).phase = Phase::Cleanup;
+                            #[cfg(not(feature = "std"))]
+                            let unwinding = Self::if_the_end_unwinds(this);
                             let handle: &'s Defer<T, K, N> = &*ptr::from_ref(Defer::of(core));
                             let future = body.call(handle);
+                            #[cfg(not(feature = "std"))]
+                            unwinding.defuse();
                             (&raw mut (*cell).future).write(ManuallyDrop::new(future));
                             (*this).phase = Phase::Body;
                         }
