@@ -1,8 +1,12 @@
-//! Regressions found by the `scope_ops` fuzz target
+//! Scope bugs found with the `scope_ops` fuzz target and its model
 //! (`fuzz/fuzz_targets/scope_ops.rs`), each reduced to a minimal test. A
 //! test marked `#[ignore = "bug: .."]` states the documented behaviour the
 //! crate does not have yet; the fuzz model avoids that case meanwhile (see
 //! the comment there).
+//!
+//! - `recovering_in_a_cancelled_scope_leaves_a_consistent_exit`: found
+//!   while checking the model's rules against the docs (the model had
+//!   copied what the crate does), not by a crash.
 #![cfg(feature = "std")]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

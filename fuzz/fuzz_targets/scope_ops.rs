@@ -50,7 +50,10 @@
 //!    stands, the started async cleanup is dropped and the rest finished.
 //!    Finishing: if the condition does not hold, dropped; sync cleanup runs;
 //!    async cleanup that never started is handed over — no tokio, no
-//!    handler: dropped unpolled.
+//!    handler: dropped unpolled. A cleanup that panics meanwhile makes the
+//!    rest see `Panicked` (rule 1, as `Exit` documents; the README's
+//!    cancellation table reads as if a body dropped early stayed
+//!    `Cancelled` whatever its cleanup does — the model follows `Exit`).
 //! 7. `guard_async_with`'s fallback gets the value exactly when its cleanup
 //!    never starts and it was not taken back (skipped by its condition,
 //!    handed over to nobody); never after `defuse` / `into_parts` / `Full`.
