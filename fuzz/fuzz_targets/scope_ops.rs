@@ -77,6 +77,12 @@
 //! 11. `cancel::dropped()` grows by exactly the async cleanups handed over
 //!     to nobody (scope, grace, stack).
 //! 12. Every `Pending` of the scope comes after a wake-up of its waker.
+//! 13. With a cancel handler set (`set_cancel_handler`), a `scope`'s (or a
+//!     `Sendable` stack's) unstarted async cleanup whose condition holds is
+//!     handed to it — never a `scope_local`'s — with the outcome at that
+//!     moment; run later as a `BoxCleanup`, it sees that outcome, runs to
+//!     its end (its error goes nowhere; a panic comes out of its poll) and
+//!     its fallback never runs.
 #![no_main]
 
 use std::any::Any;
@@ -91,6 +97,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::task::{Context, Poll, Wake, Waker};
 
 use arbitrary::Arbitrary;
+use deferral::cancel::{BoxCleanup, Orphan};
 use deferral::scope::{
     CleanupOutput, Concurrent, Fallible, Fifo, Fixed, Flavour, Full, Local, ScopeBuilder, Sendable,
 };
@@ -276,6 +283,9 @@ struct Input {
     grace: Option<u8>,
     /// How the `DeferStack` filled by `move_to` / `move_all` ends.
     stack: StackEnd,
+    /// A cancel handler collects what cancelled scopes and dropped stacks
+    /// hand over; it is run afterwards.
+    handler: bool,
     ops: Vec<Op>,
 }
 
@@ -428,6 +438,36 @@ impl Future for Timer {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+}
+
+/// What the cancel handler received: the outcome each orphan will see,
+/// and the orphan.
+static ORPHANS: Mutex<Vec<(Outcome, BoxCleanup)>> = Mutex::new(Vec::new());
+
+fn collect(orphan: Orphan<'_>) {
+    let outcome = orphan.outcome();
+    lock(&ORPHANS).push((outcome, orphan.into_boxed()));
+}
+
+/// Runs what the handler received, in order; the outcome each was handed
+/// with, and the panic that came out of it.
+fn run_orphans() -> Vec<(Outcome, Option<usize>)> {
+    let orphans = std::mem::take(&mut *lock(&ORPHANS));
+    orphans
+        .into_iter()
+        .map(|(outcome, orphan)| {
+            let ran = catch_unwind(AssertUnwindSafe(move || {
+                let mut cx = Context::from_waker(Waker::noop());
+                let mut orphan = pin!(orphan);
+                let mut polls = 0;
+                while orphan.as_mut().poll(&mut cx).is_pending() {
+                    polls += 1;
+                    assert!(polls < MAX_POLLS, "an orphan makes no progress");
+                }
+            }));
+            (outcome, ran.err().map(panic_id))
+        })
+        .collect()
 }
 
 /// A no-op waker that counts its wake-ups.
@@ -1323,6 +1363,10 @@ struct Sim<'a> {
     events: Vec<Event>,
     /// Async cleanup handed over and dropped unpolled (nobody took it).
     unpolled: usize,
+    /// A cancel handler takes what is handed over (rule 13).
+    hands_over: bool,
+    /// What it took: indices into `regs`, and the outcome handed over.
+    orphans: Vec<(usize, Outcome)>,
 }
 
 impl<'a> Sim<'a> {
@@ -1342,6 +1386,8 @@ impl<'a> Sim<'a> {
             detached: None,
             events: Vec::new(),
             unpolled: 0,
+            hands_over: false,
+            orphans: Vec::new(),
         }
     }
 
@@ -1574,9 +1620,14 @@ impl<'a> Sim<'a> {
                 }
                 Es::Waiting if !self.holds(pos) => self.skip(pos),
                 Es::Waiting if self.reg(pos).spec.kind.is_async() => {
-                    self.skip(pos);
                     cut += 1;
-                    unpolled += 1;
+                    if self.hands_over {
+                        self.orphans.push((self.chain[pos], self.outcome()));
+                        self.state[pos] = Es::Gone;
+                    } else {
+                        self.skip(pos);
+                        unpolled += 1;
+                    }
                 }
                 Es::Waiting => self.run_sync(pos),
             }
@@ -1748,10 +1799,12 @@ fn finish_stack<K: Flavour, const M: usize>(
 }
 
 /// Every value dropped exactly once — but what is in the stack, not yet.
-fn check_drops(world: &World, model: &BodyModel, stack_done: bool) {
+/// Every value dropped exactly once — but those of the registrations still
+/// `alive` (in the stack, or handed over and not run yet), not yet.
+fn check_drops(world: &World, model: &BodyModel, alive: &BTreeSet<usize>, when: &str) {
     let mut expected = BTreeMap::new();
-    for r in &model.regs {
-        if r.state == St::Moved && !stack_done {
+    for (i, r) in model.regs.iter().enumerate() {
+        if alive.contains(&i) {
             continue;
         }
         for &part in r.spec.kind.parts() {
@@ -1759,11 +1812,40 @@ fn check_drops(world: &World, model: &BodyModel, stack_done: bool) {
         }
     }
     let drops = lock(&world.drops).clone();
-    assert_eq!(
-        drops, expected,
-        "drops (stack done: {stack_done}): {:?}",
-        model.regs
-    );
+    assert_eq!(drops, expected, "drops {when}: {:?}", model.regs);
+}
+
+/// What the orphans do when run as `BoxCleanup`s: they start (seeing the
+/// outcome handed over), run their await points, then finish or panic.
+fn predict_orphans(
+    regs: &[RegM],
+    orphans: &[(usize, Outcome)],
+    events: &mut Vec<Event>,
+) -> Vec<(Outcome, Option<usize>)> {
+    orphans
+        .iter()
+        .map(|&(i, outcome)| {
+            let r = &regs[i];
+            let id = r.spec.id;
+            events.push(Event::Run {
+                id,
+                seen: if r.spec.kind.sees_outcome() {
+                    Seen::Outcome(outcome)
+                } else {
+                    Seen::Nothing
+                },
+                uses: r.spec.kind.is_guard().then_some(r.uses),
+            });
+            let panic = match r.spec.action {
+                Action::Panic | Action::PanicMid => Some(id),
+                _ => {
+                    events.push(Event::Done { id });
+                    None
+                }
+            };
+            (outcome, panic)
+        })
+        .collect()
 }
 
 fn conclude<K: Flavour, const M: usize>(
@@ -1783,8 +1865,12 @@ fn conclude<K: Flavour, const M: usize>(
             "the body was dropped at its last await"
         );
     }
+    // A `scope_local`'s cleanup is never handed over.
+    let hands_over = input.handler && !input.local;
     let mut sim = Sim::scope(&model.regs, input.order, all_errors);
+    sim.hands_over = hands_over;
     let expected = predict(&mut sim, model, limit, input.grace);
+    let mut orphans = std::mem::take(&mut sim.orphans);
     let mut unpolled = sim.unpolled;
     let mut events = model.expected.clone();
     events.extend(std::mem::take(&mut sim.events));
@@ -1800,11 +1886,14 @@ fn conclude<K: Flavour, const M: usize>(
         "events; model {:#?}",
         model.regs
     );
-    check_drops(world, model, false);
+    let mut alive: BTreeSet<usize> = orphans.iter().map(|&(i, _)| i).collect();
+    alive.extend(&model.stack);
+    check_drops(world, model, &alive, "after the scope");
 
     assert_eq!(stack.len(), model.stack.len());
     let panic = finish_stack(stack, input.stack);
     let mut sim = Sim::stack(&model.regs, &model.stack);
+    sim.hands_over = hands_over;
     match input.stack {
         StackEnd::Drop => drop(sim.cancel()),
         StackEnd::Dispose(limit) => {
@@ -1830,7 +1919,20 @@ fn conclude<K: Flavour, const M: usize>(
     events.extend(sim.events);
     assert_eq!(panic, sim.panic, "the stack's panic");
     assert_eq!(*lock(&world.events), events, "events with the stack's");
-    check_drops(world, model, true);
+    for &i in &model.stack {
+        alive.remove(&i);
+    }
+    alive.extend(sim.orphans.iter().map(|&(i, _)| i));
+    check_drops(world, model, &alive, "after the stack");
+
+    // What the handler took runs now, in the order it was handed over.
+    orphans.extend(sim.orphans);
+    deferral::cancel::clear_cancel_handler();
+    let ran = run_orphans();
+    let predicted = predict_orphans(&model.regs, &orphans, &mut events);
+    assert_eq!(ran, predicted, "the orphans: outcomes handed over, panics");
+    assert_eq!(*lock(&world.events), events, "events with the orphans'");
+    check_drops(world, model, &BTreeSet::new(), "at the end");
 }
 
 /// Runs `input` in the scope `make(body)`; `E` the output's error, `M` the
@@ -1851,6 +1953,11 @@ macro_rules! case {
         };
         let mut stack = DeferStack::<_, $M>::new();
         let dropped_before = deferral::cancel::dropped();
+        if input.handler {
+            deferral::cancel::set_cancel_handler(collect);
+        } else {
+            deferral::cancel::clear_cancel_handler();
+        }
         let verdict = {
             let (m, s, w) = (&mut model, &mut stack, world.clone());
             let scope = $($make)+(async move |d| body(d, input, m, s, w).await);
