@@ -41,9 +41,9 @@
 //! 5. A panicking cleanup does not stop the others; the first panic is
 //!    resumed when cleanup ends (from `poll`, or from the drop of a
 //!    cancelled scope); `Exit::recover` stops it and makes the output
-//!    `Ok(())` — except in a scope dropped during its body, where the
-//!    model's cleanup does not recover: the exit after a recover there is
-//!    inconsistent, a crate bug (`tests/fuzz_regressions_scope.rs`).
+//!    `Ok(())` — except in a scope dropped during its body, where it stops
+//!    the panic but there is no output to give anyone: the exit stays
+//!    cancelled with no output (`tests/fuzz_regressions_scope.rs`).
 //! 6. Cancellation (README "Cancellation", `cancel.rs`): dropped during the
 //!    body, the outcome is `Cancelled` and every pending registration is
 //!    finished in chain order; dropped during cleanup, the body's outcome
@@ -379,11 +379,6 @@ impl World {
     fn log(&self, e: Event) {
         lock(&self.events).push(e);
     }
-
-    /// The scope is being dropped before its body returned.
-    fn cancelling_body(&self) -> bool {
-        self.dropping.load(SeqCst) && !self.body_ended.load(SeqCst)
-    }
 }
 
 /// A value owned by a registration: counts its drop.
@@ -614,10 +609,7 @@ fn act_with<E: ModelErr, R: Ret>(
     uses: Option<u32>,
 ) -> R {
     let seen = seen_exit(exit);
-    // Not in a scope dropped during its body: there the exit after a
-    // recover is inconsistent (`is_cancelled()` with an output; see
-    // `tests/fuzz_regressions_scope.rs`), a known bug kept out of the model.
-    if spec.action == Action::Recover && !t.w.cancelling_body() {
+    if spec.action == Action::Recover {
         exit.recover(Ok(()));
     }
     act(t, spec, seen, uses)
@@ -1488,13 +1480,12 @@ impl<'a> Sim<'a> {
         match spec.action {
             Action::Panic | Action::PanicMid => self.record(spec.id),
             Action::Fail => self.add_error(spec.id),
-            // Never in a scope dropped during its body (see `act_with`).
-            Action::Recover if !self.cancelled => {
-                if self.panic.take().is_some() {
+            // Stops the panic; an output only if the body returned (rule 5).
+            Action::Recover => {
+                if self.panic.take().is_some() && !self.cancelled {
                     self.out = Some(Ok(()));
                 }
             }
-            Action::Recover => {}
             Action::Ok => {}
         }
         self.state[pos] = Es::Gone;
