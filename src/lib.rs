@@ -55,7 +55,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // The atomics condition every item carries (see `with_atomics!`) is not a
 // feature a user turns on: the badges leave it out.
-#![cfg_attr(docsrs, doc(auto_cfg(hide(target_has_atomic = "ptr", feature = "portable-atomic"))))]
+#![cfg_attr(
+    docsrs,
+    doc(auto_cfg(hide(target_has_atomic = "ptr", feature = "portable-atomic")))
+)]
 // CI (`.ci/run`, nightly rustdoc with `--cfg deferral_doc_examples`): every
 // public item's docs show it in use.
 #![cfg_attr(deferral_doc_examples, feature(rustdoc_missing_doc_code_examples))]
