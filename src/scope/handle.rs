@@ -615,8 +615,10 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
     /// into `stack` (which then owns it) and returns how many moved —
     /// Python's `ExitStack.pop_all()`, JS's `DisposableStack.move()`. What
     /// stays: guarded values (move those with [`Guard::move_to`]), cleanup
-    /// that reads this scope's output (`_with` closures, a `Result`-returning
-    /// cleanup) and, in a stack that cannot grow, what does not fit: they
+    /// that reads this scope's output (`defer_with` closures, a
+    /// `Result`-returning cleanup; `defer_async_with` reads only the
+    /// [`Outcome`] and moves) and, in a stack that cannot grow, what does
+    /// not fit: they
     /// move oldest first, so the stack runs them in the scope's order, and
     /// moving stops at the first that does not fit. Tokens of registrations
     /// made before are refused from now on.
