@@ -93,10 +93,10 @@ macro_rules! scope_groups {
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sync_boxed::<8>,
             ]
             "scope_sync_64" "Register + run 64 sync thunks"
-            "As above with 64 closures. Our scope gets `capacity::<4096>()` so all 64 stay inline (the default 512 bytes would spill to the heap; that row is shown too)."
+            "As above with 64 closures. Our scope gets `capacity::<4096>()` so all 64 stay inline (the default 256 bytes would spill to the heap; that row is shown too)."
             [
                 ours "scope" "`deferral` (capacity 4096) + 64 × `d.defer`" $crate::cases::scope::sync_ours_big::<64>,
-                ours "scope_spill" "`deferral::scope` (default 512 B, spills)" $crate::cases::scope::sync_ours::<64>,
+                ours "scope_spill" "`deferral::scope` (default 256 B, spills)" $crate::cases::scope::sync_ours::<64>,
                 theirs "scopeguard" "`[scopeguard::guard; 64]`" $crate::cases::scope::sync_scopeguard::<64>,
                 theirs "async_safe_defer" "`[async_safe_defer::defer; 64]`" $crate::cases::scope::sync_asd::<64>,
                 theirs "boxed" "`Vec<Box<dyn FnOnce()>>`" $crate::cases::scope::sync_boxed::<64>,
