@@ -122,7 +122,21 @@ mod imp {
     use hashbrown::HashMap;
 
     type Value = Arc<dyn Any + Send + Sync>;
-    type Map = HashMap<usize, Value, IdHash>;
+
+    /// A snapshot's variables. A type of its own for its `Drop`: hashbrown
+    /// frees its table after dropping the values, in one function, so a
+    /// value whose destructor panics would leak the table. Draining first
+    /// keeps the table owned by this struct's field, which is freed by the
+    /// drop glue even while that panic unwinds (the `Drain` drops the
+    /// remaining values on the way, as `Vec` does).
+    #[derive(Clone)]
+    struct Map(HashMap<usize, Value, IdHash>);
+
+    impl Drop for Map {
+        fn drop(&mut self) {
+            self.0.drain().for_each(drop);
+        }
+    }
 
     /// Hashes the (small, unique, sequential) variable ids: a Fibonacci
     /// multiply spreads them over the high bits hashbrown uses for its
@@ -346,7 +360,7 @@ mod imp {
         /// assert_eq!(s.len(), 2);
         /// ```
         pub fn len(&self) -> usize {
-            self.map.as_ref().map_or(0, |m| m.len())
+            self.map.as_ref().map_or(0, |m| m.0.len())
         }
 
         /// The value of `var` in this snapshot, if it is set.
@@ -362,7 +376,7 @@ mod imp {
         #[inline]
         pub fn get<T: Send + Sync + 'static>(&self, var: &ContextVar<T>) -> Option<&T> {
             let map = self.map.as_deref()?;
-            let value = map.get(&var.assigned_id()?)?;
+            let value = map.0.get(&var.assigned_id()?)?;
             // The id is unique to `var`, and only `with_value` with a
             // `ContextVar<T>` stores under it: the downcast cannot fail.
             value.downcast_ref::<T>()
@@ -388,9 +402,9 @@ mod imp {
         ) -> Snapshot {
             let mut map = match &self.map {
                 Some(map) => Map::clone(map),
-                None => Map::with_capacity_and_hasher(1, IdHash),
+                None => Map(HashMap::with_capacity_and_hasher(1, IdHash)),
             };
-            map.insert(var.id(), Arc::new(value));
+            map.0.insert(var.id(), Arc::new(value));
             Snapshot {
                 map: Some(Arc::new(map)),
             }

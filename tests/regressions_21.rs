@@ -474,7 +474,6 @@ mod finding_6 {
     static CTX: deferral::ContextVar<Bomb> = deferral::ContextVar::new();
 
     #[test]
-    #[cfg_attr(miri, ignore = "hashbrown leaks its table when a value's drop panics")]
     fn finding_6_a_panicking_take_leaves_no_registration_behind() {
         static ARMED: AtomicUsize = AtomicUsize::new(1);
         static LEN: AtomicUsize = AtomicUsize::new(usize::MAX);
@@ -495,7 +494,6 @@ mod finding_6 {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "hashbrown leaks its table when a value's drop panics")]
     fn finding_6_a_panicking_guard_take_leaves_no_registration_behind() {
         static ARMED: AtomicUsize = AtomicUsize::new(1);
         let ran = DropCounter::new();
