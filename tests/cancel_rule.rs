@@ -150,6 +150,56 @@ fn a_rollback_cut_short_by_a_grace_deadline_still_runs_elsewhere() {
     assert!(ROLLED_BACK.load(SeqCst));
 }
 
+/// Found by the `scope_ops` fuzz model: with no condition set anywhere in
+/// the scope, an unconditional `guard_async_with` / `defer_async_with`
+/// handed over after a cut-off was told `Outcome::Ok` though the body had
+/// returned `Err` (untyped code could not tell an `Err` output from an `Ok`
+/// one), so it committed instead of rolling back.
+#[test]
+fn an_unconditional_rollback_cut_short_sees_the_body_s_err() {
+    static SEEN: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+    let _handler = handler_lock();
+    ORPHANS.lock().unwrap().clear();
+    SEEN.lock().unwrap().clear();
+    cancel::set_cancel_handler(collect);
+
+    let out = block_on(
+        deferral::scope(async |d| -> Result<(), &str> {
+            // LIFO: the hanging close runs first; the other two wait.
+            d.guard_async_with(
+                1u8,
+                async |_conn, outcome| SEEN.lock().unwrap().push(outcome),
+                drop,
+            );
+            d.defer_async_with(async |outcome| SEEN.lock().unwrap().push(outcome));
+            d.defer_async(async {
+                yield_now().await;
+                pending::<()>().await
+            });
+            Err("failed")
+        })
+        .grace(yield_now),
+    );
+    cancel::clear_cancel_handler();
+
+    assert_eq!(*out.unwrap_err().output(), Err("failed"));
+    let orphans = std::mem::take(&mut *ORPHANS.lock().unwrap());
+    let outcomes: Vec<Outcome> = orphans.iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Err, Outcome::Err],
+        "handed over with the body's Err"
+    );
+    for (_, cleanup) in orphans {
+        block_on(cleanup);
+    }
+    assert_eq!(
+        *SEEN.lock().unwrap(),
+        [Outcome::Err, Outcome::Err],
+        "both roll back"
+    );
+}
+
 /// (d) `CutShort::cut` counts only cleanup that was going to run: the body
 /// succeeded, so two rollbacks for `Err` are dropped unrun and not counted
 /// (it said 3 where one hung).

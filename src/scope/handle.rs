@@ -344,7 +344,11 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
         Fut::Output: CleanupOutput<T>,
     {
         K::reg(match self.push_async(Task::<_, Fut>::Waiting(WithStart(f))) {
-            Ok(stored) => Ok(self.token(stored)),
+            Ok(stored) => {
+                // Handed over, it gets the outcome from untyped code.
+                self.core.set_classify(classify::<T>);
+                Ok(self.token(stored))
+            }
             Err(payload) => Err(Full(Payload::<T>::take(payload))),
         })
     }
@@ -545,6 +549,8 @@ impl<T, K: Flavour, const N: usize> Defer<T, K, N> {
         K::reg(match self.push_async(Task::<_, Fut>::Waiting(start)) {
             // SAFETY: as in `guard_async`.
             Ok(stored) => Ok(unsafe {
+                // Handed over, it gets the outcome from untyped code.
+                self.core.set_classify(classify::<T>);
                 let value = match &mut *stored.payload {
                     Task::Waiting(start) => GuardWithStart::value_mut(start),
                     _ => unreachable!(),

@@ -403,6 +403,15 @@ impl<K: Flavour> Core<K> {
         true
     }
 
+    /// Notes how to tell an `Err` output from an `Ok` one, for an entry
+    /// whose outcome untyped code may have to compute: one with a
+    /// condition, or a portable `_with` cleanup that may be handed over
+    /// (a rollback handed over after a cut-off must see the `Err`).
+    pub(crate) fn set_classify(&self, classify: Classify) {
+        let _locked = self.lock();
+        self.classify.set(Some(classify));
+    }
+
     /// Sets a pending entry's condition; `false` if the token is stale.
     pub(crate) fn set_when(
         &self,
