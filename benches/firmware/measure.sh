@@ -35,17 +35,8 @@ for t in "${TARGETS[@]}"; do
 done
 
 # llvm-size (and llvm-nm, llvm-objdump for no_fmt.sh): rustup's llvm-tools.
-llvm_tool() {
-    local tool=$1 path
-    for path in "$(rustc --print sysroot)"/lib/rustlib/*/bin/"$tool"; do
-        [[ -x $path ]] && { echo "$path"; return; }
-    done
-    rustup component add llvm-tools >&2 || true
-    for path in "$(rustc --print sysroot)"/lib/rustlib/*/bin/"$tool"; do
-        [[ -x $path ]] && { echo "$path"; return; }
-    done
-    command -v "$tool" || { echo "no $tool: rustup component add llvm-tools" >&2; return 1; }
-}
+# shellcheck source=llvm_tool.sh
+source ./llvm_tool.sh # (the script has cd'd to its folder)
 LLVM_SIZE=$(llvm_tool llvm-size)
 
 command -v qemu-system-arm >/dev/null ||

@@ -54,17 +54,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$HERE/target}
 ELF_DIR=$TARGET_DIR/$TARGET/release
 
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
-llvm_tool() {
-    local tool=$1 path
-    for path in "$(rustc --print sysroot)"/lib/rustlib/*/bin/"$tool"; do
-        [[ -x $path ]] && { echo "$path"; return; }
-    done
-    rustup component add llvm-tools >&2 || true
-    for path in "$(rustc --print sysroot)"/lib/rustlib/*/bin/"$tool"; do
-        [[ -x $path ]] && { echo "$path"; return; }
-    done
-    command -v "$tool" || { echo "no $tool: rustup component add llvm-tools" >&2; return 1; }
-}
+# shellcheck source=llvm_tool.sh
+source ./llvm_tool.sh # (the script has cd'd to its folder)
 NM=$(llvm_tool llvm-nm)
 OBJDUMP=$(llvm_tool llvm-objdump)
 
