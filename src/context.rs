@@ -445,9 +445,11 @@ mod imp {
 
         /// Makes a snapshot current for as long as it lives; restores the
         /// previous one when dropped (also while unwinding). Guards are only
-        /// ever locals of the functions below, so they drop in LIFO order on
-        /// the thread that made them (a raw pointer field: `!Send`).
-        struct Entered<'a> {
+        /// ever locals of the functions below and of the promises'
+        /// `in_context` (never stored, never forgotten), so they drop in
+        /// LIFO order on the thread that made them (a raw pointer field:
+        /// `!Send`).
+        pub(crate) struct Entered<'a> {
             /// The pointer to restore, or `None` if entering changed nothing
             /// (the common case: empty inside empty).
             prev: Option<*const Snapshot>,
@@ -587,6 +589,16 @@ mod imp {
                     Some(enter(self))
                 };
                 f()
+            }
+
+            /// Makes this snapshot current until the guard drops: the slow
+            /// path of the promises' `in_context`, out of line
+            /// and taking no closure, so that the caller's inline fast path
+            /// does not hand the state it works on to an opaque call.
+            #[cold]
+            #[inline(never)]
+            pub(crate) fn enter_out_of_line(&self) -> Entered<'_> {
+                enter(self)
             }
 
             /// A future that polls (and drops) `future` with this snapshot

@@ -370,6 +370,39 @@ mod current {
         assert_eq!(block_on(detached), Ok(Some(5)));
     }
 
+    /// A promise enters its creation context out of line and leaves it
+    /// when a guard drops: a handler that panics, three links deep and each
+    /// link in its own context, leaves the poller's context as it was, and
+    /// a chain polled across two polls sees each link's own context.
+    #[test]
+    fn a_panicking_handler_leaves_the_pollers_context_intact() {
+        let chain = V.run(1, || {
+            let p = DeferredPromise::<u32, ()>::lazy(|| async {
+                yield_now().await;
+                Ok(V.get().unwrap())
+            });
+            let p = V.run(2, || {
+                p.deferred_then(|v| Ok::<_, ()>(v * 10 + V.get().unwrap()))
+            });
+            W.run("w", || {
+                p.deferred_then(|v| -> Result<u32, ()> {
+                    assert_eq!((v, V.get(), W.get()), (12, Some(1), Some("w")));
+                    panic!("boom")
+                })
+            })
+        });
+        let mut chain = pin!(chain);
+        let w = WakeCounter::new();
+        V.run(7, || {
+            assert!(poll_once(chain.as_mut(), &w).is_pending());
+            assert_eq!((V.get(), W.get()), (Some(7), None));
+            let r = catch_unwind(AssertUnwindSafe(|| poll_once(chain.as_mut(), &w)));
+            assert!(r.is_err(), "the handler's panic reaches the poller");
+            assert_eq!((V.get(), W.get()), (Some(7), None));
+        });
+        assert_eq!((V.get(), W.get()), (None, None));
+    }
+
     #[test]
     fn a_thunk_runs_in_the_context_of_its_registration() {
         let log = Arc::new(Mutex::new(Vec::new()));

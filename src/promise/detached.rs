@@ -99,8 +99,10 @@ impl<X, T: 'static, E: 'static, D> Detached<X, T, E, D> {
         let this = unsafe { self.get_unchecked_mut() };
         let (promise, context, drive) = (&mut this.promise, &this.context, &mut this.drive);
         let executor = &mut this.executor;
-        in_context(context, || {
-            if let Some(executor) = executor.take() {
+        // The creation context is entered only around user code: the
+        // executor (first poll) and the future it handed over, if any.
+        if let Some(executor) = executor.take() {
+            in_context(context, || {
                 let slot = Arc::new(RawSlot::new());
                 let generation = match slot.reserve() {
                     Ok(generation) => generation,
@@ -108,21 +110,25 @@ impl<X, T: 'static, E: 'static, D> Detached<X, T, E, D> {
                     Err(_) => super::deferred::unreachable_state(),
                 };
                 *promise = Some(SlotFuture::new(slot.clone(), generation));
-                // An `Adopt` returned by the executor is driven here.
+                // An `Adopt` returned by the executor is driven below.
                 *drive = executor(Resolver::shared(slot, generation)).into_drive();
-            }
-            // SAFETY: pinned, as above.
-            let mut pinned = unsafe { Pin::new_unchecked(&mut *drive) };
-            if let Some(d) = pinned.as_mut().as_pin_mut() {
-                if d.poll(cx).is_ready() {
-                    pinned.set(None);
+            });
+        }
+        // SAFETY: pinned, as above.
+        let mut pinned = unsafe { Pin::new_unchecked(&mut *drive) };
+        if pinned.is_some() {
+            in_context(context, || {
+                if let Some(d) = pinned.as_mut().as_pin_mut() {
+                    if d.poll(cx).is_ready() {
+                        pinned.set(None);
+                    }
                 }
-            }
-            match promise {
-                Some(promise) => promise.poll_slot(cx),
-                None => polled_after_completion(),
-            }
-        })
+            });
+        }
+        match promise {
+            Some(promise) => promise.poll_slot(cx),
+            None => polled_after_completion(),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use pin_project::pin_project;
 use super::deferred::{DeferredPromise, polled_after_completion, unreachable_state};
 #[cfg(not(feature = "std"))]
 use super::inner::ContextSlot;
-use super::inner::{PromiseFuture, context_is_inert, sealed::Sealed};
+use super::inner::{PromiseFuture, in_context, sealed::Sealed};
 use crate::context::Captured;
 
 /// What a handler may return: a value (`Ok`/`Err`, or `()`), or a future to
@@ -322,13 +322,10 @@ impl<P, H, F> Linked<P, H, F> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
         let chain = unsafe { Pin::new_unchecked(&mut this.chain) };
-        // Inline when no context variable was ever set; no closure on the
-        // fast path, so that a chain's links inline into each other.
-        if context_is_inert(&this.context) {
-            Self::drive(chain, cx, step)
-        } else {
-            slow_context(&this.context, || Self::drive(chain, cx, step))
-        }
+        // Inline when no context variable was ever set (the slow path is a
+        // guard taken out of line, not a call taking this closure), so that
+        // a chain's links inline into each other.
+        in_context(&this.context, || Self::drive(chain, cx, step))
     }
 
     /// The state machine (see `poll_with`).
@@ -364,21 +361,6 @@ impl<P, H, F> Linked<P, H, F> {
             _ => polled_after_completion(),
         }
     }
-}
-
-/// The context's slow path (a context variable was set somewhere): run
-/// `f` inside the snapshot.
-#[cfg(feature = "std")]
-#[inline(always)]
-fn slow_context<R>(context: &Captured, f: impl FnOnce() -> R) -> R {
-    super::inner::run_in(context, f)
-}
-
-/// Without `std` the context is inert: never called.
-#[cfg(not(feature = "std"))]
-#[inline(always)]
-fn slow_context<R>(_context: &Captured, f: impl FnOnce() -> R) -> R {
-    f()
 }
 
 macro_rules! combinator {
