@@ -202,3 +202,73 @@ fn handler_calls_are_linear_in_the_length() {
         assert_eq!(calls.load(SeqCst), links);
     }
 }
+
+/// A settled source whose destructor panics, in an unboxed link: the link
+/// drops the source in place while moving its handler out in one step. The
+/// panic reaches the poller, the handler (never run) is dropped exactly
+/// once, the source's value once, and the finished link panics with the
+/// usual message if polled again.
+#[test]
+fn a_source_whose_destructor_panics_drops_the_handler_once() {
+    use deferral::PromiseExt;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Context;
+
+    #[derive(Debug)]
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    /// Ready with a `Counted` at once; panics when dropped.
+    struct Bomb(Option<Counted>);
+    impl Future for Bomb {
+        type Output = Result<Counted, ()>;
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Ready(Ok(self.0.take().unwrap()))
+        }
+    }
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("source destructor");
+        }
+    }
+
+    let (values, handlers, runs) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let capture = Counted(handlers.clone());
+    let ran = runs.clone();
+    let p = Bomb(Some(Counted(values.clone()))).deferred_then(move |v: Counted| {
+        let _c = &capture;
+        ran.fetch_add(1, SeqCst);
+        Ok::<_, ()>(v)
+    });
+    let mut p = Box::pin(p);
+    let w = WakeCounter::new();
+    let caught =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_once(p.as_mut(), &w)));
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"source destructor")
+    );
+    assert_eq!(runs.load(SeqCst), 0, "the handler never ran");
+    assert_eq!(handlers.load(SeqCst), 1, "the handler was dropped once");
+    assert_eq!(
+        values.load(SeqCst),
+        1,
+        "the source's value was dropped once"
+    );
+    let again =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_once(p.as_mut(), &w)));
+    assert_eq!(
+        again.unwrap_err().downcast_ref::<&str>(),
+        Some(&"`DeferredPromise` polled after completion")
+    );
+    drop(p);
+    assert_eq!((handlers.load(SeqCst), values.load(SeqCst)), (1, 1));
+}

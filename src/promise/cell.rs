@@ -8,7 +8,7 @@ use core::task::{Context, Poll};
 
 use super::deferred::{DeferredPromise, polled_after_completion};
 use super::error::{CellBusy, PromiseError};
-use super::executor::ExecutorReturn;
+use super::executor::{ExecutorReturn, drive_adopted};
 #[cfg(not(feature = "std"))]
 use super::inner::ContextSlot;
 use super::inner::{PromiseFuture, in_context, sealed::Sealed};
@@ -273,24 +273,21 @@ impl<'a, X, T, E, D> CellExecutor<'a, X, T, E, D> {
         let this = unsafe { self.get_unchecked_mut() };
         let (promise, context) = (&mut this.promise, &this.context);
         let drive = &mut this.drive;
-        in_context(context, || {
-            if let Some(executor) = this.executor.take() {
+        // The creation context is entered only around user code: the
+        // executor (first poll) and the future it handed over, if any (not
+        // the slot's waker registration: the waker is the poller's).
+        if let Some(executor) = this.executor.take() {
+            in_context(context, || {
                 let (&slot, generation) = promise.inner.parts();
                 // If the executor panics, the resolver it got is dropped by
                 // the unwinding (it abandons the generation) and the promise
                 // side closes it when dropped.
                 *drive = executor(Resolver::cell(slot, generation)).into_drive();
-            }
-            // SAFETY: pinned, as above.
-            let mut pinned = unsafe { Pin::new_unchecked(&mut *drive) };
-            if let Some(d) = pinned.as_mut().as_pin_mut() {
-                if d.poll(cx).is_ready() {
-                    // Settled (or refused): the adopted future is done.
-                    pinned.set(None);
-                }
-            }
-            promise.inner.poll_slot(cx)
-        })
+            });
+        }
+        // SAFETY: pinned, as above.
+        drive_adopted(context, unsafe { Pin::new_unchecked(&mut *drive) }, cx);
+        promise.inner.poll_slot(cx)
     }
 }
 

@@ -7,7 +7,7 @@ use core::task::{Context, Poll};
 
 use super::deferred::{DeferredPromise, polled_after_completion};
 use super::error::PromiseError;
-use super::executor::ExecutorReturn;
+use super::executor::{ExecutorReturn, drive_adopted};
 #[cfg(not(feature = "std"))]
 use super::inner::ContextSlot;
 use super::inner::{PromiseFuture, in_context, sealed::Sealed};
@@ -100,7 +100,8 @@ impl<X, T: 'static, E: 'static, D> Detached<X, T, E, D> {
         let (promise, context, drive) = (&mut this.promise, &this.context, &mut this.drive);
         let executor = &mut this.executor;
         // The creation context is entered only around user code: the
-        // executor (first poll) and the future it handed over, if any.
+        // executor (first poll) and the future it handed over, if any (not
+        // the slot's waker registration: the waker is the poller's).
         if let Some(executor) = executor.take() {
             in_context(context, || {
                 let slot = Arc::new(RawSlot::new());
@@ -115,16 +116,7 @@ impl<X, T: 'static, E: 'static, D> Detached<X, T, E, D> {
             });
         }
         // SAFETY: pinned, as above.
-        let mut pinned = unsafe { Pin::new_unchecked(&mut *drive) };
-        if pinned.is_some() {
-            in_context(context, || {
-                if let Some(d) = pinned.as_mut().as_pin_mut() {
-                    if d.poll(cx).is_ready() {
-                        pinned.set(None);
-                    }
-                }
-            });
-        }
+        drive_adopted(context, unsafe { Pin::new_unchecked(&mut *drive) }, cx);
         match promise {
             Some(promise) => promise.poll_slot(cx),
             None => polled_after_completion(),

@@ -175,3 +175,26 @@ impl Future for Nothing {
         match *self {}
     }
 }
+
+/// Polls the future an escaping-resolver executor handed over (`adopt`), if
+/// any, inside the promise's creation context, and drops it in place there
+/// once it is done. Only user code runs in that context: the executor (by
+/// its caller) and this future, not the slot's waker registration, which
+/// belongs to the poller.
+#[inline(always)]
+pub(crate) fn drive_adopted<D: Future>(
+    context: &crate::context::Captured,
+    mut drive: Pin<&mut Option<D>>,
+    cx: &mut Context<'_>,
+) {
+    if drive.is_some() {
+        super::inner::in_context(context, || {
+            if let Some(d) = drive.as_mut().as_pin_mut() {
+                if d.poll(cx).is_ready() {
+                    // Settled (or refused): the adopted future is done.
+                    drive.set(None);
+                }
+            }
+        });
+    }
+}

@@ -265,13 +265,13 @@ impl<T, E, F: Future<Output = Result<T, E>>> PromiseExt<T, E> for F {}
 // ------------------------------------------------------------------ chain
 
 /// One combinator's state: the source and the handler, then the reaction.
-#[pin_project(project = ChainProj)]
+#[pin_project(project = ChainProj, project_replace = ChainOwned)]
 enum Chain<P, H, F> {
     First {
         #[pin]
         source: P,
-        /// Taken when the source settles (never pinned).
-        handler: Option<H>,
+        /// Moved out when the source settles (never pinned).
+        handler: H,
     },
     Second {
         #[pin]
@@ -292,10 +292,7 @@ impl<P, H, F> Linked<P, H, F> {
     #[inline(always)]
     fn new(source: P, handler: H) -> Self {
         Linked {
-            chain: Chain::First {
-                source,
-                handler: Some(handler),
-            },
+            chain: Chain::First { source, handler },
             context: Captured::capture(),
         }
     }
@@ -339,14 +336,15 @@ impl<P, H, F> Linked<P, H, F> {
         P: Future,
         F: Future<Output = O>,
     {
-        if let ChainProj::First { source, handler } = chain.as_mut().project() {
+        if let ChainProj::First { source, .. } = chain.as_mut().project() {
             let input = core::task::ready!(source.poll(cx));
-            let Some(handler) = handler.take() else {
+            // One write: the chain becomes `Empty`, the settled source is
+            // dropped in place and the handler moved out; then the handler
+            // runs (if it panics, the chain stays `Empty`).
+            let ChainOwned::First { handler, .. } = chain.as_mut().project_replace(Chain::Empty)
+            else {
                 unreachable_state();
             };
-            // The settled source is dropped (in place), then the handler
-            // runs; if it panics the chain is `Empty`.
-            chain.set(Chain::Empty);
             match step(handler, input) {
                 Next::Done(output) => return Poll::Ready(output),
                 Next::Follow(reaction) => chain.set(Chain::Second { reaction }),
