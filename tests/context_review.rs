@@ -260,15 +260,18 @@ fn reading_waker(log: Log, panic_on: usize) -> Waker {
     unsafe { Waker::from_raw(RawWaker::new(Arc::into_raw(arc).cast(), &VTABLE)) }
 }
 
-/// What a waker sees of the context when a `detached` promise registers it
-/// (and drops the previous one) and when its resolver wakes it.
-#[test]
-fn a_detached_promise_registers_the_waker_in_which_context() {
+/// What a waker sees of the context when an escaping-resolver promise
+/// (made by `make` under V = 1) registers it twice under V = 2 (dropping the
+/// previous one) and its resolver wakes it under V = 3.
+fn waker_contexts<P>(
+    make: impl FnOnce(std::sync::mpsc::Sender<deferral::Resolver<'static, u32, ()>>) -> P,
+) -> Vec<(&'static str, Option<u32>)>
+where
+    P: std::future::Future<Output = Result<u32, PromiseError<()>>>,
+{
     let l = log();
     let (tx, rx) = std::sync::mpsc::channel();
-    let p = V.run(1, || {
-        DeferredPromise::<u32, PromiseError<()>>::detached(move |r| tx.send(r).unwrap())
-    });
+    let p = V.run(1, || make(tx));
     let mut p = pin!(p);
     V.run(2, || {
         let w1 = reading_waker(l.clone(), 0);
@@ -282,21 +285,36 @@ fn a_detached_promise_registers_the_waker_in_which_context() {
     V.run(3, || r.resolve(5).unwrap());
     let w = WakeCounter::new();
     assert_eq!(poll_once(p.as_mut(), &w), Poll::Ready(Ok(5)));
-    // The shared slot is polled outside the creation context: the waker is
-    // the poller's, so it is cloned (registered) and the replaced one
-    // dropped in the poller's context (V = 2). Before 37aa41f0 both saw
-    // V = 1. `PromiseCell`'s promises follow the same rule (below).
-    assert_eq!(
-        *l.lock().unwrap(),
-        [
-            ("clone", Some(2)),
-            ("drop", Some(2)),
-            ("clone", Some(2)),
-            ("drop", Some(2)),
-            ("drop", Some(2)),
-            ("wake", Some(3)),
-        ]
-    );
+    l.lock().unwrap().clone()
+}
+
+/// The waker is the poller's: the slot registers it (clones it, drops the
+/// replaced one) in the poller's context (V = 2), and only the executor and
+/// an adopted future run in the creation context. Before 37aa41f0 a
+/// `detached` promise did both in V = 1; the review found `PromiseCell`'s
+/// promises still did after it; now both follow the one rule.
+const POLLERS: [(&str, Option<u32>); 6] = [
+    ("clone", Some(2)),
+    ("drop", Some(2)),
+    ("clone", Some(2)),
+    ("drop", Some(2)),
+    ("drop", Some(2)),
+    ("wake", Some(3)),
+];
+
+#[test]
+fn a_detached_promise_registers_the_waker_in_the_pollers_context() {
+    let seen = waker_contexts(|tx| {
+        DeferredPromise::<u32, PromiseError<()>>::detached(move |r| tx.send(r).unwrap())
+    });
+    assert_eq!(seen, POLLERS);
+}
+
+#[test]
+fn a_cell_promise_registers_the_waker_in_the_pollers_context() {
+    static CELL: deferral::PromiseCell<u32, ()> = deferral::PromiseCell::new();
+    let seen = waker_contexts(|tx| CELL.lazy(move |r| tx.send(r).unwrap()).unwrap());
+    assert_eq!(seen, POLLERS);
 }
 
 /// For comparison: a `lazy` promise's future wakes in the creation
@@ -318,42 +336,6 @@ fn a_lazy_promise_registers_the_waker_in_its_creation_context() {
     });
     // `yield_now` wakes by reference inside the future: creation context.
     assert_eq!(*l.lock().unwrap(), [("wake", Some(1)), ("drop", Some(2))]);
-}
-
-/// The same rule for a cell-backed promise (`PromiseCell::lazy`), whose
-/// resolver also leaves the executor: the creation context is entered only
-/// around the executor and an adopted future, never around the waker's
-/// registration (the reviewer found the two kinds differing; now one rule).
-#[test]
-fn a_cell_promise_registers_the_waker_in_which_context() {
-    static CELL: deferral::PromiseCell<u32, ()> = deferral::PromiseCell::new();
-    let l = log();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let p = V.run(1, || CELL.lazy(move |r| tx.send(r).unwrap()).unwrap());
-    let mut p = pin!(p);
-    V.run(2, || {
-        let w1 = reading_waker(l.clone(), 0);
-        assert!(p.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
-        drop(w1);
-        let w2 = reading_waker(l.clone(), 0);
-        assert!(p.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
-        drop(w2);
-    });
-    let r = rx.recv().unwrap();
-    V.run(3, || r.resolve(5).unwrap());
-    let w = WakeCounter::new();
-    assert_eq!(poll_once(p.as_mut(), &w), Poll::Ready(Ok(5)));
-    assert_eq!(
-        *l.lock().unwrap(),
-        [
-            ("clone", Some(2)),
-            ("drop", Some(2)),
-            ("clone", Some(2)),
-            ("drop", Some(2)),
-            ("drop", Some(2)),
-            ("wake", Some(3)),
-        ]
-    );
 }
 
 /// A waker whose clone panics, handed to a detached promise and to a chain
@@ -456,12 +438,7 @@ fn a_detached_adopted_future_dropped_early() {
             })
         })
     });
-    V.run(2, || {
-        let mut p = Box::pin(p);
-        let w = WakeCounter::new();
-        assert!(poll_once(p.as_mut(), &w).is_pending());
-        drop(p);
-    });
+    pending_then_dropped_under_v2(p);
     // Dropped with the promise, by its drop glue: outside the creation
     // context (so before 37aa41f0 too; `Snapshot::wrap` drops inside).
     assert_eq!(*l.lock().unwrap(), [("poll", Some(1)), ("drop", Some(2))]);
@@ -474,13 +451,18 @@ fn a_detached_adopted_future_dropped_early() {
             polls: 0,
         })
     });
+    pending_then_dropped_under_v2(lazy);
+    assert_eq!(*l.lock().unwrap(), [("poll", Some(1)), ("drop", Some(2))]);
+}
+
+/// Polls `p` once (pending) and drops it, under V = 2.
+fn pending_then_dropped_under_v2(p: impl std::future::Future) {
     V.run(2, || {
-        let mut p = Box::pin(lazy);
+        let mut p = Box::pin(p);
         let w = WakeCounter::new();
         assert!(poll_once(p.as_mut(), &w).is_pending());
         drop(p);
     });
-    assert_eq!(*l.lock().unwrap(), [("poll", Some(1)), ("drop", Some(2))]);
 }
 
 /// An adopted future that panics when polled: the poller's context is
