@@ -311,11 +311,13 @@ impl<P, H, F> Linked<P, H, F> {
         F: Future<Output = O>,
     {
         // SAFETY: `chain` is structurally pinned: never moved out of a
-        // pinned `Linked` (no by-value accessor but `take_source` through
-        // `&mut`, which only moves the source's erased handle — a pointer —
-        // out of an unpinned field; no `Drop`; not `repr(packed)`), and the
-        // combinators are `Unpin` only if `P` and `F` are. `context` is not
-        // pinned.
+        // pinned `Linked` (`drive`'s `project_replace` moves out only the
+        // unpinned handler and drops the source in place; the only other
+        // `&mut` path, `HasSource::source_mut` for an erased chain's
+        // `take_child`, moves just the source's erased node handle — a
+        // pointer — out of an unpinned field; no `Drop`; not
+        // `repr(packed)`), and the combinators are `Unpin` only if `P` and
+        // `F` are. `context` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
         let chain = unsafe { Pin::new_unchecked(&mut this.chain) };
