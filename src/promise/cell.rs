@@ -263,7 +263,7 @@ impl<'a, X, T, E, D> CellExecutor<'a, X, T, E, D> {
     where
         X: FnOnce(Resolver<'a, T, E>) -> R,
         R: ExecutorReturn<'a, T, E, Drive = D>,
-        D: Future,
+        D: Future + super::executor::sealed::Finished,
     {
         // SAFETY: `drive` is structurally pinned: it is never moved out of
         // a pinned `CellExecutor` (only dropped in place by `set(None)` and
@@ -295,7 +295,7 @@ impl<'a, X, R, T, E, D> Future for CellExecutor<'a, X, T, E, D>
 where
     X: FnOnce(Resolver<'a, T, E>) -> R,
     R: ExecutorReturn<'a, T, E, Drive = D>,
-    D: Future,
+    D: Future + super::executor::sealed::Finished,
 {
     type Output = Result<T, PromiseError<E>>;
 
@@ -312,7 +312,7 @@ impl<'a, X, R, T, E, D> PromiseFuture<T, PromiseError<E>> for CellExecutor<'a, X
 where
     X: FnOnce(Resolver<'a, T, E>) -> R,
     R: ExecutorReturn<'a, T, E, Drive = D>,
-    D: Future,
+    D: Future + super::executor::sealed::Finished,
 {
     const PEEKS: bool = true;
     const RESUMES_AFTER_PANIC: bool = true;

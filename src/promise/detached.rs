@@ -90,7 +90,7 @@ impl<X, T: 'static, E: 'static, D> Detached<X, T, E, D> {
     where
         X: FnOnce(Resolver<'static, T, E>) -> R,
         R: ExecutorReturn<'static, T, E, Drive = D>,
-        D: Future,
+        D: Future + super::executor::sealed::Finished,
     {
         // SAFETY: `drive` is structurally pinned: never moved out of a
         // pinned `Detached` (only dropped in place by `set(None)` and the
@@ -128,7 +128,7 @@ impl<X, R, T: 'static, E: 'static, D> Future for Detached<X, T, E, D>
 where
     X: FnOnce(Resolver<'static, T, E>) -> R,
     R: ExecutorReturn<'static, T, E, Drive = D>,
-    D: Future,
+    D: Future + super::executor::sealed::Finished,
 {
     type Output = Result<T, PromiseError<E>>;
 
@@ -142,7 +142,7 @@ impl<X, R, T: 'static, E: 'static, D> PromiseFuture<T, PromiseError<E>> for Deta
 where
     X: FnOnce(Resolver<'static, T, E>) -> R,
     R: ExecutorReturn<'static, T, E, Drive = D>,
-    D: Future,
+    D: Future + super::executor::sealed::Finished,
 {
     const PEEKS: bool = true;
     const RESUMES_AFTER_PANIC: bool = true;

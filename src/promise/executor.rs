@@ -10,8 +10,17 @@ use core::task::{Context, Poll};
 use super::error::SettleError;
 use super::resolver::Adopt;
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
+
+    /// A driven future that can say it already finished: an [`Adopt`]
+    /// whose settlement's wake panicked stays in its slot, done, and must
+    /// be dropped, not polled again (see `drive_adopted`).
+    ///
+    /// [`Adopt`]: super::Adopt
+    pub trait Finished {
+        fn finished(&self) -> bool;
+    }
 }
 
 /// What the executor of [`DeferredPromise::detached`] or
@@ -52,7 +61,7 @@ mod sealed {
 pub trait ExecutorReturn<'a, T, E>: sealed::Sealed {
     /// What the promise drives after the executor returned.
     #[doc(hidden)]
-    type Drive: Future;
+    type Drive: Future + sealed::Finished;
 
     /// The future to drive, if any.
     #[doc(hidden)]
@@ -168,6 +177,19 @@ where
 #[derive(Debug)]
 pub enum Nothing {}
 
+impl sealed::Finished for Nothing {
+    fn finished(&self) -> bool {
+        match *self {}
+    }
+}
+
+impl<F, T, E> sealed::Finished for Adopt<'_, F, T, E> {
+    #[inline]
+    fn finished(&self) -> bool {
+        self.is_finished()
+    }
+}
+
 impl Future for Nothing {
     type Output = ();
 
@@ -181,8 +203,13 @@ impl Future for Nothing {
 /// once it is done. Only user code runs in that context: the executor (by
 /// its caller) and this future, not the slot's waker registration, which
 /// belongs to the poller.
+///
+/// An `Adopt` that settled but whose settlement's wake panicked unwound out
+/// of the poll that finished it: it is still here, finished. It is dropped
+/// at the next poll instead of being polled again (which would panic and
+/// keep the settlement in the slot out of reach).
 #[inline(always)]
-pub(crate) fn drive_adopted<D: Future>(
+pub(crate) fn drive_adopted<D: Future + sealed::Finished>(
     context: &crate::context::Captured,
     mut drive: Pin<&mut Option<D>>,
     cx: &mut Context<'_>,
@@ -190,7 +217,7 @@ pub(crate) fn drive_adopted<D: Future>(
     if drive.is_some() {
         super::inner::in_context(context, || {
             if let Some(d) = drive.as_mut().as_pin_mut() {
-                if d.poll(cx).is_ready() {
+                if d.finished() || d.poll(cx).is_ready() {
                     // Settled (or refused): the adopted future is done.
                     drive.set(None);
                 }

@@ -390,6 +390,14 @@ impl<'a, F, T, E> Adopt<'a, F, T, E> {
     }
 }
 
+impl<F, T, E> Adopt<'_, F, T, E> {
+    /// `true` once it handed its outcome to the resolver (even if the
+    /// settlement's wake then panicked): polling it again would panic.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.resolver.is_none()
+    }
+}
+
 impl<F, T, E> Future for Adopt<'_, F, T, E>
 where
     F: Future<Output = Result<T, E>>,
