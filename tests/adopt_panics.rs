@@ -232,3 +232,406 @@ fn an_adopted_async_block_that_panicked_keeps_panicking_and_frees_the_cell() {
     drop(promise);
     assert!(CELL.is_free());
 }
+
+// ------------------------------------------------------------- review 5
+
+use deferral::Resolver;
+use support::{Behaviour, DropCounter};
+
+/// The message of a caught panic (`&str` or `String` payloads).
+fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        String::from("<non-string payload>")
+    }
+}
+
+/// Polls with `waker`, catching a panic: `Err(message)` if it panicked.
+fn poll_with(promise: &mut Promise, waker: &std::task::Waker) -> Result<Poll<Out>, String> {
+    catch_unwind(AssertUnwindSafe(|| {
+        promise.as_mut().poll(&mut Context::from_waker(waker))
+    }))
+    .map_err(|p| message(&*p))
+}
+
+#[test]
+fn wake_panics_then_the_finished_futures_drop_panics_then_the_value_is_returned() {
+    static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    each_kind(
+        &CELL,
+        || step(0, 2, true),
+        |mut promise, counted| {
+            let hostile = Hostile::new().panic_on(Call::Wake, 1);
+            assert_eq!(poll_with(&mut promise, &hostile.waker()), Ok(Poll::Pending));
+            let w = WakeCounter::new().waker();
+            // Settles; the settlement's wake panics.
+            assert_eq!(
+                poll_with(&mut promise, &w),
+                Err("hostile waker: Wake #1 panics".to_owned())
+            );
+            assert_eq!(counted.get(), (2, 0));
+            assert_eq!(promise.state(), PromiseState::Fulfilled);
+            // The finished future is dropped, not polled; its drop panics.
+            assert_eq!(
+                poll_with(&mut promise, &w),
+                Err("adopted drop panics".to_owned())
+            );
+            assert_eq!(counted.get(), (2, 1));
+            assert_eq!(promise.state(), PromiseState::Fulfilled);
+            // Next poll: the value.
+            assert_eq!(poll_with(&mut promise, &w), Ok(Poll::Ready(Ok(7))));
+            drop(promise);
+            assert_eq!(counted.get(), (2, 1), "dropped once");
+        },
+    );
+}
+
+/// The settlement's wake panicked; the promise is then dropped without
+/// another poll (the finished future and the value go with it).
+fn dropped_unpolled(mut promise: Promise, counted: &Counted, panic_drop: bool) {
+    let hostile = Hostile::new().panic_on(Call::Wake, 1);
+    assert_eq!(poll_with(&mut promise, &hostile.waker()), Ok(Poll::Pending));
+    let w = WakeCounter::new().waker();
+    assert_eq!(
+        poll_with(&mut promise, &w),
+        Err("hostile waker: Wake #1 panics".to_owned())
+    );
+    assert_eq!(counted.get(), (2, 0));
+    let dropped = catch_unwind(AssertUnwindSafe(|| drop(promise)));
+    assert_eq!(dropped.is_err(), panic_drop);
+    assert_eq!(counted.get(), (2, 1), "dropped once");
+}
+
+#[test]
+fn wake_panics_then_the_promise_is_dropped_without_a_poll() {
+    static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    each_kind(
+        &CELL,
+        || step(0, 2, false),
+        |p, c| dropped_unpolled(p, c, false),
+    );
+    each_kind(
+        &CELL,
+        || step(0, 2, true),
+        |p, c| dropped_unpolled(p, c, true),
+    );
+}
+
+/// A settled value with a drop counter: `PromiseCell<Tracked, ()>`.
+type TrackedOut = Result<support::drops::Tracked, PromiseError<()>>;
+
+/// An adopted future ready on its second poll with `value`.
+struct Second<V> {
+    value: Option<V>,
+    polled: bool,
+}
+
+impl<V: Unpin> Future for Second<V> {
+    type Output = Result<V, ()>;
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        if std::mem::replace(&mut self.polled, true) {
+            Poll::Ready(Ok(self.value.take().expect("polled after completion")))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn wake_panics_and_the_settled_value_is_dropped_exactly_once() {
+    static CELL: PromiseCell<support::drops::Tracked, ()> = PromiseCell::new();
+    // Each way: handed out by the next poll, or dropped with the promise.
+    for take in [true, false] {
+        let values = DropCounter::new();
+        let future = Second {
+            value: Some(values.tracked()),
+            polled: false,
+        };
+        let mut promise = Box::pin(CELL.lazy(move |res| res.adopt(future)).unwrap());
+        let hostile = Hostile::new().panic_on(Call::Wake, 1);
+        let waker = hostile.waker();
+        assert!(
+            promise
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let w = WakeCounter::new();
+        assert!(catch_unwind(AssertUnwindSafe(|| poll_once(promise.as_mut(), &w))).is_err());
+        assert_eq!(values.get(), 0);
+        if take {
+            let out: TrackedOut = match poll_once(promise.as_mut(), &w) {
+                Poll::Ready(out) => out,
+                Poll::Pending => panic!("the settlement is there"),
+            };
+            assert!(out.is_ok());
+            assert_eq!(values.get(), 0);
+            drop(out);
+            assert_eq!(values.get(), 1);
+        }
+        drop(promise);
+        assert_eq!(values.get(), 1, "the value is dropped exactly once");
+        assert!(CELL.is_free());
+    }
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn catch_panics_returns_the_value_when_the_settlements_wake_panics() {
+    static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    for panic_drop in [false, true] {
+        let (future, counted) = step(0, 2, panic_drop);
+        let mut promise = Box::pin(
+            CELL.lazy(move |res| res.adopt(future))
+                .unwrap()
+                .catch_panics(),
+        );
+        let hostile = Hostile::new().panic_on(Call::Wake, 1);
+        let waker = hostile.waker();
+        assert!(
+            promise
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let w = WakeCounter::new();
+        // The panic is caught, the settlement made before it stands.
+        match poll_once(promise.as_mut(), &w) {
+            Poll::Ready(Ok(7)) => {}
+            other => panic!("expected Ready(Ok(7)), got {:?}", other.map(|r| r.is_ok())),
+        }
+        assert_eq!(hostile.panics(), 1);
+        assert_eq!(counted.get(), (2, 0));
+        let dropped = catch_unwind(AssertUnwindSafe(|| drop(promise)));
+        assert_eq!(dropped.is_err(), panic_drop);
+        assert_eq!(counted.get(), (2, 1), "dropped once");
+        assert!(CELL.is_free());
+    }
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn catch_panics_on_detached_returns_the_value_when_the_settlements_wake_panics() {
+    for panic_drop in [false, true] {
+        let (future, counted) = step(0, 2, panic_drop);
+        let mut promise = Box::pin(
+            DeferredPromise::<u32, PromiseError<()>>::detached(move |res| res.adopt(future))
+                .catch_panics(),
+        );
+        let hostile = Hostile::new().panic_on(Call::Wake, 1);
+        let waker = hostile.waker();
+        assert!(
+            promise
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let w = WakeCounter::new();
+        assert!(matches!(
+            poll_once(promise.as_mut(), &w),
+            Poll::Ready(Ok(7))
+        ));
+        assert_eq!(counted.get(), (2, 0));
+        let dropped = catch_unwind(AssertUnwindSafe(|| drop(promise)));
+        assert_eq!(dropped.is_err(), panic_drop);
+        assert_eq!(counted.get(), (2, 1), "dropped once");
+    }
+}
+
+/// Every hostile behaviour (each call panicking on its 1st or 2nd use),
+/// adopted futures ready on poll 1..=3 whose drop may panic: polling with
+/// the hostile waker (a fresh one each poll) always ends with the value,
+/// never with "`Adopt` polled after completion"; the future is dropped
+/// once and the cell freed.
+#[test]
+fn every_hostile_waker_ends_with_the_value() {
+    static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    for behaviour in Behaviour::panicking() {
+        for ready_at in 1..=3 {
+            for panic_drop in [false, true] {
+                let run = |mut promise: Promise, counted: &Counted| {
+                    let hostile = behaviour.hostile();
+                    let mut out = None;
+                    for _ in 0..8 {
+                        // (A fresh waker each poll, dropped apart: its own
+                        // drop may be the one that panics.)
+                        let waker = hostile.waker();
+                        let polled = poll_with(&mut promise, &waker);
+                        let _ = catch_unwind(AssertUnwindSafe(|| drop(waker)));
+                        match polled {
+                            Ok(Poll::Ready(o)) => {
+                                out = Some(o);
+                                break;
+                            }
+                            Ok(Poll::Pending) => {}
+                            Err(m) => assert!(
+                                m.starts_with("hostile waker") || m == "adopted drop panics",
+                                "{behaviour:?} ready_at {ready_at}: unexpected panic {m:?}"
+                            ),
+                        }
+                    }
+                    assert_eq!(out, Some(Ok(7)), "{behaviour:?} ready_at {ready_at}");
+                    assert_eq!(counted.get().1, 1, "{behaviour:?} ready_at {ready_at}");
+                    let _ = catch_unwind(AssertUnwindSafe(|| drop(promise)));
+                    assert_eq!(counted.get().1, 1, "{behaviour:?}: dropped once");
+                };
+                let (future, counted) = step(0, ready_at, panic_drop);
+                let promise = CELL.lazy(move |res| res.adopt(future)).unwrap();
+                run(Box::pin(promise), &counted);
+                assert!(CELL.is_free(), "{behaviour:?} ready_at {ready_at}");
+                #[cfg(feature = "alloc")]
+                {
+                    let (future, counted) = step(0, ready_at, panic_drop);
+                    let promise = DeferredPromise::<u32, PromiseError<()>>::detached(move |res| {
+                        res.adopt(future)
+                    });
+                    run(Box::pin(promise), &counted);
+                }
+            }
+        }
+    }
+}
+
+/// An executor may hand over another promise's `Adopt`. If that promise is
+/// gone the settlement is refused and the refused value is dropped right
+/// after the poll that finished the `Adopt`: a panic there leaves the
+/// finished `Adopt` in the slot, like a panicking wake.
+#[test]
+fn a_refused_settlement_whose_value_panics_on_drop() {
+    static CELL: PromiseCell<support::drops::PanicOnDrop, ()> = PromiseCell::new();
+    static OTHER: PromiseCell<support::drops::PanicOnDrop, ()> = PromiseCell::new();
+    let values = DropCounter::new();
+    let (other_promise, other_resolver) = OTHER.promise().unwrap();
+    drop(other_promise);
+    let value = values.panicking();
+    let promise = CELL
+        .lazy(move |res: Resolver<'static, _, ()>| {
+            drop(res);
+            other_resolver.adopt(async move { Ok(value) })
+        })
+        .unwrap();
+    let mut promise = Box::pin(promise);
+    let w = WakeCounter::new();
+    let first = catch_unwind(AssertUnwindSafe(|| poll_once(promise.as_mut(), &w)));
+    assert_eq!(
+        first.map(|_| ()).map_err(|p| message(&*p)),
+        Err("PanicOnDrop dropped".to_owned())
+    );
+    assert_eq!(values.get(), 1);
+    // The finished `Adopt` is dropped, not polled again.
+    let second = catch_unwind(AssertUnwindSafe(|| poll_once(promise.as_mut(), &w)))
+        .map_err(|p| message(&*p));
+    assert!(
+        matches!(second, Ok(Poll::Ready(Err(PromiseError::Abandoned)))),
+        "{:?}",
+        second.map(|p| p.map(|r| r.map(|_| ())))
+    );
+    drop(promise);
+    assert_eq!(values.get(), 1);
+    assert!(CELL.is_free());
+    assert!(OTHER.is_free());
+}
+
+#[cfg(feature = "alloc")]
+#[test]
+fn boxed_wake_panics_and_the_next_poll_returns_the_value() {
+    static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    for panic_drop in [false, true] {
+        let (future, counted) = step(0, 2, panic_drop);
+        let mut promise = Box::pin(CELL.lazy(move |res| res.adopt(future)).unwrap().boxed());
+        let hostile = Hostile::new().panic_on(Call::Wake, 1);
+        let waker = hostile.waker();
+        assert!(
+            promise
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let w = WakeCounter::new();
+        let mut out = None;
+        for _ in 0..3 {
+            if let Ok(Poll::Ready(o)) =
+                catch_unwind(AssertUnwindSafe(|| poll_once(promise.as_mut(), &w)))
+            {
+                out = Some(o);
+                break;
+            }
+        }
+        assert_eq!(out, Some(Ok(7)));
+        drop(promise);
+        assert_eq!(counted.get(), (2, 1));
+        assert!(CELL.is_free());
+    }
+}
+
+#[cfg(feature = "alloc")]
+#[test]
+fn detached_wake_panics_then_the_promise_moves_to_another_thread() {
+    let (future, counted) = step(0, 2, false);
+    let mut promise = Box::pin(DeferredPromise::<u32, PromiseError<()>>::detached(
+        move |res| res.adopt(future),
+    ));
+    let hostile = Hostile::new().panic_on(Call::Wake, 1);
+    let waker = hostile.waker();
+    assert!(
+        promise
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    let w = WakeCounter::new();
+    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(promise.as_mut(), &w))).is_err());
+    let out = std::thread::spawn(move || support::block_on(promise))
+        .join()
+        .unwrap();
+    assert_eq!(out, Ok(7));
+    assert_eq!(counted.get(), (2, 1));
+}
+
+/// A promise forgotten after the settlement's wake panicked: nothing is
+/// dropped, the cell stays taken (a leak, not a double drop).
+#[test]
+fn wake_panics_then_the_promise_is_forgotten() {
+    static CELL: PromiseCell<u32, ()> = PromiseCell::new();
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Leaky(bool);
+    impl Future for Leaky {
+        type Output = Result<u32, ()>;
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            if std::mem::replace(&mut self.0, true) {
+                Poll::Ready(Ok(7))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+    impl Drop for Leaky {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, SeqCst);
+        }
+    }
+    let mut promise =
+        std::mem::ManuallyDrop::new(CELL.lazy(|res| res.adopt(Leaky(false))).unwrap());
+    let hostile = Hostile::new().panic_on(Call::Wake, 1);
+    let waker = hostile.waker();
+    assert!(
+        Pin::new(&mut *promise)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    drop(waker);
+    let w = WakeCounter::new();
+    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(Pin::new(&mut *promise), &w))).is_err());
+    assert_eq!(hostile.panics(), 1);
+    // Forgotten (never dropped).
+    let _ = &promise;
+    assert_eq!(DROPS.load(SeqCst), 0);
+    assert!(!CELL.is_free());
+    assert!(
+        CELL.lazy(|res| res.resolve(1)).is_err(),
+        "the cell stays taken"
+    );
+}

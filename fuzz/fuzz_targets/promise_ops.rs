@@ -187,6 +187,20 @@ enum Op {
         poll: bool,
         panic_at: Option<u8>,
     },
+    /// An executor that adopts a future (`PromiseCell::lazy` on its own
+    /// cell, or `detached`): the future is ready at its poll `ready_at`,
+    /// panics at its poll `panic_at` and in its destructor if `panic_drop`;
+    /// the promise is polled with `wakers` (hostile ones too), then dropped
+    /// (`drop_early`) or polled with a good waker until it is ready.
+    Adopt {
+        detached: bool,
+        ready_at: u8,
+        panic_at: Option<u8>,
+        panic_drop: bool,
+        value: u8,
+        wakers: Vec<u8>,
+        drop_early: bool,
+    },
     /// `SignalCell`: settle (latest wins), take, wait (poll / drop).
     SignalSettle {
         value: Result<u8, u8>,
@@ -323,6 +337,115 @@ fn run_chain(
 }
 
 type Out = Result<Val, PromiseError<u8>>;
+
+static ADOPT_CELL: PromiseCell<Val, u8> = PromiseCell::new();
+
+/// The future an `Op::Adopt` executor hands over; counts its polls and
+/// drops.
+struct Adopted {
+    value: Option<Val>,
+    polls: Rc<std::cell::Cell<u8>>,
+    drops: Rc<std::cell::Cell<u8>>,
+    ready_at: u8,
+    panic_at: Option<u8>,
+    panic_drop: bool,
+}
+
+impl Future for Adopted {
+    type Output = Result<Val, u8>;
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<Val, u8>> {
+        let n = self.polls.get() + 1;
+        self.polls.set(n);
+        if Some(n) == self.panic_at {
+            panic!("hostile waker: planned adopted-future panic");
+        }
+        if n >= self.ready_at {
+            Poll::Ready(Ok(self.value.take().expect("adopted future polled after completion")))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        self.drops.set(self.drops.get() + 1);
+        if self.panic_drop && !std::thread::panicking() {
+            panic!("hostile waker: planned adopted-future drop panic");
+        }
+    }
+}
+
+/// Runs one `Op::Adopt`: whatever panics on the way (the adopted future's
+/// poll or drop, a hostile waker), the promise either delivers the adopted
+/// value or, dropped early, frees its cell; the future is dropped exactly
+/// once.
+#[allow(clippy::too_many_arguments)]
+fn run_adopt(
+    detached: bool,
+    ready_at: u8,
+    panic_at: Option<u8>,
+    panic_drop: bool,
+    value: u8,
+    wakers: &[u8],
+    drop_early: bool,
+    hostile: &[Arc<HostileState>; 3],
+) {
+    let (polls, drops) = (Rc::new(std::cell::Cell::new(0)), Rc::new(std::cell::Cell::new(0)));
+    let ready_at = ready_at % 6 + 1;
+    let future = Adopted {
+        value: Some(Val::new(value % PANICKY)),
+        polls: polls.clone(),
+        drops: drops.clone(),
+        ready_at,
+        panic_at: panic_at.map(|p| p % 8 + 1),
+        panic_drop,
+    };
+    let mut promise: Pin<Box<dyn TestPromise>> = if detached {
+        Box::pin(DeferredPromise::<Val, PromiseError<u8>>::detached(move |r| {
+            r.adopt(future)
+        }))
+    } else {
+        Box::pin(ADOPT_CELL.lazy(move |r| r.adopt(future)).expect("adopt cell free"))
+    };
+    let good = Waker::from(Arc::new(Count::default()));
+    let mut delivered = None;
+    for &w in wakers.iter().take(8) {
+        let waker = match w % 4 {
+            0 => good.clone(),
+            i => hostile_waker(&hostile[usize::from(i) - 1]),
+        };
+        let poll = caught(|| promise.as_mut().poll_it(&mut Context::from_waker(&waker)));
+        let _ = caught(move || drop(waker));
+        if let Some(Poll::Ready(out)) = poll {
+            delivered = Some(out);
+            break;
+        }
+    }
+    if delivered.is_none() && !drop_early {
+        // Every poll either makes progress (the future counts it) or
+        // panics out after it; a few more than the future needs suffice.
+        for _ in 0..usize::from(ready_at) + 3 {
+            if let Some(Poll::Ready(out)) =
+                caught(|| promise.as_mut().poll_it(&mut Context::from_waker(&good)))
+            {
+                delivered = Some(out);
+                break;
+            }
+        }
+        assert!(delivered.is_some(), "adopted settlement never delivered");
+    }
+    let _ = caught(move || drop(promise));
+    if let Some(out) = delivered {
+        match out {
+            Ok(Val(v)) => assert_eq!(v, value % PANICKY, "adopted value"),
+            Err(e) => panic!("adopted future's value lost: {e:?}"),
+        }
+    }
+    assert!(drops.get() == 1, "adopted future dropped {} times", drops.get());
+    assert!(ADOPT_CELL.is_free(), "adopt cell busy after its promise was dropped");
+}
 
 /// Object-safe view of the different `DeferredPromise` types under test.
 trait TestPromise {
@@ -707,6 +830,26 @@ fuzz_target!(|ops: Vec<Op>| {
                     usize::from(len)
                 };
                 run_chain(start, &kinds, len, boxed, poll, panic_at.map(usize::from));
+            }
+            Op::Adopt {
+                detached,
+                ready_at,
+                panic_at,
+                panic_drop,
+                value,
+                wakers,
+                drop_early,
+            } => {
+                run_adopt(
+                    detached,
+                    ready_at,
+                    panic_at,
+                    panic_drop,
+                    value,
+                    &wakers,
+                    drop_early,
+                    &h.hostile,
+                );
             }
             Op::SignalSettle { value } => {
                 let v = match value {
