@@ -26,7 +26,7 @@ type Out = Result<u32, String>;
 
 /// The registrations, in registration order: the eight ways in, and
 /// conditions (`When`) on sync, async and guarded cleanup.
-const KINDS: [&str; 17] = [
+const KINDS: [&str; 19] = [
     "defer",
     "defer_with",
     "when_ok",
@@ -34,11 +34,13 @@ const KINDS: [&str; 17] = [
     "when_failed",
     "when_panicked",
     "when_cancelled",
+    "when_not_panicked",
     "async",
     "async_with",
     "async_when_ok",
     "async_when_err",
     "async_when_failed",
+    "async_when_not_panicked",
     "guard",
     "guard_with",
     "guard_when_ok",
@@ -64,6 +66,7 @@ fn runs(kind: &str, outcome: Outcome) -> bool {
         "when_failed" | "async_when_failed" => When::Failed,
         "when_panicked" => When::Panicked,
         "when_cancelled" => When::Cancelled,
+        "when_not_panicked" | "async_when_not_panicked" => When::NotPanicked,
         _ => When::Always,
     };
     when.holds(outcome)
@@ -129,6 +132,7 @@ macro_rules! body {
             sync_when!("when_failed", When::Failed);
             sync_when!("when_panicked", When::Panicked);
             sync_when!("when_cancelled", When::Cancelled);
+            sync_when!("when_not_panicked", When::NotPanicked);
             let (run, held) = probe!("async");
             d.defer_async(async move {
                 let _held = held;
@@ -150,6 +154,7 @@ macro_rules! body {
             async_when!("async_when_ok", When::Ok);
             async_when!("async_when_err", When::Err);
             async_when!("async_when_failed", When::Failed);
+            async_when!("async_when_not_panicked", When::NotPanicked);
             let (run, held) = probe!("guard");
             let _g = d.guard(held, move |held| {
                 let _held = held;
@@ -211,7 +216,7 @@ macro_rules! body {
 type Scope<'a> = Pin<Box<dyn Future<Output = Out> + 'a>>;
 
 fn make(local: bool, order: Order, log: DropLog, ending: Ending) -> Scope<'static> {
-    // 17 registrations do not all fit the default slab without `alloc`.
+    // 19 registrations do not all fit the default slab without `alloc`.
     if local {
         support::order::run_local_n::<2048, _, _>(order, body!(log, ending))
     } else {

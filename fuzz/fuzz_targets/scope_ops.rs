@@ -172,6 +172,7 @@ enum WhenSel {
     Failed,
     Panicked,
     Cancelled,
+    NotPanicked,
 }
 
 impl WhenSel {
@@ -183,6 +184,7 @@ impl WhenSel {
             WhenSel::Failed => When::Failed,
             WhenSel::Panicked => When::Panicked,
             WhenSel::Cancelled => When::Cancelled,
+            WhenSel::NotPanicked => When::NotPanicked,
         }
     }
 }

@@ -519,6 +519,19 @@ pub enum When {
     Panicked = 4,
     /// The scope was dropped before its body returned.
     Cancelled = 5,
+    /// Anything but a panic — the body returned (`Ok` or `Err`) or the
+    /// scope was dropped without unwinding: scopeguard's `OnSuccess`
+    /// (`guard_on_success`), which runs whenever the thread is not
+    /// panicking. Stricter, [`Ok`](When::Ok) also skips an `Err` output and
+    /// a cancellation.
+    ///
+    /// ```
+    /// use deferral::{Outcome, When};
+    /// assert!(When::NotPanicked.holds(Outcome::Err));
+    /// assert!(When::NotPanicked.holds(Outcome::Cancelled));
+    /// assert!(!When::NotPanicked.holds(Outcome::Panicked));
+    /// ```
+    NotPanicked = 6,
 }
 
 impl When {
@@ -529,6 +542,7 @@ impl When {
             3 => When::Failed,
             4 => When::Panicked,
             5 => When::Cancelled,
+            6 => When::NotPanicked,
             _ => When::Always,
         }
     }
@@ -548,6 +562,7 @@ impl When {
             When::Failed => outcome != Outcome::Ok,
             When::Panicked => outcome == Outcome::Panicked,
             When::Cancelled => outcome == Outcome::Cancelled,
+            When::NotPanicked => outcome != Outcome::Panicked,
         }
     }
 }

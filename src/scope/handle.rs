@@ -823,8 +823,10 @@ unsafe impl<T, V: Sync, C, K: Flavour> Sync for Guard<'_, T, V, C, K> {}
 
 impl<T, V, C, K: Flavour> Guard<'_, T, V, C, K> {
     /// Makes the cleanup run only [`When`] the body ended a certain way
-    /// (scopeguard's `guard_on_success` is `.when(When::Ok)`); otherwise the
-    /// value is dropped (or given to its fallback).
+    /// (scopeguard's `guard_on_success` is `.when(When::NotPanicked)`;
+    /// `.when(When::Ok)` is a commit that an `Err` output or a cancellation
+    /// skips too); otherwise the value is dropped (or given to its
+    /// fallback).
     ///
     /// ```
     /// # futures::executor::block_on(async {
