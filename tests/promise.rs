@@ -745,10 +745,11 @@ mod shared {
             Poll::Ready(Ok(9))
         );
         assert_eq!(b.peek(), Some(&Ok(9)));
-        assert_eq!(a.peek(), Some(&Ok(9)), "a done handle still sees it");
+        // As futures' `Shared`: a handle that returned the output let go of
+        // the state and has nothing to peek at.
+        assert_eq!(a.peek(), None, "a done handle holds nothing");
         // `b` is the last strong handle: it moves the output out, and then
-        // has nothing to peek at.
-        drop(a);
+        // has nothing to peek at either.
         let mut b = Box::pin(b);
         assert_eq!(
             poll_once(b.as_mut(), &WakeCounter::new()),
@@ -828,8 +829,10 @@ mod shared {
         drop(v);
         assert_eq!(drops.load(SeqCst), 1);
 
-        // A handle that is done but alive still holds the promise: the
-        // other one clones.
+        // A handle that is done but alive no longer holds the promise (as
+        // futures' `Shared`): the other one, the last still waiting, moves
+        // the output out (futures-rs `future_shared.rs`
+        // `dont_do_unnecessary_clones_on_output`, with the done handle kept).
         let (a, clones, drops) = counted();
         let mut a = Box::pin(a);
         let b = a.clone();
@@ -837,11 +840,16 @@ mod shared {
             Poll::Ready(v) => v.unwrap(),
             Poll::Pending => unreachable!("resolved"),
         };
+        assert!(a.peek().is_none());
+        assert!(!a.ptr_eq(&b));
         let vb = block_on(b).unwrap();
-        assert_eq!(clones.load(SeqCst), 2);
-        assert!(a.peek().is_some());
+        assert_eq!(
+            clones.load(SeqCst),
+            1,
+            "the last waiting handle moved it out"
+        );
         drop((a, va, vb));
-        assert_eq!(drops.load(SeqCst), 3);
+        assert_eq!(drops.load(SeqCst), 2);
     }
 
     #[test]

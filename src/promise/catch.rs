@@ -127,6 +127,13 @@ impl<T, E, F: PromiseFuture<T, E>> DeferredPromise<T, E, F> {
     /// promise; without it panics propagate (see "Panics" on
     /// [`DeferredPromise`]).
     ///
+    /// It catches where it stands: put it right after the promise whose
+    /// panic should become a rejection. A panic is not a settlement, so it
+    /// unwinds through the links built on that promise — a
+    /// `deferred_catch` or `deferred_finally` after a panicking executor
+    /// does not run — up to the first `catch_panics`; from there on the
+    /// chain sees `Err(Caught::Panicked(..))` like any rejection.
+    ///
     /// ```
     /// use deferral::promise::Caught;
     /// use deferral::{DeferredPromise, PromiseError, PromiseExt};
@@ -144,6 +151,15 @@ impl<T, E, F: PromiseFuture<T, E>> DeferredPromise<T, E, F> {
     /// })
     /// .catch_panics();
     /// assert_eq!(futures::executor::block_on(p).unwrap(), 123);
+    ///
+    /// // JS `new Promise(() => { throw e }).finally(f)`: catch first.
+    /// use std::cell::Cell;
+    /// let ran = Cell::new(false);
+    /// let p = DeferredPromise::<u8, PromiseError<()>>::new(|_| panic!("thrown"))
+    ///     .catch_panics()
+    ///     .deferred_finally(|| ran.set(true));
+    /// assert!(futures::executor::block_on(p).is_err());
+    /// assert!(ran.get());
     /// ```
     pub fn catch_panics(self) -> DeferredPromise<T, Caught<E>, CatchPanics<F>> {
         let (inner, progress) = self.into_parts();

@@ -35,11 +35,14 @@
 //! A clone that is ready tries `Arc::try_unwrap`: it succeeds only when no
 //! other strong handle exists, and by moving the count to zero it stops
 //! every [`WeakSharedPromise`] from upgrading, so the output can be moved
-//! out instead of cloned (that handle then holds nothing). Otherwise the
-//! clone keeps its `Arc` and clones the output. [`SharedPromise::peek`]
-//! lends the output through a strong handle, whose existence keeps every
-//! other handle from moving it out, and which cannot move it itself while
-//! it is borrowed.
+//! out instead of cloned. Otherwise the clone clones the output, then lets
+//! go of its `Arc` (as futures' `Shared` does): either way a handle that
+//! returned the output holds nothing, so the last handle still waiting
+//! moves the output out rather than cloning it, and the state is freed as
+//! soon as no waiting handle needs it. [`SharedPromise::peek`] lends the
+//! output through a strong handle, whose existence keeps every other handle
+//! from moving it out, and which cannot move it itself while it is
+//! borrowed.
 //!
 //! # Foreign code
 //!
@@ -117,8 +120,11 @@ fn poisoned() -> ! {
 /// A cloneable, lazily started promise: the first clone that is polled starts
 /// (polls) the source; every clone resolves to a clone of its output, except
 /// the last one: a clone that is the only strong handle left when it becomes
-/// ready (no other clone, and no [`WeakSharedPromise`] upgraded meanwhile)
-/// gets the output itself, moved, not cloned.
+/// ready (no other clone still waiting or unpolled, and no
+/// [`WeakSharedPromise`] upgraded meanwhile) gets the output itself, moved,
+/// not cloned. As with futures' `Shared`, a handle that returned the output
+/// lets go of the shared state: it no longer counts, [`peek`](Self::peek)s
+/// nothing and is [`ptr_eq`](Self::ptr_eq) to no other handle.
 ///
 /// Every waiting clone's latest waker is woken; a dropped clone unregisters
 /// its waker. If the source panics, in its `poll` or in its destructor, that
@@ -143,8 +149,8 @@ fn poisoned() -> ! {
 /// ```
 #[must_use = "a shared promise does nothing until one of its clones is polled"]
 pub struct SharedPromise<F: Future> {
-    /// The shared state; `None` once this handle moved the output out (it
-    /// was the last strong handle), which also makes it `done`.
+    /// The shared state; `None` once this handle returned the output (moved
+    /// or cloned), which also makes it `done`.
     inner: Option<Arc<Inner<F>>>,
     /// This clone's slot in the waiter list, once it polled.
     key: Option<usize>,
@@ -496,7 +502,8 @@ impl<F: Future> SharedPromise<F> {
 
     /// The output, if the source completed, without waiting (and without
     /// starting the source). `None` while it has not completed, and for a
-    /// handle that already moved the output out (it was the last one).
+    /// handle that already returned the output (it holds nothing, as in
+    /// futures' `Shared`).
     ///
     /// # Panics
     ///
@@ -527,7 +534,7 @@ impl<F: Future> SharedPromise<F> {
     }
 
     /// A weak handle on this promise (see [`WeakSharedPromise`]). For a
-    /// handle that moved the output out, one that never upgrades.
+    /// handle that returned the output, one that never upgrades.
     ///
     /// ```
     /// use deferral::{DeferredPromise, SharedPromise};
@@ -543,7 +550,8 @@ impl<F: Future> SharedPromise<F> {
     }
 
     /// `true` if both handles are clones of one promise (`false` if either
-    /// moved the output out: it no longer belongs to any).
+    /// returned the output: it no longer belongs to any, as in futures'
+    /// `Shared`).
     ///
     /// ```
     /// use deferral::{DeferredPromise, SharedPromise};
@@ -569,7 +577,8 @@ impl<F: Future> SharedPromise<F> {
     }
 
     /// The output: moved out if this is the last strong handle, cloned
-    /// otherwise. Only after `COMPLETE` was read with `Acquire`.
+    /// otherwise; either way this handle then holds nothing. Only after
+    /// `COMPLETE` was read with `Acquire`.
     fn ready(&mut self) -> Poll<F::Output>
     where
         F::Output: Clone,
@@ -588,8 +597,12 @@ impl<F: Future> SharedPromise<F> {
                 // a strong handle while the reference lives.
                 let output = unsafe { inner.output() }.clone();
                 // After the clone (foreign code): if it panics, the next
-                // poll tries again.
+                // poll tries again. Then let go of the state, the handle
+                // consistent first: if ours was the last strong count by
+                // now, dropping it drops the stored output (foreign code),
+                // and a panic there loses only this clone.
                 self.done = true;
+                drop(self.inner.take());
                 Poll::Ready(output)
             }
         }
@@ -707,8 +720,8 @@ impl<F: Future> SharedPromise<F> {
 
 impl<F: Future> Clone for SharedPromise<F> {
     /// Another handle on the same promise (it has not polled yet). A clone
-    /// of a handle that moved the output out is done too: the output went
-    /// with it.
+    /// of a handle that returned the output is done too: that handle holds
+    /// nothing to share.
     fn clone(&self) -> Self {
         SharedPromise {
             inner: self.inner.clone(),
