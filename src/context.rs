@@ -567,7 +567,10 @@ mod imp {
             }
 
             /// Calls `f` with this snapshot current, then restores the
-            /// previous one (also if `f` panics).
+            /// previous one (also if `f` panics). Snapshots never change,
+            /// so a run may nest anywhere, even inside a run of the same
+            /// snapshot (TC39's `AsyncContext.Snapshot`; Python refuses to
+            /// enter a `Context` twice because its contexts are mutable).
             ///
             /// ```
             /// use deferral::{ContextVar, Snapshot};

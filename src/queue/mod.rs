@@ -28,6 +28,12 @@
 //! rate-limited, window full, nothing queued): a slow task holds up the
 //! results after it in submission order, never the starts.
 //!
+//! Step 1 is where it differs from p-queue, which starts the next task as
+//! soon as one settles: here the poll that hands out a result starts
+//! nothing, so with `concurrency(1)` the next task starts at the next poll
+//! — after the consumer is done with the result (`futures`'
+//! `buffered(1)` behaves the same).
+//!
 //! For tasks that should make progress while you are busy elsewhere, poll
 //! the queue from a task of its own (`tokio::spawn(async move { while let
 //! Some(r) = queue.next().await { .. } })`); for tasks that should run on
@@ -839,7 +845,9 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// Gives the task `id`, if it has not started yet, a new priority: it
     /// then starts after the waiting tasks of that priority (p-queue's
     /// `setPriority`). `false` if `id` is not waiting to start (it started,
-    /// finished, was cancelled or cleared — or came from another queue).
+    /// finished, was cancelled or cleared). Ids are numbered per queue, as
+    /// p-queue's are: an id from another queue names this queue's task of
+    /// the same number, if any (see [`TaskId`]).
     ///
     /// ```
     /// # futures::executor::block_on(async {

@@ -15,6 +15,8 @@ use super::timer::{Deadline, NoTimer, Timer, Timing};
 ///
 /// Each queue numbers the tasks that enter it from 0, in 64 bits (so they
 /// never wrap): an id means something only to the queue that returned it.
+/// It carries no mark of its queue: given to another queue's `cancel` or
+/// `set_priority`, it names that queue's task of the same number.
 /// Tasks from a [`Submitter`](super::Submitter) or an
 /// [`Inbox`](super::Inbox) get an id too, which nobody learns.
 ///
