@@ -642,3 +642,89 @@ fn signal_settle_vs_waiter_drop() {
         assert_eq!(drops.load(SeqCst), 1);
     });
 }
+
+/// Review of 4a85b46b: two clones complete at once on two threads; each
+/// that clones the output then lets go of its `Arc`. `SharedPromise` uses
+/// `alloc`'s `Arc` even under loom (loom's has no `Weak`), so loom does not
+/// see the reference counts and its partial-order reduction never reorders
+/// one clone's failed `try_unwrap` against the other's `Arc` drop (a free
+/// model reached only "one moves, one clones"). So the output's `Clone`
+/// waits (loom atomics) for the other clone to enter its own `Clone` too:
+/// both `try_unwrap`s failed, and each run ends with one of the two polls
+/// dropping the last `Arc`, hence the stored output, while the other
+/// thread may still be cloning, dropping its clone or its `Arc`. Every
+/// value is dropped exactly once, the state is freed, both handles hold
+/// nothing.
+#[test]
+fn shared_two_clones_complete_and_let_go_at_once() {
+    use deferral::SharedPromise;
+    use loom::sync::atomic::AtomicUsize as LAtomic;
+
+    struct Counts {
+        clones: LAtomic,
+        drops: LAtomic,
+        in_clone: LAtomic,
+    }
+    struct Out(Arc<Counts>, usize);
+    impl Clone for Out {
+        fn clone(&self) -> Self {
+            self.0.in_clone.fetch_add(1, SeqCst);
+            while self.0.in_clone.load(SeqCst) < 2 {
+                thread::yield_now();
+            }
+            let id = self.0.clones.fetch_add(1, SeqCst) + 1;
+            Out(self.0.clone(), id)
+        }
+    }
+    impl Drop for Out {
+        fn drop(&mut self) {
+            self.0.drops.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn until_ready<F: Future + Unpin>(f: &mut F) -> F::Output {
+        let (flag, w) = waker();
+        loop {
+            let seen = flag.0.load(SeqCst);
+            if let Poll::Ready(v) = poll(f, &w) {
+                return v;
+            }
+            // Pending: the other clone drives; it wakes us when it completes.
+            while flag.0.load(SeqCst) == seen {
+                thread::yield_now();
+            }
+        }
+    }
+
+    loom::model(|| {
+        let counts = Arc::new(Counts {
+            clones: LAtomic::new(0),
+            drops: LAtomic::new(0),
+            in_clone: LAtomic::new(0),
+        });
+        let a = SharedPromise::new(DeferredPromise::<Out, ()>::resolved(Out(counts.clone(), 0)));
+        let b = a.clone();
+        let weak = a.downgrade();
+        let t = thread::spawn(move || {
+            let mut b = b;
+            let v = until_ready(&mut b).map(|o| o.1).unwrap();
+            assert!(
+                b.peek().is_none(),
+                "b returned the output: it holds nothing"
+            );
+            v
+        });
+        let mut a = a;
+        let va = until_ready(&mut a).map(|o| o.1).unwrap();
+        assert!(
+            a.peek().is_none(),
+            "a returned the output: it holds nothing"
+        );
+        let vb = t.join().unwrap();
+        assert!(va != 0 && vb != 0 && va != vb, "both cloned: {va} {vb}");
+        assert!(weak.upgrade().is_none(), "the state is freed");
+        drop(a);
+        let (clones, drops) = (counts.clones.load(SeqCst), counts.drops.load(SeqCst));
+        assert_eq!((clones, drops), (2, 3), "every value dropped once");
+    });
+}

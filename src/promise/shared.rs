@@ -598,11 +598,19 @@ impl<F: Future> SharedPromise<F> {
                 let output = unsafe { inner.output() }.clone();
                 // After the clone (foreign code): if it panics, the next
                 // poll tries again. Then let go of the state, the handle
-                // consistent first: if ours was the last strong count by
-                // now, dropping it drops the stored output (foreign code),
-                // and a panic there loses only this clone.
+                // consistent first.
                 self.done = true;
-                drop(self.inner.take());
+                let ours = self.inner.take();
+                // If ours is the last strong count by now (the other handle
+                // let go meanwhile, or the output's `Clone` dropped it), this
+                // drops the stored output: foreign code, with our clone
+                // alive. Its panic must not unwind through the clone (a
+                // second panic there would abort): with `std` it is caught,
+                // the clone dropped outside any unwind, then it resumes.
+                if let Err(panic) = panicking::catch(|| drop(ours)) {
+                    drop(output);
+                    panicking::resume(panic);
+                }
                 Poll::Ready(output)
             }
         }
