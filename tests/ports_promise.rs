@@ -1091,9 +1091,12 @@ fn signal_signaled_does_not_clear_and_try_take_does() {
     assert_eq!(poll_once(w.as_mut(), &wc), Poll::Ready(Ok(2)));
 }
 
-/// embassy-rs/embassy `embassy-sync/src/signal.rs` `poll_wait`: a wait
-/// polled by a new waker keeps the new one (and `will_wake` keeps the
-/// stored one); the signal wakes the latest.
+/// tokio `sync::AtomicWaker` and faern/oneshot
+/// (`multiple_receiver_polls_keeps_only_latest_waker`): a wait polled by a
+/// new waker keeps the new one and drops the old one unwoken (embassy's
+/// `Signal::poll_wait` wakes the old one: see
+/// `ports_cells.rs::embassy_signal_poll_with_a_new_waker_drops_the_displaced_one_differs`);
+/// `will_wake` keeps the stored one; the signal wakes the latest.
 #[test]
 fn signal_wait_keeps_the_latest_waker() {
     static SIG: SignalCell<u8, ()> = SignalCell::new();

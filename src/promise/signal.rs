@@ -353,7 +353,11 @@ impl<T, E> SignalCell<T, E> {
 
     /// A future resolving to the next settlement (one stored already, or
     /// the next one made), taking it out of the cell. One waiter at a time:
-    /// [`CellBusy`] while another [`SignalWait`] of this cell is live.
+    /// [`CellBusy`] while another [`SignalWait`] of this cell is live. The
+    /// wait keeps the waker of its latest poll; one it replaces is dropped,
+    /// not woken (embassy's `Signal` wakes it, because several of its
+    /// waits may compete; here the replaced waker can only be this
+    /// future's own, from before it moved to another task).
     ///
     /// ```
     /// use deferral::promise::SignalCell;
