@@ -146,3 +146,38 @@ fn a_cleanup_sees_how_the_body_ended_through_exit() {
     }));
     assert_eq!(out, Err(AppError::Body("rolled back")));
 }
+
+/// `When::holds` for every condition and outcome, against the rule each
+/// variant documents.
+#[test]
+fn when_holds_exactly_for_its_outcomes() {
+    let outcomes = [
+        Outcome::Ok,
+        Outcome::Err,
+        Outcome::Panicked,
+        Outcome::Cancelled,
+    ];
+    let conditions = [
+        When::Always,
+        When::Ok,
+        When::Err,
+        When::Failed,
+        When::Panicked,
+        When::Cancelled,
+        When::NotPanicked,
+    ];
+    for when in conditions {
+        for outcome in outcomes {
+            let expected = match when {
+                When::Always => true,
+                When::Ok => outcome == Outcome::Ok,
+                When::Err => outcome == Outcome::Err,
+                When::Failed => outcome != Outcome::Ok,
+                When::Panicked => outcome == Outcome::Panicked,
+                When::Cancelled => outcome == Outcome::Cancelled,
+                When::NotPanicked => outcome != Outcome::Panicked,
+            };
+            assert_eq!(when.holds(outcome), expected, "{when:?} {outcome:?}");
+        }
+    }
+}

@@ -555,15 +555,28 @@ impl When {
     /// assert!(!When::Ok.holds(Outcome::Err));
     /// ```
     pub fn holds(self, outcome: Outcome) -> bool {
-        match self {
-            When::Always => true,
-            When::Ok => outcome == Outcome::Ok,
-            When::Err => outcome == Outcome::Err,
-            When::Failed => outcome != Outcome::Ok,
-            When::Panicked => outcome == Outcome::Panicked,
-            When::Cancelled => outcome == Outcome::Cancelled,
-            When::NotPanicked => outcome != Outcome::Panicked,
-        }
+        // One bit per (condition, outcome): four bits a condition, in
+        // `When` order, bit `outcome` (`Ok`, `Err`, `Panicked`,
+        // `Cancelled`) set when it runs. A shift and a mask, no branch.
+        const RUNS: u32 = {
+            let rows: [u32; 7] = [
+                0b1111, // Always
+                0b0001, // Ok
+                0b0010, // Err
+                0b1110, // Failed: anything but Ok
+                0b0100, // Panicked
+                0b1000, // Cancelled
+                0b1011, // NotPanicked: anything but Panicked
+            ];
+            let mut packed = 0;
+            let mut i = 0;
+            while i < rows.len() {
+                packed |= rows[i] << (4 * i);
+                i += 1;
+            }
+            packed
+        };
+        (RUNS >> (self as u32 * 4 + outcome as u32)) & 1 != 0
     }
 }
 
