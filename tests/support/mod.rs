@@ -7,10 +7,13 @@
 //!   or whose wake runs a hook (drops the thing being woken);
 //! - [`step`]: futures that control await points (`yield_now`, `Gate`);
 //! - [`order`]: cleanup orders as a value (the crate makes them types);
+//! - [`clock`] (`alloc`): virtual time and a task log for queue tests;
 //! - `alloc` (not declared here): a counting global allocator, included only
 //!   by the test binary that installs it (`tests/alloc_count.rs`).
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+#[cfg(feature = "alloc")]
+pub mod clock;
 pub mod drops;
 pub mod hostile;
 pub mod order;
