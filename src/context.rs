@@ -35,6 +35,18 @@
 //!   code (`resolved`, `rejected`, `PromiseCell::promise`) capture nothing.
 //! - A thunk registered on a [`DeferScope`](crate::DeferScope) runs (or is
 //!   polled) in the snapshot that was current when it was registered.
+//! - A [`SharedPromise`](crate::SharedPromise)'s source is polled in the
+//!   snapshot current at `SharedPromise::new`, whichever clone drives it.
+//!
+//! Nothing else captures. A plain future — an `async` block, a
+//! `TaskQueue` task — is a value, not a call: `V.run(v, || async { .. })`
+//! returns a future that does **not** keep `v` (TC39's async functions
+//! keep the context of their call; a Rust future runs in the context of
+//! whoever polls it). To keep it, wrap the future
+//! ([`ContextVar::scope`], [`Snapshot::wrap`]) or make it a promise
+//! (`DeferredPromise::lazy(|| fut)`). Likewise a [`TaskQueue`](crate::TaskQueue)
+//! runs its tasks in the consumer's context: push a wrapped future or a
+//! promise to keep the pusher's.
 //!
 #![cfg_attr(feature = "std", doc = "```")]
 #![cfg_attr(not(feature = "std"), doc = "```ignore")]
@@ -192,7 +204,10 @@ mod imp {
     /// future's polls: any number of variables can be captured together in
     /// one O(1) [`Snapshot`] and restored elsewhere (a spawned task, a
     /// callback), and deferred promises and thunks capture it for you; no
-    /// runtime is involved. Compared with tracing's `Instrument`, which
+    /// runtime is involved. And [`scope`](ContextVar::scope) installs a
+    /// whole snapshot: the future sees the other variables as they were
+    /// when `scope` was called, not those of whoever polls it (a
+    /// `task_local!` scope swaps only its own key). Compared with tracing's `Instrument`, which
     /// carries one span: the values are arbitrary typed data the code reads
     /// back.
     ///
@@ -692,7 +707,9 @@ mod imp {
         }
 
         /// A future polled, and dropped, inside a [`Snapshot`]: made by
-        /// [`Snapshot::wrap`] and [`ContextVar::scope`].
+        /// [`Snapshot::wrap`] and [`ContextVar::scope`]. The inner future is
+        /// dropped when the wrapper is (inside the snapshot), not as soon
+        /// as it completes (tokio's `task_local!` scope drops it then).
         ///
         /// ```
         /// use deferral::{ContextVar, context::WithContext};

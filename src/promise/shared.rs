@@ -92,6 +92,10 @@ use core::task::{Context, Poll, Waker};
 
 use futures_core::future::FusedFuture;
 
+use super::inner::in_context;
+#[cfg(not(feature = "std"))]
+use super::inner::ContextSlot;
+use crate::context::Captured;
 use crate::panic::{self as panicking, Panic};
 use crate::sync::{AtomicU32, Ordering, UnsafeCell};
 
@@ -127,7 +131,9 @@ fn poisoned() -> ! {
 /// nothing and is [`ptr_eq`](Self::ptr_eq) to no other handle.
 ///
 /// Every waiting clone's latest waker is woken; a dropped clone unregisters
-/// its waker. If the source panics, in its `poll` or in its destructor, that
+/// its waker. Like a [`DeferredPromise`](crate::DeferredPromise), the source
+/// runs in the context current when `new` was called (with `std`; see
+/// [`context`](crate::context)), whichever clone happens to poll it. If the source panics, in its `poll` or in its destructor, that
 /// poll's panic propagates, every waiting clone is woken, and every later
 /// poll of any clone panics with "`SharedPromise`'s source panicked".
 ///
@@ -184,6 +190,9 @@ struct Inner<F: Future> {
     state: AtomicU32,
     slot: UnsafeCell<Slot<F>>,
     notifier: Arc<Notifier>,
+    /// The context current at `new`: the source is polled and dropped in
+    /// it, whichever clone drives it (`Send + Sync`, like the snapshot).
+    context: Captured,
 }
 
 // SAFETY: the future is touched only by the clone that moved `state` to
@@ -477,6 +486,7 @@ impl<F: Future> SharedPromise<F> {
                 notifier: Arc::new(Notifier {
                     waiters: Lock::new(Waiters::default()),
                 }),
+                context: Captured::capture(),
             })),
             key: None,
             done: false,
@@ -663,11 +673,11 @@ impl<F: Future> SharedPromise<F> {
         // SAFETY: the state is `POLLING` and we moved it there: nobody else
         // touches the slot until we leave it.
         let poll = inner.slot.with_mut(|slot| match unsafe { &mut *slot } {
-            Slot::Running(future) => {
+            Slot::Running(future) => in_context(&inner.context, || {
                 // SAFETY: the future is pinned: it lives in the `Arc`'s
                 // allocation, is never moved, and is dropped in place.
                 unsafe { Pin::new_unchecked(future) }.poll(&mut Context::from_waker(&waker))
-            }
+            }),
             Slot::Complete(_) => crate::promise::unreachable_state(),
         });
         let output = match poll {
@@ -708,10 +718,13 @@ impl<F: Future> SharedPromise<F> {
                 slot,
                 output: ManuallyDrop::new(output),
             };
-            // SAFETY: the source is dropped in place (pinned data may be),
-            // exactly once, and never touched again: `store` overwrites its
-            // slot, even if this destructor panics.
-            unsafe { ptr::drop_in_place(future) };
+            // In the creation context, like its polls.
+            in_context(&inner.context, || {
+                // SAFETY: the source is dropped in place (pinned data may
+                // be), exactly once, and never touched again: `store`
+                // overwrites its slot, even if this destructor panics.
+                unsafe { ptr::drop_in_place(future) }
+            });
             drop(store);
         });
         mem::forget(poison);
