@@ -419,7 +419,8 @@ fn two_handles_and_an_upgrade_complete_at_once() {
 /// (3) The last handle moves the output out while a weak handle tries to
 /// upgrade on another thread: the upgrade either succeeds before (and the
 /// last handle clones) or fails. Never both a moved original and a live
-/// upgraded handle that can still read it.
+/// upgraded handle that can still read it, never the original moved twice,
+/// and every value dropped once.
 #[test]
 fn upgrade_races_the_last_try_unwrap() {
     let rounds = if cfg!(miri) { 4 } else { 2000 };
@@ -444,8 +445,11 @@ fn upgrade_races_the_last_try_unwrap() {
             None => assert_eq!(va, 0, "no upgrade: a moved"),
             Some((seen, vc)) => {
                 assert_eq!(seen, Some(0));
-                assert!(va == 0 || vc == 0, "someone moved: {va} {vc}");
-                assert!(va != vc);
+                // At most one moves the original (id 0); both may clone
+                // when their `try_unwrap`s overlap (each then lets go, and
+                // the last one drops the original: `live() == 0` below).
+                // Seen under ThreadSanitizer's scheduling.
+                assert!(va != vc, "both moved the original: {va} {vc}");
             }
         }
         assert_eq!(stats.live(), 0);
