@@ -207,9 +207,9 @@ mod imp {
     /// runtime is involved. And [`scope`](ContextVar::scope) installs a
     /// whole snapshot: the future sees the other variables as they were
     /// when `scope` was called, not those of whoever polls it (a
-    /// `task_local!` scope swaps only its own key). Compared with tracing's `Instrument`, which
-    /// carries one span: the values are arbitrary typed data the code reads
-    /// back.
+    /// `task_local!` scope swaps only its own key). Compared with
+    /// tracing's `Instrument`, which carries one span: the values are
+    /// arbitrary typed data the code reads back.
     ///
     #[cfg_attr(feature = "std", doc = "```")]
     #[cfg_attr(not(feature = "std"), doc = "```ignore")]

@@ -133,9 +133,11 @@ fn poisoned() -> ! {
 /// Every waiting clone's latest waker is woken; a dropped clone unregisters
 /// its waker. Like a [`DeferredPromise`](crate::DeferredPromise), the source
 /// runs in the context current when `new` was called (with `std`; see
-/// [`context`](crate::context)), whichever clone happens to poll it. If the source panics, in its `poll` or in its destructor, that
-/// poll's panic propagates, every waiting clone is woken, and every later
-/// poll of any clone panics with "`SharedPromise`'s source panicked".
+/// [`context`](crate::context)), whichever clone happens to poll it.
+///
+/// If the source panics, in its `poll` or in its destructor, that poll's
+/// panic propagates, every waiting clone is woken, and every later poll of
+/// any clone panics with "`SharedPromise`'s source panicked".
 ///
 /// [`peek`](Self::peek) reads the output without waiting,
 /// [`downgrade`](Self::downgrade) makes a handle that does not keep the
