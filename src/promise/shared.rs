@@ -200,7 +200,8 @@ struct Inner<F: Future> {
 // SAFETY: the future is touched only by the clone that moved `state` to
 // `POLLING` (one thread at a time, so `F: Send` suffices); after `COMPLETE`
 // the output is only read through `&`, from any thread, so it must be
-// `Send + Sync`.
+// `Send + Sync`. The other fields are `Send + Sync` themselves (the atomic
+// state, the notifier, the captured context: a `Snapshot` or `()`).
 unsafe impl<F: Future + Send> Send for Inner<F> where F::Output: Send + Sync {}
 // SAFETY: as for `Send`.
 unsafe impl<F: Future + Send> Sync for Inner<F> where F::Output: Send + Sync {}
