@@ -850,3 +850,53 @@ mod on_tokio {
         });
     }
 }
+
+/// The `SharedPromise` context rule under panics: a source that panics in
+/// its poll, or in its destructor (run by the completing poll), leaves the
+/// poller's context as it was; the other clones then see the source's
+/// panic, never a leaked context.
+#[test]
+fn a_shared_promise_source_panicking_in_its_context_restores_the_pollers() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            assert_eq!(CTX.get(), Some(1), "dropped in the creation context");
+            panic!("source drop");
+        }
+    }
+    // Panics in poll.
+    let shared = CTX.run(1, || {
+        deferral::SharedPromise::new(async {
+            assert_eq!(CTX.get(), Some(1));
+            if true {
+                panic!("source poll");
+            }
+            Ok::<u8, ()>(0)
+        })
+    });
+    let other = shared.clone();
+    let w = WakeCounter::new();
+    let mut shared = Box::pin(shared);
+    CTX.run(2, || {
+        assert!(catch_unwind(AssertUnwindSafe(|| poll_once(shared.as_mut(), &w))).is_err());
+        assert_eq!(CTX.get(), Some(2), "the poller's context is back");
+    });
+    assert_eq!(CTX.get(), None);
+    let mut other = Box::pin(other);
+    assert!(catch_unwind(AssertUnwindSafe(|| poll_once(other.as_mut(), &w))).is_err());
+    // Panics in the destructor the completing poll runs.
+    let shared = CTX.run(1, || {
+        let guard = PanicsOnDrop;
+        deferral::SharedPromise::new(async move {
+            let _guard = guard;
+            Ok::<u8, ()>(7)
+        })
+    });
+    let mut shared = Box::pin(shared);
+    CTX.run(3, || {
+        assert!(catch_unwind(AssertUnwindSafe(|| poll_once(shared.as_mut(), &w))).is_err());
+        assert_eq!(CTX.get(), Some(3), "the poller's context is back");
+    });
+    assert_eq!(CTX.get(), None);
+}
