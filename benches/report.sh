@@ -4,10 +4,11 @@
 #   2. instruction counts: `instructions report` runs each case under
 #      `valgrind --tool=callgrind` (apt-get install valgrind if missing),
 #      reads criterion's results and writes the report;
-#   3. the task queue, and issue 25's firmware program (flash, RAM, task
-#      futures; benches/firmware/measure.sh, which runs it in QEMU),
-#      appended.
-# Usage: bash benches/report.sh   (from anywhere; about 9 minutes on 2 cores)
+#   3. the promise and scope rows again with `deferral` built without
+#      `std` (no_std_rows.sh), the task queue, and issue 25's firmware
+#      program (flash, RAM, task futures; benches/firmware/measure.sh,
+#      which runs it in QEMU), appended.
+# Usage: bash benches/report.sh   (from anywhere; about 11 minutes on 2 cores)
 # Knobs: WARM_UP (seconds, default 1), MEASURE (seconds, default 2),
 #        OUT (default BENCHMARKS.md at the crate root).
 set -euo pipefail
@@ -24,6 +25,9 @@ fi
 cargo bench -p deferral-bench --bench scope --bench promise -- \
     --warm-up-time "$WARM_UP" --measurement-time "$MEASURE" --noplot
 cargo bench -p deferral-bench --bench instructions -- report --out "$OUT" --command "bash benches/report.sh"
+# The promise and scope rows again with `deferral` built without `std`,
+# beside the default build's (benches/no_std_rows.sh), appended.
+bash benches/no_std_rows.sh >> "$OUT"
 # The task queue (benches/queue.rs): instructions per task under callgrind
 # and polls/allocations/wall time per task, N = 1..4096, appended.
 {
