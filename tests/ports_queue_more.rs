@@ -74,9 +74,9 @@
 //! | .intervalCap - changed when at rest | P | interval_cap_changed_at_rest |
 //! | .intervalCap - changed while running, larger than full cap | P | interval_cap_raised_above_a_full_cap |
 //! | .intervalCap - changed while running, larger than not full cap | P | interval_cap_raised_above_a_cap_not_full |
-//! | .intervalCap - changed while running, smaller than full cap | P | interval_cap_lowered_below_a_full_cap (ignored: BUG) |
+//! | .intervalCap - changed while running, smaller than full cap | P | interval_cap_lowered_below_a_full_cap (found a bug, fixed) |
 //! | .intervalCap - changed while running, smaller than not full cap and can run more | P | interval_cap_lowered_with_room_left |
-//! | .intervalCap - changed while running, smaller than not full cap and cannot run more | P | interval_cap_lowered_to_the_starts_made (ignored: BUG) |
+//! | .intervalCap - changed while running, smaller than not full cap and cannot run more | P | interval_cap_lowered_to_the_starts_made (found a bug, fixed) |
 //! | .intervalCap - changed while running, larger than full cap and should run multiple more | P | interval_cap_raised_to_run_several_more |
 //! | **advanced.ts** | | |
 //! | clear interval on pause | C | pq::paused_after_the_first_task_the_second_stays_queued |
@@ -100,7 +100,7 @@
 //! | .setPriority() - execute a promise before planned | C | qp::set_priority_before_planned |
 //! | interval should be maintained when using await between adds (issue #182) | C | pq::interval_is_kept_with_awaits_between_adds |
 //! | interval maintained when queue becomes empty multiple times | C | pq::interval_is_kept_when_the_queue_empties_several_times |
-//! | interval reset after long idle period | C | pq::interval_resets_after_a_long_idle_period (at cap 1; at cap 2 here: interval_reset_after_long_idle_period_cap_2, ignored: BUG) |
+//! | interval reset after long idle period | C | pq::interval_resets_after_a_long_idle_period (at cap 1; at cap 2 here: interval_reset_after_long_idle_period_cap_2, which found a bug, fixed) |
 //! | interval with carryoverIntervalCount after queue empty | C | pq::interval_after_the_queue_empties |
 //! | .setPriority() - execute a promise after planned | C | qp::set_priority_after_planned |
 //! | .setPriority() - execute a promise before planned - concurrency 2 | C | qp::set_priority_before_planned_concurrency_2 |
@@ -174,11 +174,12 @@
 //! | isSaturated property detects when queue is at capacity; isSaturated with paused queue; isSaturated with rate-limited queue (3) | N/A | no `isSaturated` accessor |
 //! | improved timeout error includes queue state | N/A | `TimedOut` carries no message or queue state |
 //!
-//! Findings (tests marked `#[ignore = "BUG: .."]`): calling `rate_limit`
-//! again on a live (`Unpin`) queue forgets the starts already made in the
-//! current window; and a window that expired with fewer than `starts`
-//! starts in it absorbs one more start before it is replaced, so one more
-//! task than the cap can start at once after an idle period.
+//! Findings, fixed with these tests as their regression tests: calling
+//! `rate_limit` again on a live (`Unpin`) queue forgot the starts already
+//! made in the current window; and a window that expired with fewer than
+//! `starts` starts in it absorbed one more start before it was replaced,
+//! so one more task than the cap could start at once after an idle
+//! period.
 
 #![cfg(feature = "alloc")]
 
@@ -464,7 +465,7 @@ fn interval_cap_raised_above_a_cap_not_full() {
 /// becomes 2 and task 4 is added: it must wait for the next interval —
 /// `[1, 3, 2]` at 300 ms, `[1, 3, 2, 4]` at 600 ms.
 #[test]
-#[ignore = "BUG: calling rate_limit again on a live queue resets the current window's start count (RateLimit::started = 0) but keeps its timer: task 4 starts at 100 ms, the 4th start in a window whose cap was 3 and is now 2"]
+
 fn interval_cap_lowered_below_a_full_cap() {
     let clock = Clock::default();
     let log = Log::default();
@@ -509,7 +510,7 @@ fn interval_cap_lowered_with_room_left() {
 /// (two starts made): task 3 waits for the next interval — `[1, 2]` at
 /// 300 ms, `[1, 2, 3]` at 600 ms.
 #[test]
-#[ignore = "BUG: calling rate_limit again on a live queue resets the current window's start count (RateLimit::started = 0) but keeps its timer: task 3 starts at 100 ms, a 3rd start in the window under the new cap of 2"]
+
 fn interval_cap_lowered_to_the_starts_made() {
     let clock = Clock::default();
     let log = Log::default();
@@ -963,7 +964,7 @@ fn rate_limit_rapid_pause_resume_cycles() {
 /// idle; then three tasks: two may start at once, the third waits for the
 /// interval (>= 90 ms later).
 #[test]
-#[ignore = "BUG: a rate-limit window that expired while fewer than `starts` tasks started in it is not closed until the count reaches the cap: the first start after the idle period is counted in the stale window, the next one closes it and opens a new one, so three tasks start at 250 ms under a cap of 2"]
+
 fn interval_reset_after_long_idle_period_cap_2() {
     let clock = Clock::default();
     let log = Log::default();

@@ -18,9 +18,12 @@
 //! equals); `set_priority` and `cancel` act exactly on the pushed tasks
 //! not started yet (a cancelled task comes back unrun, with its id);
 //! `until(level)` ends only at its level (or the queue's end); nothing
-//! starts while paused; a clear drops every unstarted task unrun; after a
-//! stop nothing starts and the stream ends with the rejection; the queue
-//! always ends (closed, or its last submitter dropped).
+//! starts while paused; never more than `cap` starts in a rate-limit
+//! window (it opens at a start, lasts `per`, and the first start at or
+//! after its end opens the next); a clear drops every unstarted task
+//! unrun; after a stop nothing starts and the stream ends with the
+//! rejection; the queue always ends (closed, or its last submitter
+//! dropped).
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -173,6 +176,11 @@ struct Shared {
     queued: Mutex<BTreeMap<usize, (i32, u64)>>,
     /// The next order number (see `queued`).
     order: AtomicUsize,
+    /// The virtual clock, and the time of every start, in order (for the
+    /// rate limit: at most `cap` starts in a window of `per` ticks that
+    /// opens at a start and closes `per` ticks later).
+    clock: Clock,
+    starts: Mutex<Vec<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -270,6 +278,8 @@ impl IntoFuture for Task {
             }
         }
         self.shared.with(self.id, |r| r.started += 1);
+        let now = lock(&shared.clock.0).now;
+        lock(&shared.starts).push(now);
         if matches!(self.fault, Fault::Convert) {
             shared.end(self.id, End::ConvertPanicked);
             panic!("{INJECTED}");
@@ -634,6 +644,7 @@ fn run(input: Input) {
     } else {
         Yield::InSubmissionOrder
     };
+    let clock = Clock::default();
     let shared = Arc::new(Shared {
         records: Mutex::new(BTreeMap::new()),
         next_id: AtomicUsize::new(0),
@@ -643,6 +654,8 @@ fn run(input: Input) {
         paused: AtomicBool::new(false),
         queued: Mutex::new(BTreeMap::new()),
         order: AtomicUsize::new(0),
+        clock: clock.clone(),
+        starts: Mutex::new(Vec::new()),
     });
     let mut model = Model {
         order,
@@ -653,7 +666,6 @@ fn run(input: Input) {
         pushed: Vec::new(),
         timeouts: 0,
     };
-    let clock = Clock::default();
     let timer = {
         let clock = clock.clone();
         move |d: Duration| Sleep {
@@ -932,6 +944,26 @@ fn run(input: Input) {
         let _ = catch_unwind(AssertUnwindSafe(|| drop(waker)));
     }
     assert_eq!(shared.running.load(SeqCst), 0);
+    // The rate limit: a window opens at a start and lasts `per` ticks; at
+    // most `cap` starts fall in it; the first start at or after its end
+    // opens the next one.
+    if input.rate.1 > 0 {
+        let (cap, per) = (1 + input.rate.0 as usize % 3, u64::from(input.rate.1 % 8));
+        let starts = lock(&shared.starts);
+        let mut window: Option<(u64, usize)> = None;
+        for &t in starts.iter() {
+            match &mut window {
+                Some((opened, n)) if t < opened.saturating_add(per) => {
+                    *n += 1;
+                    assert!(
+                        *n <= cap,
+                        "{n} starts in the window opened at {opened} (cap {cap} per {per}): {starts:?}"
+                    );
+                }
+                _ => window = Some((t, 1)),
+            }
+        }
+    }
     let records = lock(&shared.records);
     for (id, record) in records.iter() {
         assert_eq!(record.ends.len(), 1, "task {id} ended {:?}", record.ends);

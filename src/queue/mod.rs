@@ -1217,7 +1217,10 @@ impl<F: IntoFuture, const N: usize, T: Timing + RateLimited, S> TaskQueue<F, N, 
     /// one closed, with a timer from the queue's [`Timer`] factory; once
     /// `starts` tasks started in it, the next start waits for the timer.
     /// Running tasks are not limited, and the concurrency limit still
-    /// holds. Needs [`Self::timer`].
+    /// holds. Needs [`Self::timer`]. Called again on a queue that already
+    /// started tasks, the new limit applies from the current window on:
+    /// the starts already made in it count (p-queue's `intervalCap`
+    /// setter); the window keeps its end.
     ///
     /// # Panics
     ///
@@ -1246,10 +1249,15 @@ impl<F: IntoFuture, const N: usize, T: Timing + RateLimited, S> TaskQueue<F, N, 
             starts > 0,
             "TaskQueue::rate_limit: at least one start per interval"
         );
-        self.state_mut().rate = Some(RateLimit {
+        let rate = &mut self.state_mut().rate;
+        // Called again on a queue that already started tasks (p-queue's
+        // `intervalCap` setter): the starts made in the current window
+        // still count against the new limit.
+        let started = rate.as_ref().map_or(0, |rate| rate.started);
+        *rate = Some(RateLimit {
             cap: starts,
             per,
-            started: 0,
+            started,
         });
         self
     }

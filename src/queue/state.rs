@@ -608,8 +608,11 @@ where
         None
     }
 
-    /// Whether the rate limit lets one more task start now (polls the
-    /// window's timer when the window is used up).
+    /// Whether the rate limit lets one more task start now. The window's
+    /// timer is polled first, whatever the count: a window that ended
+    /// (even with starts to spare) is closed before this start is counted,
+    /// so the start opens a new one. (Counting it in the stale window
+    /// would let one start more than `starts` happen within one `per`.)
     fn rate_allows(
         &mut self,
         mut window: Pin<&mut Option<T::Sleep>>,
@@ -618,19 +621,18 @@ where
         let Some(rate) = &mut self.rate else {
             return true;
         };
-        if rate.started < rate.cap {
-            return true;
+        let open = match window.as_mut().as_pin_mut() {
+            Some(timer) => timer.poll(cx).is_pending(),
+            None => false,
+        };
+        if !open {
+            // No window, or it is over: the next start opens a new one.
+            // The count first: dropping the timer may panic (the slot is
+            // still left `None`).
+            rate.started = 0;
+            window.set(None);
         }
-        if let Some(timer) = window.as_mut().as_pin_mut() {
-            if timer.poll(cx).is_pending() {
-                return false;
-            }
-        }
-        // The window is over: the next start opens a new one. (Dropping the
-        // timer may panic: the counts are reset next time, as it is gone.)
-        window.set(None);
-        rate.started = 0;
-        true
+        rate.started < rate.cap
     }
 
     /// Tasks waiting to start, in the window or beyond it.
