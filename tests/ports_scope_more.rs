@@ -131,7 +131,7 @@
 //! | lib.rs doc "the guard restores an invariant" (`insertion_sort_first`) | c | `scopeguard_doc_guard_restores_an_invariant_when_a_comparison_panics` |
 //! | scope_guard.rs doc `into_inner` (conditional defuse) | a | ports_scope `scopeguard_test_into_inner` |
 //! | scope_guard.rs doc `guard_on_unwind` emulated by defusing at the end | c | `scopeguard_doc_on_unwind_by_defusing_at_the_end` |
-//! | scope_guard.rs `into_inner`'s drop order ("if the closure's `drop` panics, unwinding still tries to drop `value`") | c | `scopeguard_into_inner_drops_the_value_when_the_closure_drop_panics` — ignored, BUG: `Guard::defuse` leaks the value |
+//! | scope_guard.rs `into_inner`'s drop order ("if the closure's `drop` panics, unwinding still tries to drop `value`") | c | `scopeguard_into_inner_drops_the_value_when_the_closure_drop_panics` (found `Guard::defuse` leaking the value; fixed) |
 #![cfg(feature = "std")]
 
 mod support;
@@ -988,14 +988,13 @@ fn scopeguard_doc_on_unwind_by_defusing_at_the_end() {
 /// caller, and the value is dropped exactly once (not leaked, not twice);
 /// the scope's other cleanup still runs.
 ///
-/// BUG: the value is leaked. `Guard::defuse` is `Self::into_parts(guard).0`:
-/// the `(V, C)` temporary's `C` is dropped after `V` was moved into the
-/// return place, and when that drop panics the moved-out `V` is never
-/// dropped (the language leaks a tail expression's result when a
-/// temporary's destructor unwinds). `let (v, c) = Self::into_parts(guard);
-/// drop(c); v` drops it while unwinding, as scopeguard's `into_inner` does.
+/// This test found a leak, now fixed: `Guard::defuse` was
+/// `Self::into_parts(guard).0`; the `(V, C)` temporary's `C` was dropped
+/// after `V` moved into the return place, and when that drop panicked the
+/// moved-out `V` was never dropped (the language leaks a tail expression's
+/// result when a temporary's destructor unwinds, rust-lang/rust#47949).
+/// It now drops the cleanup while the value is a local.
 #[test]
-#[ignore = "BUG: Guard::defuse leaks the guarded value when the cleanup's destructor panics"]
 fn scopeguard_into_inner_drops_the_value_when_the_closure_drop_panics() {
     struct PanicOnDrop;
     impl Drop for PanicOnDrop {

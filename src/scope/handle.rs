@@ -860,7 +860,14 @@ impl<T, V, C, K: Flavour> Guard<'_, T, V, C, K> {
     /// # });
     /// ```
     pub fn defuse(guard: Self) -> V {
-        Self::into_parts(guard).0
+        let (value, cleanup) = Self::into_parts(guard);
+        // Dropped while `value` is a local: if the cleanup's destructor
+        // panics, the unwinding drops the value (scopeguard's `into_inner`
+        // does the same). Not `into_parts(guard).0`: a temporary dropped
+        // after the value moved to the return place leaks it when that
+        // drop panics (rust-lang/rust#47949).
+        drop(cleanup);
+        value
     }
 
     /// Takes the value and its cleanup back, unrun: the scope forgets
