@@ -236,9 +236,15 @@ enum Mode {
 
 const MODES: [Mode; 3] = [Mode::Cell, Mode::LazyCell, Mode::Detached];
 
-/// A fresh cell for one pair (leaked: the tests make few of them).
+/// A fresh cell for one pair (leaked: the tests make few of them). Kept
+/// reachable from a `static`, as a `static` cell would be, so that Miri's
+/// leak check (which ignores memory reachable from statics) does not count
+/// it.
 fn leak_cell<T: Send + 'static>() -> &'static PromiseCell<T, ()> {
-    Box::leak(Box::new(PromiseCell::new()))
+    static KEPT: Mutex<Vec<&'static (dyn std::any::Any + Send + Sync)>> = Mutex::new(Vec::new());
+    let cell: &'static PromiseCell<T, ()> = Box::leak(Box::new(PromiseCell::new()));
+    KEPT.lock().unwrap_or_else(|e| e.into_inner()).push(cell);
+    cell
 }
 
 /// A pair of `mode`. For the lazy modes the resolver exists only once the
