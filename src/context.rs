@@ -650,7 +650,14 @@ mod imp {
             /// assert_eq!(V.get(), None);
             /// ```
             pub fn run<R>(&self, value: T, f: impl FnOnce() -> R) -> R {
-                with_current(|current| current.with_value(self, value)).run(f)
+                let snapshot = with_current(|current| current.with_value(self, value));
+                let out = snapshot.run(f);
+                // Dropped while `out` is a local: if `value`'s destructor
+                // panics, the unwinding drops `f`'s result (a result moved
+                // out before a drop that unwinds would leak,
+                // rust-lang/rust#47949).
+                drop(snapshot);
+                out
             }
 
             /// A future that polls (and drops) `future` with this variable

@@ -336,7 +336,12 @@ where
             // SAFETY: only the unpinned cell side is touched.
             Err(panic) => match unsafe { self.get_unchecked_mut() }.promise.inner.take_now() {
                 Some(Err(PromiseError::Abandoned)) | None => Err(panic),
-                Some(outcome) => Ok(Poll::Ready(outcome)),
+                // The payload dropped while `outcome` is a local (see
+                // `Executor::poll_catching`).
+                Some(outcome) => {
+                    drop(panic);
+                    Ok(Poll::Ready(outcome))
+                }
             },
         }
     }

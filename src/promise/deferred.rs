@@ -471,8 +471,14 @@ where
             // Panicked before settling: the panic is the rejection.
             (Err(PromiseError::Abandoned), Some(panic)) => Err(panic),
             // Settled, then maybe panicked: a throw after a settlement is
-            // ignored (JS), the first settlement stands.
-            (outcome, _) => Ok(Poll::Ready(outcome)),
+            // ignored (JS), the first settlement stands. The payload is
+            // dropped while `outcome` is a local: if its destructor
+            // panics, the unwinding drops the outcome (a result moved out
+            // before a drop that unwinds would leak, rust-lang/rust#47949).
+            (outcome, panic) => {
+                drop(panic);
+                Ok(Poll::Ready(outcome))
+            }
         }
     }
 }

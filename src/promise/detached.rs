@@ -169,7 +169,12 @@ where
                 // A settlement made before the panic stands (JS).
                 Some(promise) => match promise.take_now() {
                     Some(Err(PromiseError::Abandoned)) | None => Err(panic),
-                    Some(outcome) => Ok(Poll::Ready(outcome)),
+                    // The payload dropped while `outcome` is a local (see
+                    // `Executor::poll_catching`).
+                    Some(outcome) => {
+                        drop(panic);
+                        Ok(Poll::Ready(outcome))
+                    }
                 },
                 None => Err(panic),
             },

@@ -72,7 +72,12 @@ impl<E> PromiseError<E> {
     /// ```
     pub fn rejection_or_else(self, abandoned: impl FnOnce() -> E) -> E {
         match self {
-            PromiseError::Rejected(e) => e,
+            PromiseError::Rejected(e) => {
+                // Unused, dropped while `e` is a local (a result moved out
+                // before a drop that unwinds would leak, rust-lang/rust#47949).
+                drop(abandoned);
+                e
+            }
             PromiseError::Abandoned => abandoned(),
         }
     }

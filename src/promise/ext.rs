@@ -447,7 +447,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.linked().poll_with(cx, |handler, input| match input {
             Ok(value) => handler(value).into_next(),
-            Err(error) => Next::Done(Err(error)),
+            Err(error) => {
+                // Unused, dropped while `error` is a local: if its
+                // destructor panics, the unwinding drops the error (a
+                // result moved out before a drop that unwinds would leak,
+                // rust-lang/rust#47949).
+                drop(handler);
+                Next::Done(Err(error))
+            }
         })
     }
 }
@@ -473,7 +480,11 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.linked().poll_with(cx, |handler, input| match input {
-            Ok(value) => Next::Done(Ok(value)),
+            Ok(value) => {
+                // Unused: dropped while `value` is a local (see `Then`).
+                drop(handler);
+                Next::Done(Ok(value))
+            }
             Err(error) => handler(error).into_next(),
         })
     }
@@ -504,8 +515,18 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.linked()
             .poll_with(cx, |(on_fulfilled, on_rejected), input| match input {
-                Ok(value) => Next::Follow(Either::Left(on_fulfilled(value).into_reaction())),
-                Err(error) => Next::Follow(Either::Right(on_rejected(error).into_reaction())),
+                // The handler that did not run is dropped while the
+                // reaction is a local (see `Then`).
+                Ok(value) => {
+                    let reaction = on_fulfilled(value).into_reaction();
+                    drop(on_rejected);
+                    Next::Follow(Either::Left(reaction))
+                }
+                Err(error) => {
+                    let reaction = on_rejected(error).into_reaction();
+                    drop(on_fulfilled);
+                    Next::Follow(Either::Right(reaction))
+                }
             })
     }
 }
@@ -596,7 +617,11 @@ where
         let done = core::task::ready!(this.reaction.poll(cx));
         match (done, this.held.take()) {
             (Ok(()), Some(held)) => Poll::Ready(held),
-            (Err(error), Some(_)) => Poll::Ready(Err(error)),
+            (Err(error), Some(held)) => {
+                // Dropped while `error` is a local (see `Then`).
+                drop(held);
+                Poll::Ready(Err(error))
+            }
             (_, None) => polled_after_completion(),
         }
     }

@@ -227,10 +227,23 @@ impl<F: Future> Inner<F> {
     /// The output, moved out of an `Inner` nobody else can reach. Only
     /// after `COMPLETE` was read with `Acquire`.
     fn into_output(self) -> F::Output {
-        match self.slot.into_inner() {
+        let Inner {
+            slot,
+            notifier,
+            context,
+            state: _,
+        } = self;
+        let output = match slot.into_inner() {
             Slot::Complete(output) => output,
             Slot::Running(_) => crate::promise::unreachable_state(),
-        }
+        };
+        // The rest is dropped while `output` is a local: if a context
+        // value's (or a waker's) destructor panics, the unwinding drops the
+        // output (a result moved out before a drop that unwinds would
+        // leak, rust-lang/rust#47949).
+        drop(notifier);
+        drop(context);
+        output
     }
 }
 

@@ -755,7 +755,16 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
         TaskQueue::from_inner(Inner {
             ring,
             window,
-            state: state.convert(|t| t, |_| Some(is_rejection)),
+            // The old predicate is dropped before the new one is handed
+            // out: if its destructor panics, the unwinding drops the new
+            // one (rust-lang/rust#47949).
+            state: state.convert(
+                |t| t,
+                |old| {
+                    drop(old);
+                    Some(is_rejection)
+                },
+            ),
         })
     }
 

@@ -382,7 +382,14 @@ impl<Out, P: Payload<Out>> Payload<Out> for InContext<P> {
     type Taken = P::Taken;
     const FLAGS: u8 = P::FLAGS;
     fn take(self) -> P::Taken {
-        self.payload.take()
+        let InContext { payload, snapshot } = self;
+        let taken = payload.take();
+        // Dropped while `taken` is a local: if the snapshot was the last
+        // owner of a context value whose destructor panics, the unwinding
+        // drops what was taken (a result moved out before a drop that
+        // unwinds would leak, rust-lang/rust#47949).
+        drop(snapshot);
+        taken
     }
 }
 
