@@ -34,7 +34,8 @@
 //!   its first poll (the seed's `123`, not `'abc'`). Promises that run no
 //!   code (`resolved`, `rejected`, `PromiseCell::promise`) capture nothing.
 //! - A thunk registered on a [`DeferScope`](crate::DeferScope) runs (or is
-//!   polled) in the snapshot that was current when it was registered.
+//!   polled, and dropped if its scope is cancelled before it finished) in
+//!   the snapshot that was current when it was registered.
 //! - A [`SharedPromise`](crate::SharedPromise)'s source is polled in the
 //!   snapshot current at `SharedPromise::new`, whichever clone drives it.
 //!

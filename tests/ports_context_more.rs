@@ -212,12 +212,13 @@
 //! unhappy_cancelling_a_scoped_defer_scope_runs_its_cleanups_in_the_scope,
 //! unhappy_nested_runs_inside_scoped_polls.
 //!
-//! ## Bugs found (ignored reproducers)
+//! ## Bug found, fixed
 //!
-//! bug_an_unstarted_async_cleanup_is_dropped_outside_its_registration_context,
-//! bug_a_started_async_cleanup_is_dropped_outside_its_registration_context:
-//! an async cleanup registered in a context is polled in it, but dropped
-//! (on cancellation) in the empty context.
+//! an_unstarted_async_cleanup_is_dropped_in_its_registration_context,
+//! a_started_async_cleanup_is_dropped_in_its_registration_context:
+//! an async cleanup registered in a context was polled in it, but dropped
+//! (on cancellation) in the empty context; `InContext` now drops its
+//! payload inside its snapshot (`Payload::drop_in_place`).
 
 #![cfg(feature = "std")]
 
@@ -993,12 +994,12 @@ fn unhappy_cancelling_a_scoped_defer_scope_runs_its_cleanups_in_the_scope() {
     assert_eq!(take(&events), [("in 6", Some(6)), ("plain", Some(9))]);
 }
 
-/// BUG reproducer. An async cleanup registered in a context (`CTX.run(3,
+/// Found, fixed. An async cleanup registered in a context (`CTX.run(3,
 /// || d.defer_async(fut))`) and never started, dropped because its scope is
 /// cancelled (no cancel handler set: the default drops it): the future's
-/// destructor runs in the *empty* context (`ScopeFuture::cut` runs inside
-/// `context::isolated`, and `scope::payload::InContext` has no `Drop` that
-/// enters its snapshot), not in 3. Everything else deferral wraps drops in
+/// destructor ran in the *empty* context (`ScopeFuture::cut` runs inside
+/// `context::isolated`, and `scope::payload::InContext` did not enter its
+/// snapshot to drop its payload), not in 3. Everything else deferral wraps drops in
 /// the captured context: `WithContext` ("polls (and drops)"), a
 /// `DeferredPromise`'s started future (CR::a_detached_adopted_future_is_
 /// polled_and_dropped_in_the_creation_context), and tokio's `scope`
@@ -1006,8 +1007,8 @@ fn unhappy_cancelling_a_scoped_defer_scope_runs_its_cleanups_in_the_scope() {
 /// sees the value). A guard inside the cleanup (a span, a request id) loses
 /// its context exactly on the cancellation path.
 #[test]
-#[ignore = "BUG: an unstarted async cleanup dropped on cancellation is dropped in the empty context, not its registration context"]
-fn bug_an_unstarted_async_cleanup_is_dropped_outside_its_registration_context() {
+
+fn an_unstarted_async_cleanup_is_dropped_in_its_registration_context() {
     let events = log();
     let e = events.clone();
     let gate = support::Gate::new();
@@ -1032,12 +1033,12 @@ fn bug_an_unstarted_async_cleanup_is_dropped_outside_its_registration_context() 
     assert_eq!(take(&events), [("drop", Some(3))]);
 }
 
-/// BUG reproducer, the started case: an async cleanup registered in 3,
+/// Found, fixed; the started case: an async cleanup registered in 3,
 /// polled once (in 3, as documented) and pending when its scope is dropped
-/// mid-cleanup: its future is dropped in the empty context.
+/// mid-cleanup: its future was dropped in the empty context.
 #[test]
-#[ignore = "BUG: a started async cleanup cut by cancellation is dropped in the empty context, not the one it was polled in"]
-fn bug_a_started_async_cleanup_is_dropped_outside_its_registration_context() {
+
+fn a_started_async_cleanup_is_dropped_in_its_registration_context() {
     let events = log();
     let e = events.clone();
     let mut fut = Box::pin(deferral::scope(async move |d| {

@@ -99,6 +99,19 @@ pub(crate) trait Payload<Out>: Sized {
     const FLAGS: u8;
     /// Defuses a payload that has not started: hands back what was deferred.
     fn take(self) -> Self::Taken;
+
+    /// Drops the payload in place: unrun (a cancelled scope, a cleared
+    /// registration) or finished. Overridden by a payload that must be
+    /// dropped in a context of its own (`InContext`).
+    ///
+    /// # Safety
+    /// `this` points to a live payload, pinned where it is, that the
+    /// caller gives up: it is never touched again.
+    #[inline(always)]
+    unsafe fn drop_in_place(this: *mut Self) {
+        // SAFETY: as the caller guarantees.
+        unsafe { ptr::drop_in_place(this) }
+    }
 }
 
 /// A payload run once.
@@ -120,7 +133,7 @@ impl<Out, P: SyncPayload<Out>> SyncOf<Out, P> {
     const VTABLE: VTable = VTable {
         layout: Layout::new::<Entry<P>>(),
         kind: Kind::Sync(run::<Out, P>),
-        drop: drop_payload::<P>,
+        drop: drop_payload::<Out, P>,
         flags: P::FLAGS,
     };
 }
@@ -129,7 +142,7 @@ impl<Out, P: AsyncPayload<Out>> AsyncOf<Out, P> {
     const VTABLE: VTable = VTable {
         layout: Layout::new::<Entry<P>>(),
         kind: Kind::Async(poll::<Out, P>),
-        drop: drop_payload::<P>,
+        drop: drop_payload::<Out, P>,
         flags: P::FLAGS,
     };
 }
@@ -181,16 +194,16 @@ unsafe fn poll<Out, P: AsyncPayload<Out>>(
     if poll.is_ready() {
         Erased(head).claim_unchecked();
         // SAFETY: ours (the caller's), gone now: dropped once.
-        unsafe { ptr::drop_in_place(payload_of::<P>(head)) };
+        unsafe { P::drop_in_place(payload_of::<P>(head)) };
     }
     poll
 }
 
 /// # Safety
 /// `head` heads a live `Entry<P>` that the caller gives up.
-unsafe fn drop_payload<P>(head: NonNull<Head>) {
+unsafe fn drop_payload<Out, P: Payload<Out>>(head: NonNull<Head>) {
     // SAFETY: as the caller guarantees.
-    unsafe { ptr::drop_in_place(payload_of::<P>(head)) }
+    unsafe { P::drop_in_place(payload_of::<P>(head)) }
 }
 
 /// How a token takes its payload back: reads it out of the entry headed

@@ -367,8 +367,8 @@ where
     }
 }
 
-/// A payload registered while a context variable was set: run or polled
-/// inside the snapshot current at registration (`std`).
+/// A payload registered while a context variable was set: run, polled and
+/// dropped inside the snapshot current at registration (`std`).
 #[cfg(feature = "std")]
 #[pin_project]
 pub(crate) struct InContext<P> {
@@ -390,6 +390,21 @@ impl<Out, P: Payload<Out>> Payload<Out> for InContext<P> {
         // unwinds would leak, rust-lang/rust#47949).
         drop(snapshot);
         taken
+    }
+
+    /// The payload is dropped inside the snapshot, as it runs or is
+    /// polled in it: a cleanup future dropped unfinished (its scope
+    /// cancelled) sees its registration's context in its destructors,
+    /// as `WithContext` and a promise's future do.
+    unsafe fn drop_in_place(this: *mut Self) {
+        // SAFETY: the caller gives up `*this` (live, pinned in place): the
+        // snapshot is moved out, so the only drop of it is this local's
+        // (also while unwinding, if the payload's destructor panics), and
+        // the payload is dropped in place (pinning allows that), once.
+        let snapshot = unsafe { core::ptr::read(&raw const (*this).snapshot) };
+        // SAFETY: as above; `snapshot` is a separate local, nothing else
+        // reaches the payload.
+        snapshot.run(|| unsafe { P::drop_in_place(&raw mut (*this).payload) });
     }
 }
 
