@@ -183,17 +183,18 @@ impl WakeBits {
         self.header().owner.register(waker);
     }
 
-    /// Takes the set flags and calls `f` with each index, in increasing
-    /// order, until `f` returns `false`: the flags not yet handed to `f`
-    /// are then put back (the owner is expected to poll again). They are put
-    /// back too if `f` panics, so a caught panic loses no wake-up but the
-    /// panicking one's.
+    /// Takes the set flags of the indexes from `from` on and calls `f` with
+    /// each index, in increasing order, until `f` returns `false`: the flags
+    /// not yet handed to `f` are then put back (the owner is expected to
+    /// poll again). They are put back too if `f` panics, so a caught panic
+    /// loses no wake-up but the panicking one's. Flags below `from` are
+    /// left set, untouched (an owner resuming a pass skips what it visited).
     ///
     /// Always inlined: it is the inner loop of its owners' polls (the task
     /// queue's measured ~45 instructions per task more when LLVM chose to
     /// call it, which it did or not depending on unrelated code).
     #[inline(always)]
-    pub(crate) fn for_each_woken(&self, mut f: impl FnMut(usize) -> bool) {
+    pub(crate) fn for_each_woken(&self, from: usize, mut f: impl FnMut(usize) -> bool) {
         /// Puts the untaken flags of one word back when dropped.
         struct Untaken<'a> {
             word: &'a AtomicUsize,
@@ -208,12 +209,22 @@ impl WakeBits {
                 }
             }
         }
-        for (w, word) in self.flags().iter().enumerate() {
-            let mut untaken = Untaken {
-                word,
-                // ORDERING: `AcqRel`, see `wake_by_ref`.
-                bits: word.swap(0, Ordering::AcqRel),
+        let first = from / BITS;
+        for (w, word) in self.flags().iter().enumerate().skip(first) {
+            // The bits below `from` stay (only in its word).
+            let keep = if w == first {
+                (1usize << (from % BITS)) - 1
+            } else {
+                0
             };
+            let bits = if keep == 0 {
+                // ORDERING: `AcqRel`, see `wake_by_ref`.
+                word.swap(0, Ordering::AcqRel)
+            } else {
+                // ORDERING: as the `swap`, for the bits it clears.
+                word.fetch_and(keep, Ordering::AcqRel) & !keep
+            };
+            let mut untaken = Untaken { word, bits };
             while untaken.bits != 0 {
                 let index = w * BITS + untaken.bits.trailing_zeros() as usize;
                 untaken.bits &= untaken.bits - 1;

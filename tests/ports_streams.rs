@@ -491,7 +491,6 @@ fn a_self_waking_task_is_polled_once_per_poll_next_in_completion_order() {
 /// polled at most once per `poll_next` ("polls the running tasks that were
 /// woken since the last poll", module docs; `FuturesOrdered`'s invariant).
 #[test]
-#[ignore = "BUG: in submission order poll_running re-scans the wake flags after each task that finishes in the poll, so a task that woke itself during this very poll is polled again in it: once per finishing task plus one (here 8 polls in one poll_next, expected 1); bounded, O(concurrency) polls per task and O(concurrency^2) per poll_next"]
 fn a_self_waking_task_is_polled_once_per_poll_next_in_submission_order() {
     let spinner = Arc::new(AtomicUsize::new(0));
     let finishers = counters(7);

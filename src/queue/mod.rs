@@ -297,10 +297,13 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// order: the tasks it started (running, or finished with an output waiting
 /// for its turn) and the first unstarted ones (by priority, then submission
 /// order). The window spans from the oldest task not yet yielded to the
-/// newest, so a slow old task keeps the slots after it in use: at most `N`
-/// started tasks, running or waiting to be yielded, whatever the
-/// concurrency — the window, not the concurrency, bounds how far the queue
-/// runs ahead of its consumer. Without `alloc` a push into a full window
+/// newest started one, the tasks yielded between them included (in
+/// completion order too), so a slow old task keeps the slots after it in
+/// use: until it finishes, at most `N − 1` tasks start after it, whatever
+/// the concurrency (a `FuturesUnordered` has no such bound; pick `N` well
+/// above the concurrency when task durations vary a lot) — the window, not
+/// the concurrency, bounds how far the queue runs ahead of its oldest
+/// unfinished task and of its consumer. Without `alloc` a push into a full window
 /// hands the task back ([`PushError::Full`]); with `alloc` the tasks
 /// beyond the window wait in a `VecDeque` (sorted by priority, as p-queue
 /// does: a push of a higher priority than waiting ones is a binary search

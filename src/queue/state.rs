@@ -535,11 +535,14 @@ where
         // one pass are all kept, in the order they finished, and yielded by
         // the next polls without registering or taking the flags again.
         let batch = self.stop_when.is_none() && self.order == Yield::InCompletionOrder;
+        // Where a pass resumes after settling a finished task: each task is
+        // polled at most once per call.
+        let mut from = 0;
         loop {
-            let mut finished = false;
+            let mut finished = None;
             let bits = self.wake.as_ref()?;
             let (wakers, ready) = (&self.wakers, &mut self.ready);
-            bits.for_each_woken(|index| {
+            bits.for_each_woken(from, |index| {
                 if index >= N || !ring.is_running(index) {
                     return true; // padding bits, stale wake-ups
                 }
@@ -557,7 +560,7 @@ where
                         true
                     }
                     Progress::Finished => {
-                        finished = true;
+                        finished = Some(index);
                         false
                     }
                     Progress::Idle | Progress::Pending => true,
@@ -566,11 +569,12 @@ where
             if let Some(index) = self.ready.pop_front() {
                 return Some(index);
             }
-            // The unvisited flags were put back: settle the finished task
-            // (which may stop the queue), then go on.
-            if !finished {
-                return None;
-            }
+            // The unvisited flags (after the finished task) were put back:
+            // settle the finished task (which may stop the queue), then go
+            // on from the next index. The flags before it were all visited
+            // in this call; one set again since (a task that woke itself,
+            // which woke this queue's waker too) waits for the next poll.
+            from = finished? + 1;
             if let Some(index) = self.settle(ring.as_mut()) {
                 return Some(index);
             }

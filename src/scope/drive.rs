@@ -457,7 +457,7 @@ impl Concurrent {
                 entries,
                 remaining,
             } = w;
-            bits.for_each_woken(|index| {
+            bits.for_each_woken(0, |index| {
                 // Gone: finished already (a stale wake-up).
                 let Some(entry) = entries.get(index) else { return true };
                 if let Some(Kind::Async(poll)) = entry.vtable().map(|v| v.kind) {
