@@ -226,6 +226,8 @@ impl<F: Future> Inner<F> {
 
     /// The output, moved out of an `Inner` nobody else can reach. Only
     /// after `COMPLETE` was read with `Acquire`.
+    // Without `std` the captured context is `()`: its `drop` is a no-op.
+    #[cfg_attr(not(feature = "std"), allow(dropping_copy_types))]
     fn into_output(self) -> F::Output {
         let Inner {
             slot,
