@@ -178,6 +178,18 @@ impl WakeBits {
         }
     }
 
+    /// Clears flag `index`: a wake-up left by whatever used that index
+    /// before (a task that woke itself as it finished), not for what uses
+    /// it now. Call before the new user's first poll.
+    pub(crate) fn forget(&self, index: usize) {
+        // `flags` has a word for every index below `len` (checked here).
+        let word = &self.flags()[index / BITS];
+        // ORDERING: `Relaxed`: the cleared wake-up hands nothing over (its
+        // task is gone); a wake of the new user comes after this, from its
+        // own poll, and sets the bit again.
+        word.fetch_and(!(1 << (index % BITS)), Ordering::Relaxed);
+    }
+
     /// Registers the owner's waker: call before [`Self::for_each_woken`].
     pub(crate) fn register(&self, waker: &Waker) {
         self.header().owner.register(waker);

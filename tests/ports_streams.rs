@@ -36,7 +36,7 @@
 //! | into_iter_partial | N/A | no `IntoIterator` (as above) |
 //! | futures_not_moved_after_poll | P | futures_not_moved_after_poll |
 //! | len_valid_during_out_of_order_completion | P | len_valid_during_out_of_order_completion |
-//! | polled_only_once_at_most_per_iteration | P | polled_only_once_at_most_per_iteration; self-waking variants: a_self_waking_task_is_polled_once_per_poll_next_in_completion_order, a_self_waking_task_is_polled_once_per_poll_next_in_submission_order (ignored BUG) |
+//! | polled_only_once_at_most_per_iteration | P | polled_only_once_at_most_per_iteration; self-waking variants: a_self_waking_task_is_polled_once_per_poll_next_in_completion_order, a_self_waking_task_is_polled_once_per_poll_next_in_submission_order (found a bug, fixed) |
 //! | clear | P | clear_differs |
 //! | clear_in_loop | P | clear_in_loop_with_thread_wakeups |
 //! | panic_on_drop_fut | C | hq::dropping_the_queue_with_a_panicking_destructor_drops_everything_once (the panic propagates out of the drop, the rest is dropped once) |
@@ -1095,8 +1095,9 @@ fn self_waking_tasks_never_stall_poll_next() {
             }
             assert_eq!(yielded, concurrency, "{order:?} {concurrency}");
             assert_eq!(queue.running(), concurrency);
-            // Bounded per poll of the queue: at most once per task that
-            // finished in it, plus one (see the ignored BUG test above).
+            // Bounded per poll of the queue (once per task since the fix of
+            // the submission-order test above; this bound, from before it,
+            // still holds).
             let worst = loads(&spinners).into_iter().max().unwrap();
             assert!(
                 worst <= polls_of_queue + concurrency + 1,

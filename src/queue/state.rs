@@ -697,6 +697,9 @@ where
         let progress = {
             let _ = cx;
             let bits = self.wake.as_ref().expect("made at the start of the poll");
+            // A flag the slot's previous task left (it woke itself as it
+            // finished) would poll this one for nothing.
+            bits.forget(index);
             let waker = self.wakers[index].get_or_insert_with(|| bits.waker(index));
             ring.poll_slot(index, &mut Context::from_waker(waker))
         };
