@@ -303,8 +303,8 @@ pub type StopFn<O> = fn(&O) -> bool;
 /// the concurrency (a `FuturesUnordered` has no such bound; pick `N` well
 /// above the concurrency when task durations vary a lot) — the window, not
 /// the concurrency, bounds how far the queue runs ahead of its oldest
-/// unfinished task and of its consumer. Without `alloc` a push into a full window
-/// hands the task back ([`PushError::Full`]); with `alloc` the tasks
+/// unfinished task and of its consumer. Without `alloc` a push into a full
+/// window hands the task back ([`PushError::Full`]); with `alloc` the tasks
 /// beyond the window wait in a `VecDeque` (sorted by priority, as p-queue
 /// does: a push of a higher priority than waiting ones is a binary search
 /// and an insertion), unbounded, and start from there into the window as
