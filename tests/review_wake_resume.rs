@@ -400,6 +400,9 @@ fn window_of_65() {
     // 63 finishing: `from` = 64 (`keep == 0`: the second word swapped);
     // 64 finishing: `from` = 65, past the last index.
     boundary::<65>(&[63], &[0, 62, 64]);
+    if cfg!(miri) {
+        return; // one two-word case: each takes about 12 s under Miri
+    }
     boundary::<65>(&[63, 64], &[0, 62]);
     boundary::<65>(&[64], &[63]);
     boundary::<65>(&[62], &[63, 64]);
