@@ -337,6 +337,27 @@ mod imp {
         map: Option<Arc<Map>>,
     }
 
+    impl Drop for Snapshot {
+        #[inline]
+        fn drop(&mut self) {
+            // Tested first so that the empty case writes nothing.
+            if self.map.is_some() {
+                if let Some(map) = self.map.take() {
+                    release(map);
+                }
+            }
+        }
+    }
+
+    /// Gives back a snapshot's count, out of line and by value: `Arc`'s own
+    /// drop passes the `Arc`'s address to its slow path, which, inlined
+    /// into a promise's poll, kept the whole promise in memory on the fast
+    /// path (where the snapshot is empty and this is never called).
+    #[inline(never)]
+    fn release(map: Arc<Map>) {
+        drop(map);
+    }
+
     #[cfg(feature = "std")]
     pub(super) static EMPTY: Snapshot = Snapshot::empty();
 
@@ -444,19 +465,25 @@ mod imp {
         use core::cell::Cell;
         use core::future::Future;
         use core::marker::PhantomData;
+        use core::mem::ManuallyDrop;
         use core::pin::Pin;
         use core::ptr;
-        use core::sync::atomic::{AtomicBool, Ordering};
+
+        use alloc::sync::Arc;
         use core::task::{Context, Poll};
 
         use futures_core::future::FusedFuture;
 
-        use super::{ContextVar, Snapshot};
+        use super::{ContextVar, Map, Snapshot};
 
         std::thread_local! {
-            /// Null, or the snapshot of the innermost [`Entered`] guard alive
-            /// on this thread (never an empty one).
-            static CURRENT: Cell<*const Snapshot> = const { Cell::new(ptr::null()) };
+            /// Null, or the map of the snapshot of the innermost [`Entered`]
+            /// guard alive on this thread (never an empty one): the `Arc`'s
+            /// data pointer, not the snapshot's address, so that entering
+            /// takes a value and a promise's inline poll never hands its own
+            /// address to the out-of-line slow path (which kept the promise
+            /// in memory on the fast path too).
+            static CURRENT: Cell<*const Map> = const { Cell::new(ptr::null()) };
         }
 
         /// Makes a snapshot current for as long as it lives; restores the
@@ -468,7 +495,7 @@ mod imp {
         pub(crate) struct Entered<'a> {
             /// The pointer to restore, or `None` if entering changed nothing
             /// (the common case: empty inside empty).
-            prev: Option<*const Snapshot>,
+            prev: Option<*const Map>,
             _snapshot: PhantomData<&'a Snapshot>,
         }
 
@@ -481,52 +508,42 @@ mod imp {
             }
         }
 
-        /// Whether a non-empty snapshot was ever made current, on any
-        /// thread. Until then every thread's `CURRENT` is null, so capturing
-        /// needs no thread-local access and entering an empty snapshot is a
-        /// no-op: the fast path of every promise created and polled in a
-        /// program that never sets a context variable (a `Relaxed` load of
-        /// one static).
-        ///
-        /// Why `Relaxed` suffices: a thread's `CURRENT` becomes non-null
-        /// only in `enter`, on that thread, right after it set this flag; a
-        /// thread always sees its own earlier store. Another thread reading
-        /// a stale `false` has a null `CURRENT` itself (it never entered a
-        /// non-empty snapshot), which is exactly what the fast path assumes.
-        /// Non-empty snapshots take the full path whatever the flag says.
-        static EVER_ENTERED: AtomicBool = AtomicBool::new(false);
-
-        /// `true` while no non-empty snapshot was ever made current: then
-        /// the current snapshot is empty on every thread.
+        /// Whether the empty context is current on this thread: one
+        /// thread-local load (a `const`-initialised `Cell` of a pointer, so
+        /// no lazy-initialisation check; non-atomic, so the compiler merges
+        /// a promise's capture and its first poll's check into one load).
         #[inline(always)]
-        fn never_entered() -> bool {
-            // ORDERING: see `EVER_ENTERED`.
-            !EVER_ENTERED.load(Ordering::Relaxed)
+        fn current_is_empty() -> bool {
+            CURRENT.with(Cell::get).is_null()
         }
 
         #[inline]
         fn enter(snapshot: &Snapshot) -> Entered<'_> {
-            let new = if snapshot.is_empty() {
-                ptr::null()
-            } else {
-                if never_entered() {
-                    // ORDERING: see `EVER_ENTERED`; sequenced before our
-                    // store of a non-null `CURRENT` below.
-                    EVER_ENTERED.store(true, Ordering::Relaxed);
-                }
-                ptr::from_ref(snapshot)
-            };
-            let prev = CURRENT.with(|c| {
+            Entered {
+                prev: enter_map(snapshot.map_ptr()),
+                _snapshot: PhantomData,
+            }
+        }
+
+        /// Makes `new` (null: the empty context) current; returns the
+        /// pointer to restore, `None` if nothing changed.
+        #[inline]
+        fn enter_map(new: *const Map) -> Option<*const Map> {
+            CURRENT.with(|c| {
                 let prev = c.get();
                 (prev != new).then(|| {
                     c.set(new);
                     prev
                 })
-            });
-            Entered {
-                prev,
-                _snapshot: PhantomData,
-            }
+            })
+        }
+
+        /// The slow path of the promises' `in_context`: out of line and
+        /// taking the map pointer by value (see `CURRENT`).
+        #[cold]
+        #[inline(never)]
+        fn enter_map_out_of_line(new: *const Map) -> Option<*const Map> {
+            enter_map(new)
         }
 
         /// Calls `f` with the current snapshot.
@@ -536,29 +553,32 @@ mod imp {
             if current.is_null() {
                 f(&super::EMPTY)
             } else {
-                // SAFETY: a non-null `CURRENT` was stored by an `Entered<'a>`
-                // guard that is still alive on this thread (guards restore
-                // the previous pointer when dropped, in LIFO order, also
-                // while unwinding), and its borrow keeps the snapshot alive,
-                // unmoved and unmutated for `'a`; we only read it.
-                f(unsafe { &*current })
+                // A snapshot borrowed from the guard's: `from_raw` rebuilds
+                // its `Arc` without taking a count and `ManuallyDrop` never
+                // gives one back; `f` may clone it (a count of its own).
+                let borrowed = ManuallyDrop::new(Snapshot {
+                    // SAFETY: a non-null `CURRENT` is `Arc::as_ptr` of the
+                    // map of a snapshot borrowed by an `Entered<'a>` guard
+                    // still alive on this thread (guards restore the
+                    // previous pointer when dropped, in LIFO order, also
+                    // while unwinding), so that `Arc` holds a strong count
+                    // for as long as `f` runs. (`from_raw` asks for a
+                    // pointer from `into_raw`, which is `as_ptr` then
+                    // `forget`: the same pointer, with the same provenance.)
+                    map: Some(unsafe { Arc::from_raw(current) }),
+                });
+                f(&borrowed)
             }
         }
 
         impl Snapshot {
-            /// `true` when running inside this *captured* snapshot changes
-            /// nothing now: no non-empty snapshot was ever made current, so
-            /// the current one is empty, and so is every snapshot that
-            /// `capture` took (it captures the current one). The inline
-            /// fast path of promises created and polled where no context
-            /// variable was ever set: one `Relaxed` load. (Only for
-            /// snapshots from `capture`: one built with `with_value` is not
-            /// empty whatever this says.)
+            /// `true` when running inside this snapshot changes nothing now:
+            /// it is empty and so is the current one. The inline fast path
+            /// of promises created and polled where no context variable is
+            /// set.
             #[inline(always)]
             pub(crate) fn runs_as_is(&self) -> bool {
-                let inert = never_entered();
-                debug_assert!(!inert || self.is_empty());
-                inert
+                self.is_empty() && current_is_empty()
             }
 
             /// The current snapshot of this thread: O(1) (an `Arc` clone),
@@ -574,9 +594,9 @@ mod imp {
             /// ```
             #[inline]
             pub fn capture() -> Snapshot {
-                // Nothing was ever entered, or a null `CURRENT` (the empty
-                // context: `enter` stores null for it): nothing to clone.
-                if never_entered() || CURRENT.with(Cell::get).is_null() {
+                // A null `CURRENT` is the empty context (`enter` stores null
+                // for it): nothing to clone.
+                if current_is_empty() {
                     return Snapshot::empty();
                 }
                 with_current(Snapshot::clone)
@@ -602,7 +622,7 @@ mod imp {
             pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
                 // Empty inside empty (the fast path): nothing to install or
                 // restore. One call site of `f`, so it inlines.
-                let _entered = if self.is_empty() && never_entered() {
+                let _entered = if self.runs_as_is() {
                     None
                 } else {
                     Some(enter(self))
@@ -611,13 +631,22 @@ mod imp {
             }
 
             /// Makes this snapshot current until the guard drops: the slow
-            /// path of the promises' `in_context`, out of line
-            /// and taking no closure, so that the caller's inline fast path
+            /// path of the promises' `in_context`. The call is out of line
+            /// and takes neither a closure nor an address (only the map
+            /// pointer, by value), so that the caller's inline fast path
             /// does not hand the state it works on to an opaque call.
-            #[cold]
-            #[inline(never)]
+            #[inline(always)]
             pub(crate) fn enter_out_of_line(&self) -> Entered<'_> {
-                enter(self)
+                Entered {
+                    prev: enter_map_out_of_line(self.map_ptr()),
+                    _snapshot: PhantomData,
+                }
+            }
+
+            /// The map's address (null when empty): what `CURRENT` holds.
+            #[inline(always)]
+            fn map_ptr(&self) -> *const Map {
+                self.map.as_ref().map_or(ptr::null(), Arc::as_ptr)
             }
 
             /// A future that polls (and drops) `future` with this snapshot
