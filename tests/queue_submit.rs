@@ -103,6 +103,12 @@ mod submitters {
         let counter = WakeCounter::unparking();
         let (mut polls, mut pending, mut got) = (0, 0, Vec::new());
         loop {
+            // Read before the poll, as an executor clears its "woken" flag
+            // before polling: a wake that lands during the poll (after the
+            // queue registered the waker) must not be slept through. (Read
+            // after the poll, a Miri schedule that ran the last submission
+            // and both drops during one poll parked forever.)
+            let seen = counter.wakes();
             polls += 1;
             match poll(queue.as_mut(), &counter) {
                 Poll::Ready(Some(n)) => got.push(n),
@@ -110,7 +116,6 @@ mod submitters {
                 Poll::Pending => {
                     pending += 1;
                     // Sleep until woken (a real executor would).
-                    let seen = counter.wakes();
                     while counter.wakes() == seen {
                         std::thread::park();
                     }
