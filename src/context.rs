@@ -13,8 +13,8 @@
 //! caller's own context — can never change under them. Capturing the current
 //! context is an `Arc` clone: O(1) whatever its size.
 //!
-//! With `std`, the *current* snapshot is a thread-local pointer to a snapshot
-//! owned by the innermost [`Snapshot::run`] / [`ContextVar::run`] frame or
+//! With `std`, the *current* snapshot is a thread-local pointer to the map of
+//! a snapshot owned by the innermost [`Snapshot::run`] / [`ContextVar::run`] frame or
 //! [`WithContext`] poll on this thread; each of those restores the previous
 //! pointer when it returns — also when it unwinds — so a value set inside
 //! never leaks out. The thread-local has no destructor and a `const`

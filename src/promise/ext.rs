@@ -321,7 +321,7 @@ impl<P, H, F> Linked<P, H, F> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
         let chain = unsafe { Pin::new_unchecked(&mut this.chain) };
-        // Inline when no context variable was ever set (the slow path is a
+        // Inline when no context is captured or current (the slow path is a
         // guard taken out of line, not a call taking this closure), so that
         // a chain's links inline into each other.
         in_context(&this.context, || Self::drive(chain, cx, step))
