@@ -745,8 +745,10 @@ mod imp {
 
         /// A future polled, and dropped, inside a [`Snapshot`]: made by
         /// [`Snapshot::wrap`] and [`ContextVar::scope`]. The inner future is
-        /// dropped when the wrapper is (inside the snapshot), not as soon
-        /// as it completes (tokio's `task_local!` scope drops it then).
+        /// dropped as soon as it completes, inside the snapshot, before
+        /// its output is returned (as tokio's `task_local!` scope and
+        /// futures' combinators do), or with the wrapper if that comes
+        /// first.
         ///
         /// ```
         /// use deferral::{ContextVar, context::WithContext};
@@ -792,12 +794,20 @@ mod imp {
             type Output = F::Output;
 
             fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-                let (snapshot, future) = self.project();
+                let (snapshot, mut future) = self.project();
                 let _entered = enter(snapshot);
-                future
+                let out = future
+                    .as_mut()
                     .as_pin_mut()
-                    .expect("deferral: `WithContext` polled while being dropped")
-                    .poll(cx)
+                    .expect("deferral: `WithContext` polled after completion")
+                    .poll(cx);
+                if out.is_ready() {
+                    // Dropped in place, inside the snapshot, while the
+                    // output is a local: if the destructor panics, the
+                    // unwinding drops the output too (rust-lang/rust#47949).
+                    future.set(None);
+                }
+                out
             }
         }
 

@@ -595,12 +595,10 @@ fn tokio_a_scope_future_sees_the_other_keys_of_its_poller_differs() {
 
 /// `TaskLocalFuture::poll` drops the inner future as soon as it is ready,
 /// inside the scope (`if res.is_ready() { future_opt.set(None) }`), so its
-/// destructor runs at completion, before the caller continues.
-///
-/// deferral differs (documented on `WithContext`): the inner future is
-/// dropped with the wrapper — still inside the snapshot.
+/// destructor runs at completion, before the caller continues. So does
+/// `WithContext`; a second poll panics, saying so.
 #[test]
-fn tokio_the_inner_future_is_dropped_at_completion_differs() {
+fn tokio_the_inner_future_is_dropped_at_completion() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let fut = CTX.scope(42, ReadyOnDrop(log.clone()));
     let mut fut = Box::pin(fut);
@@ -608,9 +606,66 @@ fn tokio_the_inner_future_is_dropped_at_completion_differs() {
         poll_once(fut.as_mut(), &WakeCounter::new()),
         Poll::Ready(())
     );
-    assert!(log.lock().unwrap().is_empty(), "not dropped at completion");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [Some(42)],
+        "dropped in the snapshot, at completion"
+    );
+    assert_eq!(CTX.get(), None);
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_once(fut.as_mut(), &WakeCounter::new())
+    }));
+    let payload = again.unwrap_err();
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied());
+    assert_eq!(
+        message,
+        Some("deferral: `WithContext` polled after completion")
+    );
     drop(fut);
-    assert_eq!(*log.lock().unwrap(), [Some(42)], "dropped in the snapshot");
+    assert_eq!(log.lock().unwrap().len(), 1, "dropped once");
+}
+
+/// The inner future's destructor panics at completion: the panic leaves
+/// the poll (the output, a local then, is dropped by the unwinding), the
+/// poller's context is back, and the wrapper's own drop later drops
+/// nothing twice.
+#[test]
+fn a_destructor_panicking_at_completion_unwinds_once() {
+    struct PanicsOnDrop(Arc<Mutex<Vec<Option<u32>>>>, Arc<()>);
+    impl Future for PanicsOnDrop {
+        type Output = Arc<()>;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Arc<()>> {
+            Poll::Ready(self.1.clone())
+        }
+    }
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(CTX.get());
+            panic!("inner drop");
+        }
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let output = Arc::new(());
+    let mut fut = Box::pin(CTX.scope(7, PanicsOnDrop(log.clone(), output.clone())));
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_once(fut.as_mut(), &WakeCounter::new())
+    }));
+    assert!(polled.is_err());
+    assert_eq!(*log.lock().unwrap(), [Some(7)]);
+    assert_eq!(CTX.get(), None, "the poller's context is back");
+    assert_eq!(
+        Arc::strong_count(&output),
+        1,
+        "the output was dropped, not leaked"
+    );
+    drop(fut);
+    assert_eq!(log.lock().unwrap().len(), 1, "dropped once");
 }
 
 struct ReadyOnDrop(Arc<Mutex<Vec<Option<u32>>>>);
