@@ -505,8 +505,9 @@ fn tc39_a_shared_promise_runs_its_work_in_one_context() {
 /// scheduled and `callDeferredFunctions` runs each `cb` in it. Counterpart:
 /// `TaskQueue::push` (schedules) and consuming the queue (runs).
 ///
-/// deferral differs (`deferral::context`): a queue's tasks are plain
-/// futures and run in the consumer's context; a pusher that wants its own
+/// deferral differs (`deferral::context`, and `deferral::queue`'s "Where
+/// tasks run"): a queue's tasks are plain futures and run in the
+/// consumer's context; a pusher that wants its own
 /// pushes a wrapped future (or a promise, next test).
 #[test]
 fn tc39_readme_userland_scheduler_runs_work_in_the_scheduling_context_differs() {

@@ -236,9 +236,9 @@ fn atomic_waker_register_replaces_without_waking_shared_cell() {
 /// task" is replaced and *woken*, "giving it a chance to reregister
 /// itself" (two tasks sharing one registration wake each other in a loop).
 ///
-/// deferral differs (module docs of `promise::shared_cell`: a slot per
-/// waiter, each an `AtomicWaker`; `SignalCell::wait`'s docs: the replaced
-/// waker "is dropped, not woken"): two tasks never share a registration —
+/// deferral differs (`SharedCell`'s docs: each waiter owns its slot; a
+/// waker it replaces "is dropped, not woken"; `SignalCell::wait`'s docs
+/// likewise): two tasks never share a registration —
 /// each waiter owns its slot — so a displaced waker can only be the same
 /// waiter's, from before it moved; it is dropped unwoken. Two waiters in
 /// two slots are both woken by the settlement, neither by the other.

@@ -124,7 +124,11 @@ impl fmt::Debug for Word {
 /// - [`wait`](SharedCell::wait) claims one of the `N` waiter slots and
 ///   returns a future resolving to a clone of the settlement
 ///   (`T: Clone, E: Clone`); [`wait_ref`](SharedCell::wait_ref) resolves to
-///   a reference into the cell instead (no `Clone` needed).
+///   a reference into the cell instead (no `Clone` needed). Each waiter
+///   owns its slot and keeps the waker of its latest poll; a waker it
+///   replaces (the same waiter, moved to another task) is dropped, not
+///   woken: waiters never share a registration (unlike embassy's
+///   `WakerRegistration`).
 /// - When all `N` slots are taken by live waiters and nothing is settled
 ///   yet, `wait` returns [`WaitersFull`] at once: a waiter never silently
 ///   misses the settlement. A dropped (or finished) waiter frees its slot.

@@ -357,7 +357,11 @@ impl<T, E> SignalCell<T, E> {
     /// wait keeps the waker of its latest poll; one it replaces is dropped,
     /// not woken (embassy's `Signal` wakes it, because several of its
     /// waits may compete; here the replaced waker can only be this
-    /// future's own, from before it moved to another task).
+    /// future's own, from before it moved to another task). A settlement
+    /// wakes the registered waker once and takes it out: a later one
+    /// before the wait is polled again replaces the value without waking
+    /// anyone (the task is already scheduled), and that poll gets the
+    /// latest.
     ///
     /// ```
     /// use deferral::promise::SignalCell;

@@ -34,6 +34,13 @@
 //! — after the consumer is done with the result (`futures`'
 //! `buffered(1)` behaves the same).
 //!
+//! The same goes for the context ([`crate::context`], `std`): a task runs
+//! in the context of the consumer's poll, not of whoever pushed it (a
+//! queue is a stream of work, like `FuturesUnordered`). To keep the
+//! pusher's, push `Snapshot::capture().wrap(task)`, or a
+//! [`DeferredPromise`](crate::DeferredPromise), which runs in the context
+//! it was created in.
+//!
 //! For tasks that should make progress while you are busy elsewhere, poll
 //! the queue from a task of its own (`tokio::spawn(async move { while let
 //! Some(r) = queue.next().await { .. } })`); for tasks that should run on

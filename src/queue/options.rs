@@ -165,7 +165,11 @@ pub enum Yield {
     #[default]
     InSubmissionOrder,
     /// Each result comes out as soon as its task finishes, like
-    /// `futures::stream::BufferUnordered`.
+    /// `futures::stream::BufferUnordered`. Unlike it, a slow task pins the
+    /// queue's window (see "Storage" on
+    /// [`TaskQueue`](super::TaskQueue)): until it finishes, at most `N − 1`
+    /// tasks start after it, so pick `N` well above the concurrency when
+    /// durations vary a lot.
     InCompletionOrder,
 }
 
