@@ -33,7 +33,7 @@
 //! | .add() - priority defaults to 0 when undefined | C | pq::priority_defaults_to_0 |
 //! | .add() - timeout always throws | C | pq::timeout_always_reports |
 //! | .add() - timeout behavior | C | pq::timeout_behavior |
-//! | .add() - change timeout in between | P | change_timeout_in_between_differs |
+//! | .add() - change timeout in between | P | change_timeout_in_between |
 //! | .onEmpty() | C | qp::on_empty |
 //! | .onIdle() | C | qp::on_idle |
 //! | .onSizeLessThan() | C | qp::on_size_less_than |
@@ -234,15 +234,11 @@ fn advance_to(clock: &Clock, ms: u64) {
 
 /// sindresorhus/p-queue test/basic.ts (and test/test.ts) ".add() - change
 /// timeout in between": queue timeout 50 ms, concurrency 2; a 300 ms task
-/// times out; `queue.timeout = 200`; a 100 ms task then finishes.
-///
-/// deferral differs: the queue's default timeout is set by a builder
-/// (`TaskQueue::timeout`, which changes the queue's type) and has no
-/// setter, so the "new timeout" is given to the later task itself with
-/// `Options::timeout` (its documented per-task override). A plain push
-/// afterwards still gets the queue's 50 ms.
+/// times out; `queue.timeout = 200`; a 100 ms task then finishes. The new
+/// default applies to tasks pushed afterwards (p-queue reads it in `add`);
+/// `None` leaves only tasks with their own timeout timed.
 #[test]
-fn change_timeout_in_between_differs() {
+fn change_timeout_in_between() {
     let clock = Clock::default();
     let log = Log::default();
     let mut queue = pin!(
@@ -252,20 +248,29 @@ fn change_timeout_in_between_differs() {
             .timeout(ms(50))
     );
     queue.push(delayed(&clock, 300, &log, "🐌")).unwrap();
-    // p-queue: queue.timeout = newTimeout;
-    queue
-        .push_with(
-            delayed(&clock, 100, &log, "🐅"),
-            Options::new().timeout(ms(200)),
-        )
-        .unwrap();
+    queue.set_timeout(ms(200)); // p-queue: queue.timeout = newTimeout;
+    queue.push(delayed(&clock, 100, &log, "🐅")).unwrap();
     let out: Vec<Result<(), TimedOut>> = clock.run(queue.as_mut().until(Level::Idle).collect());
     assert_eq!(out, [Err(TimedOut), Ok(())]);
     assert_eq!(log.get(), ["🐅"]);
-    // The queue's own default was not changed.
+    assert_eq!(clock.now(), 100);
+    // Lowered again: the next plain push times out at 20 ms.
+    queue.set_timeout(ms(20));
     queue.push(delayed(&clock, 100, &log, "plain")).unwrap();
     assert_eq!(clock.run(queue.as_mut().next()), Some(Err(TimedOut)));
-    assert_eq!(log.get(), ["🐅"]);
+    assert_eq!(clock.now(), 120);
+    // None: a plain push has no timeout, one with its own keeps it.
+    queue.set_timeout(None);
+    queue.push(delayed(&clock, 300, &log, "untimed")).unwrap();
+    queue
+        .push_with(
+            delayed(&clock, 300, &log, "own"),
+            Options::new().timeout(ms(10)),
+        )
+        .unwrap();
+    let out: Vec<Result<(), TimedOut>> = clock.run(queue.as_mut().until(Level::Idle).collect());
+    assert_eq!(out, [Ok(()), Err(TimedOut)]);
+    assert_eq!(log.get(), ["🐅", "untimed"]);
 }
 
 // ------------------------------------------- onPendingZero (no running)

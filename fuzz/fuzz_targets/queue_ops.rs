@@ -1,4 +1,5 @@
-//! Random sequences of push (with a priority and a per-task timeout) /
+//! Random sequences of push (with a priority and a per-task timeout; the
+//! queue's default timeout changed between pushes) /
 //! submit / set_priority / cancel / poll / `until(level)` / wake / pause /
 //! resume / clear / close / time / drop operations on a `TaskQueue` with a
 //! virtual-time timer (per-task timeout, rate limit),
@@ -112,6 +113,9 @@ enum Op {
     Wake(u8),
     WakeAll,
     Drop,
+    /// Changes the queue's default timeout for later pushes (0: none, else
+    /// that many ticks modulo 16).
+    SetTimeout(u8),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -859,6 +863,10 @@ fn run(input: Input) {
                 let q = queue.take();
                 let _ = catch_unwind(AssertUnwindSafe(|| drop(q)));
             }
+            Op::SetTimeout(t) => match t {
+                0 => q.set_timeout(None),
+                t => q.set_timeout(Duration::from_millis(u64::from(t % 16))),
+            },
         }
     }
 

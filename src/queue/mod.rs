@@ -609,6 +609,39 @@ impl<F: IntoFuture, const N: usize, Mk: Timer, S> TaskQueue<F, N, Clock<Mk>, S> 
     }
 }
 
+impl<F: IntoFuture, const N: usize, Mk: Timer, S> TaskQueue<F, N, Deadline<Mk>, S> {
+    /// Changes the default timeout of a queue that has timeouts (p-queue's
+    /// `queue.timeout = ms`): tasks pushed from now on get it, those
+    /// already pushed keep theirs (p-queue reads it in `add`), and a task
+    /// pushed with [`Options::timeout`] keeps its own. `None`: from now on
+    /// only such tasks have one.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use core::time::Duration;
+    /// use deferral::TaskQueue;
+    /// use deferral::queue::TimedOut;
+    /// use futures::StreamExt;
+    /// // A timer that is already over: a task with a timeout that does not
+    /// // finish at its first poll times out.
+    /// let queue = TaskQueue::new()
+    ///     .timer(|_: Duration| core::future::ready(()))
+    ///     .timeout(Duration::from_millis(10));
+    /// queue.push(core::future::pending::<()>()).unwrap();
+    /// queue.set_timeout(None);
+    /// queue.push(core::future::pending()).unwrap();
+    /// let mut queue = core::pin::pin!(queue);
+    /// assert_eq!(queue.next().await, Some(Err(TimedOut)));
+    /// // The second task has no timeout: it is still running.
+    /// assert_eq!(futures::poll!(queue.next()), core::task::Poll::Pending);
+    /// # });
+    /// ```
+    pub fn set_timeout(&self, timeout: impl Into<Option<Duration>>) {
+        let timeout = timeout.into();
+        self.with(|_, state| state.timing.timeout = timeout);
+    }
+}
+
 impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// Runs up to `limit` tasks at once (default 1: one after another;
     /// p-queue's `concurrency`). A task counts from its start until it
