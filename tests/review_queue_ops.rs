@@ -11,7 +11,8 @@
 //! along the ring are over-aligned moves). Run natively (with and without
 //! `alloc`) and under Miri, Stacked and Tree Borrows.
 //!
-//! Found (each test `#[ignore = "BUG: .."]`, with a minimal reproducer):
+//! Found, and fixed in the commit after the one that added this file
+//! (until then each test was ignored as a BUG, with a minimal reproducer):
 //!
 //! - `a_submission_keeps_the_timeout_in_force_when_it_was_submitted`: a
 //!   `Submitter` submission gets the default timeout in force when a poll
@@ -1317,10 +1318,6 @@ fn set_priority_keeps_each_tasks_timeout() {
 /// poll after `set_timeout(99 ms)`, should keep 10 ms.
 #[cfg(feature = "alloc")]
 #[test]
-#[ignore = "BUG: a submission takes the default timeout in force when the queue's poll \
-            takes it from the inbox (State::refill -> State::entry -> timing.limit()), not \
-            the one in force when it was submitted: submit at 10 ms, set_timeout(99 ms), \
-            poll -> the task's timer is made for 99 ms"]
 fn a_submission_keeps_the_timeout_in_force_when_it_was_submitted() {
     type Factory = Box<dyn FnMut(Duration) -> std::future::Pending<()>>;
     let made = Rc::new(RefCell::new(Vec::new()));
@@ -1739,11 +1736,6 @@ type Boxed = Pin<Box<dyn Future<Output = u32>>>;
 /// that). A result that finished in submission order and waits for an
 /// older task must still come out after `order(Yield::InCompletionOrder)`.
 #[test]
-#[ignore = "BUG: order(InCompletionOrder) on a live Unpin queue loses the results that \
-            finished while it was in submission order and waited for their turn (their \
-            Latest was forgotten; completion order yields only through settle/ready, never \
-            take_oldest): the result is never yielded, held() stays 1, the stream is \
-            Pending for ever"]
 fn changing_the_order_of_a_live_queue_loses_no_result() {
     let gate = support::Gate::new();
     let mut queue = TaskQueue::<Boxed>::new().concurrency(2);
@@ -1815,13 +1807,6 @@ fn changing_a_live_queue_to_submission_order_loses_no_result() {
 /// finished results (no predicate then): the predicate must still see each
 /// output before it is yielded — a rejection among them stops the queue.
 #[test]
-#[cfg_attr(
-    feature = "alloc",
-    ignore = "BUG: stop_when(..) on a live InCompletionOrder queue: the outputs batched in \
-            State::ready before it (poll_running's batch, with no predicate) are yielded \
-            without being examined, so a rejection among them does not stop the queue and \
-            the tasks after it run"
-)]
 fn a_predicate_added_to_a_live_queue_examines_batched_results() {
     let mut queue = TaskQueue::<Boxed>::new()
         .concurrency(3)
@@ -2011,10 +1996,6 @@ fn hostile_consumer_wakers_around_set_priority_cancel_and_a_pinned_window() {
 /// predicate was set and waits for an older task is yielded, in its turn,
 /// without the predicate ever seeing it.
 #[test]
-#[ignore = "BUG: stop_when(..) on a live InSubmissionOrder queue: a result that finished \
-            before it (its Latest forgotten as it waits for its turn) is yielded by \
-            take_oldest unexamined, so a rejection among such results does not stop the \
-            queue and the tasks after it run"]
 fn a_predicate_added_to_a_live_queue_examines_results_waiting_for_their_turn() {
     let gate = support::Gate::new();
     let mut queue = TaskQueue::<Boxed>::new().concurrency(2);

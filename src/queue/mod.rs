@@ -614,7 +614,11 @@ impl<F: IntoFuture, const N: usize, Mk: Timer, S> TaskQueue<F, N, Deadline<Mk>, 
     /// `queue.timeout = ms`): tasks pushed from now on get it, those
     /// already pushed keep theirs (p-queue reads it in `add`), and a task
     /// pushed with [`Options::timeout`] keeps its own. `None`: from now on
-    /// only such tasks have one.
+    /// only such tasks have one. A submission counts as pushed when it
+    /// was submitted: the queue takes in what its [`Submitter`]s sent
+    /// before it changes the default (without `alloc`, an attached
+    /// [`Inbox`]'s tasks that do not fit in the window yet get the default
+    /// in force when they do).
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -638,7 +642,11 @@ impl<F: IntoFuture, const N: usize, Mk: Timer, S> TaskQueue<F, N, Deadline<Mk>, 
     /// ```
     pub fn set_timeout(&self, timeout: impl Into<Option<Duration>>) {
         let timeout = timeout.into();
-        self.with(|_, state| state.timing.timeout = timeout);
+        self.with(|ring, state| {
+            // What was submitted before keeps the old default.
+            state.refill(ring);
+            state.timing.timeout = timeout;
+        });
     }
 }
 
@@ -763,7 +771,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
         TaskQueue::from_inner(Inner {
             ring,
             window,
-            state: state.convert(|t| t, |_| stop),
+            state: state.convert(|t| t, |_| stop).examining_finished(),
         })
     }
 
@@ -801,13 +809,15 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
             // The old predicate is dropped before the new one is handed
             // out: if its destructor panics, the unwinding drops the new
             // one (rust-lang/rust#47949).
-            state: state.convert(
-                |t| t,
-                |old| {
-                    drop(old);
-                    Some(is_rejection)
-                },
-            ),
+            state: state
+                .convert(
+                    |t| t,
+                    |old| {
+                        drop(old);
+                        Some(is_rejection)
+                    },
+                )
+                .examining_finished(),
         })
     }
 

@@ -236,6 +236,13 @@ impl<F: IntoFuture, T: Timing, const N: usize> Ring<F, T, N> {
         running && self.doomed != Some(index)
     }
 
+    /// Whether slot `index` holds an outcome not taken yet: an output or a
+    /// timeout.
+    pub(super) fn has_outcome(&self, index: usize) -> bool {
+        // SAFETY: as in `is_running`.
+        unsafe { matches!(*self.slots[index].get(), Slot::Finished(_) | Slot::TimedOut) }
+    }
+
     /// The output of the finished task in slot `index` (`None` for a
     /// timed-out one).
     pub(super) fn output(&self, index: usize) -> Option<&F::Output> {

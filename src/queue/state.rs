@@ -44,6 +44,9 @@ pub(super) struct State<F: IntoFuture, const N: usize, T: Timing, S> {
     pub(super) concurrency: usize,
     pub(super) order: Yield,
     pub(super) stop_when: Option<S>,
+    /// `stop_when` was installed on a queue that may hold outputs it has
+    /// not seen (finished before it): the next poll examines them first.
+    pub(super) examine_finished: bool,
     pub(super) stop: Stop,
     /// `None` was returned and nothing was pushed since.
     pub(super) exhausted: bool,
@@ -137,6 +140,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
             stop_when: None,
             stop: Stop::No,
             exhausted: false,
+            examine_finished: false,
             paused: false,
             closed: false,
             timing,
@@ -189,6 +193,13 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
 
     /// The same state with another timing and stop predicate (builders);
     /// the waiting tasks keep the new timing's default timeout.
+    /// After a predicate was installed: the next poll runs it over the
+    /// outputs that finished before (`examine_finished`).
+    pub(super) fn examining_finished(mut self) -> Self {
+        self.examine_finished = self.stop_when.is_some();
+        self
+    }
+
     pub(super) fn convert<T2: Timing, S2>(
         self,
         timing: impl FnOnce(T) -> T2,
@@ -212,6 +223,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
             concurrency: self.concurrency,
             order: self.order,
             stop_when: stop_when(self.stop_when),
+            examine_finished: self.examine_finished,
             stop: self.stop,
             exhausted: self.exhausted,
             paused: self.paused,
@@ -358,7 +370,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
     /// Moves the submissions into the window or the waiting tasks. Without
     /// `alloc`, an attached inbox's tasks are taken only while the window
     /// has room (the rest wait in the inbox).
-    fn refill(&mut self, mut ring: Pin<&mut Ring<F, T, N>>) {
+    pub(super) fn refill(&mut self, mut ring: Pin<&mut Ring<F, T, N>>) {
         if self.is_stopped() {
             return; // `enforce_stop` drops them
         }
@@ -422,6 +434,62 @@ where
     T: Timing,
     S: FnMut(&F::Output) -> bool,
 {
+    /// Runs a predicate installed on a live queue over the outputs that
+    /// finished before it, in the order the queue yields them: the latest
+    /// (see `settle`), those waiting in `ready`, then the rest in start
+    /// order. The first rejection stops the queue as `settle` would have
+    /// (in completion order it is yielded next). The flag is cleared and
+    /// the latest marked examined first: a panicking predicate is not asked
+    /// again (as in `settle_slow`), about that output or the ones after it.
+    #[cold]
+    #[inline(never)]
+    fn examine_finished(&mut self, mut ring: Pin<&mut Ring<F, T, N>>) {
+        self.examine_finished = false;
+        if self.stop != Stop::No {
+            return;
+        }
+        let Some(is_rejection) = &mut self.stop_when else {
+            return;
+        };
+        let latest = match ring.latest() {
+            Latest::Unexamined(index) => Some(index),
+            Latest::Examined(_) | Latest::None => None,
+        };
+        if let Some(index) = latest {
+            // Before the predicate runs (see `settle_slow`).
+            ring.as_mut().examined(index);
+        }
+        #[cfg(feature = "alloc")]
+        let ready = &self.ready;
+        #[cfg(not(feature = "alloc"))]
+        let ready: &[usize] = &[];
+        let in_start_order = (0..ring.started()).map(|offset| ring.index(offset));
+        let order: &mut dyn Iterator<Item = usize> = match self.order {
+            Yield::InCompletionOrder => &mut latest.into_iter().chain(ready.iter().copied()).chain(
+                in_start_order
+                    .clone()
+                    .filter(|index| Some(*index) != latest && !ready.contains(index)),
+            ),
+            Yield::InSubmissionOrder => &mut in_start_order.clone(),
+        };
+        let mut rejection = None;
+        for index in order {
+            if ring.has_outcome(index) && ring.output(index).is_none_or(&mut *is_rejection) {
+                rejection = Some(index);
+                break;
+            }
+        }
+        if let Some(index) = rejection {
+            self.stop = Stop::At(index);
+            if self.order == Yield::InCompletionOrder {
+                // Yielded next; `enforce_stop` drops the others.
+                #[cfg(feature = "alloc")]
+                self.ready.clear();
+                ring.as_mut().examined(index);
+            }
+        }
+    }
+
     /// Handles the outcome of the task that finished last, if it still
     /// needs it: `stop_when` looks at it (once; a timeout is a rejection
     /// when stopping), then, in completion order, returns its slot, to be
@@ -746,6 +814,9 @@ where
         // 0. Finish what a panic interrupted: drop a future whose poll
         // panicked, settle an output, go on with a stop.
         ring.as_mut().bury();
+        if self.examine_finished {
+            self.examine_finished(ring.as_mut());
+        }
         if let Some(index) = self.settle(ring.as_mut()) {
             return Poll::Ready(Some(self.take(ring, index)));
         }
@@ -754,10 +825,11 @@ where
         if let Some(index) = self.ready.pop_front() {
             return Poll::Ready(Some(self.take(ring, index)));
         }
-        if self.order == Yield::InSubmissionOrder {
-            if let Some(out) = self.take_oldest(ring.as_mut()) {
-                return Poll::Ready(Some(out));
-            }
+        // In completion order too: a result that waited for its turn when
+        // the queue was switched to that order (`order` on a live queue) is
+        // not in `ready`; nothing else is left for this to find.
+        if let Some(out) = self.take_oldest(ring.as_mut()) {
+            return Poll::Ready(Some(out));
         }
 
         // Register first, then look (see `wake_set` and `Inbox::is_open`).
@@ -790,11 +862,12 @@ where
             }
         }
 
-        // 3. In start order, the oldest result if it is there.
-        if self.order == Yield::InSubmissionOrder {
-            if let Some(out) = self.take_oldest(ring.as_mut()) {
-                return Poll::Ready(Some(out));
-            }
+        // 3. In start order, the oldest result if it is there (in
+        // completion order, one left from submission order, as in 0.).
+        #[cfg(feature = "alloc")]
+        debug_assert!(self.ready.is_empty());
+        if let Some(out) = self.take_oldest(ring.as_mut()) {
+            return Poll::Ready(Some(out));
         }
 
         if ring.held() == 0 && self.waiting_len() == 0 && !open {
