@@ -725,7 +725,13 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// let _queue = TaskQueue::<core::future::Ready<u8>>::new().order(Yield::InCompletionOrder);
     /// ```
     pub fn order(mut self, order: Yield) -> Self {
-        self.state_mut().order = order;
+        let waiting = self.view(|ring, _| ring.finished() > 0);
+        let state = self.state_mut();
+        // On a live queue, results that wait for their turn (submission
+        // order) still come out, oldest first.
+        state.yield_oldest =
+            order == Yield::InSubmissionOrder || (state.yield_oldest && waiting);
+        state.order = order;
         self
     }
 

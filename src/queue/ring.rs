@@ -213,6 +213,11 @@ impl<F: IntoFuture, T: Timing, const N: usize> Ring<F, T, N> {
         self.running
     }
 
+    /// Outcomes not taken yet.
+    pub(super) fn finished(&self) -> usize {
+        self.finished
+    }
+
     /// Number of started entries (the first `started` offsets).
     #[cfg_attr(feature = "alloc", allow(dead_code))]
     pub(super) fn started(&self) -> usize {

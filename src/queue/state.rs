@@ -32,6 +32,11 @@ use crate::wake_set::WakeBits;
 pub(super) enum Stop {
     /// Not stopped.
     No,
+    /// Not stopped, but a predicate installed on a live queue has not seen
+    /// the outputs that finished before it: the next `settle` examines
+    /// them first (`examine_finished`). Not `No`, so that check stays the
+    /// only one on the fast path.
+    Examine,
     /// Stopped on the rejection in slot `.0`, not yielded yet: nothing
     /// after it is kept (in completion order, nothing else at all).
     At(usize),
@@ -44,9 +49,11 @@ pub(super) struct State<F: IntoFuture, const N: usize, T: Timing, S> {
     pub(super) concurrency: usize,
     pub(super) order: Yield,
     pub(super) stop_when: Option<S>,
-    /// `stop_when` was installed on a queue that may hold outputs it has
-    /// not seen (finished before it): the next poll examines them first.
-    pub(super) examine_finished: bool,
+    /// Whether a poll takes the oldest result if it is there: in
+    /// submission order, and in completion order after a switch from
+    /// submission order (`order` on a live queue) until no result that
+    /// waited for its turn is left.
+    pub(super) yield_oldest: bool,
     pub(super) stop: Stop,
     /// `None` was returned and nothing was pushed since.
     pub(super) exhausted: bool,
@@ -140,7 +147,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
             stop_when: None,
             stop: Stop::No,
             exhausted: false,
-            examine_finished: false,
+            yield_oldest: true,
             paused: false,
             closed: false,
             timing,
@@ -165,7 +172,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
     }
 
     pub(super) fn is_stopped(&self) -> bool {
-        self.stop != Stop::No
+        matches!(self.stop, Stop::At(_) | Stop::Done)
     }
 
     /// Whether a submitter or the attached inbox holds submissions the
@@ -196,7 +203,9 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
     /// After a predicate was installed: the next poll runs it over the
     /// outputs that finished before (`examine_finished`).
     pub(super) fn examining_finished(mut self) -> Self {
-        self.examine_finished = self.stop_when.is_some();
+        if self.stop_when.is_some() && self.stop == Stop::No {
+            self.stop = Stop::Examine;
+        }
         self
     }
 
@@ -223,7 +232,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
             concurrency: self.concurrency,
             order: self.order,
             stop_when: stop_when(self.stop_when),
-            examine_finished: self.examine_finished,
+            yield_oldest: self.yield_oldest,
             stop: self.stop,
             exhausted: self.exhausted,
             paused: self.paused,
@@ -434,20 +443,18 @@ where
     T: Timing,
     S: FnMut(&F::Output) -> bool,
 {
-    /// Runs a predicate installed on a live queue over the outputs that
-    /// finished before it, in the order the queue yields them: the latest
-    /// (see `settle`), those waiting in `ready`, then the rest in start
-    /// order. The first rejection stops the queue as `settle` would have
-    /// (in completion order it is yielded next). The flag is cleared and
-    /// the latest marked examined first: a panicking predicate is not asked
-    /// again (as in `settle_slow`), about that output or the ones after it.
+    /// [`Stop::Examine`]: runs a predicate installed on a live queue over
+    /// the outputs that finished before it, in the order the queue yields
+    /// them: the latest (see `settle`), those waiting in `ready`, then the
+    /// rest in start order. The first rejection stops the queue as `settle`
+    /// would have (in completion order it is yielded next). `Examine` is
+    /// cleared and the latest marked examined first: a panicking predicate
+    /// is not asked again (as in `settle_slow`), about that output or the
+    /// ones after it.
     #[cold]
     #[inline(never)]
     fn examine_finished(&mut self, mut ring: Pin<&mut Ring<F, T, N>>) {
-        self.examine_finished = false;
-        if self.stop != Stop::No {
-            return;
-        }
+        self.stop = Stop::No;
         let Some(is_rejection) = &mut self.stop_when else {
             return;
         };
@@ -517,6 +524,9 @@ where
     /// [`Self::settle`] with a predicate to run or a stop to enforce.
     #[inline(never)]
     fn settle_slow(&mut self, mut ring: Pin<&mut Ring<F, T, N>>) -> Option<usize> {
+        if self.stop == Stop::Examine {
+            self.examine_finished(ring.as_mut());
+        }
         if let Latest::Unexamined(index) = ring.latest() {
             // Examined first: a panicking `stop_when` is not asked again,
             // and the output counts as no rejection.
@@ -545,7 +555,7 @@ where
     /// yielded, everything). Each is taken out before it is dropped, so
     /// after a panicking destructor the next call goes on.
     fn enforce_stop(&mut self, ring: Pin<&mut Ring<F, T, N>>) {
-        if self.stop == Stop::No {
+        if !self.is_stopped() {
             return;
         }
         #[cfg(feature = "alloc")]
@@ -567,7 +577,7 @@ where
             }
         }
         match (self.stop, self.order) {
-            (Stop::No, _) => {}
+            (Stop::No | Stop::Examine, _) => {}
             (Stop::At(index), Yield::InSubmissionOrder) => ring.truncate_after(index),
             (Stop::At(index), Yield::InCompletionOrder) => ring.retain_only(index),
             (Stop::Done, _) => ring.clear(),
@@ -814,9 +824,6 @@ where
         // 0. Finish what a panic interrupted: drop a future whose poll
         // panicked, settle an output, go on with a stop.
         ring.as_mut().bury();
-        if self.examine_finished {
-            self.examine_finished(ring.as_mut());
-        }
         if let Some(index) = self.settle(ring.as_mut()) {
             return Poll::Ready(Some(self.take(ring, index)));
         }
@@ -825,11 +832,10 @@ where
         if let Some(index) = self.ready.pop_front() {
             return Poll::Ready(Some(self.take(ring, index)));
         }
-        // In completion order too: a result that waited for its turn when
-        // the queue was switched to that order (`order` on a live queue) is
-        // not in `ready`; nothing else is left for this to find.
-        if let Some(out) = self.take_oldest(ring.as_mut()) {
-            return Poll::Ready(Some(out));
+        if self.yield_oldest {
+            if let Some(out) = self.take_oldest(ring.as_mut()) {
+                return Poll::Ready(Some(out));
+            }
         }
 
         // Register first, then look (see `wake_set` and `Inbox::is_open`).
@@ -862,12 +868,16 @@ where
             }
         }
 
-        // 3. In start order, the oldest result if it is there (in
-        // completion order, one left from submission order, as in 0.).
-        #[cfg(feature = "alloc")]
-        debug_assert!(self.ready.is_empty());
-        if let Some(out) = self.take_oldest(ring.as_mut()) {
-            return Poll::Ready(Some(out));
+        // 3. In start order, the oldest result if it is there.
+        if self.yield_oldest {
+            if let Some(out) = self.take_oldest(ring.as_mut()) {
+                return Poll::Ready(Some(out));
+            }
+            // In completion order every result left is taken by now
+            // (`ready` is empty here): none waits for its turn any more.
+            if self.order == Yield::InCompletionOrder && ring.finished() == 0 {
+                self.yield_oldest = false;
+            }
         }
 
         if ring.held() == 0 && self.waiting_len() == 0 && !open {
