@@ -14,10 +14,11 @@
 //! destructor — one link and nested chains of 1, 2, 8 and 64 links, on
 //! both sides of the inline/out-of-line threshold.
 //!
-//! Not expressible here (it does not compile): the `Drop` impl added to
-//! `Linked<P, H, F>` has no `#[may_dangle]`, so dropck now requires a
-//! handler's borrows to outlive the promise; see `mod dropck` below (built
-//! only with `RUSTFLAGS='--cfg review_chain_dropck'`).
+//! Found: the `Drop` impl 8c9f2542 added to `Linked<P, H, F>` (no
+//! `#[may_dangle]` on stable) made dropck require a handler's borrows to
+//! outlive the promise, so code that compiled before failed with E0597.
+//! The impl was removed; `mod dropck` below now compiles, and would not
+//! with such an impl back.
 
 mod support;
 
@@ -1668,29 +1669,37 @@ fn a_forgotten_chain_drops_nothing_and_the_thread_goes_on() {
 
 // ----------------------------------------------------------------- dropck
 
-/// Found (compile-time regression, not UB): `impl<P, H, F> Drop for
-/// Linked<P, H, F>` has no `#[may_dangle]`, so dropck now requires every
-/// type parameter — the handler closure and its borrows included — to
-/// strictly outlive the promise. This compiled before 8c9f2542 (no type in
-/// a combinator had a `Drop` impl generic over the handler) and is now
-/// E0597 "`s` does not live long enough ... borrow might be used here, when
-/// `p` is dropped and runs the destructor". Built only with
-/// `RUSTFLAGS='--cfg review_chain_dropck'` (it does not compile at
-/// 8c9f2542).
-#[allow(unexpected_cfgs)]
+/// Found (a compile-time regression, not UB): with a `Drop` impl on
+/// `Linked<P, H, F>` (8c9f2542; `#[may_dangle]` is not stable), dropck
+/// required every type parameter — the handler closure and its borrows —
+/// to strictly outlive the promise: this was E0597 "`s` does not live long
+/// enough ... when `p` is dropped and runs the destructor". It compiled
+/// before, and does again (`futures`' combinators allow it too): if this
+/// file fails to build, a combinator type gained a `Drop` impl.
 mod dropck {
-    #[allow(unused_imports)]
-    use super::*;
+    use deferral::{DeferredPromise, PromiseExt};
 
-    #[cfg(review_chain_dropck)]
     #[test]
-    #[ignore = "BUG: does not compile since 8c9f2542 (E0597): Linked's Drop impl has no may_dangle"]
-    fn dropck_regression_a_handler_borrowing_a_later_local() {
-        let p;
+    fn a_handler_may_borrow_a_local_declared_after_the_promise() {
+        let (mut then, mut catch, mut both, mut finally);
         let s = String::from("ab");
-        p = deferral::DeferredPromise::<u8, ()>::resolved(1)
+        then = DeferredPromise::<u8, ()>::resolved(1)
             .deferred_then(|v| Ok::<u8, ()>(v + s.len() as u8));
-        let _ = &p;
+        catch = DeferredPromise::<u8, ()>::rejected(())
+            .deferred_catch(|()| Ok::<u8, ()>(s.len() as u8));
+        both = DeferredPromise::<u8, ()>::resolved(1).deferred_then_catch(
+            |v| Ok::<u8, ()>(v + s.len() as u8),
+            |()| Ok::<u8, ()>(s.len() as u8),
+        );
+        finally = DeferredPromise::<u8, ()>::resolved(1).deferred_finally(|| {
+            let _ = s.len();
+        });
+        // By reference: each promise is still there when `s` is dropped
+        // (declared after them), and dropped after it.
+        assert_eq!(futures::executor::block_on(&mut then), Ok(3));
+        assert_eq!(futures::executor::block_on(&mut catch), Ok(2));
+        assert_eq!(futures::executor::block_on(&mut both), Ok(3));
+        assert_eq!(futures::executor::block_on(&mut finally), Ok(1));
     }
 }
 

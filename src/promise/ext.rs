@@ -11,7 +11,6 @@
 //! length without recursion.
 
 use core::future::{Future, Ready, ready};
-use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
@@ -284,48 +283,19 @@ enum Chain<P, H, F> {
 /// A combinator: its chain, and the context its handler and reaction run
 /// in (the one current when it was made).
 struct Linked<P, H, F> {
-    /// Structurally pinned (see `poll_with`); dropped in place by `Drop`.
-    chain: ManuallyDrop<Chain<P, H, F>>,
+    /// Structurally pinned (see `poll_with`). No `Drop` impl here or in
+    /// `Chain`: one would make dropck require a handler's borrows to
+    /// outlive the promise (`tests/review_chain_drop.rs`, `dropck`), which
+    /// `futures`' combinators do not.
+    chain: Chain<P, H, F>,
     context: Captured,
-}
-
-impl<P, H, F> Drop for Linked<P, H, F> {
-    /// A settled link's chain is `Empty`, and a link's source is dropped as
-    /// it settles (`take_handler`): one inline test per link. Were the
-    /// chain a plain field, a link's drop glue would hold its source's, and
-    /// so every link's below it (with `std` each has a `context` to drop):
-    /// too big to inline, one call per link as a chain settles (64 links:
-    /// 2514 → 2044 instructions). A small chain's glue stays inline: the
-    /// out-of-line call takes the chain's address, which keeps a one-link
-    /// promise in memory instead of registers (29 → 57 instructions).
-    #[inline(always)]
-    fn drop(&mut self) {
-        if !matches!(*self.chain, Chain::Empty) {
-            if size_of::<Chain<P, H, F>>() > 4 * size_of::<usize>() {
-                drop_chain(&mut self.chain);
-            } else {
-                // SAFETY: once, here; in place (it may be pinned); the
-                // chain is not touched again.
-                unsafe { ManuallyDrop::drop(&mut self.chain) }
-            }
-        }
-    }
-}
-
-/// A link dropped before it settled: its source or reaction, in place.
-#[cold]
-#[inline(never)]
-fn drop_chain<P, H, F>(chain: &mut ManuallyDrop<Chain<P, H, F>>) {
-    // SAFETY: called once, from `Linked`'s `Drop`; the chain is dropped in
-    // place (never moved: it may be pinned) and not touched again.
-    unsafe { ManuallyDrop::drop(chain) }
 }
 
 impl<P, H, F> Linked<P, H, F> {
     #[inline(always)]
     fn new(source: P, handler: H) -> Self {
         Linked {
-            chain: ManuallyDrop::new(Chain::First { source, handler }),
+            chain: Chain::First { source, handler },
             context: Captured::capture(),
         }
     }
@@ -348,12 +318,12 @@ impl<P, H, F> Linked<P, H, F> {
         // handler and drops the source in place; the only other `&mut`
         // path, `HasSource::source_mut` for an erased chain's `take_child`,
         // moves just the source's erased node handle — a pointer — out of
-        // an unpinned field; `Drop` drops it in place; not `repr(packed)`),
+        // an unpinned field; no `Drop`; not `repr(packed)`),
         // and the combinators are `Unpin` only if `P` and `F` are.
         // `context` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
-        let chain = unsafe { Pin::new_unchecked(&mut *this.chain) };
+        let chain = unsafe { Pin::new_unchecked(&mut this.chain) };
         // Inline when no context is captured or current (the slow path is a
         // guard taken out of line, not a call taking this closure), so that
         // a chain's links inline into each other.
@@ -397,7 +367,8 @@ impl<P, H, F> Linked<P, H, F> {
 /// dropped in place, the chain `Empty` (also if that drop panics; the
 /// handler is then dropped by the unwinding). What pin-project's
 /// `project_replace` does, but its drop guard was a call per link (64
-/// links: 2959 → 2514 instructions).
+/// links: 2959 → 2520 instructions; without `std` 719 → 13, the whole
+/// chain folded).
 #[inline(always)]
 fn take_handler<P, H, F>(chain: Pin<&mut Chain<P, H, F>>) -> H {
     /// Writes `Empty` over a chain whose fields were moved out or dropped.
@@ -753,7 +724,7 @@ mod erased_chain {
     impl<P, H, F> HasSource for Linked<P, H, F> {
         type Source = P;
         fn source_mut(&mut self) -> Option<&mut P> {
-            match &mut *self.chain {
+            match &mut self.chain {
                 Chain::First { source, .. } => Some(source),
                 _ => None,
             }
