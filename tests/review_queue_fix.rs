@@ -1,0 +1,604 @@
+//! Hostile review of the live-queue fixes (d914be7e, 183af6ae):
+//! `set_timeout` taking in the submissions first, `order(..)` on a live
+//! queue (`yield_oldest`), and `stop_when(..)` / `on_rejection(Stop)` on a
+//! live queue (`Stop::Examine`, `examine_finished`).
+//!
+//! Every test here can fail; the ones that expose a bug are ignored with a
+//! `BUG:` reason and a minimal reproducer in their doc comment:
+//!
+//! - after `order(InCompletionOrder)` on a live queue, a result that waited
+//!   for its turn is stuck behind an older running task (`yield_oldest`
+//!   takes the oldest entry only);
+//! - a later rejection in completion order drops such waiting results;
+//! - `examine_finished` in completion order stops at the first rejection
+//!   in yield order and drops the accepted results ahead of it (batched
+//!   in `ready`, or waiting after a switch);
+//! - `examine_finished` in submission order (after a switch from a batched
+//!   completion-order queue) truncates slots still listed in `ready`: the
+//!   next poll panics "a finished slot".
+//!
+//! No Miri report (Stacked and Tree Borrows), the bug tests included.
+
+mod support;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, Once};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use deferral::TaskQueue;
+use deferral::queue::{OnRejection, TimedOut, Yield};
+use futures::Stream;
+use futures::future::Either;
+use support::Gate;
+use support::drops::DropCounter;
+
+const INJECTED: &str = "injected panic";
+
+fn quiet_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !msg.starts_with(INJECTED) && !msg.starts_with("PanicOnDrop") {
+                default(info);
+            }
+        }));
+    });
+}
+
+type Boxed = Pin<Box<dyn Future<Output = u32>>>;
+
+fn gated(gate: &Gate, n: u32) -> Boxed {
+    let wait = gate.wait();
+    Box::pin(async move {
+        wait.await;
+        n
+    })
+}
+
+fn now(n: u32) -> Boxed {
+    Box::pin(async move { n })
+}
+
+fn poll<S: Stream + Unpin>(s: &mut S) -> Poll<Option<S::Item>> {
+    Pin::new(s).poll_next(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Polls up to `polls` times; the items and whether the stream ended.
+fn drain<S: Stream + Unpin>(s: &mut S, polls: usize) -> (Vec<S::Item>, bool) {
+    let mut out = Vec::new();
+    for _ in 0..polls {
+        match poll(s) {
+            Poll::Ready(Some(x)) => out.push(x),
+            Poll::Ready(None) => return (out, true),
+            Poll::Pending => {}
+        }
+    }
+    (out, false)
+}
+
+/// A submission-order queue (concurrency 3) where 0 runs behind `gate`
+/// and 1 and 2 finished and wait for their turn.
+fn waiting_behind(gate: &Gate) -> TaskQueue<Boxed> {
+    let mut queue = TaskQueue::<Boxed>::new().concurrency(3);
+    queue.push(gated(gate, 0)).unwrap();
+    queue.push(now(1)).unwrap();
+    queue.push(now(2)).unwrap();
+    assert!(poll(&mut queue).is_pending());
+    assert_eq!((queue.running(), queue.len()), (1, 3));
+    queue
+}
+
+/// A completion-order queue (concurrency 3) whose last poll finished 0, 1
+/// and 2 in one pass: 0 was yielded, 1 and 2 wait (batched in `ready` with
+/// `alloc`; unpolled since without).
+fn batched() -> TaskQueue<Boxed> {
+    let mut queue = TaskQueue::<Boxed>::new()
+        .concurrency(3)
+        .order(Yield::InCompletionOrder);
+    let gates: Vec<Gate> = (0..3).map(|_| Gate::new()).collect();
+    for (n, gate) in gates.iter().enumerate() {
+        queue.push(gated(gate, n as u32)).unwrap();
+    }
+    assert!(poll(&mut queue).is_pending());
+    for gate in &gates {
+        gate.open();
+    }
+    assert!(matches!(poll(&mut queue), Poll::Ready(Some(0))));
+    queue
+}
+
+// ------------------------------------------------- order on a live queue
+
+/// BUG reproducer: submission order, concurrency 2; push 0 (pending until
+/// a gate opens) and 1 (ready); poll (pending: 1 waits for 0); then
+/// `.order(Yield::InCompletionOrder)` and poll again: 1 never comes out
+/// while 0 runs. Broken: "each result comes out as soon as its task
+/// finishes" (completion order) — `yield_oldest` only takes the *oldest*
+/// entry, so a finished result behind a running one is stuck; if the
+/// older task never ends the stream is pending for ever with a result in
+/// hand.
+#[test]
+#[ignore = "BUG: after order(InCompletionOrder) on a live queue, a result that waited for its turn stays stuck behind an older running task"]
+fn completion_order_after_a_switch_yields_a_waiting_result_while_an_older_task_runs() {
+    let gate = Gate::new();
+    let queue = waiting_behind(&gate);
+    let mut queue = queue.order(Yield::InCompletionOrder);
+    let (mut out, ended) = drain(&mut queue, 10);
+    out.sort_unstable();
+    assert!(!ended);
+    assert_eq!(out, [1, 2], "finished results, older task still running");
+    gate.open();
+    let (rest, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(rest, [0]);
+}
+
+/// BUG reproducer: `TaskQueue::<Boxed>::new().concurrency(3)
+/// .stop_when(|n| *n == 2)`; push 0 (gated, never opened), 1 (ready), 2
+/// (gated); poll (pending: 1 waits for 0); `.order(InCompletionOrder)`;
+/// open 2's gate; drain: the stream yields `[2]` and ends — 1, accepted
+/// by the predicate and finished before the rejection, is dropped
+/// unyielded. Broken: no result lost; in completion order the outputs
+/// that finished before the rejection come out before it (as they do on a
+/// queue that was in completion order all along).
+#[test]
+#[ignore = "BUG: a rejection after a switch to completion order drops the accepted results that finished before it and waited for their turn"]
+fn a_rejection_after_a_switch_to_completion_order_keeps_the_results_that_finished_before_it() {
+    let (held, two) = (Gate::new(), Gate::new());
+    let mut queue = TaskQueue::<Boxed>::new()
+        .concurrency(3)
+        .stop_when(|n: &u32| *n == 2);
+    queue.push(gated(&held, 0)).unwrap();
+    queue.push(now(1)).unwrap();
+    queue.push(gated(&two, 2)).unwrap();
+    assert!(poll(&mut queue).is_pending());
+    let mut queue = queue.order(Yield::InCompletionOrder);
+    two.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out, [1, 2], "1 finished (accepted) before the rejection 2");
+}
+
+/// Flipped back and forth on a live queue while results wait for their
+/// turn: every result comes out exactly once and the stream ends.
+#[test]
+fn order_flipped_back_and_forth_with_results_waiting_loses_nothing() {
+    let gate = Gate::new();
+    let mut queue = waiting_behind(&gate);
+    let mut out: Vec<u32> = Vec::new();
+    for order in [
+        Yield::InCompletionOrder,
+        Yield::InSubmissionOrder,
+        Yield::InCompletionOrder,
+        Yield::InSubmissionOrder,
+        Yield::InCompletionOrder,
+    ] {
+        queue = queue.order(order);
+        if let Poll::Ready(item) = poll(&mut queue) {
+            out.push(item.expect("not ended: 0 runs"));
+        }
+    }
+    assert!(!out.contains(&0));
+    queue.push(now(3)).unwrap();
+    gate.open();
+    let (rest, ended) = drain(&mut queue, 20);
+    assert!(ended, "left {}", queue.len());
+    out.extend(rest);
+    let mut sorted = out.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [0, 1, 2, 3], "lost or duplicated: {out:?}");
+    assert!(queue.is_empty());
+}
+
+/// The same from a batched completion-order queue: submission, completion,
+/// submission — 1 and 2 come out once each, nothing else.
+#[test]
+fn order_flipped_on_a_batched_queue_loses_nothing() {
+    let mut queue = batched();
+    for order in [
+        Yield::InSubmissionOrder,
+        Yield::InCompletionOrder,
+        Yield::InSubmissionOrder,
+    ] {
+        queue = queue.order(order);
+    }
+    let (mut out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    out.sort_unstable();
+    assert_eq!(out, [1, 2]);
+    assert!(queue.is_empty());
+}
+
+// ---------------------------------------------- stop_when on a live queue
+
+/// BUG reproducer (`alloc`): a completion-order queue, concurrency 3,
+/// tasks 0, 1, 2 behind gates opened together; the poll yields 0 and
+/// batches 1 and 2 in `ready`; `.stop_when(|n| *n == 2)`; drain: `[2]`.
+/// `examine_finished` stops at the first rejection in yield order (2,
+/// after 1 in `ready`) and clears `ready`: 1 — accepted by the predicate,
+/// ahead of the rejection in yield order — is dropped unyielded. Broken:
+/// no result lost (with the predicate installed from the start the
+/// stream is `[0, 1, 2]`; here `[0, 1, 2]` is expected likewise).
+#[test]
+#[cfg_attr(
+    feature = "alloc",
+    ignore = "BUG: stop_when on a live batched completion-order queue drops the accepted results batched before the rejection"
+)]
+fn a_predicate_added_to_a_batched_queue_keeps_the_accepted_results_before_the_rejection() {
+    let queue = batched();
+    let mut queue = queue.stop_when(|n: &u32| *n == 2);
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert!(queue.is_stopped());
+    assert_eq!(out, [1, 2], "1 is accepted and comes before the rejection");
+}
+
+/// BUG reproducer (every feature set): submission order, concurrency 3;
+/// push 0 (gated), 1 and 2 (ready); poll (pending: 1 and 2 wait for 0);
+/// `.order(Yield::InCompletionOrder).stop_when(|n| *n == 2)`; open 0's
+/// gate; drain: `[2]`. `examine_finished` walks 1 (accepted) then 2
+/// (rejection) and stops at 2 with `retain_only`, dropping 1 — and the
+/// still running 0 — unyielded. Broken: no accepted result that is ahead
+/// of the rejection in yield order is lost (expected `[1, 2]`: the
+/// rejection ends a completion-order stream).
+#[test]
+#[ignore = "BUG: stop_when after a switch to completion order drops the accepted waiting results examined before the rejection"]
+fn a_predicate_added_after_a_switch_keeps_the_accepted_results_before_the_rejection() {
+    let gate = Gate::new();
+    let queue = waiting_behind(&gate);
+    let mut queue = queue
+        .order(Yield::InCompletionOrder)
+        .stop_when(|n: &u32| *n == 2);
+    gate.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert!(queue.is_stopped());
+    assert_eq!(out, [1, 2], "1 is accepted and comes before the rejection");
+}
+
+/// BUG reproducer (`alloc`): the batched queue above (0 yielded, 1 and 2
+/// in `ready`), then `.order(Yield::InSubmissionOrder).stop_when(|n| *n ==
+/// 1)`; poll: 1; poll again: panic "a finished slot". `examine_finished`
+/// stops at 1 in start order and clears `ready` only in completion order:
+/// the stop truncates slot 2, whose index stays in `ready`, and the next
+/// poll pops it and `take`s a vacant slot. Broken: a poll never panics
+/// on the queue's own state; `ready` holds finished slots only.
+#[test]
+#[cfg_attr(
+    feature = "alloc",
+    ignore = "BUG: a stop found by examine_finished in submission order leaves stale indices in ready: the next poll panics 'a finished slot'"
+)]
+fn a_stop_after_a_switch_from_a_batched_queue_leaves_no_stale_ready_index() {
+    let queue = batched();
+    let mut queue = queue
+        .order(Yield::InSubmissionOrder)
+        .stop_when(|n: &u32| *n == 1);
+    let drained = catch_unwind(AssertUnwindSafe(|| drain(&mut queue, 10)));
+    let (out, ended) = drained.expect("no poll panics");
+    assert!(ended);
+    assert_eq!(out, [1], "the rejection, nothing after it");
+    assert!(queue.is_stopped());
+    assert!(queue.is_empty());
+}
+
+/// Until the next poll, `Stop::Examine` is not a stop: pushes are taken,
+/// submitters open, `is_stopped` false, `len` counts everything; that
+/// poll stops the queue, drops what came after the rejection once, and
+/// closes the submitters.
+#[test]
+fn a_pending_examination_is_not_a_stop_until_the_next_poll() {
+    let gate = Gate::new();
+    let drops = DropCounter::new();
+    let queue = waiting_behind(&gate);
+    let mut queue = queue.stop_when(|n: &u32| *n == 1);
+    assert!(!queue.is_stopped());
+    let tracked = drops.tracked();
+    queue
+        .push(Box::pin(async move {
+            let _t = tracked;
+            3
+        }))
+        .unwrap();
+    #[cfg(feature = "alloc")]
+    let submitter = queue.submitter();
+    #[cfg(feature = "alloc")]
+    {
+        let tracked = drops.tracked();
+        submitter
+            .submit(Box::pin(async move {
+                let _t = tracked;
+                4
+            }))
+            .unwrap();
+    }
+    assert_eq!(queue.len(), 4);
+    assert!(!queue.is_stopped());
+    assert!(poll(&mut queue).is_pending());
+    assert!(queue.is_stopped(), "1 finished before the predicate");
+    let expected = if cfg!(feature = "alloc") { 2 } else { 1 };
+    assert_eq!(drops.get(), expected, "3 (and 4) dropped unstarted");
+    assert!(queue.push(now(5)).is_err(), "a stopped queue takes nothing");
+    #[cfg(feature = "alloc")]
+    assert!(submitter.submit(now(6)).is_err(), "submissions closed");
+    gate.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out, [0, 1]);
+    assert_eq!(drops.get(), expected, "dropped once");
+}
+
+/// A predicate that panics inside `examine_finished` is asked about each
+/// output at most once; the queue stays consistent and yields the rest.
+#[test]
+fn a_panicking_predicate_in_the_examination_is_not_asked_again() {
+    quiet_panics();
+    let gate = Gate::new();
+    let asked = Rc::new(RefCell::new(Vec::new()));
+    let log = asked.clone();
+    let queue = waiting_behind(&gate);
+    let mut queue = queue.stop_when(move |n: &u32| {
+        log.borrow_mut().push(*n);
+        if *n == 1 {
+            panic!("{INJECTED}");
+        }
+        false
+    });
+    let first = catch_unwind(AssertUnwindSafe(|| poll(&mut queue)));
+    assert!(first.is_err(), "the predicate panicked");
+    assert!(!queue.is_stopped());
+    gate.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out, [0, 1, 2]);
+    let mut asked = asked.borrow().clone();
+    asked.sort_unstable();
+    let mut once = asked.clone();
+    once.dedup();
+    assert_eq!(asked, once, "asked twice about one output");
+    assert!(asked.contains(&1));
+}
+
+/// Two predicates installed, the second replacing the first, before any
+/// poll: only the second one counts.
+#[test]
+fn a_replaced_predicate_is_not_the_one_examining() {
+    let gate = Gate::new();
+    let queue = waiting_behind(&gate);
+    let mut queue = queue
+        .stop_when(|n: &u32| *n == 1)
+        .stop_when(|n: &u32| *n == 2);
+    queue.push(now(3)).unwrap();
+    gate.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out, [0, 1, 2], "stops at 2, not 1");
+    assert!(queue.is_stopped());
+}
+
+type Fallible = Pin<Box<dyn Future<Output = Result<u32, u32>>>>;
+
+/// `stop_when`, then `on_rejection(KeepGoing)` before any poll: the
+/// pending examination must not stop the queue or lose anything.
+#[test]
+fn a_predicate_removed_before_the_next_poll_stops_nothing() {
+    let gate = Gate::new();
+    let mut queue = TaskQueue::<Fallible>::new().concurrency(3);
+    let wait = gate.wait();
+    queue
+        .push(Box::pin(async move {
+            wait.await;
+            Ok(0)
+        }))
+        .unwrap();
+    queue.push(Box::pin(async { Err(1) })).unwrap();
+    queue.push(Box::pin(async { Ok(2) })).unwrap();
+    assert!(poll(&mut queue).is_pending());
+    let mut queue = queue
+        .on_rejection(OnRejection::Stop)
+        .stop_when(|r: &Result<u32, u32>| r.is_err())
+        .on_rejection(OnRejection::KeepGoing);
+    assert!(!queue.is_stopped());
+    queue.push(Box::pin(async { Ok(3) })).unwrap();
+    gate.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out, [Ok(0), Err(1), Ok(2), Ok(3)]);
+    assert!(!queue.is_stopped());
+}
+
+/// `on_rejection(Stop)` on a live queue: the rejection that finished
+/// before it stops the queue at the next poll (submission order).
+#[test]
+fn on_rejection_stop_on_a_live_queue_examines_the_waiting_results() {
+    let gate = Gate::new();
+    let mut queue = TaskQueue::<Fallible>::new().concurrency(3);
+    let wait = gate.wait();
+    queue
+        .push(Box::pin(async move {
+            wait.await;
+            Ok(0)
+        }))
+        .unwrap();
+    queue.push(Box::pin(async { Err(1) })).unwrap();
+    queue.push(Box::pin(async { Ok(2) })).unwrap();
+    assert!(poll(&mut queue).is_pending());
+    let mut queue = queue.on_rejection(OnRejection::Stop);
+    gate.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out, [Ok(0), Err(1)]);
+    assert!(queue.is_stopped());
+}
+
+/// `clear()`, `close()` and the queue's drop while the examination is
+/// pending: every future dropped exactly once, nothing panics.
+#[test]
+fn clear_close_and_drop_with_an_examination_pending() {
+    let drops = DropCounter::new();
+    let gate = Gate::new();
+    let mut queue = TaskQueue::<Boxed>::new().concurrency(2);
+    let mk = |n: u32, gated: bool| -> Boxed {
+        let tracked = drops.tracked();
+        let wait = gate.wait();
+        Box::pin(async move {
+            let _t = tracked;
+            if gated {
+                wait.await;
+            }
+            n
+        })
+    };
+    queue.push(mk(0, true)).unwrap();
+    queue.push(mk(1, false)).unwrap();
+    queue.push(mk(2, true)).unwrap();
+    queue.push(mk(3, false)).unwrap();
+    queue.push(mk(4, false)).unwrap();
+    assert!(poll(&mut queue).is_pending());
+    assert_eq!(drops.get(), 1, "0 and 2 run, 1 finished; 3, 4 unstarted");
+    let mut queue = queue.stop_when(|n: &u32| *n == 1);
+    queue.clear();
+    assert_eq!(drops.get(), 3, "3 and 4 dropped by clear");
+    queue.close();
+    assert!(!queue.is_stopped());
+    assert!(poll(&mut queue).is_pending(), "0 still runs");
+    assert!(queue.is_stopped());
+    assert_eq!(drops.get(), 4, "2 dropped by the stop (after 1)");
+    drop(queue);
+    assert_eq!(drops.get(), 5, "0's future dropped with the queue");
+}
+
+/// An output whose destructor may panic.
+struct Out(u32, #[allow(dead_code)] Option<support::drops::PanicOnDrop>);
+
+/// The stop `examine_finished` finds drops what comes after the rejection
+/// (submission order): a panicking output destructor among them unwinds
+/// out of that poll; the next polls go on, and each future and output is
+/// dropped exactly once.
+#[test]
+fn a_panicking_drop_after_an_examined_rejection_leaves_the_queue_consistent() {
+    quiet_panics();
+    type Outs = Pin<Box<dyn Future<Output = Out>>>;
+    let (gate, late) = (Gate::new(), Gate::new());
+    let (outputs, futures) = (DropCounter::new(), DropCounter::new());
+    let mut queue = TaskQueue::<Outs>::new().concurrency(4);
+    let wait = gate.wait();
+    queue
+        .push(Box::pin(async move {
+            wait.await;
+            Out(0, None)
+        }))
+        .unwrap();
+    queue.push(Box::pin(async { Out(1, None) })).unwrap();
+    let panicking = outputs.panicking();
+    queue
+        .push(Box::pin(async move { Out(2, Some(panicking)) }))
+        .unwrap();
+    let (wait, tracked) = (late.wait(), futures.tracked());
+    queue
+        .push(Box::pin(async move {
+            let _t = tracked;
+            wait.await;
+            Out(3, None)
+        }))
+        .unwrap();
+    assert!(poll(&mut queue).is_pending());
+    assert_eq!(queue.running(), 2);
+    let mut queue = queue.stop_when(|o: &Out| o.0 == 1);
+    let first = catch_unwind(AssertUnwindSafe(|| poll(&mut queue)));
+    assert!(first.is_err(), "2's output panicked when dropped");
+    assert!(queue.is_stopped());
+    assert_eq!((outputs.get(), futures.get()), (1, 1), "3 and 2 dropped");
+    gate.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), [0, 1]);
+    drop(out);
+    assert_eq!((outputs.get(), futures.get()), (1, 1), "dropped once");
+    assert!(queue.is_empty());
+}
+
+// --------------------------------------------------------------- timeouts
+
+/// A timeout among the examined outcomes is a rejection: the first timer
+/// (task 0's) never fires, the others are over at once, so 1 (pending)
+/// times out while it waits for 0; `stop_when(|_| false)` on the live
+/// queue stops at that timeout (never asking the predicate about it).
+#[test]
+fn a_timeout_among_the_examined_outcomes_stops_the_queue() {
+    let timers = Arc::new(AtomicUsize::new(0));
+    let made = timers.clone();
+    let gate = Gate::new();
+    let mut queue = TaskQueue::<Boxed>::new()
+        .concurrency(2)
+        .timer(move |_: Duration| {
+            if made.fetch_add(1, SeqCst) == 0 {
+                Either::Left(std::future::pending::<()>())
+            } else {
+                Either::Right(std::future::ready(()))
+            }
+        })
+        .timeout(Duration::from_millis(10));
+    queue.push(gated(&gate, 0)).unwrap();
+    queue.push(Box::pin(std::future::pending())).unwrap();
+    assert!(poll(&mut queue).is_pending());
+    assert_eq!(timers.load(SeqCst), 2);
+    let asked = Rc::new(RefCell::new(Vec::new()));
+    let log = asked.clone();
+    let mut queue = queue.stop_when(move |n: &u32| {
+        log.borrow_mut().push(*n);
+        false
+    });
+    queue.push(now(2)).unwrap();
+    gate.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out, [Ok(0), Err(TimedOut)]);
+    assert!(queue.is_stopped());
+    assert_eq!(*asked.borrow(), [0], "the timeout needs no predicate");
+}
+
+/// `set_timeout` with an attached static inbox: a task taken into the
+/// window keeps the default in force when it was taken; without `alloc`,
+/// the ones that did not fit get the default in force when they do.
+#[test]
+fn set_timeout_with_an_attached_inbox_and_a_full_window() {
+    type Sent = Pin<Box<dyn Future<Output = u32> + Send>>;
+    static INBOX: deferral::queue::Inbox<Sent, 4> = deferral::queue::Inbox::new();
+    let limits = Arc::new(Mutex::new(Vec::new()));
+    let log = limits.clone();
+    let mut queue = TaskQueue::<Sent>::with_capacity::<2>()
+        .concurrency(1)
+        .timer(move |d: Duration| {
+            log.lock().unwrap().push(d.as_millis() as u64);
+            std::future::ready(())
+        })
+        .timeout(Duration::from_millis(10));
+    queue.attach(&INBOX).unwrap();
+    for n in 0..4 {
+        INBOX.submit(Box::pin(async move { n })).unwrap();
+    }
+    queue.set_timeout(Duration::from_millis(20));
+    INBOX.close();
+    let (out, ended) = drain(&mut queue, 20);
+    assert!(ended);
+    assert_eq!(out, [Ok(0), Ok(1), Ok(2), Ok(3)]);
+    let limits = limits.lock().unwrap().clone();
+    if cfg!(feature = "alloc") {
+        assert_eq!(limits, [10, 10, 10, 10], "all submitted before");
+    } else {
+        assert_eq!(limits, [10, 10, 20, 20], "2 fit in the window");
+    }
+}
