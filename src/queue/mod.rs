@@ -719,6 +719,11 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     /// Chooses the order of the results (default
     /// [`Yield::InSubmissionOrder`]).
     ///
+    /// On a queue that already holds results not yet yielded (one that was
+    /// polled, then moved: an `Unpin` queue), those come out in the order
+    /// they wait in, and the new order applies from the first poll that
+    /// finds none waiting: the switch never loses or holds back a result.
+    ///
     /// ```
     /// use deferral::TaskQueue;
     /// use deferral::queue::Yield;
@@ -727,11 +732,12 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> TaskQueue<F, N, T, S> {
     pub fn order(mut self, order: Yield) -> Self {
         let waiting = self.view(|ring, _| ring.finished() > 0);
         let state = self.state_mut();
-        // On a live queue, results that wait for their turn (submission
-        // order) still come out, oldest first.
-        state.yield_oldest =
-            order == Yield::InSubmissionOrder || (state.yield_oldest && waiting);
-        state.order = order;
+        if waiting && order != state.order {
+            state.next_order = Some(order);
+        } else {
+            state.order = order;
+            state.next_order = None;
+        }
         self
     }
 

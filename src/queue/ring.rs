@@ -632,6 +632,25 @@ impl<F: IntoFuture, T: Timing, const N: usize> Ring<F, T, N> {
         }
     }
 
+    /// Drops every entry but the started ones `keep` names: the unstarted
+    /// ones (see [`Self::truncate`]), then the started ones, newest first,
+    /// each uncounted before it is dropped in place (a slot assigned
+    /// `Vacant`, as `take` leaves one): after a panicking destructor a
+    /// second call goes on.
+    #[cfg(feature = "alloc")]
+    pub(super) fn retain_finished(self: Pin<&mut Self>, keep: impl Fn(usize) -> bool) {
+        let this = self.slots();
+        this.truncate(this.started);
+        for offset in (0..this.started).rev() {
+            let i = this.index(offset);
+            if !keep(i) {
+                this.forget(i);
+                // Drops a running future in place.
+                *this.slots[i].get_mut() = Slot::Vacant;
+            }
+        }
+    }
+
     /// Drops every entry (see [`Self::truncate`]).
     pub(super) fn clear(self: Pin<&mut Self>) {
         self.slots().truncate(0);

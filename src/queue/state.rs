@@ -49,11 +49,9 @@ pub(super) struct State<F: IntoFuture, const N: usize, T: Timing, S> {
     pub(super) concurrency: usize,
     pub(super) order: Yield,
     pub(super) stop_when: Option<S>,
-    /// Whether a poll takes the oldest result if it is there: in
-    /// submission order, and in completion order after a switch from
-    /// submission order (`order` on a live queue) until no result that
-    /// waited for its turn is left.
-    pub(super) yield_oldest: bool,
+    /// An order chosen while results waited in the current one (`order` on
+    /// a live queue): it applies once none waits (end of `poll_next`).
+    pub(super) next_order: Option<Yield>,
     pub(super) stop: Stop,
     /// `None` was returned and nothing was pushed since.
     pub(super) exhausted: bool,
@@ -147,7 +145,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
             stop_when: None,
             stop: Stop::No,
             exhausted: false,
-            yield_oldest: true,
+            next_order: None,
             paused: false,
             closed: false,
             timing,
@@ -232,7 +230,7 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
             concurrency: self.concurrency,
             order: self.order,
             stop_when: stop_when(self.stop_when),
-            yield_oldest: self.yield_oldest,
+            next_order: self.next_order,
             stop: self.stop,
             exhausted: self.exhausted,
             paused: self.paused,
@@ -488,11 +486,13 @@ where
         }
         if let Some(index) = rejection {
             self.stop = Stop::At(index);
+            // In completion order the results yielded before it still come
+            // out (the latest, then `ready` up to it); `enforce_stop` keeps
+            // them and drops the rest.
+            #[cfg(feature = "alloc")]
             if self.order == Yield::InCompletionOrder {
-                // Yielded next; `enforce_stop` drops the others.
-                #[cfg(feature = "alloc")]
-                self.ready.clear();
-                ring.as_mut().examined(index);
+                let kept = self.ready.iter().position(|&i| i == index).map_or(0, |k| k + 1);
+                self.ready.truncate(kept);
             }
         }
     }
@@ -579,6 +579,15 @@ where
         match (self.stop, self.order) {
             (Stop::No | Stop::Examine, _) => {}
             (Stop::At(index), Yield::InSubmissionOrder) => ring.truncate_after(index),
+            #[cfg(feature = "alloc")]
+            (Stop::At(index), Yield::InCompletionOrder) if !self.ready.is_empty() => {
+                // Results batched before a predicate was installed, up to
+                // the rejection (`examine_finished`).
+                let (ready, latest) = (&self.ready, ring.latest());
+                ring.retain_finished(|i| {
+                    i == index || ready.contains(&i) || latest == Latest::Examined(i)
+                });
+            }
             (Stop::At(index), Yield::InCompletionOrder) => ring.retain_only(index),
             (Stop::Done, _) => ring.clear(),
         }
@@ -832,7 +841,7 @@ where
         if let Some(index) = self.ready.pop_front() {
             return Poll::Ready(Some(self.take(ring, index)));
         }
-        if self.yield_oldest {
+        if self.order == Yield::InSubmissionOrder {
             if let Some(out) = self.take_oldest(ring.as_mut()) {
                 return Poll::Ready(Some(out));
             }
@@ -869,15 +878,14 @@ where
         }
 
         // 3. In start order, the oldest result if it is there.
-        if self.yield_oldest {
+        if self.order == Yield::InSubmissionOrder {
             if let Some(out) = self.take_oldest(ring.as_mut()) {
                 return Poll::Ready(Some(out));
             }
-            // In completion order every result left is taken by now
-            // (`ready` is empty here): none waits for its turn any more.
-            if self.order == Yield::InCompletionOrder && ring.finished() == 0 {
-                self.yield_oldest = false;
-            }
+        }
+        if self.next_order.is_some() && ring.finished() == 0 {
+            // No result waits in the old order any more (see `next_order`).
+            self.order = self.next_order.take().unwrap_or(self.order);
         }
 
         if ring.held() == 0 && self.waiting_len() == 0 && !open {
