@@ -3,13 +3,18 @@
 //! waits), and `Ring::retain_finished` (a stop found by `examine_finished`
 //! in completion order keeps the accepted results batched in `ready`).
 //!
-//! Every test here can fail. Found (ignored as BUGs, reproducers in their
-//! docs): the deferred switch is only looked at by a poll that yields
-//! nothing, so a poll that finds no result waiting still follows the old
-//! order — a result is held back behind an older running task after a
-//! switch to completion order (for as long as that task runs, also after
-//! `until(Level::Idle)` ended with the switch pending), and one is yielded
-//! ahead of an older task after a switch to submission order.
+//! Every test here can fail. Found, and fixed in the commit after the one
+//! that added this file (until then ignored as BUGs, reproducers in their
+//! docs): the deferred switch was only looked at by a poll that yields
+//! nothing, so a poll that finds no result waiting still followed the old
+//! order — a result held back behind an older running task after a switch
+//! to completion order (for as long as that task runs, also after
+//! `until(Level::Idle)` ended with the switch pending), and one yielded
+//! ahead of an older task after a switch to submission order. The switch
+//! is now applied at the start of the first poll that finds none waiting.
+
+// The `alloc`-only tests use some of the imports and helpers.
+#![cfg_attr(not(feature = "alloc"), allow(unused_imports, dead_code))]
 
 mod support;
 
@@ -99,7 +104,6 @@ fn waiting_behind(gate: &Gate) -> TaskQueue<Boxed> {
 /// "the new order applies from the first poll that finds none waiting:
 /// the switch never ... holds back a result".
 #[test]
-#[ignore = "BUG: a switch to completion order is not applied by a poll that finds no result waiting; 3 is held behind the running 2"]
 fn a_switch_to_completion_order_applies_once_the_waiting_results_are_out() {
     let (g0, g2, g3) = (Gate::new(), Gate::new(), Gate::new());
     let mut queue = TaskQueue::<Boxed>::new().concurrency(4);
@@ -135,7 +139,6 @@ fn a_switch_to_completion_order_applies_once_the_waiting_results_are_out() {
 /// out, results come in submission order.
 #[cfg(feature = "alloc")]
 #[test]
-#[ignore = "BUG: a switch to submission order is not applied by a poll that finds no result waiting; 6 is yielded ahead of the older 5"]
 fn a_switch_to_submission_order_applies_once_the_batched_results_are_out() {
     let gates: Vec<Gate> = (0..3).map(|_| Gate::new()).collect();
     let mut queue = TaskQueue::<Boxed>::new()
@@ -168,7 +171,6 @@ fn a_switch_to_submission_order_applies_once_the_batched_results_are_out() {
 /// (every poll ends with 11 waiting, so the switch waits for 10). Broken:
 /// the first poll that finds no result waiting uses the new order.
 #[test]
-#[ignore = "BUG: a switch pending when until(Idle) ends is never applied while an older task runs; 11 is held behind 10"]
 fn a_switch_pending_when_until_idle_ends_applies_to_the_next_tasks() {
     use deferral::queue::Level;
     use futures::StreamExt;

@@ -50,7 +50,7 @@ pub(super) struct State<F: IntoFuture, const N: usize, T: Timing, S> {
     pub(super) order: Yield,
     pub(super) stop_when: Option<S>,
     /// An order chosen while results waited in the current one (`order` on
-    /// a live queue): it applies once none waits (end of `poll_next`).
+    /// a live queue): it applies once none waits (start of `poll_next`).
     pub(super) next_order: Option<Yield>,
     pub(super) stop: Stop,
     /// `None` was returned and nothing was pushed since.
@@ -833,6 +833,12 @@ where
         // 0. Finish what a panic interrupted: drop a future whose poll
         // panicked, settle an output, go on with a stop.
         ring.as_mut().bury();
+        if self.next_order.is_some() && ring.finished() == 0 {
+            // No result waits in the old order any more (see `next_order`;
+            // results finish only inside a poll, so this is the first poll
+            // that finds none).
+            self.order = self.next_order.take().unwrap_or(self.order);
+        }
         if let Some(index) = self.settle(ring.as_mut()) {
             return Poll::Ready(Some(self.take(ring, index)));
         }
@@ -882,10 +888,6 @@ where
             if let Some(out) = self.take_oldest(ring.as_mut()) {
                 return Poll::Ready(Some(out));
             }
-        }
-        if self.next_order.is_some() && ring.finished() == 0 {
-            // No result waits in the old order any more (see `next_order`).
-            self.order = self.next_order.take().unwrap_or(self.order);
         }
 
         if ring.held() == 0 && self.waiting_len() == 0 && !open {
