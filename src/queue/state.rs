@@ -38,7 +38,8 @@ pub(super) enum Stop {
     /// only one on the fast path.
     Examine,
     /// Stopped on the rejection in slot `.0`, not yielded yet: nothing
-    /// after it is kept (in completion order, nothing else at all).
+    /// after it is kept (in completion order, nothing else at all but the
+    /// results batched ahead of it before a predicate was installed).
     At(usize),
     /// The rejection was yielded: nothing is kept, the stream ends.
     Done,
@@ -196,8 +197,6 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
         0
     }
 
-    /// The same state with another timing and stop predicate (builders);
-    /// the waiting tasks keep the new timing's default timeout.
     /// After a predicate was installed: the next poll runs it over the
     /// outputs that finished before (`examine_finished`).
     pub(super) fn examining_finished(mut self) -> Self {
@@ -207,6 +206,8 @@ impl<F: IntoFuture, const N: usize, T: Timing, S> State<F, N, T, S> {
         self
     }
 
+    /// The same state with another timing and stop predicate (builders);
+    /// the waiting tasks keep the new timing's default timeout.
     pub(super) fn convert<T2: Timing, S2>(
         self,
         timing: impl FnOnce(T) -> T2,
